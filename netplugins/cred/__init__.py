@@ -1,0 +1,1 @@
+"""Credential checkers shared by every netplugins service and by Twisted's own."""

@@ -1,0 +1,164 @@
+"""
+The options every netplugins plugin shares (see SPEC.md, "Options every plugin
+shares"): listening, TLS, credential checkers, connection limits and the state
+directory.  A service's C{Options} subclasses L{ServiceOptions}, adds its own
+C{optParameters}, and reads the validated result from C{self.common}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from twisted.cred import strcred
+from twisted.python import usage
+
+from netplugins.service import DEFAULT_STATE_DIR, Common, commonSettings
+
+
+def positiveInt(value: str) -> int:
+    """
+    Coerce a positive integer option.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, not {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"expected a positive number, not {number}")
+    return number
+
+
+positiveInt.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+
+
+def positiveFloat(value: str) -> float:
+    """
+    Coerce a positive number of seconds.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, not {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"expected a positive number of seconds, not {value!r}")
+    return number
+
+
+positiveFloat.coerceDoc = "Seconds."  # type: ignore[attr-defined]
+
+
+class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
+    """
+    Options shared by every netplugins service.
+
+    @cvar defaultListen: where the service listens when no C{--listen} or
+        C{--listen-tls} is given; shown in C{--help}.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = ()
+
+    optParameters: ClassVar[list[Any]] = [
+        ["tls-dir", None, None,
+         "A directory of PEM files (certificate, chain and key together), "
+         "as Twisted's tls: endpoint reads; the file name is the SNI name."],
+        ["tls-client-ca", None, None,
+         "Verify client certificates against the CA certificates in this PEM."],
+        ["tls-client-cert", None, None,
+         "'optional' or 'required' (the default when --tls-client-ca is given)."],
+        ["tls-min-version", None, "1.2", "Lowest TLS version: 1.2 or 1.3."],
+        ["max-connections", None, None,
+         "Refuse connections beyond this many at once.", positiveInt],
+        ["max-connections-per-ip", None, None,
+         "Refuse connections beyond this many at once from one address.",
+         positiveInt],
+        ["idle-timeout", None, None,
+         "Close connections idle for this many seconds.", positiveFloat],
+        ["state-dir", None, DEFAULT_STATE_DIR,
+         "Where generated certificates, stores and keys live."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        for key in ("listen", "listen-tls", "tls-cert", "tls-key", "allow", "deny"):
+            self[key] = []
+        self["credCheckers"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on this endpoint, speaking in the clear (STARTTLS where the
+        protocol has it); repeatable.  Any Twisted server endpoint string
+        (tcp:, tcp6:, unix:, systemd:, haproxy:, ...) or udp:PORT for datagram
+        services.
+        """
+        self["listen"].append(description)
+
+    def opt_listen_tls(self, description: str) -> None:
+        """
+        Listen on this endpoint wrapped in TLS from the --tls-* options;
+        repeatable.
+        """
+        self["listen-tls"].append(description)
+
+    def opt_tls_cert(self, path: str) -> None:
+        """
+        A PEM certificate with its chain; repeat with --tls-key for several
+        names (SNI picks).  Without any, TLS uses a development certificate
+        generated in the state directory.
+        """
+        self["tls-cert"].append(path)
+
+    def opt_tls_key(self, path: str) -> None:
+        """
+        The PEM private key for the --tls-cert given at the same position.
+        """
+        self["tls-key"].append(path)
+
+    def opt_allow(self, network: str) -> None:
+        """
+        Accept connections only from this network (CIDR, IPv4 or IPv6);
+        repeatable.
+        """
+        self["allow"].append(network)
+
+    def opt_deny(self, network: str) -> None:
+        """
+        Refuse connections from this network (CIDR, IPv4 or IPv6); repeatable.
+        """
+        self["deny"].append(network)
+
+    def opt_auth(self, description: str) -> None:
+        """
+        A credential checker, in Twisted's strcred syntax (see --help-auth);
+        repeatable.
+        """
+        super().opt_auth(description)
+
+    def getUsage(self, width: int | None = None) -> str:
+        text = super().getUsage(width)
+        if self.defaultListen:
+            text += "\nWithout --listen or --listen-tls, listens on: {}\n".format(
+                ", ".join(self.defaultListen)
+            )
+        return text
+
+    def postOptions(self) -> None:
+        try:
+            self.common: Common = commonSettings(
+                listen=self["listen"],
+                listenTLS=self["listen-tls"],
+                tlsCert=self["tls-cert"],
+                tlsKey=self["tls-key"],
+                tlsDir=self["tls-dir"],
+                tlsClientCA=self["tls-client-ca"],
+                tlsClientCert=self["tls-client-cert"],
+                tlsMinVersion=self["tls-min-version"],
+                checkers=self["credCheckers"],
+                maxConnections=self["max-connections"],
+                maxConnectionsPerIP=self["max-connections-per-ip"],
+                idleTimeout=self["idle-timeout"],
+                allow=self["allow"],
+                deny=self["deny"],
+                stateDir=self["state-dir"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None

@@ -1,0 +1,364 @@
+"""
+Listening: turn a protocol factory and the shared settings into a running service.
+
+A service module reads as: parse options, build a factory, then
+C{listeningService(common, factory)}; this module does the wrapping (limits, TLS)
+and the listening (stream endpoints, C{udp:} datagram ports) for all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from attrs import define, field
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from netplugins.limits import ConnectionTracker, Limits, parseNetwork
+from netplugins.tls import ServerTLS, TLSSettings
+
+DEFAULT_STATE_DIR = "var"
+
+
+@define
+class Common:
+    """
+    What every netplugins service shares: where it listens, its limits, its TLS
+    and its credential checkers.  Build it with L{commonSettings} (the keyword twin
+    of L{netplugins.options.ServiceOptions}).
+
+    @ivar listen: endpoint strings spoken in the clear (C{udp:} for datagrams).
+    @ivar listenTLS: endpoint strings wrapped in TLS from C{tls}.
+    @ivar tls: the server TLS context factory, shared by every listener and by
+        STARTTLS; made from C{tlsSettings} on first use unless given.
+    """
+
+    listen: tuple[str, ...] = ()
+    listenTLS: tuple[str, ...] = ()
+    tlsSettings: TLSSettings = field(factory=TLSSettings)
+    limits: Limits = field(factory=Limits)
+    stateDir: str = DEFAULT_STATE_DIR
+    checkers: tuple[ICredentialsChecker, ...] = ()
+    tls: ServerTLS | None = None
+
+    def serverTLS(self, reactor: Any = None) -> ServerTLS:
+        """
+        The TLS context factory for this service, made on first use.
+        """
+        if self.tls is None:
+            self.tls = ServerTLS(self.tlsSettings, reactor=reactor)
+        return self.tls
+
+    def portal(self, realm: IRealm) -> Portal:
+        """
+        A portal on C{realm} checked by this service's C{--auth} checkers.
+        """
+        return Portal(realm, list(self.checkers))
+
+
+def commonSettings(
+    *,
+    listen: Iterable[str] = (),
+    listenTLS: Iterable[str] = (),
+    tls: ServerTLS | None = None,
+    tlsCert: Sequence[str] = (),
+    tlsKey: Sequence[str] = (),
+    tlsDir: str | None = None,
+    tlsClientCA: str | None = None,
+    tlsClientCert: str | None = None,
+    tlsMinVersion: str = "1.2",
+    auth: Iterable[str] = (),
+    checkers: Iterable[ICredentialsChecker] = (),
+    maxConnections: int | None = None,
+    maxConnectionsPerIP: int | None = None,
+    idleTimeout: float | None = None,
+    allow: Iterable[str] = (),
+    deny: Iterable[str] = (),
+    stateDir: str = DEFAULT_STATE_DIR,
+) -> Common:
+    """
+    Validate and collect the shared settings: the keyword twin of every shared
+    command-line option (C{--listen-tls} is C{listenTLS}, C{--tls-cert} is
+    C{tlsCert}, ...).  C{tls} shares one L{ServerTLS} between services.
+
+    @raise ValueError: with a one-line message, for any bad value.
+    """
+    listen = tuple(listen)
+    listenTLS = tuple(listenTLS)
+    for description in listen + listenTLS:
+        validateEndpoint(description)
+    if len(tlsCert) != len(tlsKey):
+        raise ValueError("--tls-cert and --tls-key must be given in pairs")
+    if tlsMinVersion not in ("1.2", "1.3"):
+        raise ValueError(f"--tls-min-version must be 1.2 or 1.3, not {tlsMinVersion!r}")
+    if tlsClientCert not in (None, "optional", "required"):
+        raise ValueError("--tls-client-cert must be 'optional' or 'required'")
+    if tlsClientCert is not None and tlsClientCA is None:
+        raise ValueError("--tls-client-cert needs --tls-client-ca")
+    for name, value in [
+        ("--max-connections", maxConnections),
+        ("--max-connections-per-ip", maxConnectionsPerIP),
+        ("--idle-timeout", idleTimeout),
+    ]:
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be positive, not {value}")
+    allCheckers = list(checkers)
+    if auth:
+        from twisted.cred import strcred
+
+        for description in auth:
+            try:
+                allCheckers.append(strcred.makeChecker(description))
+            except Exception as e:
+                raise ValueError(f"--auth {description.split(':')[0]}: {e}") from None
+    return Common(
+        listen=listen,
+        listenTLS=listenTLS,
+        tlsSettings=TLSSettings(
+            certificates=tuple(zip(tlsCert, tlsKey, strict=True)),
+            directory=tlsDir,
+            clientCA=tlsClientCA,
+            clientCert=(
+                tlsClientCert or ("required" if tlsClientCA is not None else None)
+            ),
+            minVersion=tlsMinVersion,
+            stateDir=stateDir,
+        ),
+        limits=Limits(
+            maxConnections=maxConnections,
+            maxConnectionsPerIP=maxConnectionsPerIP,
+            idleTimeout=idleTimeout,
+            allow=tuple(parseNetwork(a) for a in allow),
+            deny=tuple(parseNetwork(d) for d in deny),
+        ),
+        stateDir=stateDir,
+        checkers=tuple(allCheckers),
+        tls=tls,
+    )
+
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+@define
+class DatagramAddress:
+    """
+    A parsed C{udp:PORT[:interface=ADDR]} (or C{udp:port=PORT:...}) description.
+    """
+
+    port: int
+    interface: str = "127.0.0.1"
+
+
+def parseDatagram(description: str) -> DatagramAddress | None:
+    """
+    Parse a C{udp:} listen description; C{None} if it names a stream endpoint.
+
+    Twisted's endpoint strings have no datagram form, so netplugins adds this one,
+    with the same escaping (C{interface=\\:\\:1}).
+
+    @raise ValueError: for a malformed C{udp:} description.
+    """
+    prefix, _, rest = description.partition(":")
+    if prefix != "udp":
+        return None
+    port: int | None = None
+    interface = "127.0.0.1"
+    for i, part in enumerate(_UNESCAPED_COLON.split(rest)):
+        part = part.replace("\\:", ":")
+        key, eq, value = part.partition("=")
+        if not eq and i == 0:
+            key, value = "port", key
+        if key == "port":
+            try:
+                port = int(value)
+            except ValueError:
+                raise ValueError(f"bad port in {description!r}") from None
+        elif key == "interface":
+            interface = value
+        else:
+            raise ValueError(f"unknown parameter {key!r} in {description!r}")
+    if port is None or not 0 <= port <= 65535:
+        raise ValueError(f"{description!r} needs a port from 0 to 65535")
+    return DatagramAddress(port, interface)
+
+
+class _ValidationReactor:
+    """
+    Stands in for the reactor while endpoint strings are only being checked.
+    """
+
+
+def validateEndpoint(description: str) -> None:
+    """
+    Check a listen description without listening.
+
+    @raise ValueError: with a one-line message.
+    """
+    if parseDatagram(description) is not None:
+        return
+    try:
+        serverFromString(_ValidationReactor(), description)
+    except Exception as e:
+        raise ValueError(f"bad endpoint {description!r}: {e}") from None
+
+
+class ListeningService(StreamServerEndpointService):
+    """
+    Listens on one stream endpoint and logs where, once it knows the port.
+
+    @ivar port: the listening port once listening, else C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(self, endpoint: Any, factory: IProtocolFactory, description: str):
+        super().__init__(endpoint, factory)
+        self.description = description
+        self.port: IListeningPort | None = None
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        assert self._waitingForPort is not None
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        self.log.info(
+            "{service} listening on {address} ({description})",
+            service=self.name,
+            address=port.getHost(),
+            description=self.description,
+        )
+        return port
+
+
+class DatagramService(Service):
+    """
+    Listens on one UDP port with a datagram protocol.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        address: DatagramAddress,
+        protocol: DatagramProtocol,
+        description: str,
+        reactor: Any,
+    ):
+        self.address = address
+        self.protocol = protocol
+        self.description = description
+        self._reactor = reactor
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        self.port = self._reactor.listenUDP(
+            self.address.port, self.protocol, interface=self.address.interface
+        )
+        self.log.info(
+            "{service} listening on {address} ({description})",
+            service=self.name,
+            address=self.port.getHost(),
+            description=self.description,
+        )
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+def listeningService(
+    common: Common,
+    factory: IProtocolFactory | None,
+    *,
+    datagram: DatagramProtocol | None = None,
+    defaultListen: Sequence[str] = (),
+    name: str = "netplugins",
+    reactor: Any = None,
+) -> MultiService:
+    """
+    A service listening for C{factory} (streams) and C{datagram} (UDP) on every
+    endpoint in C{common}, with C{common}'s limits and TLS applied.
+
+    @param defaultListen: used when C{common} names no endpoint at all.
+    @raise ValueError: for a C{udp:} endpoint given to a stream-only service or a
+        stream endpoint given to a datagram-only one.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    parent = MultiService()
+    parent.setName(name)
+    tracker = ConnectionTracker(common.limits, reactor=reactor)
+    plain = common.listen
+    if not plain and not common.listenTLS:
+        plain = tuple(defaultListen)
+    described = [(d, False) for d in plain] + [(d, True) for d in common.listenTLS]
+    for description, secure in described:
+        child: IService
+        address = parseDatagram(description)
+        if address is not None:
+            if datagram is None:
+                raise ValueError(f"{name} does not speak UDP: {description!r}")
+            if secure:
+                raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
+            child = DatagramService(
+                address, tracker.wrapDatagram(datagram), description, reactor
+            )
+        else:
+            if factory is None:
+                raise ValueError(f"{name} speaks only UDP: {description!r}")
+            wrapped = factory
+            if secure:
+                wrapped = common.serverTLS(reactor).wrapFactory(factory, reactor)
+            endpoint = serverFromString(reactor, description)
+            child = ListeningService(
+                endpoint, tracker.wrapFactory(wrapped), description
+            )
+        child.setName(name)
+        child.setServiceParent(parent)
+    if common.listenTLS or common.tls is not None:
+        common.serverTLS(reactor).service().setServiceParent(parent)
+    return parent
+
+
+def listeningPorts(root: IService) -> list[tuple[str, Any, str]]:
+    """
+    Every port C{root} and its children listen on, as (service, address, what)
+    rows, for logging a table of what listens where.
+    """
+    rows: list[tuple[str, Any, str]] = []
+    stack = [root]
+    while stack:
+        svc = stack.pop()
+        port = getattr(svc, "port", None)
+        if isinstance(svc, (ListeningService, DatagramService)) and port is not None:
+            rows.append((svc.name, port.getHost(), svc.description))
+        stack.extend(reversed(list(getattr(svc, "services", []))))
+    return rows

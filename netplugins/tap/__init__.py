@@ -1,0 +1,1 @@
+"""Command-line glue (Options and makeService) for each netplugins service."""
