@@ -29,6 +29,7 @@ from netplugins.cred.htpasswd import (
     hashPassword,
     parseHtpasswd,
     passwordProblem,
+    userNameProblem,
 )
 
 NEW_FILE_MODE = 0o600
@@ -68,13 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _checkUser(user: str) -> None:
-    if not user or user != user.strip() or user.startswith("#"):
-        raise CommandError(
-            "user names cannot be empty, start with # or have leading or "
-            "trailing whitespace"
-        )
-    if ":" in user or any(ord(c) < 0x20 or ord(c) == 0x7F for c in user):
-        raise CommandError("user names cannot contain ':' or control characters")
+    problem = userNameProblem(user)
+    if problem is not None:
+        raise CommandError(problem)
+    if ":" in user or user.startswith("#"):
+        raise CommandError("user names cannot contain ':' or start with '#'")
 
 
 def _readPassword(fromStdin: bool) -> str:

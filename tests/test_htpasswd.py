@@ -464,6 +464,16 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(refusals[0]["reason"], "wrong password")
         self.assertNotIn("s3cret-guess", repr(events))
 
+    def test_screeningRefusalLogged(self) -> None:
+        """
+        Input refused before hashing is logged with the user name too.
+        """
+        with capturedLogs() as events:
+            self.assertRefused(b"alice", b"pw\x00secret")
+        refusals = [e for e in events if e.get("username") == b"alice"]
+        self.assertEqual(len(refusals), 1)
+        self.assertNotIn("secret", repr(events))
+
     def test_verificationOffTheCallingThread(self) -> None:
         """
         Verification is handed to the blocking runner, not done inline.
@@ -779,9 +789,12 @@ class CommandTests(SynchronousTestCase):
 
     def test_badUserAndCost(self) -> None:
         """
-        User names with C{:} and out-of-range costs are refused.
+        User names with C{:}, a leading C{#} or over 256 characters, and
+        out-of-range costs are refused.
         """
         self.assertEqual(self.command(str(self.path), "al:ice"), 1)
+        self.assertEqual(self.command(str(self.path), "#alice"), 1)
+        self.assertEqual(self.command(str(self.path), "a" * 257), 1)
         self.assertEqual(self.command("--cost", "3", str(self.path), "alice"), 1)
         self.assertEqual(
             self.command("--argon2", "--cost", "5", str(self.path), "a"), 1

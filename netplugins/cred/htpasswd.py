@@ -236,7 +236,10 @@ class Users:
         return cls(dict(entries), dummyHashLike(model))
 
 
-def _nameProblem(name: str) -> str | None:
+def userNameProblem(name: str) -> str | None:
+    """
+    Why C{name} cannot be a user name in a password file, or L{None}.
+    """
     if not name:
         return "empty user name"
     if name != name.strip():
@@ -269,7 +272,7 @@ def parseHtpasswd(data: bytes, source: str) -> Users:
         name, colon, hashed = line.partition(":")
         if not colon:
             raise HtpasswdError(f"{where}: expected user:hash")
-        problem = _nameProblem(name)
+        problem = userNameProblem(name)
         if problem is not None:
             raise HtpasswdError(f"{where}: {problem}")
         if name in seenAt:
@@ -338,6 +341,13 @@ def _check(users: Users, name: str, password: str) -> str | None:
     if hashed is None:
         return "unknown user"
     return None if matched else "wrong password"
+
+
+def _forLog(username: object) -> object:
+    # Screening refuses over-long names; they must not flood the log either.
+    if isinstance(username, str | bytes):
+        return username[:64]
+    return username
 
 
 _live: WeakSet[HtpasswdChecker] = WeakSet()
@@ -467,7 +477,11 @@ class HtpasswdChecker:
             username = credentials.username
             name, password = normaliseCredentials(username, credentials.password)
         except UnauthorizedLogin as e:
-            self.log.info("htpasswd: login refused: {reason}", reason=str(e))
+            self.log.info(
+                "htpasswd: login refused for {username!r}: {reason}",
+                username=_forLog(getattr(credentials, "username", None)),
+                reason=str(e),
+            )
             return fail(e)
         except Exception:
             self.log.failure("htpasswd: unusable credentials")
