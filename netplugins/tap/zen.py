@@ -1,0 +1,83 @@
+"""
+C{twistd np-zen}: the zen service's command line and its keyword twin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from netplugins.options import ServiceOptions, positiveInt
+from netplugins.service import Common, commonSettings, listeningService, parseDatagram
+from netplugins.zen import DEFAULT_MAX_QUESTION_SIZE, ZenFactory
+
+DEFAULT_LISTEN = ("tcp:1060:interface=127.0.0.1",)
+
+
+class Options(ServiceOptions):
+    """
+    Options for C{twistd np-zen}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Answer Zen of Python questions as in Foundations of Python Network "
+        "Programming, chapter 7: a client sends b'Beautiful is better than?' and "
+        "reads up to the '.' of b'Ugly.'; an unknown question gets b'Error: "
+        "unknown aphorism.'. Pipelined questions are answered in order. A "
+        "question over --max-question-size closes the connection."
+    )
+    defaultListen = DEFAULT_LISTEN
+
+    optParameters = [
+        ["max-question-size", None, DEFAULT_MAX_QUESTION_SIZE,
+         "The longest question accepted, in bytes, counting its '?' and any "
+         "whitespace before it.", positiveInt],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        for description in self.common.listen:
+            if parseDatagram(description) is not None:
+                raise usage.UsageError(f"np-zen does not speak UDP: {description!r}")
+
+
+def zenService(
+    *,
+    maxQuestionSize: int = DEFAULT_MAX_QUESTION_SIZE,
+    common: Common | None = None,
+    reactor: Any = None,
+    **settings: Any,
+) -> MultiService:
+    """
+    The zen service: the keyword twin of C{twistd np-zen}.
+
+    @param maxQuestionSize: C{--max-question-size}.
+    @param common: the shared settings, already made; or instead give their
+        keywords (L{netplugins.service.commonSettings}) as C{settings}.
+    @raise ValueError: for a bad value.
+    """
+    if common is None:
+        common = commonSettings(**settings)
+    elif settings:
+        raise TypeError("give common or shared settings, not both")
+    return listeningService(
+        common,
+        ZenFactory(maxQuestionSize),
+        defaultListen=DEFAULT_LISTEN,
+        name="np-zen",
+        reactor=reactor,
+    )
+
+
+def makeService(config: Options, reactor: Any = None) -> MultiService:
+    """
+    The zen service configured by a parsed command line.
+    """
+    return zenService(
+        maxQuestionSize=config["max-question-size"],
+        common=config.common,
+        reactor=reactor,
+    )
