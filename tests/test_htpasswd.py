@@ -632,6 +632,18 @@ class ReloadTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(d), False)
         self.assertEqual(list(self.checker.users.entries), ["alice"])
 
+    def test_synchronousRunner(self) -> None:
+        """
+        Reloading works when the blocking runner answers at once.
+        """
+        checker = HtpasswdChecker(str(self.path), runBlocking=runNow)
+        writeFile(self.path, f"bob:{BOB}\n")
+        d = checker.requestAvatarId(creds("bob", "bob-pw"))
+        self.assertEqual(self.successResultOf(d), "bob")
+        writeFile(self.path, f"alice:{ALICE}\n")
+        self.assertIs(self.successResultOf(checker.reload()), True)
+        self.assertEqual(list(checker.users.entries), ["alice"])
+
     def test_reloadAll(self) -> None:
         """
         L{reloadAll} (the SIGHUP hook) re-reads every live checker's file.

@@ -32,7 +32,13 @@ from attrs import frozen
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    fail,
+    maybeDeferred,
+    succeed,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -415,9 +421,10 @@ class HtpasswdChecker:
             # that prompted this call.
             return self._follow(self._reloading).addCallback(lambda _: self.reload())
         d = self._runBlocking(_load, self.path)
+        # Set before the callbacks, which clear it, in case d has already fired.
+        self._reloading = d
         d.addCallback(self._cbLoaded)
         d.addErrback(self._ebLoaded)
-        self._reloading = d
         return self._follow(d)
 
     @staticmethod
@@ -485,8 +492,8 @@ class HtpasswdChecker:
             return fail(e)
         except Exception:
             self.log.failure("htpasswd: unusable credentials")
-            return fail(UnauthorizedLogin("unusable credentials"))
-        d = self._current().addCallback(
+            return fail(UnauthorizedLogin(REFUSED))
+        d = maybeDeferred(self._current).addCallback(
             lambda users: self._runBlocking(_check, users, name, password)
         )
         d.addCallbacks(
