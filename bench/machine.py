@@ -1,0 +1,183 @@
+"""
+What the machine is and how busy it is: CPU times from C{/proc}, the facts a
+benchmark report must state, and the check for other load before a run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from attrs import frozen
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@frozen
+class CpuTimes:
+    """
+    One C{/proc/stat} line, in clock ticks.
+
+    @ivar busy: user, nice, system, irq, softirq and steal time.
+    @ivar softirq: time in the kernel's deferred interrupt work, where most
+        loopback packet processing is accounted, to no process.
+    @ivar steal: time the hypervisor gave this CPU to someone else.
+    @ivar total: C{busy} plus idle and iowait.
+    """
+
+    busy: int
+    softirq: int
+    steal: int
+    total: int
+
+
+def parseProcStat(text: str) -> dict[str, CpuTimes]:
+    """
+    The C{cpu} (all CPUs) and C{cpuN} lines of a C{/proc/stat} text.
+    """
+    times = {}
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *fields = line.split()
+        user, nice, system, idle, iowait, irq, softirq, steal = (
+            [int(f) for f in fields[:8]] + [0] * 8
+        )[:8]
+        busy = user + nice + system + irq + softirq + steal
+        times[name] = CpuTimes(busy, softirq, steal, busy + idle + iowait)
+    return times
+
+
+def readCpuTimes() -> dict[str, CpuTimes]:
+    """
+    The machine's CPU times now.
+    """
+    return parseProcStat(Path("/proc/stat").read_text())
+
+
+def busyFractions(
+    before: dict[str, CpuTimes], after: dict[str, CpuTimes]
+) -> dict[str, float]:
+    """
+    How busy each CPU line was between two readings, from 0 to 1.
+    """
+    fractions = {}
+    for name, end in after.items():
+        start = before[name]
+        total = end.total - start.total
+        fractions[name] = (end.busy - start.busy) / total if total > 0 else 0.0
+    return fractions
+
+
+def parseProcessTicks(text: str) -> int:
+    """
+    User plus system CPU time, in clock ticks, from a C{/proc/PID/stat} text.
+
+    The command name in parentheses may hold spaces and parentheses itself, so
+    fields are counted from the last C{)}.
+    """
+    fields = text[text.rindex(")") + 2 :].split()
+    # Fields 14 and 15 of proc(5), counted from the state (field 3).
+    return int(fields[11]) + int(fields[12])
+
+
+def processCpuSeconds(pid: int) -> float:
+    """
+    The CPU time process C{pid} has used so far (its threads included).
+    """
+    return parseProcessTicks(Path(f"/proc/{pid}/stat").read_text()) / CLOCK_TICKS
+
+
+@frozen
+class LoadCheck:
+    """
+    How busy each CPU was over a short window before a run.
+
+    @ivar busy: CPU name (C{cpu0}, ...) to busy fraction.
+    @ivar threshold: the fraction above which a CPU counts as loaded.
+    """
+
+    busy: dict[str, float]
+    threshold: float
+    seconds: float
+
+    @property
+    def quiet(self) -> bool:
+        """
+        Whether no CPU was busier than the threshold.
+        """
+        return all(
+            fraction <= self.threshold
+            for name, fraction in self.busy.items()
+            if name != "cpu"
+        )
+
+    def describe(self) -> str:
+        """
+        One line for people: each CPU's load over the window.
+        """
+        loads = ", ".join(
+            f"{name} {fraction:.0%}"
+            for name, fraction in sorted(self.busy.items())
+            if name != "cpu"
+        )
+        verdict = "quiet" if self.quiet else "LOADED"
+        return (
+            f"{verdict}: {loads} busy over {self.seconds:g} s "
+            f"(threshold {self.threshold:.0%})"
+        )
+
+
+def checkLoad(seconds: float = 2.0, threshold: float = 0.10) -> LoadCheck:
+    """
+    Watch the CPUs for C{seconds} while this process sleeps.
+    """
+    before = readCpuTimes()
+    time.sleep(seconds)
+    return LoadCheck(busyFractions(before, readCpuTimes()), threshold, seconds)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _firstLine(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except OSError:
+        return "not found"
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+def machineInfo() -> dict[str, str]:
+    """
+    The facts a reader needs to compare these figures with others.
+    """
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    virtual = "hypervisor" in Path("/proc/cpuinfo").read_text()
+    return {
+        "CPU": model + (" (virtual machine)" if virtual else ""),
+        "CPUs": str(os.cpu_count()),
+        "Kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "Python": sys.version.split()[0] + f" ({platform.python_implementation()})",
+        "Twisted": _version("twisted"),
+        "uvloop": _version("uvloop"),
+        "C compiler": _firstLine(["cc", "--version"]),
+        "netplugins commit": _firstLine(
+            ["git", "log", "-1", "--format=%h %cd", "--date=short"]
+        ),
+    }

@@ -1,0 +1,241 @@
+"""
+The report: C{docs/benchmarks.md} with a table and a plot per benchmark, the
+machine, the method and the load check, plus the raw samples as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import attrs
+
+from bench.machine import LoadCheck
+from bench.run import FOREIGN_LIMIT, BenchmarkResult, Settings
+
+
+def _ms(microseconds: float) -> str:
+    return f"{microseconds / 1000:.2f}"
+
+
+def _ratio(mine: float, theirs: float) -> str:
+    return f"{mine / theirs:.2f}x" if theirs else "-"
+
+
+def table(result: BenchmarkResult) -> list[str]:
+    """
+    The Markdown table of one benchmark's medians, with each row's ratio to
+    the primary contender.
+    """
+    labels = {c.name: c.label for c in result.benchmark.contenders}
+    summaries = result.summaries()
+    primary = {s.case: s for s in summaries if s.contender == result.primary}
+    lines = [
+        f"| case | server | req/s | spread | MiB/s | p50 ms | p99 ms "
+        f"| server CPU µs/req | server CPU | loadgen CPU "
+        f"| {result.primary} req/s ÷ this | {result.primary} CPU/req ÷ this |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in summaries:
+        mine = primary.get(s.case)
+        spread = (s.highest - s.lowest) / s.requestsPerSecond * 100
+        name = labels[s.contender]
+        if s.contender == result.primary:
+            name = f"**{name}**"
+        flags = f" ⚠{s.flagged}" if s.flagged else ""
+        lines.append(
+            f"| {s.case.title} | {name}{flags} | {s.requestsPerSecond:,.0f} "
+            f"| ±{spread / 2:.1f} % | {s.mibPerSecond:,.1f} | {_ms(s.p50)} "
+            f"| {_ms(s.p99)} | {s.cpuPerRequest:.1f} | {s.serverLoad:.0%} "
+            f"| {s.loadgenLoad:.0%} "
+            f"| {_ratio(mine.requestsPerSecond, s.requestsPerSecond) if mine else '-'} "
+            f"| {_ratio(mine.cpuPerRequest, s.cpuPerRequest) if mine else '-'} |"
+        )
+    return lines
+
+
+def plot(result: BenchmarkResult, path: Path) -> None:
+    """
+    A PNG of one benchmark: requests/s (with the spread over repetitions) and
+    server CPU per request, one panel per case.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = result.cases()
+    names = [c.name for c in result.benchmark.contenders
+             if c.name not in result.missing]
+    labels = {c.name: c.label for c in result.benchmark.contenders}
+    byKey = {(s.case, s.contender): s for s in result.summaries()}
+    figure, axes = plt.subplots(
+        2, len(cases), figsize=(4.5 * len(cases), 7), squeeze=False
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for column, case in enumerate(cases):
+        rows = [byKey[(case, n)] for n in names if (case, n) in byKey]
+        xs = range(len(rows))
+        tick = [labels[r.contender] for r in rows]
+        rates = axes[0][column]
+        rates.bar(
+            xs,
+            [r.requestsPerSecond for r in rows],
+            yerr=[
+                [r.requestsPerSecond - r.lowest for r in rows],
+                [r.highest - r.requestsPerSecond for r in rows],
+            ],
+            capsize=4,
+            color=colours[: len(rows)],
+        )
+        rates.set_title(f"{case.title}: requests/s (median, min-max)")
+        cpu = axes[1][column]
+        cpu.bar(xs, [r.cpuPerRequest for r in rows], color=colours[: len(rows)])
+        cpu.set_title(f"{case.title}: server CPU µs per request")
+        for axis in (rates, cpu):
+            axis.set_xticks(list(xs), tick, rotation=15)
+            axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(result.benchmark.title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def method(settings: Settings, quick: bool) -> list[str]:
+    """
+    How the figures were taken, for the report.
+    """
+    if settings.sameCore:
+        pinning = (
+            f"server and load generator both pinned to CPU {settings.serverCPU} "
+            "with `taskset` (`--same-core`): they take turns on one core, so "
+            "requests/s includes the load generator's share"
+        )
+    elif settings.serverCPU is None:
+        pinning = "nothing pinned"
+    else:
+        pinning = (
+            f"server pinned to CPU {settings.serverCPU} and load generator to "
+            f"CPU {settings.loadgenCPU} with `taskset`: each has a core of its "
+            "own, so the server's core is the bottleneck being measured and the "
+            "load generator's cost does not come out of it"
+        )
+    return [
+        "- Every figure comes from this one run: the contenders are measured "
+        "side by side on the same machine, interleaved (A B C D, A B C D, ...) "
+        "so slow drifts in the machine hit each of them alike.",
+        f"- {settings.repeat} repetition(s) per contender and case; each starts "
+        f"a fresh server process, warms up for {settings.warmup:g} s, then "
+        f"measures for {settings.duration:g} s. Tables show the median over "
+        "repetitions; *spread* is half the min-max range of requests/s.",
+        f"- Pinning: {pinning}.",
+        "- Load: `bench/loadgen/echo.c`, compiled at run time with the machine's "
+        "C compiler; one epoll loop over all connections (`TCP_NODELAY`), each "
+        "sending a message and waiting for its complete echo before the next "
+        "(ping-pong). Latency is per message, first byte sent to last byte "
+        "received, from a log-linear histogram (under 1.6 % bucket error). "
+        "MiB/s counts echoed payload, one direction.",
+        "- Server CPU: utime + stime from `/proc/PID/stat` over the measured "
+        "window, divided by the requests in it. *server CPU* is the share of "
+        "one core it used: near 100 % means the server is the bottleneck. "
+        "*loadgen CPU* is the same for the load generator (from its own "
+        "`getrusage`): well under 100 % means it was not the bottleneck.",
+        "- Other load: before the run every CPU must be under "
+        f"{FOREIGN_LIMIT:.0%} busy (from `/proc/stat`); during each measured "
+        "window, CPU time used by anything but the server and the load "
+        "generator (steal and softirq aside) is computed from `/proc/stat`, and "
+        f"a window with more than {FOREIGN_LIMIT:.0%} of a CPU of it, or with "
+        f"connection errors, is flagged ⚠ and redone up to {settings.retries} "
+        "times; a flag left in the table means every try was disturbed.",
+        "- All traffic on 127.0.0.1; every process is killed at the end.",
+    ] + (["- **Quick run** (`--quick`): a smoke test, not figures to quote."]
+         if quick else [])
+
+
+def write(
+    results: Sequence[BenchmarkResult],
+    settings: Settings,
+    machine: dict[str, str],
+    loadCheck: LoadCheck,
+    path: Path,
+    quick: bool = False,
+) -> None:
+    """
+    Write the Markdown report to C{path}, its plots to C{path}'s stem
+    directory (C{docs/benchmarks/}), and the raw samples beside them.
+    """
+    assets = path.with_suffix("")
+    assets.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench` (`.venv/bin/python -m bench`) on {now}. "
+        "Rerun it to refresh every figure and plot below; `--help` lists the "
+        "options (`--only NAME`, `--quick`, `--same-core`, ...). Raw samples: "
+        f"[`{assets.name}/results.json`]({assets.name}/results.json).",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in machine.items()],
+        "",
+        "## Method",
+        "",
+        *method(settings, quick),
+        "",
+        "## Load check",
+        "",
+        f"- Before the run: {loadCheck.describe()}.",
+    ]
+    for result in results:
+        flagged = sum(s.flagged for s in result.samples)
+        retried = sum(s.attempt - 1 for s in result.samples)
+        worst = max((s.foreign for s in result.samples), default=0.0)
+        steal = max((s.steal for s in result.samples), default=0.0)
+        lines.append(
+            f"- {result.benchmark.name}: {len(result.samples)} measurements kept, "
+            f"{retried} redone for other load, {flagged} still flagged; the most "
+            f"other load in a kept window was {worst:.0%} of a CPU, the most "
+            f"steal {steal:.1%}."
+        )
+    for result in results:
+        benchmark = result.benchmark
+        image = f"{assets.name}/{benchmark.name}.png"
+        plot(result, assets / f"{benchmark.name}.png")
+        lines += ["", f"## {benchmark.title}", "", benchmark.notes, ""]
+        if result.primary != benchmark.primary:
+            lines += [
+                f"**{benchmark.primary} was not available in this run** "
+                f"({result.missing.get(benchmark.primary, 'missing')}); "
+                f"the ratio columns compare *{result.primary}* instead.",
+                "",
+            ]
+        for name, why in result.missing.items():
+            if name != benchmark.primary:
+                lines += [f"*{name}* was not available: {why}.", ""]
+        lines += [*table(result), "", f"![{benchmark.title}]({image})"]
+    path.write_text("\n".join(lines) + "\n")
+    raw = {
+        "generated": now,
+        "machine": machine,
+        "settings": {k: str(v) if isinstance(v, os.PathLike) else v
+                     for k, v in attrs.asdict(settings).items()},
+        "loadCheck": attrs.asdict(loadCheck),
+        "benchmarks": {
+            r.benchmark.name: {
+                "primary": r.primary,
+                "missing": r.missing,
+                "samples": [attrs.asdict(s) for s in r.samples],
+                "summaries": [attrs.asdict(s) for s in r.summaries()],
+            }
+            for r in results
+        },
+    }
+    (assets / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
+

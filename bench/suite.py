@@ -1,0 +1,131 @@
+"""
+What the suite measures: each benchmark, its cases, and the servers compared
+in it.  A new contender is one L{Contender} line in L{BENCHMARKS}; a new
+benchmark is one L{Benchmark} (and a load generator in C{bench/loadgen/}).
+
+Server commands are argv templates; the runner fills in C{{python}} (this
+interpreter), C{{twistd}} (the twistd beside it), C{{port}} and C{{framing}}.
+Every server listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+
+@frozen
+class Contender:
+    """
+    One server in a benchmark.
+
+    @ivar name: short column name (C{--only-contenders} and file names use it).
+    @ivar label: what the report calls it.
+    @ivar command: the argv template that starts it in the foreground.
+    @ivar probe: an argv template that exits 0 when the contender can run
+        (a service still being written is reported as missing, not failed).
+    """
+
+    name: str
+    label: str
+    command: tuple[str, ...]
+    probe: tuple[str, ...] = ()
+
+
+@frozen
+class Case:
+    """
+    One load: C{connections} clients each sending C{size}-byte messages.
+    """
+
+    size: int
+    connections: int = 50
+    framing: str = "raw"
+
+    @property
+    def title(self) -> str:
+        """
+        A short name for tables and plots: C{1 KiB x 50}.
+        """
+        size = f"{self.size // 1024} KiB" if self.size % 1024 == 0 else f"{self.size} B"
+        extra = "" if self.framing == "raw" else f", {self.framing}"
+        return f"{size} x {self.connections}{extra}"
+
+
+@frozen
+class Benchmark:
+    """
+    One benchmark: netplugins' contender (C{primary}) against its peers.
+
+    @ivar loadgen: the load generator, C{bench/loadgen/NAME.c}.
+    @ivar standIn: the contender measured as primary while C{primary} is
+        missing.
+    @ivar notes: Markdown paragraphs for the report, on what is compared.
+    """
+
+    name: str
+    title: str
+    loadgen: str
+    primary: str
+    contenders: tuple[Contender, ...]
+    cases: tuple[Case, ...]
+    standIn: str | None = None
+    notes: str = ""
+
+    def contender(self, name: str) -> Contender:
+        """
+        The contender called C{name}.
+        """
+        for contender in self.contenders:
+            if contender.name == name:
+                return contender
+        raise KeyError(name)
+
+
+ECHO = Benchmark(
+    name="echo",
+    title="Echo: np-echo against bare Twisted, asyncio and uvloop",
+    loadgen="echo",
+    primary="np-echo",
+    standIn="twisted",
+    contenders=(
+        Contender(
+            "np-echo",
+            "netplugins np-echo",
+            ("{twistd}", "--nodaemon", "--pidfile=", "np-echo",
+             "--listen", "tcp:{port}:interface=127.0.0.1", "--framing", "{framing}"),
+            probe=("{twistd}", "np-echo", "--help"),
+        ),
+        Contender(
+            "twisted",
+            "bare Twisted",
+            ("{python}", "-m", "bench.peers.twisted_echo",
+             "--port", "{port}", "--framing", "{framing}"),
+        ),
+        Contender(
+            "asyncio",
+            "asyncio",
+            ("{python}", "-m", "bench.peers.asyncio_echo",
+             "--port", "{port}", "--framing", "{framing}", "--loop", "asyncio"),
+        ),
+        Contender(
+            "uvloop",
+            "uvloop",
+            ("{python}", "-m", "bench.peers.asyncio_echo",
+             "--port", "{port}", "--framing", "{framing}", "--loop", "uvloop"),
+        ),
+    ),
+    cases=(Case(1024), Case(65536)),
+    notes=(
+        "Each client sends one message and waits for all of it to come back "
+        "before sending the next (ping-pong), so requests/s measures the "
+        "server's per-message cost and p50/p99 its latency under that load. "
+        "np-echo runs under `twistd` exactly as a user starts it; *bare Twisted* "
+        "is the plainest Twisted `Protocol` echo (bench/peers/twisted_echo.py), "
+        "so the gap between the two is what netplugins' own layers cost; "
+        "*asyncio* and *uvloop* are `asyncio.Protocol` echo servers "
+        "(bench/peers/asyncio_echo.py). asyncio and uvloop set `TCP_NODELAY` "
+        "on accepted sockets; Twisted leaves Nagle's algorithm on."
+    ),
+)
+
+BENCHMARKS: tuple[Benchmark, ...] = (ECHO,)
