@@ -495,7 +495,9 @@ class ServerTLS:
             )
             return False
         self._generation = generation
-        self.log.info("TLS certificates reloaded for {names}", names=generation.names)
+        self.log.info(
+            "TLS certificates reloaded for {names}", names=", ".join(generation.names)
+        )
         return True
 
     def _watchedFiles(self) -> list[str]:
