@@ -131,7 +131,18 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
         A credential checker, in Twisted's strcred syntax (see --help-auth);
         repeatable.
         """
-        super().opt_auth(description)
+        try:
+            self.addChecker(strcred.makeChecker(description))
+        except strcred.UnsupportedInterfaces as e:
+            raise usage.UsageError(
+                f"--auth {description.split(':')[0]} does not fit this service: {e}"
+            ) from None
+        except strcred.InvalidAuthType as e:
+            raise usage.UsageError(f"--auth: unknown checker {e}") from None
+        except Exception as e:
+            # strcred factories raise ValueError (or worse) for bad arguments;
+            # their message is the one-line error the user needs.
+            raise usage.UsageError(f"--auth {description.split(':')[0]}: {e}") from None
 
     def getUsage(self, width: int | None = None) -> str:
         text = super().getUsage(width)

@@ -9,7 +9,7 @@ and the listening (stream endpoints, C{udp:} datagram ports) for all of them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from attrs import define, field
@@ -224,6 +224,7 @@ class ListeningService(StreamServerEndpointService):
     def __init__(self, endpoint: Any, factory: IProtocolFactory, description: str):
         super().__init__(endpoint, factory)
         self.description = description
+        self.label = "netplugins"
         self.port: IListeningPort | None = None
         self._raiseSynchronously = True
 
@@ -236,7 +237,7 @@ class ListeningService(StreamServerEndpointService):
         self.port = port
         self.log.info(
             "{service} listening on {address} ({description})",
-            service=self.name,
+            service=self.label,
             address=port.getHost(),
             description=self.description,
         )
@@ -260,6 +261,7 @@ class DatagramService(Service):
         self.address = address
         self.protocol = protocol
         self.description = description
+        self.label = "netplugins"
         self._reactor = reactor
         self.port: Any = None
 
@@ -279,7 +281,7 @@ class DatagramService(Service):
         )
         self.log.info(
             "{service} listening on {address} ({description})",
-            service=self.name,
+            service=self.label,
             address=self.port.getHost(),
             description=self.description,
         )
@@ -296,7 +298,7 @@ def listeningService(
     common: Common,
     factory: IProtocolFactory | None,
     *,
-    datagram: DatagramProtocol | None = None,
+    datagram: Callable[[], DatagramProtocol] | DatagramProtocol | None = None,
     defaultListen: Sequence[str] = (),
     name: str = "netplugins",
     reactor: Any = None,
@@ -305,31 +307,42 @@ def listeningService(
     A service listening for C{factory} (streams) and C{datagram} (UDP) on every
     endpoint in C{common}, with C{common}'s limits and TLS applied.
 
+    @param datagram: makes the protocol for each C{udp:} port (a protocol has one
+        transport); a protocol instance serves a single C{udp:} port.
+
     @param defaultListen: used when C{common} names no endpoint at all.
     @raise ValueError: for a C{udp:} endpoint given to a stream-only service or a
         stream endpoint given to a datagram-only one.
     """
     if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
+        from twisted.internet import reactor
     parent = MultiService()
     parent.setName(name)
     tracker = ConnectionTracker(common.limits, reactor=reactor)
     plain = common.listen
     if not plain and not common.listenTLS:
         plain = tuple(defaultListen)
+    datagramUsed = False
     described = [(d, False) for d in plain] + [(d, True) for d in common.listenTLS]
     for description, secure in described:
-        child: IService
+        child: ListeningService | DatagramService
         address = parseDatagram(description)
         if address is not None:
             if datagram is None:
                 raise ValueError(f"{name} does not speak UDP: {description!r}")
             if secure:
                 raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
+            if isinstance(datagram, DatagramProtocol):
+                if datagramUsed:
+                    raise ValueError(
+                        f"{name}: several udp: ports need a datagram protocol factory"
+                    )
+                protocol = datagram
+            else:
+                protocol = datagram()
+            datagramUsed = True
             child = DatagramService(
-                address, tracker.wrapDatagram(datagram), description, reactor
+                address, tracker.wrapDatagram(protocol), description, reactor
             )
         else:
             if factory is None:
@@ -341,7 +354,7 @@ def listeningService(
             child = ListeningService(
                 endpoint, tracker.wrapFactory(wrapped), description
             )
-        child.setName(name)
+        child.label = name
         child.setServiceParent(parent)
     if common.listenTLS or common.tls is not None:
         common.serverTLS(reactor).service().setServiceParent(parent)
@@ -359,6 +372,6 @@ def listeningPorts(root: IService) -> list[tuple[str, Any, str]]:
         svc = stack.pop()
         port = getattr(svc, "port", None)
         if isinstance(svc, (ListeningService, DatagramService)) and port is not None:
-            rows.append((svc.name, port.getHost(), svc.description))
+            rows.append((svc.label, port.getHost(), svc.description))
         stack.extend(reversed(list(getattr(svc, "services", []))))
     return rows

@@ -357,6 +357,14 @@ def _forLog(username: object) -> object:
 
 
 _live: WeakSet[HtpasswdChecker] = WeakSet()
+_sighup: list[Callable[[], None]] = []
+
+
+def _reloadOnSIGHUP() -> None:
+    if not _sighup:
+        from netplugins.reload import onReload
+
+        _sighup.append(onReload(reloadAll))
 
 
 def reloadAll() -> Deferred[Any]:
@@ -401,6 +409,7 @@ class HtpasswdChecker:
         self._signature = loaded.signature
         self._reloading: Deferred[bool] | None = None
         _live.add(self)
+        _reloadOnSIGHUP()
 
     @property
     def users(self) -> Users:

@@ -1,0 +1,1 @@
+"""Tests for netplugins; run with C{python -m twisted.trial tests}."""

@@ -1,0 +1,102 @@
+"""
+The wheel installs into a fresh virtualenv and its dropins work from outside the
+checkout (running from the repo root would hide packaging bugs).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from twisted.trial.unittest import TestCase
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = ("np-echo", "np-daytime", "np-zen")
+CHECKERS = ("htpasswd",)
+
+
+def _run(*argv: str | Path, cwd: Path, timeout: float = 600) -> str:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    result = subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout + result.stderr
+
+
+class WheelTests(TestCase):
+    """
+    Build the wheel once, install it into a fresh venv, look from elsewhere.
+    """
+
+    timeout = 900
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.work = Path(tempfile.mkdtemp(prefix="np-wheel-"))
+        dist = cls.work / "dist"
+        _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+             "-w", dist, ROOT, cwd=cls.work)
+        cls.wheel = next(dist.glob("netplugins-*.whl"))
+        venv = cls.work / "venv"
+        _run(sys.executable, "-m", "venv", venv, cwd=cls.work)
+        cls.bin = venv / "bin"
+        _run(cls.bin / "python", "-m", "pip", "install", "-q",
+             "--disable-pip-version-check", cls.wheel, cwd=cls.work)
+        cls.outside = cls.work / "elsewhere"
+        cls.outside.mkdir()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        import shutil
+
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def test_noPluginPackageInit(self) -> None:
+        """The wheel ships the dropins but no twisted/plugins/__init__.py."""
+        names = zipfile.ZipFile(self.wheel).namelist()
+        self.assertNotIn("twisted/plugins/__init__.py", names)
+        self.assertIn("twisted/plugins/netplugins_echo.py", names)
+
+    def test_twistdHelpListsPlugins(self) -> None:
+        """twistd --help run from another directory lists every np- plugin."""
+        out = _run(self.bin / "twistd", "--help", cwd=self.outside)
+        missing = [name for name in PLUGINS if f"    {name} " not in out]
+        self.assertEqual(missing, [], out)
+
+    def test_checkersListed(self) -> None:
+        """The htpasswd checker is found by strcred in the installed wheel."""
+        out = _run(self.bin / "twistd", "np-echo", "--help-auth", cwd=self.outside)
+        self.assertEqual(
+            [name for name in CHECKERS if f"  {name}" not in out], [], out
+        )
+
+    def test_pluginHelp(self) -> None:
+        """Each plugin's --help works in the installed wheel."""
+        for name in PLUGINS:
+            out = _run(self.bin / "twistd", name, "--help", cwd=self.outside)
+            self.assertIn("--listen", out)
+
+    def test_badOptionIsOneLine(self) -> None:
+        """A bad endpoint is a one-line usage error, not a traceback."""
+        result = subprocess.run(
+            [str(self.bin / "twistd"), "-n", "np-echo", "--listen", "bogus:1"],
+            cwd=self.outside, capture_output=True, text=True, timeout=120,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertIn("bogus:1", result.stdout + result.stderr)

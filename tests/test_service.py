@@ -1,0 +1,233 @@
+"""
+Tests for L{netplugins.service} and L{netplugins.options}: the shared settings,
+their validation and the listening glue.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_network
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from netplugins.limits import Limits
+from netplugins.options import ServiceOptions
+from netplugins.service import (
+    DatagramAddress,
+    commonSettings,
+    listeningPorts,
+    listeningService,
+    parseDatagram,
+)
+
+
+class DatagramDescriptionTests(SynchronousTestCase):
+    """
+    The C{udp:} listen descriptions netplugins adds to Twisted's endpoint strings.
+    """
+
+    def test_forms(self) -> None:
+        """Positional and keyword ports, escaped IPv6 interfaces all parse."""
+        self.assertEqual(
+            [
+                parseDatagram("udp:1313"),
+                parseDatagram("udp:port=13:interface=0.0.0.0"),
+                parseDatagram(r"udp:53:interface=\:\:1"),
+                parseDatagram("tcp:13"),
+            ],
+            [
+                DatagramAddress(1313, "127.0.0.1"),
+                DatagramAddress(13, "0.0.0.0"),
+                DatagramAddress(53, "::1"),
+                None,
+            ],
+        )
+
+    def test_bad(self) -> None:
+        """Bad ports and unknown parameters are ValueErrors naming the input."""
+        for bad in ["udp:", "udp:x", "udp:70000", "udp:13:colour=red"]:
+            with self.assertRaises(ValueError) as e:
+                parseDatagram(bad)
+            self.assertIn(repr(bad), str(e.exception))
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{ServiceOptions} parses the shared options into a validated L{Common}.
+    """
+
+    def parse(self, *argv: str) -> ServiceOptions:
+        options = ServiceOptions()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self) -> None:
+        """With nothing given, nothing listens explicitly and no limit is set."""
+        common = self.parse().common
+        self.assertEqual(
+            (common.listen, common.listenTLS, common.limits, common.stateDir),
+            ((), (), Limits(), "var"),
+        )
+
+    def test_everything(self) -> None:
+        """Every shared option lands in the settings."""
+        common = self.parse(
+            "--listen", "tcp:0", "--listen", "unix:/tmp/x.sock",
+            "--listen-tls", "tcp:0",
+            "--tls-cert", "a.pem", "--tls-key", "a.key",
+            "--tls-cert", "b.pem", "--tls-key", "b.key",
+            "--tls-client-ca", "ca.pem", "--tls-min-version", "1.3",
+            "--max-connections", "10", "--max-connections-per-ip", "2",
+            "--idle-timeout", "30", "--allow", "10.0.0.0/8", "--allow", "::1",
+            "--deny", "10.1.0.0/16", "--state-dir", "/srv/np",
+        ).common
+        self.assertEqual(
+            (
+                common.listen,
+                common.listenTLS,
+                common.tlsSettings.certificates,
+                common.tlsSettings.clientCA,
+                common.tlsSettings.clientCert,
+                common.tlsSettings.minVersion,
+                common.tlsSettings.stateDir,
+                common.limits.maxConnections,
+                common.limits.maxConnectionsPerIP,
+                common.limits.idleTimeout,
+                common.limits.allow,
+                common.limits.deny,
+                common.stateDir,
+            ),
+            (
+                ("tcp:0", "unix:/tmp/x.sock"),
+                ("tcp:0",),
+                (("a.pem", "a.key"), ("b.pem", "b.key")),
+                "ca.pem",
+                "required",
+                "1.3",
+                "/srv/np",
+                10,
+                2,
+                30.0,
+                (ip_network("10.0.0.0/8"), ip_network("::1/128")),
+                (ip_network("10.1.0.0/16"),),
+                "/srv/np",
+            ),
+        )
+
+    def test_badValuesAreUsageErrors(self) -> None:
+        """Each bad value is a one-line UsageError."""
+        for argv in [
+            ["--listen", "bogus:1"],
+            ["--listen", "tcp:notaport"],
+            ["--listen", "udp:x"],
+            ["--tls-cert", "a.pem"],
+            ["--tls-min-version", "1.1"],
+            ["--tls-client-cert", "required"],
+            ["--max-connections", "0"],
+            ["--max-connections-per-ip", "many"],
+            ["--idle-timeout", "-1"],
+            ["--idle-timeout", "nan"],
+            ["--allow", "10.0.0.0/33"],
+            ["--deny", "example.org"],
+        ]:
+            with self.assertRaises(usage.UsageError, msg=argv) as e:
+                self.parse(*argv)
+            self.assertNotIn("\n", str(e.exception), argv)
+
+
+class _UDPPort:
+    def __init__(self, port: int, interface: str) -> None:
+        self.address = IPv4Address("UDP", interface, port)
+
+    def getHost(self) -> IPv4Address:
+        return self.address
+
+    def stopListening(self) -> None:
+        pass
+
+
+class MemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor that also records UDP ports.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpServers: list[tuple[int, DatagramProtocol, int, str]] = []
+
+    def listenUDP(  # type: ignore[override]
+        self, port: int, protocol: DatagramProtocol, interface: str = "",
+        maxPacketSize: int = 8192,
+    ) -> _UDPPort:
+        self.udpServers.append((port, protocol, maxPacketSize, interface))
+        return _UDPPort(port, interface)
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+class ListeningServiceTests(SynchronousTestCase):
+    """
+    L{listeningService} listens where the settings say, with defaults.
+    """
+
+    def test_defaultListen(self) -> None:
+        """Without endpoints the service's defaults are used, streams and UDP."""
+        reactor = MemoryReactor()
+        service = listeningService(
+            commonSettings(),
+            Factory.forProtocol(Echo),
+            datagram=DatagramProtocol(),
+            defaultListen=["tcp:7007:interface=127.0.0.1", "udp:7007"],
+            name="np-test",
+            reactor=reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            (
+                [(port, interface) for port, _, _, interface in reactor.tcpServers],
+                [(port, interface) for port, _, _, interface in reactor.udpServers],
+            ),
+            ([(7007, "127.0.0.1")], [(7007, "127.0.0.1")]),
+        )
+
+    def test_explicitReplacesDefault(self) -> None:
+        """Any explicit endpoint replaces the defaults."""
+        reactor = MemoryReactor()
+        service = listeningService(
+            commonSettings(listen=[r"tcp:9000:interface=\:\:1"]),
+            Factory.forProtocol(Echo),
+            defaultListen=["tcp:7007"],
+            reactor=reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in reactor.tcpServers],
+            [(9000, "::1")],
+        )
+        self.assertEqual(
+            [(name, what) for name, _, what in listeningPorts(service)],
+            [("netplugins", r"tcp:9000:interface=\:\:1")],
+        )
+
+    def test_wrongKind(self) -> None:
+        """UDP for a stream-only service and TLS over UDP are refused."""
+        factory = Factory.forProtocol(Echo)
+        with self.assertRaises(ValueError):
+            listeningService(
+                commonSettings(listen=["udp:1"]), factory, reactor=MemoryReactor()
+            )
+        with self.assertRaises(ValueError):
+            listeningService(
+                commonSettings(listen=["tcp:1"]),
+                None,
+                datagram=DatagramProtocol(),
+                reactor=MemoryReactor(),
+            )
