@@ -4,18 +4,23 @@ Tests for L{netplugins.echo} and L{netplugins.tap.echo}.
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, ServerFactory
+from twisted.internet.protocol import Factory, ProcessProtocol, ServerFactory
 from twisted.internet.task import LoopingCall
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
+from twisted.python import usage
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -27,6 +32,9 @@ from netplugins.echo import (
     NetstringEcho,
     RawEcho,
 )
+from netplugins.service import ListeningService, commonSettings, listeningService
+from netplugins.tap.echo import Options, echoService, makeService
+from tests.pki import PKI
 
 BLOCK = struct.Struct("!I")
 
@@ -448,3 +456,316 @@ class BackpressureTests(TestCase):
             self.assertTrue(flood.peak <= 256 * 1024, f"peak {flood.peak}")
 
         return self.flood("blocks", payload).addCallback(check)
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{twistd np-echo}'s options.
+    """
+
+    def test_defaults(self) -> None:
+        """Raw framing, 1 MiB messages, port 7007 on 127.0.0.1."""
+        config = Options()
+        config.parseOptions([])
+        self.assertEqual(
+            (config["framing"], config["max-message-size"], config.defaultListen),
+            ("raw", 1024 * 1024, ("tcp:7007:interface=127.0.0.1",)),
+        )
+
+    def test_framing(self) -> None:
+        """--framing and --max-message-size are read."""
+        config = Options()
+        config.parseOptions(["--framing", "blocks", "--max-message-size", "4096"])
+        self.assertEqual(
+            (config["framing"], config["max-message-size"]), ("blocks", 4096)
+        )
+
+    def test_badFraming(self) -> None:
+        """An unknown framing is a one-line usage error listing the choices."""
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--framing", "json"])
+        self.assertEqual(
+            str(e.exception),
+            "Parameter type enforcement failed: "
+            "--framing must be one of raw, line, netstring, blocks, not 'json'",
+        )
+
+    def test_badSize(self) -> None:
+        """A size that is not a positive number is a one-line usage error."""
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--max-message-size", "1MiB"])
+        self.assertEqual(str(e.exception).count("\n"), 0)
+
+    def test_udpRefused(self) -> None:
+        """A udp: listener is a usage error: echo over UDP would amplify."""
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--listen", "udp:7007"])
+        self.assertEqual(str(e.exception), "np-echo does not speak UDP: 'udp:7007'")
+
+    def test_help(self) -> None:
+        """--help names the framings, the book, and the default listener."""
+        text = " ".join(str(Options()).split())
+        self.assertEqual(
+            [
+                s in text
+                for s in [
+                    "raw, line, netstring, blocks",
+                    "4-byte big-endian length prefix",
+                    "tcp:7007:interface=127.0.0.1",
+                ]
+            ],
+            [True, True, True],
+        )
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    L{makeService} and L{echoService} listen where told, with the framing asked.
+    """
+
+    def test_default(self) -> None:
+        """By default the service listens on 127.0.0.1:7007."""
+        config = Options()
+        config.parseOptions([])
+        reactor = MemoryReactorClock()
+        makeService(config, reactor=reactor).startService()
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in reactor.tcpServers],
+            [(7007, "127.0.0.1")],
+        )
+
+    def test_unix(self) -> None:
+        """--listen unix:PATH listens on that UNIX socket."""
+        config = Options()
+        config.parseOptions(["--listen", "unix:/tmp/np-echo.sock", "--framing", "line"])
+        reactor = MemoryReactorClock()
+        makeService(config, reactor=reactor).startService()
+        self.assertEqual(
+            [address for address, *_ in reactor.unixServers], ["/tmp/np-echo.sock"]
+        )
+
+    def test_keywordTwin(self) -> None:
+        """echoService passes framing and size to the factory it listens with."""
+        reactor = MemoryReactorClock()
+        echoService(
+            framing="netstring",
+            maxMessageSize=10,
+            listen=["tcp:9007"],
+            reactor=reactor,
+        ).startService()
+        protocol = reactor.tcpServers[0][1].buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        with capturedLogs():
+            protocol.dataReceived(b"2:hi,11:")
+        self.assertEqual((transport.value(), transport.disconnecting), (b"2:hi,", True))
+
+    def test_commonAndSettings(self) -> None:
+        """Giving both a Common and shared keywords is a TypeError."""
+        self.assertRaises(
+            TypeError, echoService, common=commonSettings(), listen=["tcp:1"]
+        )
+
+
+def exchange(
+    family: int, address: Any, data: bytes, expected: int, context: Any = None
+) -> bytes:
+    """
+    Connect with the stdlib, send C{data}, read C{expected} bytes back.
+    """
+    with socket.socket(family) as raw:
+        raw.settimeout(5)
+        raw.connect(address)
+        sock = (
+            raw
+            if context is None
+            else context.wrap_socket(raw, server_hostname="localhost")
+        )
+        sock.sendall(data)
+        received = b""
+        while len(received) < expected:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+class RealSocketTests(TestCase):
+    """
+    Stdlib and openssl clients against the echo service over TCP, UNIX and TLS.
+    """
+
+    def start(self, **kwargs: Any) -> Any:
+        """
+        Start C{echoService(**kwargs)}; return its first listening port.
+        """
+        service = echoService(**kwargs)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return next(s for s in service if isinstance(s, ListeningService)).port
+
+    def test_tcpLine(self) -> Deferred[None]:
+        """Line framing over TCP: lines echo exactly, CRLF and all."""
+        port = self.start(framing="line", listen=["tcp:0:interface=127.0.0.1"])
+        data = b"one\r\ntwo\nthree\n"
+        d = deferToThread(
+            exchange,
+            socket.AF_INET,
+            ("127.0.0.1", port.getHost().port),
+            data,
+            len(data),
+        )
+        return d.addCallback(self.assertEqual, data)
+
+    def test_unixBlocks(self) -> Deferred[None]:
+        """Blocks framing over a UNIX socket: the book's framing round-trips."""
+        path = os.path.abspath(self.mktemp())
+        self.start(framing="blocks", listen=[f"unix:{path}"])
+        data = b"".join(BLOCK.pack(len(m)) + m for m in [b"hello", b"", b"z" * 70000])
+        d = deferToThread(exchange, socket.AF_UNIX, path, data, len(data))
+        return d.addCallback(self.assertEqual, data)
+
+    def test_tlsVerified(self) -> Deferred[None]:
+        """--listen-tls with a CA-issued certificate: a verifying stdlib client."""
+        pki = PKI(os.path.abspath(self.mktemp()))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        port = self.start(
+            listenTLS=["tcp:0:interface=127.0.0.1"], tlsCert=[cert], tlsKey=[key]
+        )
+        context = ssl.create_default_context(cafile=pki.caPath)
+        d = deferToThread(
+            exchange,
+            socket.AF_INET,
+            ("127.0.0.1", port.getHost().port),
+            b"over TLS" * 1000,
+            8000,
+            context,
+        )
+        return d.addCallback(self.assertEqual, b"over TLS" * 1000)
+
+    def test_tlsDevelopmentCertificate(self) -> Deferred[None]:
+        """--listen-tls alone: the generated development certificate verifies."""
+        stateDir = os.path.abspath(self.mktemp())
+        with capturedLogs():
+            port = self.start(
+                listenTLS=["tcp:0:interface=127.0.0.1"], stateDir=stateDir
+            )
+        context = ssl.create_default_context(
+            cafile=os.path.join(stateDir, "tls", "development-cert.pem")
+        )
+        d = deferToThread(
+            exchange,
+            socket.AF_INET,
+            ("127.0.0.1", port.getHost().port),
+            b"hello",
+            5,
+            context,
+        )
+        return d.addCallback(self.assertEqual, b"hello")
+
+    def test_opensslClient(self) -> Deferred[None]:
+        """openssl s_client, verifying against the CA, gets its line echoed."""
+        from twisted.internet import reactor
+
+        pki = PKI(os.path.abspath(self.mktemp()))
+        cert, key = pki.serverCertificate("localhost")
+        port = self.start(
+            framing="line",
+            listenTLS=["tcp:0:interface=127.0.0.1"],
+            tlsCert=[cert],
+            tlsKey=[key],
+        )
+        client = _UntilEchoed(b"echo me over openssl\n")
+        reactor.spawnProcess(  # type: ignore[attr-defined]
+            client,
+            "openssl",
+            [
+                "openssl",
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{port.getHost().port}",
+                "-servername",
+                "localhost",
+                "-verify_hostname",
+                "localhost",
+                "-CAfile",
+                pki.caPath,
+                "-verify_return_error",
+            ],
+            env=os.environ,
+        )
+        return client.done.addCallback(self.assertEqual, 0)
+
+    def test_backpressureThroughLimits(self) -> Deferred[None]:
+        """Behind the shared limits wrapper, a non-reading client still stalls."""
+        from twisted.internet import reactor
+
+        factory = _Recording(EchoFactory("raw"))
+        service = listeningService(
+            commonSettings(
+                listen=["tcp:0:interface=127.0.0.1"],
+                maxConnections=5,
+                maxConnectionsPerIP=2,
+                idleTimeout=60,
+            ),
+            factory,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = next(iter(service)).port  # type: ignore[attr-defined]
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            port.socket.setsockopt(socket.SOL_SOCKET, option, 65536)
+        sock = floodClient(port)
+        self.addCleanup(sock.close)
+
+        def measure() -> int:
+            if not factory.built:
+                return 0
+            transport = factory.built[0].transport
+            while not hasattr(transport, "dataBuffer"):
+                transport = transport.transport
+            return bufferedBytes(transport)
+
+        payload = b"x" * (32 * 1024 * 1024)
+        flood = Flood(sock, payload, len(payload), measure)
+
+        def check(echoed: bytes) -> None:
+            self.assertEqual(
+                (len(echoed), flood.peak <= 256 * 1024),
+                (len(payload), True),
+                f"peak {flood.peak}",
+            )
+
+        return flood.start(reactor).addCallback(check)
+
+
+class _UntilEchoed(ProcessProtocol):
+    """
+    Write C{line} to a child's stdin; once it appears on stdout, close stdin
+    and fire C{done} with the exit code.
+    """
+
+    def __init__(self, line: bytes):
+        self.line = line
+        self.output = b""
+        self.done: Deferred[int] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.line)
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if self.line in self.output:
+            assert self.transport is not None
+            self.transport.closeStdin()
+
+    def processEnded(self, reason: Any) -> None:
+        if self.line in self.output:
+            self.done.callback(reason.value.exitCode)
+        else:
+            self.done.errback(AssertionError(f"no echo in {self.output!r}"))
