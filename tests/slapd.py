@@ -106,9 +106,10 @@ def _person(uid: str, password: str, ou: str = PEOPLE) -> str:
 def seedLDIF(port: int) -> str:
     """
     The test directory: people, groups, a service account, duplicate uids and
-    referrals (to C{127.0.0.1:1}, where nothing answers).
+    referrals back to this server's C{ou=people}, where a client that followed
+    them would find the users.
     """
-    nowhere = f"ldap://127.0.0.1:1/{PEOPLE}"
+    people = f"ldap://127.0.0.1:{port}/{PEOPLE}"
     entries = [
         _entry(BASE_DN, ("objectClass", "dcObject"), ("objectClass", "organization"),
                ("dc", "example"), ("o", "Example")),
@@ -126,10 +127,10 @@ def seedLDIF(port: int) -> str:
         # A person who is only a referral elsewhere, and a referred subtree.
         _entry(userDN("mallory"), ("objectClass", "referral"),
                ("objectClass", "extensibleObject"), ("uid", "mallory"),
-               ("ref", nowhere)),
+               ("ref", people)),
         _entry(f"ou=elsewhere,{BASE_DN}", ("objectClass", "referral"),
                ("objectClass", "extensibleObject"), ("ou", "elsewhere"),
-               ("ref", nowhere)),
+               ("ref", people)),
         _entry(STAFF_GROUP, ("objectClass", "groupOfNames"), ("cn", "staff"),
                ("member", userDN("alice")), ("member", userDN(WEIRD_UID))),
         _entry(ADMINS_GROUP, ("objectClass", "groupOfUniqueNames"), ("cn", "admins"),
