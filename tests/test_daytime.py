@@ -197,6 +197,17 @@ class ServiceTests(SynchronousTestCase):
             ([(1313, "127.0.0.1")], [(1313, "127.0.0.1")]),
         )
 
+    def test_severalUDPPorts(self) -> None:
+        """Each udp: listener gets its own datagram protocol."""
+        reactor = UDPMemoryReactor()
+        daytimeService(
+            listen=["udp:13", "udp:1313:interface=0.0.0.0"], reactor=reactor
+        ).startService()
+        self.assertEqual(
+            [(port, interface) for port, _, interface, _ in reactor.udpServers],
+            [(13, "127.0.0.1"), (1313, "0.0.0.0")],
+        )
+
     def test_reactorIsTheClock(self) -> None:
         """The time served is the given reactor's."""
         reactor = MemoryReactorClock()

@@ -5,6 +5,7 @@ C{twistd np-daytime}: the daytime service's command line and its keyword twin.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -77,7 +78,7 @@ def daytimeService(
     return listeningService(
         common,
         DaytimeFactory(format, seconds),
-        datagram=DaytimeDatagram(format, seconds),
+        datagram=partial(DaytimeDatagram, format, seconds),
         defaultListen=DEFAULT_LISTEN,
         name="np-daytime",
         reactor=reactor,
