@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -265,7 +266,14 @@ class HMACServerEndpoint:
     """
     Listens on C{wrapped}, running the handshake on every connection: the
     keyword twin of C{hmac:keyfile=...:...}.
+
+    @ivar outerWrapper: if set, wraps the handshake's factory, for layers that
+        must see connections before they authenticate (connection caps,
+        allow/deny lists); the factory given to L{listen} sees only
+        authenticated ones.
     """
+
+    outerWrapper: Callable[[IProtocolFactory], IProtocolFactory] | None = None
 
     def __init__(
         self,
@@ -299,6 +307,8 @@ class HMACServerEndpoint:
             timeout=self.timeout,
             clock=self.reactor,
         )
+        if self.outerWrapper is not None:
+            return self.wrapped.listen(self.outerWrapper(factory))
         return self.wrapped.listen(factory)
 
 

@@ -22,8 +22,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import LogLevel, capturedLogs
+from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -563,6 +564,19 @@ class ParserTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as e:
                 serverFromString(Clock(), description)
             self.assertIn(message, str(e.exception), description)
+
+    def test_outerWrapper(self) -> None:
+        """outerWrapper wraps the handshake's factory, not the service's."""
+        endpoint: Any = serverFromString(
+            MemoryReactor(), f"hmac:keyfile={writeKeys(self)}:tcp:0"
+        )
+        endpoint.outerWrapper = lambda f: WrappingFactory(f)
+        service = CountingFactory()
+        endpoint.listen(service)
+        [(_, factory, _, _)] = endpoint.wrapped._reactor.tcpServers
+        self.assertIsInstance(factory, WrappingFactory)
+        self.assertIsInstance(factory.wrappedFactory, HMACFactory)
+        self.assertIs(factory.wrappedFactory.wrappedFactory, service)
 
     def test_legacyDigestWarns(self) -> None:
         """Choosing md5 works but logs a warning."""
