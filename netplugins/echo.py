@@ -33,19 +33,17 @@ _LF = b"\n"
 
 
 @implementer(IPushProducer)
-class RawEcho(Protocol):
+class _PausesReading:
     """
-    Write back every chunk as it arrives: nothing is buffered here, so this
-    framing needs no size limit and costs one C{write} per read.
+    The streaming producer of its own transport: when the echoes fill the
+    write buffer the transport pauses it, and it stops reading from the peer
+    until the buffer drains.
     """
 
     transport: Any
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
 
     def pauseProducing(self) -> None:
         self.transport.pauseProducing()
@@ -56,6 +54,16 @@ class RawEcho(Protocol):
     def stopProducing(self) -> None:
         # The transport is going away; it stops reading on its own.
         pass
+
+
+class RawEcho(_PausesReading, Protocol):
+    """
+    Write back every chunk as it arrives: nothing is buffered here, so this
+    framing needs no size limit and costs one C{write} per read.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
 
 
 class _Limited:
@@ -80,7 +88,7 @@ class _Limited:
         self.transport.loseConnection()
 
 
-class LineEcho(_Limited, RawEcho):
+class LineEcho(_Limited, _PausesReading, Protocol):
     """
     Echo each complete LF-terminated line (CRLF passes through untouched), in
     one write per read.
@@ -132,8 +140,7 @@ class LineEcho(_Limited, RawEcho):
         )
 
 
-@implementer(IPushProducer)
-class NetstringEcho(_Limited, NetstringReceiver):
+class NetstringEcho(_Limited, _PausesReading, NetstringReceiver):
     """
     Echo each netstring as a netstring; a malformed one, or one declaring a
     length over C{MAX_LENGTH}, closes the connection.
@@ -141,9 +148,6 @@ class NetstringEcho(_Limited, NetstringReceiver):
 
     def __init__(self, maxLength: int = DEFAULT_MAX_MESSAGE_SIZE):
         self.MAX_LENGTH = maxLength
-
-    def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
         if self.rejected:
@@ -158,15 +162,6 @@ class NetstringEcho(_Limited, NetstringReceiver):
 
     def stringReceived(self, string: bytes) -> None:
         self.sendString(string)
-
-    def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class BlocksEcho(_Limited, Int32StringReceiver):
