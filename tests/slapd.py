@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
 import os
 import shutil
 import signal
@@ -46,6 +47,7 @@ PASSWORDS = {
 _SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
 _SCHEMA_DIR = Path("/etc/ldap/schema")
 _MODULE_DIR = Path("/usr/lib/ldap")
+_PR_SET_PDEATHSIG = 1
 
 
 def _binary(name: str) -> str:
@@ -60,6 +62,15 @@ def _binary(name: str) -> str:
             "ldap-utils (listed in scripts/debian-packages.txt)"
         )
     return found
+
+
+def _dieWithParent() -> None:
+    # atexit stops slapd on a normal exit; this (Linux) covers a test run
+    # killed outright, so no slapd outlives it.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def freePort() -> int:
@@ -226,6 +237,7 @@ class Slapd:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_dieWithParent,
             )
             log.close()
             if self._waitListening(deadline):

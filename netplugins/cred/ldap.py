@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import ssl
 import threading
 from collections import OrderedDict
@@ -133,6 +134,19 @@ def _text(values: Any) -> tuple[str, ...]:
     return tuple(
         v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
     )
+
+
+def describeError(error: BaseException) -> str:
+    """
+    One readable line for an ldap3 error, whose messages often arrive as the
+    repr of a tuple wrapped in another.
+    """
+    text = str(error)
+    while True:
+        match = re.fullmatch(r"\(\s*(['\"])(.*)\1,?\)", text, re.DOTALL)
+        if match is None:
+            return " ".join(text.split())
+        text = match.group(2).replace("\\'", "'")
 
 
 def _entries(connection: Any) -> list[Any]:
@@ -548,10 +562,11 @@ class LDAPChecker:
                 deadline=self.config.deadline,
             )
         else:
+            error: Any = reason.value
             self.log.error(
                 "LDAP {what} for {user!r} failed: {server} unusable: {error}",
                 what=what, user=name, server=self.config.describe(),
-                error=f"{reason.value.__class__.__name__}: {reason.getErrorMessage()}",
+                error=f"{type(error).__name__}: {describeError(error)}",
             )
 
     def lookupAttributes(self, avatarId: str | bytes) -> Deferred[LDAPUser | None]:
