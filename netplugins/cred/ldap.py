@@ -99,11 +99,10 @@ def clientContext(caFile: str | None) -> ssl.SSLContext:
     A TLS client context that verifies the certificate chain (against C{caFile},
     else the system store) and the host name, TLS 1.2 or later.
     """
-    # netplugins.tls.clientSSLContext(caFile=caFile, minVersion="1.2") replaces
-    # this once it lands, so every client side shares one TLS profile.
-    context = ssl.create_default_context(cafile=caFile)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    # One client TLS profile for every netplugins client side.
+    from netplugins.tls import clientSSLContext
+
+    return clientSSLContext(caFile=caFile, minVersion="1.2")
 
 
 class VerifyingTls(ldap3.Tls):  # type: ignore[misc]
