@@ -12,7 +12,12 @@ from typing import Any, ClassVar
 from twisted.cred import strcred
 from twisted.python import usage
 
-from netplugins.service import DEFAULT_STATE_DIR, Common, commonSettings
+from netplugins.service import (
+    DEFAULT_STATE_DIR,
+    Common,
+    commonSettings,
+    parseDatagram,
+)
 
 
 def positiveInt(value: str) -> int:
@@ -44,7 +49,7 @@ def positiveFloat(value: str) -> float:
     return number
 
 
-positiveFloat.coerceDoc = "Seconds."  # type: ignore[attr-defined]
+positiveFloat.coerceDoc = "A positive number."  # type: ignore[attr-defined]
 
 
 class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
@@ -53,9 +58,13 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
 
     @cvar defaultListen: where the service listens when no C{--listen} or
         C{--listen-tls} is given; shown in C{--help}.
+    @cvar tapname: the plugin's name, for messages.
+    @cvar speaksUDP: whether C{--listen udp:...} is accepted.
     """
 
     defaultListen: ClassVar[tuple[str, ...]] = ()
+    tapname: ClassVar[str] = "this service"
+    speaksUDP: ClassVar[bool] = False
 
     optParameters: ClassVar[list[Any]] = [
         ["tls-dir", None, None,
@@ -82,6 +91,15 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
         for key in ("listen", "listen-tls", "tls-cert", "tls-key", "allow", "deny"):
             self[key] = []
         self["credCheckers"] = []
+        # Method docstrings arrive with their indentation, and Twisted appends
+        # ". <coerceDoc>" to a coerced parameter's help: tidy both for --help.
+        for name, doc in list(self.docs.items()):
+            if doc:
+                doc = " ".join(doc.split())
+                dispatch = self._dispatch.get(name)
+                if isinstance(dispatch, usage.CoerceParameter) and dispatch.doc:
+                    doc = doc.rstrip(".")
+                self.docs[name] = doc
 
     def opt_listen(self, description: str) -> None:
         """
@@ -173,3 +191,9 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        if not self.speaksUDP:
+            for description in self.common.listen:
+                if parseDatagram(description) is not None:
+                    raise usage.UsageError(
+                        f"{self.tapname} does not speak UDP: {description!r}"
+                    )

@@ -146,6 +146,21 @@ def commonSettings(
     )
 
 
+def resolveCommon(common: Common | None, settings: dict[str, Any]) -> Common:
+    """
+    The shared settings a service's keyword twin was given: a L{Common} made
+    already, or the keywords of L{commonSettings} — not both.
+
+    @raise TypeError: for both.
+    @raise ValueError: for a bad setting.
+    """
+    if common is None:
+        return commonSettings(**settings)
+    if settings:
+        raise TypeError(f"give common or shared settings, not both: {sorted(settings)}")
+    return common
+
+
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
@@ -351,9 +366,13 @@ def listeningService(
             if secure:
                 wrapped = common.serverTLS(reactor).wrapFactory(factory, reactor)
             endpoint = serverFromString(reactor, description)
-            child = ListeningService(
-                endpoint, tracker.wrapFactory(wrapped), description
-            )
+            if hasattr(endpoint, "outerWrapper"):
+                # An authenticating endpoint (hmac:) runs its handshake first:
+                # limits must apply before it, not only to clients that passed.
+                endpoint.outerWrapper = tracker.wrapFactory
+            else:
+                wrapped = tracker.wrapFactory(wrapped)
+            child = ListeningService(endpoint, wrapped, description)
         child.label = name
         child.setServiceParent(parent)
     if common.listenTLS or common.tls is not None:

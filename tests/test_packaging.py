@@ -5,7 +5,9 @@ checkout (running from the repo root would hide packaging bugs).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,8 +17,8 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = ("np-echo", "np-daytime", "np-zen")
-CHECKERS = ("htpasswd",)
+PLUGINS = ("np-echo", "np-daytime", "np-zen", "np-mpconn")
+CHECKERS = ("htpasswd", "ldap", "hmac")
 
 
 def _run(*argv: str | Path, cwd: Path, timeout: float = 600) -> str:
@@ -38,33 +40,45 @@ def _run(*argv: str | Path, cwd: Path, timeout: float = 600) -> str:
     return result.stdout + result.stderr
 
 
+class _Install:
+    """
+    The wheel, built once per test run and installed into a fresh venv (trial
+    runs no setUpClass, so the first test to ask builds it).
+    """
+
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="np-wheel-"))
+        atexit.register(shutil.rmtree, self.work, ignore_errors=True)
+        dist = self.work / "dist"
+        _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+             "-w", dist, ROOT, cwd=self.work)
+        self.wheel = next(dist.glob("netplugins-*.whl"))
+        venv = self.work / "venv"
+        _run(sys.executable, "-m", "venv", venv, cwd=self.work)
+        self.bin = venv / "bin"
+        _run(self.bin / "python", "-m", "pip", "install", "-q",
+             "--disable-pip-version-check", self.wheel, cwd=self.work)
+        self.outside = self.work / "elsewhere"
+        self.outside.mkdir()
+
+
+_installs: list[_Install] = []
+
+
 class WheelTests(TestCase):
     """
-    Build the wheel once, install it into a fresh venv, look from elsewhere.
+    Install the wheel into a fresh venv, then look at it from elsewhere.
     """
 
     timeout = 900
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.work = Path(tempfile.mkdtemp(prefix="np-wheel-"))
-        dist = cls.work / "dist"
-        _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-             "-w", dist, ROOT, cwd=cls.work)
-        cls.wheel = next(dist.glob("netplugins-*.whl"))
-        venv = cls.work / "venv"
-        _run(sys.executable, "-m", "venv", venv, cwd=cls.work)
-        cls.bin = venv / "bin"
-        _run(cls.bin / "python", "-m", "pip", "install", "-q",
-             "--disable-pip-version-check", cls.wheel, cwd=cls.work)
-        cls.outside = cls.work / "elsewhere"
-        cls.outside.mkdir()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        import shutil
-
-        shutil.rmtree(cls.work, ignore_errors=True)
+    def setUp(self) -> None:
+        if not _installs:
+            _installs.append(_Install())
+        install = _installs[0]
+        self.wheel, self.bin, self.outside = (
+            install.wheel, install.bin, install.outside
+        )
 
     def test_noPluginPackageInit(self) -> None:
         """The wheel ships the dropins but no twisted/plugins/__init__.py."""

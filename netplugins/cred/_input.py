@@ -30,7 +30,9 @@ def _text(value: str | bytes, what: str, limit: int) -> str:
     return value
 
 
-def normaliseCredentials(username: str | bytes, password: str | bytes) -> tuple[str, str]:
+def normaliseCredentials(
+    username: str | bytes, password: str | bytes
+) -> tuple[str, str]:
     """
     Decode and screen a username and password.
 

@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from netplugins.daytime import FORMATS, DaytimeDatagram, DaytimeFactory
 from netplugins.options import ServiceOptions
-from netplugins.service import Common, commonSettings, listeningService
+from netplugins.service import Common, listeningService, resolveCommon
 
 DEFAULT_LISTEN = ("tcp:1313:interface=127.0.0.1", "udp:1313:interface=127.0.0.1")
 
@@ -45,6 +45,8 @@ class Options(ServiceOptions):
         "with --listen udp:PORT[:interface=ADDR]."
     )
     defaultListen = DEFAULT_LISTEN
+    tapname = "np-daytime"
+    speaksUDP = True
 
     optParameters = [
         ["format", None, "ctime", "How the time is written.", formatChoice],
@@ -70,10 +72,7 @@ def daytimeService(
     @param reactor: also the clock.
     @raise ValueError: for a bad value.
     """
-    if common is None:
-        common = commonSettings(**settings)
-    elif settings:
-        raise TypeError("give common or shared settings, not both")
+    common = resolveCommon(common, settings)
     seconds = time.time if reactor is None else reactor.seconds
     return listeningService(
         common,

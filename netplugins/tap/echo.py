@@ -11,7 +11,7 @@ from twisted.python import usage
 
 from netplugins.echo import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, EchoFactory
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, commonSettings, listeningService, parseDatagram
+from netplugins.service import Common, listeningService, resolveCommon
 
 DEFAULT_LISTEN = ("tcp:7007:interface=127.0.0.1",)
 
@@ -46,6 +46,7 @@ class Options(ServiceOptions):
         "buffered."
     )
     defaultListen = DEFAULT_LISTEN
+    tapname = "np-echo"
 
     optParameters = [
         ["framing", None, "raw", "What a message is.", framingChoice],
@@ -55,11 +56,6 @@ class Options(ServiceOptions):
 
     compData = usage.Completions(optActions={"framing": usage.CompleteList(FRAMINGS)})
 
-    def postOptions(self) -> None:
-        super().postOptions()
-        for description in self.common.listen:
-            if parseDatagram(description) is not None:
-                raise usage.UsageError(f"np-echo does not speak UDP: {description!r}")
 
 
 def echoService(
@@ -79,10 +75,7 @@ def echoService(
         keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @raise ValueError: for a bad value.
     """
-    if common is None:
-        common = commonSettings(**settings)
-    elif settings:
-        raise TypeError("give common or shared settings, not both")
+    common = resolveCommon(common, settings)
     factory = EchoFactory(framing, maxMessageSize)
     return listeningService(
         common, factory, defaultListen=DEFAULT_LISTEN, name="np-echo", reactor=reactor

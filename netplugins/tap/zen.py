@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.python import usage
 
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, commonSettings, listeningService, parseDatagram
+from netplugins.service import Common, listeningService, resolveCommon
 from netplugins.zen import DEFAULT_MAX_QUESTION_SIZE, ZenFactory
 
 DEFAULT_LISTEN = ("tcp:1060:interface=127.0.0.1",)
@@ -30,6 +29,7 @@ class Options(ServiceOptions):
         "question over --max-question-size closes the connection."
     )
     defaultListen = DEFAULT_LISTEN
+    tapname = "np-zen"
 
     optParameters = [
         ["max-question-size", None, DEFAULT_MAX_QUESTION_SIZE,
@@ -37,11 +37,6 @@ class Options(ServiceOptions):
          "whitespace before it.", positiveInt],
     ]
 
-    def postOptions(self) -> None:
-        super().postOptions()
-        for description in self.common.listen:
-            if parseDatagram(description) is not None:
-                raise usage.UsageError(f"np-zen does not speak UDP: {description!r}")
 
 
 def zenService(
@@ -59,10 +54,7 @@ def zenService(
         keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @raise ValueError: for a bad value.
     """
-    if common is None:
-        common = commonSettings(**settings)
-    elif settings:
-        raise TypeError("give common or shared settings, not both")
+    common = resolveCommon(common, settings)
     return listeningService(
         common,
         ZenFactory(maxQuestionSize),
