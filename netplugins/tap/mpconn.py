@@ -26,7 +26,7 @@ from netplugins.mpconn import (
 )
 from netplugins.options import ServiceOptions, positiveFloat, positiveInt
 from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import Common, commonSettings, listeningService
+from netplugins.service import Common, listeningService, resolveCommon
 from netplugins.threads import DEFAULT_MAX_THREADS, blockingPool, deferToPool
 
 DEFAULT_LISTEN = ("tcp:25000:interface=127.0.0.1",)
@@ -141,10 +141,7 @@ def mpconnService(
         keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @raise ValueError: for a bad value.
     """
-    if common is None:
-        common = commonSettings(**settings)
-    elif settings:
-        raise TypeError("give common or shared settings, not both")
+    common = resolveCommon(common, settings)
     if reactor is None:
         from twisted.internet import reactor
     theReactor = reactor
