@@ -67,23 +67,53 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
     speaksUDP: ClassVar[bool] = False
 
     optParameters: ClassVar[list[Any]] = [
-        ["tls-dir", None, None,
-         "A directory of PEM files (certificate, chain and key together), "
-         "as Twisted's tls: endpoint reads; the file name is the SNI name."],
-        ["tls-client-ca", None, None,
-         "Verify client certificates against the CA certificates in this PEM."],
-        ["tls-client-cert", None, None,
-         "'optional' or 'required' (the default when --tls-client-ca is given)."],
+        [
+            "tls-dir",
+            None,
+            None,
+            "A directory of PEM files (certificate, chain and key together), "
+            "as Twisted's tls: endpoint reads; the file name is the SNI name.",
+        ],
+        [
+            "tls-client-ca",
+            None,
+            None,
+            "Verify client certificates against the CA certificates in this PEM.",
+        ],
+        [
+            "tls-client-cert",
+            None,
+            None,
+            "'optional' or 'required' (the default when --tls-client-ca is given).",
+        ],
         ["tls-min-version", None, "1.2", "Lowest TLS version: 1.2 or 1.3."],
-        ["max-connections", None, None,
-         "Refuse connections beyond this many at once.", positiveInt],
-        ["max-connections-per-ip", None, None,
-         "Refuse connections beyond this many at once from one address.",
-         positiveInt],
-        ["idle-timeout", None, None,
-         "Close connections idle for this many seconds.", positiveFloat],
-        ["state-dir", None, DEFAULT_STATE_DIR,
-         "Where generated certificates, stores and keys live."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Refuse connections beyond this many at once.",
+            positiveInt,
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            None,
+            "Refuse connections beyond this many at once from one address.",
+            positiveInt,
+        ],
+        [
+            "idle-timeout",
+            None,
+            None,
+            "Close connections idle for this many seconds.",
+            positiveFloat,
+        ],
+        [
+            "state-dir",
+            None,
+            DEFAULT_STATE_DIR,
+            "Where generated certificates, stores and keys live.",
+        ],
     ]
 
     def __init__(self) -> None:

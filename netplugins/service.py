@@ -372,7 +372,9 @@ def listeningService(
                 endpoint.outerWrapper = tracker.wrapFactory
             else:
                 wrapped = tracker.wrapFactory(wrapped)
-            child = ListeningService(endpoint, wrapped, description)
+            child = ListeningService(
+                endpoint, wrapped, f"TLS {description}" if secure else description
+            )
         child.label = name
         child.setServiceParent(parent)
     if common.listenTLS or common.tls is not None:
@@ -383,7 +385,8 @@ def listeningService(
 def listeningPorts(root: IService) -> list[tuple[str, Any, str]]:
     """
     Every port C{root} and its children listen on, as (service, address, what)
-    rows, for logging a table of what listens where.
+    rows, for logging a table of what listens where; C{what} is the listen
+    description, prefixed C{"TLS "} for C{--listen-tls} ones.
     """
     rows: list[tuple[str, Any, str]] = []
     stack = [root]

@@ -50,14 +50,32 @@ class _Install:
         self.work = Path(tempfile.mkdtemp(prefix="np-wheel-"))
         atexit.register(shutil.rmtree, self.work, ignore_errors=True)
         dist = self.work / "dist"
-        _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-             "-w", dist, ROOT, cwd=self.work)
+        _run(
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            dist,
+            ROOT,
+            cwd=self.work,
+        )
         self.wheel = next(dist.glob("netplugins-*.whl"))
         venv = self.work / "venv"
         _run(sys.executable, "-m", "venv", venv, cwd=self.work)
         self.bin = venv / "bin"
-        _run(self.bin / "python", "-m", "pip", "install", "-q",
-             "--disable-pip-version-check", self.wheel, cwd=self.work)
+        _run(
+            self.bin / "python",
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            self.wheel,
+            cwd=self.work,
+        )
         self.outside = self.work / "elsewhere"
         self.outside.mkdir()
 
@@ -77,7 +95,9 @@ class WheelTests(TestCase):
             _installs.append(_Install())
         install = _installs[0]
         self.wheel, self.bin, self.outside = (
-            install.wheel, install.bin, install.outside
+            install.wheel,
+            install.bin,
+            install.outside,
         )
 
     def test_noPluginPackageInit(self) -> None:
@@ -95,9 +115,7 @@ class WheelTests(TestCase):
     def test_checkersListed(self) -> None:
         """The htpasswd checker is found by strcred in the installed wheel."""
         out = _run(self.bin / "twistd", "np-echo", "--help-auth", cwd=self.outside)
-        self.assertEqual(
-            [name for name in CHECKERS if f"  {name}" not in out], [], out
-        )
+        self.assertEqual([name for name in CHECKERS if f"  {name}" not in out], [], out)
 
     def test_pluginHelp(self) -> None:
         """Each plugin's --help works in the installed wheel."""
@@ -109,7 +127,10 @@ class WheelTests(TestCase):
         """A bad endpoint is a one-line usage error, not a traceback."""
         result = subprocess.run(
             [str(self.bin / "twistd"), "-n", "np-echo", "--listen", "bogus:1"],
-            cwd=self.outside, capture_output=True, text=True, timeout=120,
+            cwd=self.outside,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn("Traceback", result.stdout + result.stderr)

@@ -75,14 +75,38 @@ class OptionsTests(SynchronousTestCase):
     def test_everything(self) -> None:
         """Every shared option lands in the settings."""
         common = self.parse(
-            "--listen", "tcp:0", "--listen", "unix:/tmp/x.sock",
-            "--listen-tls", "tcp:0",
-            "--tls-cert", "a.pem", "--tls-key", "a.key",
-            "--tls-cert", "b.pem", "--tls-key", "b.key",
-            "--tls-client-ca", "ca.pem", "--tls-min-version", "1.3",
-            "--max-connections", "10", "--max-connections-per-ip", "2",
-            "--idle-timeout", "30", "--allow", "10.0.0.0/8", "--allow", "::1",
-            "--deny", "10.1.0.0/16", "--state-dir", "/srv/np",
+            "--listen",
+            "tcp:0",
+            "--listen",
+            "unix:/tmp/x.sock",
+            "--listen-tls",
+            "tcp:0",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.pem",
+            "--tls-key",
+            "b.key",
+            "--tls-client-ca",
+            "ca.pem",
+            "--tls-min-version",
+            "1.3",
+            "--max-connections",
+            "10",
+            "--max-connections-per-ip",
+            "2",
+            "--idle-timeout",
+            "30",
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "::1",
+            "--deny",
+            "10.1.0.0/16",
+            "--state-dir",
+            "/srv/np",
         ).common
         self.assertEqual(
             (
@@ -159,7 +183,10 @@ class MemoryReactor(MemoryReactorClock):
         self.udpServers: list[tuple[int, DatagramProtocol, int, str]] = []
 
     def listenUDP(  # type: ignore[override]
-        self, port: int, protocol: DatagramProtocol, interface: str = "",
+        self,
+        port: int,
+        protocol: DatagramProtocol,
+        interface: str = "",
         maxPacketSize: int = 8192,
     ) -> _UDPPort:
         self.udpServers.append((port, protocol, maxPacketSize, interface))
