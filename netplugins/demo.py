@@ -1,0 +1,151 @@
+"""
+The demo composition: every netplugins service on 127.0.0.1 with embedded defaults,
+as C{tac/demo.tac} starts it.
+
+State lives under one directory (C{var} by default): the development certificate
+the shared TLS generates, a demo password file, an HMAC key file and the mpconn
+authkey, each made on first start and kept after.  Once everything listens, one
+log event lists what listens where.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+
+from netplugins.service import listeningPorts
+from netplugins.tls import ServerTLS, TLSSettings
+
+log = Logger()
+
+DEMO_USERS = {"alice": "alice-password", "bob": "bob-password"}
+
+#: Where the demo listens on 127.0.0.1; tests pass 0s for free ports.
+DEMO_PORTS = {
+    "echo": 7007,
+    "echo-tls": 7008,
+    "echo-hmac": 7009,
+    "daytime": 1313,
+    "zen": 1060,
+    "zen-tls": 1061,
+    "mpconn": 25000,
+}
+
+
+def _writeOnce(path: str, make: Any) -> str:
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(make())
+    return path
+
+
+def demoFiles(stateDir: str) -> dict[str, str]:
+    """
+    Make (once) the demo's password file, HMAC key file and mpconn authkey.
+
+    @return: their paths by name: C{htpasswd}, C{hmackeys}, C{authkey}.
+    """
+    from netplugins.cred.htpasswd import hashPassword
+
+    os.makedirs(stateDir, mode=0o700, exist_ok=True)
+
+    def htpasswd() -> bytes:
+        return "".join(
+            f"{user}:{hashPassword(password, cost=10)}\n"
+            for user, password in DEMO_USERS.items()
+        ).encode()
+
+    return {
+        "htpasswd": _writeOnce(os.path.join(stateDir, "demo.htpasswd"), htpasswd),
+        "hmackeys": _writeOnce(
+            os.path.join(stateDir, "demo.hmackeys"),
+            lambda: f"demo:hex:{secrets.token_hex(32)}\n".encode(),
+        ),
+        "authkey": _writeOnce(
+            os.path.join(stateDir, "mpconn.authkey"),
+            lambda: secrets.token_hex(32).encode() + b"\n",
+        ),
+    }
+
+
+def _where(address: Any) -> str:
+    if hasattr(address, "port"):
+        return f"{address.type} {address.host}:{address.port}"
+    return f"UNIX {address.name!r}"
+
+
+class _Announcer(MultiService):
+    """
+    Starts its children, then logs one table of every listening port.
+    """
+
+    def startService(self) -> None:
+        super().startService()
+        rows = listeningPorts(self)
+        width = max((len(name) for name, _, _ in rows), default=0)
+        table = "\n".join(
+            f"  {name:<{width}}  {_where(address):<22}  {what}"
+            for name, address, what in rows
+        )
+        log.info("netplugins demo listening:\n{table}", table=table, rows=rows)
+
+
+def demoService(
+    stateDir: str = "var",
+    ports: dict[str, int] | None = None,
+    reactor: Any = None,
+) -> MultiService:
+    """
+    Every service on 127.0.0.1, plain and TLS listeners sharing one certificate.
+
+    @param ports: overrides L{DEMO_PORTS}.
+    """
+    port = {**DEMO_PORTS, **(ports or {})}
+
+    def tcp(name: str) -> str:
+        return f"tcp:{port[name]}:interface=127.0.0.1"
+
+    from netplugins.tap.daytime import daytimeService
+    from netplugins.tap.echo import echoService
+    from netplugins.tap.mpconn import mpconnService
+    from netplugins.tap.zen import zenService
+
+    files = demoFiles(stateDir)
+    tls = ServerTLS(TLSSettings(stateDir=stateDir), reactor=reactor)
+    shared: dict[str, Any] = {"tls": tls, "stateDir": stateDir, "reactor": reactor}
+    with open(files["authkey"], "rb") as f:
+        authkey = f.read().rstrip(b"\n")
+    top = _Announcer()
+    for service in [
+        echoService(
+            listen=[
+                tcp("echo"),
+                "unix:" + os.path.join(stateDir, "echo.sock"),
+                f"hmac:keyfile={files['hmackeys']}:{tcp('echo-hmac')}",
+            ],
+            listenTLS=[tcp("echo-tls")],
+            **shared,
+        ),
+        daytimeService(
+            listen=[tcp("daytime"), f"udp:{port['daytime']}:interface=127.0.0.1"],
+            **shared,
+        ),
+        zenService(
+            listen=[tcp("zen")],
+            listenTLS=[tcp("zen-tls")],
+            **shared,
+        ),
+        mpconnService(
+            authkey=authkey,
+            mode="echo",
+            listen=[tcp("mpconn")],
+            **shared,
+        ),
+    ]:
+        service.setServiceParent(top)
+    return top

@@ -1,0 +1,162 @@
+"""
+The demo composition (C{tac/demo.tac}) starts every service and each answers a
+real client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import socket
+import ssl
+from multiprocessing.connection import Client
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from netplugins.demo import DEMO_PORTS, demoFiles, demoService
+from netplugins.service import listeningPorts
+
+
+def _exchange(address: tuple[str, int], data: bytes, until: bytes) -> bytes:
+    with socket.create_connection(address, timeout=10) as s:
+        s.sendall(data)
+        received = b""
+        while not received.endswith(until):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+class DemoTests(TestCase):
+    """
+    Start the demo on free ports and talk to each service.
+    """
+
+    def setUp(self) -> None:
+        self.stateDir = self.mktemp()
+        os.makedirs(self.stateDir)
+        self.service = demoService(
+            stateDir=self.stateDir, ports=dict.fromkeys(DEMO_PORTS, 0)
+        )
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.ports: dict[tuple[str, str], Any] = {}
+        for name, address, what in listeningPorts(self.service):
+            self.ports[(name, what.split(":")[0])] = address
+
+    def port(self, name: str, kind: str) -> tuple[str, int]:
+        address = self.ports[(name, kind)]
+        return (address.host, address.port)
+
+    def test_everyServiceListens(self) -> None:
+        """Each service has its listeners: plain, UNIX, hmac, UDP."""
+        names = sorted(
+            {
+                (name, what.split(":")[0])
+                for name, _, what in listeningPorts(self.service)
+            }
+        )
+        self.assertEqual(
+            names,
+            [
+                ("np-daytime", "tcp"),
+                ("np-daytime", "udp"),
+                ("np-echo", "TLS tcp"),
+                ("np-echo", "hmac"),
+                ("np-echo", "tcp"),
+                ("np-echo", "unix"),
+                ("np-mpconn", "tcp"),
+                ("np-zen", "TLS tcp"),
+                ("np-zen", "tcp"),
+            ],
+        )
+
+    @inlineCallbacks
+    def test_echoZenDaytime(self) -> Any:
+        """Echo, zen and daytime (TCP and UDP) answer stdlib clients."""
+        echo = yield deferToThread(
+            _exchange, self.port("np-echo", "tcp"), b"hello", b"hello"
+        )
+        zen = yield deferToThread(
+            _exchange, self.port("np-zen", "tcp"), b"Beautiful is better than?", b"."
+        )
+        daytime = yield deferToThread(
+            _exchange, self.port("np-daytime", "tcp"), b"", b"\r\n"
+        )
+
+        def udp() -> bytes:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(10)
+                s.sendto(b"", self.port("np-daytime", "udp"))
+                return s.recvfrom(128)[0]
+
+        udpTime = yield deferToThread(udp)
+        self.assertEqual(
+            (
+                echo,
+                zen,
+                daytime.endswith(b"\r\n"),
+                udpTime == daytime or udpTime.endswith(b"\r\n"),
+            ),
+            (b"hello", b"Ugly.", True, True),
+        )
+
+    @inlineCallbacks
+    def test_hmacEcho(self) -> Any:
+        """The hmac: echo listener accepts the Cookbook 11.9 client with the key."""
+        files = demoFiles(self.stateDir)
+        with open(files["hmackeys"]) as f:
+            key = bytes.fromhex(f.read().split(":hex:")[1].strip())
+
+        def client() -> bytes:
+            with socket.create_connection(self.port("np-echo", "hmac"), 10) as s:
+                challenge = s.recv(32)
+                s.sendall(hmac.new(key, challenge, hashlib.sha256).digest())
+                s.sendall(b"over hmac")
+                return s.recv(64)
+
+        self.assertEqual((yield deferToThread(client)), b"over hmac")
+
+    @inlineCallbacks
+    def test_mpconn(self) -> Any:
+        """multiprocessing.connection.Client echoes through np-mpconn."""
+        files = demoFiles(self.stateDir)
+        with open(files["authkey"], "rb") as f:
+            authkey = f.read().rstrip(b"\n")
+
+        def client() -> object:
+            with Client(self.port("np-mpconn", "tcp"), authkey=authkey) as c:
+                c.send({"x": [1, 2.5, "three"]})
+                return c.recv()
+
+        self.assertEqual((yield deferToThread(client)), {"x": [1, 2.5, "three"]})
+
+    @inlineCallbacks
+    def test_tls(self) -> Any:
+        """The TLS listeners serve the development certificate over TLS 1.2+."""
+        tlsPorts = [
+            address for (_, kind), address in self.ports.items() if kind == "TLS tcp"
+        ]
+        context = ssl.create_default_context(
+            cafile=os.path.join(self.stateDir, "tls", "development-cert.pem")
+        )
+        context.check_hostname = False
+
+        def client(address: Any) -> str | None:
+            with socket.create_connection((address.host, address.port), 10) as raw:
+                try:
+                    with context.wrap_socket(raw, server_hostname="localhost") as s:
+                        return s.version()
+                except ssl.SSLError:
+                    return None
+
+        versions = []
+        for address in tlsPorts:
+            versions.append((yield deferToThread(client, address)))
+        self.assertEqual(versions, ["TLSv1.3", "TLSv1.3"])
