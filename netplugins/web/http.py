@@ -1,0 +1,389 @@
+"""
+The HTTP layer every netplugins web service is served through: twisted.web's
+L{Site} and L{HTTPChannel}, with the limits and deadlines they lack.
+
+Twisted 26.10 already answers 400 (and closes) for duplicate, signed or
+non-numeric C{Content-Length}, C{Content-Length} with C{Transfer-Encoding},
+transfer codings other than C{chunked}, C{0x}, signed or over-long chunk-size
+lines, CR or LF inside header values and malformed request lines; its tests
+pin that here (C{tests/test_http.py}).  This module adds:
+
+  - a request body limit: 413 from C{Content-Length} before the body is read,
+    and for chunked bodies as soon as a chunk-size line would pass it;
+  - 431 for too many or too large header lines (Twisted says 400, or closes
+    without a word for a line over 16 KiB) and 414 for a long request line;
+  - a deadline for the request line and headers, counted from their first
+    byte: Twisted's timeout starts again on every byte, so a client trickling
+    a byte at a time keeps a connection forever (slowloris);
+  - 400 for bare LF line endings and obsolete line folding (RFC 9112 5.2), which
+    Twisted leaves hanging or folds, and for chunk sizes of 2**63 or more;
+  - a plain-text 500, with the failure logged, instead of Twisted's HTML page;
+  - C{Strict-Transport-Security} on TLS connections when asked for;
+  - the cheap access log of L{netplugins.web.accesslog};
+  - no HTTP/2 upgrade: the channel is Twisted's HTTP/1.1 one, whose pipelined
+    requests are answered one at a time, in order.
+
+Use it as::
+
+    site = hardenedSite(resource, maxBodySize=1024 * 1024, hsts=31536000)
+    service = listeningService(common, site, ...)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.resource import IResource
+
+from netplugins.web.accesslog import AccessLog
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_IDLE_TIMEOUT = 60.0
+
+#: Chunk sizes at or above this are refused as malformed, whatever the limit.
+MAX_CHUNK_SIZE = 2**63
+
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class _BodyTooLargeError(Exception):
+    """
+    A chunked body would pass the limit.
+    """
+
+
+class _LimitedChunkedDecoder(http._ChunkedTransferDecoder):
+    """
+    Twisted's chunked decoder, refusing a chunk as soon as its size line says
+    the body would pass the limit, before reading the chunk.
+    """
+
+    def __init__(self, limit: int, *args: Any) -> None:
+        super().__init__(*args)
+        self._remaining = limit
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        done = super()._dataReceived_CHUNK_LENGTH()
+        if done:
+            if self.length >= MAX_CHUNK_SIZE:
+                raise http._MalformedChunkedDataError("chunk size too large")
+            self._remaining -= self.length
+            if self._remaining < 0:
+                raise _BodyTooLargeError()
+        return done
+
+
+class HardenedChannel(http.HTTPChannel):
+    """
+    An L{HTTPChannel} with the limits and deadlines described in the module
+    docstring; its settings come from its L{HardenedSite}.
+    """
+
+    log = Logger()
+    site: HardenedSite
+    _headerDeadline: IDelayedCall | None = None
+    _refused = False
+
+    def connectionMade(self) -> None:
+        self.MAX_LENGTH = self.site.maxHeaderSize
+        self.totalHeadersSize = self.site.maxHeaderSize
+        self.maxHeaders = self.site.maxHeaders
+        super().connectionMade()
+
+    def _inRequestLine(self) -> bool:
+        return bool(self._HTTPChannel__first_line)  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().dataReceived(data)
+        # Only the request line and headers are read in line mode; a partial
+        # line left over means a request head is on its way.
+        if self.line_mode and not self._refused:
+            if b"\n" in data and b"\n" in self._buffer:
+                # LineReceiver splits on CRLF only: an LF in the unfinished
+                # line is a bare one, which would otherwise wait for 16 KiB.
+                self.refuse(400, "bare LF line ending")
+                return
+            if self._headerDeadline is None and (
+                self._buffer or not self._inRequestLine()
+            ):
+                self._headerDeadline = self.callLater(
+                    self.site.headerTimeout, self._headersTooSlow
+                )
+
+    def _cancelHeaderDeadline(self) -> None:
+        if self._headerDeadline is not None:
+            if self._headerDeadline.active():
+                self._headerDeadline.cancel()
+            self._headerDeadline = None
+
+    def _headersTooSlow(self) -> None:
+        self._headerDeadline = None
+        self.refuse(
+            408,
+            "request head not complete after {timeout} seconds",
+            timeout=self.site.headerTimeout,
+        )
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return
+        if b"\n" in line:
+            self.refuse(400, "bare LF line ending")
+            return
+        firstLine = self._inRequestLine()
+        if not firstLine and line[:1] in (b" ", b"\t"):
+            self.refuse(400, "obsolete header line folding")
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self.refuse(
+                431, "request head over {limit} bytes", limit=self.totalHeadersSize
+            )
+            return
+        if not firstLine and line and self._receivedHeaderCount >= self.maxHeaders:
+            self.refuse(431, "more than {limit} header lines", limit=self.maxHeaders)
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._inRequestLine():
+            self.refuse(414, "request line over {limit} bytes", limit=self.MAX_LENGTH)
+        else:
+            self.refuse(431, "header line over {limit} bytes", limit=self.MAX_LENGTH)
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        ok = super()._maybeChooseTransferDecoder(header, data)
+        decoder = self._transferDecoder
+        if (
+            ok
+            and isinstance(decoder, http._ChunkedTransferDecoder)
+            and not isinstance(decoder, _LimitedChunkedDecoder)
+        ):
+            self._transferDecoder = _LimitedChunkedDecoder(
+                self.site.maxBodySize, decoder.dataCallback, decoder.finishCallback
+            )
+        return ok
+
+    def allHeadersReceived(self) -> None:
+        self._cancelHeaderDeadline()
+        if self.length is not None and self.length > self.site.maxBodySize:
+            self.refuse(
+                413,
+                "declared body of {length} bytes over {limit}",
+                length=self.length,
+                limit=self.site.maxBodySize,
+            )
+            return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        try:
+            super().rawDataReceived(data)
+        except _BodyTooLargeError:
+            self.refuse(
+                413, "chunked body over {limit} bytes", limit=self.site.maxBodySize
+            )
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.refuse(400, "malformed request")
+
+    def refuse(self, code: int, why: str, **fields: object) -> None:
+        """
+        Answer C{code} with a short plain-text body, log C{why} (a format
+        using C{fields}) naming the peer, and close the connection, reading
+        nothing more from it.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        self._cancelHeaderDeadline()
+        transport: Any = self.transport
+        self.log.info(
+            "HTTP {code} to {peer}: " + why,
+            code=code,
+            peer=str(transport.getPeer()),
+            **fields,
+        )
+        reason = _REASONS.get(code, b"Error")
+        body = b"%d %s\n" % (code, reason)
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (code, reason, len(body), body)
+        )
+        self.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._cancelHeaderDeadline()
+        super().connectionLost(reason)
+
+
+class HardenedRequest(server.Request):
+    """
+    A request of a L{HardenedSite}: HSTS on TLS, a plain 500 on failure.
+
+    @ivar remoteUser: the authenticated user's name, set by
+        L{netplugins.web.auth}, for the access log and C{REMOTE_USER}.
+    """
+
+    log = Logger()
+    remoteUser: str | None = None
+
+    def process(self) -> None:
+        channel: Any = self.channel
+        hsts = channel.site.hsts
+        if hsts is not None and self.isSecure():
+            self.responseHeaders.setRawHeaders(
+                b"Strict-Transport-Security", [b"max-age=%d" % (hsts,)]
+            )
+        super().process()
+
+    def processingFailed(self, reason: Failure) -> None:  # type: ignore[override]
+        self.log.failure(
+            "{method} {uri} from {peer} failed",
+            failure=reason,
+            method=self.method,
+            uri=self.uri,
+            peer=str(self.getClientAddress()),
+        )
+        if self.startedWriting:
+            # The status line is out: the only honest signal left is a cut.
+            channel: Any = self.channel
+            channel.transport.loseConnection()
+            return
+        body = b"500 Internal Server Error\n"
+        self.setResponseCode(http.INTERNAL_SERVER_ERROR)
+        self.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain"])
+        self.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
+        self.write(body)
+        self.finish()
+
+
+class HardenedSite(server.Site):
+    """
+    A L{Site} serving through L{HardenedChannel}; see L{hardenedSite}.
+    """
+
+    protocol = HardenedChannel  # type: ignore[assignment]
+    requestFactory = HardenedRequest
+    displayTracebacks = False
+
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
+        maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
+        maxHeaders: int = DEFAULT_MAX_HEADERS,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        hsts: int | None = None,
+        accessLog: AccessLog | None = None,
+        reactor: Any = None,
+    ) -> None:
+        for name, value in [
+            ("maxBodySize", maxBodySize),
+            ("maxHeaderSize", maxHeaderSize),
+            ("maxHeaders", maxHeaders),
+            ("headerTimeout", headerTimeout),
+            ("idleTimeout", idleTimeout or 1),
+        ]:
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+        if hsts is not None and hsts < 0:
+            raise ValueError(f"hsts must be a number of seconds, not {hsts!r}")
+        super().__init__(resource, timeout=idleTimeout, reactor=reactor)  # type: ignore[arg-type]
+        self.maxBodySize = maxBodySize
+        self.maxHeaderSize = maxHeaderSize
+        self.maxHeaders = maxHeaders
+        self.headerTimeout = headerTimeout
+        self.hsts = hsts
+        self.accessLog = accessLog
+
+    def startFactory(self) -> None:
+        # Not Twisted's: its access log is the one that costs 40%.
+        if self.accessLog is not None:
+            self.accessLog.start()
+
+    def stopFactory(self) -> None:
+        if self.accessLog is not None:
+            self.accessLog.stop()
+
+    def log(self, request: Any) -> None:
+        if self.accessLog is not None:
+            self.accessLog.record(request)
+
+
+def hardenedSite(
+    resource: IResource,
+    *,
+    maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
+    maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
+    maxHeaders: int = DEFAULT_MAX_HEADERS,
+    headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+    idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    hsts: int | None = None,
+    accessLog: AccessLog | None = None,
+    reactor: Any = None,
+) -> HardenedSite:
+    """
+    A site serving C{resource} with the hardening of this module.
+
+    @param maxBodySize: the largest request body accepted, in bytes (413 past it).
+    @param maxHeaderSize: the largest request line plus headers, in bytes, and
+        the longest single line (414 or 431 past it).
+    @param maxHeaders: the most header lines in one request (431 past it).
+    @param headerTimeout: seconds from the first byte of a request to the end
+        of its headers (408 and close past it).
+    @param idleTimeout: seconds a connection may stay silent between requests
+        or while sending a body; C{None} for no limit.
+    @param hsts: when given, C{Strict-Transport-Security: max-age=<hsts>} on
+        every response sent over TLS.
+    @param accessLog: where finished requests are logged; C{None} for nowhere.
+        See L{accessLogFor} for the services' default.
+    @raise ValueError: for a limit that is not positive.
+    """
+    return HardenedSite(
+        resource,
+        maxBodySize=maxBodySize,
+        maxHeaderSize=maxHeaderSize,
+        maxHeaders=maxHeaders,
+        headerTimeout=headerTimeout,
+        idleTimeout=idleTimeout,
+        hsts=hsts,
+        accessLog=accessLog,
+        reactor=reactor,
+    )
+
+
+def accessLogFor(
+    setting: str | AccessLog | None, *, reactor: Any = None
+) -> AccessLog | None:
+    """
+    The access log a service's C{--access-log} setting names: a file path,
+    C{"-"} for the twisted.logger log (one event per request, written in
+    batches), C{"none"} or C{None} for none, or an L{AccessLog} made already.
+    """
+    if setting is None or isinstance(setting, AccessLog):
+        return setting
+    if setting == "none":
+        return None
+    if setting == "-":
+        return AccessLog.toLogger(reactor=reactor)
+    return AccessLog.toPath(setting, reactor=reactor)
