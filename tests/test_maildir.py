@@ -1,0 +1,347 @@
+"""
+Tests for L{netplugins.mail.maildir}: delivery, UIDs, flags, folders, locks,
+a full disk, and two processes sharing a Maildir.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.mail import maildir
+from netplugins.mail.maildir import (
+    INBOX,
+    BadNameError,
+    DiskFullError,
+    FolderExistsError,
+    FolderState,
+    MailboxLockedError,
+    MaildirStore,
+    NoSuchFolderError,
+)
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def inline(f: Any, *args: Any) -> Deferred[Any]:
+    """
+    Run a blocking store call at once (the tests' C{runBlocking}).
+    """
+    return maybeDeferred(f, *args)
+
+
+def listing(base: str, sub: str) -> list[str]:
+    """
+    The names in C{base/sub}.
+    """
+    return os.listdir(os.path.join(base, sub))
+
+
+class StoreMixin:
+    """
+    A fresh store in a temporary directory.
+    """
+
+    def makeStore(self) -> MaildirStore:
+        root = self.mktemp()  # type: ignore[attr-defined]
+        os.makedirs(root)
+        return MaildirStore(root, runBlocking=inline, hostname="test.host")
+
+    def result(self, d: Deferred[Any]) -> Any:
+        return self.successResultOf(d)  # type: ignore[attr-defined]
+
+
+class DeliveryTests(StoreMixin, SynchronousTestCase):
+    """
+    L{MaildirStore.deliver} stores durably into C{new/}.
+    """
+
+    def test_deliverCreatesMaildir(self) -> None:
+        """A delivery creates the user's Maildir and leaves the message in new/."""
+        store = self.makeStore()
+        key = self.result(store.deliver("alice", b"Subject: hi\r\n\r\nbody\r\n"))
+        base = os.path.join(store.root, "alice")
+        self.assertEqual(
+            (listing(base, "new"), listing(base, "tmp")),
+            ([key], []),
+        )
+        with open(os.path.join(base, "new", key), "rb") as f:
+            self.assertEqual(f.read(), b"Subject: hi\r\n\r\nbody\r\n")
+        self.assertIn(",S=21", key)
+
+    def test_uniqueNames(self) -> None:
+        """Deliveries in the same second get different names."""
+        store = self.makeStore()
+        keys = {self.result(store.deliver("alice", b"x")) for _ in range(50)}
+        self.assertEqual(len(keys), 50)
+
+    def test_fsyncBeforeRename(self) -> None:
+        """The file is fsynced before its rename into new/, and new/ after."""
+        store = self.makeStore()
+        calls: list[str] = []
+        realFsync, realRename = os.fsync, os.rename
+
+        def fsync(fd: int) -> None:
+            isDir = os.path.isdir(f"/proc/self/fd/{fd}")
+            calls.append("fsync-dir" if isDir else "fsync")
+            realFsync(fd)
+
+        def rename(a: str, b: str) -> None:
+            calls.append("rename")
+            realRename(a, b)
+
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "rename", rename)
+        self.result(store.deliver("alice", b"x"))
+        self.assertEqual(calls, ["fsync", "rename", "fsync-dir"])
+
+    def test_diskFullInjected(self) -> None:
+        """ENOSPC while writing: DiskFullError, and tmp/ and new/ are left empty."""
+        store = self.makeStore()
+
+        def full(fd: int, data: bytes) -> None:
+            os.write(fd, data[:3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(maildir, "_writeAll", full)
+        failure = self.failureResultOf(store.deliver("alice", b"hello"), DiskFullError)
+        self.assertIn("no space", failure.getErrorMessage())
+        base = os.path.join(store.root, "alice")
+        self.assertEqual(
+            (listing(base, "new"), listing(base, "tmp")),
+            ([], []),
+        )
+
+    def test_badUserNames(self) -> None:
+        """User names that would escape the root or hide are refused."""
+        store = self.makeStore()
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a\x00b", "x" * 300]:
+            self.failureResultOf(store.deliver(bad, b"x"), BadNameError)
+        self.assertEqual(os.listdir(store.root), [])
+
+
+class DiskFullTmpfsTests(StoreMixin, SynchronousTestCase):
+    """
+    A real full disk: a 64 KiB tmpfs.
+    """
+
+    def test_diskFullTmpfs(self) -> None:
+        """A message bigger than the free space: DiskFullError, nothing left."""
+        root = tempfile.mkdtemp(prefix="np-maildir-tmpfs-")
+        self.addCleanup(os.rmdir, root)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", root], check=True
+        )
+        self.addCleanup(subprocess.run, ["umount", root], check=True)
+        store = MaildirStore(root, runBlocking=inline)
+        self.result(store.deliver("alice", b"small\r\n"))
+        self.failureResultOf(store.deliver("alice", b"x" * 200_000), DiskFullError)
+        base = os.path.join(root, "alice")
+        self.assertEqual(
+            (len(os.listdir(os.path.join(base, "new"))),
+             os.listdir(os.path.join(base, "tmp"))),
+            (1, []),
+        )
+
+
+class ScanTests(StoreMixin, SynchronousTestCase):
+    """
+    L{maildir.Folder.scan} numbers messages stably and claims new/.
+    """
+
+    def test_uidsInArrivalOrder(self) -> None:
+        """New messages get UIDs 1, 2, 3 in delivery order and move to cur/."""
+        store = self.makeStore()
+        keys = [self.result(store.deliver("alice", b"m%d" % i)) for i in range(3)]
+        state: FolderState = self.result(store.folder("alice").scan())
+        self.assertEqual(
+            [(m.uid, m.key, m.recent, m.flags) for m in state.messages],
+            [(i + 1, k, True, "") for i, k in enumerate(keys)],
+        )
+        self.assertEqual(state.uidNext, 4)
+        self.assertEqual(os.listdir(os.path.join(store.root, "alice", "new")), [])
+        self.assertEqual(
+            [self.result(store.folder("alice").read(m)) for m in state.messages],
+            [b"m0", b"m1", b"m2"],
+        )
+
+    def test_stableAcrossRescans(self) -> None:
+        """A rescan (by a new store on the same root) keeps UIDs and UIDVALIDITY."""
+        store = self.makeStore()
+        for i in range(3):
+            self.result(store.deliver("alice", b"m%d" % i))
+        first = self.result(store.folder("alice").scan())
+        self.result(store.deliver("alice", b"later"))
+        again = MaildirStore(store.root, runBlocking=inline)
+        second = self.result(again.folder("alice").scan())
+        self.assertEqual(second.uidValidity, first.uidValidity)
+        self.assertEqual(
+            [(m.uid, m.key, m.recent) for m in second.messages][:3],
+            [(m.uid, m.key, False) for m in first.messages],
+        )
+        self.assertEqual((second.messages[3].uid, second.messages[3].recent), (4, True))
+
+    def test_deletedUidsNotReused(self) -> None:
+        """After a delete, the next message gets a fresh UID."""
+        store = self.makeStore()
+        inbox = store.folder("alice")
+        for i in range(2):
+            self.result(store.deliver("alice", b"m%d" % i))
+        state = self.result(inbox.scan())
+        self.result(inbox.delete([state.messages[1]]))
+        self.result(store.deliver("alice", b"m2"))
+        after = self.result(inbox.scan())
+        self.assertEqual([m.uid for m in after.messages], [1, 3])
+
+    def test_flagsKeepUid(self) -> None:
+        """Setting flags renames into cur/ with the info suffix; the UID stays."""
+        store = self.makeStore()
+        inbox = store.folder("alice")
+        self.result(store.deliver("alice", b"m"))
+        [message] = self.result(inbox.scan()).messages
+        [flagged] = self.result(inbox.setFlags([message], "TSSx"))
+        self.assertEqual(flagged.flags, "ST")
+        self.assertTrue(flagged.path.endswith(":2,ST"))
+        [rescanned] = self.result(inbox.scan()).messages
+        self.assertEqual((rescanned.uid, rescanned.flags), (1, "ST"))
+        # The stale Message still reads: the store finds it by key.
+        self.assertEqual(self.result(inbox.read(message)), b"m")
+
+    def test_corruptUidlist(self) -> None:
+        """An unreadable uidlist starts a new UIDVALIDITY instead of failing."""
+        store = self.makeStore()
+        inbox = store.folder("alice")
+        self.result(store.deliver("alice", b"m"))
+        self.result(inbox.scan())
+        with open(os.path.join(inbox.path, maildir.UIDLIST), "wb") as f:
+            f.write(b"\xffgarbage")
+        state = self.result(inbox.scan())
+        self.assertEqual([m.uid for m in state.messages], [1])
+
+    def test_missingFolder(self) -> None:
+        """Scanning a folder that does not exist fails with NoSuchFolderError."""
+        store = self.makeStore()
+        self.failureResultOf(store.folder("alice", "Nope").scan(), NoSuchFolderError)
+
+    def test_appendAndCopy(self) -> None:
+        """APPEND gets the next UID with flags and date; COPY keeps them."""
+        store = self.makeStore()
+        self.result(store.createFolder("alice", "Sent"))
+        sent = store.folder("alice", "Sent")
+        appended = self.result(sent.append(b"draft", flags="SD", internalDate=1e9))
+        self.assertEqual((appended.uid, appended.flags, appended.internalDate),
+                         (1, "DS", 1e9))
+        self.result(store.createFolder("alice", "Archive.2024"))
+        archive = store.folder("alice", "Archive.2024")
+        [copied] = self.result(sent.copy([appended], archive))
+        self.assertEqual(
+            (copied.uid, copied.flags, copied.internalDate), (1, "DS", 1e9)
+        )
+        self.assertEqual(self.result(archive.read(copied)), b"draft")
+        self.assertEqual([m.uid for m in self.result(sent.scan()).messages], [1])
+
+
+class FolderTests(StoreMixin, SynchronousTestCase):
+    """
+    Maildir++ folders: create, list, rename, delete.
+    """
+
+    def test_lifecycle(self) -> None:
+        """Folders are listed with INBOX; rename moves children; delete removes one."""
+        store = self.makeStore()
+        for name in ["Sent", "Archive", "Archive.2024"]:
+            self.result(store.createFolder("alice", name))
+        self.assertEqual(
+            self.result(store.listFolders("alice")),
+            ["Archive", "Archive.2024", "INBOX", "Sent"],
+        )
+        self.assertTrue(
+            os.path.exists(os.path.join(store.root, "alice", ".Sent", "maildirfolder"))
+        )
+        self.result(store.renameFolder("alice", "Archive", "Old"))
+        self.result(store.deleteFolder("alice", "Sent"))
+        self.assertEqual(
+            self.result(store.listFolders("alice")), ["INBOX", "Old", "Old.2024"]
+        )
+
+    def test_refusals(self) -> None:
+        """Existing, missing and malformed folder names are refused."""
+        store = self.makeStore()
+        self.result(store.createFolder("alice", "Sent"))
+        self.failureResultOf(store.createFolder("alice", "Sent"), FolderExistsError)
+        self.failureResultOf(store.createFolder("alice", "inbox"), FolderExistsError)
+        self.failureResultOf(store.deleteFolder("alice", "Nope"), NoSuchFolderError)
+        self.failureResultOf(store.deleteFolder("alice", "INBOX"), BadNameError)
+        for bad in ["a..b", ".x", "x.", "a/b", "..", "INBOX.x", "a\x00"]:
+            self.assertRaises(BadNameError, store.folder, "alice", bad)
+
+    def test_inboxCaseInsensitive(self) -> None:
+        """INBOX in any case is the user's top Maildir."""
+        store = self.makeStore()
+        self.assertEqual(store.folder("alice", "inBox").name, INBOX)
+
+
+class LockTests(StoreMixin, SynchronousTestCase):
+    """
+    The per-session mailbox lock POP3 takes.
+    """
+
+    def test_exclusive(self) -> None:
+        """A second lock fails until the first is released."""
+        store = self.makeStore()
+        lock = self.result(store.lockMailbox("alice"))
+        self.failureResultOf(store.lockMailbox("alice"), MailboxLockedError)
+        lock.release()
+        self.result(store.lockMailbox("alice")).release()
+
+
+_WORKER = """
+import json, sys
+from twisted.internet.defer import maybeDeferred
+from netplugins.mail.maildir import MaildirStore
+root, tag = sys.argv[1], sys.argv[2]
+store = MaildirStore(root, runBlocking=maybeDeferred)
+seen = {}
+for i in range(40):
+    store.deliver("alice", b"%s %d" % (tag.encode(), i))
+    def got(state):
+        for m in state.messages:
+            seen[m.key] = m.uid
+    store.folder("alice").scan().addCallback(got)
+print(json.dumps(seen))
+"""
+
+
+class ConcurrencyTests(StoreMixin, TestCase):
+    """
+    Two processes delivering and scanning the same Maildir at once.
+    """
+
+    def test_twoProcesses(self) -> None:
+        """Every message gets one UID, the same in both processes, none shared."""
+        store = self.makeStore()
+        env = dict(os.environ, PYTHONPATH=HERE)
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WORKER, store.root, tag],
+                stdout=subprocess.PIPE, env=env,
+            )
+            for tag in ("a", "b")
+        ]
+        views = [json.loads(w.communicate(timeout=60)[0]) for w in workers]
+        final = self.successResultOf(
+            MaildirStore(store.root, runBlocking=inline).folder("alice").scan()
+        )
+        uids = {m.key: m.uid for m in final.messages}
+        self.assertEqual(len(uids), 80)
+        self.assertEqual(sorted(uids.values()), list(range(1, 81)))
+        for view in views:
+            self.assertEqual({k: uids[k] for k in view}, view)
