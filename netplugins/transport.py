@@ -1,0 +1,362 @@
+"""
+A write-through stream transport for every netplugins listener.
+
+Twisted's L{FileDescriptor.write <twisted.internet.abstract.FileDescriptor.write>}
+never sends: it buffers and asks the reactor for a writable event, so every
+request/response round trip costs two C{epoll_ctl} calls (start and stop
+writing) and a trip through the reactor before the reply leaves.  The
+transports here send at once when nothing is buffered, buffering only what the
+kernel did not take; once something is buffered they behave exactly like
+Twisted's (ordering, producers, half-close, C{loseConnection} after pending
+data, C{abortConnection}, TLS on top).
+
+Use L{fastServerFromString} wherever C{serverFromString} would be: C{tcp:},
+C{tcp6:}, C{unix:} and C{systemd:} listeners, and the ones wrapped around them
+(C{haproxy:}, C{hmac:}, C{nptls:}, Twisted's C{ssl:}), get these transports;
+other endpoint types are Twisted's own, unchanged.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import tcp, unix
+from twisted.internet._newtls import startTLS
+from twisted.internet.abstract import FileDescriptor, _dataMustBeBytes
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
+from zope.interface import directlyProvides, providedBy
+
+# asyncio reads up to 256 KiB at a time: one recv() takes a whole 64 KiB
+# message (and then some) where Twisted's 64 KiB reads need two.
+READ_SIZE = 256 * 1024
+
+
+class WriteThroughMixin:
+    """
+    Write-through sending and large reads for a L{tcp.Server}-derived
+    transport.
+
+    C{write} sends at once when no byte is waiting in the buffer and no pull
+    producer is registered (a pull producer is resumed by the buffer draining,
+    so it keeps Twisted's buffered path); what the kernel does not take is
+    buffered and sent by Twisted's C{doWrite} as usual, with streaming
+    producers paused once more than C{bufferSize} bytes wait.  A send error
+    buffers the data instead, so the loss is reported by the normal
+    C{doWrite} path, from the reactor rather than from inside the caller.
+
+    @cvar readSize: the most bytes one C{recv} asks for.
+    """
+
+    readSize = READ_SIZE
+
+    # Set by the classes this is mixed into; declared for the type checker.
+    socket: socket.socket
+    connected: int
+    TLS: bool
+    protocol: Any
+    producer: Any
+    streamingProducer: bool
+    dataBuffer: bytes
+    _tempDataLen: int
+    _writeDisconnected: bool
+    _aborting: bool
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data} now if nothing is queued before it, else queue it; through
+        TLS when TLS was started on this transport.
+        """
+        if self.TLS:
+            if self.connected:
+                self.protocol.write(data)
+            return
+        self._writeThrough(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        """
+        Send the concatenation of C{iovec} as one L{write}.
+        """
+        if self.TLS:
+            if self.connected:
+                self.protocol.writeSequence(iovec)
+            return
+        iovec = list(iovec)
+        for chunk in iovec:
+            _dataMustBeBytes(chunk)
+        self._writeThrough(b"".join(iovec))
+
+    def _writeThrough(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            _dataMustBeBytes(data)
+        if (
+            not data
+            or not self.connected
+            or self._writeDisconnected
+            or self._aborting
+        ):
+            return
+        if self._tempDataLen or self.dataBuffer or self._mustBuffer():
+            FileDescriptor.write(self, data)  # type: ignore[arg-type]
+            return
+        try:
+            sent = self.socket.send(data)
+        except OSError:
+            # EAGAIN, EINTR, or a dead connection: buffer, and let doWrite
+            # retry or report the loss from the reactor.
+            sent = 0
+        if sent < len(data):
+            FileDescriptor.write(self, data[sent:])  # type: ignore[arg-type]
+
+    def _mustBuffer(self) -> bool:
+        """
+        Whether writes must take the buffered path even with an empty buffer.
+        """
+        return self.producer is not None and not self.streamingProducer
+
+    def startTLS(self, ctx: Any, normal: bool = True) -> None:
+        """
+        Start TLS; the TLS records go out through the write-through methods.
+        """
+        startTLS(self, ctx, normal, _WriteThroughBypass)
+
+    def doRead(self) -> Any:
+        """
+        Read up to C{readSize} bytes and hand them to the protocol.
+        """
+        try:
+            data = self.socket.recv(self.readSize)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return CONNECTION_LOST
+        if not data:
+            return CONNECTION_DONE
+        self.protocol.dataReceived(data)
+        return None
+
+
+class _WriteThroughBypass:
+    """
+    What L{startTLS}'s TLS layer calls to put its records on the wire: the
+    write-through send, below any TLS.
+    """
+
+    @staticmethod
+    def write(transport: Any, data: bytes) -> None:
+        transport._writeThrough(data)
+
+    @staticmethod
+    def writeSequence(transport: Any, iovec: Any) -> None:
+        transport._writeThrough(b"".join(iovec))
+
+    loseConnection = FileDescriptor.loseConnection
+    registerProducer = FileDescriptor.registerProducer
+    unregisterProducer = FileDescriptor.unregisterProducer
+
+
+class WriteThroughServer(WriteThroughMixin, tcp.Server):
+    """
+    An accepted TCP connection that writes through.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.server is not None and getattr(self.server, "noDelay", False):
+            # A reply goes out whole, in one send: Nagle's algorithm could
+            # only hold back the tail of a reply larger than one segment.
+            self.setTcpNoDelay(True)
+
+
+class WriteThroughPort(tcp.Port):
+    """
+    A TCP listening port whose connections write through.
+
+    @ivar noDelay: set C{TCP_NODELAY} on accepted connections.
+    @ivar reusePort: set C{SO_REUSEPORT} before binding, so several processes
+        can listen on the same address and the kernel balances connections
+        between them.
+    """
+
+    transport = WriteThroughServer
+
+    def __init__(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        interface: str = "",
+        reactor: Any = None,
+        *,
+        noDelay: bool = True,
+        reusePort: bool = False,
+    ):
+        super().__init__(port, factory, backlog, interface, reactor)
+        self.noDelay = noDelay
+        if reusePort:
+            self._reusePort = True
+
+
+class WriteThroughUNIXServer(WriteThroughMixin, unix.Server):
+    """
+    An accepted UNIX connection that writes through; file descriptors queued
+    with C{sendFileDescriptor} travel on Twisted's buffered path, with the
+    bytes written after them.
+    """
+
+    def _mustBuffer(self) -> bool:
+        return bool(self._sendmsgQueue) or super()._mustBuffer()
+
+    def doRead(self) -> Any:
+        # recvmsg, to receive passed file descriptors.
+        return unix.Server.doRead(self)
+
+
+class WriteThroughUNIXPort(unix.Port):
+    """
+    A UNIX listening port whose connections write through.
+    """
+
+    transport = WriteThroughUNIXServer
+
+
+def listenTCP(
+    reactor: Any,
+    port: int,
+    factory: IProtocolFactory,
+    backlog: int = 50,
+    interface: str = "",
+    *,
+    noDelay: bool = True,
+    reusePort: bool = False,
+) -> WriteThroughPort:
+    """
+    Listen on TCP with write-through connections, as C{reactor.listenTCP}.
+    """
+    listening = WriteThroughPort(
+        port, factory, backlog, interface, reactor,
+        noDelay=noDelay, reusePort=reusePort,
+    )
+    listening.startListening()
+    return listening
+
+
+def listenUNIX(
+    reactor: Any,
+    address: str,
+    factory: IProtocolFactory,
+    backlog: int = 50,
+    mode: int = 0o666,
+    wantPID: int = 0,
+) -> WriteThroughUNIXPort:
+    """
+    Listen on a UNIX socket with write-through connections, as
+    C{reactor.listenUNIX}.
+    """
+    listening = WriteThroughUNIXPort(
+        address, factory, backlog, mode, reactor, wantPID  # type: ignore[arg-type]
+    )
+    listening.startListening()
+    return listening
+
+
+def adoptStreamPort(
+    reactor: Any, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+) -> tcp.Port:
+    """
+    Listen on an inherited listening socket with write-through connections,
+    as C{reactor.adoptStreamPort}.  The descriptor is duplicated: the caller
+    still owns C{fileDescriptor}.
+    """
+    listening: tcp.Port
+    if addressFamily == socket.AF_UNIX:
+        listening = WriteThroughUNIXPort._fromListeningDescriptor(
+            reactor, fileDescriptor, factory
+        )
+    elif addressFamily in (socket.AF_INET, socket.AF_INET6):
+        listening = WriteThroughPort._fromListeningDescriptor(
+            reactor, fileDescriptor, addressFamily, factory
+        )
+    else:
+        raise ValueError(f"cannot adopt a socket of address family {addressFamily}")
+    listening.startListening()
+    return listening
+
+
+class WriteThroughReactor:
+    """
+    A stand-in for a reactor whose stream listening methods make write-through
+    ports; everything else is the reactor's own.  Endpoint parsers given this
+    build Twisted's endpoints, which then listen through it.
+
+    @ivar reactor: the real reactor.
+    @ivar reusePort: listen on TCP with C{SO_REUSEPORT} (for workers).
+    """
+
+    def __init__(self, reactor: Any, *, reusePort: bool = False):
+        self.reactor = reactor
+        self.reusePort = reusePort
+        directlyProvides(self, providedBy(reactor))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reactor, name)
+
+    def listenTCP(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> WriteThroughPort:
+        return listenTCP(
+            self.reactor, port, factory, backlog, interface, reusePort=self.reusePort
+        )
+
+    def listenUNIX(
+        self,
+        address: str,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> WriteThroughUNIXPort:
+        return listenUNIX(self.reactor, address, factory, backlog, mode, wantPID)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> WriteThroughPort:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        wrapped = TLSMemoryBIOFactory(contextFactory, False, factory)
+        listening = self.listenTCP(port, wrapped, backlog, interface)
+        listening._type = "TLS"
+        return listening
+
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
+    ) -> tcp.Port:
+        return adoptStreamPort(self.reactor, fileDescriptor, addressFamily, factory)
+
+
+def fastServerFromString(
+    reactor: Any, description: str, *, reusePort: bool = False
+) -> IStreamServerEndpoint:
+    """
+    C{serverFromString}, with write-through transports for the listeners it
+    makes (C{tcp:}, C{tcp6:}, C{unix:}, C{systemd:}, and those wrapped in
+    C{haproxy:}, C{hmac:}, C{nptls:}, C{ssl:}).
+
+    @param reusePort: listen on TCP with C{SO_REUSEPORT}, as each worker of a
+        multi-process service does.
+    @raise ValueError: for a bad description, as C{serverFromString}.
+    """
+    return serverFromString(  # type: ignore[no-any-return]
+        WriteThroughReactor(reactor, reusePort=reusePort), description
+    )
