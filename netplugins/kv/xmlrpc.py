@@ -1,0 +1,254 @@
+"""
+C{np-kv}'s XML-RPC face, at C{/RPC2}: the Cookbook's C{KeyValueServer} calls
+plus C{system.listMethods}, C{system.methodHelp}, C{system.methodSignature} and
+C{system.multicall}.
+
+Requests are parsed with defusedxml's expat parser (no DTDs, no entities: no
+billion laughs, no XXE) feeding the standard library's C{Unmarshaller}, with
+the element depth bounded while parsing and the value nesting checked after.
+Bytes travel as C{base64} (C{xmlrpc.client.Binary}), C{None} as C{<nil/>}.
+Every error is a fault with one of the codes in L{netplugins.kv.methods}, never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import xmlrpc.client
+from typing import Any
+
+from defusedxml.xmlrpc import DefusedExpatParser
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from netplugins.kv.body import BodyError, refuse, requestBody
+from netplugins.kv.methods import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    METHODS,
+    PARSE_ERROR,
+    KVMethods,
+    RPCError,
+)
+from netplugins.safepickle import DEFAULT_MAX_NESTING, RefusedPickleError, checkNesting
+
+DEFAULT_MAX_CALLS = 100
+SYSTEM_METHODS = {
+    "system.listMethods": "system.listMethods(): the methods this server has.",
+    "system.methodHelp": "system.methodHelp(name): what the method does.",
+    "system.methodSignature": "system.methodSignature(name): its signatures.",
+    "system.multicall": "system.multicall(calls): several calls in one request; "
+    "each call is {'methodName': ..., 'params': [...]}, each answer [result] "
+    "or a fault struct.",
+}
+
+
+class _DepthLimited:
+    """
+    An expat target passing events to an C{Unmarshaller}, refusing elements
+    nested deeper than C{maxDepth} as they open.
+    """
+
+    def __init__(self, target: xmlrpc.client.Unmarshaller, maxDepth: int):
+        self._target = target
+        self._depth = 0
+        self._maxDepth = maxDepth
+        self.data = target.data
+        self.xml = target.xml
+
+    def start(self, tag: str, attrs: Any) -> None:
+        self._depth += 1
+        if self._depth > self._maxDepth:
+            raise RPCError(INVALID_REQUEST, "request nested too deeply")
+        self._target.start(tag, attrs)
+
+    def end(self, tag: str) -> None:
+        self._depth -= 1
+        self._target.end(tag)
+
+
+def parseCall(
+    body: bytes, maxNesting: int = DEFAULT_MAX_NESTING
+) -> tuple[str, list[Any]]:
+    """
+    Parse an XML-RPC C{methodCall}.
+
+    @return: the method name and parameters.
+    @raise RPCError: for anything but a well-formed, safe, bounded call.
+    """
+    unmarshaller = xmlrpc.client.Unmarshaller(use_builtin_types=True)
+    # A value level is three elements (value, array, data or struct, member,
+    # value); the call itself is a few more.
+    target = _DepthLimited(unmarshaller, 3 * maxNesting + 6)
+    parser = DefusedExpatParser(target, forbid_dtd=True)  # type: ignore[arg-type]
+    try:
+        parser.feed(body)
+        parser.close()
+        params = unmarshaller.close()
+        name = unmarshaller.getmethodname()
+    except RPCError:
+        raise
+    except Exception as e:
+        raise RPCError(
+            PARSE_ERROR, f"not well-formed XML-RPC ({type(e).__name__})"
+        ) from None
+    if not isinstance(name, str):
+        raise RPCError(INVALID_REQUEST, "not an XML-RPC methodCall")
+    try:
+        checkNesting(list(params), maxNesting)
+    except RefusedPickleError:
+        raise RPCError(INVALID_REQUEST, "request nested too deeply") from None
+    return name, list(params)
+
+
+def dumpResponse(result: Any) -> bytes:
+    """
+    An XML-RPC C{methodResponse}, or a fault for a value XML-RPC cannot carry.
+    """
+    try:
+        return xmlrpc.client.dumps(
+            (result,), methodresponse=True, allow_none=True
+        ).encode("utf-8")
+    except (OverflowError, TypeError, ValueError, RecursionError) as e:
+        return dumpFault(
+            RPCError(INTERNAL_ERROR, f"the value cannot be sent over XML-RPC: {e}")
+        )
+
+
+def dumpFault(error: RPCError) -> bytes:
+    """
+    An XML-RPC fault response.
+    """
+    return xmlrpc.client.dumps(
+        xmlrpc.client.Fault(error.code, error.message), methodresponse=True
+    ).encode("utf-8")
+
+
+class XMLRPCResource(Resource):
+    """
+    The C{/RPC2} resource.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        methods: KVMethods,
+        *,
+        maxNesting: int = DEFAULT_MAX_NESTING,
+        maxCalls: int = DEFAULT_MAX_CALLS,
+    ):
+        super().__init__()
+        self.methods = methods
+        self.maxNesting = maxNesting
+        self.maxCalls = maxCalls
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        return b"XML-RPC takes POST requests.\n"
+
+    def render_POST(self, request: Request) -> Any:
+        try:
+            body = requestBody(request)
+        except BodyError as e:
+            return refuse(request, e)
+        try:
+            name, params = parseCall(body, self.maxNesting)
+            d = self.dispatch(name, params)
+        except RPCError as e:
+            d = fail(e)
+        d.addCallbacks(dumpResponse, self._ebFault, errbackArgs=(request,))
+        d.addCallback(self._respond, request)
+        return NOT_DONE_YET
+
+    def _ebFault(self, failure: Failure, request: Request) -> bytes:
+        if isinstance(failure.value, RPCError):
+            return dumpFault(failure.value)
+        self.log.failure(
+            "np-kv: XML-RPC call from {peer} failed",
+            failure=failure,
+            peer=str(request.getClientAddress()),
+        )
+        return dumpFault(RPCError(INTERNAL_ERROR, "internal error"))
+
+    def _respond(self, body: bytes, request: Request) -> None:
+        if request._disconnected:  # type: ignore[attr-defined]
+            return
+        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def dispatch(self, name: str, params: list[Any]) -> Deferred[Any]:
+        """
+        Run one call, C{system.*} included.
+
+        @raise RPCError: for an unknown method or bad parameters.
+        """
+        if name == "system.multicall":
+            if len(params) != 1 or not isinstance(params[0], list):
+                raise RPCError(INVALID_PARAMS, "system.multicall takes one array")
+            return self.multicall(params[0])
+        if name == "system.listMethods":
+            return succeed(sorted([*METHODS, *SYSTEM_METHODS]))
+        if name in ("system.methodHelp", "system.methodSignature"):
+            if len(params) != 1 or not isinstance(params[0], str):
+                raise RPCError(INVALID_PARAMS, f"{name} takes one method name")
+            return succeed(self.introspect(name, params[0]))
+        return self.methods.call(name, params)
+
+    def introspect(self, what: str, method: str) -> Any:
+        """
+        Help or signatures for C{method}.
+        """
+        if method in METHODS:
+            if what == "system.methodHelp":
+                return METHODS[method].help
+            return [list(s) for s in METHODS[method].signatures]
+        if method in SYSTEM_METHODS:
+            if what == "system.methodHelp":
+                return SYSTEM_METHODS[method]
+            return "signatures not supported"
+        raise RPCError(METHOD_NOT_FOUND, f"no such method: {method!r}")
+
+    def multicall(self, calls: list[Any]) -> Deferred[Any]:
+        """
+        Run C{calls} concurrently; answer each with C{[result]} or a fault
+        struct, in order.
+        """
+        if len(calls) > self.maxCalls:
+            raise RPCError(INVALID_REQUEST, f"more than {self.maxCalls} calls")
+        results = []
+        for call in calls:
+            d: Deferred[Any]
+            if (
+                not isinstance(call, dict)
+                or not isinstance(call.get("methodName"), str)
+                or not isinstance(call.get("params", []), list)
+            ):
+                d = fail(
+                    RPCError(INVALID_REQUEST, "each call needs methodName and params")
+                )
+            elif call["methodName"] == "system.multicall":
+                d = fail(RPCError(INVALID_REQUEST, "system.multicall cannot nest"))
+            else:
+                d = maybeDeferred(
+                    self.dispatch, call["methodName"], call.get("params", [])
+                )
+            d.addCallbacks(lambda result: [result], self._faultStruct)
+            results.append(d)
+        return gatherResults(results)
+
+    def _faultStruct(self, failure: Failure) -> dict[str, Any]:
+        if isinstance(failure.value, RPCError):
+            error = failure.value
+        else:
+            self.log.failure("np-kv: call in a multicall failed", failure=failure)
+            error = RPCError(INTERNAL_ERROR, "internal error")
+        return {"faultCode": error.code, "faultString": error.message}

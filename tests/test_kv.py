@@ -1,0 +1,545 @@
+"""
+Tests for L{netplugins.kv} and L{netplugins.tap.kv}.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from typing import Any
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.kv.store import (
+    KeyMissingError,
+    MemoryStore,
+    RedisStore,
+    SQLiteStore,
+    parseStore,
+)
+from netplugins.tap.kv import Options, kvService
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class MemoryStoreTests(SynchronousTestCase):
+    """
+    The in-memory store, with TTLs on a fake clock.
+    """
+
+    def test_ttl(self) -> None:
+        """A key with a TTL is there until the TTL passes, then gone."""
+        clock = Clock()
+        store = MemoryStore(clock)
+        store.set("k", "v", ttl=10)
+        clock.advance(9.9)
+        self.assertEqual(self.successResultOf(store.get("k")), "v")
+        clock.advance(0.1)
+        self.failureResultOf(store.get("k"), KeyMissingError)
+        self.assertEqual(
+            (
+                self.successResultOf(store.exists("k")),
+                self.successResultOf(store.keys()),
+            ),
+            (False, []),
+        )
+
+    def test_deleteMissing(self) -> None:
+        """Deleting a missing key fails with KeyMissingError."""
+        self.failureResultOf(MemoryStore(Clock()).delete("k"), KeyMissingError)
+
+
+class ParseStoreTests(SynchronousTestCase):
+    """
+    C{--store} descriptions.
+    """
+
+    def test_kinds(self) -> None:
+        """memory, sqlite:PATH, redis:// and the default SQLite in the state dir."""
+        self.assertEqual(
+            [
+                parseStore(d, "var")
+                for d in ["", "memory", "sqlite:/x/db", "redis://h:6379/2"]
+            ],
+            [
+                ("sqlite", os.path.join("var", "np-kv.sqlite3")),
+                ("memory", ""),
+                ("sqlite", "/x/db"),
+                ("redis", "redis://h:6379/2"),
+            ],
+        )
+
+    def test_bad(self) -> None:
+        """Bad descriptions are one-line ValueErrors."""
+        for description in ["mem", "sqlite:", "redis://h:99999/0", "redis://h:1/x"]:
+            self.assertRaises(ValueError, parseStore, description, "var")
+
+
+class SQLiteStoreTests(TestCase):
+    """
+    The SQLite store, in its one-thread pool.
+    """
+
+    @inlineCallbacks
+    def test_roundTrip(self) -> Any:
+        """Values of every XML-RPC type come back equal; TTLs expire."""
+        now = [1000.0]
+        store = SQLiteStore(os.path.abspath(self.mktemp()), now=lambda: now[0])
+        self.addCleanup(store.close)
+        value = {"s": "x", "i": 2**40, "f": 1.5, "b": b"\x00", "n": None, "l": [True]}
+        yield store.set("a", value)
+        yield store.set("t", 1, ttl=5)
+        self.assertEqual((yield store.get("a")), value)
+        self.assertEqual((yield store.keys()), ["a", "t"])
+        now[0] += 5
+        self.assertEqual((yield store.exists("t")), False)
+        yield self.assertFailure(store.get("t"), KeyMissingError)
+        yield store.delete("a")
+        yield self.assertFailure(store.delete("a"), KeyMissingError)
+
+    @inlineCallbacks
+    def test_walAndFull(self) -> Any:
+        """The database runs in WAL mode with synchronous=FULL."""
+        path = os.path.abspath(self.mktemp())
+        store = SQLiteStore(path)
+        self.addCleanup(store.close)
+        yield store.set("a", 1)
+        modes = yield store._run(
+            lambda: [
+                store._connection().execute(f"PRAGMA {p}").fetchone()[0]
+                for p in ("journal_mode", "synchronous")
+            ]
+        )
+        self.assertEqual(modes, ["wal", 2])
+
+
+COOKBOOK_SESSION = """
+from xmlrpc.client import ServerProxy
+s = ServerProxy(URL, allow_none=True)
+s.set('foo', 'bar')
+s.set('spam', [1, 2, 3])
+print(sorted(s.keys()))
+print(s.get('foo'))
+print(s.get('spam'))
+s.delete('spam')
+print(s.exists('spam'))
+"""
+
+
+def xmlrpcCall(url: str, body: bytes, headers: dict[str, str] | None = None) -> Any:
+    """
+    POST C{body} with curl; return (HTTP status, body).
+    """
+    args = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--data-binary", "@-", url]
+    for name, value in (headers or {}).items():
+        args[1:1] = ["-H", f"{name}: {value}"]
+    out = subprocess.run(args, input=body, capture_output=True, check=True).stdout
+    body, _, code = out.rpartition(b"\n")
+    return int(code), body
+
+
+class ServiceTests(TestCase):
+    """
+    The service over real sockets, with clients nobody here wrote.
+    """
+
+    def listen(self, **kwargs: Any) -> str:
+        """
+        Start np-kv; return its base URL.
+        """
+        kwargs.setdefault("store", "memory")
+        service = kvService(listen=["tcp:0:interface=127.0.0.1"], **kwargs)
+        service.startService()
+        self.addCleanup(service.stopService)
+        (child, _) = service.services
+        return f"http://127.0.0.1:{child.port.getHost().port}"  # type: ignore[attr-defined]
+
+    def test_cookbookSession(self) -> Deferred[Any]:
+        """The Cookbook 11.6 session, verbatim, through xmlrpc.client."""
+        url = self.listen()
+        script = "URL = " + repr(url) + "\n" + COOKBOOK_SESSION
+        d = getProcessOutputAndValue(sys.executable, ["-c", script], env=os.environ)
+        return d.addCallback(
+            self.assertEqual, (b"['foo', 'spam']\nbar\n[1, 2, 3]\nFalse\n", b"", 0)
+        )
+
+    def test_xmlrpcExtras(self) -> Deferred[Any]:
+        """Missing-key faults, Binary, None, TTL, introspection and multicall."""
+        url = self.listen()
+
+        def session() -> list[Any]:
+            s: Any = xmlrpc.client.ServerProxy(url, allow_none=True)
+            out: list[Any] = []
+            try:
+                s.get("nope")
+            except xmlrpc.client.Fault as f:
+                out.append((f.faultCode, f.faultString))
+            s.set("b", xmlrpc.client.Binary(b"\x00\xff"))
+            s.set("n", None)
+            s.set("t", 1, 3600)
+            out.append((s.get("b").data, s.get("n"), s.get("t")))
+            out.append(s.system.listMethods())
+            out.append(s.system.methodSignature("exists"))
+            m = xmlrpc.client.MultiCall(s)
+            m.set("m", 1)
+            m.get("m")
+            m.get("nope")
+            results = m()
+            out.append(results[1])
+            try:
+                results[2]
+            except xmlrpc.client.Fault as f:
+                out.append(f.faultCode)
+            return out
+
+        return deferToThread(session).addCallback(
+            self.assertEqual,
+            [
+                (-32001, "no such key: 'nope'"),
+                (b"\x00\xff", None, 1),
+                [
+                    "delete",
+                    "exists",
+                    "get",
+                    "keys",
+                    "set",
+                    "system.listMethods",
+                    "system.methodHelp",
+                    "system.methodSignature",
+                    "system.multicall",
+                ],
+                [["boolean", "string"]],
+                1,
+                -32001,
+            ],
+        )
+
+    def test_jsonrpclib(self) -> Deferred[Any]:
+        """jsonrpclib-pelix sets and gets; a missing key is error -32001."""
+        url = self.listen()
+
+        def session() -> list[Any]:
+            import jsonrpclib  # type: ignore[import-untyped]
+
+            s = jsonrpclib.ServerProxy(url + "/jsonrpc")
+            s.set("foo", "bar")
+            s.set("bytes", {"$base64": "AP8="})
+            out = [s.get("foo"), sorted(s.keys()), s.exists("foo")]
+            try:
+                s.get("nope")
+            except jsonrpclib.ProtocolError as e:
+                out.append(e.args[0][0])
+            return out
+
+        return deferToThread(session).addCallback(
+            self.assertEqual, ["bar", ["bytes", "foo"], True, -32001]
+        )
+
+    def test_curlJSONBatch(self) -> Deferred[Any]:
+        """A curl batch: answers in order, notifications silent, errors standard."""
+        url = self.listen() + "/jsonrpc"
+        batch = [
+            {"jsonrpc": "2.0", "method": "set", "params": ["k", 1]},
+            {"jsonrpc": "2.0", "method": "get", "params": {"key": "k"}, "id": 1},
+            {"jsonrpc": "2.0", "method": "nope", "id": 2},
+            {"jsonrpc": "2.0", "method": "get", "params": [], "id": 3},
+            {"method": "get", "id": 4},
+        ]
+
+        def run() -> Any:
+            code, body = xmlrpcCall(url, json.dumps(batch).encode())
+            return code, [
+                (r.get("result"), r.get("error", {}).get("code"))
+                for r in json.loads(body)
+            ]
+
+        return deferToThread(run).addCallback(
+            self.assertEqual,
+            (200, [(1, None), (None, -32601), (None, -32602), (None, -32600)]),
+        )
+
+    def test_jsonHostile(self) -> Deferred[Any]:
+        """[ x 10**5, a 5000-digit int and NaN are -32700; a 10**6 batch is -32600."""
+        url = self.listen() + "/jsonrpc"
+        bodies = [
+            b"[" * 10**5,
+            b'{"jsonrpc": "2.0", "method": "set", "params": ["k", '
+            + b"9" * 5000
+            + b'], "id": 1}',
+            b'{"jsonrpc": "2.0", "method": "set", "params": ["k", NaN], "id": 1}',
+            b"[" + b"1," * (10**6 - 1) + b"1]",
+        ]
+
+        def run() -> list[Any]:
+            out = []
+            for body in bodies:
+                code, answer = xmlrpcCall(url, body)
+                out.append((code, json.loads(answer)["error"]["code"]))
+            return out
+
+        return deferToThread(run).addCallback(
+            self.assertEqual,
+            [(200, -32700), (200, -32700), (200, -32700), (200, -32600)],
+        )
+
+    def test_xmlHostile(self) -> Deferred[Any]:
+        """Billion laughs, XXE and 50k nesting are faults; nothing is expanded."""
+        url = self.listen() + "/RPC2"
+        laughs = (
+            b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+            b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            b"<methodCall><methodName>get</methodName><params><param><value>"
+            b"<string>&b;</string></value></param></params></methodCall>"
+        )
+        xxe = (
+            b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+            b"<methodCall><methodName>get</methodName><params><param><value>"
+            b"<string>&e;</string></value></param></params></methodCall>"
+        )
+        deep = (
+            b"<methodCall><methodName>set</methodName><params><param><value>"
+            b"<string>k</string></value></param><param>"
+            + b"<value><array><data>" * 50000
+            + b"</data></array></value>" * 50000
+            + b"</param></params></methodCall>"
+        )
+
+        def run() -> list[Any]:
+            out = []
+            for body in [laughs, xxe, deep]:
+                code, answer = xmlrpcCall(url, body)
+                try:
+                    xmlrpc.client.loads(answer)
+                except xmlrpc.client.Fault as f:
+                    out.append((code, f.faultCode, b"passwd" in answer))
+            return out
+
+        return deferToThread(run).addCallback(
+            self.assertEqual,
+            [(200, -32700, False), (200, -32700, False), (200, -32600, False)],
+        )
+
+    def test_bodyLimits(self) -> Deferred[Any]:
+        """A 100 MB body and a gzip bomb get 413; an unknown encoding 415."""
+        url = self.listen(maxBodySize=1024 * 1024) + "/RPC2"
+        bomb = gzip.compress(b"\x00" * (64 * 1024 * 1024))
+        call = xmlrpc.client.dumps(("k",), "get").encode()
+
+        def run() -> list[Any]:
+            with socket.create_connection(
+                ("127.0.0.1", int(url.split(":")[2].split("/")[0]))
+            ) as s:
+                s.sendall(
+                    b"POST /RPC2 HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 100000000\r\n\r\n"
+                )
+                status = s.recv(100).split(b"\r\n")[0]
+            return [
+                status,
+                xmlrpcCall(url, bomb, {"Content-Encoding": "gzip"})[0],
+                xmlrpcCall(url, gzip.compress(call), {"Content-Encoding": "gzip"})[0],
+                xmlrpcCall(url, call, {"Content-Encoding": "br"})[0],
+            ]
+
+        return deferToThread(run).addCallback(
+            self.assertEqual, [b"HTTP/1.1 413 Content Too Large", 413, 200, 415]
+        )
+
+    def test_basicAuth(self) -> Deferred[Any]:
+        """With checkers, no credentials is 401, wrong is 401, right works."""
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        base = self.listen(checkers=[checker], allowPlaintextAuth=True)
+
+        def run() -> list[Any]:
+            out = []
+            for userinfo in ["", "alice:wrong@", "alice:secret@"]:
+                url = base.replace("http://", f"http://{userinfo}")
+                s = xmlrpc.client.ServerProxy(url, allow_none=True)
+                try:
+                    out.append(s.exists("k"))
+                except xmlrpc.client.ProtocolError as e:
+                    out.append(e.errcode)
+            return out
+
+        return deferToThread(run).addCallback(self.assertEqual, [401, 401, False])
+
+    def test_plaintextAuthRefused(self) -> None:
+        """Checkers on a cleartext listener need the explicit opt-out."""
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        self.assertRaises(
+            ValueError,
+            kvService,
+            store="memory",
+            checkers=[checker],
+            listen=["tcp:0:interface=127.0.0.1"],
+        )
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(
+                ["--auth", "memory:alice:secret", "--store", "memory"]
+            )
+
+
+def freePort() -> int:
+    """
+    A TCP port free on 127.0.0.1 right now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def waitForPort(port: int, process: subprocess.Popen[bytes]) -> None:
+    """
+    Block until something listens on C{port}, or fail if C{process} exits.
+    """
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class DurabilityTests(TestCase):
+    """
+    An acknowledged set survives C{kill -9} of C{twistd -n np-kv}.
+    """
+
+    @inlineCallbacks
+    def test_killed(self) -> Any:
+        """Values set before SIGKILL are read back from the SQLite file."""
+        path = os.path.abspath(self.mktemp())
+        port = freePort()
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+        def run() -> None:
+            process = subprocess.Popen(
+                [
+                    twistd,
+                    "-n",
+                    "--pidfile=",
+                    "np-kv",
+                    "--store",
+                    f"sqlite:{path}",
+                    "--listen",
+                    f"tcp:{port}:interface=127.0.0.1",
+                ],
+                env=env,
+                cwd=os.path.dirname(path),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                waitForPort(port, process)
+                s = xmlrpc.client.ServerProxy(
+                    f"http://127.0.0.1:{port}", allow_none=True
+                )
+                for i in range(20):
+                    s.set(f"k{i}", [i, b"x"])
+            finally:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+
+        yield deferToThread(run)
+        store = SQLiteStore(path)
+        self.addCleanup(store.close)
+        keys = yield store.keys()
+        value = yield store.get("k19")
+        self.assertEqual((len(keys), value), (20, [19, b"x"]))
+
+
+class RedisTests(TestCase):
+    """
+    The Redis store against a real redis-server on a free loopback port.
+    """
+
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
+        port = freePort()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                os.path.abspath("."),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def stop() -> None:
+            process.terminate()
+            process.wait()
+
+        self.addCleanup(stop)
+        return deferToThread(waitForPort, port, process)
+
+    def test_sharedBetweenServices(self) -> Deferred[Any]:
+        """Two np-kv services on one Redis see each other's writes; TTLs reach Redis."""
+        urls = []
+        for _ in range(2):
+            service = kvService(store=self.url, listen=["tcp:0:interface=127.0.0.1"])
+            service.startService()
+            self.addCleanup(service.stopService)
+            urls.append(f"http://127.0.0.1:{service.services[0].port.getHost().port}")  # type: ignore[attr-defined]
+
+        def run() -> list[Any]:
+            import redis
+
+            a: Any = xmlrpc.client.ServerProxy(urls[0], allow_none=True)
+            b: Any = xmlrpc.client.ServerProxy(urls[1], allow_none=True)
+            a.set("foo", "bar")
+            a.set("t", 1, 60)
+            out = [b.get("foo"), sorted(b.keys()), b.exists("t")]
+            b.delete("foo")
+            out.append(a.exists("foo"))
+            pttl = redis.Redis.from_url(self.url).pttl("np-kv:t")
+            out.append(0 < pttl <= 60000)
+            return out
+
+        return deferToThread(run).addCallback(
+            self.assertEqual, ["bar", ["foo", "t"], True, False, True]
+        )
+
+    @inlineCallbacks
+    def test_poisonedValue(self) -> Any:
+        """A pickle planted in Redis by someone else is refused, not run."""
+        import redis
+
+        marker = os.path.abspath(self.mktemp())
+        planted = (
+            b"\x80\x04\x8c\x05posix\x8c\x06system\x93\x8c"
+            + bytes([len(f"touch {marker}")])
+            + f"touch {marker}".encode()
+            + b"\x85R."
+        )
+        yield deferToThread(redis.Redis.from_url(self.url).set, "np-kv:evil", planted)
+        store = RedisStore(self.url)
+        self.addCleanup(store.close)
+        yield self.assertFailure(store.get("evil"), Exception)
+        self.assertFalse(os.path.exists(marker))
