@@ -91,12 +91,7 @@ class WriteThroughMixin:
     def _writeThrough(self, data: bytes) -> None:
         if not isinstance(data, bytes):
             _dataMustBeBytes(data)
-        if (
-            not data
-            or not self.connected
-            or self._writeDisconnected
-            or self._aborting
-        ):
+        if not data or not self.connected or self._writeDisconnected or self._aborting:
             return
         if self._tempDataLen or self.dataBuffer or self._mustBuffer():
             FileDescriptor.write(self, data)  # type: ignore[arg-type]
@@ -236,8 +231,13 @@ def listenTCP(
     Listen on TCP with write-through connections, as C{reactor.listenTCP}.
     """
     listening = WriteThroughPort(
-        port, factory, backlog, interface, reactor,
-        noDelay=noDelay, reusePort=reusePort,
+        port,
+        factory,
+        backlog,
+        interface,
+        reactor,
+        noDelay=noDelay,
+        reusePort=reusePort,
     )
     listening.startListening()
     return listening
@@ -255,9 +255,9 @@ def listenUNIX(
     Listen on a UNIX socket with write-through connections, as
     C{reactor.listenUNIX}.
     """
-    listening = WriteThroughUNIXPort(
-        address, factory, backlog, mode, reactor, wantPID  # type: ignore[arg-type]
-    )
+    # Twisted's annotation says bytes; it takes (and its endpoints pass) str.
+    path: Any = address
+    listening = WriteThroughUNIXPort(path, factory, backlog, mode, reactor, wantPID)
     listening.startListening()
     return listening
 
