@@ -1,0 +1,3 @@
+"""
+Example applications to serve with netplugins (C{twistd np-wsgi --app ...}).
+"""
