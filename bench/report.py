@@ -16,6 +16,9 @@ import attrs
 from bench.machine import LoadCheck
 from bench.run import FOREIGN_LIMIT, BenchmarkResult, Settings
 
+# A load generator this busy may be holding the server back: its rows get a ‡.
+LOADGEN_BUSY = 0.9
+
 
 def _ms(microseconds: float) -> str:
     return f"{microseconds / 1000:.2f}"
@@ -46,6 +49,8 @@ def table(result: BenchmarkResult) -> list[str]:
         if s.contender == result.primary:
             name = f"**{name}**"
         flags = f" ⚠{s.flagged}" if s.flagged else ""
+        if s.loadgenLoad >= LOADGEN_BUSY:
+            flags += " ‡"
         lines.append(
             f"| {s.case.title} | {name}{flags} | {s.requestsPerSecond:,.0f} "
             f"| ±{spread / 2:.1f} % | {s.mibPerSecond:,.1f} | {_ms(s.p50)} "
@@ -73,7 +78,7 @@ def plot(result: BenchmarkResult, path: Path) -> None:
     labels = {c.name: c.label for c in result.benchmark.contenders}
     byKey = {(s.case, s.contender): s for s in result.summaries()}
     figure, axes = plt.subplots(
-        2, len(cases), figsize=(4.5 * len(cases), 7), squeeze=False
+        3, len(cases), figsize=(4.5 * len(cases), 10), squeeze=False
     )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for column, case in enumerate(cases):
@@ -95,7 +100,14 @@ def plot(result: BenchmarkResult, path: Path) -> None:
         cpu = axes[1][column]
         cpu.bar(xs, [r.cpuPerRequest for r in rows], color=colours[: len(rows)])
         cpu.set_title(f"{case.title}: server CPU µs per request")
-        for axis in (rates, cpu):
+        latency = axes[2][column]
+        width = 0.4
+        latency.bar([x - width / 2 for x in xs], [r.p50 / 1000 for r in rows],
+                    width, label="p50", color=colours[: len(rows)])
+        latency.bar([x + width / 2 for x in xs], [r.p99 / 1000 for r in rows],
+                    width, label="p99", color=colours[: len(rows)], alpha=0.45)
+        latency.set_title(f"{case.title}: latency ms (p50 solid, p99 pale)")
+        for axis in (rates, cpu, latency):
             axis.set_xticks(list(xs), tick, rotation=15)
             axis.grid(axis="y", alpha=0.3)
     figure.suptitle(result.benchmark.title)
@@ -143,7 +155,10 @@ def method(settings: Settings, quick: bool) -> list[str]:
         "window, divided by the requests in it. *server CPU* is the share of "
         "one core it used: near 100 % means the server is the bottleneck. "
         "*loadgen CPU* is the same for the load generator (from its own "
-        "`getrusage`): well under 100 % means it was not the bottleneck.",
+        "`getrusage`): well under 100 % means it was not the bottleneck; "
+        f"rows where it reached {LOADGEN_BUSY:.0%} are marked ‡. For large "
+        "messages the load generator does the same kernel copying as the "
+        "server, so against the fastest servers it nears a full core itself.",
         "- Other load: before the run every CPU must be under "
         f"{FOREIGN_LIMIT:.0%} busy (from `/proc/stat`); during each measured "
         "window, CPU time used by anything but the server and the load "
@@ -151,6 +166,9 @@ def method(settings: Settings, quick: bool) -> list[str]:
         f"a window with more than {FOREIGN_LIMIT:.0%} of a CPU of it, or with "
         f"connection errors, is flagged ⚠ and redone up to {settings.retries} "
         "times; a flag left in the table means every try was disturbed.",
+        "- Of the figures, server CPU µs per request suffers least from a busy "
+        "machine (a server that waits for its core uses no CPU meanwhile); "
+        "requests/s and latency suffer most.",
         "- All traffic on 127.0.0.1; every process is killed at the end.",
     ] + (["- **Quick run** (`--quick`): a smoke test, not figures to quote."]
          if quick else [])

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import attrs
 from attrs import define, field, frozen
 
 from bench import loadgen, machine, processes
@@ -59,6 +60,8 @@ class Sample:
     @ivar foreign: CPUs' worth of other load seen in the window (0.1 = a
         tenth of one CPU).
     @ivar steal: the fraction of CPU time the hypervisor took in the window.
+    @ivar attempt: how many tries this measurement took (the kept one is the
+        last unless every try was flagged).
     """
 
     contender: str
@@ -309,15 +312,19 @@ def runBenchmark(
     for case in benchmark.cases:
         for repetition in range(1, settings.repeat + 1):
             for contender in contenders:
+                attempts = []
                 for attempt in range(1, settings.retries + 2):
                     began = time.monotonic()
                     sample = measure(
                         benchmark, contender, case, settings, repetition, attempt
                     )
                     report(describe(benchmark, sample, time.monotonic() - began))
-                    if not sample.flagged or attempt > settings.retries:
+                    attempts.append(sample)
+                    if not sample.flagged:
                         break
-                result.samples.append(sample)
+                # Every try disturbed: keep the least disturbed, still flagged.
+                best = min(attempts, key=lambda s: (s.errors, s.foreign))
+                result.samples.append(attrs.evolve(best, attempt=len(attempts)))
     return result
 
 
@@ -325,10 +332,9 @@ def describe(benchmark: Benchmark, sample: Sample, seconds: float) -> str:
     """
     One progress line for a sample.
     """
-    flag = ""
+    flag = f"  other load {sample.foreign:.0%}"
     if sample.flagged:
-        flag = f"  FLAGGED (other load {sample.foreign:.0%} of a CPU, " \
-            f"{sample.errors} errors)"
+        flag += f"  FLAGGED ({sample.errors} errors)"
     return (
         f"{benchmark.name} {sample.case.title} #{sample.repetition} "
         f"{sample.contender:>8}: {sample.requestsPerSecond:9.0f} req/s  "
