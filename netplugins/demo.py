@@ -33,6 +33,7 @@ DEMO_PORTS = {
     "zen": 1060,
     "zen-tls": 1061,
     "mpconn": 25000,
+    "kv": 15000,
 }
 
 
@@ -112,6 +113,7 @@ def demoService(
 
     from netplugins.tap.daytime import daytimeService
     from netplugins.tap.echo import echoService
+    from netplugins.tap.kv import kvService
     from netplugins.tap.mpconn import mpconnService
     from netplugins.tap.zen import zenService
 
@@ -146,6 +148,7 @@ def demoService(
             listen=[tcp("mpconn")],
             **shared,
         ),
+        kvService(listen=[tcp("kv")], **shared),
     ]:
         service.setServiceParent(top)
     return top

@@ -12,6 +12,7 @@ import socket
 import ssl
 from multiprocessing.connection import Client
 from typing import Any
+from xmlrpc.client import ServerProxy
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -71,6 +72,7 @@ class DemoTests(TestCase):
                 ("np-echo", "hmac"),
                 ("np-echo", "tcp"),
                 ("np-echo", "unix"),
+                ("np-kv", "tcp"),
                 ("np-mpconn", "tcp"),
                 ("np-zen", "TLS tcp"),
                 ("np-zen", "tcp"),
@@ -136,6 +138,22 @@ class DemoTests(TestCase):
                 return c.recv()
 
         self.assertEqual((yield deferToThread(client)), {"x": [1, 2.5, "three"]})
+
+    @inlineCallbacks
+    def test_kv(self) -> Any:
+        """The Cookbook 11.6 XML-RPC client sets and gets through np-kv."""
+        host, port = self.port("np-kv", "tcp")
+
+        def client() -> tuple[object, ...]:
+            s = ServerProxy(f"http://{host}:{port}", allow_none=True)
+            s.set("foo", "bar")
+            s.set("spam", [1, 2, 3])
+            return (s.keys(), s.get("foo"), s.get("spam"), s.exists("nope"))
+
+        self.assertEqual(
+            (yield deferToThread(client)),
+            (["foo", "spam"], "bar", [1, 2, 3], False),
+        )
 
     @inlineCallbacks
     def test_tls(self) -> Any:
