@@ -1,0 +1,109 @@
+"""
+Syscalls per request: an echo server on the write-through transport runs
+under C{strace -f -c} while a client does ping-pongs, so a change that brings
+back C{epoll_ctl} churn (or any other per-request syscall) fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+
+from twisted.trial.unittest import TestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SERVER = """
+import sys
+sys.path.insert(0, {root!r})
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from netplugins.transport import fastServerFromString
+
+class Echo(Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+    def connectionLost(self, reason):
+        reactor.stop()
+
+def listening(port):
+    print(port.getHost().port, flush=True)
+
+if {fast!r}:
+    d = fastServerFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        Factory.forProtocol(Echo))
+    d.addCallback(listening)
+else:
+    listening(reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1"))
+reactor.run()
+"""
+
+
+def tracedRun(requests: int, fast: bool = True, size: int = 1024) -> Counter[str]:
+    """
+    Run the echo server under strace, do C{requests} ping-pongs of C{size}
+    bytes from one connection, and return the server's syscall counts.
+    """
+    report = os.path.abspath(f"strace-{requests}-{fast}.txt")
+    program = SERVER.format(root=ROOT, fast=fast)
+    server = subprocess.Popen(
+        ["strace", "-f", "-c", "-o", report, sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        message = b"m" * size
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(requests):
+                client.sendall(message)
+                received = 0
+                while received < size:
+                    chunk = client.recv(size - received)
+                    assert chunk, "server closed"
+                    received += len(chunk)
+        server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    counts: Counter[str] = Counter()
+    with open(report) as f:
+        for line in f:
+            parts = line.split()
+            # "% time  seconds  usecs/call  calls  [errors]  syscall"
+            if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                counts[parts[-1]] += int(parts[3])
+    assert counts, f"no strace summary in {report}"
+    return counts
+
+
+class SyscallTests(TestCase):
+    """
+    The ping-pong path of the write-through transport, counted by strace.
+    """
+
+    def test_perRequest(self) -> None:
+        """Per 1 KiB ping-pong the server makes no epoll_ctl call and at most
+        four syscalls (epoll_wait, recv, send, and slack for one more)."""
+        few, many = 100, 2100
+        small = tracedRun(few)
+        large = tracedRun(many)
+        perRequest = {
+            name: (large[name] - small[name]) / (many - few)
+            for name in large
+            if large[name] - small[name] > 0
+        }
+        self.assertLess(perRequest.get("epoll_ctl", 0), 0.01, perRequest)
+        self.assertLessEqual(sum(perRequest.values()), 4, perRequest)
+
+    def test_twistedChurns(self) -> None:
+        """The check can fail: Twisted's own transport makes at least one
+        epoll_ctl call per request."""
+        requests = 500
+        counts = tracedRun(requests, fast=False)
+        self.assertGreaterEqual(counts["epoll_ctl"], requests, counts)
