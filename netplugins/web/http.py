@@ -96,6 +96,7 @@ class HardenedChannel(http.HTTPChannel):
     site: HardenedSite
     _headerDeadline: IDelayedCall | None = None
     _refused = False
+    _headerLines = 0
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.site.maxHeaderSize
@@ -154,9 +155,17 @@ class HardenedChannel(http.HTTPChannel):
                 431, "request head over {limit} bytes", limit=self.totalHeadersSize
             )
             return
-        if not firstLine and line and self._receivedHeaderCount >= self.maxHeaders:
-            self.refuse(431, "more than {limit} header lines", limit=self.maxHeaders)
-            return
+        if firstLine:
+            self._headerLines = 0
+        elif line:
+            # Twisted counts a header only once the next line arrives, and
+            # answers 400: count here, when it arrives.
+            self._headerLines += 1
+            if self._headerLines > self.maxHeaders:
+                self.refuse(
+                    431, "more than {limit} header lines", limit=self.maxHeaders
+                )
+                return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
