@@ -129,6 +129,11 @@ class WSGIApplicationResource(WSGIResource):
             response.environ["AUTH_TYPE"] = "Basic"
             # The password was for this server, not for the application.
             response.environ.pop("HTTP_AUTHORIZATION", None)
+        # twisted.web reads the whole body before calling the application, so
+        # the input ends where the body does, chunked or not (as gunicorn
+        # says; Werkzeug reads nothing from a chunked body without it).
+        environ: dict[str, Any] = response.environ
+        environ["wsgi.input_terminated"] = True
         self.inFlight += 1
         request.notifyFinish().addBoth(self._finished)
         response.start()
@@ -165,7 +170,12 @@ class WSGIApplicationResource(WSGIResource):
                 d.callback(None)
 
         call = self._reactor.callLater(timeout, giveUp)
-        d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
+        def cancel(result: object) -> object:
+            if call.active():
+                call.cancel()
+            return result
+
+        d.addBoth(cancel)
         return d
 
 
@@ -208,7 +218,7 @@ class WSGIService(MultiService):
     """
     The listeners of a WSGI site plus its thread pool: the pool starts before
     the listeners and stops after them, once the requests in flight finished
-    or C{shutdownTimeout} passed.
+    or C{shutdownTimeout} passed, and the site's connections are closed.
     """
 
     def __init__(
@@ -216,8 +226,10 @@ class WSGIService(MultiService):
         pool: ThreadPool,
         resource: WSGIApplicationResource,
         shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        site: Any = None,
     ) -> None:
         super().__init__()
+        self.site = site
         self.pool = pool
         self.resource = resource
         self.shutdownTimeout = shutdownTimeout
@@ -229,6 +241,8 @@ class WSGIService(MultiService):
     def stopService(self) -> Deferred[None]:
         d: Deferred[Any] = super().stopService()
         d.addCallback(lambda _: self.resource.drain(self.shutdownTimeout))
+        if self.site is not None:
+            d.addCallback(lambda _: self.site.closeConnections())
         d.addCallback(lambda _: self.pool.stop())
         return d
 

@@ -169,7 +169,7 @@ def wsgiService(
         accessLog=accessLogFor(accessLog, reactor=reactor),
         reactor=reactor,
     )
-    service = WSGIService(pool, resource, shutdownTimeout)
+    service = WSGIService(pool, resource, shutdownTimeout, site=site)
     service.setName("np-wsgi")
     listeners = listeningService(
         common, site, defaultListen=DEFAULT_LISTEN, name="np-wsgi", reactor=reactor

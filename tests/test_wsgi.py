@@ -1,0 +1,334 @@
+"""
+Tests for L{netplugins.wsgi} and L{netplugins.tap.wsgi}: np-wsgi with real
+clients (requests, curl, raw sockets) on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+import flask
+import requests
+from flask import Flask
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.cred.htpasswd import hashPassword
+from netplugins.examples import pathdispatch
+from netplugins.service import listeningPorts
+from netplugins.tap.wsgi import Options, wsgiService
+from netplugins.wsgi import loadApplication, parseStatic
+from tests.pki import PKI
+
+flaskApp = Flask(__name__)
+release = threading.Event()
+
+
+@flaskApp.route("/whoami")
+def whoami() -> dict[str, Any]:
+    env = flask.request.environ
+    return {
+        "user": env.get("REMOTE_USER"),
+        "port": env["REMOTE_PORT"],
+        "scheme": env["wsgi.url_scheme"],
+        "authorization": env.get("HTTP_AUTHORIZATION"),
+    }
+
+
+@flaskApp.route("/upload", methods=["POST"])
+def upload() -> dict[str, Any]:
+    return {"length": len(flask.request.get_data())}
+
+
+@flaskApp.route("/slow")
+def slow() -> str:
+    release.wait(10)
+    return "finished"
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    The command line parses into settings, and bad values are one-line errors.
+    """
+
+    def test_parse(self) -> None:
+        """--app, --threads and --static parse; the app is loaded."""
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        config = Options()
+        config.parseOptions(
+            ["--app", "netplugins.examples.pathdispatch:app", "--threads", "3",
+             "--static", f"/assets/={directory}"]
+        )
+        self.assertEqual(
+            (config["application"], config["threads"], config["static"]),
+            (pathdispatch.app, 3, [("/assets", directory)]),
+        )
+
+    def test_badValues(self) -> None:
+        """Missing or unloadable --app and bad --static are UsageErrors."""
+        app = ["--app", "netplugins.examples.pathdispatch:app"]
+        for argv in [
+            [],
+            ["--app", "nosuch.module:app"],
+            ["--app", "netplugins.examples.pathdispatch"],
+            ["--app", "netplugins.examples.pathdispatch:nope"],
+            [*app, "--static", "/x=/nonexistent"],
+            [*app, "--static", "/../=/tmp"],
+            [*app, "--threads", "0"],
+        ]:
+            self.assertRaises(usage.UsageError, Options().parseOptions, argv)
+
+    def test_loaders(self) -> None:
+        """Dotted attributes load; prefixes are normalised."""
+        self.assertIs(
+            loadApplication("tests.test_wsgi:flaskApp.wsgi_app").__func__,  # type: ignore[attr-defined]
+            Flask.wsgi_app,
+        )
+        self.assertEqual(parseStatic("a/b/=/")[0], "/a/b")
+
+
+class ServedTests(TestCase):
+    """
+    np-wsgi serving over real sockets.
+    """
+
+    def serve(self, app: Any = flaskApp, tls: bool = False, **kw: Any) -> str:
+        settings: dict[str, Any] = {"accessLog": None}
+        if tls:
+            pki = PKI(self.mktemp())
+            cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+            self.caPath = pki.caPath
+            settings.update(
+                listenTLS=["tcp:0:interface=127.0.0.1"], tlsCert=[cert], tlsKey=[key]
+            )
+        else:
+            settings["listen"] = ["tcp:0:interface=127.0.0.1"]
+        settings.update(kw)
+        self.service = wsgiService(app=app, stateDir=self.mktemp(), **settings)
+        self.service.startService()
+        self.addCleanup(self._stop)
+        [(_, address, _)] = listeningPorts(self.service)
+        self.port = address.port
+        scheme = "https" if tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _stop(self) -> Any:
+        release.set()
+        if self.service.running:
+            return self.service.stopService()
+        return None
+
+    @inlineCallbacks
+    def test_pathDispatcher(self) -> Any:
+        """The Cookbook app answers /hello (escaped) and /localtime, 404 otherwise."""
+        base = self.serve(pathdispatch.app)
+        hello = yield deferToThread(requests.get, base + "/hello?name=<Guido>")
+        clock = yield deferToThread(requests.get, base + "/localtime")
+        missing = yield deferToThread(requests.get, base + "/nope")
+        self.assertIn("<h1>Hello &lt;Guido&gt;!</h1>", hello.text)
+        self.assertTrue(clock.text.startswith('<?xml version="1.0"?>\n<time>'))
+        self.assertEqual(missing.status_code, 404)
+
+    @inlineCallbacks
+    def test_keepAlive(self) -> Any:
+        """A requests Session reuses one connection for several requests."""
+        base = self.serve()
+
+        def twice() -> list[Any]:
+            with requests.Session() as s:
+                return [s.get(base + "/whoami").json()["port"] for _ in range(3)]
+
+        ports = yield deferToThread(twice)
+        self.assertEqual(len(set(ports)), 1)
+
+    @inlineCallbacks
+    def test_chunkedUpload(self) -> Any:
+        """A chunked upload from requests reaches the application whole."""
+        base = self.serve()
+        body = (b"x" * 1000 for _ in range(50))
+        r = yield deferToThread(requests.post, base + "/upload", data=body)
+        self.assertEqual(r.json(), {"length": 50000})
+
+    @inlineCallbacks
+    def test_bodyLimit(self) -> Any:
+        """Over maxBodySize, curl's upload gets 413."""
+        base = self.serve(maxBodySize=1000)
+        out, err, code = yield _curl(
+            ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-d", "x" * 2000,
+             base + "/upload"]
+        )
+        self.assertEqual((out, code), (b"413", 0), err)
+
+    @inlineCallbacks
+    def test_flaskTLSBasicAuth(self) -> Any:
+        """Flask over TLS with Basic via htpasswd: REMOTE_USER, no password, HSTS."""
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("alice:" + hashPassword("wonderland", cost=4) + "\n")
+        base = self.serve(tls=True, auth=[f"htpasswd:{users}"], hsts=600)
+        good = yield deferToThread(
+            requests.get, base + "/whoami", auth=("alice", "wonderland"),
+            verify=self.caPath,
+        )
+        bad = yield deferToThread(
+            requests.get, base + "/whoami", auth=("alice", "x"), verify=self.caPath
+        )
+        body = good.json()
+        self.assertEqual(
+            (good.status_code, body["user"], body["scheme"], body["authorization"]),
+            (200, "alice", "https", None),
+        )
+        self.assertEqual(good.headers["Strict-Transport-Security"], "max-age=600")
+        self.assertEqual(bad.status_code, 401)
+
+    @inlineCallbacks
+    def test_curlOverTLS(self) -> Any:
+        """curl talks to np-wsgi over TLS with Basic auth, trusting the test CA."""
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("bob:" + hashPassword("builder", cost=4) + "\n")
+        base = self.serve(tls=True, auth=[f"htpasswd:{users}"])
+        out, err, code = yield _curl(
+            ["-s", "--cacert", self.caPath, "-u", "bob:builder", base + "/whoami"]
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(b'"user":"bob"', out.replace(b" ", b""))
+
+    @inlineCallbacks
+    def test_cleartextAuthRefused(self) -> Any:
+        """Basic over plain HTTP is refused unless allowPlaintextAuth."""
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("alice:" + hashPassword("wonderland", cost=4) + "\n")
+        base = self.serve(auth=[f"htpasswd:{users}"])
+        r = yield deferToThread(
+            requests.get, base + "/whoami", auth=("alice", "wonderland")
+        )
+        self.assertEqual(r.status_code, 403)
+
+    @inlineCallbacks
+    def test_static(self) -> Any:
+        """Static files are served under their prefix; .. and symlinks out are not."""
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "pub", "sub"))
+        with open(os.path.join(root, "pub", "a.txt"), "w") as f:
+            f.write("public")
+        with open(os.path.join(root, "secret.txt"), "w") as f:
+            f.write("secret")
+        os.symlink(os.path.join(root, "secret.txt"), os.path.join(root, "pub", "link"))
+        os.symlink(root, os.path.join(root, "pub", "sub", "up"))
+        base = self.serve(static=[f"/files={os.path.join(root, 'pub')}"])
+        results = {}
+        for path in ["/files/a.txt", "/files/link", "/files/sub/up/secret.txt",
+                     "/files/%2e%2e/secret.txt", "/files/..%2fsecret.txt",
+                     "/files/sub/", "/whoami"]:
+            out, _, _ = yield _curl(
+                ["-s", "--path-as-is", "-w", " %{http_code}", base + path]
+            )
+            results[path] = out.rsplit(b" ", 1)[-1]
+        ok = yield deferToThread(requests.get, base + "/files/a.txt")
+        self.assertEqual(ok.text, "public")
+        self.assertEqual(
+            results,
+            {
+                "/files/a.txt": b"200",
+                "/files/link": b"404",
+                "/files/sub/up/secret.txt": b"404",
+                "/files/%2e%2e/secret.txt": b"404",
+                "/files/..%2fsecret.txt": b"404",
+                "/files/sub/": b"404",
+                "/whoami": b"200",
+            },
+        )
+
+    @inlineCallbacks
+    def test_rawSmuggling(self) -> Any:
+        """Over a real socket: CL+TE, duplicate CL, 0x chunks, bare LF get 400."""
+        self.serve()
+        cases = [
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+            b"Content-Length: 2\r\n\r\nxy",
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0x2\r\nxy\r\n0\r\n\r\n",
+            b"GET /whoami HTTP/1.1\nHost: a\n\n",
+        ]
+        answers = yield deferToThread(lambda: [_raw(self.port, c) for c in cases])
+        for answer in answers:
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
+
+    @inlineCallbacks
+    def test_rawPipelining(self) -> Any:
+        """Pipelined requests in one write are answered in order."""
+        self.serve(pathdispatch.app)
+        answer = yield deferToThread(
+            _raw, self.port,
+            b"GET /hello?name=one HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /hello?name=three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        one, three = answer.find(b"Hello one"), answer.find(b"Hello three")
+        missing = answer.find(b"Not Found")
+        self.assertTrue(0 < one < missing < three, answer)
+
+    @inlineCallbacks
+    def test_trickledHeadersClosed(self) -> Any:
+        """A request head not complete within headerTimeout gets 408 and a close."""
+        self.serve(headerTimeout=0.5)
+        answer = yield deferToThread(_raw, self.port, b"GET /whoami HTTP/1.1\r\nX: ")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
+
+    @inlineCallbacks
+    def test_gracefulShutdown(self) -> Any:
+        """Stopping closes the port at once but lets a request in flight finish."""
+        release.clear()
+        base = self.serve(shutdownTimeout=10)
+        response = deferToThread(requests.get, base + "/slow")
+        while not self.service.resource.inFlight:
+            yield deferToThread(release.wait, 0.01)
+        stopped: Deferred[Any] = self.service.stopService()
+        self.assertFalse(stopped.called)
+        refused = yield deferToThread(_connects, self.port)
+        self.assertFalse(refused)
+        release.set()
+        r = yield response
+        yield stopped
+        self.assertEqual(r.text, "finished")
+
+
+def _curl(args: list[str]) -> Deferred[tuple[bytes, bytes, int]]:
+    return getProcessOutputAndValue("curl", args, env=os.environ)
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """
+    Send C{data} and read until the server closes (or 10 s pass).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
