@@ -21,7 +21,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import tcp, unix
+from twisted.internet import tcp, udp, unix
 from twisted.internet._newtls import startTLS
 from twisted.internet.abstract import FileDescriptor, _dataMustBeBytes
 from twisted.internet.endpoints import serverFromString
@@ -281,6 +281,39 @@ def adoptStreamPort(
         )
     else:
         raise ValueError(f"cannot adopt a socket of address family {addressFamily}")
+    listening.startListening()
+    return listening
+
+
+class ReusePortUDP(udp.Port):
+    """
+    A UDP port bound with C{SO_REUSEPORT}, so each worker of a
+    multi-process service binds the same address.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return skt
+
+
+def listenUDP(
+    reactor: Any,
+    port: int,
+    protocol: Any,
+    interface: str = "",
+    maxPacketSize: int = 8192,
+    *,
+    reusePort: bool = False,
+) -> udp.Port:
+    """
+    C{reactor.listenUDP}, with C{SO_REUSEPORT} when C{reusePort} is set.
+    """
+    if not reusePort:
+        return reactor.listenUDP(  # type: ignore[no-any-return]
+            port, protocol, interface, maxPacketSize
+        )
+    listening = ReusePortUDP(port, protocol, interface, maxPacketSize, reactor)
     listening.startListening()
     return listening
 
