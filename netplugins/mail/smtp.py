@@ -1,0 +1,761 @@
+"""
+np-smtp: an ESMTP server delivering to the Maildir store.
+
+Why not C{twisted.mail.smtp.ESMTP}: it is a C{LineOnlyReceiver}, whose loop runs
+every line of a read even after STARTTLS (the CVE-2011-0411 injection); it
+speaks no enhanced status codes, takes bare-LF-terminated lines inside DATA,
+has no pre-auth deadline and answers AUTH before TLS.  Working around each of
+those from a subclass means overriding most of it, so this module is its own
+small state machine on L{LineReceiver}, whose line loop stops when its buffer
+is emptied (see L{netplugins.starttls}) or when the protocol pauses.
+
+Rules it keeps:
+  - Extensions: SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS,
+    AUTH PLAIN LOGIN.  Pipelined commands are answered in order: a command
+    that waits (a recipient lookup, a login, a delivery) pauses the parser.
+  - STARTTLS throws away whatever the client pipelined after it, and forgets
+    the session (EHLO, AUTH, transaction).
+  - AUTH only over TLS (unless C{allowPlaintextAuth}), through the portal and
+    the shared L{LoginThrottle}; C{requireAuth} (submission) refuses MAIL until
+    the client authenticated, within C{preAuthTimeout} seconds of connecting.
+  - Local domains: recipients resolved at RCPT through L{LocalUsers}, unknown
+    ones refused (550 5.1.1); delivered to each user's INBOX with a
+    C{Received:} header; 250 only once every copy is fsynced.
+  - Foreign domains: refused (550 5.7.1) unless the client authenticated and a
+    relay (smarthost) is configured.  No open relay.
+  - DATA ends only at CRLF.CRLF after a CRLF-terminated line; a message with a
+    bare LF or CR anywhere is consumed to that end and refused (550 5.5.2), so
+    C{<LF>.<LF>} smuggling cannot start a second transaction.
+  - Limits: C{maxMessageSize} (552 5.3.4, announced as SIZE), command lines
+    of L{MAX_LINE} bytes, C{maxRecipients}, C{maxErrors} bad commands, an idle
+    deadline reset per command (not per byte), a whole-DATA deadline.
+  - A full disk answers 452 4.3.1 and leaves nothing in C{new/}.
+"""
+
+from __future__ import annotations
+
+import binascii
+import secrets
+from base64 import b64decode
+from collections.abc import Callable
+from email.utils import formatdate
+from functools import cache
+from typing import Any
+
+from attrs import define
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
+from netplugins.mail.maildir import DiskFullError, MaildirStore
+from netplugins.mail.users import IMailAccount, LocalUsers, MailAccount, splitAddress
+from netplugins.starttls import isSecure, startTLSDiscarding
+
+DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
+MAX_LINE = 4096
+_FLUSH = 8192
+
+Relay = Callable[[str, list[str], bytes], Deferred[Any]]
+
+
+@define
+class SMTPConfig:
+    """
+    How an SMTP listener behaves.
+
+    @ivar hostname: the name in the greeting and in C{Received:}.
+    @ivar requireAuth: submission: MAIL only after AUTH.
+    @ivar allowPlaintextAuth: offer AUTH before TLS (an operator's opt-out).
+    @ivar relay: sends authenticated users' mail for foreign domains on
+        (C{relay(sender, recipients, message) -> Deferred}); C{None}: refuse.
+    """
+
+    hostname: str = "localhost"
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+    maxRecipients: int = 100
+    maxErrors: int = 20
+    requireAuth: bool = False
+    allowPlaintextAuth: bool = False
+    relay: Relay | None = None
+    idleTimeout: float = 300.0
+    preAuthTimeout: float = 120.0
+    dataTimeout: float = 600.0
+
+
+def _peerHost(peer: IAddress) -> str:
+    return str(getattr(peer, "host", "unknown"))
+
+
+def _parsePath(text: str, prefix: str) -> tuple[str, list[str]] | None:
+    """
+    C{FROM:<addr> PARAMS} (or C{TO:}) as (address, params); C{None} if malformed.
+    """
+    if text[: len(prefix)].upper() != prefix:
+        return None
+    rest = text[len(prefix):].lstrip(" ")
+    if not rest.startswith("<"):
+        return None
+    end = rest.find(">")
+    if end == -1:
+        return None
+    return rest[1:end], rest[end + 1:].split()
+
+
+class SMTPServer(LineReceiver):
+    """
+    One SMTP session.  See the module docstring.
+    """
+
+    log = Logger()
+    MAX_LENGTH = MAX_LINE
+    factory: SMTPFactory
+    transport: Any
+
+    def __init__(self) -> None:
+        self.secure = False
+        self.helo: str | None = None
+        self.esmtp = False
+        self.account: MailAccount | None = None
+        self.mailFrom: str | None = None
+        self.recipients: list[tuple[str, str | None]] = []
+        self.errors = 0
+        self._lost = False
+        self._authPending: Callable[[bytes], None] | None = None
+        self._timers: dict[str, Any] = {}
+        self._attempts: Any = None
+        self._resetData()
+
+    # Connection and timers
+
+    @property
+    def config(self) -> SMTPConfig:
+        return self.factory.config
+
+    def connectionMade(self) -> None:
+        self.secure = isSecure(self.transport)
+        self._attempts = self.factory.throttle.connection()
+        self._arm("idle", self.config.idleTimeout)
+        if self.config.requireAuth:
+            self._arm("preauth", self.config.preAuthTimeout)
+        self.sendLine(f"220 {self.config.hostname} ESMTP netplugins".encode())
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._lost = True
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+
+    def _arm(self, name: str, seconds: float) -> None:
+        timer = self._timers.get(name)
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timers[name] = self.factory.reactor.callLater(
+                seconds, self._timedOut, name
+            )
+
+    def _disarm(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timedOut(self, name: str) -> None:
+        self.log.info(
+            "np-smtp: closing connection from {peer}: {deadline} deadline passed",
+            peer=str(self.transport.getPeer()),
+            deadline=name,
+        )
+        self.reply(421, "4.4.2", f"{self.config.hostname} Error: timeout exceeded")
+        self.transport.loseConnection()
+
+    # Replies
+
+    def reply(self, code: int, enhanced: str, text: str) -> None:
+        """
+        Send one reply line (with its enhanced code once EHLO negotiated it).
+        """
+        if self.esmtp and enhanced:
+            text = f"{enhanced} {text}"
+        self.transport.write(f"{code} {text}\r\n".encode("utf-8", "replace"))
+
+    def _error(self, code: int, enhanced: str, text: str) -> None:
+        self.reply(code, enhanced, text)
+        self.errors += 1
+        if self.errors >= self.config.maxErrors:
+            self.reply(421, "4.7.0", f"{self.config.hostname} Error: too many errors")
+            self.transport.loseConnection()
+
+    def _wait(self, d: Deferred[Any]) -> None:
+        """
+        Stop parsing pipelined commands until C{d} (which replies) has fired.
+        """
+        if d.called:
+            d.addErrback(self._ebUnexpected)
+            return
+        self.pauseProducing()
+
+        def resume(result: object) -> None:
+            if not self._lost:
+                self.resumeProducing()
+
+        d.addErrback(self._ebUnexpected).addBoth(resume)
+
+    def _ebUnexpected(self, reason: Failure) -> None:
+        self.log.failure("np-smtp: unexpected error", reason)
+        if not self._lost:
+            self.reply(451, "4.3.0", "Error: internal error")
+
+    # Lines
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.log.info(
+            "np-smtp: closing connection from {peer}: command line over {limit} bytes",
+            peer=str(self.transport.getPeer()),
+            limit=self.MAX_LENGTH,
+        )
+        self.reply(500, "5.5.0", "Error: line too long")
+        self.transport.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        self._arm("idle", self.config.idleTimeout)
+        if self._authPending is not None:
+            pending, self._authPending = self._authPending, None
+            pending(line)
+            return
+        if b"\n" in line or b"\r" in line:
+            self._error(500, "5.5.2", "Error: bare <LF> or <CR> received")
+            return
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            self._error(500, "5.5.2", "Error: command not recognized")
+            return
+        verb, _, argument = text.partition(" ")
+        handler = None
+        if verb.isalpha():
+            handler = getattr(self, "smtp_" + verb.upper(), None)
+        if handler is None:
+            self._error(502, "5.5.2", "Error: command not recognized")
+            return
+        handler(argument.strip())
+
+    # Session commands
+
+    def _resetTransaction(self) -> None:
+        self.mailFrom = None
+        self.recipients = []
+
+    def smtp_HELO(self, argument: str) -> None:
+        self._greeted(argument, esmtp=False)
+
+    def smtp_EHLO(self, argument: str) -> None:
+        self._greeted(argument, esmtp=True)
+
+    def _greeted(self, argument: str, esmtp: bool) -> None:
+        if not argument or " " in argument or len(argument) > 255:
+            self._error(501, "5.5.4", "Syntax: EHLO hostname")
+            return
+        self.helo = argument
+        self.esmtp = esmtp
+        self._resetTransaction()
+        host = self.config.hostname
+        if not esmtp:
+            self.reply(250, "", host)
+            return
+        lines = [
+            host,
+            "PIPELINING",
+            f"SIZE {self.config.maxMessageSize}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self.factory.tls is not None and not self.secure:
+            lines.append("STARTTLS")
+        if self._authAllowed() and self.account is None:
+            lines.append("AUTH PLAIN LOGIN")
+        for line in lines[:-1]:
+            self.transport.write(f"250-{line}\r\n".encode())
+        self.transport.write(f"250 {lines[-1]}\r\n".encode())
+
+    def smtp_NOOP(self, argument: str) -> None:
+        self.reply(250, "2.0.0", "Ok")
+
+    def smtp_RSET(self, argument: str) -> None:
+        self._resetTransaction()
+        self.reply(250, "2.0.0", "Ok")
+
+    def smtp_QUIT(self, argument: str) -> None:
+        self.reply(221, "2.0.0", "Bye")
+        self.transport.loseConnection()
+
+    def smtp_VRFY(self, argument: str) -> None:
+        # Answering would let anyone enumerate the users.
+        self.reply(252, "2.0.0", "Cannot VRFY user; try RCPT")
+
+    def smtp_HELP(self, argument: str) -> None:
+        self.reply(214, "2.0.0", "See RFC 5321")
+
+    def smtp_STARTTLS(self, argument: str) -> None:
+        if argument:
+            self._error(501, "5.5.4", "Syntax: STARTTLS")
+        elif self.factory.tls is None or self.secure:
+            self._error(454, "4.7.0", "TLS not available")
+        else:
+            startTLSDiscarding(
+                self, self.factory.tls, b"220 2.0.0 Ready to start TLS\r\n"
+            )
+            self.secure = True
+            self.helo = None
+            self.esmtp = False
+            self.account = None
+            self._resetTransaction()
+
+    # AUTH
+
+    def _authAllowed(self) -> bool:
+        return self.secure or self.config.allowPlaintextAuth
+
+    def smtp_AUTH(self, argument: str) -> None:
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        if self.helo is None or not self.esmtp:
+            self._error(503, "5.5.1", "Error: send EHLO first")
+        elif not self._authAllowed():
+            self._error(530, "5.7.0", "Must issue a STARTTLS command first")
+        elif self.account is not None:
+            self._error(503, "5.5.1", "Error: already authenticated")
+        elif self.mailFrom is not None:
+            self._error(503, "5.5.1", "Error: MAIL transaction in progress")
+        elif mechanism == "PLAIN":
+            if initial:
+                self._authPlain(initial.encode("ascii"))
+            else:
+                self.transport.write(b"334 \r\n")
+                self._authPending = self._authPlain
+        elif mechanism == "LOGIN":
+            if initial:
+                self._authLoginUser(initial.encode("ascii"))
+            else:
+                self.transport.write(b"334 VXNlcm5hbWU6\r\n")
+                self._authPending = self._authLoginUser
+        else:
+            self._error(504, "5.5.4", "Error: unsupported authentication mechanism")
+
+    def _decode(self, response: bytes) -> bytes | None:
+        if response == b"*":
+            self._error(501, "5.0.0", "Authentication aborted")
+            return None
+        if response == b"=":
+            return b""
+        try:
+            return b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            self._error(501, "5.5.2", "Error: cannot decode response")
+            return None
+
+    def _authPlain(self, response: bytes) -> None:
+        decoded = self._decode(response)
+        if decoded is None:
+            return
+        parts = decoded.split(b"\x00")
+        if len(parts) != 3 or parts[0] not in (b"", parts[1]):
+            self._error(535, "5.7.8", "Authentication credentials invalid")
+            return
+        self._login(parts[1], parts[2])
+
+    def _authLoginUser(self, response: bytes) -> None:
+        username = self._decode(response)
+        if username is None:
+            return
+        self.transport.write(b"334 UGFzc3dvcmQ6\r\n")
+
+        def password(line: bytes) -> None:
+            secret = self._decode(line)
+            if secret is not None:
+                self._login(username, secret)
+
+        self._authPending = password
+
+    def _login(self, username: bytes, password: bytes) -> None:
+        d = self.factory.throttle.login(
+            self.factory.portal,
+            UsernamePassword(username, password),
+            None,
+            IMailAccount,
+            peer=self.transport.getPeer(),
+            connection=self._attempts,
+        )
+        d.addCallbacks(self._cbLoggedIn, self._ebLogin)
+        self._wait(d)
+
+    def _cbLoggedIn(self, result: tuple[Any, MailAccount, Any]) -> None:
+        if self._lost:
+            return
+        self.account = result[1]
+        self._disarm("preauth")
+        self.log.info(
+            "np-smtp: {user} authenticated from {peer}",
+            user=self.account.avatarId,
+            peer=str(self.transport.getPeer()),
+        )
+        self.reply(235, "2.7.0", "Authentication successful")
+
+    def _ebLogin(self, reason: Failure) -> None:
+        if self._lost:
+            return
+        if reason.check(TooManyAttempts) or (
+            reason.check(UnauthorizedLogin) and self._attempts.exhausted
+        ):
+            self.reply(421, "4.7.0", "Error: too many failed authentication attempts")
+            self.transport.loseConnection()
+        elif reason.check(UnauthorizedLogin):
+            self._error(535, "5.7.8", "Authentication credentials invalid")
+        else:
+            self.log.failure("np-smtp: login error", reason)
+            self.reply(454, "4.7.0", "Temporary authentication failure")
+
+    # The mail transaction
+
+    def smtp_MAIL(self, argument: str) -> None:
+        if self.helo is None:
+            self._error(503, "5.5.1", "Error: send HELO/EHLO first")
+            return
+        if self.config.requireAuth and self.account is None:
+            self._error(530, "5.7.0", "Authentication required")
+            return
+        if self.mailFrom is not None:
+            self._error(503, "5.5.1", "Error: nested MAIL command")
+            return
+        parsed = _parsePath(argument, "FROM:")
+        if parsed is None:
+            self._error(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+            return
+        address, params = parsed
+        if address and splitAddress(address) is None:
+            self._error(501, "5.1.7", "Bad sender address syntax")
+            return
+        for param in params:
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "SIZE" and value.isdigit():
+                if int(value) > self.config.maxMessageSize:
+                    self._error(552, "5.3.4", "Message size exceeds fixed limit")
+                    return
+            elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                pass
+            elif key == "AUTH":
+                pass
+            else:
+                self._error(555, "5.5.4", f"Unsupported option: {param}")
+                return
+        self.mailFrom = address
+        self.reply(250, "2.1.0", "Ok")
+
+    def smtp_RCPT(self, argument: str) -> None:
+        if self.mailFrom is None:
+            self._error(503, "5.5.1", "Error: need MAIL command")
+            return
+        parsed = _parsePath(argument, "TO:")
+        if parsed is None or parsed[1]:
+            self._error(501, "5.5.4", "Syntax: RCPT TO:<address>")
+            return
+        address = parsed[0]
+        parts = splitAddress(address)
+        if parts is None:
+            self._error(501, "5.1.3", "Bad recipient address syntax")
+            return
+        if len(self.recipients) >= self.config.maxRecipients:
+            self.reply(452, "4.5.3", "Error: too many recipients")
+            return
+        if not self.factory.users.isLocal(parts[1]):
+            if self.account is not None and self.config.relay is not None:
+                self.recipients.append((address, None))
+                self.reply(250, "2.1.5", "Ok")
+            else:
+                self.log.info(
+                    "np-smtp: relay to {recipient} refused for {peer}",
+                    recipient=address,
+                    peer=str(self.transport.getPeer()),
+                )
+                self._error(550, "5.7.1", f"<{address}>: Relay access denied")
+            return
+        d = self.factory.users.resolve(address)
+        d.addCallback(self._cbResolved, address)
+        self._wait(d)
+
+    def _cbResolved(self, user: str | None, address: str) -> None:
+        if self._lost:
+            return
+        if user is None:
+            self._error(
+                550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown"
+            )
+        else:
+            self.recipients.append((address, user))
+            self.reply(250, "2.1.5", "Ok")
+
+    def smtp_DATA(self, argument: str) -> None:
+        if argument:
+            self._error(501, "5.5.4", "Syntax: DATA")
+        elif self.mailFrom is None:
+            self._error(503, "5.5.1", "Error: need MAIL command")
+        elif not self.recipients:
+            self._error(554, "5.5.1", "Error: no valid recipients")
+        else:
+            self._resetData()
+            self.setRawMode()
+            self._arm("data", self.config.dataTimeout)
+            self.reply(354, "", "End data with <CR><LF>.<CR><LF>")
+
+    # DATA
+
+    def _resetData(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._tail = b""
+        self._atLineStart = True
+        self._bare = False
+        self._oversize = False
+
+    def _add(self, content: bytes) -> None:
+        self._size += len(content)
+        if self._size > self.config.maxMessageSize:
+            self._oversize = True
+            self._parts = []
+        elif not self._bare:
+            self._parts.append(content)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        self._arm("idle", self.config.idleTimeout)
+        buffer = self._tail + data if self._tail else data
+        start = 0
+        while (newline := buffer.find(b"\n", start)) != -1:
+            line = buffer[start : newline + 1]
+            start = newline + 1
+            atLineStart = self._atLineStart
+            crlf = line.endswith(b"\r\n")
+            self._atLineStart = crlf
+            content = line[:-2] if crlf else line[:-1]
+            if not crlf or b"\r" in content:
+                self._bare = True
+            if atLineStart and crlf and content == b".":
+                self._tail = b""
+                self._endOfData(buffer[start:])
+                return
+            if atLineStart and content.startswith(b"."):
+                content = content[1:]
+            self._add(content + b"\r\n")
+        tail = buffer[start:]
+        if len(tail) > _FLUSH:
+            # A long unfinished line: keep only its last byte (a CR, perhaps).
+            part = tail[:-1]
+            if self._atLineStart and part.startswith(b"."):
+                part = part[1:]
+            if b"\r" in part:
+                self._bare = True
+            self._add(part)
+            self._atLineStart = False
+            tail = tail[-1:]
+        self._tail = tail
+
+    def _endOfData(self, rest: bytes) -> None:
+        self._disarm("data")
+        self.setLineMode()
+        # LineReceiver handed all it had to rawDataReceived: what followed the
+        # terminator goes back to be parsed as commands once this one is done.
+        self._buffer = rest + self._buffer
+        peer = str(self.transport.getPeer())
+        if self._bare:
+            self.log.warn(
+                "np-smtp: refused a message with a bare LF or CR from {peer}",
+                peer=peer,
+            )
+            self._resetTransaction()
+            self._resetData()
+            self._error(550, "5.5.2", "Error: bare <LF> or <CR> received")
+            return
+        if self._oversize:
+            self._resetTransaction()
+            self._resetData()
+            self._error(552, "5.3.4", "Error: message file too big")
+            return
+        body = b"".join(self._parts)
+        self._resetData()
+        self._wait(self._deliver(body))
+
+    def _received(self, queueId: str) -> bytes:
+        peer = self.transport.getPeer()
+        protocol = "ESMTP" if self.esmtp else "SMTP"
+        if self.secure:
+            protocol += "S"
+        if self.account is not None:
+            protocol += "A"
+        recipient = ""
+        if len(self.recipients) == 1:
+            recipient = f"\r\n\tfor <{self.recipients[0][0]}>"
+        return (
+            f"Received: from {self.helo} ([{_peerHost(peer)}])\r\n"
+            f"\tby {self.config.hostname} (netplugins) with {protocol} id {queueId}"
+            f"{recipient}; {formatdate(localtime=True)}\r\n"
+        ).encode("ascii", "replace")
+
+    def _deliver(self, body: bytes) -> Deferred[None]:
+        queueId = secrets.token_hex(6).upper()
+        message = self._received(queueId) + body
+        users = sorted({user for _, user in self.recipients if user is not None})
+        foreign = [address for address, user in self.recipients if user is None]
+        sender = self.mailFrom or ""
+        work: list[Deferred[Any]] = [
+            self.factory.store.deliver(user, message) for user in users
+        ]
+        if foreign:
+            assert self.config.relay is not None
+            work.append(self.config.relay(sender, foreign, message))
+        d: Deferred[Any] = gatherResults(work, consumeErrors=True)
+        d.addCallbacks(
+            self._cbDelivered,
+            self._ebDelivered,
+            callbackArgs=(queueId, len(message)),
+            errbackArgs=(queueId,),
+        )
+        self._resetTransaction()
+        return d
+
+    def _cbDelivered(self, result: object, queueId: str, size: int) -> None:
+        self.log.info(
+            "np-smtp: {queueId} accepted, {size} bytes from {peer}",
+            queueId=queueId,
+            size=size,
+            peer=str(self.transport.getPeer()),
+        )
+        if not self._lost:
+            self.reply(250, "2.0.0", f"Ok: queued as {queueId}")
+
+    def _ebDelivered(self, reason: Failure, queueId: str) -> None:
+        error = reason.value
+        cause = getattr(error, "subFailure", None)
+        if cause is not None:
+            reason = cause
+        if reason.check(DiskFullError):
+            self.log.error("np-smtp: {queueId} refused: disk full", queueId=queueId)
+            if not self._lost:
+                self.reply(452, "4.3.1", "Error: insufficient system storage")
+            return
+        self.log.failure("np-smtp: {queueId} not delivered", reason, queueId=queueId)
+        if not self._lost:
+            self.reply(451, "4.3.0", "Error: local delivery failed")
+
+
+class SMTPFactory(Factory):
+    """
+    Builds L{SMTPServer}s sharing one store, user table, portal and throttle.
+
+    @ivar tls: the TLS context factory for STARTTLS, or C{None} not to offer it.
+    """
+
+    def __init__(
+        self,
+        store: MaildirStore,
+        users: LocalUsers,
+        portal: Any,
+        *,
+        config: SMTPConfig | None = None,
+        tls: Any = None,
+        throttle: LoginThrottle | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.store = store
+        self.users = users
+        self.portal = portal
+        self.config = config or SMTPConfig()
+        self.tls = tls
+        self.reactor = reactor
+        self.throttle = throttle or LoginThrottle(reactor)
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        protocol = SMTPServer()
+        protocol.factory = self
+        return protocol
+
+
+def smarthostRelay(
+    smarthost: str,
+    hostname: str = "localhost",
+    reactor: Any = None,
+    *,
+    caFile: str | None = None,
+) -> Relay:
+    """
+    A relay that hands messages to C{smarthost} (C{host} or C{host:port},
+    port 25 by default) with Twisted's ESMTP client: STARTTLS when offered,
+    its certificate checked against C{caFile} (else the system's CAs).
+
+    @raise ValueError: for a malformed C{smarthost}.
+    """
+    host, port = smarthost, "25"
+    if ":" in smarthost:
+        host, _, port = smarthost.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--smarthost must be HOST or HOST:PORT, not {smarthost!r}")
+
+    def relay(sender: str, recipients: list[str], message: bytes) -> Deferred[Any]:
+        from io import BytesIO
+
+        from twisted.internet import ssl as tssl
+        from twisted.mail.smtp import ESMTPSenderFactory
+
+        nonlocal reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        trust = None
+        if caFile is not None:
+            with open(caFile, "rb") as f:
+                trust = tssl.Certificate.loadPEM(f.read())
+        context = tssl.optionsForClientTLS(host, trustRoot=trust)
+        done: Deferred[Any] = Deferred()
+        factory = ESMTPSenderFactory(
+            None, None, sender, recipients,
+            # Twisted's client turns LF into CRLF itself.
+            BytesIO(message.replace(b"\r\n", b"\n")), done,
+            retries=0, contextFactory=context, requireAuthentication=False,
+            requireTransportSecurity=False, hostname=host,
+        )
+        factory.protocol = _relaySender()
+        factory.domain = hostname.encode("ascii", "replace")
+        reactor.connectTCP(host, int(port), factory)
+        return done
+
+    return relay
+
+
+@cache
+def _relaySender() -> Any:
+    # twisted.mail.smtp imports the global reactor: import it only when used.
+    from twisted.mail.smtp import ESMTPSender
+
+    class RelaySender(ESMTPSender):  # type: ignore[misc]
+        """
+        Twisted's sender stuffs dots only after a CRLF inside one chunk: a line
+        starting with a dot at a chunk boundary (or at the very start) would go
+        out unstuffed, and a lone C{.} would end the message early.
+        """
+
+        _lastByte = b"\n"
+
+        def transformChunk(self, chunk: bytes) -> bytes:
+            if self._lastByte == b"\n" and chunk.startswith(b"."):
+                chunk = b"." + chunk
+            self._lastByte = chunk[-1:] or self._lastByte
+            return bytes(super().transformChunk(chunk))
+
+    return RelaySender
+

@@ -1,0 +1,694 @@
+"""
+Tests for L{netplugins.mail.smtp} and L{netplugins.tap.smtp}: the ESMTP state
+machine in memory, then smtplib, swaks and a smarthost over real sockets.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import smtplib
+import ssl
+import subprocess
+from base64 import b64encode
+from email.message import EmailMessage
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThread
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.mail import maildir
+from netplugins.mail.smtp import SMTPConfig, SMTPFactory, SMTPServer
+from netplugins.service import listeningPorts
+from netplugins.tap.smtp import Options, smtpService
+from tests.mailfixtures import (
+    DOMAIN,
+    MailWorld,
+    TLSStringTransport,
+    waitForSessions,
+    writeHtpasswd,
+)
+from tests.pki import PKI
+
+TLS = object()
+
+
+def plain(user: str, password: str) -> str:
+    """
+    An AUTH PLAIN initial response.
+    """
+    return b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+class SMTPTestMixin:
+    """
+    An SMTP session over a L{TLSStringTransport}.
+    """
+
+    def setUp(self) -> None:
+        self.world = MailWorld(self.mktemp())  # type: ignore[attr-defined]
+        self.relayed: list[tuple[str, list[str], bytes]] = []
+
+    def connect(self, **config: Any) -> tuple[SMTPServer, TLSStringTransport]:
+        config.setdefault("hostname", "mx.test")
+        factory = SMTPFactory(
+            self.world.store, self.world.users, self.world.portal,
+            config=SMTPConfig(**config), tls=TLS, throttle=self.world.throttle,
+            reactor=self.world.clock,
+        )
+        server = factory.buildProtocol(None)
+        transport = TLSStringTransport()
+        server.makeConnection(transport)
+        transport.clear()
+        return server, transport
+
+    def relay(self, sender: str, recipients: list[str], data: bytes) -> Deferred[None]:
+        self.relayed.append((sender, recipients, data))
+        return succeed(None)
+
+    def talk(self, server: SMTPServer, transport: TLSStringTransport, data: bytes
+             ) -> list[str]:
+        """
+        Send C{data}; return the reply lines it produced.
+        """
+        transport.clear()
+        server.dataReceived(data)
+        return transport.value().decode().splitlines()
+
+    def secured(self, **config: Any) -> tuple[SMTPServer, TLSStringTransport]:
+        """
+        A session after EHLO and STARTTLS and EHLO again.
+        """
+        server, transport = self.connect(**config)
+        self.talk(server, transport, b"EHLO client\r\nSTARTTLS\r\n")
+        self.talk(server, transport, b"EHLO client\r\n")
+        return server, transport
+
+
+class SessionTests(SMTPTestMixin, SynchronousTestCase):
+    """
+    Greeting, EHLO, STARTTLS and the basic commands.
+    """
+
+    def test_greeting(self) -> None:
+        """The server greets with 220 and its host name."""
+        factory = SMTPFactory(
+            self.world.store, self.world.users, self.world.portal,
+            config=SMTPConfig(hostname="mx.test"), reactor=self.world.clock,
+        )
+        server = factory.buildProtocol(None)
+        transport = TLSStringTransport()
+        server.makeConnection(transport)
+        self.assertEqual(transport.value(), b"220 mx.test ESMTP netplugins\r\n")
+
+    def test_ehloBeforeTLS(self) -> None:
+        """EHLO in the clear offers STARTTLS but not AUTH."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(server, transport, b"EHLO client.example\r\n"),
+            ["250-mx.test", "250-PIPELINING", "250-SIZE 10485760", "250-8BITMIME",
+             "250-ENHANCEDSTATUSCODES", "250 STARTTLS"],
+        )
+
+    def test_ehloAfterTLS(self) -> None:
+        """After STARTTLS, EHLO offers AUTH and no more STARTTLS."""
+        server, transport = self.connect()
+        self.talk(server, transport, b"EHLO client\r\nSTARTTLS\r\n")
+        self.assertIs(transport.tlsStarted, TLS)
+        lines = self.talk(server, transport, b"EHLO client\r\n")
+        self.assertEqual(lines[-1], "250 AUTH PLAIN LOGIN")
+        self.assertNotIn("250-STARTTLS", lines)
+
+    def test_startTLSInjection(self) -> None:
+        """Commands pipelined after STARTTLS in the same write get no answer."""
+        server, transport = self.connect()
+        self.talk(server, transport, b"EHLO client\r\n")
+        lines = self.talk(
+            server, transport,
+            b"STARTTLS\r\nMAIL FROM:<evil@evil.test>\r\n"
+            b"RCPT TO:<alice@example.org>\r\n",
+        )
+        self.assertEqual(lines, ["220 2.0.0 Ready to start TLS"])
+        # And the session was forgotten: MAIL now needs a new EHLO.
+        self.assertEqual(
+            self.talk(server, transport, b"MAIL FROM:<a@b.test>\r\n"),
+            ["503 Error: send HELO/EHLO first"],
+        )
+
+    def test_startTLSTwice(self) -> None:
+        """STARTTLS over TLS is refused."""
+        server, transport = self.secured()
+        self.assertEqual(
+            self.talk(server, transport, b"STARTTLS\r\n"),
+            ["454 4.7.0 TLS not available"],
+        )
+
+    def test_simpleCommands(self) -> None:
+        """NOOP, RSET, VRFY, HELP, unknown commands and QUIT."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(
+                server, transport,
+                b"EHLO c\r\nNOOP\r\nRSET\r\nVRFY alice\r\nHELP\r\nXYZZY\r\n"
+                b"\xff\r\nQUIT\r\n",
+            )[6:],
+            ["250 2.0.0 Ok", "250 2.0.0 Ok", "252 2.0.0 Cannot VRFY user; try RCPT",
+             "214 2.0.0 See RFC 5321", "502 5.5.2 Error: command not recognized",
+             "500 5.5.2 Error: command not recognized", "221 2.0.0 Bye"],
+        )
+        self.assertTrue(transport.disconnecting)
+
+    def test_lineTooLong(self) -> None:
+        """A command line over the limit gets 500 and the connection closes."""
+        server, transport = self.connect()
+        lines = self.talk(server, transport, b"NOOP " + b"x" * 5000 + b"\r\n")
+        self.assertEqual(lines, ["500 Error: line too long"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_bareLFCommand(self) -> None:
+        """A command line with a bare LF inside is refused."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(server, transport, b"EHLO c\r\nNOOP\nNOOP\r\n")[-1],
+            "500 5.5.2 Error: bare <LF> or <CR> received",
+        )
+
+    def test_tooManyErrors(self) -> None:
+        """After maxErrors bad commands the server says 421 and hangs up."""
+        server, transport = self.connect(maxErrors=3)
+        lines = self.talk(server, transport, b"X\r\nX\r\nX\r\nNOOP\r\n")
+        self.assertEqual(lines[-1], "421 mx.test Error: too many errors")
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleTimeout(self) -> None:
+        """An idle session is closed with 421 after idleTimeout."""
+        server, transport = self.connect(idleTimeout=30)
+        self.world.clock.advance(29)
+        self.talk(server, transport, b"NOOP\r\n")
+        self.world.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.world.clock.advance(2)
+        self.assertIn(b"421", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_preAuthDeadline(self) -> None:
+        """Submission: no AUTH within preAuthTimeout closes, however busy."""
+        server, transport = self.connect(requireAuth=True, preAuthTimeout=120)
+        for _ in range(13):
+            self.world.clock.advance(10)
+            self.talk(server, transport, b"NOOP\r\n")
+        self.assertTrue(transport.disconnecting)
+
+
+class AuthTests(SMTPTestMixin, SynchronousTestCase):
+    """
+    AUTH PLAIN and LOGIN through the portal and the throttle.
+    """
+
+    def test_authBeforeTLS(self) -> None:
+        """AUTH in the clear is refused with 530."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            f"EHLO c\r\nAUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
+        self.assertEqual(lines[-1], "530 5.7.0 Must issue a STARTTLS command first")
+
+    def test_plaintextOptOut(self) -> None:
+        """With allowPlaintextAuth, AUTH works in the clear."""
+        server, transport = self.connect(allowPlaintextAuth=True)
+        lines = self.talk(
+            server, transport,
+            f"EHLO c\r\nAUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
+        self.assertEqual(lines[-1], "235 2.7.0 Authentication successful")
+
+    def test_plain(self) -> None:
+        """AUTH PLAIN with an initial response, right and wrong passwords."""
+        server, transport = self.secured()
+        self.assertEqual(
+            self.talk(server, transport,
+                      f"AUTH PLAIN {plain('alice', 'wrong')}\r\n".encode()),
+            ["535 5.7.8 Authentication credentials invalid"],
+        )
+        self.world.clock.advance(60)
+        self.assertEqual(
+            self.talk(server, transport,
+                      f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode()),
+            ["235 2.7.0 Authentication successful"],
+        )
+        self.assertEqual(server.account.mailbox, "alice")  # type: ignore[union-attr]
+
+    def test_plainContinuation(self) -> None:
+        """AUTH PLAIN without an initial response asks with 334."""
+        server, transport = self.secured()
+        self.assertEqual(self.talk(server, transport, b"AUTH PLAIN\r\n"), ["334 "])
+        self.assertEqual(
+            self.talk(server, transport,
+                      plain("bob", "bob-password").encode() + b"\r\n"),
+            ["235 2.7.0 Authentication successful"],
+        )
+
+    def test_login(self) -> None:
+        """AUTH LOGIN asks for the user name and password."""
+        server, transport = self.secured()
+        self.assertEqual(
+            self.talk(server, transport, b"AUTH LOGIN\r\n"), ["334 VXNlcm5hbWU6"]
+        )
+        self.assertEqual(
+            self.talk(server, transport, b64encode(b"alice") + b"\r\n"),
+            ["334 UGFzc3dvcmQ6"],
+        )
+        self.assertEqual(
+            self.talk(server, transport, b64encode(b"alice-password") + b"\r\n"),
+            ["235 2.7.0 Authentication successful"],
+        )
+
+    def test_abortAndGarbage(self) -> None:
+        """'*' aborts and undecodable base64 is refused."""
+        server, transport = self.secured()
+        self.talk(server, transport, b"AUTH PLAIN\r\n")
+        self.assertEqual(self.talk(server, transport, b"*\r\n"),
+                         ["501 5.0.0 Authentication aborted"])
+        self.assertEqual(self.talk(server, transport, b"AUTH PLAIN !!!\r\n"),
+                         ["501 5.5.2 Error: cannot decode response"])
+
+    def test_tooManyAttempts(self) -> None:
+        """The sixth failure ends the connection with 421."""
+        server, transport = self.secured()
+        lines: list[str] = []
+        for _ in range(6):
+            lines += self.talk(
+                server, transport, f"AUTH PLAIN {plain('alice', 'x')}\r\n".encode()
+            )
+            self.world.clock.advance(60)
+        self.assertEqual(lines[-1],
+                         "421 4.7.0 Error: too many failed authentication attempts")
+        self.assertTrue(transport.disconnecting)
+
+    def test_submissionNeedsAuth(self) -> None:
+        """On submission, MAIL before AUTH gets 530."""
+        server, transport = self.secured(requireAuth=True)
+        self.assertEqual(
+            self.talk(server, transport, b"MAIL FROM:<alice@example.org>\r\n"),
+            ["530 5.7.0 Authentication required"],
+        )
+
+
+class TransactionTests(SMTPTestMixin, SynchronousTestCase):
+    """
+    MAIL, RCPT, DATA: delivery, relay refusal, smuggling, limits.
+    """
+
+    def test_deliver(self) -> None:
+        """A pipelined transaction delivers with a Received header, dots unstuffed."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"EHLO client.test\r\nMAIL FROM:<x@remote.test> BODY=8BITMIME SIZE=100\r\n"
+            b"RCPT TO:<alice@example.org>\r\nRCPT TO:<BOB@Example.ORG>\r\nDATA\r\n"
+            b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
+        )
+        self.assertEqual(lines[6:9], ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
+        self.assertEqual(lines[9], "354 End data with <CR><LF>.<CR><LF>")
+        self.assertTrue(lines[10].startswith("250 2.0.0 Ok: queued as "))
+        self.assertEqual(lines[11], "221 2.0.0 Bye")
+        for user in ["alice", "bob"]:
+            [message] = self.world.newMessages(user)
+            headers, _, body = message.partition(b"\r\n\r\n")
+            self.assertTrue(headers.startswith(b"Received: from client.test ("))
+            self.assertIn(b"by mx.test (netplugins) with ESMTP id ", headers)
+            self.assertEqual(body, b".dot\r\nbody\r\n")
+
+    def test_unknownLocalUser(self) -> None:
+        """An unknown local recipient is refused at RCPT with 550 5.1.1."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n",
+        )
+        self.assertEqual(lines[-2:], [
+            "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown",
+            "554 5.5.1 Error: no valid recipients",
+        ])
+
+    def test_noOpenRelay(self) -> None:
+        """Unauthenticated mail for a foreign domain is refused with 550 5.7.1."""
+        server, transport = self.connect(relay=self.relay)
+        lines = self.talk(
+            server, transport,
+            b"EHLO c\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<v@victim.test>\r\n",
+        )
+        self.assertEqual(lines[-1], "550 5.7.1 <v@victim.test>: Relay access denied")
+
+    def test_authenticatedWithoutSmarthost(self) -> None:
+        """Authenticated users cannot relay when no smarthost is configured."""
+        server, transport = self.secured()
+        self.talk(server, transport,
+                  f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode())
+        lines = self.talk(
+            server, transport,
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<v@victim.test>\r\n",
+        )
+        self.assertEqual(lines[-1], "550 5.7.1 <v@victim.test>: Relay access denied")
+
+    def test_authenticatedRelay(self) -> None:
+        """Authenticated users relay foreign mail through the configured relay."""
+        server, transport = self.secured(relay=self.relay)
+        self.talk(server, transport,
+                  f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode())
+        lines = self.talk(
+            server, transport,
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<v@remote.test>\r\n"
+            b"RCPT TO:<bob@example.org>\r\nDATA\r\nhello\r\n.\r\n",
+        )
+        self.assertTrue(lines[-1].startswith("250 2.0.0 Ok"))
+        [(sender, recipients, data)] = self.relayed
+        self.assertEqual((sender, recipients), ("alice@example.org", ["v@remote.test"]))
+        self.assertIn(b"with ESMTPSA id", data)
+        self.assertEqual(len(self.world.newMessages("bob")), 1)
+
+    def test_smugglingLF(self) -> None:
+        """<LF>.<LF> does not end DATA; the whole message is refused for bare LF."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
+            b"DATA\r\nSubject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@remote.test>\r\n"
+            b"RCPT TO:<bob@example.org>\r\nDATA\r\nsmuggled\r\n.\r\nNOOP\r\n",
+        )
+        self.assertEqual(lines[8:], [
+            "354 End data with <CR><LF>.<CR><LF>",
+            "550 5.5.2 Error: bare <LF> or <CR> received",
+            "250 2.0.0 Ok",
+        ])
+        self.assertEqual(self.world.newMessages("alice"), [])
+        self.assertEqual(self.world.newMessages("bob"), [])
+
+    def test_smugglingLFCRLF(self) -> None:
+        """<LF>.<CR><LF> does not end DATA either."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
+            b"DATA\r\nfirst\n.\r\nRSET\r\nsecond\r\n.\r\n",
+        )
+        self.assertEqual(lines[-1], "550 5.5.2 Error: bare <LF> or <CR> received")
+        self.assertEqual(self.world.newMessages("alice"), [])
+
+    def test_smugglingCR(self) -> None:
+        """<CR>.<CR> does not end DATA; a bare CR refuses the message."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
+            b"DATA\r\nfirst\r.\rMAIL FROM:<b@remote.test>\r\n.\r\n",
+        )
+        self.assertEqual(lines[-1], "550 5.5.2 Error: bare <LF> or <CR> received")
+
+    def test_sizeParameter(self) -> None:
+        """MAIL FROM with SIZE over the limit gets 552."""
+        server, transport = self.connect(maxMessageSize=1000)
+        lines = self.talk(server, transport, b"EHLO c\r\nMAIL FROM:<> SIZE=1001\r\n")
+        self.assertEqual(lines[-1], "552 5.3.4 Message size exceeds fixed limit")
+
+    def test_oversizeData(self) -> None:
+        """DATA over the limit, in many chunks, gets 552 and stores nothing."""
+        server, transport = self.connect(maxMessageSize=1000)
+        self.talk(server, transport,
+                  b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        for _ in range(100):
+            server.dataReceived(b"x" * 3000)
+        lines = self.talk(server, transport, b"\r\n.\r\n")
+        self.assertEqual(lines, ["552 5.3.4 Error: message file too big"])
+        self.assertEqual(self.world.newMessages("alice"), [])
+
+    def test_longLineInChunks(self) -> None:
+        """A long body line split over reads arrives intact, with its dot unstuffed."""
+        server, transport = self.connect()
+        self.talk(server, transport,
+                  b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        line = b".." + b"y" * 20000
+        for i in range(0, len(line), 7000):
+            server.dataReceived(line[i:i + 7000])
+        self.talk(server, transport, b"\r\n.\r\n")
+        [message] = self.world.newMessages("alice")
+        self.assertTrue(message.endswith(b"\r\n\r\n" + line[1:] + b"\r\n")
+                        or message.endswith(line[1:] + b"\r\n"))
+
+    def test_diskFull(self) -> None:
+        """A full disk (ENOSPC injected at the write) gets 452; nothing in new/."""
+        import errno
+
+        def full(fd: int, data: bytes) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(maildir, "_writeAll", full)
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+            b"hello\r\n.\r\n",
+        )
+        self.assertEqual(lines[-1], "452 4.3.1 Error: insufficient system storage")
+        self.assertEqual(self.world.newMessages("alice"), [])
+        self.assertEqual(
+            os.listdir(os.path.join(self.world.root, "alice", "tmp")), []
+        )
+
+    def test_sequenceErrors(self) -> None:
+        """RCPT before MAIL, nested MAIL, bad syntax get 5xx without state change."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"MAIL FROM:<>\r\nEHLO c\r\nRCPT TO:<alice@example.org>\r\n"
+            b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nRCPT TO:alice\r\nMAIL FROM:<> X=Y\r\n",
+        )
+        self.assertEqual(
+            [lines[0], *lines[7:]],
+            ["503 Error: send HELO/EHLO first",
+             "503 5.5.1 Error: need MAIL command", "250 2.1.0 Ok",
+             "503 5.5.1 Error: nested MAIL command",
+             "501 5.5.4 Syntax: RCPT TO:<address>",
+             "503 5.5.1 Error: nested MAIL command"],
+        )
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{twistd np-smtp} options.
+    """
+
+    def test_parse(self) -> None:
+        """Mail options parse into one dictionary of values."""
+        options = Options()
+        options.parseOptions([
+            "--domain", "example.org", "--domain", "example.net",
+            "--submission", "tcp:587", "--smtps", "tcp:465",
+            "--maildir-root", "/srv/mail", "--smarthost", "relay.test:2525",
+            "--allow-plaintext-auth",
+        ])
+        self.assertEqual(
+            {k: options[k] for k in ["domains", "submission", "smtps", "maildir-root",
+                                     "smarthost", "allow-plaintext-auth"]},
+            {"domains": ["example.org", "example.net"], "submission": ["tcp:587"],
+             "smtps": ["tcp:465"], "maildir-root": "/srv/mail",
+             "smarthost": "relay.test:2525", "allow-plaintext-auth": 1},
+        )
+
+    def test_badValues(self) -> None:
+        """Bad endpoints and smarthosts are one-line usage errors."""
+        for argv in (["--submission", "nope:1"], ["--smarthost", "h:x"]):
+            self.assertRaises(usage.UsageError, Options().parseOptions, argv)
+
+
+class RealSocketTests(TestCase):
+    """
+    smtplib and swaks against np-smtp on 127.0.0.1; a second np-smtp as smarthost.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.pki = PKI(os.path.join(self.directory, "pki"))
+        self.cert, self.key = self.pki.serverCertificate("localhost", "127.0.0.1")
+        self.htpasswd = writeHtpasswd(self.directory)
+        waitForSessions(self, SMTPServer)
+
+    def start(self, **kwargs: Any) -> dict[str, int]:
+        """
+        Start C{smtpService(**kwargs)}; return its ports by listener name.
+        """
+        kwargs.setdefault("listen", ["tcp:0:interface=127.0.0.1"])
+        service = smtpService(
+            domains=[DOMAIN], hostname="mx.test", tlsCert=[self.cert],
+            tlsKey=[self.key], auth=[f"htpasswd:{self.htpasswd}"],
+            stateDir=self.directory, **kwargs,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        return {name: address.port for name, address, _ in listeningPorts(service)}
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.pki.caPath)
+
+    def maildirMessages(self, root: str, user: str) -> list[bytes]:
+        directory = os.path.join(root, user, "new")
+        out = []
+        for name in sorted(os.listdir(directory)):
+            with open(os.path.join(directory, name), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def test_smtplibSubmission(self) -> Deferred[None]:
+        """smtplib: STARTTLS, AUTH and a message with an attachment, stored intact."""
+        ports = self.start(listen=[], submission=["tcp:0:interface=127.0.0.1"])
+        port = ports["np-smtp submission"]
+        message = EmailMessage()
+        message["From"] = "alice@example.org"
+        message["To"] = "bob@example.org"
+        message["Subject"] = "Report"
+        message.set_content("See the attachment.\n.\nA dot line above.\n")
+        attachment = bytes(range(256)) * 40
+        message.add_attachment(attachment, maintype="application",
+                               subtype="octet-stream", filename="data.bin")
+
+        def send() -> dict[str, Any]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.ehlo("client.test")
+                refused = client.login  # not offered before TLS
+                try:
+                    refused("alice", "alice-password")
+                except smtplib.SMTPNotSupportedError:
+                    pass
+                else:
+                    raise AssertionError("AUTH offered in the clear")
+                client.starttls(context=self.context())
+                client.ehlo("client.test")
+                client.login("alice", "alice-password")
+                return client.send_message(message)
+
+        def check(refused: dict[str, Any]) -> None:
+            self.assertEqual(refused, {})
+            [stored] = self.maildirMessages(
+                os.path.join(self.directory, "mail"), "bob"
+            )
+            self.assertIn(b"with ESMTPSA id", stored)
+            parsed = email.message_from_bytes(stored, policy=email.policy.default)
+            [part] = list(parsed.iter_attachments())  # type: ignore[attr-defined]
+            self.assertEqual(part.get_filename(), "data.bin")
+            self.assertEqual(part.get_content(), attachment)
+            body: Any = parsed.get_body(("plain",))  # type: ignore[attr-defined]
+            text = body.get_content().replace("\r\n", "\n")
+            self.assertIn("\n.\nA dot line", text)
+
+        return deferToThread(send).addCallback(check)
+
+    def test_smtplibRelayRefused(self) -> Deferred[None]:
+        """smtplib without AUTH: mail for a foreign domain is refused 550."""
+        port = self.start()["np-smtp"]
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                try:
+                    client.sendmail("a@example.org", ["v@victim.test"], b"x\r\n")
+                except smtplib.SMTPRecipientsRefused as e:
+                    return e.recipients
+            return None
+
+        return deferToThread(send).addCallback(
+            self.assertEqual,
+            {"v@victim.test": (550, b"5.7.1 <v@victim.test>: Relay access denied")},
+        )
+
+    def test_swaksPipelining(self) -> Deferred[None]:
+        """swaks with PIPELINING, STARTTLS and AUTH delivers one message."""
+        port = self.start()["np-smtp"]
+        argv = [
+            "swaks", "--server", "127.0.0.1", "--port", str(port),
+            "--from", "alice@example.org", "--to", "bob@example.org",
+            "--helo", "swaks.test", "--pipeline", "--tls",
+            "--tls-ca-path", self.pki.caPath, "--tls-verify",
+            "--auth", "PLAIN", "--auth-user", "alice",
+            "--auth-password", "alice-password", "--timeout", "10",
+        ]
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+        def check(result: subprocess.CompletedProcess[str]) -> None:
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            self.assertIn("250 2.0.0 Ok: queued as", result.stdout)
+            [stored] = self.maildirMessages(
+                os.path.join(self.directory, "mail"), "bob"
+            )
+            self.assertIn(b"with ESMTPSA id", stored)
+
+        return deferToThread(run).addCallback(check)
+
+    def test_smarthost(self) -> Deferred[None]:
+        """An authenticated user's foreign mail is relayed to the smarthost."""
+        remoteRoot = os.path.join(self.directory, "remote")
+        remote = smtpService(
+            domains=["remote.test"], hostname="remote.test",
+            tlsCert=[self.cert], tlsKey=[self.key],
+            auth=[f"htpasswd:{self.htpasswd}"], maildirRoot=remoteRoot,
+            listen=["tcp:0:interface=127.0.0.1"], stateDir=self.directory,
+        )
+        remote.startService()
+        self.addCleanup(remote.stopService)
+        [(_, address, _)] = listeningPorts(remote)
+        port = self.start(
+            smarthost=f"127.0.0.1:{address.port}", smarthostCA=self.pki.caPath
+        )["np-smtp"]
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.starttls(context=self.context())
+                client.login("alice", "alice-password")
+                return client.sendmail(
+                    "alice@example.org", ["bob@remote.test"],
+                    b"Subject: r\r\n\r\n.leading dot\r\nx\r\n",
+                )
+
+        def check(refused: Any) -> None:
+            self.assertEqual(refused, {})
+            [stored] = self.maildirMessages(remoteRoot, "bob")
+            self.assertIn(b"by remote.test", stored)
+            self.assertIn(b"by mx.test", stored)
+            self.assertIn(b"(netplugins) with ESMTPS id", stored)
+            self.assertTrue(stored.endswith(b"\r\n\r\n.leading dot\r\nx\r\n"))
+
+        return deferToThread(send).addCallback(check)
+
+    def test_startTLSInjectionSocket(self) -> Deferred[None]:
+        """Over a real socket, a NOOP sent with STARTTLS is never answered."""
+        import socket
+
+        port = self.start()["np-smtp"]
+
+        def talk() -> tuple[bytes, bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                reader = raw.makefile("rb")
+                reader.readline()
+                raw.sendall(b"EHLO c\r\n")
+                while not reader.readline().startswith(b"250 "):
+                    pass
+                raw.sendall(b"STARTTLS\r\nNOOP injected\r\n")
+                ready = reader.readline()
+                secure = self.context().wrap_socket(raw, server_hostname="localhost")
+                secure.sendall(b"EHLO again\r\n")
+                first = secure.recv(1024)
+                secure.sendall(b"QUIT\r\n")
+                secure.recv(1024)
+                return ready, first
+
+        def check(result: tuple[bytes, bytes]) -> None:
+            ready, first = result
+            self.assertEqual(ready, b"220 2.0.0 Ready to start TLS\r\n")
+            self.assertTrue(first.startswith(b"250-mx.test\r\n"), first)
+
+        return deferToThread(talk).addCallback(check)

@@ -1,0 +1,8 @@
+from twisted.application.service import ServiceMaker
+
+NetpluginsSMTP = ServiceMaker(
+    "netplugins SMTP",
+    "netplugins.tap.smtp",
+    "ESMTP to Maildirs: STARTTLS, AUTH, submission, no open relay.",
+    "np-smtp",
+)
