@@ -1,0 +1,282 @@
+"""
+IMAP SEARCH: the search keys of RFC 3501 compiled into a tree and evaluated
+against one message at a time.
+
+Strings match case-insensitively as substrings; header fields are compared
+after decoding RFC 2047 encoded words, bodies after undoing the transfer
+encoding of their text parts, as Dovecot does.  Dates compare the date part
+only, in UTC.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import quopri
+import re
+from base64 import b64decode
+from binascii import Error as BinasciiError
+from datetime import UTC, date, datetime
+from typing import Any
+
+from attrs import frozen
+
+from netplugins.mail.imapfetch import Entity
+from netplugins.mail.imapparse import (
+    IMAPSyntaxError,
+    SequenceSet,
+    Token,
+    astring,
+    isSequenceSet,
+    parseSequenceSet,
+)
+
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split())}
+_DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})\Z")
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),
+    "DELETED": ("\\Deleted", True), "UNDELETED": ("\\Deleted", False),
+    "DRAFT": ("\\Draft", True), "UNDRAFT": ("\\Draft", False),
+    "FLAGGED": ("\\Flagged", True), "UNFLAGGED": ("\\Flagged", False),
+    "SEEN": ("\\Seen", True), "UNSEEN": ("\\Seen", False),
+    "RECENT": ("\\Recent", True), "OLD": ("\\Recent", False),
+}
+_HEADER_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT"}
+_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+MAX_KEYS = 1000
+
+
+@frozen
+class Candidate:
+    """
+    What a search looks at for one message.
+
+    @ivar entity: its parsed content, when the search needs it.
+    """
+
+    seq: int
+    uid: int
+    flags: frozenset[str]
+    internalDate: float
+    size: int
+    entity: Entity | None = None
+
+
+Key = tuple[Any, ...]
+
+
+def parseDate(token: Token) -> date:
+    """
+    An IMAP date (C{1-Feb-1994}).
+
+    @raise IMAPSyntaxError: otherwise.
+    """
+    text = astring(token).decode("ascii", "replace")
+    match = _DATE.match(text)
+    month = _MONTHS.get(match.group(2).lower()) if match else None
+    if match is None or month is None:
+        raise IMAPSyntaxError(f"invalid date {text[:20]!r}")
+    try:
+        return date(int(match.group(3)), month, int(match.group(1)))
+    except ValueError:
+        raise IMAPSyntaxError(f"invalid date {text[:20]!r}") from None
+
+
+def parseSearch(args: list[Token]) -> tuple[Key, bool]:
+    """
+    Compile SEARCH arguments (after any CHARSET).
+
+    @return: the key tree, and whether it needs message content.
+    @raise IMAPSyntaxError: for unknown keys or missing arguments.
+    """
+    if not args:
+        raise IMAPSyntaxError("SEARCH needs a key")
+    stream = list(args)
+    stream.reverse()
+    counter = [0]
+    keys = []
+    while stream:
+        keys.append(_key(stream, counter, 0))
+    tree: Key = ("and", tuple(keys))
+    return tree, _needsContent(tree)
+
+
+def _needsContent(key: Key) -> bool:
+    kind = key[0]
+    if kind in ("header", "body", "text", "sent", "size"):
+        return True
+    if kind == "and":
+        return any(_needsContent(k) for k in key[1])
+    if kind == "or":
+        return _needsContent(key[1]) or _needsContent(key[2])
+    if kind == "not":
+        return _needsContent(key[1])
+    return False
+
+
+def _pop(stream: list[Token]) -> Token:
+    if not stream:
+        raise IMAPSyntaxError("missing search argument")
+    return stream.pop()
+
+
+def _text(token: Token) -> str:
+    return astring(token).decode("utf-8", "replace").casefold()
+
+
+def _key(stream: list[Token], counter: list[int], depth: int) -> Key:
+    counter[0] += 1
+    if counter[0] > MAX_KEYS or depth > 32:
+        raise IMAPSyntaxError("search too complex")
+    token = _pop(stream)
+    if isinstance(token, list):
+        inner = list(reversed(token))
+        if not inner:
+            raise IMAPSyntaxError("empty search list")
+        keys = []
+        while inner:
+            keys.append(_key(inner, counter, depth + 1))
+        return ("and", tuple(keys))
+    if isinstance(token, bytes):
+        raise IMAPSyntaxError("expected a search key")
+    name = token.upper()
+    if name == "ALL":
+        return ("all",)
+    if name == "NEW":
+        return ("and", (("flag", "\\Recent", True), ("flag", "\\Seen", False)))
+    if name in _FLAG_KEYS:
+        flag, present = _FLAG_KEYS[name]
+        return ("flag", flag, present)
+    if name in ("KEYWORD", "UNKEYWORD"):
+        flag = astring(_pop(stream)).decode("utf-8", "replace")
+        return ("flag", flag, name == "KEYWORD")
+    if name in _HEADER_KEYS:
+        return ("header", name.lower(), _text(_pop(stream)))
+    if name == "HEADER":
+        field = astring(_pop(stream)).decode("ascii", "replace").lower()
+        return ("header", field, _text(_pop(stream)))
+    if name in ("BODY", "TEXT"):
+        return (name.lower(), _text(_pop(stream)))
+    if name in _DATE_KEYS:
+        when = parseDate(_pop(stream))
+        sent = name.startswith("SENT")
+        return ("sent" if sent else "date", name.removeprefix("SENT"), when)
+    if name in ("LARGER", "SMALLER"):
+        size = _pop(stream)
+        if not isinstance(size, str) or not size.isdigit() or len(size) > 12:
+            raise IMAPSyntaxError("expected a size")
+        return ("size", name, int(size))
+    if name == "UID":
+        return ("uid", parseSequenceSet(_pop(stream)))
+    if name == "NOT":
+        return ("not", _key(stream, counter, depth + 1))
+    if name == "OR":
+        first = _key(stream, counter, depth + 1)
+        return ("or", first, _key(stream, counter, depth + 1))
+    if isSequenceSet(token):
+        return ("seq", parseSequenceSet(token))
+    raise IMAPSyntaxError(f"unknown search key {token[:30]}")
+
+
+def matches(key: Key, message: Candidate, largestSeq: int, largestUid: int) -> bool:
+    """
+    Whether C{message} satisfies C{key}.
+    """
+    kind = key[0]
+    if kind == "all":
+        return True
+    if kind == "and":
+        return all(matches(k, message, largestSeq, largestUid) for k in key[1])
+    if kind == "or":
+        return matches(key[1], message, largestSeq, largestUid) or matches(
+            key[2], message, largestSeq, largestUid)
+    if kind == "not":
+        return not matches(key[1], message, largestSeq, largestUid)
+    if kind == "flag":
+        return (key[1] in message.flags) == key[2]
+    if kind == "seq":
+        sequence: SequenceSet = key[1]
+        return sequence.contains(message.seq, largestSeq)
+    if kind == "uid":
+        return key[1].contains(message.uid, largestUid)  # type: ignore[no-any-return]
+    if kind == "date":
+        when = datetime.fromtimestamp(message.internalDate, UTC).date()
+        return _compareDate(key[1], when, key[2])
+    if kind == "size":
+        return message.size > key[2] if key[1] == "LARGER" else message.size < key[2]
+    entity = message.entity
+    assert entity is not None
+    if kind == "sent":
+        sent = _sentDate(entity)
+        return sent is not None and _compareDate(key[1], sent, key[2])
+    if kind == "header":
+        return any(key[2] in _decodeHeader(value)
+                   for name, value in entity.fields()
+                   if name.decode("ascii", "replace").lower() == key[1])
+    if kind == "body":
+        return key[1] in _bodyText(entity)
+    if kind == "text":
+        return key[1] in _decodeHeader(entity.header) or key[1] in _bodyText(entity)
+    raise AssertionError(kind)
+
+
+def _compareDate(op: str, when: date, limit: date) -> bool:
+    if op == "BEFORE":
+        return when < limit
+    if op == "ON":
+        return when == limit
+    return when >= limit
+
+
+def _sentDate(entity: Entity) -> date | None:
+    value = entity.field(b"date")
+    if value is None:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value.decode("latin-1")).date()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _decodeHeader(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    try:
+        decoded = str(email.header.make_header(email.header.decode_header(text)))
+    except (ValueError, LookupError, email.errors.HeaderParseError):
+        decoded = text
+    return decoded.replace("\r\n", " ").casefold()
+
+
+def _bodyText(entity: Entity) -> str:
+    chunks: list[str] = []
+    _collect(entity, chunks, 0)
+    return "\n".join(chunks).casefold()
+
+
+def _collect(entity: Entity, chunks: list[str], depth: int) -> None:
+    if depth > 20:
+        return
+    if entity.parts:
+        for part in entity.parts:
+            _collect(part, chunks, depth + 1)
+        return
+    if entity.message is not None:
+        chunks.append(_decodeHeader(entity.message.header))
+        _collect(entity.message, chunks, depth + 1)
+        return
+    body = entity.body
+    encoding = (entity.field(b"content-transfer-encoding") or b"").strip().lower()
+    try:
+        if encoding == b"base64":
+            body = b64decode(body)
+        elif encoding == b"quoted-printable":
+            body = quopri.decodestring(body)
+    except (BinasciiError, ValueError):
+        pass
+    charset = dict(entity.params).get("charset", "utf-8")
+    try:
+        chunks.append(body.decode(charset, "replace"))
+    except LookupError:
+        chunks.append(body.decode("utf-8", "replace"))
