@@ -37,7 +37,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import server
+from twisted.web.http import (
+    INTERNAL_SERVER_ERROR,
+    HTTPChannel,
+    _ChunkedTransferDecoder,
+    _MalformedChunkedDataError,
+)
 from twisted.web.resource import IResource
 
 from netplugins.web.accesslog import AccessLog
@@ -66,7 +72,7 @@ class _BodyTooLargeError(Exception):
     """
 
 
-class _LimitedChunkedDecoder(http._ChunkedTransferDecoder):
+class _LimitedChunkedDecoder(_ChunkedTransferDecoder):
     """
     Twisted's chunked decoder, refusing a chunk as soon as its size line says
     the body would pass the limit, before reading the chunk.
@@ -80,14 +86,14 @@ class _LimitedChunkedDecoder(http._ChunkedTransferDecoder):
         done = super()._dataReceived_CHUNK_LENGTH()
         if done:
             if self.length >= MAX_CHUNK_SIZE:
-                raise http._MalformedChunkedDataError("chunk size too large")
+                raise _MalformedChunkedDataError("chunk size too large")
             self._remaining -= self.length
             if self._remaining < 0:
                 raise _BodyTooLargeError()
         return done
 
 
-class HardenedChannel(http.HTTPChannel):
+class HardenedChannel(HTTPChannel):
     """
     An L{HTTPChannel} with the limits and deadlines described in the module
     docstring; its settings come from its L{HardenedSite}.
@@ -181,7 +187,7 @@ class HardenedChannel(http.HTTPChannel):
         decoder = self._transferDecoder
         if (
             ok
-            and isinstance(decoder, http._ChunkedTransferDecoder)
+            and isinstance(decoder, _ChunkedTransferDecoder)
             and not isinstance(decoder, _LimitedChunkedDecoder)
         ):
             self._transferDecoder = _LimitedChunkedDecoder(
@@ -286,7 +292,7 @@ class HardenedRequest(server.Request):
             channel.transport.loseConnection()
             return
         body = b"500 Internal Server Error\n"
-        self.setResponseCode(http.INTERNAL_SERVER_ERROR)
+        self.setResponseCode(INTERNAL_SERVER_ERROR)
         self.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain"])
         self.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
         self.write(body)
