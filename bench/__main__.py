@@ -55,6 +55,9 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
                         help="run even if the machine is busy, flagging it")
     parser.add_argument("--output", type=Path,
                         help="the report (default docs/benchmarks.md)")
+    parser.add_argument("--from-results", type=Path, metavar="JSON",
+                        help="measure nothing: render the report again from a "
+                        "results.json an earlier run saved")
     args = parser.parse_args(argv)
     quick = args.quick
     for name, full, short in [
@@ -115,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     Run the suite; return the exit status.
     """
     args = parseArguments(sys.argv[1:] if argv is None else argv)
+    if args.from_results is not None:
+        saved = report.load(args.from_results)
+        report.write(
+            saved.results, saved.settings, saved.machine, saved.loadCheck,
+            args.output, quick=args.quick, generated=saved.generated,
+        )
+        print(f"wrote {args.output}", flush=True)
+        return 0
     settings = settingsFrom(args)
     signal.signal(signal.SIGTERM, _interrupted)
     check = waitForQuiet(args.wait_quiet)

@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
+from attrs import frozen
 
 from bench.machine import LoadCheck
-from bench.run import FOREIGN_LIMIT, BenchmarkResult, Settings
+from bench.run import FOREIGN_LIMIT, BenchmarkResult, Sample, Settings
+from bench.suite import BENCHMARKS, Case
 
 # A load generator this busy may be holding the server back: its rows get a ‡.
 LOADGEN_BUSY = 0.9
@@ -181,14 +183,17 @@ def write(
     loadCheck: LoadCheck,
     path: Path,
     quick: bool = False,
+    generated: str | None = None,
 ) -> None:
     """
     Write the Markdown report to C{path}, its plots to C{path}'s stem
     directory (C{docs/benchmarks/}), and the raw samples beside them.
+
+    @param generated: when the figures were taken, if not now.
     """
     assets = path.with_suffix("")
     assets.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks",
         "",
@@ -257,3 +262,47 @@ def write(
     }
     (assets / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
 
+
+
+
+@frozen
+class Saved:
+    """
+    A run read back from its C{results.json}.
+    """
+
+    results: list[BenchmarkResult]
+    settings: Settings
+    machine: dict[str, str]
+    loadCheck: LoadCheck
+    generated: str
+
+
+def load(path: Path) -> Saved:
+    """
+    Read back what L{write} saved as C{results.json}, to render the report
+    again without measuring again.
+    """
+    raw = json.loads(path.read_text())
+    settings = raw["settings"]
+    settings["out"] = Path(settings["out"])
+    benchmarks = {b.name: b for b in BENCHMARKS}
+    results = [
+        BenchmarkResult(
+            benchmarks[name],
+            saved["primary"],
+            samples=[
+                Sample(**{**sample, "case": Case(**sample["case"])})
+                for sample in saved["samples"]
+            ],
+            missing=saved["missing"],
+        )
+        for name, saved in raw["benchmarks"].items()
+    ]
+    return Saved(
+        results,
+        Settings(**settings),
+        raw["machine"],
+        LoadCheck(**raw["loadCheck"]),
+        raw["generated"],
+    )

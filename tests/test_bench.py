@@ -147,6 +147,37 @@ class MeasureTests(SynchronousTestCase):
         self.assertEqual((out / "benchmarks" / "echo.png").read_bytes()[:4], b"\x89PNG")
 
 
+class ReportTests(SynchronousTestCase):
+    """
+    The report's saved results.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        What a report saves in results.json reads back as the same samples,
+        settings and load check, so a report can be rendered again unmeasured.
+        """
+        out = Path(self.mktemp())
+        sample = Sample(
+            "asyncio", Case(65536), 2, 10, 655360, 1.0, 5.0, 9.0, 0, 0.1, 0.2,
+            0.01, 0.0, attempt=2,
+        )
+        settings = Settings(repeat=1, out=out)
+        check = machine.LoadCheck({"cpu0": 0.5}, 0.1, 2.0)
+        result = BenchmarkResult(
+            ECHO, "twisted", samples=[sample], missing={"np-echo": "not yet"}
+        )
+        path = out / "benchmarks.md"
+        report.write([result], settings, {"CPU": "x"}, check, path, generated="then")
+        saved = report.load(out / "benchmarks" / "results.json")
+        self.assertEqual(
+            (saved.results[0].samples, saved.results[0].missing,
+             saved.results[0].primary, saved.settings, saved.loadCheck,
+             saved.generated),
+            ([sample], {"np-echo": "not yet"}, "twisted", settings, check, "then"),
+        )
+
+
 class ParsingTests(SynchronousTestCase):
     """
     The /proc parsing and the medians the figures rest on.
