@@ -1,0 +1,510 @@
+"""
+np-pop3: a POP3 server (RFC 1939, 2449, 2595, 5034) on the Maildir store.
+
+Written on L{LineReceiver} rather than C{twisted.mail.pop3.POP3} for the same
+reasons as L{netplugins.mail.smtp}: STLS must throw away pipelined input
+(L{netplugins.starttls}), logins go through the shared throttle, and every
+mailbox operation is a Deferred off the reactor thread.
+
+Rules it keeps:
+  - USER/PASS and AUTH PLAIN only over TLS (implicit, or after STLS) unless
+    C{allowPlaintextAuth}; CAPA advertises only what is allowed.
+  - One session per mailbox: the store's mailbox lock is taken at login
+    (C{-ERR [IN-USE]} otherwise) and released when the connection ends.
+  - The message list is fixed at login.  DELE only marks; deletions happen at
+    QUIT (the UPDATE state), never when the connection just drops.
+  - UIDL is C{<uidvalidity>.<uid>}: stable across sessions and processes.
+  - Limits: command lines of L{MAX_LINE} bytes, C{maxErrors} bad commands, an
+    idle deadline reset per command, a pre-auth deadline, at most 6 logins.
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import b64decode
+from collections.abc import Callable
+from typing import Any
+
+from attrs import define
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
+from netplugins.mail.maildir import (
+    FolderState,
+    MailboxLock,
+    MailboxLockedError,
+    MaildirStore,
+    Message,
+)
+from netplugins.mail.users import IMailAccount, MailAccount
+from netplugins.starttls import isSecure, startTLSDiscarding
+
+MAX_LINE = 4096
+
+
+@define
+class POP3Config:
+    """
+    How a POP3 listener behaves.
+    """
+
+    hostname: str = "localhost"
+    allowPlaintextAuth: bool = False
+    maxErrors: int = 20
+    idleTimeout: float = 600.0
+    preAuthTimeout: float = 120.0
+
+
+def byteStuff(message: bytes) -> bytes:
+    """
+    C{message} as a POP3 multi-line body: CRLF line ends, lines starting with
+    a dot doubled, ending with CRLF (the terminator is not included).
+    """
+    lines = message.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return b"".join(line + b"\r\n" for line in stuffed)
+
+
+def topOf(message: bytes, count: int) -> bytes:
+    """
+    The headers, the blank line and the first C{count} body lines.
+    """
+    normal = message.replace(b"\r\n", b"\n")
+    headers, sep, body = normal.partition(b"\n\n")
+    if not sep:
+        return message
+    bodyLines = body.split(b"\n")[:count] if count else []
+    return headers + b"\n\n" + b"".join(line + b"\n" for line in bodyLines)
+
+
+class POP3Server(LineReceiver):
+    """
+    One POP3 session.  See the module docstring.
+    """
+
+    log = Logger()
+    MAX_LENGTH = MAX_LINE
+    factory: POP3Factory
+    transport: Any
+
+    def __init__(self) -> None:
+        self.secure = False
+        self.account: MailAccount | None = None
+        self.user: bytes | None = None
+        self.state: FolderState | None = None
+        self.deleted: set[int] = set()
+        self.errors = 0
+        self._lock: MailboxLock | None = None
+        self._lost = False
+        self._pending: Callable[[bytes], None] | None = None
+        self._timers: dict[str, Any] = {}
+        self._attempts: Any = None
+
+    @property
+    def config(self) -> POP3Config:
+        return self.factory.config
+
+    # Connection and timers
+
+    def connectionMade(self) -> None:
+        self.secure = isSecure(self.transport)
+        self._attempts = self.factory.throttle.connection()
+        self._arm("idle", self.config.idleTimeout)
+        self._arm("preauth", self.config.preAuthTimeout)
+        self.ok(f"{self.config.hostname} POP3 netplugins ready")
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._lost = True
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def _arm(self, name: str, seconds: float) -> None:
+        timer = self._timers.get(name)
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timers[name] = self.factory.reactor.callLater(
+                seconds, self._timedOut, name
+            )
+
+    def _disarm(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timedOut(self, name: str) -> None:
+        self.log.info(
+            "np-pop3: closing connection from {peer}: {deadline} deadline passed",
+            peer=str(self.transport.getPeer()),
+            deadline=name,
+        )
+        self.err("Timeout, closing")
+        self.transport.loseConnection()
+
+    # Replies
+
+    def ok(self, text: str = "") -> None:
+        self.transport.write(f"+OK {text}".rstrip().encode() + b"\r\n")
+
+    def err(self, text: str) -> None:
+        self.transport.write(f"-ERR {text}".encode() + b"\r\n")
+
+    def _error(self, text: str) -> None:
+        self.err(text)
+        self.errors += 1
+        if self.errors >= self.config.maxErrors:
+            self.err("Too many errors, closing")
+            self.transport.loseConnection()
+
+    def _wait(self, d: Deferred[Any]) -> None:
+        """
+        Stop parsing pipelined commands until C{d} (which replies) has fired.
+        """
+        d.addErrback(self._ebUnexpected)
+        if d.called:
+            return
+        self.pauseProducing()
+
+        def resume(result: object) -> None:
+            if not self._lost:
+                self.resumeProducing()
+
+        d.addBoth(resume)
+
+    def _ebUnexpected(self, reason: Failure) -> None:
+        self.log.failure("np-pop3: unexpected error", reason)
+        if not self._lost:
+            self.err("[SYS/TEMP] Internal error")
+
+    # Lines
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.err("Line too long")
+        self.transport.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        self._arm("idle", self.config.idleTimeout)
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending(line)
+            return
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            self._error("Unknown command")
+            return
+        verb, _, argument = text.partition(" ")
+        verb = verb.upper()
+        allowed: tuple[str, ...]
+        if self.account is None:
+            allowed = ("CAPA", "STLS", "USER", "PASS", "AUTH", "QUIT", "NOOP")
+        else:
+            allowed = ("CAPA", "STAT", "LIST", "UIDL", "TOP", "RETR", "DELE",
+                       "RSET", "NOOP", "QUIT")
+        if verb not in allowed:
+            self._error("Unknown command or wrong state")
+            return
+        getattr(self, "pop_" + verb)(argument.strip())
+
+    # AUTHORIZATION state
+
+    def _authAllowed(self) -> bool:
+        return self.secure or self.config.allowPlaintextAuth
+
+    def pop_CAPA(self, argument: str) -> None:
+        capabilities = ["TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
+        if self.account is None:
+            if self.factory.tls is not None and not self.secure:
+                capabilities.append("STLS")
+            if self._authAllowed():
+                capabilities += ["USER", "SASL PLAIN"]
+        capabilities.append("IMPLEMENTATION netplugins")
+        self.ok("Capability list follows")
+        self.transport.write(
+            b"".join(c.encode() + b"\r\n" for c in capabilities) + b".\r\n"
+        )
+
+    def pop_STLS(self, argument: str) -> None:
+        if self.factory.tls is None or self.secure:
+            self._error("TLS not available")
+            return
+        startTLSDiscarding(self, self.factory.tls, b"+OK Begin TLS negotiation\r\n")
+        self.secure = True
+        self.user = None
+
+    def pop_USER(self, argument: str) -> None:
+        if not self._authAllowed():
+            self._error("[AUTH] Plaintext login refused: use STLS first")
+            return
+        if not argument:
+            self._error("Syntax: USER name")
+            return
+        self.user = argument.encode()
+        self.ok("Send PASS")
+
+    def pop_PASS(self, argument: str) -> None:
+        if self.user is None:
+            self._error("USER first")
+            return
+        user, self.user = self.user, None
+        self._login(user, argument.encode())
+
+    def pop_AUTH(self, argument: str) -> None:
+        mechanism, _, initial = argument.partition(" ")
+        if not mechanism:
+            self.ok("Mechanisms follow")
+            self.transport.write(b"PLAIN\r\n.\r\n")
+        elif not self._authAllowed():
+            self._error("[AUTH] Plaintext login refused: use STLS first")
+        elif mechanism.upper() != "PLAIN":
+            self._error("Unsupported mechanism")
+        elif initial:
+            self._authPlain(initial.encode())
+        else:
+            self.transport.write(b"+ \r\n")
+            self._pending = self._authPlain
+
+    def _authPlain(self, response: bytes) -> None:
+        if response == b"*":
+            self._error("Authentication aborted")
+            return
+        try:
+            decoded = b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            self._error("Cannot decode response")
+            return
+        parts = decoded.split(b"\x00")
+        if len(parts) != 3 or parts[0] not in (b"", parts[1]):
+            self._error("[AUTH] Authentication failed")
+            return
+        self._login(parts[1], parts[2])
+
+    def _login(self, username: bytes, password: bytes) -> None:
+        d = self.factory.throttle.login(
+            self.factory.portal,
+            UsernamePassword(username, password),
+            None,
+            IMailAccount,
+            peer=self.transport.getPeer(),
+            connection=self._attempts,
+        )
+        d.addCallbacks(self._cbLoggedIn, self._ebLogin)
+        self._wait(d)
+
+    def _cbLoggedIn(
+        self, result: tuple[Any, MailAccount, Any]
+    ) -> Deferred[None] | None:
+        if self._lost:
+            return None
+        account = result[1]
+        store = self.factory.store
+        d = store.lockMailbox(account.mailbox)
+
+        def locked(lock: MailboxLock) -> Deferred[None] | None:
+            if self._lost:
+                lock.release()
+                return None
+            self._lock = lock
+            self.account = account
+            self._disarm("preauth")
+            return store.folder(account.mailbox).scan().addCallback(self._cbScanned)
+
+        def busy(reason: Failure) -> None:
+            reason.trap(MailboxLockedError)
+            if not self._lost:
+                self._error("[IN-USE] Mailbox in use by another session")
+
+        return d.addCallbacks(locked, busy)
+
+    def _cbScanned(self, state: FolderState) -> None:
+        self.state = state
+        if self._lost:
+            return
+        assert self.account is not None
+        self.log.info(
+            "np-pop3: {user} logged in from {peer}, {count} messages",
+            user=self.account.avatarId,
+            peer=str(self.transport.getPeer()),
+            count=len(state.messages),
+        )
+        self.ok(f"{len(state.messages)} messages ({self._octets()} octets)")
+
+    def _ebLogin(self, reason: Failure) -> None:
+        if self._lost:
+            return
+        if reason.check(TooManyAttempts) or (
+            reason.check(UnauthorizedLogin) and self._attempts.exhausted
+        ):
+            self.err("[AUTH] Too many failed attempts")
+            self.transport.loseConnection()
+        elif reason.check(UnauthorizedLogin):
+            self._error("[AUTH] Authentication failed")
+        else:
+            self.log.failure("np-pop3: login error", reason)
+            self.err("[SYS/TEMP] Temporary authentication failure")
+
+    # TRANSACTION state
+
+    def _visible(self) -> list[tuple[int, Message]]:
+        assert self.state is not None
+        return [
+            (n, m)
+            for n, m in enumerate(self.state.messages, start=1)
+            if n not in self.deleted
+        ]
+
+    def _octets(self) -> int:
+        return sum(m.size for _, m in self._visible())
+
+    def _message(self, argument: str) -> tuple[int, Message] | None:
+        assert self.state is not None
+        if not argument.isdigit():
+            self._error("Syntax: message number")
+            return None
+        number = int(argument)
+        if not 1 <= number <= len(self.state.messages):
+            self._error("No such message")
+            return None
+        if number in self.deleted:
+            self._error("Message deleted")
+            return None
+        return number, self.state.messages[number - 1]
+
+    def pop_STAT(self, argument: str) -> None:
+        self.ok(f"{len(self._visible())} {self._octets()}")
+
+    def _listing(self, argument: str, show: Callable[[Message], str]) -> None:
+        if argument:
+            found = self._message(argument)
+            if found is not None:
+                self.ok(f"{found[0]} {show(found[1])}")
+            return
+        self.ok()
+        self.transport.write(
+            b"".join(f"{n} {show(m)}\r\n".encode() for n, m in self._visible())
+            + b".\r\n"
+        )
+
+    def pop_LIST(self, argument: str) -> None:
+        self._listing(argument, lambda m: str(m.size))
+
+    def pop_UIDL(self, argument: str) -> None:
+        assert self.state is not None
+        validity = self.state.uidValidity
+        self._listing(argument, lambda m: f"{validity}.{m.uid}")
+
+    def _send(self, argument: str, transform: Callable[[bytes], bytes]) -> None:
+        found = self._message(argument)
+        if found is None:
+            return
+        assert self.account is not None
+        message = found[1]
+        d = self.factory.store.folder(self.account.mailbox).read(message)
+
+        def send(data: bytes) -> None:
+            if self._lost:
+                return
+            self.ok(f"{message.size} octets")
+            self.transport.write(byteStuff(transform(data)) + b".\r\n")
+
+        def gone(reason: Failure) -> None:
+            if not self._lost:
+                self.err("[SYS/TEMP] Message no longer available")
+
+        self._wait(d.addCallbacks(send, gone))
+
+    def pop_RETR(self, argument: str) -> None:
+        self._send(argument, lambda data: data)
+
+    def pop_TOP(self, argument: str) -> None:
+        number, _, lines = argument.partition(" ")
+        if not lines.strip().isdigit():
+            self._error("Syntax: TOP message lines")
+            return
+        count = int(lines)
+        self._send(number, lambda data: topOf(data, count))
+
+    def pop_DELE(self, argument: str) -> None:
+        found = self._message(argument)
+        if found is not None:
+            self.deleted.add(found[0])
+            self.ok(f"Message {found[0]} deleted")
+
+    def pop_RSET(self, argument: str) -> None:
+        self.deleted.clear()
+        self.ok(f"{len(self._visible())} messages")
+
+    def pop_NOOP(self, argument: str) -> None:
+        self.ok()
+
+    def pop_QUIT(self, argument: str) -> None:
+        if self.account is None or not self.deleted:
+            self.ok("Bye")
+            self.transport.loseConnection()
+            return
+        assert self.state is not None
+        doomed = [self.state.messages[n - 1] for n in sorted(self.deleted)]
+        d = self.factory.store.folder(self.account.mailbox).delete(doomed)
+
+        def done(result: object) -> None:
+            self._release()
+            if not self._lost:
+                self.ok(f"Bye, {len(doomed)} messages deleted")
+                self.transport.loseConnection()
+
+        def failed(reason: Failure) -> None:
+            self.log.failure("np-pop3: deleting at QUIT failed", reason)
+            if not self._lost:
+                self.err("[SYS/TEMP] Some deleted messages not removed")
+                self.transport.loseConnection()
+
+        self._wait(d.addCallbacks(done, failed))
+
+
+class POP3Factory(Factory):
+    """
+    Builds L{POP3Server}s sharing one store, portal and throttle.
+
+    @ivar tls: the TLS context factory for STLS, or C{None} not to offer it.
+    """
+
+    def __init__(
+        self,
+        store: MaildirStore,
+        portal: Any,
+        *,
+        config: POP3Config | None = None,
+        tls: Any = None,
+        throttle: LoginThrottle | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.store = store
+        self.portal = portal
+        self.config = config or POP3Config()
+        self.tls = tls
+        self.reactor = reactor
+        self.throttle = throttle or LoginThrottle(reactor)
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        protocol = POP3Server()
+        protocol.factory = self
+        return protocol

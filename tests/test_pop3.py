@@ -1,0 +1,338 @@
+"""
+Tests for L{netplugins.mail.pop3} and L{netplugins.tap.pop3}: the POP3 state
+machine in memory, then poplib over a real socket.
+"""
+
+from __future__ import annotations
+
+import os
+import poplib
+import ssl
+from base64 import b64encode
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.pop3 import POP3Config, POP3Factory, POP3Server, byteStuff, topOf
+from netplugins.service import listeningPorts
+from netplugins.tap.pop3 import Options, pop3Service
+from tests.mailfixtures import (
+    MailWorld,
+    TLSStringTransport,
+    waitForSessions,
+    writeHtpasswd,
+)
+from tests.pki import PKI
+
+TLS = object()
+FIRST = b"Subject: one\r\nFrom: x@remote.test\r\n\r\nline 1\r\n.dotted\r\nline 3\r\n"
+SECOND = b"Subject: two\r\n\r\nbody\r\n"
+
+
+class POP3TestMixin:
+    """
+    A POP3 session over a L{TLSStringTransport}, with two messages for alice.
+    """
+
+    def setUp(self) -> None:
+        self.world = MailWorld(self.mktemp())  # type: ignore[attr-defined]
+        self.world.store.deliver("alice", FIRST)
+        self.world.store.deliver("alice", SECOND)
+
+    def connect(self, **config: Any) -> tuple[POP3Server, TLSStringTransport]:
+        factory = POP3Factory(
+            self.world.store, self.world.portal,
+            config=POP3Config(hostname="pop.test", **config), tls=TLS,
+            throttle=self.world.throttle, reactor=self.world.clock,
+        )
+        server = factory.buildProtocol(None)
+        transport = TLSStringTransport()
+        server.makeConnection(transport)
+        transport.clear()
+        return server, transport
+
+    def talk(self, server: POP3Server, transport: TLSStringTransport, data: bytes
+             ) -> list[str]:
+        transport.clear()
+        server.dataReceived(data)
+        return transport.value().decode().split("\r\n")[:-1]
+
+    def loggedIn(self) -> tuple[POP3Server, TLSStringTransport]:
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        lines = self.talk(server, transport, b"USER alice\r\nPASS alice-password\r\n")
+        self.assertEqual(  # type: ignore[attr-defined]
+            lines, ["+OK Send PASS", f"+OK 2 messages ({len(FIRST + SECOND)} octets)"]
+        )
+        return server, transport
+
+
+class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
+    """
+    Greeting, CAPA, STLS and logging in.
+    """
+
+    def test_greeting(self) -> None:
+        """The server greets with +OK."""
+        factory = POP3Factory(self.world.store, self.world.portal,
+                              reactor=self.world.clock)
+        server = factory.buildProtocol(None)
+        transport = TLSStringTransport()
+        server.makeConnection(transport)
+        self.assertEqual(transport.value(), b"+OK localhost POP3 netplugins ready\r\n")
+
+    def test_capaBeforeTLS(self) -> None:
+        """Before TLS, CAPA offers STLS but no USER or SASL."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(server, transport, b"CAPA\r\n"),
+            ["+OK Capability list follows", "TOP", "UIDL", "RESP-CODES",
+             "PIPELINING", "AUTH-RESP-CODE", "STLS", "IMPLEMENTATION netplugins", "."],
+        )
+
+    def test_capaAfterTLS(self) -> None:
+        """After STLS, CAPA offers USER and SASL PLAIN, no STLS."""
+        server, transport = self.connect()
+        self.assertEqual(self.talk(server, transport, b"STLS\r\n"),
+                         ["+OK Begin TLS negotiation"])
+        self.assertIs(transport.tlsStarted, TLS)
+        lines = self.talk(server, transport, b"CAPA\r\n")
+        self.assertIn("USER", lines)
+        self.assertIn("SASL PLAIN", lines)
+        self.assertNotIn("STLS", lines)
+
+    def test_loginBeforeTLS(self) -> None:
+        """USER and AUTH before TLS are refused."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(server, transport, b"USER alice\r\nAUTH PLAIN\r\n"),
+            ["-ERR [AUTH] Plaintext login refused: use STLS first"] * 2,
+        )
+
+    def test_stlsInjection(self) -> None:
+        """Commands pipelined after STLS in the same write get no answer."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(server, transport,
+                      b"STLS\r\nUSER alice\r\nPASS alice-password\r\n"),
+            ["+OK Begin TLS negotiation"],
+        )
+        self.assertEqual(self.talk(server, transport, b"PASS x\r\n"),
+                         ["-ERR USER first"])
+
+    def test_userPass(self) -> None:
+        """USER/PASS after STLS logs in and reports the maildrop."""
+        self.loggedIn()
+
+    def test_wrongPassword(self) -> None:
+        """A wrong password is refused with [AUTH]."""
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        self.assertEqual(
+            self.talk(server, transport, b"USER alice\r\nPASS nope\r\n")[-1],
+            "-ERR [AUTH] Authentication failed",
+        )
+
+    def test_authPlain(self) -> None:
+        """AUTH PLAIN with a continuation logs in."""
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        self.assertEqual(self.talk(server, transport, b"AUTH PLAIN\r\n"), ["+ "])
+        self.assertEqual(
+            self.talk(server, transport,
+                      b64encode(b"\0alice\0alice-password") + b"\r\n"),
+            [f"+OK 2 messages ({len(FIRST + SECOND)} octets)"],
+        )
+
+    def test_plaintextOptOut(self) -> None:
+        """With allowPlaintextAuth, USER/PASS work in the clear."""
+        server, transport = self.connect(allowPlaintextAuth=True)
+        self.assertEqual(
+            self.talk(server, transport, b"USER bob\r\nPASS bob-password\r\n")[-1],
+            "+OK 0 messages (0 octets)",
+        )
+
+    def test_mailboxLocked(self) -> None:
+        """A second session for the same mailbox is refused [IN-USE]."""
+        self.loggedIn()
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        self.assertEqual(
+            self.talk(server, transport, b"USER alice\r\nPASS alice-password\r\n")[-1],
+            "-ERR [IN-USE] Mailbox in use by another session",
+        )
+
+    def test_wrongState(self) -> None:
+        """Transaction commands before login are refused."""
+        server, transport = self.connect()
+        self.assertEqual(self.talk(server, transport, b"STAT\r\nRETR 1\r\n"),
+                         ["-ERR Unknown command or wrong state"] * 2)
+
+    def test_preAuthDeadline(self) -> None:
+        """A session that does not log in within 120 s is closed."""
+        server, transport = self.connect()
+        for _ in range(13):
+            self.world.clock.advance(10)
+            self.talk(server, transport, b"NOOP\r\n")
+        self.assertTrue(transport.disconnecting)
+
+
+class TransactionTests(POP3TestMixin, SynchronousTestCase):
+    """
+    STAT, LIST, UIDL, TOP, RETR, DELE, RSET and QUIT.
+    """
+
+    def test_statListUidl(self) -> None:
+        """STAT, LIST and UIDL describe the maildrop; UIDL is validity.uid."""
+        server, transport = self.loggedIn()
+        validity = self.successResultOf(
+            self.world.store.folder("alice").scan()
+        ).uidValidity
+        self.assertEqual(
+            self.talk(server, transport,
+                      b"STAT\r\nLIST\r\nLIST 2\r\nUIDL\r\nUIDL 9\r\n"),
+            [f"+OK 2 {len(FIRST + SECOND)}", "+OK", f"1 {len(FIRST)}",
+             f"2 {len(SECOND)}", ".", f"+OK 2 {len(SECOND)}", "+OK",
+             f"1 {validity}.1", f"2 {validity}.2", ".", "-ERR No such message"],
+        )
+
+    def test_retrAndTop(self) -> None:
+        """RETR sends the message dot-stuffed; TOP the headers and N lines."""
+        server, transport = self.loggedIn()
+        transport.clear()
+        server.dataReceived(b"RETR 1\r\nTOP 1 1\r\n")
+        self.assertEqual(
+            transport.value(),
+            f"+OK {len(FIRST)} octets\r\n".encode()
+            + FIRST.replace(b"\r\n.dotted", b"\r\n..dotted") + b".\r\n"
+            + f"+OK {len(FIRST)} octets\r\n".encode()
+            + b"Subject: one\r\nFrom: x@remote.test\r\n\r\nline 1\r\n.\r\n",
+        )
+
+    def test_deleAppliedAtQuit(self) -> None:
+        """DELE marks; RSET unmarks; QUIT deletes what is still marked."""
+        server, transport = self.loggedIn()
+        self.assertEqual(
+            self.talk(server, transport,
+                      b"DELE 1\r\nDELE 1\r\nRETR 1\r\nRSET\r\nDELE 2\r\nSTAT\r\n"),
+            ["+OK Message 1 deleted", "-ERR Message deleted", "-ERR Message deleted",
+             "+OK 2 messages", "+OK Message 2 deleted", f"+OK 1 {len(FIRST)}"],
+        )
+        self.assertEqual(len(self.successResultOf(
+            self.world.store.folder("alice").scan()).messages), 2)
+        self.assertEqual(self.talk(server, transport, b"QUIT\r\n"),
+                         ["+OK Bye, 1 messages deleted"])
+        state = self.successResultOf(self.world.store.folder("alice").scan())
+        self.assertEqual([m.uid for m in state.messages], [1])
+
+    def test_dropWithoutQuit(self) -> None:
+        """A connection lost without QUIT deletes nothing and frees the lock."""
+        server, transport = self.loggedIn()
+        self.talk(server, transport, b"DELE 1\r\nDELE 2\r\n")
+        server.connectionLost(None)
+        self.assertEqual(len(self.successResultOf(
+            self.world.store.folder("alice").scan()).messages), 2)
+        self.loggedIn()
+
+
+class HelperTests(SynchronousTestCase):
+    """
+    Byte-stuffing and TOP.
+    """
+
+    def test_byteStuff(self) -> None:
+        """Dot lines are doubled, LF becomes CRLF, a final CRLF is added."""
+        self.assertEqual(byteStuff(b".a\nb\r\n.\r\nc"), b"..a\r\nb\r\n..\r\nc\r\n")
+
+    def test_topZero(self) -> None:
+        """TOP n 0 sends headers and the blank line only."""
+        self.assertEqual(topOf(b"A: b\r\n\r\nx\r\n", 0), b"A: b\n\n")
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{twistd np-pop3} options.
+    """
+
+    def test_parse(self) -> None:
+        """Options parse into their values."""
+        options = Options()
+        options.parseOptions(["--maildir-root", "/m", "--allow-plaintext-auth"])
+        self.assertEqual(
+            (options["maildir-root"], options["allow-plaintext-auth"]), ("/m", 1)
+        )
+
+
+class PoplibTests(TestCase):
+    """
+    poplib against np-pop3 on 127.0.0.1.
+    """
+
+    def test_poplib(self) -> Deferred[None]:
+        """poplib: stls, user/pass, uidl, top, retr, dele then quit deletes."""
+        directory = os.path.abspath(self.mktemp())
+        pki = PKI(os.path.join(directory, "pki"))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        htpasswd = writeHtpasswd(directory)
+        root = os.path.join(directory, "mail")
+        store = MaildirStore(root)
+        waitForSessions(self, POP3Server)
+        service = pop3Service(
+            maildirRoot=root, listen=["tcp:0:interface=127.0.0.1"],
+            tlsCert=[cert], tlsKey=[key], auth=[f"htpasswd:{htpasswd}"],
+            stateDir=directory,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, address, _)] = listeningPorts(service)
+        context = ssl.create_default_context(cafile=pki.caPath)
+
+        def session(delete: bool) -> dict[str, Any]:
+            client = poplib.POP3("127.0.0.1", address.port, timeout=10)
+            try:
+                caps = client.capa()
+                client.stls(context)
+                client.user("alice")
+                client.pass_("alice-password")
+                result = {
+                    "caps": sorted(caps),
+                    "stat": client.stat(),
+                    "uidl": client.uidl()[1],
+                    "top": client.top(1, 0)[1],
+                    "retr": client.retr(1)[1],
+                }
+                if delete:
+                    client.dele(1)
+            finally:
+                client.quit()
+            return result
+
+        def run() -> tuple[dict[str, Any], dict[str, Any]]:
+            return session(True), session(False)
+
+        def check(results: tuple[dict[str, Any], dict[str, Any]]) -> None:
+            first, second = results
+            self.assertIn("STLS", first["caps"])
+            self.assertNotIn("USER", first["caps"])
+            self.assertEqual(first["stat"], (2, len(FIRST + SECOND)))
+            self.assertEqual(len(first["uidl"]), 2)
+            self.assertEqual(
+                first["top"], [b"Subject: one", b"From: x@remote.test", b""]
+            )
+            self.assertEqual(b"\r\n".join(first["retr"]) + b"\r\n", FIRST)
+            self.assertEqual(second["stat"], (1, len(SECOND)))
+            # Renumbered from 1, but the unique ID stays.
+            self.assertEqual(
+                [u.split()[1] for u in second["uidl"]],
+                [u.split()[1] for u in first["uidl"][1:]],
+            )
+
+        async def scenario() -> None:
+            await store.deliver("alice", FIRST)
+            await store.deliver("alice", SECOND)
+            check(await deferToThread(run))
+
+        return Deferred.fromCoroutine(scenario())
