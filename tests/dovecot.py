@@ -138,11 +138,11 @@ class Dovecot:
         (self.work / "passwd").write_text("\n".join(lines) + "\n")
         conf = self.work / "dovecot.conf"
         conf.write_text(_config(self.work, self.port, user, group, loginUser))
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_dieWithParent,  # noqa: PLW1509
+            preexec_fn=_dieWithParent,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -698,8 +698,9 @@ class IMAPServer(Protocol):
     def _cbList(self, names: list[str], pattern: str, what: str) -> bytes:
         existing = set(names)
         everything = set(existing)
-        for name in existing:
-            everything.update(iterParents(name, DELIMITER))
+        if what == "LIST":
+            for name in existing:
+                everything.update(iterParents(name, DELIMITER))
         parents = {p for n in everything for p in iterParents(n, DELIMITER)}
         for name in sorted(everything):
             if not matchPattern(pattern, name, DELIMITER):

@@ -1,0 +1,636 @@
+"""
+Tests for L{netplugins.mail.imap} (with its parser, fetch and search modules)
+and L{netplugins.tap.imap}.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.message
+import imaplib
+import os
+import socket
+import ssl
+import time
+from typing import Any
+
+from imapclient import IMAPClient
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.mail.imap import IMAPFactory
+from netplugins.mail.imapfetch import (
+    parseEntity,
+    parseFetchItems,
+    parseSection,
+    sectionContent,
+)
+from netplugins.mail.imapparse import (
+    IMAPSyntaxError,
+    Literal,
+    formatSequenceSet,
+    literalAnnounced,
+    matchPattern,
+    parseSequenceSet,
+    tokenize,
+)
+from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.users import LocalUsers, MailRealm
+from netplugins.service import commonSettings
+from netplugins.tap.imap import DEFAULT_LISTEN, Options, imapService, makeService
+from tests.pki import PKI
+
+USERS = {"alice": b"alice-pw", "bob": b"bob-pw"}
+
+MULTIPART = (
+    b"From: Alice Example <alice@example.org>\r\n"
+    b"To: bob@example.org, \"Carol C\" <carol@example.net>\r\n"
+    b"Subject: hello there\r\n"
+    b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+    b"Message-ID: <1@example.org>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=\"BB\"\r\n"
+    b"\r\n"
+    b"preamble\r\n"
+    b"--BB\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"hello\r\nworld\r\n"
+    b"--BB\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"Subject: inner\r\nFrom: x@y\r\n\r\ninner body\r\n"
+    b"--BB--\r\n"
+)
+
+
+def plainMessage(subject: str, body: str = "body\n", sender: str = "carol@example.net"
+                 ) -> bytes:
+    """
+    A small message with LF line ends, as a Maildir may hold it.
+    """
+    return (f"From: {sender}\nTo: alice@example.org\nSubject: {subject}\n"
+            f"Date: Tue, 1 Oct 2024 10:00:00 +0000\n\n{body}").encode()
+
+
+def makeFactory(root: str, reactor: Any, **kw: Any) -> IMAPFactory:
+    """
+    An IMAP factory on a Maildir store under C{root}, with the test users.
+    """
+    checker = InMemoryUsernamePasswordDatabaseDontUse(**USERS)
+    portal = Portal(MailRealm(LocalUsers(["example.org"], [checker])), [checker])
+    store = kw.pop("store", None) or MaildirStore(
+        root, reactor=reactor, runBlocking=maybeDeferred)
+    return IMAPFactory(portal, store, reactor=reactor, **kw)
+
+
+class TLSRecordingTransport(StringTransport):
+    """
+    A string transport that records C{startTLS} instead of doing it.
+    """
+
+    tlsStarted: Any = None
+
+    def startTLS(self, contextFactory: Any) -> None:
+        self.tlsStarted = contextFactory
+
+
+class Session:
+    """
+    An IMAP session on a string transport, with a clock.
+    """
+
+    def __init__(self, case: SynchronousTestCase, **kw: Any) -> None:
+        self.clock = kw.pop("clock", None) or Clock()
+        self.root = kw.pop("root", None) or case.mktemp()
+        self.factory = kw.pop("factory", None) or makeFactory(
+            self.root, self.clock, **kw)
+        self.store: MaildirStore = self.factory.store
+        self.protocol: Any = self.factory.buildProtocol(None)
+        self.transport = TLSRecordingTransport()
+        self.protocol.makeConnection(self.transport)  # type: ignore[union-attr]
+
+    def send(self, data: bytes) -> bytes:
+        """
+        Feed C{data} and return (and forget) what the server wrote.
+        """
+        self.transport.clear()
+        self.protocol.dataReceived(data)
+        return self.read()
+
+    def read(self) -> bytes:
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def login(self) -> None:
+        self.protocol._tls = True
+        reply = self.send(b"l LOGIN alice alice-pw\r\n")
+        assert b"l OK" in reply, reply
+
+
+class ParserTests(SynchronousTestCase):
+    """
+    The bounded IMAP syntax helpers.
+    """
+
+    def test_tokens(self) -> None:
+        """Atoms, quoted strings, literals, lists and sections tokenise."""
+        self.assertEqual(
+            tokenize([b'a FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)]<0.9>) '
+                      b'"q\\"x" ', Literal(b"lit\r\n"), b" NIL"]),
+            ["a", "FETCH", "1:*", ["FLAGS", "BODY.PEEK[HEADER.FIELDS (FROM)]<0.9>"],
+             b'q"x', b"lit\r\n", "NIL"],
+        )
+
+    def test_negativeLiteral(self) -> None:
+        """A literal announcement like {-5} is a syntax error, not a size."""
+        self.assertRaises(IMAPSyntaxError, literalAnnounced, b"a APPEND x {-5}")
+        self.assertRaises(IMAPSyntaxError, literalAnnounced, b"a LOGIN {99999999999}")
+        self.assertEqual(literalAnnounced(b"a LOGIN {5+}").size, 5)  # type: ignore[union-attr]
+
+    def test_depth(self) -> None:
+        """Lists nested deeper than the bound are refused."""
+        self.assertRaises(IMAPSyntaxError, tokenize, [b"(" * 100 + b")" * 100])
+
+    def test_wildcards(self) -> None:
+        """* crosses the delimiter, % does not, INBOX is case-insensitive."""
+        self.assertEqual(
+            [matchPattern("%", "a.b"), matchPattern("*", "a.b"),
+             matchPattern("a.%", "a.b"), matchPattern("inbox", "INBOX"),
+             matchPattern("a%", "ab.c"), matchPattern("*c", "ab.c")],
+            [False, True, True, True, False, True],
+        )
+
+    def test_wildcardsDoNotBacktrack(self) -> None:
+        """The GHSA-8pqf-f4m5-798g pattern against a long name ends quickly."""
+        start = time.monotonic()
+        self.assertFalse(matchPattern("*%" * 30 + "x", "a" * 2000))
+        self.assertLess(time.monotonic() - start, 2.0)
+
+    def test_sequenceSets(self) -> None:
+        """Sequence sets parse, resolve * and compact back."""
+        s = parseSequenceSet("1:3,5,7:*")
+        self.assertEqual(s.select(range(1, 11), 10), [1, 2, 3, 5, 7, 8, 9, 10])
+        self.assertEqual(formatSequenceSet([1, 2, 3, 5, 7, 8]), "1:3,5,7:8")
+        for bad in ("0", "1:", "-1", "a", "1,,2"):
+            self.assertRaises(IMAPSyntaxError, parseSequenceSet, bad)
+
+
+class FetchTests(SynchronousTestCase):
+    """
+    MIME structure and sections cut from the raw message.
+    """
+
+    def test_sections(self) -> None:
+        """Parts, MIME headers, encapsulated messages and HEADER.FIELDS."""
+        root = parseEntity(MULTIPART)
+
+        def section(spec: str) -> bytes:
+            return sectionContent(root, parseSection(spec, ""))
+
+        self.assertEqual(
+            [section("1"), section("2.HEADER"), section("2.1"), section("1.MIME"),
+             section("HEADER.FIELDS (SUBJECT)"), section("9")],
+            [b"hello\r\nworld", b"Subject: inner\r\nFrom: x@y\r\n\r\n",
+             b"inner body", b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+             b"Subject: hello there\r\n\r\n", b""],
+        )
+
+    def test_badItems(self) -> None:
+        """Unknown FETCH items and malformed sections are syntax errors."""
+        for bad in ["BODY[MIME]", "BODY[1.FOO]", "NOPE", "BODY[]<1.0>"]:
+            self.assertRaises(IMAPSyntaxError, parseFetchItems, bad)
+
+
+class SecurityTests(SynchronousTestCase):
+    """
+    The SECURITY.md cases for IMAP, on the protocol.
+    """
+
+    def test_loginDisabledBeforeTLS(self) -> None:
+        """Before TLS the server says LOGINDISABLED and refuses LOGIN."""
+        s = Session(self, startTLS=lambda: "context")
+        greeting = s.read()
+        self.assertIn(b"STARTTLS", greeting)
+        self.assertIn(b"LOGINDISABLED", greeting)
+        self.assertNotIn(b"AUTH=PLAIN", greeting)
+        self.assertEqual(
+            s.send(b"a LOGIN alice alice-pw\r\nb AUTHENTICATE PLAIN\r\n"),
+            b"a NO [PRIVACYREQUIRED] Use STARTTLS before logging in.\r\n"
+            b"b NO [PRIVACYREQUIRED] Use STARTTLS before logging in.\r\n",
+        )
+
+    def test_startTLSInjection(self) -> None:
+        """Commands pipelined after STARTTLS in one write are discarded."""
+        s = Session(self, startTLS=lambda: "context")
+        s.read()
+        reply = s.send(b"a STARTTLS\r\nb LOGIN alice alice-pw\r\n")
+        self.assertEqual(reply, b"a OK Begin TLS negotiation now.\r\n")
+        self.assertEqual(s.transport.tlsStarted, "context")
+        self.assertEqual(s.send(b"c CAPABILITY\r\n").count(b"c OK"), 1)
+        self.assertEqual(s.protocol.state, "not authenticated")
+
+    def test_negativeLiteral(self) -> None:
+        """{-5} gets BAD and no continuation."""
+        s = Session(self)
+        s.read()
+        self.assertEqual(s.send(b"a LOGIN {-5}\r\n"),
+                         b"a BAD invalid literal size {-5}\r\n")
+
+    def test_hugeAppend(self) -> None:
+        """An APPEND over the limit is refused before any of it is read."""
+        s = Session(self, appendLimit=1000)
+        s.login()
+        self.assertIn(b"APPENDLIMIT=1000", s.send(b"c CAPABILITY\r\n"))
+        self.assertEqual(s.send(b"a APPEND INBOX {1001}\r\n"),
+                         b"a NO [TOOBIG] Message too large\r\n")
+        reply = s.send(b"b APPEND INBOX {4000000000+}\r\nxxxx")
+        self.assertEqual(reply, b"b NO [TOOBIG] Message too large\r\n"
+                                b"* BYE Literal too large\r\n")
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_otherLiteralsBounded(self) -> None:
+        """Literals outside APPEND are bounded by the command size limit."""
+        s = Session(self)
+        s.read()
+        self.assertEqual(s.send(b"a LOGIN {100000}\r\n"), b"a BAD Command too long\r\n")
+
+    def test_longLine(self) -> None:
+        """A line over the limit closes the connection."""
+        s = Session(self)
+        s.read()
+        self.assertEqual(s.send(b"a " + b"x" * 20000), b"* BYE Line too long\r\n")
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_loginAttempts(self) -> None:
+        """The sixth failed login ends the connection."""
+        s = Session(self, allowPlaintextAuth=True)
+        s.read()
+        replies = b""
+        for i in range(6):
+            replies += s.send(b"a%d LOGIN alice wrong\r\n" % i)
+            s.clock.advance(60)
+        self.assertEqual(replies.count(b"NO [AUTHENTICATIONFAILED]"), 6)
+        self.assertTrue(replies.endswith(b"* BYE Too many login attempts\r\n"))
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_preAuthDeadline(self) -> None:
+        """A client that does not log in within 120 seconds is dropped."""
+        s = Session(self)
+        s.read()
+        s.clock.advance(60)
+        s.send(b"a NOOP\r\n")
+        s.clock.advance(119)
+        self.assertFalse(s.transport.disconnecting)
+        s.clock.advance(2)
+        self.assertIn(b"* BYE", s.read())
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_idleTimeout(self) -> None:
+        """A logged-in client idle for 30 minutes is dropped; bytes do not count."""
+        s = Session(self)
+        s.login()
+        for _ in range(10):
+            s.clock.advance(179)
+            s.send(b"x")
+        self.assertFalse(s.transport.disconnecting)
+        s.clock.advance(30 * 60 - 1790 + 1)
+        self.assertTrue(s.transport.disconnecting)
+
+
+class SessionTests(SynchronousTestCase):
+    """
+    Commands on the protocol with a real Maildir store run inline.
+    """
+
+    def setUp(self) -> None:
+        self.s = Session(self)
+        self.s.login()
+        for i in range(3):
+            self.successResultOf(self.s.store.deliver("alice", plainMessage(f"m{i}")))
+
+    def test_authenticatePlain(self) -> None:
+        """AUTHENTICATE PLAIN works with a continuation and with SASL-IR."""
+        s = Session(self, allowPlaintextAuth=True)
+        s.read()
+        self.assertEqual(s.send(b"a AUTHENTICATE PLAIN\r\n"), b"+ \r\n")
+        token = base64.b64encode(b"\x00alice\x00alice-pw")
+        self.assertIn(b"a OK [CAPABILITY", s.send(token + b"\r\n"))
+        s2 = Session(self, allowPlaintextAuth=True, root=s.root)
+        s2.read()
+        self.assertIn(b"b OK", s2.send(b"b AUTHENTICATE PLAIN " + token + b"\r\n"))
+        s3 = Session(self, allowPlaintextAuth=True, root=s.root)
+        s3.read()
+        s3.send(b"c AUTHENTICATE PLAIN\r\n")
+        self.assertEqual(s3.send(b"*\r\n"), b"c BAD Authentication cancelled\r\n")
+
+    def test_select(self) -> None:
+        """SELECT reports counts, UIDVALIDITY and UIDNEXT, then READ-WRITE."""
+        reply = self.s.send(b"s SELECT inbox\r\n")
+        self.assertIn(b"* 3 EXISTS\r\n* 3 RECENT\r\n* OK [UNSEEN 1]", reply)
+        self.assertIn(b"* OK [UIDNEXT 4]", reply)
+        self.assertTrue(reply.endswith(b"s OK [READ-WRITE] Select completed.\r\n"))
+
+    def test_fetchAndStore(self) -> None:
+        """FETCH sets \\Seen unless PEEK; STORE +FLAGS.SILENT says nothing."""
+        self.s.send(b"s SELECT INBOX\r\n")
+        reply = self.s.send(b"f FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] FLAGS)\r\n")
+        self.assertEqual(reply, b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {15}\r\n"
+                                b"Subject: m0\r\n\r\n FLAGS (\\Recent))\r\nf OK Fetch "
+                                b"completed.\r\n")
+        reply = self.s.send(b"g UID FETCH 2 (BODY[TEXT]<1.2>)\r\n")
+        self.assertEqual(reply, b"* 2 FETCH (UID 2 BODY[TEXT]<1> {2}\r\nod FLAGS "
+                                b"(\\Seen \\Recent))\r\ng OK Fetch completed.\r\n")
+        self.assertEqual(self.s.send(b"h STORE 1:3 +FLAGS.SILENT (\\Deleted)\r\n"),
+                         b"h OK Store completed.\r\n")
+        self.assertEqual(self.s.send(b"i EXPUNGE\r\n"),
+                         b"* 3 EXPUNGE\r\n* 2 EXPUNGE\r\n* 1 EXPUNGE\r\n"
+                         b"i OK Expunge completed.\r\n")
+
+    def test_search(self) -> None:
+        """SEARCH combines flags, headers and NOT/OR."""
+        self.s.send(b"s SELECT INBOX\r\nt STORE 2 +FLAGS (\\Flagged)\r\n")
+        self.assertEqual(
+            self.s.send(b"a SEARCH OR FLAGGED SUBJECT m0 NOT DELETED\r\n"
+                        b"b UID SEARCH BODY body SINCE 1-Jan-2000 2:*\r\n"
+                        b"c SEARCH FROM nobody\r\n"),
+            b"* SEARCH 1 2\r\na OK Search completed.\r\n"
+            b"* SEARCH 2 3\r\nb OK Search completed.\r\n"
+            b"* SEARCH\r\nc OK Search completed.\r\n",
+        )
+
+    def test_newMailSeenAtNoop(self) -> None:
+        """Mail delivered by another process shows up as EXISTS at NOOP."""
+        self.s.send(b"s SELECT INBOX\r\n")
+        self.successResultOf(self.s.store.deliver("alice", plainMessage("late")))
+        self.assertEqual(self.s.send(b"n NOOP\r\n"),
+                         b"* 4 EXISTS\r\n* 4 RECENT\r\nn OK NOOP completed.\r\n")
+
+    def test_expungeByOtherSession(self) -> None:
+        """Another session's EXPUNGE shows up as EXPUNGE at NOOP."""
+        self.s.send(b"s SELECT INBOX\r\n")
+        other = Session(self, factory=self.s.factory)
+        other.login()
+        other.send(b"s SELECT INBOX\r\nd STORE 2 +FLAGS (\\Deleted)\r\ne EXPUNGE\r\n")
+        self.assertEqual(self.s.send(b"n NOOP\r\n"),
+                         b"* 2 EXPUNGE\r\nn OK NOOP completed.\r\n")
+
+    def test_idle(self) -> None:
+        """IDLE reports a delivery within a poll interval, DONE ends it."""
+        self.s.send(b"s SELECT INBOX\r\n")
+        self.assertEqual(self.s.send(b"i IDLE\r\n"), b"+ idling\r\n")
+        self.successResultOf(self.s.store.deliver("alice", plainMessage("late")))
+        self.s.clock.advance(2)
+        self.assertEqual(self.s.read(), b"* 4 EXISTS\r\n* 4 RECENT\r\n")
+        self.s.clock.advance(3600)
+        self.assertFalse(self.s.transport.disconnecting)
+        self.assertEqual(self.s.send(b"DONE\r\n"), b"i OK Idle completed.\r\n")
+
+    def test_appendCopyUidplus(self) -> None:
+        """APPEND and COPY answer APPENDUID and COPYUID; UID EXPUNGE is selective."""
+        self.s.send(b"c CREATE Archive\r\n")
+        reply = self.s.send(b"a APPEND Archive (\\Seen) {5}\r\n")
+        self.assertEqual(reply, b"+ Ready for literal data\r\n")
+        reply = self.s.send(b"x: y\r\n")
+        self.assertRegex(reply, rb"a OK \[APPENDUID \d+ 1\] Append completed.")
+        self.s.send(b"s SELECT INBOX\r\n")
+        self.assertRegex(self.s.send(b"p UID COPY 1:2 Archive\r\n"),
+                         rb"p OK \[COPYUID \d+ 1:2 2:3\] Copy completed.")
+        self.assertIn(b"[TRYCREATE]", self.s.send(b"q COPY 1 Nowhere\r\n"))
+        self.s.send(b"d STORE 1:3 +FLAGS.SILENT (\\Deleted)\r\n")
+        self.assertEqual(self.s.send(b"e UID EXPUNGE 2\r\n"),
+                         b"* 2 EXPUNGE\r\ne OK Expunge completed.\r\n")
+
+    def test_list(self) -> None:
+        """LIST shows implied parents as \\Noselect; LSUB follows SUBSCRIBE."""
+        self.s.send(b"c CREATE a.b.c\r\nd SUBSCRIBE a.b.c\r\n")
+        self.assertEqual(
+            self.s.send(b'l LIST "" *\r\nm LIST "" %\r\nn LSUB "" *\r\n'),
+            b'* LIST (\\HasNoChildren) "." INBOX\r\n'
+            b'* LIST (\\Noselect \\HasChildren) "." a\r\n'
+            b'* LIST (\\Noselect \\HasChildren) "." a.b\r\n'
+            b'* LIST (\\HasNoChildren) "." a.b.c\r\nl OK List completed.\r\n'
+            b'* LIST (\\HasNoChildren) "." INBOX\r\n'
+            b'* LIST (\\Noselect \\HasChildren) "." a\r\nm OK List completed.\r\n'
+            b'* LSUB () "." a.b.c\r\nn OK Lsub completed.\r\n',
+        )
+
+    def test_pipelining(self) -> None:
+        """Thousands of pipelined commands in one write all get answers."""
+        reply = self.s.send(b"n NOOP\r\n" * 5000)
+        self.assertEqual(reply.count(b"n OK NOOP completed."), 5000)
+
+    def test_states(self) -> None:
+        """Commands outside their state and unknown commands get BAD."""
+        self.assertEqual(self.s.send(b"f FETCH 1 FLAGS\r\nx FOO\r\n"),
+                         b"f BAD Command not valid in this state\r\n"
+                         b"x BAD Unknown command\r\n")
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    The command line and keyword twin.
+    """
+
+    def test_options(self) -> None:
+        """Options parse the IMAP settings and the mail ones."""
+        config = Options()
+        config.parseOptions(["--maildir-root", "/tmp/m", "--domain", "ex.org",
+                             "--append-limit", "1000", "--allow-plaintext-auth"])
+        self.assertEqual(
+            (config["maildir-root"], config["domains"], config["append-limit"],
+             config["allow-plaintext-auth"]),
+            ("/tmp/m", ["ex.org"], 1000, 1),
+        )
+        self.assertRaises(usage.UsageError, Options().parseOptions,
+                          ["--append-limit", "-1"])
+
+    def test_keywordTwin(self) -> None:
+        """imapService listens where told and refuses a bad append limit."""
+        reactor = MemoryReactorClock()
+        service = imapService(maildirRoot=self.mktemp(), domains=["ex.org"],
+                              listen=["tcp:1143:interface=127.0.0.1"],
+                              allowPlaintextAuth=True, reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual((reactor.tcpServers[0][0], service.name), (1143, "np-imap"))
+        self.assertRaises(ValueError, imapService, appendLimit=0, reactor=reactor)
+
+    def test_makeService(self) -> None:
+        """makeService listens on the default port."""
+        config = Options()
+        config.parseOptions(["--state-dir", self.mktemp()])
+        reactor = MemoryReactorClock()
+        service = makeService(config, reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([p[0] for p in reactor.tcpServers],
+                         [int(DEFAULT_LISTEN[0].split(":")[1])])
+
+
+class RealClientTests(TestCase):
+    """
+    np-imap over TCP with imaplib and IMAPClient.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        pki = PKI(os.path.abspath(self.mktemp()))
+        self.caPath = pki.caPath
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        common = commonSettings(tlsCert=[cert], tlsKey=[key],
+                                stateDir=os.path.abspath(self.mktemp()))
+        tls = common.serverTLS(reactor)
+        self.root = os.path.abspath(self.mktemp())
+        self.store = MaildirStore(self.root, reactor=reactor)
+        self.factory = makeFactory(self.root, reactor, store=self.store,
+                                   startTLS=lambda: tls)
+        port = reactor.listenTCP(
+            0, self.factory, interface="127.0.0.1")  # type: ignore[arg-type]
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port  # type: ignore[attr-defined]
+        return self.store.deliver("alice", MULTIPART)  # type: ignore[return-value]
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.caPath)
+
+    def test_imaplib(self) -> Deferred[Any]:
+        """imaplib: STARTTLS, login, list, select, fetch, search, store, copy, ..."""
+
+        def session() -> list[Any]:
+            c = imaplib.IMAP4("127.0.0.1", self.port)
+            out: list[Any] = ["LOGINDISABLED" in c.capabilities]
+            try:
+                c.login("alice", "alice-pw")
+            except imaplib.IMAP4.error as e:
+                out.append(str(e))
+            c.starttls(self.context())
+            out.append(c.login("alice", "alice-pw")[0])
+            out.append(c.create("Archive")[0])
+            out.append(c.list()[1])
+            out.append(c.append("INBOX", r"(\Flagged)", None,
+                                email.message_from_string(
+                                    "Subject: two\n\nsecond\n").as_bytes())[0])
+            out.append(c.select("INBOX"))
+            out.append(c.fetch("1", "(BODY.PEEK[1] BODY.PEEK[2.HEADER])")[1])
+            out.append(c.search(None, "FLAGGED"))
+            out.append(c.uid("SEARCH", "SUBJECT", "hello"))
+            out.append(c.store("1", "+FLAGS", r"(\Deleted)")[1])
+            out.append(c.uid("COPY", "2", "Archive")[0])
+            out.append(c.expunge()[1])
+            out.append(c.status("Archive", "(MESSAGES)")[1])
+            out.append(c.logout()[0])
+            return out
+
+        def check(out: list[Any]) -> None:
+            self.assertTrue(out[0])
+            self.assertIn("PRIVACYREQUIRED", out[1])
+            self.assertEqual(out[2:5], [
+                "OK", "OK",
+                [b'(\\HasNoChildren) "." Archive', b'(\\HasNoChildren) "." INBOX']])
+            self.assertEqual(out[5:], [
+                "OK",
+                ("OK", [b"2"]),
+                [(b"1 (BODY[1] {12}", b"hello\r\nworld"),
+                 (b" BODY[2.HEADER] {29}", b"Subject: inner\r\nFrom: x@y\r\n\r\n"),
+                 b")"],
+                ("OK", [b"2"]),
+                ("OK", [b"1"]),
+                [b"1 (FLAGS (\\Deleted \\Recent))"],
+                "OK",
+                [b"1"],
+                [b"Archive (MESSAGES 1)"],
+                "BYE",
+            ])
+
+        return deferToThread(session).addCallback(check)
+
+    def test_imapclientBook(self) -> Deferred[Any]:
+        """IMAPClient: Foundations ch. 15 folder listing and message browsing."""
+
+        def session() -> dict[str, Any]:
+            c = IMAPClient("127.0.0.1", port=self.port, ssl=False)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            out: dict[str, Any] = {"folders": c.list_folders()}
+            info = c.select_folder("INBOX", readonly=True)
+            out["exists"] = info[b"EXISTS"]
+            uids = c.search(["ALL"])
+            data = c.fetch(uids, ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE"])
+            envelope = data[uids[0]][b"ENVELOPE"]
+            out["subject"] = envelope.subject
+            out["from"] = (envelope.from_[0].mailbox, envelope.from_[0].host)
+            out["size"] = data[uids[0]][b"RFC822.SIZE"]
+            out["multipart"] = data[uids[0]][b"BODYSTRUCTURE"].is_multipart
+            body = c.fetch(uids, ["BODY[]"])[uids[0]][b"BODY[]"]
+            message = email.message_from_bytes(body)
+            out["parts"] = [p.get_content_type() for p in message.walk()]
+            out["flags"] = c.get_flags(uids)[uids[0]]
+            c.logout()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertEqual(out, {
+                "folders": [((b"\\HasNoChildren",), b".", "INBOX")],
+                "exists": 1,
+                "subject": b"hello there",
+                "from": (b"alice", b"example.org"),
+                "size": len(MULTIPART),
+                "multipart": True,
+                "parts": ["multipart/mixed", "text/plain", "message/rfc822",
+                          "text/plain"],
+                "flags": (),
+            })
+
+        return deferToThread(session).addCallback(check)
+
+    def test_listReDoSOverTheWire(self) -> Deferred[Any]:
+        """LIST "" "*%*%...x" against a long mailbox name answers quickly."""
+        name = "a" * 200
+
+        def session() -> float:
+            c = imaplib.IMAP4("127.0.0.1", self.port)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            c.create(name)
+            start = time.monotonic()
+            typ, data = c.list('""', '"' + "*%" * 40 + 'x"')
+            elapsed = time.monotonic() - start
+            assert typ == "OK" and data == [None], (typ, data)
+            c.logout()
+            return elapsed
+
+        return deferToThread(session).addCallback(
+            lambda elapsed: self.assertLess(elapsed, 5.0))
+
+    def test_injectionOverTheWire(self) -> Deferred[Any]:
+        """STARTTLS with a pipelined LOGIN in one write: only STARTTLS answered."""
+
+        def session() -> bytes:
+            with socket.create_connection(("127.0.0.1", self.port)) as raw:
+                raw.recv(1000)
+                raw.sendall(b"a STARTTLS\r\nb LOGIN alice alice-pw\r\n")
+                reply = b""
+                while not reply.endswith(b"\r\n"):
+                    reply += raw.recv(1000)
+                tls = self.context().wrap_socket(raw, server_hostname="localhost")
+                tls.sendall(b"c NOOP\r\n")
+                answer = b""
+                while b"c OK" not in answer:
+                    answer += tls.recv(1000)
+                return reply + answer
+
+        return deferToThread(session).addCallback(
+            self.assertEqual,
+            b"a OK Begin TLS negotiation now.\r\nc OK NOOP completed.\r\n")
