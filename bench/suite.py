@@ -96,6 +96,21 @@ ECHO = Benchmark(
             probe=("{twistd}", "np-echo", "--help"),
         ),
         Contender(
+            "np-epoll",
+            "np-echo, np-epoll reactor",
+            ("{twistd}", "--nodaemon", "--pidfile=", "--reactor", "np-epoll", "np-echo",
+             "--listen", "tcp:{port}:interface=127.0.0.1", "--framing", "{framing}"),
+            probe=("{twistd}", "--reactor", "np-epoll", "np-echo", "--help"),
+        ),
+        Contender(
+            "np-echo-w2",
+            "np-echo --workers 2",
+            ("{twistd}", "--nodaemon", "--pidfile=", "--reactor", "np-epoll", "np-echo",
+             "--workers", "2",
+             "--listen", "tcp:{port}:interface=127.0.0.1", "--framing", "{framing}"),
+            probe=("{twistd}", "np-echo", "--workers", "2", "--help"),
+        ),
+        Contender(
             "twisted",
             "bare Twisted",
             ("{python}", "-m", "bench.peers.twisted_echo",
@@ -124,7 +139,13 @@ ECHO = Benchmark(
         "so the gap between the two is what netplugins' own layers cost; "
         "*asyncio* and *uvloop* are `asyncio.Protocol` echo servers "
         "(bench/peers/asyncio_echo.py). asyncio and uvloop set `TCP_NODELAY` "
-        "on accepted sockets; Twisted leaves Nagle's algorithm on."
+        "on accepted sockets; Twisted leaves Nagle's algorithm on, netplugins' "
+        "write-through transport (netplugins/transport.py) sets it. *np-echo, "
+        "np-epoll reactor* adds `--reactor np-epoll` (netplugins/reactor.py). "
+        "*np-echo --workers 2* is two processes on SO_REUSEPORT sockets: it "
+        "only means something with the server given two CPUs (not "
+        "`--same-core`), and its server CPU is the worker processes' "
+        "(children of the supervisor)."
     ),
 )
 
