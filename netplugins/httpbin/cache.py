@@ -15,7 +15,7 @@ from twisted.web.server import Request
 from netplugins.httpbin.core import get, queryPairs, statusResponse
 from netplugins.httpbin.routing import Context, HttpbinError, pathInt, route
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values may hold visible characters, spaces and tabs; CR and LF would
 # end the header early and start one of the client's choosing.
 _UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -74,7 +74,7 @@ def responseHeaders(context: Context, request: Request) -> bytes:
     """
     pairs = queryPairs(request)
     for name, value in pairs:
-        if not _TOKEN.match(name) or _UNSAFE_VALUE.search(value):
+        if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
             raise HttpbinError(400, "invalid header name or value")
     for name, value in pairs:
         request.responseHeaders.addRawHeader(name, value)

@@ -27,8 +27,8 @@ ENV_COOKIES = frozenset(
     )
 )
 MAX_COOKIES = 100
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_OCTETS = re.compile(r"^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_OCTETS = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 _ESCAPE = re.compile(r'\\([0-3][0-7][0-7]|.)', re.DOTALL)
 EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 
@@ -37,7 +37,7 @@ def quoteValue(value: str) -> str:
     """
     A cookie value as sent: as is when it needs no quoting, else quoted.
     """
-    if _OCTETS.match(value):
+    if _OCTETS.fullmatch(value):
         return value
     out = []
     for byte in value.encode("utf-8"):
@@ -85,7 +85,7 @@ def setCookie(request: Request, name: str, value: str, *extra: str) -> None:
 
     @raise HttpbinError: 400 for a name that is not a token.
     """
-    if not _TOKEN.match(name):
+    if not _TOKEN.fullmatch(name):
         raise HttpbinError(400, "cookie names must be tokens")
     attributes = [f"{name}={quoteValue(value)}", *extra, "Path=/"]
     if request.isSecure():
