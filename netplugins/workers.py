@@ -349,8 +349,9 @@ def supervise(
     **poolSettings: Any,
 ) -> IService:
     """
-    C{service} itself for one worker (or inside a worker); otherwise a
-    supervisor of C{workers} processes that each run this command line.
+    C{service} itself for one worker; inside a worker, C{service} with a
+    watch on the supervisor; otherwise a supervisor of C{workers} processes
+    that each run this command line.
 
     Only one supervisor per process: every worker runs the whole program, so
     a second call (a C{.tac} composing several services) gets a service that
@@ -364,6 +365,10 @@ def supervise(
     if workers <= 1:
         return service
     if isWorker():
+        if isinstance(service, MultiService):
+            # The caller's service stays the one returned, children and all.
+            _WorkerService(reactor).setServiceParent(service)
+            return service
         parent = MultiService()
         parent.setName(name)
         service.setServiceParent(parent)

@@ -261,6 +261,9 @@ class HelperTests(SynchronousTestCase):
         assert isinstance(parent, MultiService)
         self.assertEqual(next(iter(parent)), service)
         self.assertEqual(workers.workerNumber(), 2)
+        multi = MultiService()
+        self.assertIs(supervise(multi, 2, reactor=ProcessClock()), multi)
+        self.assertIsInstance(list(multi)[-1], workers._WorkerService)
 
 
 TAC = """
