@@ -1,0 +1,251 @@
+"""
+Tests for L{netplugins.tap.mail} (np-mail) and C{tac/mailhost.tac}: a message
+sent with smtplib over STARTTLS with credentials is read back with poplib and
+imaplib, first in process (htpasswd), then from the tac against LDAP.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import poplib
+import random
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.mail.pop3 import POP3Server
+from netplugins.mail.smtp import SMTPServer
+from netplugins.service import listeningPorts
+from netplugins.tap.mail import Options, mailService
+from tests.mailfixtures import waitForSessions, writeHtpasswd
+from tests.pki import PKI
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TAC = os.path.join(HERE, "tac", "mailhost.tac")
+
+
+def roundTrip(
+    ports: dict[str, int],
+    context: ssl.SSLContext,
+    sender: tuple[str, str],
+    reader: tuple[str, str],
+    to: str,
+) -> dict[str, Any]:
+    """
+    Send a message with smtplib (submission, STARTTLS, AUTH as C{sender});
+    read it back as C{reader} with poplib (STLS) and imaplib (STARTTLS).
+    """
+    message = EmailMessage()
+    message["From"] = f"{sender[0]}@example"
+    message["To"] = to
+    message["Subject"] = "round trip"
+    message.set_content("Hello through SMTP, POP3 and IMAP.\n")
+    message.add_attachment(b"\x00\x01binary", maintype="application",
+                           subtype="octet-stream", filename="x.bin")
+    with smtplib.SMTP("127.0.0.1", ports["submission"], timeout=10) as smtp:
+        smtp.starttls(context=context)
+        smtp.login(*sender)
+        smtp.send_message(message)
+    imap = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=10)
+    try:
+        capabilities = imap.capabilities
+        imap.starttls(context)
+        imap.login(*reader)
+        imap.select("INBOX")
+        _, found = imap.search(None, "ALL")
+        _, fetched = imap.fetch(
+            found[0].split()[-1], "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+        )
+        imap.logout()
+    except BaseException:
+        imap.shutdown()
+        raise
+    pop = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
+    try:
+        pop.stls(context)
+        pop.user(reader[0])
+        pop.pass_(reader[1])
+        count, _ = pop.stat()
+        retrieved = b"\r\n".join(pop.retr(count)[1])
+    finally:
+        pop.quit()
+    return {
+        "imapCapabilities": capabilities,
+        "imapSubject": fetched[0][1],  # type: ignore[index]
+        "popMessage": retrieved,
+    }
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{twistd np-mail} options.
+    """
+
+    def test_parse(self) -> None:
+        """Endpoints per protocol are collected; --listen is refused."""
+        options = Options()
+        options.parseOptions([
+            "--smtp", "tcp:25", "--submission", "tcp:587", "--imaps", "tcp:993",
+            "--pop3", "tcp:110", "--domain", "example.org",
+        ])
+        self.assertEqual(
+            {k: options.get(k)
+             for k in ["smtp", "submission", "imaps", "pop3", "imap"]},
+            {"smtp": ["tcp:25"], "submission": ["tcp:587"], "imaps": ["tcp:993"],
+             "pop3": ["tcp:110"], "imap": None},
+        )
+        self.assertRaises(usage.UsageError, Options().parseOptions,
+                          ["--listen", "tcp:25"])
+
+
+class InProcessTests(TestCase):
+    """
+    np-mail in this process with htpasswd users.
+    """
+
+    def test_roundTrip(self) -> Deferred[None]:
+        """smtplib → Maildir → imaplib and poplib, all over STARTTLS."""
+        directory = os.path.abspath(self.mktemp())
+        pki = PKI(os.path.join(directory, "pki"))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        waitForSessions(self, SMTPServer)
+        waitForSessions(self, POP3Server)
+        loopback = ["tcp:0:interface=127.0.0.1"]
+        service = mailService(
+            domains=["example.org"], hostname="mail.test", smtp=loopback,
+            submission=loopback, pop3=loopback, imap=loopback,
+            tlsCert=[cert], tlsKey=[key],
+            auth=[f"htpasswd:{writeHtpasswd(directory)}"], stateDir=directory,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        names = {"np-smtp": "smtp", "np-smtp submission": "submission",
+                 "np-pop3": "pop3", "np-imap": "imap"}
+        ports = {names[n]: a.port for n, a, _ in listeningPorts(service)}
+        self.assertEqual(sorted(ports), ["imap", "pop3", "smtp", "submission"])
+        context = ssl.create_default_context(cafile=pki.caPath)
+
+        def check(result: dict[str, Any]) -> None:
+            self.assertIn("LOGINDISABLED", result["imapCapabilities"])
+            self.assertEqual(result["imapSubject"].strip(), b"Subject: round trip")
+            self.assertIn(b"Subject: round trip", result["popMessage"])
+            self.assertIn(b"with ESMTPSA", result["popMessage"])
+            self.assertIn(b'filename="x.bin"', result["popMessage"])
+
+        return deferToThread(
+            roundTrip, ports, context, ("alice", "alice-password"),
+            ("bob", "bob-password"), "bob@example.org",
+        ).addCallback(check)
+
+
+_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "imap": 143, "imaps": 993,
+          "pop3": 110, "pop3s": 995}
+
+
+def freePortBase() -> int:
+    """
+    A base such that base + each well-known mail port is free on 127.0.0.1.
+    """
+    for _ in range(50):
+        base = random.randrange(20000, 50000, 1000)
+        try:
+            for port in _PORTS.values():
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range")
+
+
+def waitListening(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"twistd exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class MailhostTacTests(SynchronousTestCase):
+    """
+    C{tac/mailhost.tac} under twistd, against a private slapd.
+    """
+
+    def test_ldapRoundTrip(self) -> None:
+        """LDAP users send with smtplib over STARTTLS; the recipient reads it back."""
+        from tests.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, sharedSlapd
+
+        slapd = sharedSlapd()
+        directory = os.path.abspath(self.mktemp())
+        pki = PKI(os.path.join(directory, "pki"))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        secret = os.path.join(directory, "ldap.secret")
+        with open(secret, "w") as f:
+            f.write(SERVICE_PASSWORD + "\n")
+        config = os.path.join(directory, "ldap.ini")
+        with open(config, "w") as f:
+            f.write("\n".join([
+                "[ldap]",
+                f"url = {slapd.url()}/{PEOPLE}?uid?sub",
+                f"bind_dn = {SERVICE_DN}",
+                f"bind_password_file = {secret}",
+                "starttls = yes",
+                f"ca_file = {slapd.caFile}",
+            ]) + "\n")
+        base = freePortBase()
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        log = open(os.path.join(directory, "twistd.log"), "wb")
+        self.addCleanup(log.close)
+        process = subprocess.Popen(
+            [twistd, "--nodaemon", "--pidfile=", "--python", TAC],
+            cwd=directory, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(
+                os.environ, PYTHONPATH=HERE, MAILHOST_STATE_DIR=directory,
+                MAILHOST_DOMAINS="ex.org", MAILHOST_AUTH=f"ldap:config={config}",
+                MAILHOST_TLS_CERT=cert, MAILHOST_TLS_KEY=key,
+                MAILHOST_INTERFACE="127.0.0.1", MAILHOST_PORT_BASE=str(base),
+            ),
+        )
+
+        def stop() -> None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+
+        self.addCleanup(stop)
+        ports = {name: base + port for name, port in _PORTS.items()}
+        for port in ports.values():
+            waitListening(port, process, 30)
+        context = ssl.create_default_context(cafile=pki.caPath)
+        result = roundTrip(
+            ports, context, ("alice", "alice-pw"), ("bob", "bob-pw"), "bob@ex.org"
+        )
+        self.assertEqual(result["imapSubject"].strip(), b"Subject: round trip")
+        self.assertIn(b"Subject: round trip", result["popMessage"])
+        # Unknown LDAP users and foreign domains are refused at RCPT.
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as smtp:
+            smtp.starttls(context=context)
+            self.assertEqual(smtp.ehlo()[0], 250)
+            self.assertEqual(smtp.mail("x@remote.test")[0], 250)
+            self.assertEqual(smtp.rcpt("nobody@ex.org")[0], 550)
+            self.assertEqual(smtp.rcpt("v@victim.test")[0], 550)
+        # Implicit TLS ports answer too.
+        with socket.create_connection(("127.0.0.1", ports["pop3s"]), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as secure:
+                self.assertTrue(secure.recv(100).startswith(b"+OK"))
