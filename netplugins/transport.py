@@ -322,15 +322,20 @@ class WriteThroughReactor:
     """
     A stand-in for a reactor whose stream listening methods make write-through
     ports; everything else is the reactor's own.  Endpoint parsers given this
-    build Twisted's endpoints, which then listen through it.
+    build Twisted's endpoints, which then listen through it.  A reactor that
+    is not a POSIX file-descriptor reactor (a test's C{MemoryReactor}) is
+    left to listen its own way.
 
     @ivar reactor: the real reactor.
     @ivar reusePort: listen on TCP with C{SO_REUSEPORT} (for workers).
     """
 
     def __init__(self, reactor: Any, *, reusePort: bool = False):
+        from twisted.internet.posixbase import PosixReactorBase
+
         self.reactor = reactor
         self.reusePort = reusePort
+        self.posix = isinstance(reactor, PosixReactorBase)
         directlyProvides(self, providedBy(reactor))
 
     def __getattr__(self, name: str) -> Any:
@@ -342,7 +347,9 @@ class WriteThroughReactor:
         factory: IProtocolFactory,
         backlog: int = 50,
         interface: str = "",
-    ) -> WriteThroughPort:
+    ) -> Any:
+        if not self.posix:
+            return self.reactor.listenTCP(port, factory, backlog, interface)
         return listenTCP(
             self.reactor, port, factory, backlog, interface, reusePort=self.reusePort
         )
@@ -354,7 +361,9 @@ class WriteThroughReactor:
         backlog: int = 50,
         mode: int = 0o666,
         wantPID: int = 0,
-    ) -> WriteThroughUNIXPort:
+    ) -> Any:
+        if not self.posix:
+            return self.reactor.listenUNIX(address, factory, backlog, mode, wantPID)
         return listenUNIX(self.reactor, address, factory, backlog, mode, wantPID)
 
     def listenSSL(
@@ -364,9 +373,13 @@ class WriteThroughReactor:
         contextFactory: Any,
         backlog: int = 50,
         interface: str = "",
-    ) -> WriteThroughPort:
+    ) -> Any:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
+        if not self.posix:
+            return self.reactor.listenSSL(
+                port, factory, contextFactory, backlog, interface
+            )
         wrapped = TLSMemoryBIOFactory(contextFactory, False, factory)
         listening = self.listenTCP(port, wrapped, backlog, interface)
         listening._type = "TLS"
@@ -374,7 +387,9 @@ class WriteThroughReactor:
 
     def adoptStreamPort(
         self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory
-    ) -> tcp.Port:
+    ) -> Any:
+        if not self.posix:
+            return self.reactor.adoptStreamPort(fileDescriptor, addressFamily, factory)
         return adoptStreamPort(self.reactor, fileDescriptor, addressFamily, factory)
 
 

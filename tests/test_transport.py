@@ -481,3 +481,21 @@ class RealSocketTests(TestCase):
         theirs = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
         self.assertIs(type(ours), type(theirs))
         self.assertRaises(ValueError, fastServerFromString, reactor, "tcp:notaport")
+
+
+class MemoryReactorTests(SynchronousTestCase):
+    """
+    Listeners on a test's memory reactor stay the memory reactor's.
+    """
+
+    def test_delegates(self) -> None:
+        """fastServerFromString on a MemoryReactor listens through it, so
+        tests of services keep seeing tcpServers and unixServers."""
+        memory = MemoryReactor()
+        factory = Factory.forProtocol(Protocol)
+        fastServerFromString(memory, "tcp:1234:interface=127.0.0.1").listen(factory)
+        fastServerFromString(memory, "unix:/tmp/x.sock").listen(factory)
+        self.assertEqual(
+            ([s[:2] for s in memory.tcpServers], [s[0] for s in memory.unixServers]),
+            ([(1234, factory)], ["/tmp/x.sock"]),
+        )
