@@ -34,6 +34,8 @@ DEMO_PORTS = {
     "zen-tls": 1061,
     "mpconn": 25000,
     "kv": 15000,
+    "httpbin": 8000,
+    "httpbin-tls": 8443,
 }
 
 
@@ -113,6 +115,7 @@ def demoService(
 
     from netplugins.tap.daytime import daytimeService
     from netplugins.tap.echo import echoService
+    from netplugins.tap.httpbin import httpbinService
     from netplugins.tap.kv import kvService
     from netplugins.tap.mpconn import mpconnService
     from netplugins.tap.zen import zenService
@@ -149,6 +152,14 @@ def demoService(
             **shared,
         ),
         kvService(listen=[tcp("kv")], **shared),
+        # /protected takes the demo users (over TLS; Basic auth in the clear is
+        # refused).
+        httpbinService(
+            listen=[tcp("httpbin")],
+            listenTLS=[tcp("httpbin-tls")],
+            auth=[f"htpasswd:{files['htpasswd']}"],
+            **shared,
+        ),
     ]:
         service.setServiceParent(top)
     return top

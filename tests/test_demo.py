@@ -72,6 +72,8 @@ class DemoTests(TestCase):
                 ("np-echo", "hmac"),
                 ("np-echo", "tcp"),
                 ("np-echo", "unix"),
+                ("np-httpbin", "TLS tcp"),
+                ("np-httpbin", "tcp"),
                 ("np-kv", "tcp"),
                 ("np-mpconn", "tcp"),
                 ("np-zen", "TLS tcp"),
@@ -177,4 +179,28 @@ class DemoTests(TestCase):
         versions = []
         for address in tlsPorts:
             versions.append((yield deferToThread(client, address)))
-        self.assertEqual(versions, ["TLSv1.3", "TLSv1.3"])
+        self.assertEqual(versions, ["TLSv1.3"] * 3)
+
+    @inlineCallbacks
+    def test_httpbin(self) -> Any:
+        """httpbin answers /get, and /protected takes a demo user over TLS."""
+        import requests
+
+        host, port = self.port("np-httpbin", "tcp")
+        tlsHost, tlsPort = self.port("np-httpbin", "TLS tcp")
+        cert = os.path.join(self.stateDir, "tls", "development-cert.pem")
+
+        def client() -> tuple[object, ...]:
+            got = requests.get(f"http://{host}:{port}/get?a=1", timeout=10).json()
+            protected = f"https://localhost:{tlsPort}/protected"
+            ok = requests.get(
+                protected, auth=("alice", "alice-password"), verify=cert, timeout=10
+            )
+            wrong = requests.get(
+                protected, auth=("alice", "nope"), verify=cert, timeout=10
+            )
+            return (got["args"], ok.status_code, wrong.status_code)
+
+        self.assertEqual(
+            (yield deferToThread(client)), ({"a": "1"}, 200, 401)
+        )
