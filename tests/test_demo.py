@@ -187,7 +187,7 @@ class DemoTests(TestCase):
         import requests
 
         host, port = self.port("np-httpbin", "tcp")
-        tlsHost, tlsPort = self.port("np-httpbin", "TLS tcp")
+        _, tlsPort = self.port("np-httpbin", "TLS tcp")
         cert = os.path.join(self.stateDir, "tls", "development-cert.pem")
 
         def client() -> tuple[object, ...]:
@@ -201,6 +201,4 @@ class DemoTests(TestCase):
             )
             return (got["args"], ok.status_code, wrong.status_code)
 
-        self.assertEqual(
-            (yield deferToThread(client)), ({"a": "1"}, 200, 401)
-        )
+        self.assertEqual((yield deferToThread(client)), ({"a": "1"}, 200, 401))
