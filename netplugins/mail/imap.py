@@ -581,6 +581,9 @@ class IMAPServer(Protocol):
     def do_SELECT(self, command: Command, readOnly: bool = False) -> Deferred[bytes]:
         if len(command.args) != 1:
             raise IMAPSyntaxError("expected a mailbox name")
+        if self.selected is not None:
+            # RFC 7162's [CLOSED]: the old mailbox's responses end here.
+            self._untagged(b"OK [CLOSED] Previous mailbox closed.")
         self.selected = None
         self.state = "authenticated"
         folder = self._folder(mailboxName(command.args[0]))
@@ -1017,9 +1020,10 @@ class IMAPServer(Protocol):
         flagTokens = raw if isinstance(raw, list) else [raw]
         letters = lettersFor([astring(f).decode("utf-8", "replace")
                               for f in flagTokens])
-        if selected.readOnly:
-            raise CommandError("Mailbox is read-only.")
         targets = self._messagesFor(command.args[0], byUid)
+        if selected.readOnly:
+            # Nothing changes in an EXAMINEd mailbox; Dovecot says OK too.
+            return succeed(b"Store completed.")
         groups: dict[str, list[tuple[int, Message]]] = {}
         for seq, message in targets:
             if mode == "FLAGS":

@@ -127,6 +127,9 @@ def parseEntity(
         # An unparseable type reads as text/plain, as email.message has it.
         entity.mainType, _, entity.subType = parsed.get_content_type().partition("/")
         entity.params = _params(parsed.get_params() or [])[1:]
+        if entity.mainType == "text" and "charset" not in dict(entity.params):
+            # RFC 2045's default, stated as Dovecot states it.
+            entity.params.insert(0, ("charset", "us-ascii"))
     if depth >= MAX_MIME_DEPTH:
         return entity
     if entity.mainType == "multipart":

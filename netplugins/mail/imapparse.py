@@ -25,6 +25,7 @@ from attrs import define, frozen
 MAX_DEPTH = 16
 MAX_LITERAL_DIGITS = 10
 MAX_PATTERN = 1024
+INBOX_NAME = "INBOX"
 
 _LITERAL_MARKER = re.compile(rb"\{([^{}]*)\}\Z")
 _LITERAL_SIZE = re.compile(rb"([0-9]{1,%d})(\+?)\Z" % MAX_LITERAL_DIGITS)
@@ -417,10 +418,11 @@ def matchPattern(pattern: str, name: str, delimiter: str = ".") -> bool:
     """
     if len(pattern) > MAX_PATTERN:
         raise IMAPSyntaxError("pattern too long")
-    if pattern[:5].upper() == "INBOX" and name[:5].upper() == "INBOX":
-        pattern, name = "INBOX" + pattern[5:], "INBOX" + name[5:]
+    # The letters of INBOX match in any case (as Dovecot has it: "*x"
+    # matches INBOX too).
+    caseless = 5 if name[:5].upper() == INBOX_NAME else 0
     states = _closure(pattern, {0})
-    for ch in name:
+    for i, ch in enumerate(name):
         nxt: set[int] = set()
         for s in states:
             if s >= len(pattern):
@@ -428,7 +430,7 @@ def matchPattern(pattern: str, name: str, delimiter: str = ".") -> bool:
             p = pattern[s]
             if p == "*" or (p == "%" and ch != delimiter):
                 nxt.add(s)
-            elif p == ch:
+            elif p == ch or (i < caseless and p.upper() == ch.upper()):
                 nxt.add(s + 1)
         if not nxt:
             return False
