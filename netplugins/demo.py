@@ -36,6 +36,13 @@ DEMO_PORTS = {
     "kv": 15000,
     "httpbin": 8000,
     "httpbin-tls": 8443,
+    "smtp": 8025,
+    "submission": 8587,
+    "smtps": 8465,
+    "pop3": 8110,
+    "pop3s": 8995,
+    "imap": 8143,
+    "imaps": 8993,
 }
 
 
@@ -117,6 +124,7 @@ def demoService(
     from netplugins.tap.echo import echoService
     from netplugins.tap.httpbin import httpbinService
     from netplugins.tap.kv import kvService
+    from netplugins.tap.mail import mailService
     from netplugins.tap.mpconn import mpconnService
     from netplugins.tap.zen import zenService
 
@@ -157,6 +165,21 @@ def demoService(
         httpbinService(
             listen=[tcp("httpbin")],
             listenTLS=[tcp("httpbin-tls")],
+            auth=[f"htpasswd:{files['htpasswd']}"],
+            **shared,
+        ),
+        # Mail for alice@localhost and bob@localhost, in Maildirs under the
+        # state dir; logins over TLS (STARTTLS or implicit) with the demo users.
+        mailService(
+            domains=["localhost"],
+            hostname="localhost",
+            smtp=[tcp("smtp")],
+            submission=[tcp("submission")],
+            smtps=[tcp("smtps")],
+            pop3=[tcp("pop3")],
+            pop3s=[tcp("pop3s")],
+            imap=[tcp("imap")],
+            imaps=[tcp("imaps")],
             auth=[f"htpasswd:{files['htpasswd']}"],
             **shared,
         ),

@@ -74,8 +74,15 @@ class DemoTests(TestCase):
                 ("np-echo", "unix"),
                 ("np-httpbin", "TLS tcp"),
                 ("np-httpbin", "tcp"),
+                ("np-imap", "TLS tcp"),
+                ("np-imap", "tcp"),
                 ("np-kv", "tcp"),
                 ("np-mpconn", "tcp"),
+                ("np-pop3", "TLS tcp"),
+                ("np-pop3", "tcp"),
+                ("np-smtp", "tcp"),
+                ("np-smtp submission", "TLS tcp"),
+                ("np-smtp submission", "tcp"),
                 ("np-zen", "TLS tcp"),
                 ("np-zen", "tcp"),
             ],
@@ -179,7 +186,7 @@ class DemoTests(TestCase):
         versions = []
         for address in tlsPorts:
             versions.append((yield deferToThread(client, address)))
-        self.assertEqual(versions, ["TLSv1.3"] * 3)
+        self.assertEqual(versions, ["TLSv1.3"] * 6)
 
     @inlineCallbacks
     def test_httpbin(self) -> Any:
@@ -202,3 +209,43 @@ class DemoTests(TestCase):
             return (got["args"], ok.status_code, wrong.status_code)
 
         self.assertEqual((yield deferToThread(client)), ({"a": "1"}, 200, 401))
+
+    @inlineCallbacks
+    def test_mail(self) -> Any:
+        """Mail submitted over STARTTLS by alice reaches bob's IMAPS and POP3S."""
+        import imaplib
+        import poplib
+        import smtplib
+        from email.message import EmailMessage
+
+        cert = os.path.join(self.stateDir, "tls", "development-cert.pem")
+        context = ssl.create_default_context(cafile=cert)
+
+        def client() -> tuple[object, ...]:
+            message = EmailMessage()
+            message["From"] = "alice@localhost"
+            message["To"] = "bob@localhost"
+            message["Subject"] = "demo"
+            message.set_content("hello bob\n")
+            host, port = self.port("np-smtp submission", "tcp")
+            with smtplib.SMTP("localhost", port, timeout=10) as smtp:
+                smtp.starttls(context=context)
+                smtp.login("alice", "alice-password")
+                smtp.send_message(message)
+            _, imapsPort = self.port("np-imap", "TLS tcp")
+            with imaplib.IMAP4_SSL("localhost", imapsPort, ssl_context=context) as imap:
+                imap.login("bob", "bob-password")
+                imap.select("INBOX", readonly=True)
+                _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                subject = data[0][1].strip()  # type: ignore[index]
+            _, popsPort = self.port("np-pop3", "TLS tcp")
+            pop = poplib.POP3_SSL("localhost", popsPort, context=context, timeout=10)
+            try:
+                pop.user("bob")
+                pop.pass_("bob-password")
+                count = pop.stat()[0]
+            finally:
+                pop.quit()
+            return (subject, count)
+
+        self.assertEqual((yield deferToThread(client)), (b"Subject: demo", 1))
