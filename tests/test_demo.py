@@ -227,7 +227,7 @@ class DemoTests(TestCase):
             message["To"] = "bob@localhost"
             message["Subject"] = "demo"
             message.set_content("hello bob\n")
-            host, port = self.port("np-smtp submission", "tcp")
+            _, port = self.port("np-smtp submission", "tcp")
             with smtplib.SMTP("localhost", port, timeout=10) as smtp:
                 smtp.starttls(context=context)
                 smtp.login("alice", "alice-password")
