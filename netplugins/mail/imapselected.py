@@ -1,0 +1,397 @@
+"""
+np-imap's commands on the selected mailbox: SELECT and EXAMINE (which enter
+that state), IDLE, CLOSE, UNSELECT, EXPUNGE, FETCH, STORE, COPY and SEARCH,
+with their UID forms.
+
+FETCH and SEARCH read message contents only when an item needs them; FLAGS,
+UID and INTERNALDATE come from the scan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from netplugins.mail.imapfetch import (
+    Entity,
+    FetchItem,
+    canonical,
+    fetchValue,
+    formatInternalDate,
+    parseEntity,
+    parseFetchItems,
+)
+from netplugins.mail.imapparse import (
+    Command,
+    IMAPSyntaxError,
+    Token,
+    astring,
+    formatSequenceSet,
+    formatValue,
+    mailboxName,
+)
+from netplugins.mail.imapsearch import Candidate, matches, parseSearch
+from netplugins.mail.imapsession import (
+    SYSTEM_FLAGS,
+    CommandError,
+    Selected,
+    SessionBase,
+    flagsOf,
+    lettersFor,
+    noSuchMailbox,
+    trap,
+)
+from netplugins.mail.maildir import MaildirError, Message, NoSuchFolderError
+
+
+class SelectedCommands(SessionBase):
+    """
+    The commands on one selected mailbox.
+    """
+
+    def do_SELECT(self, command: Command, readOnly: bool = False) -> Deferred[bytes]:
+        if len(command.args) != 1:
+            raise IMAPSyntaxError("expected a mailbox name")
+        if self.selected is not None:
+            # RFC 7162's [CLOSED]: the old mailbox's responses end here.
+            self._untagged(b"OK [CLOSED] Previous mailbox closed.")
+        self.selected = None
+        self.state = "authenticated"
+        folder = self._folder(mailboxName(command.args[0]))
+        d = folder.scan(claimNew=not readOnly)
+        d.addErrback(noSuchMailbox)
+        return d.addCallback(self._cbSelect, folder, readOnly)
+
+    def do_EXAMINE(self, command: Command) -> Deferred[bytes]:
+        return self.do_SELECT(command, readOnly=True)
+
+    def _cbSelect(self, state: Any, folder: Any, readOnly: bool) -> bytes:
+        selected = Selected(folder, readOnly, state.uidValidity, state.uidNext,
+                            list(state.messages),
+                            {m.uid for m in state.messages if m.recent})
+        self.selected = selected
+        self.state = "selected"
+        flags = formatValue(list(SYSTEM_FLAGS))
+        self._untagged(b"FLAGS " + flags)
+        permanent = b"()" if readOnly else flags
+        self._untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags permitted.")
+        self._untagged(b"%d EXISTS" % len(selected.messages))
+        self._untagged(b"%d RECENT" % len(selected.recent))
+        for seq, message in enumerate(selected.messages, 1):
+            if "S" not in message.flags:
+                self._untagged(b"OK [UNSEEN %d] First unseen." % seq)
+                break
+        self._untagged(b"OK [UIDVALIDITY %d] UIDs valid" % state.uidValidity)
+        self._untagged(b"OK [UIDNEXT %d] Predicted next UID" % state.uidNext)
+        mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
+        return mode + b" Select completed."
+
+    def do_IDLE(self, command: Command) -> Deferred[bytes]:
+        done: Deferred[bytes] = Deferred()
+
+        def response(line: bytes) -> None:
+            self._stopIdlePoll()
+            self._setTimer(self.factory.idleTimeout)
+            if line.strip().upper() == b"DONE":
+                done.callback(b"Idle completed.")
+            else:
+                done.errback(IMAPSyntaxError("Expected DONE."))
+
+        self._continuation = response
+        self.sendLine(b"+ idling")
+        self._setTimer(self.factory.idleCommandTimeout)
+        if self.selected is not None:
+            from twisted.internet.task import LoopingCall
+
+            poll = LoopingCall(self._pollIdle)
+            poll.clock = self.factory.reactor
+            poll.start(self.factory.pollInterval, now=False)
+            self._idlePoll = poll
+        return done
+
+    def _pollIdle(self) -> Deferred[None] | None:
+        if self.selected is None or self._closing:
+            return None
+        return self._refresh().addErrback(
+            lambda f: self.log.failure("np-imap: IDLE poll failed", f))
+
+    def _stopIdlePoll(self) -> None:
+        if self._idlePoll is not None and self._idlePoll.running:
+            self._idlePoll.stop()
+        self._idlePoll = None
+
+    def do_CLOSE(self, command: Command) -> Deferred[bytes] | bytes:
+        selected = self.selected
+        assert selected is not None
+        self.selected = None
+        self.state = "authenticated"
+        if selected.readOnly:
+            return b"Close completed."
+        deleted = [m for m in selected.messages if "T" in m.flags]
+        return selected.folder.delete(deleted).addCallback(
+            lambda _: b"Close completed.")
+
+    def do_UNSELECT(self, command: Command) -> bytes:
+        self.selected = None
+        self.state = "authenticated"
+        return b"Unselect completed."
+
+    def do_EXPUNGE(
+        self, command: Command, uids: Token | None = None
+    ) -> Deferred[bytes]:
+        selected = self.selected
+        assert selected is not None
+        if selected.readOnly:
+            raise CommandError("Mailbox is read-only.")
+        chosen = (self._messagesFor(uids, True) if uids is not None
+                  else list(enumerate(selected.messages, 1)))
+        deleted = [m for _, m in chosen if "T" in m.flags]
+        d = selected.folder.delete(deleted)
+        d.addCallback(lambda _: self._refresh())
+        return d.addCallback(lambda _: b"Expunge completed.")
+
+    def do_UID_EXPUNGE(self, command: Command) -> Deferred[bytes]:
+        if len(command.args) != 1:
+            raise IMAPSyntaxError("UID EXPUNGE needs a UID set")
+        return self.do_EXPUNGE(command, command.args[0])
+
+    def _sizeOf(self, message: Message, content: bytes | None) -> int:
+        key = (message.uid, message.key)
+        if content is not None:
+            self._sizes[key] = len(content)
+        return self._sizes.get(key, message.size)
+
+    def _loadNext(self, _: object, message: Message) -> Deferred[bytes]:
+        return self._load(message)
+
+    def _load(self, message: Message) -> Deferred[bytes]:
+        assert self.selected is not None
+        return self.selected.folder.read(message).addCallback(canonical)
+
+    def do_FETCH(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
+        if len(command.args) != 2:
+            raise IMAPSyntaxError("FETCH needs a message set and attributes")
+        items = parseFetchItems(command.args[1])
+        if byUid and not any(i.name == "UID" for i in items):
+            items.insert(0, FetchItem("UID"))
+        targets = self._messagesFor(command.args[0], byUid)
+        return self._fetchEach(targets, items, 0).addCallback(
+            lambda _: b"Fetch completed.")
+
+    def do_UID_FETCH(self, command: Command) -> Deferred[bytes]:
+        return self.do_FETCH(command, byUid=True)
+
+    def _fetchEach(
+        self, targets: list[tuple[int, Message]], items: list[FetchItem], index: int
+    ) -> Deferred[None]:
+        # One message at a time: reads pace the writes, memory holds one message.
+        while index < len(targets) and not self._closing:
+            seq, message = targets[index]
+            if any(i.needsContent for i in items):
+                d = self._load(message)
+                d.addCallbacks(self._cbFetchOne, self._ebVanished,
+                               callbackArgs=(seq, message, items))
+                return d.addCallback(self._fetchNext, targets, items, index + 1)
+            self._fetchOne(seq, message, items, None)
+            index += 1
+        return succeed(None)
+
+    def _fetchNext(
+        self, _: object, targets: list[tuple[int, Message]], items: list[FetchItem],
+        index: int,
+    ) -> Deferred[None]:
+        return self._fetchEach(targets, items, index)
+
+    def _ebVanished(self, reason: Failure) -> None:
+        # Expunged by another session since our last look: nothing to send.
+        reason.trap(MaildirError)
+
+    def _cbFetchOne(
+        self, content: bytes, seq: int, message: Message, items: list[FetchItem]
+    ) -> Deferred[None] | None:
+        return self._fetchOne(seq, message, items, content)
+
+    def _fetchOne(
+        self, seq: int, message: Message, items: list[FetchItem], content: bytes | None
+    ) -> Deferred[None] | None:
+        selected = self.selected
+        assert selected is not None
+        entity = parseEntity(content) if content is not None else None
+        size = self._sizeOf(message, content)
+        setSeen = (not selected.readOnly and "S" not in message.flags
+                   and any(not i.peek for i in items))
+        if setSeen:
+            d = selected.folder.setFlags([message], message.flags + "S")
+            return d.addCallback(self._cbSeen, seq, message, items, entity, size)
+        self._writeFetch(seq, message, items, entity, size, False)
+        return None
+
+    def _cbSeen(self, updated: list[Message], seq: int, message: Message,
+                items: list[FetchItem], entity: Entity | None, size: int) -> None:
+        selected = self.selected
+        if updated and selected is not None and seq <= len(selected.messages):
+            message = updated[0]
+            selected.messages[seq - 1] = message
+        self._writeFetch(seq, message, items, entity, size, True)
+
+    def _writeFetch(self, seq: int, message: Message, items: list[FetchItem],
+                    entity: Entity | None, size: int, flagsChanged: bool) -> None:
+        selected = self.selected
+        assert selected is not None
+        out: list[bytes] = []
+        names = {i.name for i in items}
+        for item in items:
+            if item.name == "UID":
+                out.append(b"UID %d" % message.uid)
+            elif item.name == "FLAGS":
+                out.append(b"FLAGS " + formatValue(
+                    flagsOf(message, message.uid in selected.recent)))
+            elif item.name == "INTERNALDATE":
+                out.append(b"INTERNALDATE " + formatValue(
+                    formatInternalDate(message.internalDate)))
+            elif item.name == "RFC822.SIZE":
+                out.append(b"RFC822.SIZE %d" % size)
+            else:
+                assert entity is not None
+                label, value = fetchValue(item, entity)
+                out.append(label.encode() + b" " + value)
+        if flagsChanged and "FLAGS" not in names:
+            out.append(b"FLAGS " + formatValue(
+                flagsOf(message, message.uid in selected.recent)))
+        self.sendLine(b"* %d FETCH (" % seq + b" ".join(out) + b")")
+
+    def do_STORE(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
+        selected = self.selected
+        assert selected is not None
+        if len(command.args) != 3 or not isinstance(command.args[1], str):
+            raise IMAPSyntaxError("STORE needs a message set, an item and flags")
+        item = command.args[1].upper()
+        silent = item.endswith(".SILENT")
+        mode = item.removesuffix(".SILENT")
+        if mode not in ("FLAGS", "+FLAGS", "-FLAGS"):
+            raise IMAPSyntaxError("invalid STORE item")
+        raw = command.args[2]
+        flagTokens = raw if isinstance(raw, list) else [raw]
+        letters = lettersFor([astring(f).decode("utf-8", "replace")
+                              for f in flagTokens])
+        targets = self._messagesFor(command.args[0], byUid)
+        if selected.readOnly:
+            # Nothing changes in an EXAMINEd mailbox; Dovecot says OK too.
+            return succeed(b"Store completed.")
+        groups: dict[str, list[tuple[int, Message]]] = {}
+        for seq, message in targets:
+            if mode == "FLAGS":
+                new = letters
+            elif mode == "+FLAGS":
+                new = "".join(sorted(set(message.flags) | set(letters)))
+            else:
+                new = "".join(sorted(set(message.flags) - set(letters)))
+            groups.setdefault(new, []).append((seq, message))
+        d: Deferred[Any] = succeed(None)
+        for new, members in groups.items():
+            d.addCallback(self._storeGroup, selected, new, members)
+        d.addCallback(lambda _: self._reportStored(targets, silent, byUid))
+        return d.addCallback(lambda _: b"Store completed.")
+
+    def _storeGroup(
+        self, _: object, selected: Selected, flags: str,
+        members: list[tuple[int, Message]],
+    ) -> Deferred[None]:
+        d = selected.folder.setFlags([message for _, message in members], flags)
+        return d.addCallback(self._cbStored, members)  # type: ignore[no-any-return]
+
+    def _cbStored(
+        self, updated: list[Message], members: list[tuple[int, Message]]
+    ) -> None:
+        selected = self.selected
+        assert selected is not None
+        byUid = {m.uid: m for m in updated}
+        for seq, message in members:
+            if message.uid in byUid and seq <= len(selected.messages):
+                selected.messages[seq - 1] = byUid[message.uid]
+
+    def _reportStored(self, targets: list[tuple[int, Message]], silent: bool,
+                      byUid: bool) -> None:
+        selected = self.selected
+        assert selected is not None
+        for seq, _ in targets:
+            if seq > len(selected.messages):
+                continue
+            message = selected.messages[seq - 1]
+            if silent:
+                continue
+            uid = b"UID %d " % message.uid if byUid else b""
+            self._untagged(b"%d FETCH (%sFLAGS %s)" % (seq, uid, formatValue(
+                flagsOf(message, message.uid in selected.recent))))
+
+    def do_UID_STORE(self, command: Command) -> Deferred[bytes]:
+        return self.do_STORE(command, byUid=True)
+
+    def do_COPY(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
+        selected = self.selected
+        assert selected is not None
+        if len(command.args) != 2:
+            raise IMAPSyntaxError("COPY needs a message set and a mailbox")
+        targets = [m for _, m in self._messagesFor(command.args[0], byUid)]
+        target = self._folder(mailboxName(command.args[1]))
+        d = target.scan(claimNew=False)
+        d.addErrback(trap, NoSuchFolderError,
+                     "[TRYCREATE] Mailbox doesn't exist: " + target.name)
+
+        def cbTarget(state: Any) -> Deferred[bytes]:
+            copying = selected.folder.copy(targets, target)
+            return copying.addCallback(lambda copies: (
+                b"[COPYUID %d %s %s] Copy completed." % (
+                    state.uidValidity,
+                    formatSequenceSet(m.uid for m in targets).encode(),
+                    formatSequenceSet(c.uid for c in copies).encode(),
+                ) if copies else b"Copy completed."))
+
+        return d.addCallback(cbTarget)
+
+    def do_UID_COPY(self, command: Command) -> Deferred[bytes]:
+        return self.do_COPY(command, byUid=True)
+
+    def do_SEARCH(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
+        selected = self.selected
+        assert selected is not None
+        args = list(command.args)
+        if args and isinstance(args[0], str) and args[0].upper() == "CHARSET":
+            if len(args) < 2:
+                raise IMAPSyntaxError("CHARSET needs a name")
+            charset = astring(args[1]).decode("ascii", "replace").upper()
+            if charset not in ("UTF-8", "US-ASCII"):
+                raise CommandError("[BADCHARSET (UTF-8 US-ASCII)] Unknown charset")
+            args = args[2:]
+        key, needsContent = parseSearch(args)
+        messages = list(enumerate(selected.messages, 1))
+        largestUid = messages[-1][1].uid if messages else 0
+        found: list[int] = []
+
+        def check(content: bytes | None, seq: int, message: Message) -> None:
+            candidate = Candidate(
+                seq, message.uid,
+                frozenset(flagsOf(message, message.uid in selected.recent)),
+                message.internalDate, self._sizeOf(message, content),
+                parseEntity(content) if content is not None else None)
+            if matches(key, candidate, len(messages), largestUid):
+                found.append(message.uid if byUid else seq)
+
+        d: Deferred[Any] = succeed(None)
+        for seq, message in messages:
+            if needsContent:
+                d.addCallback(self._loadNext, message)
+                d.addCallbacks(check, self._ebVanished, callbackArgs=(seq, message))
+            else:
+                check(None, seq, message)
+
+        def report(_: object) -> bytes:
+            self._untagged(b" ".join([b"SEARCH"] + [b"%d" % n for n in found]))
+            return b"Search completed."
+
+        return d.addCallback(report)
+
+    def do_UID_SEARCH(self, command: Command) -> Deferred[bytes]:
+        return self.do_SEARCH(command, byUid=True)

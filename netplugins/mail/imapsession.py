@@ -1,0 +1,259 @@
+"""
+What every part of an np-imap session shares: the flag and date helpers,
+L{CommandError}, the L{Selected} mailbox, and L{SessionBase}, the plumbing the
+command modules build on (replies, timers, the user's folders, and
+L{SessionBase._refresh}, which reports what other sessions changed).
+
+The session itself is L{netplugins.mail.imap.IMAPServer}: the connection and
+login state machine there, the mailbox commands in
+L{netplugins.mail.imapmailboxes}, the selected-mailbox commands in
+L{netplugins.mail.imapselected}.
+"""
+
+from __future__ import annotations
+
+import re
+from calendar import timegm
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from netplugins.mail.imapparse import (
+    IMAPSyntaxError,
+    Token,
+    formatValue,
+    parseSequenceSet,
+)
+from netplugins.mail.maildir import (
+    IMAP_FLAGS,
+    MaildirError,
+    MaildirStore,
+    Message,
+    NoSuchFolderError,
+)
+
+if TYPE_CHECKING:
+    from netplugins.mail.imap import IMAPFactory
+
+DELIMITER = "."
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_LETTER_FLAGS = {letter: flag for flag, letter in IMAP_FLAGS.items()}
+_ATOM_NAME = re.compile(r"[A-Za-z0-9._&+,\-~!$'/:;<=>?@^`|#]+\Z")
+_DATE_TIME = re.compile(
+    r" ?([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) "
+    r"([+-])([0-9]{2})([0-9]{2})\Z"
+)
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split())}
+
+
+def flagsOf(message: Message, recent: bool = False) -> list[str]:
+    """
+    The IMAP flags of a stored message.
+    """
+    flags = [_LETTER_FLAGS[c] for c in message.flags if c in _LETTER_FLAGS]
+    if recent:
+        flags.append("\\Recent")
+    return flags
+
+
+def lettersFor(flags: Sequence[str]) -> str:
+    """
+    Maildir letters for IMAP flags; keywords (unsupported: PERMANENTFLAGS
+    does not offer C{\\*}) and C{\\Recent} are dropped.
+    """
+    byName = {f.lower(): letter for f, letter in IMAP_FLAGS.items()}
+    return "".join(sorted({byName[f.lower()] for f in flags if f.lower() in byName}))
+
+
+def parseDateTime(value: bytes) -> float:
+    """
+    APPEND's date-time (C{"17-Jul-1996 02:44:25 -0700"}) in seconds.
+
+    @raise IMAPSyntaxError: otherwise.
+    """
+    match = _DATE_TIME.match(value.decode("ascii", "replace"))
+    month = _MONTHS.get(match.group(2).lower()) if match else None
+    if match is None or month is None:
+        raise IMAPSyntaxError("invalid date-time")
+    day, year, hh, mm, ss = (int(match.group(i)) for i in (1, 3, 4, 5, 6))
+    offset = (int(match.group(8)) * 60 + int(match.group(9))) * 60
+    if match.group(7) == "-":
+        offset = -offset
+    try:
+        return timegm((year, month, day, hh, mm, ss)) - offset
+    except (ValueError, OverflowError):
+        raise IMAPSyntaxError("invalid date-time") from None
+
+
+class CommandError(Exception):
+    """
+    A command that gets a tagged NO with this text.
+    """
+
+
+def mailboxValue(name: str) -> Token:
+    return name if _ATOM_NAME.match(name) else name.encode("utf-8")
+
+
+@define
+class Selected:
+    """
+    The selected mailbox as this session knows it.
+
+    @ivar messages: the messages by sequence number minus one.
+    @ivar recent: the UIDs this session reports as C{\\Recent}.
+    """
+
+    folder: Any
+    readOnly: bool
+    uidValidity: int
+    uidNext: int
+    messages: list[Message]
+    recent: set[int] = field(factory=set)
+
+def failed(error: Exception) -> Deferred[bytes]:
+    """
+    A Deferred that has failed with C{error}.
+    """
+    d: Deferred[bytes] = Deferred()
+    d.errback(error)
+    return d
+
+
+def trap(reason: Failure, error: type[Exception], text: str) -> None:
+    """
+    An errback: turn C{error} into a tagged NO saying C{text}.
+    """
+    reason.trap(error)
+    raise CommandError(text)
+
+
+def noSuchMailbox(reason: Failure) -> None:
+    """
+    An errback: a missing folder is C{NO [NONEXISTENT]}.
+    """
+    reason.trap(NoSuchFolderError)
+    raise CommandError("[NONEXISTENT] Mailbox doesn't exist")
+
+
+class SessionBase(Protocol):
+    """
+    The state and plumbing of one IMAP session that every command module
+    uses; L{netplugins.mail.imap.IMAPServer} sets it up.
+    """
+
+    log = Logger()
+
+    factory: IMAPFactory
+    transport: Any
+    state: str
+    account: Any
+    selected: Selected | None
+    _closing: bool
+    _continuation: Callable[[bytes], None] | None
+    _timer: Any
+    _idlePoll: Any
+    _sizes: dict[tuple[int, str], int]
+
+    def sendLine(self, line: bytes) -> None:
+        if not self._closing:
+            self.transport.write(line + b"\r\n")
+
+    def _untagged(self, text: bytes) -> None:
+        self.sendLine(b"* " + text)
+
+    def _tagged(self, tag: str, status: bytes, text: bytes) -> None:
+        self.sendLine(tag.encode() + b" " + status + b" " + text)
+
+    def _setTimer(self, seconds: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.factory.reactor.callLater(seconds, self._timedOut)
+
+    def _timedOut(self) -> None:
+        self.log.info("np-imap: closing idle connection from {peer}",
+                      peer=str(self.transport.getPeer()))
+        self._untagged(b"BYE Autologout; idle for too long")
+        self._close()
+
+    def _close(self) -> None:
+        self.transport.loseConnection()
+        self._closing = True
+
+    # The user's folders
+
+    @property
+    def store(self) -> MaildirStore:
+        return self.factory.store
+
+    @property
+    def user(self) -> str:
+        return str(self.account.mailbox)
+
+    def _folder(self, name: str) -> Any:
+        try:
+            return self.store.folder(self.user, name)
+        except MaildirError as e:
+            raise CommandError(f"[CANNOT] {e}") from None
+
+    # The selected mailbox
+
+    def _refresh(self) -> Deferred[None]:
+        """
+        Rescan the selected folder and report what others changed: EXPUNGE
+        (highest number first, so the numbers stay valid), flag changes, then
+        EXISTS and RECENT for new messages.
+        """
+        selected = self.selected
+        assert selected is not None
+
+        def cbScan(state: Any) -> None:
+            if self.selected is not selected:
+                return
+            now = {m.uid: m for m in state.messages}
+            for seq in range(len(selected.messages), 0, -1):
+                if selected.messages[seq - 1].uid not in now:
+                    self._untagged(b"%d EXPUNGE" % seq)
+            known = {m.uid for m in selected.messages}
+            kept = []
+            for old in selected.messages:
+                new = now.get(old.uid)
+                if new is None:
+                    continue
+                kept.append(new)
+                if new.flags != old.flags:
+                    seq = len(kept)
+                    flags = formatValue(flagsOf(new, new.uid in selected.recent))
+                    self._untagged(b"%d FETCH (FLAGS %s)" % (seq, flags))
+            added = [m for m in state.messages if m.uid not in known]
+            selected.messages = kept + added
+            selected.uidNext = state.uidNext
+            selected.recent.update(m.uid for m in added if m.recent)
+            if added:
+                self._untagged(b"%d EXISTS" % len(selected.messages))
+                self._untagged(b"%d RECENT" % len(selected.recent))
+
+        return selected.folder.scan(claimNew=not selected.readOnly).addCallback(cbScan)
+
+    def _messagesFor(self, token: Token, byUid: bool) -> list[tuple[int, Message]]:
+        selected = self.selected
+        assert selected is not None
+        sequence = parseSequenceSet(token)
+        messages = selected.messages
+        if byUid:
+            largest = messages[-1].uid if messages else 0
+            ranges = sequence.resolve(largest)
+            return [(i, m) for i, m in enumerate(messages, 1)
+                    if any(lo <= m.uid <= hi for lo, hi in ranges)]
+        for ends in sequence.ranges:
+            if any(end is not None and end > len(messages) for end in ends):
+                raise IMAPSyntaxError("Invalid messageset")
+        numbers = sequence.select(range(1, len(messages) + 1), len(messages))
+        return [(n, messages[n - 1]) for n in numbers]
