@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         for benchmark in BENCHMARKS:
             if args.only and benchmark.name not in args.only:
                 continue
-            loadgen.build(benchmark.loadgen, settings.out)
+            if benchmark.loadgen:
+                loadgen.build(benchmark.loadgen, settings.out)
             try:
                 results.append(
                     runBenchmark(

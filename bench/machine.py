@@ -93,6 +93,41 @@ def processCpuSeconds(pid: int) -> float:
     return parseProcessTicks(Path(f"/proc/{pid}/stat").read_text()) / CLOCK_TICKS
 
 
+def parseProcessTree(text: str) -> tuple[int, int]:
+    """
+    The parent pid and the CPU ticks of a process and of its children it
+    has reaped (utime, stime, cutime, cstime), from a C{/proc/PID/stat} text.
+    """
+    fields = text[text.rindex(")") + 2 :].split()
+    # Field 4 is the parent; 14 to 17 the four CPU times (proc(5)).
+    return int(fields[1]), sum(int(f) for f in fields[11:15])
+
+
+def treeCpuSeconds(pid: int) -> float:
+    """
+    The CPU time process C{pid} and all its descendants have used so far,
+    the children they reaped included: a server that forks workers (gunicorn,
+    Dovecot, C{--workers}) is charged for all of them.
+    """
+    children: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent, used = parseProcessTree((entry / "stat").read_text())
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+        ticks[int(entry.name)] = used
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += ticks.get(current, 0)
+        todo.extend(children.get(current, ()))
+    return total / CLOCK_TICKS
+
+
 @frozen
 class LoadCheck:
     """

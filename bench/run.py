@@ -178,16 +178,24 @@ class BenchmarkResult:
         return rows
 
 
-def expand(template: Sequence[str], port: int, framing: str) -> list[str]:
+def expand(
+    template: Sequence[str], port: int, framing: str, **extra: object
+) -> list[str]:
     """
-    Fill a contender's argv template.
+    Fill a contender's argv template: C{{python}}, C{{twistd}}, C{{port}},
+    C{{framing}}, C{{out}} (C{bench/out}, where prepared files and peer
+    virtualenvs live), C{{venvs}} (C{bench/out/venvs}), and C{extra}.
     """
     bin = Path(sys.executable).parent
+    out = loadgen.OUT.resolve()
     values = {
         "python": sys.executable,
         "twistd": str(bin / "twistd"),
         "port": str(port),
         "framing": framing,
+        "out": str(out),
+        "venvs": str(out / "venvs"),
+        **{key: str(value) for key, value in extra.items()},
     }
     return [part.format(**values) for part in template]
 
@@ -202,7 +210,9 @@ def unavailable(contender: Contender) -> str | None:
         probe = subprocess.run(
             expand(contender.probe, 0, "raw"),
             capture_output=True,
-            timeout=60,
+            # A probe may prepare what its contender needs (a virtualenv of
+            # a peer, a certificate, a mailbox), once per machine.
+            timeout=900,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -224,7 +234,9 @@ def measure(
     """
     Start a fresh server, load it, and stop it.
     """
-    program = loadgen.build(benchmark.loadgen, settings.out)
+    program = (
+        loadgen.build(benchmark.loadgen, settings.out) if benchmark.loadgen else ""
+    )
     logs = settings.out / "logs"
     port = processes.freePort()
     tag = f"{benchmark.name}-{contender.name}-{case.size}-{repetition}-{attempt}"
@@ -239,7 +251,7 @@ def measure(
         start: dict[str, object] = {}
 
         def onMeasuring() -> None:
-            start["server"] = machine.processCpuSeconds(server.pid)
+            start["server"] = machine.treeCpuSeconds(server.pid)
             start["cpus"] = machine.readCpuTimes()
 
         argv = [
@@ -248,13 +260,19 @@ def measure(
             "--framing", case.framing,
             "--warmup", str(settings.warmup), "--duration", str(settings.duration),
         ]
+        if benchmark.load:
+            argv = expand(
+                benchmark.load, port, case.framing, program=program,
+                connections=case.connections, size=case.size,
+                warmup=settings.warmup, duration=settings.duration,
+            )
         result = loadgen.run(
             processes.pinned(argv, settings.loadgenCPU),
             logs / f"{tag}.loadgen.log",
             timeout=settings.warmup + settings.duration + 30,
             onMeasuring=onMeasuring,
         )
-        serverCPU = machine.processCpuSeconds(server.pid) - float(start["server"])  # type: ignore[arg-type]
+        serverCPU = machine.treeCpuSeconds(server.pid) - float(start["server"])  # type: ignore[arg-type]
         after = machine.readCpuTimes()
     finally:
         processes.stop(server)

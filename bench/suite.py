@@ -40,12 +40,16 @@ class Case:
     size: int
     connections: int = 50
     framing: str = "raw"
+    label: str = ""
 
     @property
     def title(self) -> str:
         """
-        A short name for tables and plots: C{1 KiB x 50}.
+        A short name for tables and plots: C{1 KiB x 50}, or the C{label}
+        given (C{/get x 50}).
         """
+        if self.label:
+            return f"{self.label} x {self.connections}"
         size = f"{self.size // 1024} KiB" if self.size % 1024 == 0 else f"{self.size} B"
         extra = "" if self.framing == "raw" else f", {self.framing}"
         return f"{size} x {self.connections}{extra}"
@@ -56,7 +60,13 @@ class Benchmark:
     """
     One benchmark: netplugins' contender (C{primary}) against its peers.
 
-    @ivar loadgen: the load generator, C{bench/loadgen/NAME.c}.
+    @ivar loadgen: the load generator, C{bench/loadgen/NAME.c}, or C{""}
+        when C{load} runs a program of its own.
+    @ivar load: the load generator's argv template; empty for C{loadgen}'s
+        echo options.  Besides the contenders' fields it may use
+        C{{program}} (the built C{loadgen}), C{{connections}}, C{{size}},
+        C{{warmup}} and C{{duration}}.  It must speak C{loadgen.run}'s JSON
+        lines (L{bench.clients} wraps tools and Python clients in them).
     @ivar standIn: the contender measured as primary while C{primary} is
         missing.
     @ivar notes: Markdown paragraphs for the report, on what is compared.
@@ -70,6 +80,7 @@ class Benchmark:
     cases: tuple[Case, ...]
     standIn: str | None = None
     notes: str = ""
+    load: tuple[str, ...] = ()
 
     def contender(self, name: str) -> Contender:
         """
@@ -149,4 +160,8 @@ ECHO = Benchmark(
     ),
 )
 
-BENCHMARKS: tuple[Benchmark, ...] = (ECHO,)
+# Every other service against its peers (HTTP, TLS, zen, kv, mpconn, mail)
+# lives in bench/services.py; imported here, once the classes above exist.
+from bench.services import SERVICES  # noqa: E402
+
+BENCHMARKS: tuple[Benchmark, ...] = (ECHO, *SERVICES)
