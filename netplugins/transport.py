@@ -33,6 +33,13 @@ from zope.interface import directlyProvides, providedBy
 # message (and then some) where Twisted's 64 KiB reads need two.
 READ_SIZE = 256 * 1024
 
+# recv(256 KiB) would allocate 256 KiB per call, above glibc's mmap threshold:
+# mmap, mremap and munmap on every read.  Reads land in this one buffer
+# instead (the reactor reads on one thread, and each read is copied out before
+# the protocol sees it).
+_readBuffer = bytearray(READ_SIZE)
+_readView = memoryview(_readBuffer)
+
 
 class WriteThroughMixin:
     """
@@ -47,7 +54,8 @@ class WriteThroughMixin:
     buffers the data instead, so the loss is reported by the normal
     C{doWrite} path, from the reactor rather than from inside the caller.
 
-    @cvar readSize: the most bytes one C{recv} asks for.
+    @cvar readSize: the most bytes one C{recv} asks for, at most
+        L{READ_SIZE}.
     """
 
     readSize = READ_SIZE
@@ -122,14 +130,14 @@ class WriteThroughMixin:
         Read up to C{readSize} bytes and hand them to the protocol.
         """
         try:
-            data = self.socket.recv(self.readSize)
+            size = self.socket.recv_into(_readView, self.readSize)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError:
             return CONNECTION_LOST
-        if not data:
+        if not size:
             return CONNECTION_DONE
-        self.protocol.dataReceived(data)
+        self.protocol.dataReceived(bytes(_readView[:size]))
         return None
 
 
