@@ -25,8 +25,10 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.mail import imapselected
 from netplugins.mail.imap import IMAPFactory
 from netplugins.mail.imapfetch import (
+    canonical,
     parseEntity,
     parseFetchItems,
     parseSection,
@@ -41,7 +43,7 @@ from netplugins.mail.imapparse import (
     parseSequenceSet,
     tokenize,
 )
-from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.maildir import Folder, MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.service import commonSettings
 from netplugins.tap.imap import DEFAULT_LISTEN, Options, imapService, makeService
@@ -354,6 +356,71 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.s.send(b"i EXPUNGE\r\n"),
                          b"* 3 EXPUNGE\r\n* 2 EXPUNGE\r\n* 1 EXPUNGE\r\n"
                          b"i OK Expunge completed.\r\n")
+
+    def countReads(self) -> list[int]:
+        """
+        Record how many messages each of the store's content reads asks for.
+        """
+        reads: list[int] = []
+        original = Folder._blockingReadMany
+
+        def readMany(folder: Folder, messages: Any) -> Any:
+            reads.append(len(messages))
+            return original(folder, messages)
+
+        self.patch(Folder, "_blockingReadMany", readMany)
+        self.patch(Folder, "read", None)  # one message per hop: not used
+        return reads
+
+    def test_sizeFromNames(self) -> None:
+        """RFC822.SIZE is the CRLF size, from the file names, with no read."""
+        reads = self.countReads()
+        size = len(canonical(plainMessage("m0")))
+        self.s.send(b"s SELECT INBOX\r\n")
+        self.assertEqual(
+            self.s.send(b"f FETCH 1:* RFC822.SIZE\r\n"),
+            b"".join(b"* %d FETCH (RFC822.SIZE %d)\r\n" % (n, size) for n in (1, 2, 3))
+            + b"f OK Fetch completed.\r\n")
+        self.assertEqual(reads, [])
+        self.assertIn(b"RFC822.SIZE %d BODY[] {%d}" % (size, size),
+                      self.s.send(b"g FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n"))
+
+    def test_sizeOfForeignMessage(self) -> None:
+        """A message without ,W= in its name is read once for its CRLF size."""
+        reads = self.countReads()
+        data = plainMessage("foreign")
+        with open(os.path.join(self.s.root, "alice", "new", "1.foreign"), "wb") as f:
+            f.write(data)
+        self.s.send(b"s SELECT INBOX\r\n")
+        for tag in (b"f", b"g"):
+            self.assertIn(b"* 1 FETCH (RFC822.SIZE %d)" % len(canonical(data)),
+                          self.s.send(tag + b" FETCH 1 RFC822.SIZE\r\n"))
+        self.assertEqual(reads, [1])
+
+    def test_fetchReadsInBatches(self) -> None:
+        """FETCH and SEARCH read a batch per pool call; \\Seen is one store call."""
+        for i in range(30):
+            message = plainMessage(f"n{i}")
+            self.successResultOf(self.s.store.deliver("alice", message))
+        reads = self.countReads()
+        marks: list[int] = []
+        setFlags = Folder._blockingSetFlags
+
+        def counting(folder: Folder, messages: Any, flags: str) -> Any:
+            marks.append(len(messages))
+            return setFlags(folder, messages, flags)
+
+        self.patch(Folder, "_blockingSetFlags", counting)
+        self.s.send(b"s SELECT INBOX\r\n")
+        reply = self.s.send(b"f FETCH 1:* (BODY[TEXT])\r\n")
+        self.assertEqual(reply.count(b"FLAGS (\\Seen \\Recent))\r\n"), 33)
+        self.assertEqual((reads, marks), ([33], [33]))
+        self.patch(imapselected, "BATCH_MESSAGES", 10)
+        self.assertEqual(
+            self.s.send(b"g SEARCH BODY body\r\n"),
+            b"* SEARCH " + b" ".join(b"%d" % n for n in range(1, 34))
+            + b"\r\ng OK Search completed.\r\n")
+        self.assertEqual(reads, [33, 10, 10, 10, 3])
 
     def test_search(self) -> None:
         """SEARCH combines flags, headers and NOT/OR."""

@@ -249,6 +249,96 @@ class ScanTests(StoreMixin, SynchronousTestCase):
         self.assertEqual([m.uid for m in self.result(sent.scan()).messages], [1])
 
 
+class SizeTests(StoreMixin, SynchronousTestCase):
+    """
+    Sizes recorded in names (C{,S=} file, C{,W=} CRLF), and batched reads.
+    """
+
+    def test_wireSizeInName(self) -> None:
+        """A bare-LF message records its file size and its CRLF size in its name."""
+        store = self.makeStore()
+        data = b"Subject: x\n\nline\r\nbare\nlast"
+        key = self.result(store.deliver("alice", data))
+        self.assertTrue(key.endswith(f",S={len(data)},W={len(data) + 3}"), key)
+        [message] = self.result(store.folder("alice").scan()).messages
+        self.assertEqual((message.size, message.wireSize), (len(data), len(data) + 3))
+        self.assertEqual(maildir.wireSize(data),
+                         len(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")))
+
+    def test_appendAndCopyRecordWireSize(self) -> None:
+        """APPEND records the CRLF size; COPY carries it, reading a foreign one."""
+        store = self.makeStore()
+        self.result(store.createFolder("alice", "Sent"))
+        sent = store.folder("alice", "Sent")
+        appended = self.result(sent.append(b"a\nb\n"))
+        self.assertEqual((appended.size, appended.wireSize), (4, 6))
+        inbox = store.folder("alice")
+        self.result(store.ensureUser("alice"))
+        with open(os.path.join(inbox.path, "new", "1000.foreign.host"), "wb") as f:
+            f.write(b"x\ny\n")
+        [foreign] = self.result(inbox.scan()).messages
+        self.assertEqual((foreign.size, foreign.wireSize), (4, None))
+        copies = self.result(inbox.copy([foreign], sent))
+        self.assertEqual([(c.size, c.wireSize) for c in copies], [(4, 6)])
+
+    def test_arrivalOrderNumeric(self) -> None:
+        """Two arrivals in one second are numbered by microseconds as numbers."""
+        store = self.makeStore()
+        self.result(store.ensureUser("alice"))
+        new = os.path.join(store.root, "alice", "new")
+        for name in ["1000.M100P1Q1.host,S=1", "1000.M99P1Q0.host,S=1"]:
+            with open(os.path.join(new, name), "wb") as f:
+                f.write(b"x")
+        state = self.result(store.folder("alice").scan())
+        self.assertEqual([m.key for m in state.messages],
+                         ["1000.M99P1Q0.host,S=1", "1000.M100P1Q1.host,S=1"])
+
+    def test_readMany(self) -> None:
+        """readMany reads several messages in one pool call, None for a gone one."""
+        calls: list[Any] = []
+
+        def counting(f: Any, *args: Any) -> Deferred[Any]:
+            calls.append(f)
+            return maybeDeferred(f, *args)
+
+        store = self.makeStore()
+        for body in [b"one", b"two", b"three"]:
+            self.result(store.deliver("alice", body))
+        inbox = store.folder("alice")
+        messages = self.result(inbox.scan()).messages
+        self.result(inbox.delete([messages[1]]))
+        store._runBlocking = counting
+        self.assertEqual(self.result(inbox.readMany(messages)),
+                         [b"one", None, b"three"])
+        self.assertEqual(len(calls), 1)
+
+
+class SubscriptionTests(StoreMixin, SynchronousTestCase):
+    """
+    L{MaildirStore.subscriptions} and L{MaildirStore.setSubscribed}.
+    """
+
+    def test_subscribeAndUnsubscribe(self) -> None:
+        """Names are kept in order, once each, one a line; unsubscribing drops one."""
+        store = self.makeStore()
+        self.assertEqual(self.result(store.subscriptions("alice")), [])
+        for name in ["Sent", "Archive", "Sent", "Not.There"]:
+            self.result(store.setSubscribed("alice", name, True))
+        self.result(store.setSubscribed("alice", "Archive", False))
+        self.result(store.setSubscribed("alice", "Never", False))
+        self.assertEqual(self.result(store.subscriptions("alice")),
+                         ["Sent", "Not.There"])
+        with open(os.path.join(store.root, "alice", "subscriptions")) as f:
+            self.assertEqual(f.read(), "Sent\nNot.There\n")
+
+    def test_badNames(self) -> None:
+        """A name with a line break or NUL, or an empty one, is refused."""
+        store = self.makeStore()
+        for bad in ["a\nb", "a\rb", "a\x00", ""]:
+            self.failureResultOf(store.setSubscribed("alice", bad, True), BadNameError)
+        self.assertEqual(self.result(store.subscriptions("alice")), [])
+
+
 class FolderTests(StoreMixin, SynchronousTestCase):
     """
     Maildir++ folders: create, list, rename, delete.

@@ -199,6 +199,19 @@ class TransactionTests(POP3TestMixin, SynchronousTestCase):
              f"1 {validity}.1", f"2 {validity}.2", ".", "-ERR No such message"],
         )
 
+    def test_sizesCountCRLF(self) -> None:
+        """LIST, STAT and RETR count a bare-LF message as sent: CRLF line ends."""
+        self.world.store.deliver("alice", b"Subject: three\n\nbare\n")
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        self.talk(server, transport, b"USER alice\r\nPASS alice-password\r\n")
+        lines = self.talk(server, transport, b"LIST 3\r\nSTAT\r\nRETR 3\r\n")
+        total = len(FIRST + SECOND) + 24
+        self.assertEqual(lines[:3], ["+OK 3 24", f"+OK 3 {total}", "+OK 24 octets"])
+        self.assertEqual(
+            len(transport.value().split(b"+OK 24 octets\r\n")[1]) - len(b".\r\n"),
+            24)
+
     def test_retrAndTop(self) -> None:
         """RETR sends the message dot-stuffed; TOP the headers and N lines."""
         server, transport = self.loggedIn()

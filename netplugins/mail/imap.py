@@ -53,7 +53,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from netplugins.cred.throttle import LoginThrottle
-from netplugins.mail.imapmailboxes import MailboxCommands, Subscriptions
+from netplugins.mail.imapmailboxes import MailboxCommands
 from netplugins.mail.imapparse import (
     Command,
     IMAPSyntaxError,
@@ -465,7 +465,6 @@ class IMAPFactory(Factory):
             raise ValueError(f"append limit must be positive, not {appendLimit}")
         self.portal = portal
         self.store = store
-        self.subscriptions = Subscriptions(store)
         self.startTLS = startTLS
         self.allowPlaintextAuth = allowPlaintextAuth
         self.appendLimit = appendLimit

@@ -461,7 +461,12 @@ class FetchItem:
 
     @property
     def needsContent(self) -> bool:
-        return self.name not in ("FLAGS", "UID", "INTERNALDATE")
+        """
+        Whether answering needs the message's contents; RFC822.SIZE only does
+        for a message whose size the store does not know (see
+        L{netplugins.mail.maildir.Message.wireSize}).
+        """
+        return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
 
 
 def parseFetchItems(token: Token) -> list[FetchItem]:

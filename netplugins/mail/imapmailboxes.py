@@ -9,7 +9,6 @@ announced (L{netplugins.mail.imap}).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -37,7 +36,6 @@ from netplugins.mail.imapsession import (
 from netplugins.mail.maildir import (
     INBOX,
     FolderExistsError,
-    MaildirStore,
     Message,
     NoSuchFolderError,
 )
@@ -99,12 +97,12 @@ class MailboxCommands(SessionBase):
 
     def do_SUBSCRIBE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
-        return self.factory.subscriptions.change(self.user, name, True).addCallback(
+        return self.store.setSubscribed(self.user, name, True).addCallback(
             lambda _: b"Subscribe completed.")
 
     def do_UNSUBSCRIBE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
-        return self.factory.subscriptions.change(self.user, name, False).addCallback(
+        return self.store.setSubscribed(self.user, name, False).addCallback(
             lambda _: b"Unsubscribe completed.")
 
     def do_NAMESPACE(self, command: Command) -> bytes:
@@ -121,7 +119,7 @@ class MailboxCommands(SessionBase):
 
     def do_LSUB(self, command: Command) -> Deferred[bytes]:
         reference, pattern = self._listArgs(command)
-        d = self.factory.subscriptions.read(self.user)
+        d = self.store.subscriptions(self.user)
         return d.addCallback(self._cbList, reference + pattern, "LSUB")
 
     def _listArgs(self, command: Command) -> tuple[str, str]:
@@ -209,52 +207,3 @@ class MailboxCommands(SessionBase):
         return d.addCallback(
             lambda validity: b"[APPENDUID %d %d] Append completed."
             % (validity, message.uid))
-
-
-class Subscriptions:
-    """
-    Each user's subscribed mailbox names, one a line in C{subscriptions} in
-    their Maildir (the Maildir++ file Courier and Dovecot use).
-    """
-
-    FILE = "subscriptions"
-
-    def __init__(self, store: MaildirStore) -> None:
-        self.store = store
-
-    def _path(self, user: str) -> str:
-        return os.path.join(self.store.userPath(user), self.FILE)
-
-    def _blockingRead(self, user: str) -> list[str]:
-        try:
-            with open(self._path(user), encoding="utf-8", errors="replace") as f:
-                return [line.rstrip("\n") for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
-
-    def _blockingChange(self, user: str, name: str, add: bool) -> None:
-        names = self._blockingRead(user)
-        if add and name not in names:
-            names.append(name)
-        elif not add:
-            names = [n for n in names if n != name]
-        path = self._path(user)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(n + "\n" for n in names))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    def read(self, user: str) -> Deferred[list[str]]:
-        """
-        C{user}'s subscriptions.
-        """
-        return self.store._run(self._blockingRead, user)
-
-    def change(self, user: str, name: str, add: bool) -> Deferred[None]:
-        """
-        Subscribe C{user} to C{name} (C{add}) or unsubscribe.
-        """
-        return self.store._run(self._blockingChange, user, name, add)

@@ -3,16 +3,17 @@ np-imap's commands on the selected mailbox: SELECT and EXAMINE (which enter
 that state), IDLE, CLOSE, UNSELECT, EXPUNGE, FETCH, STORE, COPY and SEARCH,
 with their UID forms.
 
-FETCH and SEARCH read message contents only when an item needs them; FLAGS,
-UID and INTERNALDATE come from the scan.
+FETCH and SEARCH read message contents only when an item needs them, a batch
+of messages per trip to the store's thread pool; FLAGS, UID, INTERNALDATE and
+RFC822.SIZE come from the scan (the size from the file name, C{,W=}).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
 
 from netplugins.mail.imapfetch import (
     Entity,
@@ -43,7 +44,30 @@ from netplugins.mail.imapsession import (
     noSuchMailbox,
     trap,
 )
-from netplugins.mail.maildir import MaildirError, Message, NoSuchFolderError
+from netplugins.mail.maildir import Message, NoSuchFolderError
+
+#: A FETCH or SEARCH reads message contents in batches of at most this many
+#: messages and (unless one message is larger) bytes: one thread hop each.
+BATCH_MESSAGES = 100
+BATCH_BYTES = 1024 * 1024
+
+
+def _batch(
+    targets: list[tuple[int, Message]], index: int,
+    needsContent: Callable[[Message], bool],
+) -> list[tuple[int, Message]]:
+    """
+    The run of C{targets} from C{index} on whose contents are needed, within
+    L{BATCH_MESSAGES} and L{BATCH_BYTES} (but at least one message).
+    """
+    batch: list[tuple[int, Message]] = []
+    size = 0
+    for seq, message in targets[index:index + BATCH_MESSAGES]:
+        if not needsContent(message) or (batch and size + message.size > BATCH_BYTES):
+            break
+        batch.append((seq, message))
+        size += message.size
+    return batch
 
 
 class SelectedCommands(SessionBase):
@@ -158,17 +182,42 @@ class SelectedCommands(SessionBase):
         return self.do_EXPUNGE(command, command.args[0])
 
     def _sizeOf(self, message: Message, content: bytes | None) -> int:
+        # The store's names record the CRLF size of what it wrote; only a
+        # message another program delivered needs reading (once) to know it.
+        if message.wireSize is not None:
+            return message.wireSize
         key = (message.uid, message.key)
         if content is not None:
             self._sizes[key] = len(content)
         return self._sizes.get(key, message.size)
 
-    def _loadNext(self, _: object, message: Message) -> Deferred[bytes]:
-        return self._load(message)
+    def _needsContent(self, message: Message, items: list[FetchItem]) -> bool:
+        return any(
+            i.needsContent
+            or (i.name == "RFC822.SIZE" and message.wireSize is None
+                and (message.uid, message.key) not in self._sizes)
+            for i in items
+        )
 
-    def _load(self, message: Message) -> Deferred[bytes]:
+    def _readBatch(
+        self, targets: list[tuple[int, Message]]
+    ) -> Deferred[list[tuple[int, Message, bytes]]]:
+        """
+        The contents of C{targets} (CRLF line ends) in one trip to the store's
+        pool, leaving out messages another session expunged meanwhile.
+        """
         assert self.selected is not None
-        return self.selected.folder.read(message).addCallback(canonical)
+        d = self.selected.folder.readMany([m for _, m in targets])
+        return d.addCallback(lambda contents: [
+            (seq, message, canonical(content))
+            for (seq, message), content in zip(targets, contents, strict=True)
+            if content is not None
+        ])
+
+    def _readNextBatch(
+        self, _: object, targets: list[tuple[int, Message]]
+    ) -> Deferred[list[tuple[int, Message, bytes]]]:
+        return self._readBatch(targets)
 
     def do_FETCH(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
         if len(command.args) != 2:
@@ -186,15 +235,20 @@ class SelectedCommands(SessionBase):
     def _fetchEach(
         self, targets: list[tuple[int, Message]], items: list[FetchItem], index: int
     ) -> Deferred[None]:
-        # One message at a time: reads pace the writes, memory holds one message.
+        # Messages whose contents are needed are read a batch at a time: one
+        # thread hop per batch, memory bounded by the batch, reads pacing the
+        # writes.
         while index < len(targets) and not self._closing:
+            batch = _batch(targets, index,
+                           lambda m: self._needsContent(m, items))
+            if batch:
+                d = self._readBatch(batch)
+                d.addCallback(self._cbFetchBatch, items)
+                return d.addCallback(self._fetchNext, targets, items,
+                                     index + len(batch))
             seq, message = targets[index]
-            if any(i.needsContent for i in items):
-                d = self._load(message)
-                d.addCallbacks(self._cbFetchOne, self._ebVanished,
-                               callbackArgs=(seq, message, items))
-                return d.addCallback(self._fetchNext, targets, items, index + 1)
-            self._fetchOne(seq, message, items, None)
+            self._writeFetch(seq, message, items, None,
+                             self._sizeOf(message, None), False)
             index += 1
         return succeed(None)
 
@@ -204,37 +258,46 @@ class SelectedCommands(SessionBase):
     ) -> Deferred[None]:
         return self._fetchEach(targets, items, index)
 
-    def _ebVanished(self, reason: Failure) -> None:
-        # Expunged by another session since our last look: nothing to send.
-        reason.trap(MaildirError)
-
-    def _cbFetchOne(
-        self, content: bytes, seq: int, message: Message, items: list[FetchItem]
-    ) -> Deferred[None] | None:
-        return self._fetchOne(seq, message, items, content)
-
-    def _fetchOne(
-        self, seq: int, message: Message, items: list[FetchItem], content: bytes | None
-    ) -> Deferred[None] | None:
+    def _cbFetchBatch(
+        self, loaded: list[tuple[int, Message, bytes]], items: list[FetchItem]
+    ) -> Deferred[None]:
         selected = self.selected
         assert selected is not None
-        entity = parseEntity(content) if content is not None else None
-        size = self._sizeOf(message, content)
-        setSeen = (not selected.readOnly and "S" not in message.flags
-                   and any(not i.peek for i in items))
-        if setSeen:
-            d = selected.folder.setFlags([message], message.flags + "S")
-            return d.addCallback(self._cbSeen, seq, message, items, entity, size)
-        self._writeFetch(seq, message, items, entity, size, False)
-        return None
+        marking: list[tuple[int, Message]] = []
+        if not selected.readOnly and any(not i.peek for i in items):
+            marking = [(seq, m) for seq, m, _ in loaded if "S" not in m.flags]
+        d = self._markSeen(marking)
+        return d.addCallback(self._writeBatch, loaded, items)
 
-    def _cbSeen(self, updated: list[Message], seq: int, message: Message,
-                items: list[FetchItem], entity: Entity | None, size: int) -> None:
+    def _markSeen(self, marking: list[tuple[int, Message]]) -> Deferred[set[int]]:
+        """
+        Add C{\\Seen} to C{marking} (a non-PEEK FETCH), one store call per
+        resulting set of flags.
+
+        @return: the UIDs whose flags changed.
+        """
         selected = self.selected
-        if updated and selected is not None and seq <= len(selected.messages):
-            message = updated[0]
-            selected.messages[seq - 1] = message
-        self._writeFetch(seq, message, items, entity, size, True)
+        assert selected is not None
+        groups: dict[str, list[tuple[int, Message]]] = {}
+        for seq, message in marking:
+            groups.setdefault(message.flags + "S", []).append((seq, message))
+        d: Deferred[Any] = succeed(None)
+        for flags, members in groups.items():
+            d.addCallback(self._storeGroup, selected, flags, members)
+        return d.addCallback(lambda _: {m.uid for _, m in marking})
+
+    def _writeBatch(
+        self, marked: set[int], loaded: list[tuple[int, Message, bytes]],
+        items: list[FetchItem],
+    ) -> None:
+        selected = self.selected
+        assert selected is not None
+        for seq, message, content in loaded:
+            if (message.uid in marked and seq <= len(selected.messages)
+                    and selected.messages[seq - 1].uid == message.uid):
+                message = selected.messages[seq - 1]
+            self._writeFetch(seq, message, items, parseEntity(content),
+                             self._sizeOf(message, content), message.uid in marked)
 
     def _writeFetch(self, seq: int, message: Message, items: list[FetchItem],
                     entity: Entity | None, size: int, flagsChanged: bool) -> None:
@@ -379,13 +442,20 @@ class SelectedCommands(SessionBase):
             if matches(key, candidate, len(messages), largestUid):
                 found.append(message.uid if byUid else seq)
 
+        def checkBatch(loaded: list[tuple[int, Message, bytes]]) -> None:
+            for seq, message, content in loaded:
+                check(content, seq, message)
+
         d: Deferred[Any] = succeed(None)
-        for seq, message in messages:
-            if needsContent:
-                d.addCallback(self._loadNext, message)
-                d.addCallbacks(check, self._ebVanished, callbackArgs=(seq, message))
-            else:
+        if not needsContent:
+            for seq, message in messages:
                 check(None, seq, message)
+        index = 0
+        while needsContent and index < len(messages):
+            batch = _batch(messages, index, lambda m: True)
+            d.addCallback(self._readNextBatch, batch)
+            d.addCallback(checkBatch)
+            index += len(batch)
 
         def report(_: object) -> bytes:
             self._untagged(b" ".join([b"SEARCH"] + [b"%d" % n for n in found]))

@@ -13,6 +13,9 @@ Guarantees:
     C{new/}; only then does its Deferred fire.  Any error (a full disk:
     L{DiskFullError}) removes the C{tmp/} file and leaves nothing in C{new/}.
   - I{Flags} live in the name's info suffix (C{<key>:2,FS}), letters sorted.
+  - I{Sizes} live in the name too, as Dovecot writes them: C{,S=} the file's
+    size, C{,W=} its size with CRLF line ends (what IMAP's RFC822.SIZE and
+    POP3's octet counts report), so listing a folder reads no message.
   - I{UIDs} are stable: a message keeps its UID across scans, processes and
     flag changes; new ones get C{uidNext} in the order they are found.  The
     uidlist is rewritten atomically (temporary file, fsync, rename) under an
@@ -38,6 +41,8 @@ Use::
     names = await store.listFolders("alice")             # ["Archive", ..., "INBOX"]
     lock = await store.lockMailbox("alice")              # POP3's session lock
     lock.release()
+    await store.setSubscribed("alice", "Archive", True)  # IMAP SUBSCRIBE
+    names = await store.subscriptions("alice")           # IMAP LSUB
 
 Folder names are Maildir++ names: components joined by C{.} (so an IMAP server
 offering C{/} as hierarchy delimiter maps C{a/b} to C{a.b}), each component
@@ -51,6 +56,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -59,7 +65,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import count
 from typing import Any, TypeVar
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -70,6 +76,7 @@ POOL_THREADS = 8
 UIDLIST = "netplugins-uidlist"
 UIDLIST_LOCK = "netplugins-uidlist.lock"
 MAILBOX_LOCK = "netplugins-mailbox.lock"
+SUBSCRIPTIONS = "subscriptions"
 _UIDLIST_MAGIC = "netplugins-uidlist 1"
 INBOX = "INBOX"
 
@@ -132,11 +139,14 @@ class Message:
     @ivar uid: its UID in the folder.
     @ivar key: its unique name (the file name without the info suffix).
     @ivar flags: its Maildir flag letters, sorted.
-    @ivar size: its size in bytes.
+    @ivar size: its file's size in bytes.
     @ivar internalDate: when it arrived, seconds since the epoch.
     @ivar recent: whether this scan was the first to see it (IMAP C{\\Recent}).
     @ivar path: its file when last seen; the store finds it again by C{key}
         if it was renamed since.
+    @ivar wireSize: its size with every line ending CRLF (as IMAP and POP3
+        serve it), when its name records it (C{,W=}); C{None} for a message
+        another program delivered without it.
     """
 
     uid: int
@@ -146,6 +156,7 @@ class Message:
     internalDate: float
     recent: bool
     path: str
+    wireSize: int | None = None
 
 
 @frozen
@@ -213,9 +224,17 @@ def _splitName(name: str) -> tuple[str, str]:
     return key, ""
 
 
-def _sizeFromKey(key: str) -> int | None:
+def wireSize(data: bytes) -> int:
+    """
+    The size of C{data} once every bare LF is made CRLF (what
+    L{netplugins.mail.imapfetch.canonical} serves).
+    """
+    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+
+
+def _sizeFromKey(key: str, field: str = "S=") -> int | None:
     for part in key.split(",")[1:]:
-        if part.startswith("S="):
+        if part.startswith(field):
             try:
                 return int(part[2:])
             except ValueError:
@@ -333,20 +352,27 @@ class _Uidlist:
         lines.extend(
             f"{uid} {key}" for key, uid in sorted(self.uids.items(), key=lambda i: i[1])
         )
-        data = ("\n".join(lines) + "\n").encode("utf-8")
-        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        _replaceFile(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def _replaceFile(path: str, data: bytes) -> None:
+    """
+    Replace C{path} by C{data} atomically: a temporary file, fsync, rename,
+    fsync of the directory.
+    """
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
         try:
-            try:
-                _writeAll(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            _unlinkQuietly(tmp)
-            raise
-        _fsyncDirectory(os.path.dirname(path))
+            _writeAll(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlinkQuietly(tmp)
+        raise
+    _fsyncDirectory(os.path.dirname(path))
 
 
 def _unlinkQuietly(path: str) -> None:
@@ -368,13 +394,13 @@ class _Names:
         self.host = host.replace("/", "\\057").replace(":", "\\072")
         self._counter = count()
 
-    def make(self, size: int, when: float | None = None) -> str:
+    def make(self, size: int, wire: int, when: float | None = None) -> str:
         now = time.time()
         stamp = int(when if when is not None else now)
         micro = int((now % 1) * 1_000_000)
         return (
             f"{stamp}.M{micro}P{os.getpid()}Q{next(self._counter)}"
-            f"R{secrets.token_hex(8)}.{self.host},S={size}"
+            f"R{secrets.token_hex(8)}.{self.host},S={size},W={wire}"
         )
 
 
@@ -461,7 +487,7 @@ class Folder:
                 date = st.st_mtime if date is None else date
             messages.append(
                 Message(uidlist.uids[key], key, flags, size, date, recent and claimNew,
-                        path)
+                        path, _sizeFromKey(key, "W="))
             )
         messages.sort(key=lambda m: m.uid)
         return FolderState(uidlist.validity, uidlist.nextUid, tuple(messages))
@@ -488,6 +514,15 @@ class Folder:
         except FileNotFoundError:
             raise MaildirError(f"message {message.uid} is gone") from None
 
+    def _blockingReadMany(self, messages: Sequence[Message]) -> list[bytes | None]:
+        contents: list[bytes | None] = []
+        for message in messages:
+            try:
+                contents.append(self._blockingRead(message))
+            except MaildirError:
+                contents.append(None)
+        return contents
+
     def _blockingSetFlags(
         self, messages: Sequence[Message], flags: str
     ) -> list[Message]:
@@ -502,10 +537,7 @@ class Folder:
                 target = os.path.join(self.path, "cur", f"{message.key}:2,{flags}")
                 if path != target:
                     os.rename(path, target)
-                updated.append(
-                    Message(message.uid, message.key, flags, message.size,
-                            message.internalDate, message.recent, target)
-                )
+                updated.append(evolve(message, flags=flags, path=target))
         return updated
 
     def _blockingDelete(self, messages: Sequence[Message]) -> None:
@@ -521,29 +553,33 @@ class Folder:
             uidlist.write(os.path.join(self.path, UIDLIST))
 
     def _blockingStore(
-        self, data: bytes | None, source: str | None, flags: str,
+        self, data: bytes | None, source: Message | None, flags: str,
         internalDate: float | None,
     ) -> Message:
         """
         Put a message into C{cur/} with a UID: C{data}, or a link to (else a
-        copy of) the file C{source}.
+        copy of) the file of C{source}, a message of this store.
         """
         self._requireExists()
         flags = normaliseFlags(flags)
         if data is None:
             assert source is not None
-            size = os.stat(source).st_size
+            size = os.stat(source.path).st_size
+            wire = source.wireSize
+            if wire is None:
+                with open(source.path, "rb") as f:
+                    wire = wireSize(f.read())
         else:
-            size = len(data)
-        key = self.store._names.make(size, internalDate)
+            size, wire = len(data), wireSize(data)
+        key = self.store._names.make(size, wire, internalDate)
         tmp = os.path.join(self.path, "tmp", key)
         try:
             if data is None:
                 assert source is not None
                 try:
-                    os.link(source, tmp)
+                    os.link(source.path, tmp)
                 except OSError:
-                    shutil.copyfile(source, tmp)
+                    shutil.copyfile(source.path, tmp)
                     _fsyncFile(tmp)
             else:
                 _writeNew(tmp, data)
@@ -582,6 +618,14 @@ class Folder:
         @raise MaildirError: (in the Deferred) if it was deleted meanwhile.
         """
         return self.store._run(self._blockingRead, message)
+
+    def readMany(self, messages: Sequence[Message]) -> Deferred[list[bytes | None]]:
+        """
+        The bytes of each of C{messages}, in one trip to the store's thread
+        pool (C{None} for one deleted meanwhile).  The caller bounds how many
+        bytes it asks for at once.
+        """
+        return self.store._run(self._blockingReadMany, list(messages))
 
     def setFlags(
         self, messages: Sequence[Message], flags: str
@@ -624,7 +668,7 @@ class Folder:
         def copyAll() -> list[Message]:
             copies = []
             for message in messages:
-                source = self._locate(message)
+                source = evolve(message, path=self._locate(message))
                 copies.append(
                     target._blockingStore(None, source, message.flags,
                                           message.internalDate)
@@ -634,8 +678,14 @@ class Folder:
         return self.store._run(copyAll)
 
 
-def _arrivalOrder(key: str) -> tuple[float, str]:
-    return (_timeFromKey(key) or 0.0, key)
+_MICROSECONDS = re.compile(r"\d+\.M(\d+)")
+
+
+def _arrivalOrder(key: str) -> tuple[float, int, str]:
+    # Seconds, then microseconds compared as numbers: as strings, M99 would
+    # sort after M100 and two deliveries in one second could swap UIDs.
+    micro = _MICROSECONDS.match(key)
+    return (_timeFromKey(key) or 0.0, int(micro.group(1)) if micro else 0, key)
 
 
 def _fsyncFile(path: str) -> None:
@@ -731,7 +781,7 @@ class MaildirStore:
 
     def _blockingDeliver(self, user: str, data: bytes) -> str:
         base = self.userPath(user)
-        key = self._names.make(len(data))
+        key = self._names.make(len(data), wireSize(data))
         tmp = os.path.join(base, "tmp", key)
         try:
             _makeMaildir(base, isFolder=False)
@@ -875,3 +925,47 @@ class MaildirStore:
         L{MailboxLockedError}).  Deliveries and IMAP are not blocked by it.
         """
         return self._run(self._blockingLock, user, name)
+
+    def _blockingSubscriptions(self, user: str) -> list[str]:
+        path = os.path.join(self.userPath(user), SUBSCRIPTIONS)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return [line.rstrip("\n") for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def subscriptions(self, user: str) -> Deferred[list[str]]:
+        """
+        The folder names C{user} subscribed to (IMAP LSUB), in the order
+        subscribed; they need not exist.  Kept one a line in C{subscriptions}
+        in the user's Maildir, as Courier does.
+        """
+        return self._run(self._blockingSubscriptions, user)
+
+    def _blockingSetSubscribed(self, user: str, name: str, subscribed: bool) -> None:
+        if not name or any(c in name for c in "\r\n\x00"):
+            raise BadNameError(f"bad folder name {name!r}")
+        base = self.userPath(user)
+        _makeMaildir(base, isFolder=False)
+        # Read, change and write under one lock: two sessions subscribing at
+        # once must not lose either name.
+        with _Locked(os.path.join(base, SUBSCRIPTIONS + ".lock")):
+            names = self._blockingSubscriptions(user)
+            if subscribed and name not in names:
+                names.append(name)
+            elif not subscribed and name in names:
+                names = [n for n in names if n != name]
+            else:
+                return
+            data = "".join(n + "\n" for n in names).encode("utf-8")
+            _replaceFile(os.path.join(base, SUBSCRIPTIONS), data)
+
+    def setSubscribed(self, user: str, name: str, subscribed: bool) -> Deferred[None]:
+        """
+        Subscribe C{user} to folder C{name} (IMAP SUBSCRIBE), or unsubscribe
+        (C{subscribed} false); a no-op if nothing changes.
+
+        @raise BadNameError: (in the Deferred) for an empty name or one with
+            a line break or NUL.
+        """
+        return self._run(self._blockingSetSubscribed, user, name, subscribed)

@@ -62,6 +62,14 @@ class POP3Config:
     preAuthTimeout: float = 120.0
 
 
+def _size(message: Message) -> int:
+    """
+    A message's size as POP3 counts it (CRLF line ends), known exactly for
+    messages this store wrote.
+    """
+    return message.size if message.wireSize is None else message.wireSize
+
+
 def byteStuff(message: bytes) -> bytes:
     """
     C{message} as a POP3 multi-line body: CRLF line ends, lines starting with
@@ -371,7 +379,7 @@ class POP3Server(LineReceiver):
         ]
 
     def _octets(self) -> int:
-        return sum(m.size for _, m in self._visible())
+        return sum(_size(m) for _, m in self._visible())
 
     def _message(self, argument: str) -> tuple[int, Message] | None:
         assert self.state is not None
@@ -403,7 +411,7 @@ class POP3Server(LineReceiver):
         )
 
     def pop_LIST(self, argument: str) -> None:
-        self._listing(argument, lambda m: str(m.size))
+        self._listing(argument, lambda m: str(_size(m)))
 
     def pop_UIDL(self, argument: str) -> None:
         assert self.state is not None
@@ -421,7 +429,7 @@ class POP3Server(LineReceiver):
         def send(data: bytes) -> None:
             if self._lost:
                 return
-            self.ok(f"{message.size} octets")
+            self.ok(f"{_size(message)} octets")
             self.transport.write(byteStuff(transform(data)) + b".\r\n")
 
         def gone(reason: Failure) -> None:
