@@ -35,6 +35,9 @@ SERVICE_PASSWORD = "reader-secret"
 STAFF_GROUP = f"cn=staff,{GROUPS}"
 ADMINS_GROUP = f"cn=admins,{GROUPS}"
 WEIRD_UID = "zoë*(=,x)"
+DOTTED_UID = "dana"
+DOTTED_PASSWORD = "dana-pw"
+DOTTED_MAIL = ("dana.smith@ex.org", "D.Smith@ex.org")
 
 # uid -> password for the ordinary people entries.
 PASSWORDS = {
@@ -101,15 +104,18 @@ def userDN(uid: str, ou: str = PEOPLE) -> str:
     return f"uid={escaped},{ou}"
 
 
-def _person(uid: str, password: str, ou: str = PEOPLE) -> str:
+def _person(
+    uid: str, password: str, ou: str = PEOPLE, mail: tuple[str, ...] = ()
+) -> str:
+    # mail is IA5 (ASCII) in the schema.
+    mail = mail or ("".join(c for c in uid if c.isascii() and c.isalnum()) + "@ex.org",)
     return _entry(
         userDN(uid, ou),
         ("objectClass", "inetOrgPerson"),
         ("uid", uid),
         ("cn", uid),
         ("sn", uid),
-        # mail is IA5 (ASCII) in the schema.
-        ("mail", "".join(c for c in uid if c.isascii() and c.isalnum()) + "@ex.org"),
+        *(("mail", address) for address in mail),
         ("userPassword", password),
     )
 
@@ -132,6 +138,8 @@ def seedLDIF(port: int) -> str:
                ("objectClass", "simpleSecurityObject"), ("cn", "reader"),
                ("userPassword", SERVICE_PASSWORD)),
         *(_person(uid, password) for uid, password in PASSWORDS.items()),
+        # A person whose mail addresses are not their uid (mail lookups).
+        _person(DOTTED_UID, DOTTED_PASSWORD, mail=DOTTED_MAIL),
         # Two entries with one uid: "exactly one entry" must refuse both.
         _person("twin", "twin-pw"),
         _person("twin", "twin-pw", f"ou=contractors,{BASE_DN}"),

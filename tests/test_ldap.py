@@ -518,6 +518,23 @@ class LoginTests(_CheckerMixin, TestCase):
         self.assertIsNone((yield checker.lookupAttributes("nobody")))
 
     @inlineCallbacks
+    def test_lookupByMail(self) -> Any:
+        """
+        lookupByMail finds the one entry holding an address (any case) whatever
+        its uid; filter characters in the address are escaped, not wildcards.
+        """
+        checker = self.checker()
+        for address in [slapd.DOTTED_MAIL[0], slapd.DOTTED_MAIL[1].upper()]:
+            dana = yield checker.lookupByMail(address)
+            self.assertIsInstance(dana, LDAPUser)
+            self.assertEqual(
+                (dana.username, dana.uid, dana.dn, dana.mail),
+                ("dana", "dana", userDN("dana"), slapd.DOTTED_MAIL),
+            )
+        for address in ["dana.smith@ex.or*", "*", "nobody@ex.org", ")(uid=*"]:
+            self.assertIsNone((yield checker.lookupByMail(address)), address)
+
+    @inlineCallbacks
     def test_pooledSearchConnection(self) -> Any:
         """
         The service account's connection is reused across logins.

@@ -412,6 +412,26 @@ class Directory:
         except RefusedError:
             return None
 
+    def lookupByMail(self, address: str) -> LDAPUser | None:
+        """
+        The user whose C{mail} attribute holds C{address} (escaped as RFC 4515
+        requires), searched under the base DN with the search account;
+        C{None} unless exactly one entry matches.
+        """
+        config = self.config
+        ldapFilter = f"(mail={escape_filter_chars(address)})"
+        if config.filter:
+            ldapFilter = f"(&{ldapFilter}{config.filter})"
+        try:
+            entry = self.searches.run(
+                lambda c: self._search(c, config.baseDN, config.scope, ldapFilter)
+            )
+        except RefusedError:
+            return None
+        user = self._user(address, entry)
+        names = user.attributes.get(config.userAttribute.lower())
+        return self._user(names[0], entry) if names else None
+
 
 @implementer(ICredentialsChecker)
 class LDAPChecker:
@@ -585,6 +605,22 @@ class LDAPChecker:
 
         def failed(reason: Failure) -> None:
             self._logFailure(reason, "lookup", name)
+            return None
+
+        d.addErrback(failed)
+        return d
+
+    def lookupByMail(self, address: str) -> Deferred[LDAPUser | None]:
+        """
+        The user whose C{mail} attribute holds C{address}, read through the
+        search account (for mail servers resolving recipients whose local
+        part is not their user name).  Fires with C{None} when not exactly one
+        entry has it or the directory cannot be reached.
+        """
+        d = self._inPool(self.directory.lookupByMail, address)
+
+        def failed(reason: Failure) -> None:
+            self._logFailure(reason, "mail lookup", address)
             return None
 
         d.addErrback(failed)
