@@ -48,7 +48,8 @@ def roundTrip(
     read it back as C{reader} with poplib (STLS) and imaplib (STARTTLS).
     """
     message = EmailMessage()
-    message["From"] = f"{sender[0]}@example"
+    # Submission accepts only the sender's own addresses.
+    message["From"] = f"{sender[0]}@{to.rpartition('@')[2]}"
     message["To"] = to
     message["Subject"] = "round trip"
     message.set_content("Hello through SMTP, POP3 and IMAP.\n")
@@ -190,6 +191,7 @@ class MailhostTacTests(SynchronousTestCase):
 
     def test_ldapRoundTrip(self) -> None:
         """LDAP users send with smtplib over STARTTLS; the recipient reads it back."""
+        from tests import slapd as fixture
         from tests.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, sharedSlapd
 
         slapd = sharedSlapd()
@@ -245,6 +247,16 @@ class MailhostTacTests(SynchronousTestCase):
             self.assertEqual(smtp.mail("x@remote.test")[0], 250)
             self.assertEqual(smtp.rcpt("nobody@ex.org")[0], 550)
             self.assertEqual(smtp.rcpt("v@victim.test")[0], 550)
+            # A mail address unlike the uid reaches its user (dana).
+            self.assertEqual(smtp.rcpt(fixture.DOTTED_MAIL[0])[0], 250)
+        # Submission: only the user's own LDAP mail values as sender.
+        with smtplib.SMTP("127.0.0.1", ports["submission"], timeout=10) as smtp:
+            smtp.starttls(context=context)
+            smtp.login(fixture.DOTTED_UID, fixture.DOTTED_PASSWORD)
+            self.assertEqual(smtp.mail("alice@ex.org")[0], 553)
+            self.assertEqual(smtp.mail(fixture.DOTTED_MAIL[1])[0], 250)
+            self.assertEqual(smtp.rcpt("alice@ex.org")[0], 250)
+            self.assertEqual(smtp.data(b"Subject: from dana\r\n\r\nhi\r\n")[0], 250)
         # Implicit TLS ports answer too.
         with socket.create_connection(("127.0.0.1", ports["pop3s"]), timeout=10) as raw:
             with context.wrap_socket(raw, server_hostname="localhost") as secure:

@@ -289,6 +289,32 @@ class AuthTests(SMTPTestMixin, SynchronousTestCase):
                          "421 4.7.0 Error: too many failed authentication attempts")
         self.assertTrue(transport.disconnecting)
 
+    def test_senderLoginMismatch(self) -> None:
+        """Once authenticated, MAIL FROM must be the user's own address, else 553."""
+        server, transport = self.secured(requireAuth=True)
+        self.talk(server, transport,
+                  f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode())
+        self.assertEqual(
+            self.talk(server, transport,
+                      b"MAIL FROM:<bob@example.org>\r\nMAIL FROM:<alice@remote.test>"
+                      b"\r\nMAIL FROM:<Alice@EXAMPLE.org>\r\nRSET\r\n"
+                      b"MAIL FROM:<>\r\n"),
+            ["553 5.7.1 <bob@example.org>: Sender address rejected: not owned by "
+             "user alice",
+             "553 5.7.1 <alice@remote.test>: Sender address rejected: not owned by "
+             "user alice",
+             "250 2.1.0 Ok", "250 2.0.0 Ok", "250 2.1.0 Ok"],
+        )
+
+    def test_unauthenticatedSenderUnchecked(self) -> None:
+        """Without AUTH (mail from the world), any sender is taken."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(server, transport,
+                      b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n")[-1],
+            "250 2.1.0 Ok",
+        )
+
     def test_submissionNeedsAuth(self) -> None:
         """On submission, MAIL before AUTH gets 530."""
         server, transport = self.secured(requireAuth=True)

@@ -18,6 +18,10 @@ Rules it keeps:
   - AUTH only over TLS (unless C{allowPlaintextAuth}), through the portal and
     the shared L{LoginThrottle}; C{requireAuth} (submission) refuses MAIL until
     the client authenticated, within C{preAuthTimeout} seconds of connecting.
+  - An authenticated client's MAIL FROM must be its own (Postfix's
+    C{reject_sender_login_mismatch}; L{LocalUsers.maySendAs}): an address
+    delivered to its Maildir, one of its LDAP C{mail} values, or C{<>};
+    any other gets 553 5.7.1.
   - Local domains: recipients resolved at RCPT through L{LocalUsers}, unknown
     ones refused (550 5.1.1); delivered to each user's INBOX with a
     C{Received:} header; 250 only once every copy is fsynced.
@@ -455,6 +459,30 @@ class SMTPServer(LineReceiver):
             else:
                 self._error(555, "5.5.4", f"Unsupported option: {param}")
                 return
+        if self.account is None:
+            self._cbSender(True, address)
+            return
+        d = self.factory.users.maySendAs(self.account, address)
+        d.addCallback(self._cbSender, address)
+        self._wait(d)
+
+    def _cbSender(self, allowed: bool, address: str) -> None:
+        if self._lost:
+            return
+        if not allowed:
+            assert self.account is not None
+            self.log.info(
+                "np-smtp: {user} from {peer} may not send as <{sender}>",
+                user=self.account.avatarId,
+                peer=str(self.transport.getPeer()),
+                sender=address,
+            )
+            self._error(
+                553, "5.7.1",
+                f"<{address}>: Sender address rejected: not owned by user "
+                f"{self.account.avatarId}",
+            )
+            return
         self.mailFrom = address
         self.reply(250, "2.1.0", "Ok")
 

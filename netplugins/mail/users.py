@@ -5,12 +5,19 @@ Users come from the shared credential checkers (C{--auth}):
   - C{htpasswd:PATH}: every user in the file receives mail as
     C{user@domain} for each local C{--domain}; the local part must match the
     user name exactly, or case-insensitively when that names one user only.
-  - C{ldap:...}: the local part is looked up with the checker's search
-    account (L{LDAPChecker.lookupAttributes}); the entry's C{mail} values, if
-    it has any, must include the address; the Maildir is named by its C{uid}.
-    (An address whose local part is not the user name, C{alice.smith@} for
-    C{uid=alice}, is not found: the checker searches by user name only.)
+  - C{ldap:...}: the whole address is looked up in the C{mail} attribute
+    with the checker's search account (L{LDAPChecker.lookupByMail}), so
+    C{alice.smith@example.org} reaches C{uid=alice}; failing that, the local
+    part as a user name (L{LDAPChecker.lookupAttributes}), whose entry's
+    C{mail} values, if it has any, must include the address.  The Maildir is
+    named by the entry's C{uid}.
 Other checkers cannot list their users: addresses are refused for them.
+
+Who may send as whom (L{LocalUsers.maySendAs}, Postfix's
+C{reject_sender_login_mismatch}): a logged-in user may use as envelope sender
+an address that is delivered to their own Maildir (so an htpasswd user
+C{user@} each local domain) or one of their LDAP C{mail} values, and the
+null sender C{<>}.
 
 The mailbox of a logged-in user (POP3, IMAP, SMTP AUTH) is
 L{LocalUsers.mailboxFor} of the avatar ID: the C{uid} for LDAP (so that
@@ -119,15 +126,23 @@ class LocalUsers:
                 if found is not None:
                     return succeed(found)
             elif isinstance(checker, LDAPChecker):
-                d: Deferred[Any] = checker.lookupAttributes(local)
-                d.addCallback(self._cbLDAP, address)
+                d: Deferred[Any] = checker.lookupByMail(address)
+                d.addCallback(self._cbByMail, checker, local, address)
                 d.addCallback(self._cbNext, i + 1, local, address)
                 return d
         return succeed(None)
 
+    def _cbByMail(
+        self, user: Any, checker: Any, local: str, address: str
+    ) -> str | Deferred[str | None] | None:
+        if user is not None:
+            return self._cbLDAP(user, address)
+        d: Deferred[Any] = checker.lookupAttributes(local)
+        return d.addCallback(self._cbLDAP, address)
+
     def _cbNext(
         self, found: str | None, index: int, local: str, address: str
-    ) -> str | None | Deferred[str | None]:
+    ) -> str | Deferred[str | None] | None:
         if found is not None:
             return found
         return self._resolve(index, local, address)
@@ -151,6 +166,33 @@ class LocalUsers:
             return checkUserName(user.uid)
         except BadNameError:
             return None
+
+    def maySendAs(self, account: MailAccount, address: str) -> Deferred[bool]:
+        """
+        Whether C{account} may use C{address} as its envelope sender: the null
+        sender, an address delivered to its own Maildir, or one of its LDAP
+        C{mail} values.  Never fails.
+        """
+        if not address:
+            return succeed(True)
+        d: Deferred[Any] = self.resolve(address)
+        return d.addCallback(self._cbMaySendAs, account, address)
+
+    def _cbMaySendAs(
+        self, mailbox: str | None, account: MailAccount, address: str
+    ) -> bool | Deferred[bool]:
+        from netplugins.cred.ldap import LDAPChecker
+
+        if mailbox is not None and mailbox == account.mailbox:
+            return True
+        for checker in self.checkers:
+            if isinstance(checker, LDAPChecker):
+                d: Deferred[Any] = checker.lookupAttributes(account.avatarId)
+                return d.addCallback(
+                    lambda user: user is not None and user.uid == account.mailbox
+                    and address.casefold() in (m.casefold() for m in user.mail)
+                )
+        return False
 
     def mailboxFor(self, avatarId: str | bytes) -> Deferred[str]:
         """
