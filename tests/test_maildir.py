@@ -120,6 +120,28 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
             ([], []),
         )
 
+    def test_deliverManyAllOrNothing(self) -> None:
+        """ENOSPC on a later copy: DiskFullError and no copy in tmp/ or new/."""
+        store = self.makeStore()
+        writes: list[bytes] = []
+        writeAll = maildir._writeAll
+
+        def fullOnThird(fd: int, data: bytes) -> None:
+            writes.append(data)
+            if len(writes) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            writeAll(fd, data)
+
+        self.patch(maildir, "_writeAll", fullOnThird)
+        self.failureResultOf(store.deliverMany(["alice", "bob", "carol"], b"hi"),
+                             DiskFullError)
+        for user in ["alice", "bob", "carol"]:
+            base = os.path.join(store.root, user)
+            self.assertEqual((listing(base, "new"), listing(base, "tmp")), ([], []))
+        keys = self.result(store.deliverMany(["alice", "bob"], b"hi"))
+        self.assertEqual([listing(os.path.join(store.root, u), "new") for u in
+                          ["alice", "bob"]], [[keys[0]], [keys[1]]])
+
     def test_badUserNames(self) -> None:
         """User names that would escape the root or hide are refused."""
         store = self.makeStore()

@@ -485,6 +485,33 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             os.listdir(os.path.join(self.world.root, "alice", "tmp")), []
         )
 
+    def test_diskFullOnLaterCopy(self) -> None:
+        """ENOSPC on the second recipient's copy: 452 and neither copy delivered."""
+        import errno
+
+        writes: list[bytes] = []
+        writeAll = maildir._writeAll
+
+        def fullOnSecond(fd: int, data: bytes) -> None:
+            writes.append(data)
+            if len(writes) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            writeAll(fd, data)
+
+        self.patch(maildir, "_writeAll", fullOnSecond)
+        server, transport = self.connect()
+        lines = self.talk(
+            server, transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\n"
+            b"RCPT TO:<bob@example.org>\r\nDATA\r\nhello\r\n.\r\n",
+        )
+        self.assertEqual(lines[-1], "452 4.3.1 Error: insufficient system storage")
+        self.assertEqual(len(writes), 2)
+        for user in ["alice", "bob"]:
+            self.assertEqual(self.world.newMessages(user), [])
+            self.assertEqual(
+                os.listdir(os.path.join(self.world.root, user, "tmp")), [])
+
     def test_sequenceErrors(self) -> None:
         """RCPT before MAIL, nested MAIL, bad syntax get 5xx without state change."""
         server, transport = self.connect()

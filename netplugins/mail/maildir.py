@@ -29,6 +29,7 @@ Use::
 
     store = MaildirStore("/var/mail")
     await store.deliver("alice", messageBytes)           # INBOX, new/
+    await store.deliverMany(["alice", "bob"], data)      # all copies or none
     inbox = store.folder("alice")                        # or ("alice", "Sent")
     state = await inbox.scan()                           # FolderState
     for message in state.messages:                       # sorted by UID
@@ -780,18 +781,38 @@ class MaildirStore:
         return Folder(self, user, name, os.path.join(base, directory))
 
     def _blockingDeliver(self, user: str, data: bytes) -> str:
-        base = self.userPath(user)
-        key = self._names.make(len(data), wireSize(data))
-        tmp = os.path.join(base, "tmp", key)
-        try:
-            _makeMaildir(base, isFolder=False)
-            _writeNew(tmp, data)
-            os.rename(tmp, os.path.join(base, "new", key))
-            _fsyncDirectory(os.path.join(base, "new"))
-        except OSError as e:
-            _unlinkQuietly(tmp)
-            raise _storeError(e, f"delivering to {user!r}") from e
+        [key] = self._blockingDeliverMany([user], data)
         return key
+
+    def _blockingDeliverMany(self, users: Sequence[str], data: bytes) -> list[str]:
+        # All or nothing: every copy is written and fsynced in tmp/ before the
+        # first one is renamed into new/, so a full disk on the last copy
+        # leaves no earlier one delivered (a client told 452 will resend).
+        size, wire = len(data), wireSize(data)
+        staged: list[tuple[str, str, str]] = []  # (user's Maildir, key, tmp path)
+        delivered: list[str] = []
+        try:
+            for user in users:
+                base = self.userPath(user)
+                key = self._names.make(size, wire)
+                tmp = os.path.join(base, "tmp", key)
+                _makeMaildir(base, isFolder=False)
+                _writeNew(tmp, data)
+                staged.append((base, key, tmp))
+            for base, key, tmp in staged:
+                target = os.path.join(base, "new", key)
+                os.rename(tmp, target)
+                delivered.append(target)
+            for base, _, _ in staged:
+                _fsyncDirectory(os.path.join(base, "new"))
+        except BaseException as e:
+            for path in delivered + [tmp for _, _, tmp in staged]:
+                _unlinkQuietly(path)
+            if isinstance(e, OSError):
+                what = ", ".join(repr(u) for u in users)
+                raise _storeError(e, f"delivering to {what}") from e
+            raise
+        return [key for _, key, _ in staged]
 
     def deliver(self, user: str, data: bytes) -> Deferred[str]:
         """
@@ -804,6 +825,18 @@ class MaildirStore:
         @raise MaildirError: for any other failure, likewise.
         """
         return self._run(self._blockingDeliver, user, data)
+
+    def deliverMany(self, users: Sequence[str], data: bytes) -> Deferred[list[str]]:
+        """
+        Deliver C{data} to the INBOX of each of C{users}, all or nothing: the
+        Deferred fires once every copy is durable in C{new/}; on any failure
+        no copy is left in C{tmp/} or C{new/}.
+
+        @return: the copies' keys, in the order of C{users}.
+        @raise DiskFullError: (in the Deferred) when the disk is full.
+        @raise MaildirError: for any other failure, likewise.
+        """
+        return self._run(self._blockingDeliverMany, list(users), data)
 
     def _blockingEnsure(self, user: str) -> None:
         _makeMaildir(self.userPath(user), isFolder=False)

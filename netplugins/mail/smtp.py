@@ -640,9 +640,9 @@ class SMTPServer(LineReceiver):
         users = sorted({user for _, user in self.recipients if user is not None})
         foreign = [address for address, user in self.recipients if user is None]
         sender = self.mailFrom or ""
-        work: list[Deferred[Any]] = [
-            self.factory.store.deliver(user, message) for user in users
-        ]
+        # One all-or-nothing delivery for the local copies: a 452 must not
+        # leave some recipients served (the client will send again).
+        work: list[Deferred[Any]] = [self.factory.store.deliverMany(users, message)]
         if foreign:
             assert self.config.relay is not None
             work.append(self.config.relay(sender, foreign, message))
