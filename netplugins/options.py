@@ -114,6 +114,14 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             DEFAULT_STATE_DIR,
             "Where generated certificates, stores and keys live.",
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Serve from this many processes sharing the listening ports "
+            "(SO_REUSEPORT); connection limits then apply per process.",
+            positiveInt,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -218,6 +226,7 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
                 allow=self["allow"],
                 deny=self["deny"],
                 stateDir=self["state-dir"],
+                workers=self["workers"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

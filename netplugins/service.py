@@ -25,6 +25,8 @@ from twisted.logger import Logger
 
 from netplugins.limits import ConnectionTracker, Limits, parseNetwork
 from netplugins.tls import ServerTLS, TLSSettings
+from netplugins.transport import fastServerFromString, listenUDP
+from netplugins.workers import checkEndpoint, isWorker, supervise
 
 DEFAULT_STATE_DIR = "var"
 
@@ -49,6 +51,7 @@ class Common:
     stateDir: str = DEFAULT_STATE_DIR
     checkers: tuple[ICredentialsChecker, ...] = ()
     tls: ServerTLS | None = None
+    workers: int = 1
 
     def serverTLS(self, reactor: Any = None) -> ServerTLS:
         """
@@ -84,6 +87,7 @@ def commonSettings(
     allow: Iterable[str] = (),
     deny: Iterable[str] = (),
     stateDir: str = DEFAULT_STATE_DIR,
+    workers: int = 1,
 ) -> Common:
     """
     Validate and collect the shared settings: the keyword twin of every shared
@@ -111,6 +115,11 @@ def commonSettings(
     ]:
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, not {value}")
+    if workers < 1:
+        raise ValueError(f"--workers must be positive, not {workers}")
+    if workers > 1:
+        for description in listen + listenTLS:
+            checkEndpoint(description)
     allCheckers = list(checkers)
     if auth:
         from twisted.cred import strcred
@@ -143,6 +152,7 @@ def commonSettings(
         stateDir=stateDir,
         checkers=tuple(allCheckers),
         tls=tls,
+        workers=workers,
     )
 
 
@@ -291,8 +301,12 @@ class DatagramService(Service):
     def _listen(self) -> None:
         if self.port is not None:
             return
-        self.port = self._reactor.listenUDP(
-            self.address.port, self.protocol, interface=self.address.interface
+        self.port = listenUDP(
+            self._reactor,
+            self.address.port,
+            self.protocol,
+            interface=self.address.interface,
+            reusePort=isWorker(),
         )
         self.log.info(
             "{service} listening on {address} ({description})",
@@ -365,7 +379,7 @@ def listeningService(
             wrapped = factory
             if secure:
                 wrapped = common.serverTLS(reactor).wrapFactory(factory, reactor)
-            endpoint = serverFromString(reactor, description)
+            endpoint = fastServerFromString(reactor, description, reusePort=isWorker())
             if hasattr(endpoint, "outerWrapper"):
                 # An authenticating endpoint (hmac:) runs its handshake first:
                 # limits must apply before it, not only to clients that passed.
@@ -380,6 +394,20 @@ def listeningService(
     if common.listenTLS or common.tls is not None:
         common.serverTLS(reactor).service().setServiceParent(parent)
     return parent
+
+
+def supervised(
+    service: MultiService, common: Common, *, name: str, reactor: Any = None
+) -> MultiService:
+    """
+    C{service} as this process should run it: itself, or with C{--workers N} a
+    supervisor that runs the same command (or C{.tac}) in N worker processes
+    sharing the ports with C{SO_REUSEPORT}.  Each service's keyword twin ends
+    with this, once, around everything it listens on.
+    """
+    result = supervise(service, common.workers, name=name, reactor=reactor)
+    assert isinstance(result, MultiService)
+    return result
 
 
 def listeningPorts(root: IService) -> list[tuple[str, Any, str]]:

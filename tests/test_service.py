@@ -141,6 +141,16 @@ class OptionsTests(SynchronousTestCase):
             ),
         )
 
+    def test_workers(self) -> None:
+        """--workers lands in the settings; one process is the default."""
+        self.assertEqual(
+            (
+                self.parse().common.workers,
+                self.parse("--workers", "3", "--listen", "tcp:7007").common.workers,
+            ),
+            (1, 3),
+        )
+
     def test_badValuesAreUsageErrors(self) -> None:
         """Each bad value is a one-line UsageError."""
         for argv in [
@@ -156,6 +166,9 @@ class OptionsTests(SynchronousTestCase):
             ["--idle-timeout", "nan"],
             ["--allow", "10.0.0.0/33"],
             ["--deny", "example.org"],
+            ["--workers", "0"],
+            ["--workers", "2", "--listen", "unix:/tmp/x.sock"],
+            ["--workers", "2", "--listen", "tcp:0"],
         ]:
             with self.assertRaises(usage.UsageError, msg=argv) as e:
                 self.parse(*argv)

@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from netplugins.daytime import FORMATS, DaytimeDatagram, DaytimeFactory
 from netplugins.options import ServiceOptions
-from netplugins.service import Common, listeningService, resolveCommon
+from netplugins.service import Common, listeningService, resolveCommon, supervised
 
 DEFAULT_LISTEN = ("tcp:1313:interface=127.0.0.1", "udp:1313:interface=127.0.0.1")
 
@@ -74,7 +74,7 @@ def daytimeService(
     """
     common = resolveCommon(common, settings)
     seconds = time.time if reactor is None else reactor.seconds
-    return listeningService(
+    listeners = listeningService(
         common,
         DaytimeFactory(format, seconds),
         datagram=partial(DaytimeDatagram, format, seconds),
@@ -82,6 +82,7 @@ def daytimeService(
         name="np-daytime",
         reactor=reactor,
     )
+    return supervised(listeners, common, name="np-daytime", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

@@ -11,7 +11,7 @@ from twisted.python import usage
 
 from netplugins.echo import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, EchoFactory
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, listeningService, resolveCommon
+from netplugins.service import Common, listeningService, resolveCommon, supervised
 
 DEFAULT_LISTEN = ("tcp:7007:interface=127.0.0.1",)
 
@@ -50,12 +50,16 @@ class Options(ServiceOptions):
 
     optParameters = [
         ["framing", None, "raw", "What a message is.", framingChoice],
-        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE,
-         "The longest line, netstring or block accepted, in bytes.", positiveInt],
+        [
+            "max-message-size",
+            None,
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "The longest line, netstring or block accepted, in bytes.",
+            positiveInt,
+        ],
     ]
 
     compData = usage.Completions(optActions={"framing": usage.CompleteList(FRAMINGS)})
-
 
 
 def echoService(
@@ -77,9 +81,10 @@ def echoService(
     """
     common = resolveCommon(common, settings)
     factory = EchoFactory(framing, maxMessageSize)
-    return listeningService(
+    listeners = listeningService(
         common, factory, defaultListen=DEFAULT_LISTEN, name="np-echo", reactor=reactor
     )
+    return supervised(listeners, common, name="np-echo", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

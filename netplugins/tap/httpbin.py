@@ -11,7 +11,7 @@ from twisted.application.service import MultiService
 
 from netplugins.httpbin import httpbinResource
 from netplugins.options import ServiceOptions, positiveFloat, positiveInt
-from netplugins.service import Common, listeningService, resolveCommon
+from netplugins.service import Common, listeningService, resolveCommon, supervised
 from netplugins.tap.wsgi import nonNegativeInt
 from netplugins.web.accesslog import AccessLog
 from netplugins.web.auth import RemoteUserRealm
@@ -49,28 +49,62 @@ class Options(ServiceOptions):
     tapname = "np-httpbin"
 
     optParameters = [
-        ["max-delay", None, DEFAULT_MAX_DELAY,
-         "The longest wait /delay and /drip give a client, in seconds.",
-         positiveFloat],
-        ["max-body-size", None, DEFAULT_MAX_BODY_SIZE,
-         "The largest request body accepted, in bytes.", positiveInt],
-        ["max-header-size", None, DEFAULT_MAX_HEADER_SIZE,
-         "The largest request line plus headers, in bytes.", positiveInt],
-        ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
-         "Seconds a client has to send a request's line and headers.",
-         positiveFloat],
-        ["keepalive-timeout", None, DEFAULT_IDLE_TIMEOUT,
-         "Seconds a connection may stay silent between requests.", positiveFloat],
-        ["hsts", None, None,
-         "Send Strict-Transport-Security with this max-age on TLS connections.",
-         nonNegativeInt],
-        ["access-log", None, "-",
-         "Where the combined-format access log goes: a file, - for the twistd "
-         "log, none for nowhere."],
+        [
+            "max-delay",
+            None,
+            DEFAULT_MAX_DELAY,
+            "The longest wait /delay and /drip give a client, in seconds.",
+            positiveFloat,
+        ],
+        [
+            "max-body-size",
+            None,
+            DEFAULT_MAX_BODY_SIZE,
+            "The largest request body accepted, in bytes.",
+            positiveInt,
+        ],
+        [
+            "max-header-size",
+            None,
+            DEFAULT_MAX_HEADER_SIZE,
+            "The largest request line plus headers, in bytes.",
+            positiveInt,
+        ],
+        [
+            "header-timeout",
+            None,
+            DEFAULT_HEADER_TIMEOUT,
+            "Seconds a client has to send a request's line and headers.",
+            positiveFloat,
+        ],
+        [
+            "keepalive-timeout",
+            None,
+            DEFAULT_IDLE_TIMEOUT,
+            "Seconds a connection may stay silent between requests.",
+            positiveFloat,
+        ],
+        [
+            "hsts",
+            None,
+            None,
+            "Send Strict-Transport-Security with this max-age on TLS connections.",
+            nonNegativeInt,
+        ],
+        [
+            "access-log",
+            None,
+            "-",
+            "Where the combined-format access log goes: a file, - for the twistd "
+            "log, none for nowhere.",
+        ],
     ]
     optFlags = [
-        ["allow-plaintext-auth", None,
-         "Accept /protected's Basic credentials over connections without TLS."],
+        [
+            "allow-plaintext-auth",
+            None,
+            "Accept /protected's Basic credentials over connections without TLS.",
+        ],
     ]
 
 
@@ -118,9 +152,10 @@ def httpbinService(
         accessLog=accessLogFor(accessLog, reactor=reactor),
         reactor=reactor,
     )
-    return listeningService(
+    listeners = listeningService(
         common, site, defaultListen=DEFAULT_LISTEN, name="np-httpbin", reactor=reactor
     )
+    return supervised(listeners, common, name="np-httpbin", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

@@ -15,7 +15,7 @@ from netplugins.kv.store import KVStore, openStore, parseStore
 from netplugins.kv.web import DEFAULT_MAX_BODY_SIZE, kvSite
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import Common, listeningService, resolveCommon
+from netplugins.service import Common, listeningService, resolveCommon, supervised
 
 DEFAULT_LISTEN = ("tcp:15000:interface=127.0.0.1",)
 
@@ -153,7 +153,7 @@ def kvService(
         common, site, defaultListen=DEFAULT_LISTEN, name="np-kv", reactor=reactor
     )
     _StoreCloser(store).setServiceParent(service)
-    return service
+    return supervised(service, common, name="np-kv", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

@@ -26,7 +26,7 @@ from netplugins.mpconn import (
 )
 from netplugins.options import ServiceOptions, positiveFloat, positiveInt
 from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import Common, listeningService, resolveCommon
+from netplugins.service import Common, listeningService, resolveCommon, supervised
 from netplugins.threads import DEFAULT_MAX_THREADS, blockingPool, deferToPool
 
 DEFAULT_LISTEN = ("tcp:25000:interface=127.0.0.1",)
@@ -68,22 +68,49 @@ class Options(ServiceOptions):
     tapname = "np-mpconn"
 
     optParameters = [
-        ["authkey-file", None, None,
-         "A file holding the authkey (its bytes; one trailing newline is ignored)."],
+        [
+            "authkey-file",
+            None,
+            None,
+            "A file holding the authkey (its bytes; one trailing newline is ignored).",
+        ],
         ["mode", None, "echo", "echo or rpc.", modeChoice],
-        ["functions", None, None,
-         "For --mode rpc: package.module:registry, a mapping of names to "
-         "functions (those marked @netplugins.mpconn.blocking run in a thread "
-         "pool). Default: the Cookbook's add and sub."],
-        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE,
-         "The longest message accepted, in bytes.", positiveInt],
-        ["max-nesting", None, DEFAULT_MAX_NESTING,
-         "How deeply containers may nest in a message.", positiveInt],
-        ["handshake-timeout", None, DEFAULT_HANDSHAKE_TIMEOUT,
-         "Close connections not authenticated within this many seconds.",
-         positiveFloat],
-        ["threads", None, DEFAULT_MAX_THREADS,
-         "The most blocking functions running at once.", positiveInt],
+        [
+            "functions",
+            None,
+            None,
+            "For --mode rpc: package.module:registry, a mapping of names to "
+            "functions (those marked @netplugins.mpconn.blocking run in a thread "
+            "pool). Default: the Cookbook's add and sub.",
+        ],
+        [
+            "max-message-size",
+            None,
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "The longest message accepted, in bytes.",
+            positiveInt,
+        ],
+        [
+            "max-nesting",
+            None,
+            DEFAULT_MAX_NESTING,
+            "How deeply containers may nest in a message.",
+            positiveInt,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            "Close connections not authenticated within this many seconds.",
+            positiveFloat,
+        ],
+        [
+            "threads",
+            None,
+            DEFAULT_MAX_THREADS,
+            "The most blocking functions running at once.",
+            positiveInt,
+        ],
     ]
 
     compData = usage.Completions(
@@ -148,8 +175,9 @@ def mpconnService(
     modeChoice(mode)
     if authkey is None:
         path, authkey = generatedAuthkey(common.stateDir)
-        log.warn("np-mpconn: no --authkey-file given; using the key in {path}",
-                 path=path)
+        log.warn(
+            "np-mpconn: no --authkey-file given; using the key in {path}", path=path
+        )
     if maxNesting <= 0:
         raise ValueError(f"maximum nesting must be positive, not {maxNesting}")
     handler: EchoMode | RPCMode
@@ -175,13 +203,14 @@ def mpconnService(
         handshakeTimeout=handshakeTimeout,
         reactor=theReactor,
     )
-    return listeningService(
+    listeners = listeningService(
         common,
         factory,
         defaultListen=DEFAULT_LISTEN,
         name="np-mpconn",
         reactor=theReactor,
     )
+    return supervised(listeners, common, name="np-mpconn", reactor=theReactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

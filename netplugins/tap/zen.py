@@ -9,7 +9,7 @@ from typing import Any
 from twisted.application.service import MultiService
 
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, listeningService, resolveCommon
+from netplugins.service import Common, listeningService, resolveCommon, supervised
 from netplugins.zen import DEFAULT_MAX_QUESTION_SIZE, ZenFactory
 
 DEFAULT_LISTEN = ("tcp:1060:interface=127.0.0.1",)
@@ -32,11 +32,15 @@ class Options(ServiceOptions):
     tapname = "np-zen"
 
     optParameters = [
-        ["max-question-size", None, DEFAULT_MAX_QUESTION_SIZE,
-         "The longest question accepted, in bytes, counting its '?' and any "
-         "whitespace before it.", positiveInt],
+        [
+            "max-question-size",
+            None,
+            DEFAULT_MAX_QUESTION_SIZE,
+            "The longest question accepted, in bytes, counting its '?' and any "
+            "whitespace before it.",
+            positiveInt,
+        ],
     ]
-
 
 
 def zenService(
@@ -55,13 +59,14 @@ def zenService(
     @raise ValueError: for a bad value.
     """
     common = resolveCommon(common, settings)
-    return listeningService(
+    listeners = listeningService(
         common,
         ZenFactory(maxQuestionSize),
         defaultListen=DEFAULT_LISTEN,
         name="np-zen",
         reactor=reactor,
     )
+    return supervised(listeners, common, name="np-zen", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:
