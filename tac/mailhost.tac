@@ -18,10 +18,12 @@ MAILHOST_PORT_BASE=10000 runs the same host unprivileged on 10025, 10587, ...):
 
 Users log in against LDAP (the ldap: checker; MAILHOST_AUTH may name any
 --auth checkers, space-separated) and receive mail for their LDAP mail
-addresses in the MAILHOST_DOMAINS domains; passwords are accepted only over
-TLS.  One certificate serves every port (MAILHOST_TLS_CERT and
-MAILHOST_TLS_KEY; without them a development certificate is generated in the
-state directory and its fingerprint logged).  Maildirs live under
+addresses in the MAILHOST_DOMAINS domains (any of their mail values, even
+one unlike the uid); passwords are accepted only over TLS, and an
+authenticated user sends only as one of their own addresses (else 553).
+One certificate serves every port (MAILHOST_TLS_CERT and MAILHOST_TLS_KEY;
+without them a development certificate is generated in the state directory
+and its fingerprint logged).  Maildirs live under
 <state dir>/mail, one per user (Maildir++ folders for IMAP).  Mail for other
 domains is refused unless MAILHOST_SMARTHOST is set, and then relayed only for
 authenticated users.
