@@ -331,6 +331,7 @@ def listeningService(
     defaultListen: Sequence[str] = (),
     name: str = "netplugins",
     reactor: Any = None,
+    tracker: ConnectionTracker | None = None,
 ) -> MultiService:
     """
     A service listening for C{factory} (streams) and C{datagram} (UDP) on every
@@ -340,6 +341,9 @@ def listeningService(
         transport); a protocol instance serves a single C{udp:} port.
 
     @param defaultListen: used when C{common} names no endpoint at all.
+    @param tracker: counts connections against C{common}'s limits; by default
+        a new one for this call.  Pass one to several calls (np-mail's
+        protocols) to make C{--max-connections} and friends caps on them all.
     @raise ValueError: for a C{udp:} endpoint given to a stream-only service or a
         stream endpoint given to a datagram-only one.
     """
@@ -347,7 +351,8 @@ def listeningService(
         from twisted.internet import reactor
     parent = MultiService()
     parent.setName(name)
-    tracker = ConnectionTracker(common.limits, reactor=reactor)
+    if tracker is None:
+        tracker = ConnectionTracker(common.limits, reactor=reactor)
     plain = common.listen
     if not plain and not common.listenTLS:
         plain = tuple(defaultListen)

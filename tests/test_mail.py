@@ -111,6 +111,43 @@ class OptionsTests(SynchronousTestCase):
                           ["--listen", "tcp:25"])
 
 
+class ConnectionCapTests(SynchronousTestCase):
+    """
+    np-mail's connection caps count every protocol together.
+    """
+
+    def test_capsAcrossProtocols(self) -> None:
+        """--max-connections 2, clients of SMTP, POP3 and IMAP: the third is refused."""
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+        from netplugins.service import ListeningService
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        service = mailService(
+            domains=["example.org"], smtp=["tcp:25"], pop3=["tcp:110"],
+            imap=["tcp:143"], maxConnections=2,
+            auth=[f"htpasswd:{writeHtpasswd(directory)}"], stateDir=directory,
+            reactor=MemoryReactorClock(),
+        )
+        factories = {}
+        stack: list[Any] = [service]
+        while stack:
+            child = stack.pop()
+            if isinstance(child, ListeningService):
+                factories[child.description] = child.factory
+            stack.extend(getattr(child, "services", []))
+        transports: list[StringTransport] = []
+        for description in ["tcp:25", "tcp:110", "tcp:143"]:
+            peer = IPv4Address("TCP", "192.0.2.1", 40000 + len(transports))
+            protocol = factories[description].buildProtocol(peer)
+            transport = StringTransport(peerAddress=peer)
+            protocol.makeConnection(transport)
+            transports.append(transport)
+        self.assertEqual([t.disconnecting for t in transports], [False, False, True])
+        self.assertEqual(transports[2].value(), b"")
+
 class InProcessTests(TestCase):
     """
     np-mail in this process with htpasswd users.

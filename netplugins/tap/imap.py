@@ -13,7 +13,7 @@ from twisted.application.service import MultiService
 
 from netplugins.mail.imap import DEFAULT_APPEND_LIMIT, IMAPFactory
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, resolveCommon
+from netplugins.service import Common, resolveCommon, supervised
 from netplugins.tap.smtp import (
     DEFAULT_DOMAINS,
     MailOptionsMixin,
@@ -89,7 +89,7 @@ def imapListeners(
     """
     factory = imapFactory(parts, appendLimit=appendLimit,
                           allowPlaintextAuth=allowPlaintextAuth, reactor=reactor)
-    return listeners(common, factory, imap, imaps, "np-imap", reactor)
+    return listeners(parts, common, factory, imap, imaps, "np-imap", reactor)
 
 
 def imapService(
@@ -126,7 +126,7 @@ def imapService(
         allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
     )
     service.setName("np-imap")
-    return service
+    return supervised(service, common, name="np-imap", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

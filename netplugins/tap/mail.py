@@ -15,7 +15,7 @@ from twisted.python import usage
 from netplugins.mail.imap import DEFAULT_APPEND_LIMIT
 from netplugins.mail.smtp import DEFAULT_MAX_MESSAGE_SIZE, smarthostRelay
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, resolveCommon, validateEndpoint
+from netplugins.service import Common, resolveCommon, supervised, validateEndpoint
 from netplugins.tap.imap import imapListeners
 from netplugins.tap.pop3 import pop3Listeners
 from netplugins.tap.smtp import (
@@ -176,7 +176,7 @@ def mailService(
             appendLimit=appendLimit, allowPlaintextAuth=allowPlaintextAuth,
             reactor=reactor,
         ).setServiceParent(service)
-    return service
+    return supervised(service, common, name="np-mail", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

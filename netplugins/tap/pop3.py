@@ -11,7 +11,7 @@ from twisted.application.service import MultiService
 
 from netplugins.mail.pop3 import POP3Config, POP3Factory
 from netplugins.options import ServiceOptions
-from netplugins.service import Common, resolveCommon
+from netplugins.service import Common, resolveCommon, supervised
 from netplugins.tap.smtp import (
     DEFAULT_DOMAINS,
     MailOptionsMixin,
@@ -64,7 +64,7 @@ def pop3Listeners(
         ),
         tls=parts.tls, throttle=parts.throttle, reactor=reactor,
     )
-    return listeners(common, factory, pop3, pop3s, "np-pop3", reactor)
+    return listeners(parts, common, factory, pop3, pop3s, "np-pop3", reactor)
 
 
 def pop3Service(
@@ -98,7 +98,7 @@ def pop3Service(
         allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
     )
     service.setName("np-pop3")
-    return service
+    return supervised(service, common, name="np-pop3", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

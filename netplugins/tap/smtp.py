@@ -16,6 +16,7 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from netplugins.cred.throttle import LoginThrottle
+from netplugins.limits import ConnectionTracker
 from netplugins.mail.maildir import MaildirStore
 from netplugins.mail.smtp import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -25,7 +26,13 @@ from netplugins.mail.smtp import (
 )
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, listeningService, resolveCommon, validateEndpoint
+from netplugins.service import (
+    Common,
+    listeningService,
+    resolveCommon,
+    supervised,
+    validateEndpoint,
+)
 
 DEFAULT_LISTEN = ("tcp:8025:interface=127.0.0.1",)
 DEFAULT_DOMAINS = ("localhost",)
@@ -66,7 +73,9 @@ class MailParts:
     """
     What every mail protocol of one process shares: the store, the users,
     the portal (through L{MailRealm}), the login throttle, the STARTTLS
-    context factory and the host name.
+    context factory, the host name, and the connection tracker that makes
+    C{--max-connections}, C{--max-connections-per-ip} and C{--allow}/C{--deny}
+    apply to the process, not to each protocol.
     """
 
     store: MaildirStore
@@ -75,6 +84,7 @@ class MailParts:
     throttle: LoginThrottle
     tls: Any
     hostname: str
+    tracker: ConnectionTracker
 
 
 def mailParts(
@@ -99,10 +109,12 @@ def mailParts(
         throttle=LoginThrottle(reactor),
         tls=common.serverTLS(reactor),
         hostname=hostname or socket.gethostname() or "localhost",
+        tracker=ConnectionTracker(common.limits, reactor=reactor),
     )
 
 
 def listeners(
+    parts: MailParts,
     common: Common,
     factory: Any,
     plain: Sequence[str],
@@ -112,13 +124,15 @@ def listeners(
 ) -> MultiService:
     """
     C{factory} listening on C{plain} and C{secure} (implicit TLS) endpoints,
-    with C{common}'s limits and its (already made) TLS.
+    with C{common}'s limits counted by C{parts.tracker} and its (already
+    made) TLS.
     """
     return listeningService(
         evolve(common, listen=tuple(plain), listenTLS=tuple(secure)),
         factory,
         name=name,
         reactor=reactor,
+        tracker=parts.tracker,
     )
 
 
@@ -219,9 +233,8 @@ def smtpListeners(
             parts.store, parts.users, parts.portal, config=config, tls=parts.tls,
             throttle=parts.throttle, reactor=reactor,
         )
-        listeners(common, factory, plain, secure, name, reactor).setServiceParent(
-            parent
-        )
+        service = listeners(parts, common, factory, plain, secure, name, reactor)
+        service.setServiceParent(parent)
     return parent
 
 
@@ -268,7 +281,7 @@ def smtpService(
         allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
     )
     service.setName("np-smtp")
-    return service
+    return supervised(service, common, name="np-smtp", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:
