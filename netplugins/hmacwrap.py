@@ -46,7 +46,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -69,6 +69,7 @@ from netplugins.cred.hmac import (
     KeyFile,
     digestFor,
 )
+from netplugins.endpointargs import unparse
 
 DEFAULT_TIMEOUT = 10.0
 SERVER_PROOF_LABEL = b"netplugins-hmac-server\x00"
@@ -315,18 +316,6 @@ class HMACServerEndpoint:
 _YES = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
-def _unparse(args: tuple[object, ...], kwargs: dict[str, object]) -> str:
-    # What is left of the description once ours are taken out, quoted again.
-    # (Twisted's haproxy parser has the same helper, in a private module.)
-    return ":".join(
-        [quoteStringArgument(str(arg)) for arg in args]
-        + [
-            f"{quoteStringArgument(key)}={quoteStringArgument(str(value))}"
-            for key, value in kwargs.items()
-        ]
-    )
-
-
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class HMACServerParser:
     """
@@ -369,7 +358,7 @@ class HMACServerParser:
                 digest=digest,
             )
         keys = KeyFile(str(keyfile))
-        wrapped = serverFromString(reactor, _unparse(args, kwargs))
+        wrapped = serverFromString(reactor, unparse(args, kwargs))
         return HMACServerEndpoint(
             wrapped,
             keys,

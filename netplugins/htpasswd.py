@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import os
-import stat
 import sys
-import tempfile
 from collections.abc import Sequence
 from getpass import getpass
 
@@ -31,8 +28,7 @@ from netplugins.cred.htpasswd import (
     passwordProblem,
     userNameProblem,
 )
-
-NEW_FILE_MODE = 0o600
+from netplugins.files import writeAtomically
 
 
 class CommandError(Exception):
@@ -124,46 +120,6 @@ def updatedLines(old: bytes, user: str, newLine: str | None) -> tuple[bytes, boo
             out[-1] += b"\n"
         out.append(replacement)
     return b"".join(out), found
-
-
-def writeAtomically(path: str, data: bytes) -> None:
-    """
-    Replace C{path} with C{data}: the old contents or the new, never a mixture.
-
-    A new file is made mode 0600; an existing one keeps its mode and, where
-    permitted, its owner.
-    """
-    target = os.path.realpath(path)
-    directory = os.path.dirname(target)
-    try:
-        existing: os.stat_result | None = os.stat(target)
-    except FileNotFoundError:
-        existing = None
-    fd, temporary = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(target) + "."
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if existing is None:
-                os.fchmod(f.fileno(), NEW_FILE_MODE)
-            else:
-                os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
-                try:
-                    os.fchown(f.fileno(), existing.st_uid, existing.st_gid)
-                except PermissionError:
-                    pass  # not root: the file becomes ours, as with htpasswd
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    dirfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 def run(arguments: argparse.Namespace) -> str:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from OpenSSL import SSL
 from twisted.web.server import Request
 
 from netplugins.httpbin.routing import Context, jsonBody, route
-from netplugins.tls import peerIdentity
+from netplugins.tls import peerIdentity, tlsConnection
 
 
 def connectionTransport(request: Request) -> Any:
@@ -24,23 +23,12 @@ def connectionTransport(request: Request) -> Any:
     return getattr(channel, "transport", None)
 
 
-def _handle(transport: Any) -> SSL.Connection | None:
-    getHandle = getattr(transport, "getHandle", None)
-    if getHandle is None:
-        return None
-    try:
-        handle = getHandle()
-    except Exception:
-        return None
-    return handle if isinstance(handle, SSL.Connection) else None
-
-
 def tls(context: Context, request: Request) -> bytes:
     """
     C{/tls}: C{{"tls": false}} in the clear, else the negotiated parameters.
     """
     transport = connectionTransport(request)
-    handle = _handle(transport)
+    handle = tlsConnection(transport)
     if handle is None:
         return jsonBody(request, {"tls": False})
     sni = handle.get_servername()

@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from netplugins.coerce import choice
 from netplugins.daytime import FORMATS, DaytimeDatagram, DaytimeFactory
 from netplugins.options import ServiceOptions
 from netplugins.service import Common, listeningService, resolveCommon, supervised
@@ -18,16 +19,7 @@ from netplugins.service import Common, listeningService, resolveCommon, supervis
 DEFAULT_LISTEN = ("tcp:1313:interface=127.0.0.1", "udp:1313:interface=127.0.0.1")
 
 
-def formatChoice(value: str) -> str:
-    """
-    Coerce C{--format}.
-    """
-    if value not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {value!r}")
-    return value
-
-
-formatChoice.coerceDoc = "One of: " + ", ".join(FORMATS) + "."  # type: ignore[attr-defined]
+formatChoice = choice(*FORMATS, name="--format")
 
 
 class Options(ServiceOptions):

@@ -9,6 +9,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from netplugins.coerce import choice
 from netplugins.echo import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, EchoFactory
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, listeningService, resolveCommon, supervised
@@ -16,18 +17,7 @@ from netplugins.service import Common, listeningService, resolveCommon, supervis
 DEFAULT_LISTEN = ("tcp:7007:interface=127.0.0.1",)
 
 
-def framingChoice(value: str) -> str:
-    """
-    Coerce C{--framing}.
-    """
-    if value not in FRAMINGS:
-        raise ValueError(
-            f"--framing must be one of {', '.join(FRAMINGS)}, not {value!r}"
-        )
-    return value
-
-
-framingChoice.coerceDoc = "One of: " + ", ".join(FRAMINGS) + "."  # type: ignore[attr-defined]
+framingChoice = choice(*FRAMINGS, name="--framing")
 
 
 class Options(ServiceOptions):

@@ -12,6 +12,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from netplugins.coerce import choice
 from netplugins.mpconn import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -34,16 +35,7 @@ DEFAULT_LISTEN = ("tcp:25000:interface=127.0.0.1",)
 log = Logger()
 
 
-def modeChoice(value: str) -> str:
-    """
-    Coerce C{--mode}.
-    """
-    if value not in MODES:
-        raise ValueError(f"--mode must be one of {', '.join(MODES)}, not {value!r}")
-    return value
-
-
-modeChoice.coerceDoc = "One of: " + ", ".join(MODES) + "."  # type: ignore[attr-defined]
+modeChoice = choice(*MODES, name="--mode")
 
 
 class Options(ServiceOptions):

@@ -30,7 +30,7 @@ from netplugins.tls.endpoint import (
     settingsFromEndpointOptions,
 )
 from netplugins.tls.identity import TLSConfigurationError, TLSSettings
-from netplugins.tls.peer import certificateIdentity, peerIdentity
+from netplugins.tls.peer import certificateIdentity, peerIdentity, tlsConnection
 from netplugins.tls.server import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_POLL_INTERVAL,
@@ -55,4 +55,5 @@ __all__ = [
     "parseServerEndpoint",
     "peerIdentity",
     "settingsFromEndpointOptions",
+    "tlsConnection",
 ]

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.logger import Logger
 
+from netplugins.files import writeAtomically
 from netplugins.tls.identity import TLSConfigurationError, fingerprint, loadIdentity
 
 _log = Logger(namespace="netplugins.tls")
@@ -96,20 +97,8 @@ def _writeDevelopmentCertificate(
     )
     # Key first, created 0600 from the start: it is never readable by others,
     # not even for a moment under a lax umask.
-    _writeAtomically(keyPath, keyPEM, 0o600)
-    _writeAtomically(
+    writeAtomically(keyPath, keyPEM, 0o600)
+    writeAtomically(
         certPath, certificate.public_bytes(serialization.Encoding.PEM), 0o644
     )
     return certificate
-
-
-def _writeAtomically(path: str, data: bytes, mode: int) -> None:
-    temporary = path + ".new"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)

@@ -19,23 +19,12 @@ from twisted.internet.interfaces import (
 from twisted.python.components import proxyForInterface
 from zope.interface import implementer
 
+from netplugins.endpointargs import unparse
 from netplugins.tls.identity import TLSSettings
 from netplugins.tls.server import ServerTLS
 
 _OPTIONS = ("dir", "clientca", "clientcert", "minversion", "statedir")
 _PAIR = re.compile(r"^(cert|key)(\d*)$")
-
-
-def _unparse(args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
-    from twisted.internet.endpoints import quoteStringArgument
-
-    return ":".join(
-        [quoteStringArgument(str(a)) for a in args]
-        + [
-            f"{quoteStringArgument(str(k))}={quoteStringArgument(str(v))}"
-            for k, v in kwargs.items()
-        ]
-    )
 
 
 def settingsFromEndpointOptions(options: Mapping[str, str]) -> TLSSettings:
@@ -100,7 +89,7 @@ def parseServerEndpoint(
     settings = settingsFromEndpointOptions(ours)
     from twisted.internet.endpoints import serverFromString
 
-    description = _unparse(args, rest)
+    description = unparse(args, rest)
     try:
         wrapped = serverFromString(reactor, description)
     except ValueError:

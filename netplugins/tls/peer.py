@@ -12,6 +12,23 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 
+def tlsConnection(transport: Any) -> SSL.Connection | None:
+    """
+    The pyOpenSSL connection under C{transport}, or C{None} in the clear.
+
+    @param transport: a protocol's transport (TLS-wrapped, or after
+        C{startTLS}).
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return None
+    try:
+        handle = getHandle()
+    except Exception:
+        return None
+    return handle if isinstance(handle, SSL.Connection) else None
+
+
 def peerIdentity(transport: Any) -> str | None:
     """
     The identity in the certificate the peer presented and that verified: its
@@ -22,14 +39,8 @@ def peerIdentity(transport: Any) -> str | None:
     @return: C{None} without TLS, without a peer certificate, or when this side
         did not verify peer certificates.
     """
-    getHandle = getattr(transport, "getHandle", None)
-    if getHandle is None:
-        return None
-    try:
-        handle = getHandle()
-    except Exception:
-        return None
-    if not isinstance(handle, SSL.Connection):
+    handle = tlsConnection(transport)
+    if handle is None:
         return None
     # With VERIFY_PEER a certificate that fails verification fails the
     # handshake, so any certificate present here has been verified.
