@@ -13,6 +13,8 @@ from twisted.cred import strcred
 from twisted.python import usage
 
 from netplugins.service import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_STATE_DIR,
     Common,
     commonSettings,
@@ -52,6 +54,38 @@ def positiveFloat(value: str) -> float:
 positiveFloat.coerceDoc = "A positive number."  # type: ignore[attr-defined]
 
 
+def limitInt(value: str) -> int:
+    """
+    Coerce a cap: a whole number, 0 for none.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, not {value!r}") from None
+    if number < 0:
+        raise ValueError(f"expected 0 (no limit) or more, not {number}")
+    return number
+
+
+limitInt.coerceDoc = "0 for no limit."  # type: ignore[attr-defined]
+
+
+def limitFloat(value: str) -> float:
+    """
+    Coerce a number of seconds, 0 for none.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, not {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"expected 0 (none) or more seconds, not {value!r}")
+    return number
+
+
+limitFloat.coerceDoc = "Seconds, 0 for none."  # type: ignore[attr-defined]
+
+
 class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
     """
     Options shared by every netplugins service.
@@ -60,11 +94,20 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
         C{--listen-tls} is given; shown in C{--help}.
     @cvar tapname: the plugin's name, for messages.
     @cvar speaksUDP: whether C{--listen udp:...} is accepted.
+    @cvar usesCheckers: whether the service logs users in with C{--auth}
+        checkers; a service that does not refuses C{--auth} rather than
+        silently serving everyone.
+    @cvar withoutCheckers: why C{--auth} is refused, for the message.
+    @cvar defaultIdleTimeout: C{--idle-timeout} when not given (C{None}: the
+        service keeps its own protocol timeouts).
     """
 
     defaultListen: ClassVar[tuple[str, ...]] = ()
     tapname: ClassVar[str] = "this service"
     speaksUDP: ClassVar[bool] = False
+    usesCheckers: ClassVar[bool] = False
+    withoutCheckers: ClassVar[str] = "logs nobody in: --auth would protect nothing"
+    defaultIdleTimeout: ClassVar[float | None] = None
 
     optParameters: ClassVar[list[Any]] = [
         [
@@ -90,23 +133,24 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
         [
             "max-connections",
             None,
-            None,
+            DEFAULT_MAX_CONNECTIONS,
             "Refuse connections beyond this many at once.",
-            positiveInt,
+            limitInt,
         ],
         [
             "max-connections-per-ip",
             None,
-            None,
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
             "Refuse connections beyond this many at once from one address.",
-            positiveInt,
+            limitInt,
         ],
         [
             "idle-timeout",
             None,
             None,
-            "Close connections idle for this many seconds.",
-            positiveFloat,
+            "Close connections idle for this many seconds (the service's "
+            "default is shown below).",
+            limitFloat,
         ],
         [
             "state-dir",
@@ -206,6 +250,8 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             text += "\nWithout --listen or --listen-tls, listens on: {}\n".format(
                 ", ".join(self.defaultListen)
             )
+        if self.defaultIdleTimeout:
+            text += f"Idle connections close after {self.defaultIdleTimeout:g} s.\n"
         return text
 
     def postOptions(self) -> None:
@@ -222,7 +268,11 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
                 checkers=self["credCheckers"],
                 maxConnections=self["max-connections"],
                 maxConnectionsPerIP=self["max-connections-per-ip"],
-                idleTimeout=self["idle-timeout"],
+                idleTimeout=(
+                    self.defaultIdleTimeout
+                    if self["idle-timeout"] is None
+                    else self["idle-timeout"]
+                ),
                 allow=self["allow"],
                 deny=self["deny"],
                 stateDir=self["state-dir"],
@@ -230,6 +280,8 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        if self["credCheckers"] and not self.usesCheckers:
+            raise usage.UsageError(f"{self.tapname} {self.withoutCheckers}")
         if not self.speaksUDP:
             for description in self.common.listen:
                 if parseDatagram(description) is not None:

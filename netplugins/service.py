@@ -29,6 +29,9 @@ from netplugins.transport import fastServerFromString, listenUDP
 from netplugins.workers import checkEndpoint, isWorker, supervise
 
 DEFAULT_STATE_DIR = "var"
+#: Connection caps every service has unless told otherwise (0 or None: no cap).
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_MAX_CONNECTIONS_PER_IP = 64
 
 
 @define
@@ -81,8 +84,8 @@ def commonSettings(
     tlsMinVersion: str = "1.2",
     auth: Iterable[str] = (),
     checkers: Iterable[ICredentialsChecker] = (),
-    maxConnections: int | None = None,
-    maxConnectionsPerIP: int | None = None,
+    maxConnections: int | None = DEFAULT_MAX_CONNECTIONS,
+    maxConnectionsPerIP: int | None = DEFAULT_MAX_CONNECTIONS_PER_IP,
     idleTimeout: float | None = None,
     allow: Iterable[str] = (),
     deny: Iterable[str] = (),
@@ -94,12 +97,23 @@ def commonSettings(
     command-line option (C{--listen-tls} is C{listenTLS}, C{--tls-cert} is
     C{tlsCert}, ...).  C{tls} shares one L{ServerTLS} between services.
 
+    Connections are capped by default (L{DEFAULT_MAX_CONNECTIONS} in all,
+    L{DEFAULT_MAX_CONNECTIONS_PER_IP} from one address); 0 or C{None} lifts a
+    cap, as it turns the idle timeout off.  TLS files are loaded here, so a
+    bad one is a L{ValueError} now rather than a failure at startup.
+
     @raise ValueError: with a one-line message, for any bad value.
     """
     listen = tuple(listen)
     listenTLS = tuple(listenTLS)
     for description in listen + listenTLS:
         validateEndpoint(description)
+    for description in listenTLS:
+        if parseDatagram(description) is not None:
+            raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
+    maxConnections = maxConnections or None
+    maxConnectionsPerIP = maxConnectionsPerIP or None
+    idleTimeout = idleTimeout or None
     if len(tlsCert) != len(tlsKey):
         raise ValueError("--tls-cert and --tls-key must be given in pairs")
     if tlsMinVersion not in ("1.2", "1.3"):
@@ -129,19 +143,23 @@ def commonSettings(
                 allCheckers.append(strcred.makeChecker(description))
             except Exception as e:
                 raise ValueError(f"--auth {description.split(':')[0]}: {e}") from None
+    tlsSettings = TLSSettings(
+        certificates=tuple(zip(tlsCert, tlsKey, strict=True)),
+        directory=tlsDir,
+        clientCA=tlsClientCA,
+        clientCert=(tlsClientCert or ("required" if tlsClientCA is not None else None)),
+        minVersion=tlsMinVersion,
+        stateDir=stateDir,
+    )
+    if tls is None and (listenTLS or tlsCert or tlsDir or tlsClientCA):
+        try:
+            tls = ServerTLS(tlsSettings)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"TLS: {e}") from None
     return Common(
         listen=listen,
         listenTLS=listenTLS,
-        tlsSettings=TLSSettings(
-            certificates=tuple(zip(tlsCert, tlsKey, strict=True)),
-            directory=tlsDir,
-            clientCA=tlsClientCA,
-            clientCert=(
-                tlsClientCert or ("required" if tlsClientCA is not None else None)
-            ),
-            minVersion=tlsMinVersion,
-            stateDir=stateDir,
-        ),
+        tlsSettings=tlsSettings,
         limits=Limits(
             maxConnections=maxConnections,
             maxConnectionsPerIP=maxConnectionsPerIP,
@@ -156,16 +174,20 @@ def commonSettings(
     )
 
 
-def resolveCommon(common: Common | None, settings: dict[str, Any]) -> Common:
+def resolveCommon(
+    common: Common | None, settings: dict[str, Any], **defaults: Any
+) -> Common:
     """
     The shared settings a service's keyword twin was given: a L{Common} made
     already, or the keywords of L{commonSettings} — not both.
 
+    @param defaults: the service's own defaults for shared keywords (e.g. an
+        idle timeout), used where C{settings} does not give them.
     @raise TypeError: for both.
     @raise ValueError: for a bad setting.
     """
     if common is None:
-        return commonSettings(**settings)
+        return commonSettings(**{**defaults, **settings})
     if settings:
         raise TypeError(f"give common or shared settings, not both: {sorted(settings)}")
     return common
@@ -177,11 +199,12 @@ _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 @define
 class DatagramAddress:
     """
-    A parsed C{udp:PORT[:interface=ADDR]} (or C{udp:port=PORT:...}) description.
+    A parsed C{udp:PORT[:interface=ADDR]} (or C{udp:port=PORT:...}) description;
+    like C{tcp:PORT}, without an interface it listens on all of them.
     """
 
     port: int
-    interface: str = "127.0.0.1"
+    interface: str = ""
 
 
 def parseDatagram(description: str) -> DatagramAddress | None:
@@ -197,7 +220,7 @@ def parseDatagram(description: str) -> DatagramAddress | None:
     if prefix != "udp":
         return None
     port: int | None = None
-    interface = "127.0.0.1"
+    interface = ""
     for i, part in enumerate(_UNESCAPED_COLON.split(rest)):
         part = part.replace("\\:", ":")
         key, eq, value = part.partition("=")

@@ -205,7 +205,7 @@ class ServiceTests(SynchronousTestCase):
         ).startService()
         self.assertEqual(
             [(port, interface) for port, _, interface, _ in reactor.udpServers],
-            [(13, "127.0.0.1"), (1313, "0.0.0.0")],
+            [(13, ""), (1313, "0.0.0.0")],
         )
 
     def test_reactorIsTheClock(self) -> None:

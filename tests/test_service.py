@@ -22,6 +22,7 @@ from netplugins.service import (
     listeningService,
     parseDatagram,
 )
+from tests.pki import PKI
 
 
 class DatagramDescriptionTests(SynchronousTestCase):
@@ -39,7 +40,7 @@ class DatagramDescriptionTests(SynchronousTestCase):
                 parseDatagram("tcp:13"),
             ],
             [
-                DatagramAddress(1313, "127.0.0.1"),
+                DatagramAddress(1313, ""),
                 DatagramAddress(13, "0.0.0.0"),
                 DatagramAddress(53, "::1"),
                 None,
@@ -69,44 +70,23 @@ class OptionsTests(SynchronousTestCase):
         common = self.parse().common
         self.assertEqual(
             (common.listen, common.listenTLS, common.limits, common.stateDir),
-            ((), (), Limits(), "var"),
+            ((), (), Limits(maxConnections=1024, maxConnectionsPerIP=64), "var"),
         )
 
     def test_everything(self) -> None:
         """Every shared option lands in the settings."""
+        pki = PKI(self.mktemp())
+        aCert, aKey = pki.serverCertificate("a.example")
+        bCert, bKey = pki.serverCertificate("b.example")
         common = self.parse(
-            "--listen",
-            "tcp:0",
-            "--listen",
-            "unix:/tmp/x.sock",
-            "--listen-tls",
-            "tcp:0",
-            "--tls-cert",
-            "a.pem",
-            "--tls-key",
-            "a.key",
-            "--tls-cert",
-            "b.pem",
-            "--tls-key",
-            "b.key",
-            "--tls-client-ca",
-            "ca.pem",
-            "--tls-min-version",
-            "1.3",
-            "--max-connections",
-            "10",
-            "--max-connections-per-ip",
-            "2",
-            "--idle-timeout",
-            "30",
-            "--allow",
-            "10.0.0.0/8",
-            "--allow",
-            "::1",
-            "--deny",
-            "10.1.0.0/16",
-            "--state-dir",
-            "/srv/np",
+            *("--listen", "tcp:0", "--listen", "unix:/tmp/x.sock"),
+            *("--listen-tls", "tcp:0"),
+            *("--tls-cert", aCert, "--tls-key", aKey),
+            *("--tls-cert", bCert, "--tls-key", bKey),
+            *("--tls-client-ca", pki.caPath, "--tls-min-version", "1.3"),
+            *("--max-connections", "10", "--max-connections-per-ip", "2"),
+            *("--idle-timeout", "30", "--allow", "10.0.0.0/8", "--allow", "::1"),
+            *("--deny", "10.1.0.0/16", "--state-dir", "/srv/np"),
         ).common
         self.assertEqual(
             (
@@ -123,12 +103,13 @@ class OptionsTests(SynchronousTestCase):
                 common.limits.allow,
                 common.limits.deny,
                 common.stateDir,
+                sorted(common.serverTLS().names),
             ),
             (
                 ("tcp:0", "unix:/tmp/x.sock"),
                 ("tcp:0",),
-                (("a.pem", "a.key"), ("b.pem", "b.key")),
-                "ca.pem",
+                ((aCert, aKey), (bCert, bKey)),
+                pki.caPath,
                 "required",
                 "1.3",
                 "/srv/np",
@@ -138,8 +119,43 @@ class OptionsTests(SynchronousTestCase):
                 (ip_network("10.0.0.0/8"), ip_network("::1/128")),
                 (ip_network("10.1.0.0/16"),),
                 "/srv/np",
+                ["a.example", "b.example"],
             ),
         )
+
+    def test_noLimits(self) -> None:
+        """0 lifts the connection caps and the idle timeout."""
+        limits = self.parse(
+            "--max-connections",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+            "--idle-timeout",
+            "0",
+        ).common.limits
+        self.assertEqual(limits, Limits())
+
+    def test_badTLSFiles(self) -> None:
+        """Unreadable or junk TLS files are one-line usage errors at parse time."""
+        junk = self.mktemp()
+        with open(junk, "w") as f:
+            f.write("not a certificate\n")
+        for argv in [
+            ["--listen-tls", "tcp:0", "--tls-cert", "/nonexistent", "--tls-key", junk],
+            ["--listen-tls", "tcp:0", "--tls-cert", junk, "--tls-key", junk],
+            ["--listen-tls", "tcp:0", "--tls-dir", "/nonexistent"],
+            ["--tls-client-ca", junk],
+            ["--listen-tls", "udp:0"],
+        ]:
+            with self.assertRaises(usage.UsageError, msg=argv) as e:
+                self.parse(*argv)
+            self.assertNotIn("\n", str(e.exception), argv)
+
+    def test_authRefusedWithoutLogins(self) -> None:
+        """A service that logs nobody in refuses --auth instead of ignoring it."""
+        with self.assertRaises(usage.UsageError) as e:
+            self.parse("--auth", "anonymous")
+        self.assertIn("--auth would protect nothing", str(e.exception))
 
     def test_workers(self) -> None:
         """--workers lands in the settings; one process is the default."""
@@ -160,7 +176,7 @@ class OptionsTests(SynchronousTestCase):
             ["--tls-cert", "a.pem"],
             ["--tls-min-version", "1.1"],
             ["--tls-client-cert", "required"],
-            ["--max-connections", "0"],
+            ["--max-connections", "-1"],
             ["--max-connections-per-ip", "many"],
             ["--idle-timeout", "-1"],
             ["--idle-timeout", "nan"],
@@ -223,7 +239,10 @@ class ListeningServiceTests(SynchronousTestCase):
             commonSettings(),
             Factory.forProtocol(Echo),
             datagram=DatagramProtocol(),
-            defaultListen=["tcp:7007:interface=127.0.0.1", "udp:7007"],
+            defaultListen=[
+                "tcp:7007:interface=127.0.0.1",
+                "udp:7007:interface=127.0.0.1",
+            ],
             name="np-test",
             reactor=reactor,
         )

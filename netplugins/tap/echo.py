@@ -14,6 +14,8 @@ from netplugins.echo import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, EchoFactory
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, listeningService, resolveCommon, supervised
 
+#: Idle connections close after this long (--idle-timeout 0: never).
+DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_LISTEN = ("tcp:7007:interface=127.0.0.1",)
 
 
@@ -37,6 +39,7 @@ class Options(ServiceOptions):
     )
     defaultListen = DEFAULT_LISTEN
     tapname = "np-echo"
+    defaultIdleTimeout = DEFAULT_IDLE_TIMEOUT
 
     optParameters = [
         ["framing", None, "raw", "What a message is.", framingChoice],
@@ -69,7 +72,7 @@ def echoService(
         keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings)
+    common = resolveCommon(common, settings, idleTimeout=DEFAULT_IDLE_TIMEOUT)
     factory = EchoFactory(framing, maxMessageSize)
     listeners = listeningService(
         common, factory, defaultListen=DEFAULT_LISTEN, name="np-echo", reactor=reactor

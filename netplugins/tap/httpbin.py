@@ -47,6 +47,7 @@ class Options(ServiceOptions):
     )
     defaultListen = DEFAULT_LISTEN
     tapname = "np-httpbin"
+    usesCheckers = True
 
     optParameters = [
         [

@@ -39,6 +39,7 @@ class Options(ServiceOptions):
     )
     defaultListen = DEFAULT_LISTEN
     tapname = "np-kv"
+    usesCheckers = True
 
     optFlags = [
         [

@@ -58,6 +58,7 @@ class Options(ServiceOptions):
     )
     defaultListen = DEFAULT_LISTEN
     tapname = "np-mpconn"
+    withoutCheckers = "authenticates peers with --authkey-file, not --auth"
 
     optParameters = [
         [
@@ -114,10 +115,6 @@ class Options(ServiceOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        if self.common.checkers:
-            raise usage.UsageError(
-                "np-mpconn authenticates peers with --authkey-file, not --auth"
-            )
         try:
             if self["authkey-file"] is not None:
                 self["authkey"] = readAuthkey(self["authkey-file"])

@@ -43,6 +43,8 @@ class MailOptionsMixin:
     C{--maildir-root} and C{--domain}, shared by the mail plugins.
     """
 
+    usesCheckers = True
+
     optParameters: ClassVar[list[Any]] = [
         ["maildir-root", None, None,
          "The directory of the users' Maildirs (default: <state-dir>/mail)."],

@@ -12,6 +12,8 @@ from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, listeningService, resolveCommon, supervised
 from netplugins.zen import DEFAULT_MAX_QUESTION_SIZE, ZenFactory
 
+#: Idle connections close after this long (--idle-timeout 0: never).
+DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_LISTEN = ("tcp:1060:interface=127.0.0.1",)
 
 
@@ -30,6 +32,7 @@ class Options(ServiceOptions):
     )
     defaultListen = DEFAULT_LISTEN
     tapname = "np-zen"
+    defaultIdleTimeout = DEFAULT_IDLE_TIMEOUT
 
     optParameters = [
         [
@@ -58,7 +61,7 @@ def zenService(
         keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings)
+    common = resolveCommon(common, settings, idleTimeout=DEFAULT_IDLE_TIMEOUT)
     listeners = listeningService(
         common,
         ZenFactory(maxQuestionSize),
