@@ -61,6 +61,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netplugins.addresses import describe
 from netplugins.cred.hmac import (
     CHALLENGE_SIZE,
     DEFAULT_DIGEST,
@@ -164,14 +165,14 @@ class HMACHandshake(Protocol):
         if protocol is None:
             self.log.info(
                 "{peer} authenticated as {name}, but the service refused it",
-                peer=self.transport.getPeer(),
+                peer=describe(self.transport.getPeer()),
                 name=key.name,
             )
             self.transport.loseConnection()
             return
         self.log.info(
             "{peer} authenticated as {name}",
-            peer=self.transport.getPeer(),
+            peer=describe(self.transport.getPeer()),
             name=key.name,
         )
         _names[self.transport] = key.name
@@ -189,7 +190,7 @@ class HMACHandshake(Protocol):
         self._buffer = b""
         self.log.warn(
             "HMAC handshake with {peer} failed: {why}",
-            peer=self.transport.getPeer(),
+            peer=describe(self.transport.getPeer()),
             why=why,
         )
         # A peer that stopped talking may not read either: do not wait to flush.
@@ -216,7 +217,7 @@ class HMACHandshake(Protocol):
             self._finish()
             self.log.info(
                 "{peer} closed the connection during the HMAC handshake",
-                peer=self.addr,
+                peer=describe(self.addr),
             )
 
 

@@ -411,7 +411,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
         [event] = [e for e in events if e["log_level"] == LogLevel.warn]
-        self.assertEqual(event["peer"], PEER)
+        self.assertEqual(event["peer"], "192.0.2.7:40000")
         self.assertIsNone(authenticatedName(transport))
 
     def test_longDigest(self) -> None:
