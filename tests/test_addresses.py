@@ -5,6 +5,7 @@ them through C{twistd --logger}'s JSON output.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.internet.address import (
@@ -30,11 +31,11 @@ PEER4 = IPv4Address("TCP", "192.0.2.7", 40000)
 PEER6 = IPv6Address("TCP", "2001:db8::7", 40001)
 
 
-def roundTrip(events: list[dict[str, Any]]) -> list[str]:
+def roundTrip(events: Sequence[Mapping[str, Any]]) -> list[str]:
     """
     The C{peer} fields of C{events} after JSON serialisation and back.
     """
-    return [eventFromJSON(eventAsJSON(e))["peer"] for e in events if "peer" in e]
+    return [eventFromJSON(eventAsJSON(dict(e)))["peer"] for e in events if "peer" in e]
 
 
 class DescribeTests(SynchronousTestCase):
@@ -73,6 +74,7 @@ class JSONLogTests(SynchronousTestCase):
         wrapped = tracker.wrapFactory(Factory.forProtocol(Protocol))
         with capturedLogs() as events:
             protocol = wrapped.buildProtocol(PEER4)
+            assert protocol is not None
             protocol.makeConnection(StringTransport(peerAddress=PEER4))
         self.assertEqual(roundTrip(events), ["192.0.2.7:40000"])
 
@@ -100,6 +102,7 @@ class JSONLogTests(SynchronousTestCase):
         )
         factory = serverTLS.wrapFactory(Factory.forProtocol(Protocol), clock)
         protocol = factory.buildProtocol(PEER4)
+        assert protocol is not None
         protocol.makeConnection(StringTransport(peerAddress=PEER4))
         with capturedLogs() as events:
             clock.advance(serverTLS.handshakeTimeout)
