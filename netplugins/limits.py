@@ -31,6 +31,14 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 from zope.interface.declarations import Provides
 
+from netplugins.addresses import describe
+from netplugins.ratelimit import (
+    REPORT_INTERVAL,
+    REPORTS_PER_INTERVAL,
+    ReportGate,
+    TokenBucket,
+)
+
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -42,13 +50,6 @@ IGNORED_SOURCE_PORTS = frozenset({0, 7, 13, 17, 19, 37})
 #: Seconds a connection closed for idleness gets to finish closing (flushing
 #: what was written to a peer that may not be reading) before it is aborted.
 CLOSE_GRACE = 10.0
-
-#: Seconds between two log lines about one UDP source's dropped datagrams.
-REPORT_INTERVAL = 60.0
-
-#: Log lines about dropped datagrams allowed per REPORT_INTERVAL in all, so a
-#: flood of spoofed sources cannot flood the log either.
-REPORTS_PER_INTERVAL = 20
 
 
 @frozen
@@ -138,47 +139,6 @@ def _ipOf(peer: IAddress) -> IPAddress | None:
     return None
 
 
-def _describe(peer: IAddress) -> str:
-    """
-    A peer address as log lines show it.
-    """
-    if isinstance(peer, address.IPv4Address):
-        return f"{peer.host}:{peer.port}"
-    if isinstance(peer, address.IPv6Address):
-        return f"[{peer.host}]:{peer.port}"
-    if isinstance(peer, address.UNIXAddress):
-        return f"unix:{peer.name!r}" if peer.name else "unix socket"
-    return str(peer)
-
-
-class _TokenBucket:
-    """
-    Allows C{burst} events at once and C{rate} per second after that.
-    """
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float):
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        """
-        Spend one token if there is one.
-        """
-        # The reactor's clock is wall time and can step back; never refill
-        # (or drain) on a negative interval.
-        elapsed = max(0.0, now - self.stamp)
-        self.stamp = now
-        self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 class _Source:
     """
     What the datagram limits remember about one source address.
@@ -189,7 +149,7 @@ class _Source:
 
     __slots__ = ("bucket", "dropped", "refusal", "reported")
 
-    def __init__(self, bucket: _TokenBucket, refusal: str | None):
+    def __init__(self, bucket: TokenBucket, refusal: str | None):
         self.bucket = bucket
         self.refusal = refusal
         self.dropped = 0
@@ -215,11 +175,13 @@ class ConnectionTracker:
         self.connections = 0
         self._perIP: dict[IPAddress, int] = {}
         self._sources: OrderedDict[str, _Source] = OrderedDict()
-        self._reports = _TokenBucket(
+        self._reports = TokenBucket(
             REPORTS_PER_INTERVAL / REPORT_INTERVAL,
             REPORTS_PER_INTERVAL,
             reactor.seconds(),
         )
+        # Refused connections share the datagram lines' global cap.
+        self._refusals = ReportGate(reactor.seconds(), lines=self._reports)
 
     def wrapFactory(self, factory: IProtocolFactory) -> IProtocolFactory:
         """
@@ -275,6 +237,31 @@ class ConnectionTracker:
             self._perIP[ip] = self._perIP.get(ip, 0) + 1
         return None
 
+    def _reportRefusal(self, peer: IAddress, ip: IPAddress | None, reason: str) -> None:
+        """
+        Log a refused connection, at most once per source address per
+        L{REPORT_INTERVAL}, counting the ones left unlogged.
+        """
+        suppressed = self._refusals.report(
+            describe(peer) if ip is None else str(ip), self._clock.seconds()
+        )
+        if suppressed is None:
+            return
+        if suppressed:
+            self.log.info(
+                "Refused connection from {peer}: {reason} ({suppressed} more "
+                "refused from this address since the last line)",
+                peer=describe(peer),
+                reason=reason,
+                suppressed=suppressed,
+            )
+        else:
+            self.log.info(
+                "Refused connection from {peer}: {reason}",
+                peer=describe(peer),
+                reason=reason,
+            )
+
     def _release(self, ip: IPAddress | None) -> None:
         """
         Forget a connection counted by L{_admit}.
@@ -329,7 +316,7 @@ class ConnectionTracker:
             refusal = self._refusal(_unmapped(ipaddress.ip_address(host)))
         limits = self.limits
         source = _Source(
-            _TokenBucket(limits.datagramRate, limits.datagramBurst, now), refusal
+            TokenBucket(limits.datagramRate, limits.datagramBurst, now), refusal
         )
         self._sources[host] = source
         if len(self._sources) > limits.datagramSources:
@@ -400,11 +387,7 @@ class _Guard:
         self._ip = _ipOf(peer)
         refusal = self._tracker._admit(self._ip)
         if refusal is not None:
-            self._tracker.log.info(
-                "Refused connection from {peer}: {reason}",
-                peer=_describe(peer),
-                reason=refusal,
-            )
+            self._tracker._reportRefusal(peer, self._ip, refusal)
             transport.loseConnection()
             return
         self._admitted = True
@@ -487,7 +470,7 @@ class _IdleGuard(_Guard):
         assert self.transport is not None
         self._tracker.log.info(
             "Closing connection from {peer}: idle for {idle:.1f} s (--idle-timeout)",
-            peer=_describe(self.transport.getPeer()),
+            peer=describe(self.transport.getPeer()),
             idle=idle,
         )
         # Set before closing: a transport may report the loss at once.
@@ -500,7 +483,7 @@ class _IdleGuard(_Guard):
         self._tracker.log.info(
             "Aborting connection from {peer}: not closed {grace:.0f} s after"
             " its idle timeout",
-            peer=_describe(self.transport.getPeer()),
+            peer=describe(self.transport.getPeer()),
             grace=CLOSE_GRACE,
         )
         self.transport.abortConnection()  # type: ignore[attr-defined]

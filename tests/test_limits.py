@@ -285,6 +285,37 @@ class FilterTests(SynchronousTestCase, TrackerMixin):
         self.assertTrue(self.admitted(wrapped, UNIXAddress(None)))
         self.assertTrue(self.admitted(wrapped, UNIXAddress(b"/run/np.sock")))
 
+    def test_refusalsLoggedOncePerInterval(self) -> None:
+        """One address's refusals log a line per interval, counting the rest."""
+        wrapped = self.tracker(deny=networks("192.0.2.0/24")).wrapFactory(
+            RecorderFactory()
+        )
+        with capturedLogs() as events:
+            for port in range(1000, 1100):
+                self.connect(wrapped, v4("192.0.2.1", port))
+            self.connect(wrapped, v4("192.0.2.2", 2000))
+            self.clock.advance(REPORT_INTERVAL)
+            self.connect(wrapped, v4("192.0.2.1", 3000))
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "Refused connection from 192.0.2.1:1000: address denied (--deny)",
+                "Refused connection from 192.0.2.2:2000: address denied (--deny)",
+                "Refused connection from 192.0.2.1:3000: address denied (--deny) "
+                "(99 more refused from this address since the last line)",
+            ],
+        )
+
+    def test_floodOfRefusalsLogBounded(self) -> None:
+        """Refusals from many addresses log at most the global cap of lines."""
+        wrapped = self.tracker(deny=networks("10.0.0.0/8")).wrapFactory(
+            RecorderFactory()
+        )
+        with capturedLogs() as events:
+            for i in range(1000):
+                self.connect(wrapped, v4(f"10.0.{i // 256}.{i % 256}"))
+        self.assertEqual(len(events), REPORTS_PER_INTERVAL)
+
 
 class CountTests(SynchronousTestCase, TrackerMixin):
     def test_maxConnections(self) -> None:
