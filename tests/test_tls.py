@@ -20,6 +20,7 @@ from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
@@ -29,7 +30,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -37,6 +38,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from netplugins.ratelimit import REPORT_INTERVAL
 from netplugins.tls import (
     ServerTLS,
     TLSSettings,
@@ -124,7 +126,12 @@ class Pair:
             creator, True, OneProtocolFactory(self.clientApp), clock=clock
         ).buildProtocol(ADDRESS)
         _, _, self.pump = iosim.connectedServerAndClient(
-            lambda: self.server, lambda: self.client, clock=clock
+            lambda: self.server,
+            lambda: self.client,
+            serverTransportFactory=lambda protocol: iosim.FakeTransport(
+                protocol, isServer=True, peerAddress=ADDRESS
+            ),
+            clock=clock,
         )
 
     def peerCertificate(self) -> x509.Certificate:
@@ -599,6 +606,64 @@ class DeadlineTests(TLSTestMixin, SynchronousTestCase):
         self.assertEqual(pair.roundTrip(b"late"), b"late")
 
 
+class HandshakeFailureLogTests(TLSTestMixin, SynchronousTestCase):
+    """
+    Failed handshakes are logged with the peer and OpenSSL's reason, rate-limited.
+    """
+
+    def failures(self, serverTLS: ServerTLS) -> list[dict[str, Any]]:
+        with capturedLogs() as events:
+            pair = self.connect(serverTLS, clientCreator("a.example", self.pki.caPath))
+            self.assertEqual(pair.roundTrip(b"x"), b"")
+        return [e for e in events if "TLS handshake" in e.get("log_format", "")]
+
+    def test_missingClientCertificateLogged(self) -> None:
+        """A client without the required certificate is logged with peer and reason."""
+        serverTLS = self.serverTLS(clientCA=self.pki.caPath, clientCert="required")
+        [event] = self.failures(serverTLS)
+        self.assertEqual(
+            (event["log_level"], event["peer"], event["suppressed"]),
+            (LogLevel.warn, "127.0.0.1:4321", 0),
+        )
+        self.assertIn("peer did not return a certificate", event["reason"])
+        self.assertEqual(
+            formatEvent(event),
+            f"TLS handshake with 127.0.0.1:4321 failed: {event['reason']}",
+        )
+
+    def test_failuresRateLimitedPerPeer(self) -> None:
+        """A peer's failures log one line a minute, counting the unlogged ones."""
+        serverTLS = self.serverTLS(clientCA=self.pki.caPath, clientCert="required")
+        self.assertEqual(len(self.failures(serverTLS)), 1)
+        self.assertEqual(self.failures(serverTLS) + self.failures(serverTLS), [])
+        self.clock.advance(REPORT_INTERVAL)
+        [event] = self.failures(serverTLS)
+        self.assertEqual(event["suppressed"], 2)
+        self.assertIn(
+            "(2 more from this address since the last line)", formatEvent(event)
+        )
+
+    def test_closedBeforeHandshakeLogged(self) -> None:
+        """A connection closed mid-handshake is logged; a finished one is not."""
+        factory = self.serverTLS().wrapFactory(
+            Factory.forProtocol(Protocol), reactor=self.clock
+        )
+        protocol = factory.buildProtocol(ADDRESS)
+        assert protocol is not None
+        protocol.makeConnection(StringTransport())
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionDone("bye")))
+        [event] = events
+        self.assertIn("closed before its handshake finished", formatEvent(event))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        pair = self.connect(self.serverTLS(), RawClient())
+        with capturedLogs() as events:
+            pair.client.loseConnection()
+            pair.pump.flush()
+        self.assertIsNotNone(pair.serverApp.lost)
+        self.assertEqual(events, [])
+
+
 class NPTLSParserTests(TLSTestMixin, SynchronousTestCase):
     """
     Parsing C{nptls:} strings.
@@ -752,6 +817,19 @@ class RealPeerTests(TLSTestMixin, TestCase):
         self.assertIn("TLSv1.3", output)
         self.assertIn("CN = b.example", output)
         self.assertIn("hello None", output)
+
+    @inlineCallbacks
+    def test_opensslWithoutCertificateLogged(self) -> Any:
+        """openssl s_client without the required client certificate is logged."""
+        serverTLS = self.serverTLS(clientCA=self.pki.caPath, clientCert="required")
+        port, factory = self.listen(serverTLS)
+        with capturedLogs() as events:
+            output, _ = yield self.openssl(port, "-CAfile", self.pki.caPath)
+            yield factory.allGone()
+        self.assertIn("certificate required", output)
+        [event] = [e for e in events if "TLS handshake" in e.get("log_format", "")]
+        self.assertTrue(event["peer"].startswith("127.0.0.1:"), event["peer"])
+        self.assertIn("peer did not return a certificate", event["reason"])
 
     @inlineCallbacks
     def test_opensslTLS11Refused(self) -> Any:

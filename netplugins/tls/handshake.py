@@ -1,17 +1,22 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Server-side TLS connections with a handshake deadline.
+Server-side TLS connections with a handshake deadline, and log lines for the
+handshakes that fail: the peer and OpenSSL's reason, at most once per peer
+address per minute and a bounded number of lines in all (L{ReportGate}).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IDelayedCall, IProtocolFactory
+from OpenSSL import SSL
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+
+from netplugins.addresses import describe
 
 if TYPE_CHECKING:
     from netplugins.tls.server import ServerTLS
@@ -41,8 +46,39 @@ class _DeadlineTLSProtocol(BufferingTLSTransport):
             self._cancelDeadline()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # The handshake's own error, when it failed, is kept in _reason.
+        failure = self._reason or reason
+        pending = self._deadline is not None
         self._cancelDeadline()
+        if pending and not self._handshakeDone:
+            if isinstance(failure.value, SSL.Error):
+                self._report(
+                    "TLS handshake with {peer} failed: {reason}",
+                    _opensslReason(failure.value),
+                )
+            else:
+                self._report(
+                    "TLS connection from {peer} closed before its handshake "
+                    "finished: {reason}",
+                    failure.getErrorMessage(),
+                )
         super().connectionLost(reason)
+
+    def _report(self, format: str, reason: str, **fields: object) -> None:
+        peer = self.getPeer()
+        gate = self.factory.reports
+        suppressed = gate.report(_source(peer), self.factory.reactor.seconds())
+        if suppressed is None:
+            return
+        if suppressed:
+            format += " ({suppressed} more from this address since the last line)"
+        self.log.warn(
+            format,
+            peer=describe(peer),
+            reason=reason,
+            suppressed=suppressed,
+            **fields,
+        )
 
     def _cancelDeadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -51,10 +87,9 @@ class _DeadlineTLSProtocol(BufferingTLSTransport):
 
     def _handshakeTimedOut(self) -> None:
         self._deadline = None
-        self.log.warn(
-            "TLS handshake from {peer} not finished within {timeout} seconds; "
-            "disconnecting",
-            peer=self.getPeer(),
+        self._report(
+            "TLS handshake from {peer} not finished in time; disconnecting: {reason}",
+            f"no handshake within {self.factory.handshakeTimeout:g} seconds",
             timeout=self.factory.handshakeTimeout,
         )
         self.abortConnection()
@@ -73,3 +108,24 @@ class _DeadlineTLSFactory(TLSMemoryBIOFactory):
         super().__init__(serverTLS, False, wrappedFactory, clock=reactor)
         self.reactor = reactor
         self.handshakeTimeout = handshakeTimeout
+        self.reports = serverTLS.handshakeReports(reactor)
+
+
+def _source(peer: IAddress) -> str:
+    # One source per IP address, whatever the port.
+    host = getattr(peer, "host", None)
+    return host if isinstance(host, str) else describe(peer)
+
+
+def _opensslReason(error: SSL.Error) -> str:
+    """
+    OpenSSL's reasons from an C{SSL.Error}: its queue of (library, function,
+    reason) triples, joined.
+    """
+    queue = error.args[0] if error.args else None
+    if isinstance(queue, list) and queue:
+        return "; ".join(
+            str(entry[-1]) if isinstance(entry, tuple) else str(entry)
+            for entry in queue
+        )
+    return str(error) or error.__class__.__name__

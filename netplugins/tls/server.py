@@ -26,6 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from netplugins.ratelimit import ReportGate
 from netplugins.tls.devcert import ensureDevelopmentCertificate
 from netplugins.tls.handshake import _DeadlineTLSFactory
 from netplugins.tls.identity import (
@@ -113,6 +114,7 @@ class ServerTLS:
         self._previousHandler: Any = None
         self._handlerInstalled = False
         self._refusal: SSL.Context | None = None
+        self._handshakeReports: ReportGate | None = None
         self._seen = self._filesSignature()
         self._generation = self._load()
 
@@ -345,6 +347,15 @@ class ServerTLS:
             # stays in their chain and just passes signals on.
             if signal.getsignal(signal.SIGHUP) == self._signalled:
                 signal.signal(signal.SIGHUP, self._previousHandler)
+
+    def handshakeReports(self, clock: Any) -> ReportGate:
+        """
+        The gate of the log lines about failed handshakes, shared by every
+        listener wrapped with this object.
+        """
+        if self._handshakeReports is None:
+            self._handshakeReports = ReportGate(clock.seconds())
+        return self._handshakeReports
 
     def service(self) -> IService:
         """
