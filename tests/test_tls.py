@@ -332,6 +332,66 @@ class SNITests(TLSTestMixin, SynchronousTestCase):
         )
 
 
+class DirectoryTests(TLSTestMixin, SynchronousTestCase):
+    """
+    C{--tls-dir} reads what Twisted's C{tls:} endpoint reads.
+    """
+
+    def write(self, directory: str, name: str, *blobs: bytes) -> None:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(b"".join(blobs))
+
+    def test_anyOrderWithIntermediate(self) -> None:
+        """A file ordered intermediate, key, leaf serves the leaf with its chain."""
+        intermediate = self.pki.ca.create_child_ca()
+        leaf = intermediate.issue_cert("mixed.example")
+        directory = self.mktemp()
+        self.write(
+            directory,
+            "mixed.pem",
+            intermediate.cert_pem.bytes(),
+            leaf.private_key_pem.bytes(),
+            leaf.cert_chain_pems[0].bytes(),
+        )
+        serverTLS = self.serverTLS(certificates=(), directory=directory)
+        pair = self.connect(serverTLS, clientCreator("mixed.example", self.pki.caPath))
+        self.assertEqual(pair.roundTrip(b"verified"), b"verified")
+        chain = pair.client.getHandle().get_peer_cert_chain(as_cryptography=True)
+        expected = [leaf.cert_chain_pems[0], intermediate.cert_pem]
+        self.assertEqual(
+            [c.subject for c in chain],
+            [x509.load_pem_x509_certificate(p.bytes()).subject for p in expected],
+        )
+
+    def test_keysAndCertificatesInSeparateFiles(self) -> None:
+        """Keys and certificates may sit in different files; a lone key is skipped."""
+        leaf = self.pki.ca.issue_cert("split.example")
+        stray = self.pki.ca.issue_cert("stray.example")
+        directory = self.mktemp()
+        self.write(directory, "a-key.pem", leaf.private_key_pem.bytes())
+        self.write(directory, "b-cert.pem", leaf.cert_chain_pems[0].bytes())
+        self.write(directory, "c-stray.pem", stray.private_key_pem.bytes())
+        with capturedLogs() as events:
+            serverTLS = self.serverTLS(certificates=(), directory=directory)
+        [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("c-stray.pem", warning["problem"])
+        self.assertIn("split.example", serverTLS.names)
+        self.assertIn(
+            "split.example",
+            self.connect(serverTLS, RawClient(b"split.example")).peerNames(),
+        )
+
+    def test_noUsableKey(self) -> None:
+        """A directory without a key and its certificate is a one-line error."""
+        directory = self.mktemp()
+        leaf = self.pki.ca.issue_cert("nokey.example")
+        self.write(directory, "cert.pem", leaf.cert_chain_pems[0].bytes())
+        with self.assertRaises(ValueError) as e:
+            self.serverTLS(certificates=(), directory=directory)
+        self.assertIn("no private key with its certificate", str(e.exception))
+
+
 class VerificationTests(TLSTestMixin, SynchronousTestCase):
     """
     Client-side verification and client certificates.

@@ -82,6 +82,13 @@ def certificateNames(certificate: x509.Certificate) -> list[str]:
     return [name.lower().rstrip(".") for name in san.get_values_for_type(x509.DNSName)]
 
 
+def _loadKey(pem: bytes, path: str) -> Any:
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise TLSConfigurationError(f"unusable private key in {path}: {e}") from None
+
+
 def loadIdentity(
     certPath: str, keyPath: str, extraNames: tuple[str, ...] = ()
 ) -> Identity:
@@ -99,10 +106,7 @@ def loadIdentity(
     match = _PRIVATE_KEY.search(keyData)
     if match is None:
         raise TLSConfigurationError(f"no PEM private key in {keyPath}")
-    try:
-        key = serialization.load_pem_private_key(match.group(0), password=None)
-    except (ValueError, TypeError) as e:
-        raise TLSConfigurationError(f"unusable private key in {keyPath}: {e}") from None
+    key = _loadKey(match.group(0), keyPath)
     if key.public_key() != chain[0].public_key():
         raise TLSConfigurationError(
             f"the key in {keyPath} does not match the certificate in {certPath}"
@@ -112,15 +116,80 @@ def loadIdentity(
 
 
 def directoryFiles(directory: str) -> list[str]:
-    try:
-        entries = sorted(os.listdir(directory))
-    except OSError as e:
-        raise TLSConfigurationError(f"cannot read {directory}: {e.strerror}") from None
-    return [
-        os.path.join(directory, name)
-        for name in entries
-        if name.endswith(".pem") and os.path.isfile(os.path.join(directory, name))
-    ]
+    """
+    The C{*.pem} files under C{directory} and its subdirectories, sorted.
+    """
+    if not os.path.isdir(directory):
+        raise TLSConfigurationError(f"cannot read {directory}: not a directory")
+    found: list[str] = []
+    for parent, subdirectories, names in os.walk(directory):
+        subdirectories.sort()
+        found.extend(
+            os.path.join(parent, name)
+            for name in names
+            if name.endswith(".pem") and os.path.isfile(os.path.join(parent, name))
+        )
+    return sorted(found)
+
+
+def loadDirectory(directory: str) -> tuple[list[Identity], list[str]]:
+    """
+    Load a directory the way Twisted's C{tls:} endpoint
+    (C{twisted.protocols._sni.PEMObjects}) reads it: every C{*.pem} file is a
+    pile of keys and certificates in any order; each key serves the
+    certificate with its public key, chained through the other certificates
+    by issuer.  A key is also served under its file's name (C{host.pem}).
+
+    @return: the identities, in file order, and one message per key without
+        a certificate (skipped, as Twisted does).
+    @raise TLSConfigurationError: for an unreadable file or key, or when no
+        key has a certificate.
+    """
+    keys: list[tuple[str, Any]] = []
+    certificates: list[tuple[str, x509.Certificate]] = []
+    for path in directoryFiles(directory):
+        data = readFile(path)
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            try:
+                certificates.extend(
+                    (path, c) for c in x509.load_pem_x509_certificates(data)
+                )
+            except ValueError:
+                raise TLSConfigurationError(f"bad PEM certificate in {path}") from None
+        for match in _PRIVATE_KEY.finditer(data):
+            keys.append((path, _loadKey(match.group(0), path)))
+    identities = []
+    unused = []
+    withKeys = set()
+    for path, key in keys:
+        # Prefer a certificate from the key's own file.
+        candidates = sorted(certificates, key=lambda pc: pc[0] != path)
+        for _, certificate in candidates:
+            if certificate.public_key() == key.public_key():
+                withKeys.add(certificate)
+                break
+        else:
+            unused.append(f"{path}: a private key without its certificate")
+            continue
+        identities.append((path, key, certificate))
+    intermediates = {c.subject: c for _, c in certificates if c not in withKeys}
+    loaded = []
+    for path, key, leaf in identities:
+        chain = [leaf]
+        while (
+            chain[-1].issuer != chain[-1].subject
+            and chain[-1].issuer in intermediates
+            and intermediates[chain[-1].issuer] not in chain
+        ):
+            chain.append(intermediates[chain[-1].issuer])
+        stem = os.path.basename(path)[: -len(".pem")].lower()
+        names = tuple(dict.fromkeys([*certificateNames(leaf), stem]))
+        loaded.append(Identity(path, names, tuple(chain), key))
+    if not loaded:
+        raise TLSConfigurationError(
+            f"no private key with its certificate in *.pem files under {directory}"
+        )
+    return loaded, unused
 
 
 def loadCAs(path: str) -> list[x509.Certificate]:

@@ -35,6 +35,7 @@ from netplugins.tls.identity import (
     TLSSettings,
     directoryFiles,
     loadCAs,
+    loadDirectory,
     loadIdentity,
 )
 
@@ -134,13 +135,10 @@ class ServerTLS:
             pairs = [ensureDevelopmentCertificate(settings.stateDir)]
         identities = [loadIdentity(cert, key) for cert, key in pairs]
         if settings.directory is not None:
-            for path in directoryFiles(settings.directory):
-                stem = os.path.basename(path)[: -len(".pem")].lower()
-                identities.append(loadIdentity(path, path, (stem,)))
-            if not identities:
-                raise TLSConfigurationError(
-                    f"no *.pem certificate files in {settings.directory}"
-                )
+            loaded, unused = loadDirectory(settings.directory)
+            identities.extend(loaded)
+            for problem in unused:
+                self.log.warn("TLS directory: skipping {problem}", problem=problem)
         return identities
 
     def _load(self) -> _Generation:
