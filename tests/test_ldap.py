@@ -68,9 +68,13 @@ class ParseURLTests(SynchronousTestCase):
         self.assertEqual(
             config,
             LDAPConfig(
-                host="ldap.example.org", port=1389, useSSL=False,
-                baseDN="ou=people,dc=example,dc=org", attributes=("mail", "cn"),
-                scope="one", filter="(objectClass=inetOrgPerson)",
+                host="ldap.example.org",
+                port=1389,
+                useSSL=False,
+                baseDN="ou=people,dc=example,dc=org",
+                attributes=("mail", "cn"),
+                scope="one",
+                filter="(objectClass=inetOrgPerson)",
             ),
         )
 
@@ -81,8 +85,12 @@ class ParseURLTests(SynchronousTestCase):
         """
         self.assertEqual(
             parseArgument("ldaps://ldap.example.org/dc=example,dc=org"),
-            LDAPConfig(host="ldap.example.org", port=636, useSSL=True,
-                       baseDN="dc=example,dc=org"),
+            LDAPConfig(
+                host="ldap.example.org",
+                port=636,
+                useSSL=True,
+                baseDN="dc=example,dc=org",
+            ),
         )
         self.assertEqual(
             parseArgument("ldap://h/dc=x??base?objectClass=*").filter,
@@ -123,31 +131,44 @@ class ConfigFileTests(SynchronousTestCase):
         """
         secret = _writeFile(self, "s3cret\n")
         ca = _writeFile(self, "not checked until use")
-        path = _writeFile(self, "\n".join([
-            "[ldap]",
-            "url = ldap://ldap.example.org/ou=people,dc=example,dc=org?uid?sub",
-            "bind_dn = cn=reader,dc=example,dc=org",
-            f"bind_password_file = {secret}",
-            f"ca_file = {ca}",
-            "starttls = yes",
-            "connect_timeout = 1.5",
-            "receive_timeout = 2.5",
-            "required_group = cn=staff,dc=example,dc=org",
-            "group_membership = memberOf",
-            "bind_dn_template = uid={user},ou=people,dc=example,dc=org",
-            "pool_size = 3",
-            "cache_ttl = 30",
-        ]))
+        path = _writeFile(
+            self,
+            "\n".join(
+                [
+                    "[ldap]",
+                    "url = ldap://ldap.example.org/ou=people,dc=example,dc=org?uid?sub",
+                    "bind_dn = cn=reader,dc=example,dc=org",
+                    f"bind_password_file = {secret}",
+                    f"ca_file = {ca}",
+                    "starttls = yes",
+                    "connect_timeout = 1.5",
+                    "receive_timeout = 2.5",
+                    "required_group = cn=staff,dc=example,dc=org",
+                    "group_membership = memberOf",
+                    "bind_dn_template = uid={user},ou=people,dc=example,dc=org",
+                    "pool_size = 3",
+                    "cache_ttl = 30",
+                ]
+            ),
+        )
         self.assertEqual(
             parseArgument(f"config={path}"),
             LDAPConfig(
-                host="ldap.example.org", port=389, useSSL=False,
-                baseDN="ou=people,dc=example,dc=org", bindDN=SERVICE_DN,
-                bindPassword="s3cret", caFile=ca, startTLS=True,
-                connectTimeout=1.5, receiveTimeout=3,
-                requiredGroup="cn=staff,dc=example,dc=org", groupMembership="memberOf",
+                host="ldap.example.org",
+                port=389,
+                useSSL=False,
+                baseDN="ou=people,dc=example,dc=org",
+                bindDN=SERVICE_DN,
+                bindPassword="s3cret",
+                caFile=ca,
+                startTLS=True,
+                connectTimeout=1.5,
+                receiveTimeout=3,
+                requiredGroup="cn=staff,dc=example,dc=org",
+                groupMembership="memberOf",
                 bindDNTemplate="uid={user},ou=people,dc=example,dc=org",
-                poolSize=3, cacheTTL=30.0,
+                poolSize=3,
+                cacheTTL=30.0,
             ),
         )
 
@@ -156,10 +177,13 @@ class ConfigFileTests(SynchronousTestCase):
         The service password never shows in the config's repr (log lines).
         """
         secret = _writeFile(self, "s3cret")
-        config = configFromMapping({
-            "url": "ldap://h/dc=x", "bind_dn": "cn=r,dc=x",
-            "bind_password_file": secret,
-        })
+        config = configFromMapping(
+            {
+                "url": "ldap://h/dc=x",
+                "bind_dn": "cn=r,dc=x",
+                "bind_password_file": secret,
+            }
+        )
         self.assertEqual(config.bindPassword, "s3cret")
         self.assertNotIn("s3cret", repr(config))
 
@@ -172,10 +196,8 @@ class ConfigFileTests(SynchronousTestCase):
             "url = ldap://h/dc=x\nport = 1": "unknown setting 'port'",
             "bind_dn = cn=r,dc=x": "url is required",
             "url = ldap://h/dc=x\nbind_dn = cn=r,dc=x": "go together",
-            f"url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\nbind_password_file = {empty}":
-                "is empty",
-            "url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\nbind_password_file = /nope":
-                "cannot read bind_password_file",
+            f"url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\nbind_password_file = {empty}": "is empty",
+            "url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\nbind_password_file = /nope": "cannot read bind_password_file",
             "url = ldap://h/dc=x\nca_file = /nope.pem": "does not exist",
             "url = ldaps://h/dc=x\nstarttls = yes": "starttls makes no sense",
             "url = ldap://h/dc=x\nstarttls = maybe": "yes or no",
@@ -282,14 +304,46 @@ class _RefuseStartTLS(Protocol):
         if factory.how == "refuse":
             # ExtendedResponse, resultCode protocolError (2).
             self.transport.write(
-                bytes([0x30, 0x0C, 0x02, 0x01, messageID, 0x78, 0x07,
-                       0x0A, 0x01, 0x02, 0x04, 0x00, 0x04, 0x00])
+                bytes(
+                    [
+                        0x30,
+                        0x0C,
+                        0x02,
+                        0x01,
+                        messageID,
+                        0x78,
+                        0x07,
+                        0x0A,
+                        0x01,
+                        0x02,
+                        0x04,
+                        0x00,
+                        0x04,
+                        0x00,
+                    ]
+                )
             )
         else:
             # Success, then something that is not a TLS handshake.
             self.transport.write(
-                bytes([0x30, 0x0C, 0x02, 0x01, messageID, 0x78, 0x07,
-                       0x0A, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00])
+                bytes(
+                    [
+                        0x30,
+                        0x0C,
+                        0x02,
+                        0x01,
+                        messageID,
+                        0x78,
+                        0x07,
+                        0x0A,
+                        0x01,
+                        0x00,
+                        0x04,
+                        0x00,
+                        0x04,
+                        0x00,
+                    ]
+                )
                 + b"this is not TLS\r\n" * 4
             )
 
@@ -377,6 +431,26 @@ class LoginTests(_CheckerMixin, TestCase):
         self.assertIn("0 entries match", self.logText())
 
     @inlineCallbacks
+    def test_unknownUserCostsABind(self) -> Any:
+        """An unknown user costs a bind (to a decoy DN), as a wrong password does."""
+        checker = self.checker()
+        directory = checker.directory
+        binds: list[str] = []
+        connect = directory._connect
+
+        def counting(user: str | None, password: str | None) -> Any:
+            if user != directory.config.bindDN:
+                binds.append(user or "")
+            return connect(user, password)
+
+        self.patch(directory, "_connect", counting)
+        yield self.refused(checker, "nobody", "alice-pw")
+        yield self.refused(checker, "alice", "bob-pw")
+        self.assertEqual(len(binds), 2, binds)
+        self.assertIn("netplugins-decoy", binds[0])
+        self.assertTrue(binds[0].endswith(BASE_DN), binds[0])
+
+    @inlineCallbacks
     def test_injection(self) -> Any:
         """
         Filter metacharacters in the username are escaped, so they match nobody.
@@ -406,7 +480,8 @@ class LoginTests(_CheckerMixin, TestCase):
         injection attempts fail.
         """
         checker = self.checker(
-            bind_dn_template=f"uid={{user}},{PEOPLE}", bind_dn="",
+            bind_dn_template=f"uid={{user}},{PEOPLE}",
+            bind_dn="",
             bind_password_file="",
         )
         self.assertEqual((yield self.login(checker, "bob", "bob-pw")), "bob")
@@ -595,7 +670,8 @@ class TLSTests(_CheckerMixin, TestCase):
         )
         yield self.refused(ldaps, "alice", "alice-pw")
         startTLS = self.checker(
-            url=f"{self.server.url(host=other)}/{BASE_DN}", starttls="yes",
+            url=f"{self.server.url(host=other)}/{BASE_DN}",
+            starttls="yes",
             ca_file=self.server.caFile,
         )
         yield self.refused(startTLS, "alice", "alice-pw")
@@ -612,13 +688,15 @@ class TLSTests(_CheckerMixin, TestCase):
         for how in ("refuse", "garbage"):
             factory, port = _listen(self, _RefuseStartTLS, how=how, received=b"")
             checker = self.checker(
-                url=f"ldap://127.0.0.1:{port}/{BASE_DN}", starttls="yes",
+                url=f"ldap://127.0.0.1:{port}/{BASE_DN}",
+                starttls="yes",
                 ca_file=self.server.caFile,
                 bind_dn_template=f"uid={{user}},{PEOPLE}",
             )
             yield self.refused(checker, "alice", "alice-pw")
             service = self.checker(
-                url=f"ldap://127.0.0.1:{port}/{BASE_DN}", starttls="yes",
+                url=f"ldap://127.0.0.1:{port}/{BASE_DN}",
+                starttls="yes",
                 ca_file=self.server.caFile,
             )
             yield self.refused(service, "alice", "alice-pw")
@@ -642,8 +720,13 @@ class InputTests(_CheckerMixin, TestCase):
         factory, port = _listen(self, _Silent)
         checker = self.checker(url=f"ldap://127.0.0.1:{port}/{BASE_DN}")
         bad: list[tuple[str | bytes, str | bytes]] = [
-            ("alice", ""), ("alice", " \t "), (b"alice", b""), (b"alice", b"\xff"),
-            ("", "alice-pw"), ("alice", "a\x00b"), ("\x00", "alice-pw"),
+            ("alice", ""),
+            ("alice", " \t "),
+            (b"alice", b""),
+            (b"alice", b"\xff"),
+            ("", "alice-pw"),
+            ("alice", "a\x00b"),
+            ("\x00", "alice-pw"),
             (b"al\xffice", b"alice-pw"),
         ]
         for username, password in bad:
@@ -777,4 +860,3 @@ class DeadServerTests(_CheckerMixin, TestCase):
         yield self.refused(checker, "alice", "alice-pw")
         self.assertLess(time.monotonic() - started, 2.5)
         self.assertIn("unusable", self.logText())
-

@@ -17,10 +17,12 @@ users who have not logged in, e.g. mail recipients).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
+import secrets
 import ssl
 import threading
 from collections import OrderedDict
@@ -230,6 +232,7 @@ class Directory:
 
     def __init__(self, config: LDAPConfig) -> None:
         self.config = config
+        self._decoyDN = f"cn=netplugins-decoy-{secrets.token_hex(8)},{config.baseDN}"
         self.tls: VerifyingTls | None = None
         if config.useSSL or config.startTLS:
             self.tls = VerifyingTls(clientContext(config.caFile), config.caFile)
@@ -375,8 +378,12 @@ class Directory:
             dn = escape_filter_chars(user.dn)
             ldapFilter = f"(|(member={dn})(uniqueMember={dn}))"
         connection.search(
-            base, ldapFilter, search_scope=ldap3.BASE, attributes=[ldap3.NO_ATTRIBUTES],
-            size_limit=1, time_limit=self.config.receiveTimeout,
+            base,
+            ldapFilter,
+            search_scope=ldap3.BASE,
+            attributes=[ldap3.NO_ATTRIBUTES],
+            size_limit=1,
+            time_limit=self.config.receiveTimeout,
         )
         if not _entries(connection):
             raise RefusedError(f"not a member of {group!r}")
@@ -396,11 +403,25 @@ class Directory:
                 return self.checkGroup(connection, self.find(connection, username))
             finally:
                 _unbind(connection)
-        user = self.searches.run(lambda c: self.find(c, username))
+        try:
+            user = self.searches.run(lambda c: self.find(c, username))
+        except RefusedError:
+            self._decoyBind(password)
+            raise
         _unbind(self._connect(user.dn, password))
         if self.config.requiredGroup is None:
             return user
         return self.searches.run(lambda c: self.checkGroup(c, user))
+
+    def _decoyBind(self, password: str) -> None:
+        """
+        Bind to an entry that does not exist: an unknown user then costs the
+        bind a wrong password costs, so response times do not tell which
+        names exist.
+        """
+        # invalidCredentials (or noSuchObject) is the expected answer.
+        with contextlib.suppress(Exception):
+            _unbind(self._connect(self._decoyDN, password))
 
     def lookup(self, username: str) -> LDAPUser | None:
         """
@@ -549,8 +570,10 @@ class LDAPChecker:
                 return succeed(avatarId)
         d = self._inPool(self.directory.authenticate, name, password)
         d.addCallbacks(
-            self._cbLoggedIn, self._ebLoginFailed,
-            callbackArgs=(key, avatarId), errbackArgs=(name,),
+            self._cbLoggedIn,
+            self._ebLoginFailed,
+            callbackArgs=(key, avatarId),
+            errbackArgs=(name,),
         )
         return d
 
@@ -571,20 +594,26 @@ class LDAPChecker:
         if reason.check(RefusedError):
             self.log.info(
                 "LDAP {what} for {user!r} refused: {reason}",
-                what=what, user=name, reason=reason.getErrorMessage(),
+                what=what,
+                user=name,
+                reason=reason.getErrorMessage(),
             )
         elif reason.check(DeferredTimeout):
             self.log.error(
                 "LDAP {what} for {user!r} failed: {server} did not answer within "
                 "{deadline} seconds",
-                what=what, user=name, server=self.config.describe(),
+                what=what,
+                user=name,
+                server=self.config.describe(),
                 deadline=self.config.deadline,
             )
         else:
             error: Any = reason.value
             self.log.error(
                 "LDAP {what} for {user!r} failed: {server} unusable: {error}",
-                what=what, user=name, server=self.config.describe(),
+                what=what,
+                user=name,
+                server=self.config.describe(),
                 error=f"{type(error).__name__}: {describeError(error)}",
             )
 
