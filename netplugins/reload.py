@@ -31,26 +31,32 @@ def _runAll() -> None:
             log.failure("reload with {callback!r} failed", callback=callback)
 
 
+def _schedule(f: Callable[[], None]) -> None:
+    from twisted.internet import reactor
+
+    reactor.callFromThread(f)  # type: ignore[attr-defined]
+
+
 def _install() -> None:
     if _installed or not hasattr(signal, "SIGHUP"):
         return
 
+    previous: Any = None
+
     def handler(signum: int, frame: Any) -> None:
         # Python runs signal handlers between bytecodes of the main thread, maybe
         # in the middle of reactor work: hop to a clean point of the loop.
-        from twisted.internet import reactor
-
-        reactor.callFromThread(_runAll)  # type: ignore[attr-defined]
-        previous = _installed.get("previous")
+        _schedule(_runAll)
         if callable(previous):
             previous(signum, frame)
 
     try:
-        _installed["previous"] = signal.signal(signal.SIGHUP, handler)
+        previous = signal.signal(signal.SIGHUP, handler)
     except ValueError:
         # Not the main thread (an embedding program): reload stays available
         # through reloadAll().
         return
+    _installed["previous"] = previous
     _installed["handler"] = handler
 
 

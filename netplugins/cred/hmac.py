@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import os
 import stat
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -184,6 +185,23 @@ def findKey(
 _MISSING = (-1, -1, -1)
 
 
+def _reloadOnSIGHUP(keyFile: KeyFile) -> None:
+    from netplugins.reload import onReload
+
+    # A weak reference: a key file nobody uses any more drops out at the next
+    # SIGHUP instead of living as long as the process.
+    ref = weakref.ref(keyFile)
+
+    def reload() -> None:
+        live = ref()
+        if live is None:
+            unregister()
+        else:
+            live.reload()
+
+    unregister = onReload(reload)
+
+
 class KeyFile:
     """
     The keys in a file, re-read when the file changes.
@@ -211,6 +229,14 @@ class KeyFile:
         except OSError as e:
             raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
         self._load(info)
+        _reloadOnSIGHUP(self)
+
+    def reload(self) -> None:
+        """
+        Re-read the file now even if it looks unchanged (SIGHUP).
+        """
+        self._stamp = self._failedStamp = None
+        self.keys()
 
     @staticmethod
     def _stampOf(info: os.stat_result) -> tuple[int, int, int]:

@@ -7,8 +7,7 @@ reload of its files on SIGHUP and when they change.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -27,6 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from netplugins.ratelimit import ReportGate
+from netplugins.reload import onReload
 from netplugins.tls.devcert import ensureDevelopmentCertificate
 from netplugins.tls.handshake import _DeadlineTLSFactory
 from netplugins.tls.identity import (
@@ -112,8 +112,7 @@ class ServerTLS:
         self.handshakeTimeout = handshakeTimeout
         self._watchers = 0
         self._poller: LoopingCall | None = None
-        self._previousHandler: Any = None
-        self._handlerInstalled = False
+        self._unregisterReload: Callable[[], None] | None = None
         self._refusal: SSL.Context | None = None
         self._handshakeReports: ReportGate | None = None
         self._seen = self._filesSignature()
@@ -302,15 +301,6 @@ class ServerTLS:
             self._seen = signature
             self.reload()
 
-    def _signalled(self, signum: int, frame: Any) -> None:
-        # Signal handlers interrupt whatever the main thread is doing; do the
-        # reload from the reactor loop instead.
-        if self._handlerInstalled:
-            self._getReactor().callFromThread(self._reloadOnSignal)
-        previous = self._previousHandler
-        if callable(previous):
-            previous(signum, frame)
-
     def _reloadOnSignal(self) -> None:
         self.log.info("SIGHUP: reloading TLS certificates")
         self._seen = self._filesSignature()
@@ -323,14 +313,7 @@ class ServerTLS:
         self._poller = LoopingCall(self._poll)
         self._poller.clock = self._getReactor()
         self._poller.start(self.pollInterval, now=False)
-        if hasattr(signal, "SIGHUP"):
-            try:
-                self._previousHandler = signal.signal(signal.SIGHUP, self._signalled)
-            except ValueError:
-                # Not the main thread: the mtime poll still works.
-                self.log.warn("cannot handle SIGHUP outside the main thread")
-            else:
-                self._handlerInstalled = True
+        self._unregisterReload = onReload(self._reloadOnSignal)
 
     def _stopWatching(self) -> None:
         self._watchers -= 1
@@ -339,12 +322,9 @@ class ServerTLS:
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         self._poller = None
-        if self._handlerInstalled:
-            self._handlerInstalled = False
-            # Only restore when nobody chained after us; otherwise our handler
-            # stays in their chain and just passes signals on.
-            if signal.getsignal(signal.SIGHUP) == self._signalled:
-                signal.signal(signal.SIGHUP, self._previousHandler)
+        if self._unregisterReload is not None:
+            self._unregisterReload()
+            self._unregisterReload = None
 
     def handshakeReports(self, clock: Any) -> ReportGate:
         """
