@@ -660,6 +660,21 @@ class DeadlineTests(TLSTestMixin, SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual([e["timeout"] for e in events if "timeout" in e], [10])
 
+    def test_defaultDeadlineTenSeconds(self) -> None:
+        """Without handshakeTimeout a silent client is dropped after 10 seconds."""
+        factory = self.serverTLS().wrapFactory(
+            Factory.forProtocol(Protocol), reactor=self.clock
+        )
+        protocol = factory.buildProtocol(ADDRESS)
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs():
+            self.clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+
     def test_finishedHandshakeCancelsDeadline(self) -> None:
         """
         A completed handshake leaves no deadline pending.
