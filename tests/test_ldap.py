@@ -196,8 +196,13 @@ class ConfigFileTests(SynchronousTestCase):
             "url = ldap://h/dc=x\nport = 1": "unknown setting 'port'",
             "bind_dn = cn=r,dc=x": "url is required",
             "url = ldap://h/dc=x\nbind_dn = cn=r,dc=x": "go together",
-            f"url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\nbind_password_file = {empty}": "is empty",
-            "url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\nbind_password_file = /nope": "cannot read bind_password_file",
+            (
+                f"url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\n"
+                f"bind_password_file = {empty}"
+            ): "is empty",
+            (
+                "url = ldap://h/dc=x\nbind_dn = cn=r,dc=x\nbind_password_file = /nope"
+            ): "cannot read bind_password_file",
             "url = ldap://h/dc=x\nca_file = /nope.pem": "does not exist",
             "url = ldaps://h/dc=x\nstarttls = yes": "starttls makes no sense",
             "url = ldap://h/dc=x\nstarttls = maybe": "yes or no",
