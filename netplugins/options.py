@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from twisted.cred import strcred
 from twisted.python import usage
 
+from netplugins.coerce import choice
 from netplugins.service import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -84,6 +85,16 @@ def limitFloat(value: str) -> float:
 
 
 limitFloat.coerceDoc = "Seconds, 0 for none."  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "ServiceOptions",
+    "choice",
+    "limitFloat",
+    "limitInt",
+    "positiveFloat",
+    "positiveInt",
+]
 
 
 class ServiceOptions(usage.Options, strcred.AuthOptionMixin):

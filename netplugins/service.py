@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from netplugins.addresses import describe
 from netplugins.limits import ConnectionTracker, Limits, parseNetwork
 from netplugins.tls import ServerTLS, TLSSettings
 from netplugins.transport import fastServerFromString, listenUDP
@@ -286,7 +287,7 @@ class ListeningService(StreamServerEndpointService):
         self.log.info(
             "{service} listening on {address} ({description})",
             service=self.label,
-            address=port.getHost(),
+            address=describe(port.getHost()),
             description=self.description,
         )
         return port
@@ -334,7 +335,7 @@ class DatagramService(Service):
         self.log.info(
             "{service} listening on {address} ({description})",
             service=self.label,
-            address=self.port.getHost(),
+            address=describe(self.port.getHost()),
             description=self.description,
         )
 

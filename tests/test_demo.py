@@ -237,7 +237,9 @@ class DemoTests(TestCase):
                 imap.login("bob", "bob-password")
                 imap.select("INBOX", readonly=True)
                 _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                subject = data[0][1].strip()  # type: ignore[index]
+                entry = data[0]
+                assert isinstance(entry, tuple)
+                subject = entry[1].strip()
             _, popsPort = self.port("np-pop3", "TLS tcp")
             pop = poplib.POP3_SSL("localhost", popsPort, context=context, timeout=10)
             try:
