@@ -128,4 +128,181 @@ WSGI = Benchmark(
     ),
 )
 
-SERVICES: tuple[Benchmark, ...] = (HTTPBIN, WSGI)
+CERT = ("--tls-cert", "{out}/tls/cert.pem", "--tls-key", "{out}/tls/key.pem")
+NP_ECHO_TLS = Contender(
+    "np-echo-tls",
+    "np-echo --listen-tls",
+    (*TWISTD, "np-echo", "--listen-tls", "tcp:{port}:interface=127.0.0.1", *CERT),
+    probe=(*PREPARE, "tls"),
+)
+ASYNCIO_TLS = Contender(
+    "asyncio-ssl",
+    "asyncio ssl",
+    ("{python}", "-m", "bench.peers.asyncio_tls_echo", "--port", "{port}",
+     "--cert", "{out}/tls/cert.pem", "--key", "{out}/tls/key.pem"),
+    probe=(*PREPARE, "tls"),
+)
+UVLOOP_TLS = Contender(
+    "uvloop-ssl",
+    "uvloop ssl",
+    ("{python}", "-m", "bench.peers.asyncio_tls_echo", "--port", "{port}",
+     "--cert", "{out}/tls/cert.pem", "--key", "{out}/tls/key.pem",
+     "--loop", "uvloop"),
+    probe=(*PREPARE, "tls"),
+)
+TLS_NOTES = (
+    "Every server uses the same self-signed RSA-2048 certificate "
+    "(`python -m bench.prepare tls`); OpenSSL negotiates TLS 1.3 everywhere. "
+    "The load is Python's `ssl` module, one client process per connection "
+    "pinned to the load generator's CPU (bench/clients/tls.py): OpenSSL does "
+    "the cryptography on both sides, so a C client would spend the same. "
+)
+
+TLS_HANDSHAKES = Benchmark(
+    name="tls-handshake",
+    title=(
+        "TLS handshakes: np-echo --listen-tls against openssl s_server and "
+        "asyncio ssl"
+    ),
+    loadgen="",
+    load=clients("tls", "--mode", "handshake"),
+    primary="np-echo-tls",
+    contenders=(
+        NP_ECHO_TLS,
+        Contender(
+            "s_server",
+            "openssl s_server",
+            ("openssl", "s_server", "-accept", "127.0.0.1:{port}",
+             "-cert", "{out}/tls/cert.pem", "-key", "{out}/tls/key.pem",
+             "-www", "-quiet"),
+            probe=(*PREPARE, "tls"),
+        ),
+        ASYNCIO_TLS,
+    ),
+    cases=(Case(0, connections=4, label="full handshake"),),
+    notes=TLS_NOTES + (
+        "Each client connects, completes a full handshake (no resumption, the "
+        "certificate not verified) and closes, back to back; a request is one "
+        "handshake, so *server CPU µs/req* is the server's cost per handshake. "
+        "`openssl s_server -www` serves one connection at a time."
+    ),
+)
+
+TLS_BULK = Benchmark(
+    name="tls-bulk",
+    title="TLS bulk: np-echo --listen-tls against asyncio and uvloop ssl echo",
+    loadgen="",
+    load=clients("tls", "--mode", "bulk"),
+    primary="np-echo-tls",
+    contenders=(NP_ECHO_TLS, ASYNCIO_TLS, UVLOOP_TLS),
+    cases=(Case(65536, connections=4),),
+    notes=TLS_NOTES + (
+        "Each client keeps one connection and sends 64 KiB, waiting for the "
+        "whole echo before the next (bench/peers/asyncio_tls_echo.py is the "
+        "`asyncio.Protocol` echo with an `ssl` context); MiB/s counts payload "
+        "one way."
+    ),
+)
+
+ZEN = Benchmark(
+    name="zen",
+    title="Zen: np-zen against the book's asyncio Zen server",
+    loadgen="echo",
+    load=(*ECHO_LOAD, "--request", "Beautiful is better than?", "--until", ".",
+          "--expect", "Ugly."),
+    primary="np-zen",
+    contenders=(
+        Contender("np-zen", "netplugins np-zen", (*TWISTD, "np-zen", *LISTEN)),
+        Contender(
+            "asyncio-zen",
+            "asyncio Protocol (Foundations ch. 7)",
+            ("{python}", "-m", "bench.peers.asyncio_zen", "--port", "{port}"),
+        ),
+        Contender(
+            "uvloop-zen",
+            "the same on uvloop",
+            ("{python}", "-m", "bench.peers.asyncio_zen", "--port", "{port}",
+             "--loop", "uvloop"),
+        ),
+    ),
+    cases=(Case(25, connections=50, label="question"),),
+    notes=(
+        "The C load generator (bench/loadgen/echo.c) in its request mode: "
+        "each of 50 connections sends `Beautiful is better than?` and reads "
+        "up to the `.` of `Ugly.` before asking again (`--request ... --until "
+        ". --expect Ugly.`). The peer is the `asyncio.Protocol` server of "
+        "Foundations of Python Network Programming ch. 7 (`srv_asyncio1.py`), "
+        "written again in bench/peers/asyncio_zen.py, on asyncio and on uvloop."
+    ),
+)
+
+KV = Benchmark(
+    name="kv",
+    title="Key-value: np-kv XML-RPC against SimpleXMLRPCServer (Cookbook 11.6)",
+    loadgen="",
+    load=clients("wrk", "--path", "/RPC2", "--script",
+                 "bench/clients/xmlrpc_kv.lua"),
+    primary="np-kv",
+    contenders=(
+        Contender(
+            "np-kv",
+            "np-kv --store memory",
+            (*TWISTD, "np-kv", *LISTEN, "--store", "memory"),
+            probe=(*PREPARE, "tool", "wrk"),
+        ),
+        Contender(
+            "xmlrpc-kv",
+            "SimpleXMLRPCServer + ThreadingMixIn",
+            ("{python}", "-m", "bench.peers.xmlrpc_kv", "--port", "{port}"),
+        ),
+    ),
+    cases=(Case(0, connections=10, label="set/get"),),
+    notes=(
+        "`wrk` with a Lua script (bench/clients/xmlrpc_kv.lua) posting the "
+        "XML-RPC calls `xmlrpc.client` sends, alternately `set(key, value)` "
+        "and `get(key)` over 100 keys, on 10 connections; a request is one "
+        "call. The peer is the Cookbook's `KeyValueServer` on "
+        "`SimpleXMLRPCServer` with `ThreadingMixIn` (bench/peers/xmlrpc_kv.py, "
+        "request logging off), which answers HTTP/1.0 and closes every "
+        "connection; np-kv keeps them alive and keeps its store in memory."
+    ),
+)
+
+MPCONN = Benchmark(
+    name="mpconn",
+    title="multiprocessing.connection: np-mpconn against a stdlib Listener",
+    loadgen="",
+    load=clients("mpconn", "--authkey-file", "{out}/mpconn.key"),
+    primary="np-mpconn",
+    contenders=(
+        Contender(
+            "np-mpconn",
+            "np-mpconn --mode echo",
+            (*TWISTD, "np-mpconn", *LISTEN, "--authkey-file", "{out}/mpconn.key"),
+            probe=(*PREPARE, "mpconn-key"),
+        ),
+        Contender(
+            "listener",
+            "stdlib Listener, thread per client (Cookbook 11.7)",
+            ("{python}", "-m", "bench.peers.mpconn_echo", "--port", "{port}",
+             "--authkey-file", "{out}/mpconn.key"),
+            probe=(*PREPARE, "mpconn-key"),
+        ),
+    ),
+    cases=(Case(1024, connections=8),),
+    notes=(
+        "8 client processes pinned to the load generator's CPU, each with one "
+        "`multiprocessing.connection.Client` (authkey handshake once), send a "
+        "1 KiB `bytes` object and wait for it to come back "
+        "(bench/clients/mpconn.py). The peer is the Cookbook's echo server: a "
+        "stdlib `Listener` with a thread per client (bench/peers/mpconn_echo.py; "
+        "its backlog raised from the default 1, which drops simultaneous "
+        "connects). "
+        "The clients are Python: see *loadgen CPU* for how close they came to "
+        "their core."
+    ),
+)
+
+SERVICES: tuple[Benchmark, ...] = (
+    HTTPBIN, WSGI, TLS_HANDSHAKES, TLS_BULK, ZEN, KV, MPCONN,
+)

@@ -8,8 +8,9 @@ then one C{{"event": "result", ...}} with C{requests}, C{bytes}, C{duration},
 C{p50_us}, C{p99_us}, C{errors} and C{cpu_seconds}.
 
 L{runWorkers} runs one process per connection (no GIL shared between
-clients), each doing requests back to back until a window that every worker
-and the parent agree on (C{time.monotonic} is machine-wide) closes.  Every
+clients); once every one has connected, each does requests back to back
+until a window that every worker and the parent agree on (C{time.monotonic}
+is machine-wide) closes.  Every
 loop is bounded by that window; only 127.0.0.1 is ever connected to.
 """
 
@@ -91,16 +92,23 @@ Worker = Callable[
 ]
 
 
-def _work(
-    make: Worker, options: argparse.Namespace, start: float, end: float,
-    pipe: Any,
-) -> None:
+# How long every client may take to connect before the run starts: a
+# server whose accept loop is starved (the stdlib Listener shakes hands in
+# its one accepting thread) may need a while.
+CONNECT_TIMEOUT = 30.0
+
+
+def _work(make: Worker, options: argparse.Namespace, pipe: Any) -> None:
     connect, request, close = make(options)
     latencies: list[float] = []
     requests = moved = errors = 0
     cpu = 0.0
     counting = False
-    connection = None
+    # Connect before the window, so the first connection's cost (and a
+    # slow accept) is not measured as a request.
+    connection = connect()
+    pipe.send("ready")
+    start, end = pipe.recv()
     while True:
         now = time.monotonic()
         if not counting and now >= start:
@@ -143,17 +151,26 @@ def runWorkers(make: Worker, options: argparse.Namespace) -> None:
     the aggregate result.
     """
     context = multiprocessing.get_context("fork")
-    start = time.monotonic() + options.warmup
-    end = start + options.duration
     workers = []
     for _ in range(options.connections):
-        receiver, sender = context.Pipe(duplex=False)
+        receiver, sender = context.Pipe()
         process = context.Process(
-            target=_work, args=(make, options, start, end, sender), daemon=True
+            target=_work, args=(make, options, sender), daemon=True
         )
         process.start()
         sender.close()
         workers.append((process, receiver))
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    for process, receiver in workers:
+        if not receiver.poll(max(0.0, deadline - time.monotonic())):
+            for process, _ in workers:
+                process.kill()
+            fail(f"not every client connected within {CONNECT_TIMEOUT:g} s")
+        receiver.recv()
+    start = time.monotonic() + options.warmup
+    end = start + options.duration
+    for _, receiver in workers:
+        receiver.send((start, end))
     time.sleep(max(0.0, start - time.monotonic()))
     emit(event="measuring")
     requests = moved = errors = 0

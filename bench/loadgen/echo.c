@@ -8,6 +8,12 @@
  * one JSON object and exits.  With --framing blocks every message carries a
  * 4-byte big-endian length prefix (the np-echo "blocks" framing).
  *
+ * With --request TEXT --until BYTE it is a request-response generator
+ * instead: each message is TEXT (SIZE and --framing are ignored), and the
+ * answer is complete at the first BYTE received (the np-zen protocol: send
+ * "Beautiful is better than?", read up to the '.' of "Ugly.").  --expect
+ * TEXT counts an answer of another length as a mismatch.
+ *
  * Output on stdout, one JSON object per line:
  *   {"event": "measuring"}            when the measured window opens
  *   {"event": "result", ...}          when it closes
@@ -126,7 +132,8 @@ static void usage(const char *name)
     fprintf(stderr,
             "usage: %s --port PORT [--host 127.0.0.1] [--connections 50]\n"
             "       [--size 1024] [--warmup 1] [--duration 5]"
-            " [--framing raw|blocks]\n",
+            " [--framing raw|blocks]\n"
+            "       [--request TEXT --until BYTE [--expect TEXT]]\n",
             name);
     exit(2);
 }
@@ -152,6 +159,8 @@ int main(int argc, char **argv)
     size_t size = 1024;
     double warmup = 1, duration = 5;
     int blocks = 0;
+    const char *request = NULL, *expect = NULL;
+    int until = -1;
 
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
@@ -175,19 +184,31 @@ int main(int argc, char **argv)
                 blocks = 1;
             else if (strcmp(value, "raw"))
                 usage(argv[0]);
-        } else
+        } else if (!strcmp(flag, "--request") && *value)
+            request = value;
+        else if (!strcmp(flag, "--until") && strlen(value) == 1)
+            until = (unsigned char)value[0];
+        else if (!strcmp(flag, "--expect") && *value)
+            expect = value;
+        else
             usage(argv[0]);
     }
-    if (port == 0)
+    if (port == 0 || (request == NULL) != (until < 0))
         usage(argv[0]);
+    if (request) {
+        size = strlen(request);
+        blocks = 0;
+    }
 
     /* The last resort if the loop below were ever stuck. */
     alarm((unsigned)(warmup + duration) + 30);
 
     /* The message: an optional length prefix, then a recognisable pattern. */
     size_t length = size + (blocks ? 4 : 0);
+    /* Room for an answer longer than the request, in request mode. */
+    size_t room = request && length < 65536 ? 65536 : length;
     unsigned char *message = malloc(length);
-    unsigned char *scratch = malloc(length);
+    unsigned char *scratch = malloc(room);
     if (!message || !scratch) {
         perror("malloc");
         return 1;
@@ -200,7 +221,8 @@ int main(int argc, char **argv)
         message[3] = (unsigned char)size;
     }
     for (size_t i = 0; i < size; i++)
-        payload[i] = (unsigned char)('a' + i % 26);
+        payload[i] = request ? (unsigned char)request[i]
+                             : (unsigned char)('a' + i % 26);
 
     struct sockaddr_in address = {.sin_family = AF_INET,
                                   .sin_port = htons((uint16_t)port)};
@@ -272,16 +294,22 @@ int main(int argc, char **argv)
             /* One read and at most one write per wake-up: level-triggered
                epoll reports whatever is left, and a read that could only
                say EAGAIN would be a wasted system call per message. */
+            int answered = 0;
             if (!failed && (what & EPOLLIN)) {
-                ssize_t n = recv(c->fd, scratch, length - c->received, 0);
+                ssize_t n = recv(c->fd, scratch,
+                                 request ? room : length - c->received, 0);
                 if (n > 0) {
-                    if (!echoed(scratch, message + c->received, (size_t)n))
+                    if (request)
+                        answered = memchr(scratch, until, (size_t)n) != NULL;
+                    else if (!echoed(scratch, message + c->received, (size_t)n))
                         mismatches++, failed = 1;
                     c->received += (size_t)n;
                 } else if (n == 0 || (errno != EAGAIN && errno != EINTR))
                     failed = 1;
             }
-            if (!failed && c->received == length) {
+            if (!failed && answered && expect && c->received != strlen(expect))
+                mismatches++, failed = 1;
+            if (!failed && (request ? answered : c->received == length)) {
                 uint64_t finished = now();
                 if (measuring && finished < measureUntil) {
                     requests++;
