@@ -99,10 +99,14 @@ def message(number: int) -> bytes:
 
 def mail() -> Path:
     """
-    C{bench/out/mail/}: an htpasswd file (np-imap, np-smtp), a Dovecot
-    passwd-file, and C{home/bench/Maildir} with L{MAIL_MESSAGES} messages,
-    which C{root/bench} (np-imap's C{--maildir-root}) links to.
+    C{bench/out/mail/}: an htpasswd file (np-imap, np-smtp) and two copies
+    of a Maildir of L{MAIL_MESSAGES} messages: C{home/bench/Maildir}
+    (Dovecot's) and C{root/bench} (np-imap's C{--maildir-root}).
     """
+    # What the SMTP contenders delivered last time goes: each run starts
+    # from empty Maildirs.
+    for delivered in ("smtp", "aiosmtpd"):
+        shutil.rmtree(MAIL / delivered, ignore_errors=True)
     done = MAIL / ".ready"
     if done.exists():
         return MAIL
@@ -116,8 +120,8 @@ def mail() -> Path:
         (maildir / "cur" / f"1700000000.{number:05d}.bench:2,S").write_bytes(
             message(number)
         )
-    (MAIL / "root").mkdir()
-    (MAIL / "root" / MAIL_USER).symlink_to(maildir)
+    # np-imap's copy: each server keeps its own index files beside the mail.
+    shutil.copytree(maildir, MAIL / "root" / MAIL_USER)
     (MAIL / "htpasswd").write_text(
         f"{MAIL_USER}:{hashPassword(MAIL_PASSWORD)}\n"
     )

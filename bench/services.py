@@ -303,6 +303,78 @@ MPCONN = Benchmark(
     ),
 )
 
+SMTP = Benchmark(
+    name="smtp",
+    title="SMTP: np-smtp against aiosmtpd delivering to Maildir",
+    loadgen="",
+    load=clients("smtpsource"),
+    primary="np-smtp",
+    contenders=(
+        Contender(
+            "np-smtp",
+            "netplugins np-smtp",
+            (*TWISTD, "np-smtp", *LISTEN, "--auth", "htpasswd:{out}/mail/htpasswd",
+             "--maildir-root", "{out}/mail/smtp", "--hostname", "localhost"),
+            probe=(*PREPARE, "mail"),
+        ),
+        Contender(
+            "aiosmtpd",
+            "aiosmtpd + mailbox.Maildir",
+            ("{venvs}/aiosmtpd/bin/python", "-m", "bench.peers.aiosmtpd_maildir",
+             "--port", "{port}", "--maildir", "{out}/mail/aiosmtpd"),
+            probe=(*PREPARE, "venv", "aiosmtpd"),
+        ),
+    ),
+    cases=(Case(1024, connections=10, label="1 KiB message"),),
+    notes=(
+        "Postfix's `smtp-source` (Debian's `postfix` package; no Postfix "
+        "daemon runs) sends 1 KiB messages from `sender@localhost` to "
+        "`bench@localhost` over 10 parallel sessions, several messages per "
+        "connection (`-d`), in batches of 200 (bench/clients/smtpsource.py); "
+        "a request is one message accepted (250 after DATA). smtp-source "
+        "reports no latency. np-smtp delivers to the user's Maildir (tmp, "
+        "fsync, new, with a `Received:` header); the peer is aiosmtpd with a "
+        "handler adding each message with the stdlib's `mailbox.Maildir` and "
+        "then fsyncing it (bench/peers/aiosmtpd_maildir.py), in its own "
+        "virtualenv."
+    ),
+)
+
+IMAP = Benchmark(
+    name="imap",
+    title="IMAP: FETCH of 1,000 messages, np-imap against Dovecot",
+    loadgen="",
+    load=clients("imapfetch"),
+    primary="np-imap",
+    contenders=(
+        Contender(
+            "np-imap",
+            "netplugins np-imap",
+            (*TWISTD, "np-imap", *LISTEN, "--auth", "htpasswd:{out}/mail/htpasswd",
+             "--maildir-root", "{out}/mail/root", "--allow-plaintext-auth"),
+            probe=(*PREPARE, "mail"),
+        ),
+        Contender(
+            "dovecot",
+            "Dovecot imap",
+            ("{python}", "-m", "bench.peers.dovecot_imap", "--port", "{port}"),
+            probe=(*PREPARE, "mail"),
+        ),
+    ),
+    cases=(Case(0, connections=1, label="FETCH 1:* BODY.PEEK[]"),),
+    notes=(
+        "One client (bench/clients/imapfetch.py, a raw socket reading up to "
+        "the tagged answer) logs in, `EXAMINE`s INBOX and fetches every "
+        "message, `FETCH 1:* (BODY.PEEK[])`, again and again: a request is one "
+        "whole FETCH of 1,000 messages of about 2 KiB (`python -m "
+        "bench.prepare mail`), so req/s is full fetches per second and p50 the "
+        "time one takes; MiB/s counts what the server sent. Dovecot runs with "
+        "the configuration of the differential test's fixture (tests/"
+        "dovecot.py), in the foreground; its figures include its imap and "
+        "login processes. Each server has its own copy of the Maildir."
+    ),
+)
+
 SERVICES: tuple[Benchmark, ...] = (
-    HTTPBIN, WSGI, TLS_HANDSHAKES, TLS_BULK, ZEN, KV, MPCONN,
+    HTTPBIN, WSGI, TLS_HANDSHAKES, TLS_BULK, ZEN, KV, MPCONN, SMTP, IMAP,
 )
