@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,12 +23,33 @@ from bench import loadgen, machine, processes, report
 from bench.run import BenchmarkResult, Settings, runBenchmark
 from bench.suite import BENCHMARKS
 
+# bench.ldap measures in process with a runner of its own; the suite runs it
+# as a program and appends the section it writes.
+LDAP = "ldap"
+
+
+def runLDAP(args: argparse.Namespace) -> str | None:
+    """
+    Run C{python -m bench.ldap} with this run's durations; return its
+    Markdown section, or C{None} if it failed.
+    """
+    out = loadgen.OUT / "ldap"
+    argv = [sys.executable, "-m", "bench.ldap", "--output", str(out),
+            "--duration", str(args.duration), "--warmup", str(args.warmup)]
+    print(f"{LDAP}: {' '.join(argv[1:])}", flush=True)
+    done = subprocess.run(argv, cwd=processes.ROOT, check=False,
+                          timeout=600, stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        print(f"{LDAP} failed: exit status {done.returncode}", flush=True)
+        return None
+    return (out / "ldap.md").read_text()
+
 
 def parseArguments(argv: list[str]) -> argparse.Namespace:
     """
     The command line, with C{--quick} defaults filled in.
     """
-    names = [b.name for b in BENCHMARKS]
+    names = [b.name for b in BENCHMARKS] + [LDAP]
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Run the netplugins benchmarks."
     )
@@ -123,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         report.write(
             saved.results, saved.settings, saved.machine, saved.loadCheck,
             args.output, quick=args.quick, generated=saved.generated,
+            extra=saved.extra,
         )
         print(f"wrote {args.output}", flush=True)
         return 0
@@ -138,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     info = machine.machineInfo()
     results: list[BenchmarkResult] = []
+    extra: list[str] = []
     status = 0
     try:
         for benchmark in BENCHMARKS:
@@ -154,11 +178,18 @@ def main(argv: list[str] | None = None) -> int:
             except processes.ProcessError as e:
                 print(f"{benchmark.name} failed: {e}", flush=True)
                 status = 1
+        if not args.only or LDAP in args.only:
+            section = runLDAP(args)
+            if section is None:
+                status = 1
+            else:
+                extra.append(section)
     finally:
         processes.stopAll()
-    if results:
+    if results or extra:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        report.write(results, settings, info, check, args.output, quick=args.quick)
+        report.write(results, settings, info, check, args.output,
+                     quick=args.quick, extra=extra)
         print(f"wrote {args.output}", flush=True)
     return status
 

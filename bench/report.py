@@ -23,7 +23,8 @@ LOADGEN_BUSY = 0.9
 
 
 def _ms(microseconds: float) -> str:
-    return f"{microseconds / 1000:.2f}"
+    # 0: the load generator measures no latency (smtp-source).
+    return f"{microseconds / 1000:.2f}" if microseconds else "-"
 
 
 def _ratio(mine: float, theirs: float) -> str:
@@ -153,6 +154,10 @@ def method(settings: Settings, quick: bool) -> list[str]:
         "(ping-pong). Latency is per message, first byte sent to last byte "
         "received, from a log-linear histogram (under 1.6 % bucket error). "
         "MiB/s counts echoed payload, one direction.",
+        "- The other benchmarks say in their own section what loads them: "
+        "`wrk`, `smtp-source`, the same C program in its request mode, or "
+        "Python clients (bench/clients/), one process per connection, pinned "
+        "like the load generator; their CPU is counted the same way.",
         "- Server CPU: utime + stime from `/proc/PID/stat` over the measured "
         "window, divided by the requests in it. *server CPU* is the share of "
         "one core it used: near 100 % means the server is the bottleneck. "
@@ -184,12 +189,15 @@ def write(
     path: Path,
     quick: bool = False,
     generated: str | None = None,
+    extra: Sequence[str] = (),
 ) -> None:
     """
     Write the Markdown report to C{path}, its plots to C{path}'s stem
     directory (C{docs/benchmarks/}), and the raw samples beside them.
 
     @param generated: when the figures were taken, if not now.
+    @param extra: Markdown sections appended as they are (benchmarks with a
+        runner of their own, such as L{bench.ldap}).
     """
     assets = path.with_suffix("")
     assets.mkdir(parents=True, exist_ok=True)
@@ -243,6 +251,8 @@ def write(
             if name != benchmark.primary:
                 lines += [f"*{name}* was not available: {why}.", ""]
         lines += [*table(result), "", f"![{benchmark.title}]({image})"]
+    for section in extra:
+        lines += ["", section.strip()]
     path.write_text("\n".join(lines) + "\n")
     raw = {
         "generated": now,
@@ -259,6 +269,7 @@ def write(
             }
             for r in results
         },
+        "extra": list(extra),
     }
     (assets / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
 
@@ -276,6 +287,7 @@ class Saved:
     machine: dict[str, str]
     loadCheck: LoadCheck
     generated: str
+    extra: list[str] = attrs.field(factory=list)
 
 
 def load(path: Path) -> Saved:
@@ -305,4 +317,5 @@ def load(path: Path) -> Saved:
         raw["machine"],
         LoadCheck(**raw["loadCheck"]),
         raw["generated"],
+        raw.get("extra", []),
     )
