@@ -49,7 +49,7 @@ from netplugins.cred._input import (
     avatarIdFor,
     normaliseCredentials,
 )
-from netplugins.threads import deferToBlocking
+from netplugins.threads import PoolFullError, deferToBlocking
 
 BCRYPT = "bcrypt"
 ARGON2ID = "argon2id"
@@ -530,6 +530,15 @@ class HtpasswdChecker:
     def _ebChecked(self, failure: Failure, name: str) -> Failure:
         if failure.check(UnauthorizedLogin):
             return failure
+        if failure.check(PoolFullError):
+            # Overload, not a bug: one line, no traceback.
+            self.log.warn(
+                "htpasswd: login refused for {username!r}: too many checks "
+                "waiting ({error})",
+                username=name,
+                error=failure.getErrorMessage(),
+            )
+            return Failure(UnauthorizedLogin(REFUSED))
         self.log.failure(
             "htpasswd: verification failed for {username!r}", failure, username=name
         )

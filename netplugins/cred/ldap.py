@@ -38,6 +38,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -45,7 +46,7 @@ from zope.interface import implementer
 
 from netplugins.cred._input import avatarIdFor, normaliseCredentials
 from netplugins.cred.ldapconfig import USER_PLACEHOLDER, LDAPConfig
-from netplugins.threads import blockingPool, deferToPool
+from netplugins.threads import PoolFullError, blockingPool, deferToPool
 
 _T = TypeVar("_T")
 
@@ -516,7 +517,9 @@ class LDAPChecker:
         if self._pool is None:
             return succeed(None)
         searches = self.directory.searches
-        return deferToPool(self._getReactor(), self._pool, searches.close)
+        # Straight to the pool: unbinding at shutdown is not refused for a full
+        # queue.
+        return deferToThreadPool(self._getReactor(), self._pool, searches.close)
 
     def _now(self) -> float:
         return float((self._clock or self._getReactor()).seconds())
@@ -597,6 +600,15 @@ class LDAPChecker:
                 what=what,
                 user=name,
                 reason=reason.getErrorMessage(),
+            )
+        elif reason.check(PoolFullError):
+            # Overload, not a broken server: one line, no traceback.
+            self.log.warn(
+                "LDAP {what} for {user!r} refused: too many LDAP calls waiting "
+                "({error})",
+                what=what,
+                user=name,
+                error=reason.getErrorMessage(),
             )
         elif reason.check(DeferredTimeout):
             self.log.error(
