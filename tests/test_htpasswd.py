@@ -536,6 +536,27 @@ class LoadTests(SynchronousTestCase):
         for needle in ("user:hash", "$2y$", "argon2id", "$apr1$", "np-htpasswd"):
             self.assertIn(needle, text)
 
+    def test_dropinsImportNothingHeavy(self) -> None:
+        """Importing the cred dropins loads no bcrypt, argon2, ldap3 or checker."""
+        script = (
+            "import sys\n"
+            "import twisted.plugins.netplugins_cred_htpasswd\n"
+            "import twisted.plugins.netplugins_cred_ldap\n"
+            "import twisted.plugins.netplugins_cred_hmac\n"
+            "heavy = {'bcrypt', 'argon2', 'ldap3', 'netplugins.cred.htpasswd',\n"
+            "         'netplugins.cred.ldap'}\n"
+            "print(sorted(m for m in sys.modules\n"
+            "             if m in heavy or m.split('.')[0] in heavy))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=Path(__file__).parent.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.assertEqual(result.stdout, "[]\n")
+
 
 class ReloadTests(SynchronousTestCase):
     """
