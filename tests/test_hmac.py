@@ -673,3 +673,58 @@ class RealSocketTests(TestCase):
             return hmac.compare_digest(proof, expected), recvExactly(s, 4)
 
         self.assertEqual(await threads.deferToThread(client), (True, b"ping"))
+
+
+class ServiceLimitsTests(TestCase):
+    """
+    Through listeningService, the limits act before the hmac: handshake.
+    """
+
+    def listen(self, **settings: Any) -> int:
+        from netplugins.service import commonSettings, listeningPorts, listeningService
+
+        path = writeKeys(self)
+        common = commonSettings(
+            listen=[f"hmac:keyfile={path}:tcp:0:interface=127.0.0.1"], **settings
+        )
+        self.service = CountingFactory(Echo)
+        parent = listeningService(common, self.service, reactor=reactor)
+        parent.startService()
+        self.addCleanup(parent.stopService)
+        [(_, address, _)] = listeningPorts(parent)
+        return int(address.port)
+
+    def connect(self, port: int) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(s.close)
+        return s
+
+    async def test_deniedGetsNoChallenge(self) -> None:
+        """A denied address is closed before the server sends a challenge."""
+        port = self.listen(deny=["127.0.0.0/8"])
+
+        def client() -> bytes:
+            return recvExactly(self.connect(port), 32)
+
+        self.assertEqual(await threads.deferToThread(client), b"")
+        self.assertEqual(self.service.built, [])
+
+    async def test_perIPCapCountsHandshakes(self) -> None:
+        """With one connection per address, a second gets no challenge mid-handshake."""
+        port = self.listen(maxConnectionsPerIP=1)
+
+        def client() -> tuple[int, bytes, bytes]:
+            first = self.connect(port)
+            challenge = recvExactly(first, 32)
+            # The first client is mid-handshake: it has not answered yet.
+            refused = recvExactly(self.connect(port), 32)
+            first.sendall(responseFor(ALICE, challenge) + b"ping")
+            return len(challenge), refused, recvExactly(first, 4)
+
+        with capturedLogs() as events:
+            result = await threads.deferToThread(client)
+        self.assertEqual(result, (32, b"", b"ping"))
+        self.assertEqual(len(self.service.built), 1)
+        self.assertTrue(
+            any("max-connections-per-ip" in str(e.get("reason")) for e in events)
+        )
