@@ -18,6 +18,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
@@ -210,7 +211,7 @@ class KeyFileTests(SynchronousTestCase):
     def test_reloadOnChange(self) -> None:
         """After the file changes, the next use sees the new keys."""
         path = writeKeys(self)
-        keys = KeyFile(path)
+        keys = KeyFile(path, runBlocking=maybeDeferred)
         with open(path, "wb") as f:
             f.write(b"carol:carol's secret, a longer one\n")
         self.assertEqual(
@@ -220,7 +221,7 @@ class KeyFileTests(SynchronousTestCase):
     def test_brokenReloadKeepsKeys(self) -> None:
         """A file that stops loading keeps the old keys and is logged once."""
         path = writeKeys(self)
-        keys = KeyFile(path)
+        keys = KeyFile(path, runBlocking=maybeDeferred)
         with open(path, "wb") as f:
             f.write(b"alice:1\nalice:2 and more\n")
         with capturedLogs() as events:
@@ -235,7 +236,7 @@ class KeyFileTests(SynchronousTestCase):
     def test_deletedFileKeepsKeys(self) -> None:
         """A deleted file keeps the old keys and is logged once."""
         path = writeKeys(self)
-        keys = KeyFile(path)
+        keys = KeyFile(path, runBlocking=maybeDeferred)
         os.remove(path)
         with capturedLogs() as events:
             self.assertEqual(len(keys.keys()), 2)
@@ -243,6 +244,49 @@ class KeyFileTests(SynchronousTestCase):
         self.assertEqual(
             len([e for e in events if e["log_level"] == LogLevel.error]), 1
         )
+
+    def test_rereadOffThread(self) -> None:
+        """A changed file is read by the runner; until then the old keys serve."""
+        path = writeKeys(self)
+        runs: list[Deferred[Any]] = []
+
+        def later(f: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            runs.append(d)
+            d.addCallback(lambda _: f(*args))
+            return d
+
+        keys = KeyFile(path, runBlocking=later)
+        with open(path, "wb") as f:
+            f.write(b"carol:carol's secret, a longer one\n")
+        self.assertEqual([k.name for k in keys.keys()], ["alice", "bob"])
+        self.assertEqual([k.name for k in keys.keys()], ["alice", "bob"])
+        self.assertEqual(len(runs), 1)
+        with capturedLogs():
+            runs[0].callback(None)
+        self.assertEqual([k.name for k in keys.keys()], ["carol"])
+        self.assertEqual(len(runs), 1)
+
+    def test_sighupDuringReadRereads(self) -> None:
+        """A reload asked for while a read runs starts another read after it."""
+        path = writeKeys(self)
+        runs: list[Deferred[Any]] = []
+
+        def later(f: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            runs.append(d)
+            d.addCallback(lambda _: f(*args))
+            return d
+
+        keys = KeyFile(path, runBlocking=later)
+        done = keys.reload()
+        keys.reload()
+        with capturedLogs():
+            runs[0].callback(None)
+            self.assertNoResult(done)
+            runs[1].callback(None)
+        self.successResultOf(done)
+        self.assertEqual(len(runs), 2)
 
 
 class FindKeyTests(SynchronousTestCase):

@@ -865,3 +865,69 @@ class DeadServerTests(_CheckerMixin, TestCase):
         yield self.refused(checker, "alice", "alice-pw")
         self.assertLess(time.monotonic() - started, 2.5)
         self.assertIn("unusable", self.logText())
+
+
+class ConfigReloadTests(_CheckerMixin, TestCase):
+    """
+    A C{config=PATH} checker re-reads its file on SIGHUP.
+    """
+
+    def setUp(self) -> None:
+        from netplugins import reload
+
+        super().setUp()
+        self.patch(reload, "_callbacks", [])
+        self.patch(reload, "_installed", {})
+
+    def writeConfig(self, path: str, url: str) -> None:
+        text = "\n".join(
+            [
+                "[ldap]",
+                f"url = {url}",
+                f"bind_dn = {SERVICE_DN}",
+                f"bind_password_file = {self.secretFile}",
+                "connect_timeout = 1",
+                "receive_timeout = 1",
+                "",
+            ]
+        )
+        with open(path + ".new", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".new", path)
+
+    def configChecker(self, url: str) -> tuple[str, LDAPChecker]:
+        path = os.path.abspath(self.mktemp())
+        self.writeConfig(path, url)
+        checker = strcred.makeChecker(f"ldap:config={path}")
+        assert isinstance(checker, LDAPChecker)
+        checker.log = Logger(observer=self.events.append)  # type: ignore[misc,arg-type]
+        self.addCleanup(checker.close)
+        return path, checker
+
+    @inlineCallbacks
+    def test_sighupRereads(self) -> Any:
+        """After SIGHUP a rewritten config file is in force for the next login."""
+        from netplugins import reload
+
+        url = f"{self.server.url()}/{BASE_DN}?uid?sub"
+        path, checker = self.configChecker(url + "?(cn=bob)")
+        yield self.refused(checker, "alice", "alice-pw")
+        old = checker.directory
+        self.writeConfig(path, url)
+        reload.reloadAll()
+        # Asked for while the reload runs: it waits and uses the new file.
+        self.assertEqual((yield self.login(checker, "alice", "alice-pw")), "alice")
+        self.assertIsNot(checker.directory, old)
+        self.assertIn("reloaded", self.logText())
+
+    @inlineCallbacks
+    def test_brokenConfigKeepsOld(self) -> Any:
+        """A config file that no longer loads is logged and the old one stays."""
+        from netplugins import reload
+
+        path, checker = self.configChecker(f"{self.server.url()}/{BASE_DN}?uid?sub")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("[ldap]\nurl = http://nowhere/\n")
+        reload.reloadAll()
+        self.assertEqual((yield self.login(checker, "alice", "alice-pw")), "alice")
+        self.assertIn("rejected, keeping the previous one", self.logText())

@@ -98,7 +98,7 @@ class ReloadTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(b"alice:first\n")
-        keys = KeyFile(path)
+        keys = KeyFile(path, runBlocking=runNow)
         stat = os.stat(path)
         with open(path, "r+b") as g:
             g.write(b"alice:secnd\n")
@@ -155,6 +155,8 @@ class ServiceCertificateReloadTests(TestCase):
         self.patch(reload, "_callbacks", [])
         self.patch(reload, "_installed", {})
         self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        # No handler left by an earlier test to chain to: one SIGHUP, one reload.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.pki = PKI(self.mktemp())
         directory = Path(self.mktemp())
         directory.mkdir()

@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import os
 import stat
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,7 +40,10 @@ from twisted.cred.strcred import ICheckerFactory
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from zope.interface import Attribute, implementer
+
+from netplugins.cred._reload import reloadWhileAlive
 
 DEFAULT_DIGEST = "sha256"
 CHALLENGE_SIZE = 32
@@ -185,111 +187,174 @@ def findKey(
 _MISSING = (-1, -1, -1)
 
 
-def _reloadOnSIGHUP(keyFile: KeyFile) -> None:
-    from netplugins.reload import onReload
+def _stampOf(path: str) -> tuple[int, int, int]:
+    """
+    What tells a changed file: identity, size and modification time.
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return _MISSING
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
-    # A weak reference: a key file nobody uses any more drops out at the next
-    # SIGHUP instead of living as long as the process.
-    ref = weakref.ref(keyFile)
 
-    def reload() -> None:
-        live = ref()
-        if live is None:
-            unregister()
-        else:
-            live.reload()
+@frozen
+class _Read:
+    """
+    One reading of a key file: its keys, or why it did not load.
+    """
 
-    unregister = onReload(reload)
+    stamp: tuple[int, int, int]
+    keys: tuple[HMACKey, ...] | None
+    error: str | None = None
+    worldReadable: bool = False
+
+
+def _readKeys(path: str) -> _Read:
+    """
+    Read and parse the key file at C{path} (blocking).
+    """
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as e:
+        return _Read(_MISSING, None, f"cannot read key file {path}: {e.strerror}")
+    stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+    try:
+        keys = parseKeys(data, path)
+    except KeyFileError as e:
+        return _Read(stamp, None, str(e))
+    return _Read(stamp, keys, worldReadable=bool(info.st_mode & stat.S_IROTH))
+
+
+def _inBlockingPool(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    # Imported here: scanning the hmac dropin stays free of thread pools.
+    from netplugins.threads import deferToBlocking
+
+    return deferToBlocking(f, *args)
 
 
 class KeyFile:
     """
     The keys in a file, re-read when the file changes.
 
-    The file is C{stat}ed on every use and read again only when its identity,
-    size or modification time changed; a key file is a few lines, so that
-    read stays on the calling thread.  A file that no longer loads is logged and
-    the previous keys stay in force.
+    The file is C{stat}ed on every use (cheap, on the calling thread); when its
+    identity, size or modification time changed, it is read again in the
+    blocking pool while the keys loaded before stay in force, so handshakes
+    never wait for the disk.  A file that no longer loads is logged and the
+    previous keys stay in force.
     """
 
     log = Logger()
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        runBlocking: Callable[..., Deferred[Any]] = _inBlockingPool,
+    ) -> None:
         """
-        Load C{path}.
+        Load C{path} now (blocking: this runs while options are parsed).
 
+        @param runBlocking: how later re-reads run, C{f(*args) -> Deferred};
+            the shared blocking pool by default.
         @raise KeyFileError: if it cannot be read or is malformed.
         """
         self.path = path
-        self._stamp: tuple[int, int, int] | None = None
+        self._runBlocking = runBlocking
         self._failedStamp: tuple[int, int, int] | None = None
-        self._keys: tuple[HMACKey, ...] = ()
-        try:
-            info = os.stat(path)
-        except OSError as e:
-            raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
-        self._load(info)
-        _reloadOnSIGHUP(self)
+        self._reading: Deferred[None] | None = None
+        self._readAgain = False
+        first = _readKeys(path)
+        if first.keys is None:
+            raise KeyFileError(first.error)
+        self._stamp: tuple[int, int, int] | None = first.stamp
+        self._keys: tuple[HMACKey, ...] = first.keys
+        self._warnIfReadable(first)
+        reloadWhileAlive(self, KeyFile.reload)
 
-    def reload(self) -> None:
+    def reload(self) -> Deferred[None]:
         """
         Re-read the file now even if it looks unchanged (SIGHUP).
+
+        @return: a L{Deferred} firing once the keys read are in force (or
+            refused).
         """
         self._stamp = self._failedStamp = None
-        self.keys()
+        if self._reading is not None:
+            # The running read may predate the change that prompted this one.
+            self._readAgain = True
+            return self._reading
+        return self._read()
 
-    @staticmethod
-    def _stampOf(info: os.stat_result) -> tuple[int, int, int]:
-        return (info.st_ino, info.st_size, info.st_mtime_ns)
+    def _read(self) -> Deferred[None]:
+        self._readAgain = False
+        reading: Deferred[None] = Deferred()
+        # Set before the read, which may finish at once (a synchronous runner).
+        self._reading = reading
+        d = self._runBlocking(_readKeys, self.path)
+        d.addCallbacks(self._cbRead, self._ebRead)
+        d.addBoth(lambda _: self._cbFinished(reading))
+        return reading
 
-    def _load(self, info: os.stat_result) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise KeyFileError(
-                f"cannot read key file {self.path}: {e.strerror}"
-            ) from None
-        keys = parseKeys(data, self.path)
-        if info.st_mode & stat.S_IROTH:
+    def _cbFinished(self, reading: Deferred[None]) -> None:
+        self._reading = None
+        if self._readAgain:
+            self._read().chainDeferred(reading)
+        else:
+            reading.callback(None)
+
+    def _cbRead(self, read: _Read) -> None:
+        if read.keys is None:
+            # A broken file is reported once per change, not once per login.
+            self._failedStamp = read.stamp
+            self.log.error(
+                "{why}; keeping the {count} keys loaded before",
+                why=read.error,
+                count=len(self._keys),
+            )
+            return
+        self._stamp, self._failedStamp, self._keys = read.stamp, None, read.keys
+        self._warnIfReadable(read)
+        self.log.info(
+            "reloaded {count} HMAC keys from {path}",
+            count=len(self._keys),
+            path=self.path,
+        )
+
+    def _ebRead(self, failure: Failure) -> None:
+        # Keep the keys; the next use notices the change again and retries.
+        from netplugins.threads import PoolFullError
+
+        if failure.check(PoolFullError):
+            self.log.warn(
+                "HMAC key file {path} changed but the blocking pool is full; "
+                "keeping the keys loaded before for now",
+                path=self.path,
+            )
+            return
+        self.log.failure(
+            "re-reading HMAC key file {path} failed; keeping the keys loaded before",
+            failure,
+            path=self.path,
+        )
+
+    def _warnIfReadable(self, read: _Read) -> None:
+        if read.worldReadable:
             self.log.warn(
                 "HMAC key file {path} is readable by every user; "
                 "chmod o-r it (0600 is best)",
                 path=self.path,
             )
-        self._keys = keys
-        self._stamp = self._stampOf(info)
 
     def keys(self) -> tuple[HMACKey, ...]:
         """
-        The current keys, re-reading the file first if it changed.
+        The keys in force now; if the file changed, a re-read starts in the
+        blocking pool and these keys serve until it has finished.
         """
-        try:
-            info: os.stat_result | None = os.stat(self.path)
-        except OSError as e:
-            info, why = None, f"cannot read key file {self.path}: {e.strerror}"
-        stamp = _MISSING if info is None else self._stampOf(info)
-        # A broken file is reported once per change, not once per login.
-        if stamp in (self._stamp, self._failedStamp):
-            return self._keys
-        try:
-            if info is None:
-                raise KeyFileError(why)
-            self._load(info)
-        except KeyFileError as e:
-            self._failedStamp = stamp
-            self.log.error(
-                "{why}; keeping the {count} keys loaded before",
-                why=str(e),
-                count=len(self._keys),
-            )
-        else:
-            self._failedStamp = None
-            self.log.info(
-                "reloaded {count} HMAC keys from {path}",
-                count=len(self._keys),
-                path=self.path,
-            )
+        stamp = _stampOf(self.path)
+        if stamp not in (self._stamp, self._failedStamp) and self._reading is None:
+            self._read()
         return self._keys
 
     def find(self, challenge: bytes, response: bytes, digestmod: str) -> HMACKey | None:

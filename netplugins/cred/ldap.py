@@ -45,7 +45,13 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from netplugins.cred._input import avatarIdFor, normaliseCredentials
-from netplugins.cred.ldapconfig import USER_PLACEHOLDER, LDAPConfig
+from netplugins.cred._reload import reloadWhileAlive
+from netplugins.cred.ldapconfig import (
+    USER_PLACEHOLDER,
+    LDAPConfig,
+    loadConfigFile,
+    parseArgument,
+)
 from netplugins.threads import PoolFullError, blockingPool, deferToPool
 
 _T = TypeVar("_T")
@@ -179,6 +185,7 @@ class SearchConnections:
         self._size = size
         self._idle: list[Any] = []
         self._lock = threading.Lock()
+        self._closed = False
         self.opened = 0
 
     def run(self, operation: Callable[[Any], _T]) -> _T:
@@ -211,16 +218,18 @@ class SearchConnections:
 
     def _giveBack(self, connection: Any) -> None:
         with self._lock:
-            if not connection.closed and len(self._idle) < self._size:
+            keep = not (self._closed or connection.closed)
+            if keep and len(self._idle) < self._size:
                 self._idle.append(connection)
                 return
         _unbind(connection)
 
     def close(self) -> None:
         """
-        Unbind every idle connection.
+        Unbind every idle connection, and any in use as it is given back.
         """
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for connection in idle:
             _unbind(connection)
@@ -455,6 +464,29 @@ class Directory:
         return self._user(names[0], entry) if names else None
 
 
+def _loadDirectory(path: str) -> Directory:
+    """
+    Read the configuration file at C{path} and make its L{Directory} (blocking:
+    files and the CA bundle are read).
+    """
+    return Directory(loadConfigFile(path))
+
+
+def _follow(source: Deferred[bool]) -> Deferred[bool]:
+    """
+    A L{Deferred} firing with C{source}'s result, leaving C{source}'s own
+    callback chain untouched.
+    """
+    follower: Deferred[bool] = Deferred()
+
+    def relay(result: bool) -> bool:
+        follower.callback(result)
+        return result
+
+    source.addCallback(relay)
+    return follower
+
+
 @implementer(ICredentialsChecker)
 class LDAPChecker:
     """
@@ -467,13 +499,23 @@ class LDAPChecker:
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
-    def __init__(self, config: LDAPConfig, reactor: Any = None, clock: Any = None):
+    def __init__(
+        self,
+        config: LDAPConfig,
+        reactor: Any = None,
+        clock: Any = None,
+        *,
+        configPath: str | None = None,
+    ):
         """
         @param reactor: runs the thread pool's callbacks and the login deadline;
             the global reactor by default, looked up at the first login.
         @param clock: what the cache reads the time from; C{reactor} by default.
+        @param configPath: the file C{config} came from, re-read on SIGHUP.
         """
         self.config = config
+        self.configPath = configPath
+        self._reloading: Deferred[bool] | None = None
         self.directory = Directory(config)
         self.attributes: OrderedDict[str, LDAPUser] = OrderedDict()
         self._reactor = reactor
@@ -487,6 +529,74 @@ class LDAPChecker:
                 "starttls = yes",
                 server=config.describe(),
             )
+        if configPath is not None:
+            reloadWhileAlive(self, LDAPChecker.reload)
+
+    @classmethod
+    def fromArgument(cls, argument: str) -> LDAPChecker:
+        """
+        A checker for what follows C{ldap:} in C{--auth}; a C{config=PATH}
+        one re-reads its file on SIGHUP.
+
+        @raise ValueError: with one line.
+        """
+        config = parseArgument(argument)
+        path = argument[len("config=") :] if argument.startswith("config=") else None
+        return cls(config, configPath=path)
+
+    def reload(self) -> Deferred[bool]:
+        """
+        Re-read the configuration file in the pool and switch new logins to it,
+        with fresh connections; a file that no longer loads is logged and the
+        current configuration stays.  Logins asked for meanwhile wait for it.
+
+        @return: a L{Deferred} firing with whether the new file is in force.
+        """
+        if self.configPath is None:
+            return succeed(False)
+        if self._reloading is not None:
+            # The running read may predate the change that prompted this call.
+            return _follow(self._reloading).addCallback(lambda _: self.reload())
+        d: Deferred[bool] = self._inPool(_loadDirectory, self.configPath).addCallbacks(
+            self._cbReloaded, self._ebReloaded
+        )
+        if not d.called:
+            # Cleared by the callbacks; a pool that refused at once left none.
+            self._reloading = d
+        return _follow(d)
+
+    def _cbReloaded(self, directory: Directory) -> bool:
+        self._reloading = None
+        old, self.directory = self.directory, directory
+        self.config = directory.config
+        # Cached logins were checked against the old server, filter or group.
+        self._cache.clear()
+        if self._pool is not None:
+            self._pool.adjustPoolsize(maxthreads=self.config.poolSize)
+            # Straight to the pool, as at shutdown: unbinding is never refused.
+            deferToThreadPool(self._getReactor(), self._pool, old.searches.close)
+        self.log.info(
+            "LDAP configuration reloaded from {path}: {server}",
+            path=self.configPath,
+            server=self.config.describe(),
+        )
+        return True
+
+    def _ebReloaded(self, reason: Failure) -> bool:
+        self._reloading = None
+        if reason.check(ValueError):
+            self.log.error(
+                "LDAP configuration {path} rejected, keeping the previous one: {error}",
+                path=self.configPath,
+                error=reason.getErrorMessage(),
+            )
+        else:
+            self.log.failure(
+                "LDAP configuration {path} not reloaded, keeping the previous one",
+                reason,
+                path=self.configPath,
+            )
+        return False
 
     def _getReactor(self) -> Any:
         if self._reactor is None:
@@ -557,6 +667,11 @@ class LDAPChecker:
         Bind as the user; fires with the avatar ID (the username, in the type
         it came in) or fails with L{UnauthorizedLogin}.
         """
+        if self._reloading is not None:
+            # Check against the configuration being loaded, not the old one.
+            return _follow(self._reloading).addCallback(
+                lambda _: self.requestAvatarId(credentials)
+            )
         try:
             name, password = normaliseCredentials(
                 credentials.username, credentials.password

@@ -23,16 +23,14 @@ class LDAPCheckerFactory:
     authType = "ldap"
     authHelp = HELP
     argStringFormat = (
-        "ldap://HOST[:PORT]/BASEDN[?ATTR[?SCOPE[?FILTER]]], ldaps://..., "
-        "or config=PATH"
+        "ldap://HOST[:PORT]/BASEDN[?ATTR[?SCOPE[?FILTER]]], ldaps://..., or config=PATH"
     )
     credentialInterfaces = (IUsernamePassword,)
 
     def generateChecker(self, argstring: str = "") -> Any:
         from netplugins.cred.ldap import LDAPChecker
-        from netplugins.cred.ldapconfig import parseArgument
 
-        return LDAPChecker(parseArgument(argstring))
+        return LDAPChecker.fromArgument(argstring)
 
 
 ldapCheckerFactory = LDAPCheckerFactory()

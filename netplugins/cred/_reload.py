@@ -1,0 +1,31 @@
+"""
+Reload on SIGHUP for objects that may be dropped: the registration holds only a
+weak reference, so an object nobody uses any more drops out of
+L{netplugins.reload} at the next SIGHUP instead of living as long as the process.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+
+def reloadWhileAlive(owner: _T, reload: Callable[[_T], object]) -> None:
+    """
+    Call C{reload(owner)} at every SIGHUP for as long as C{owner} lives.
+    """
+    from netplugins.reload import onReload
+
+    ref = weakref.ref(owner)
+
+    def onSignal() -> None:
+        live = ref()
+        if live is None:
+            unregister()
+        else:
+            reload(live)
+
+    unregister = onReload(onSignal)
