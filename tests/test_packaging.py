@@ -5,6 +5,7 @@ checkout (running from the repo root would hide packaging bugs).
 
 from __future__ import annotations
 
+import ast
 import atexit
 import os
 import shutil
@@ -17,8 +18,31 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = ("np-echo", "np-daytime", "np-zen", "np-mpconn")
 CHECKERS = ("htpasswd", "ldap", "hmac")
+
+
+def _dropinNames(constructor: str, position: int) -> tuple[str, ...]:
+    """
+    The names given to C{constructor} (C{ServiceMaker}'s tapname, C{Reactor}'s
+    shortcut) in every C{twisted/plugins/netplugins_*.py}, read from the source
+    so that a new dropin cannot be left out of these tests.
+    """
+    names = []
+    for path in sorted((ROOT / "twisted" / "plugins").glob("netplugins_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == constructor
+            ):
+                argument = node.args[position]
+                assert isinstance(argument, ast.Constant), ast.dump(argument)
+                names.append(str(argument.value))
+    return tuple(names)
+
+
+PLUGINS = _dropinNames("ServiceMaker", 3)
+REACTORS = _dropinNames("Reactor", 0)
 
 
 def _run(*argv: str | Path, cwd: Path, timeout: float = 600) -> str:
@@ -106,6 +130,14 @@ class WheelTests(TestCase):
         self.assertNotIn("twisted/plugins/__init__.py", names)
         self.assertIn("twisted/plugins/netplugins_echo.py", names)
 
+    def test_dropinsRead(self) -> None:
+        """The dropin scan finds the services and the reactor known today."""
+        known = {"np-echo", "np-daytime", "np-zen", "np-mpconn", "np-kv", "np-wsgi"}
+        self.assertEqual(known - set(PLUGINS), set())
+        known = {"np-httpbin", "np-smtp", "np-pop3", "np-imap", "np-mail"}
+        self.assertEqual(known - set(PLUGINS), set())
+        self.assertEqual(REACTORS, ("np-epoll",))
+
     def test_twistdHelpListsPlugins(self) -> None:
         """twistd --help run from another directory lists every np- plugin."""
         out = _run(self.bin / "twistd", "--help", cwd=self.outside)
@@ -113,9 +145,26 @@ class WheelTests(TestCase):
         self.assertEqual(missing, [], out)
 
     def test_checkersListed(self) -> None:
-        """The htpasswd checker is found by strcred in the installed wheel."""
+        """--help-auth lists the htpasswd, ldap and hmac checkers."""
         out = _run(self.bin / "twistd", "np-echo", "--help-auth", cwd=self.outside)
         self.assertEqual([name for name in CHECKERS if f"  {name}" not in out], [], out)
+
+    def test_checkerHelp(self) -> None:
+        """--help-auth-type works for each of the checkers."""
+        for name in CHECKERS:
+            out = _run(
+                self.bin / "twistd",
+                "np-echo",
+                "--help-auth-type",
+                name,
+                cwd=self.outside,
+            )
+            self.assertIn(f"Usage: --auth {name}", out)
+
+    def test_reactorsListed(self) -> None:
+        """twistd --help-reactors lists every netplugins reactor."""
+        out = _run(self.bin / "twistd", "--help-reactors", cwd=self.outside)
+        self.assertEqual([name for name in REACTORS if name not in out], [], out)
 
     def test_pluginHelp(self) -> None:
         """Each plugin's --help works in the installed wheel."""
