@@ -36,6 +36,8 @@ DEMO_PORTS = {
     "kv": 15000,
     "httpbin": 8000,
     "httpbin-tls": 8443,
+    "wsgi": 8080,
+    "wsgi-tls": 8444,
     "smtp": 8025,
     "submission": 8587,
     "smtps": 8465,
@@ -125,6 +127,7 @@ def demoService(
     from netplugins.tap.httpbin import httpbinService
     from netplugins.tap.kv import kvService
     from netplugins.tap.mail import mailService
+    from netplugins.tap.wsgi import wsgiService
     from netplugins.tap.mpconn import mpconnService
     from netplugins.tap.zen import zenService
 
@@ -166,6 +169,13 @@ def demoService(
             listen=[tcp("httpbin")],
             listenTLS=[tcp("httpbin-tls")],
             auth=[f"htpasswd:{files['htpasswd']}"],
+            **shared,
+        ),
+        # The Python Cookbook's PathDispatcher app (11.5): /hello?name=, /localtime.
+        wsgiService(
+            app="netplugins.examples.pathdispatch:app",
+            listen=[tcp("wsgi")],
+            listenTLS=[tcp("wsgi-tls")],
             **shared,
         ),
         # Mail for alice@localhost and bob@localhost, in Maildirs under the

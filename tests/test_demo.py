@@ -83,6 +83,8 @@ class DemoTests(TestCase):
                 ("np-smtp", "tcp"),
                 ("np-smtp submission", "TLS tcp"),
                 ("np-smtp submission", "tcp"),
+                ("np-wsgi", "TLS tcp"),
+                ("np-wsgi", "tcp"),
                 ("np-zen", "TLS tcp"),
                 ("np-zen", "tcp"),
             ],
@@ -186,7 +188,21 @@ class DemoTests(TestCase):
         versions = []
         for address in tlsPorts:
             versions.append((yield deferToThread(client, address)))
-        self.assertEqual(versions, ["TLSv1.3"] * 6)
+        self.assertEqual(versions, ["TLSv1.3"] * 7)
+
+    @inlineCallbacks
+    def test_wsgi(self) -> Any:
+        """np-wsgi serves the Cookbook's PathDispatcher hello app."""
+        import requests
+
+        host, port = self.port("np-wsgi", "tcp")
+
+        def client() -> tuple[int, str]:
+            answer = requests.get(f"http://{host}:{port}/hello?name=Guido", timeout=10)
+            return (answer.status_code, answer.text)
+
+        status, text = yield deferToThread(client)
+        self.assertEqual((status, "Hello Guido" in text), (200, True), text)
 
     @inlineCallbacks
     def test_httpbin(self) -> Any:

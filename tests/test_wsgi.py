@@ -23,7 +23,7 @@ from netplugins.cred.htpasswd import hashPassword
 from netplugins.examples import pathdispatch
 from netplugins.service import listeningPorts
 from netplugins.tap.wsgi import Options, wsgiService
-from netplugins.wsgi import loadApplication, parseStatic
+from netplugins.wsgi import WSGIService, loadApplication, parseStatic
 from tests.pki import PKI
 
 flaskApp = Flask(__name__)
@@ -111,7 +111,9 @@ class ServedTests(TestCase):
         else:
             settings["listen"] = ["tcp:0:interface=127.0.0.1"]
         settings.update(kw)
-        self.service = wsgiService(app=app, stateDir=self.mktemp(), **settings)
+        service = wsgiService(app=app, stateDir=self.mktemp(), **settings)
+        assert isinstance(service, WSGIService)
+        self.service = service
         self.service.startService()
         self.addCleanup(self._stop)
         [(_, address, _)] = listeningPorts(self.service)

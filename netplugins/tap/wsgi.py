@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from netplugins.options import ServiceOptions, positiveFloat, positiveInt
-from netplugins.service import Common, listeningService, resolveCommon
+from netplugins.service import Common, listeningService, resolveCommon, supervised
 from netplugins.web.accesslog import AccessLog
 from netplugins.web.auth import requireBasicAuth
 from netplugins.web.http import (
@@ -66,32 +67,73 @@ class Options(ServiceOptions):
     )
     defaultListen = DEFAULT_LISTEN
     tapname = "np-wsgi"
+    usesCheckers = True
 
     optParameters = [
         ["app", None, None, "The WSGI application, as package.module:callable."],
-        ["threads", None, DEFAULT_THREADS,
-         "The most application calls running at once.", positiveInt],
-        ["max-body-size", None, DEFAULT_MAX_BODY_SIZE,
-         "The largest request body accepted, in bytes.", positiveInt],
-        ["max-header-size", None, DEFAULT_MAX_HEADER_SIZE,
-         "The largest request line plus headers, in bytes.", positiveInt],
-        ["header-timeout", None, DEFAULT_HEADER_TIMEOUT,
-         "Seconds a client has to send a request's line and headers.",
-         positiveFloat],
-        ["keepalive-timeout", None, DEFAULT_IDLE_TIMEOUT,
-         "Seconds a connection may stay silent between requests.", positiveFloat],
-        ["hsts", None, None,
-         "Send Strict-Transport-Security with this max-age on TLS connections.",
-         nonNegativeInt],
-        ["access-log", None, "-",
-         "Where the combined-format access log goes: a file, - for the twistd "
-         "log, none for nowhere."],
-        ["shutdown-timeout", None, DEFAULT_SHUTDOWN_TIMEOUT,
-         "Seconds to wait for requests in flight when stopping.", positiveFloat],
+        [
+            "threads",
+            None,
+            DEFAULT_THREADS,
+            "The most application calls running at once.",
+            positiveInt,
+        ],
+        [
+            "max-body-size",
+            None,
+            DEFAULT_MAX_BODY_SIZE,
+            "The largest request body accepted, in bytes.",
+            positiveInt,
+        ],
+        [
+            "max-header-size",
+            None,
+            DEFAULT_MAX_HEADER_SIZE,
+            "The largest request line plus headers, in bytes.",
+            positiveInt,
+        ],
+        [
+            "header-timeout",
+            None,
+            DEFAULT_HEADER_TIMEOUT,
+            "Seconds a client has to send a request's line and headers.",
+            positiveFloat,
+        ],
+        [
+            "keepalive-timeout",
+            None,
+            DEFAULT_IDLE_TIMEOUT,
+            "Seconds a connection may stay silent between requests.",
+            positiveFloat,
+        ],
+        [
+            "hsts",
+            None,
+            None,
+            "Send Strict-Transport-Security with this max-age on TLS connections.",
+            nonNegativeInt,
+        ],
+        [
+            "access-log",
+            None,
+            "-",
+            "Where the combined-format access log goes: a file, - for the twistd "
+            "log, none for nowhere.",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+            "Seconds to wait for requests in flight when stopping.",
+            positiveFloat,
+        ],
     ]
     optFlags = [
-        ["allow-plaintext-auth", None,
-         "Accept Basic authentication over connections without TLS."],
+        [
+            "allow-plaintext-auth",
+            None,
+            "Accept Basic authentication over connections without TLS.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -134,7 +176,7 @@ def wsgiService(
     common: Common | None = None,
     reactor: Any = None,
     **settings: Any,
-) -> WSGIService:
+) -> MultiService:
     """
     The WSGI hosting service: the keyword twin of C{twistd np-wsgi}.
 
@@ -175,10 +217,10 @@ def wsgiService(
         common, site, defaultListen=DEFAULT_LISTEN, name="np-wsgi", reactor=reactor
     )
     listeners.setServiceParent(service)
-    return service
+    return supervised(service, common, name="np-wsgi", reactor=reactor)
 
 
-def makeService(config: Options, reactor: Any = None) -> WSGIService:
+def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The WSGI service configured by a parsed command line.
     """
