@@ -127,8 +127,8 @@ def demoService(
     from netplugins.tap.httpbin import httpbinService
     from netplugins.tap.kv import kvService
     from netplugins.tap.mail import mailService
-    from netplugins.tap.wsgi import wsgiService
     from netplugins.tap.mpconn import mpconnService
+    from netplugins.tap.wsgi import wsgiService
     from netplugins.tap.zen import zenService
 
     files = demoFiles(stateDir)
