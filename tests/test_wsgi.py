@@ -63,8 +63,14 @@ class OptionsTests(SynchronousTestCase):
         os.mkdir(directory)
         config = Options()
         config.parseOptions(
-            ["--app", "netplugins.examples.pathdispatch:app", "--threads", "3",
-             "--static", f"/assets/={directory}"]
+            [
+                "--app",
+                "netplugins.examples.pathdispatch:app",
+                "--threads",
+                "3",
+                "--static",
+                f"/assets/={directory}",
+            ]
         )
         self.assertEqual(
             (config["application"], config["threads"], config["static"]),
@@ -163,10 +169,37 @@ class ServedTests(TestCase):
         """Over maxBodySize, curl's upload gets 413."""
         base = self.serve(maxBodySize=1000)
         out, err, code = yield _curl(
-            ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-d", "x" * 2000,
-             base + "/upload"]
+            [
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-d",
+                "x" * 2000,
+                base + "/upload",
+            ]
         )
         self.assertEqual((out, code), (b"413", 0), err)
+
+    @inlineCallbacks
+    def test_flaskTLSLDAPAuth(self) -> Any:
+        """Flask over TLS with Basic through the ldap: checker against slapd."""
+        from tests.slapd import PASSWORDS, PEOPLE, sharedSlapd
+
+        slapd = sharedSlapd()
+        base = self.serve(tls=True, auth=[f"ldap:{slapd.url()}/{PEOPLE}?uid?sub"])
+
+        def get(user: str, password: str) -> requests.Response:
+            return requests.get(
+                base + "/whoami", auth=(user, password), verify=self.caPath
+            )
+
+        good = yield deferToThread(get, "alice", PASSWORDS["alice"])
+        bad = yield deferToThread(get, "alice", "wrong")
+        unknown = yield deferToThread(get, "nobody", "x")
+        self.assertEqual((good.status_code, good.json()["user"]), (200, "alice"))
+        self.assertEqual((bad.status_code, unknown.status_code), (401, 401))
 
     @inlineCallbacks
     def test_flaskTLSBasicAuth(self) -> Any:
@@ -176,7 +209,9 @@ class ServedTests(TestCase):
             f.write("alice:" + hashPassword("wonderland", cost=4) + "\n")
         base = self.serve(tls=True, auth=[f"htpasswd:{users}"], hsts=600)
         good = yield deferToThread(
-            requests.get, base + "/whoami", auth=("alice", "wonderland"),
+            requests.get,
+            base + "/whoami",
+            auth=("alice", "wonderland"),
             verify=self.caPath,
         )
         bad = yield deferToThread(
@@ -228,9 +263,15 @@ class ServedTests(TestCase):
         os.symlink(root, os.path.join(root, "pub", "sub", "up"))
         base = self.serve(static=[f"/files={os.path.join(root, 'pub')}"])
         results = {}
-        for path in ["/files/a.txt", "/files/link", "/files/sub/up/secret.txt",
-                     "/files/%2e%2e/secret.txt", "/files/..%2fsecret.txt",
-                     "/files/sub/", "/whoami"]:
+        for path in [
+            "/files/a.txt",
+            "/files/link",
+            "/files/sub/up/secret.txt",
+            "/files/%2e%2e/secret.txt",
+            "/files/..%2fsecret.txt",
+            "/files/sub/",
+            "/whoami",
+        ]:
             out, _, _ = yield _curl(
                 ["-s", "--path-as-is", "-w", " %{http_code}", base + path]
             )
@@ -272,7 +313,8 @@ class ServedTests(TestCase):
         """Pipelined requests in one write are answered in order."""
         self.serve(pathdispatch.app)
         answer = yield deferToThread(
-            _raw, self.port,
+            _raw,
+            self.port,
             b"GET /hello?name=one HTTP/1.1\r\nHost: a\r\n\r\n"
             b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"
             b"GET /hello?name=three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
