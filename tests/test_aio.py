@@ -152,10 +152,9 @@ class HtpasswdTests(_Case):
         self.assertServes(server, "bob", "bob pw with spaces")
 
     def test_wrongPasswordRefused(self) -> None:
-        """
-        A wrong password or unknown user is refused and questions stay unanswered
-        on that connection until a login succeeds.
-        """
+        """A wrong password or unknown user is refused; questions wait for a login."""
+        # A wrong password or unknown user is refused and questions stay unanswered on
+        # that connection until a login succeeds.
         server = ZenLoginServer(self, f"htpasswd:{self.users()}", loginDelay=0.01)
         sock = server.connect()
         self.addCleanup(sock.close)
@@ -181,10 +180,9 @@ class HtpasswdTests(_Case):
         self.assertEqual(sock.recv(100), b"")
 
     def test_loopServesDuringSlowCheck(self) -> None:
-        """
-        While one login's hash takes about a second in the checker's pool,
-        another client logs in and has its questions answered.
-        """
+        """Another client logs in and is answered while one login's hash is slow."""
+        # While one login's hash takes about a second in the checker's pool, another
+        # client logs in and has its questions answered.
         if not _slowHash:
             _slowHash.append(hashPassword("slow-pw", cost=SLOW_COST))
         slowUser = f"slow:{_slowHash[0]}\n"
@@ -200,10 +198,9 @@ class HtpasswdTests(_Case):
         self.assertEqual(recvUntil(slow), b"Welcome.")
 
     def test_terminateStopsPools(self) -> None:
-        """
-        SIGTERM ends the server promptly and cleanly after logins: the
-        checkers' pool threads, which are not daemons, are stopped.
-        """
+        """SIGTERM after logins ends the server promptly, its pool threads stopped."""
+        # SIGTERM ends the server promptly and cleanly after logins: the checkers' pool
+        # threads, which are not daemons, are stopped.
         server = ZenLoginServer(self, f"htpasswd:{self.users()}")
         self.assertServes(server, "alice", "alice-pw")
         server.process.send_signal(signal.SIGTERM)
@@ -231,10 +228,9 @@ class LDAPTests(_Case):
         )
 
     def test_rightPasswordThenQuestions(self) -> None:
-        """
-        Directory users log in through the config-file form (StartTLS, service
-        account), the one with C{*(=,} and a non-ASCII letter in its uid too.
-        """
+        """Directory users, odd uids included, log in through the config-file form."""
+        # Directory users log in through the config-file form (StartTLS, service
+        # account), the one with C{*(=,} and a non-ASCII letter in its uid too.
         server = ZenLoginServer(self, f"ldap:config={self.config()}")
         self.assertServes(server, "alice", "alice-pw")
         self.assertServes(server, WEIRD_UID, "zoë-pw")
@@ -258,10 +254,9 @@ class LDAPTests(_Case):
             )
 
     def test_terminateUnbinds(self) -> None:
-        """
-        SIGTERM after LDAP logins ends the server cleanly: the pooled search
-        connection is unbound and the LDAP pool stopped.
-        """
+        """SIGTERM after LDAP logins unbinds the search connection, stops the pool."""
+        # SIGTERM after LDAP logins ends the server cleanly: the pooled search
+        # connection is unbound and the LDAP pool stopped.
         server = ZenLoginServer(self, f"ldap:config={self.config()}")
         self.assertServes(server, "carol", "carol-pw")
         server.process.send_signal(signal.SIGTERM)
@@ -298,10 +293,9 @@ class InstallTests(SynchronousTestCase):
     """
 
     def test_foreignReactor(self) -> None:
-        """
-        With another reactor installed (trial's), install refuses with an
-        explanation instead of running checkers on a reactor nobody runs.
-        """
+        """With another reactor installed, install refuses and explains why."""
+        # With another reactor installed (trial's), install refuses with an explanation
+        # instead of running checkers on a reactor nobody runs.
         from twisted.internet import reactor  # noqa: F401 - trial's, installed
 
         loop = asyncio.new_event_loop()
@@ -383,10 +377,9 @@ class CheckTests(SynchronousTestCase):
         self.assertEqual(cancelled, [pending])
 
     def test_throttled(self) -> None:
-        """
-        Under a throttle, the connection's attempts are counted and the one
-        after the last fails with L{TooManyAttempts}.
-        """
+        """Under a throttle, the attempt after the last fails with TooManyAttempts."""
+        # Under a throttle, the connection's attempts are counted and the one after the
+        # last fails with L{TooManyAttempts}.
         from twisted.internet.task import Clock
 
         throttle = LoginThrottle(Clock(), maxAttemptsPerConnection=1)

@@ -78,10 +78,9 @@ class LoadgenTests(TestCase):
 
     @defer.inlineCallbacks
     def test_raw(self) -> defer.Generator[Any, Any, None]:
-        """
-        Against a raw echo it counts requests for the measured window only and
-        prints the measuring marker, then sane JSON.
-        """
+        """Against a raw echo it counts only the measured window, then prints JSON."""
+        # Against a raw echo it counts requests for the measured window only and prints
+        # the measuring marker, then sane JSON.
         events, code = yield self.runAgainst(
             echoFactory("raw"), "--size", "1024"
         )
@@ -90,10 +89,9 @@ class LoadgenTests(TestCase):
 
     @defer.inlineCallbacks
     def test_blocks(self) -> defer.Generator[Any, Any, None]:
-        """
-        With C{--framing blocks} it speaks 4-byte length-prefixed messages that
-        a framing-aware echo (Twisted's Int32StringReceiver) understands.
-        """
+        """With --framing blocks it speaks 4-byte length-prefixed messages."""
+        # With C{--framing blocks} it speaks 4-byte length-prefixed messages that a
+        # framing-aware echo (Twisted's Int32StringReceiver) understands.
         events, code = yield self.runAgainst(
             echoFactory("blocks"), "--size", "70000", "--framing", "blocks"
         )
@@ -102,10 +100,9 @@ class LoadgenTests(TestCase):
 
     @defer.inlineCallbacks
     def test_corruptEcho(self) -> defer.Generator[Any, Any, None]:
-        """
-        An echo that changes the data is caught: mismatches and errors are
-        counted, no request is, and the exit status says so.
-        """
+        """An echo that changes the data is caught: counted, and the exit says so."""
+        # An echo that changes the data is caught: mismatches and errors are counted, no
+        # request is, and the exit status says so.
         factory = ServerFactory()
         factory.protocol = Corrupting
         events, code = yield self.runAgainst(factory, "--size", "100")
@@ -122,11 +119,10 @@ class MeasureTests(SynchronousTestCase):
     """
 
     def test_measureAndReport(self) -> None:
-        """
-        The runner starts the bare Twisted peer as a process, reads its CPU
-        time over the window, stops it, and the report shows the figures in a
-        table beside a PNG plot.
-        """
+        """The runner measures the bare Twisted peer's CPU, reports it with a plot."""
+        # The runner starts the bare Twisted peer as a process, reads its CPU time over
+        # the window, stops it, and the report shows the figures in a table beside a PNG
+        # plot.
         out = Path(self.mktemp())
         settings = Settings(
             warmup=0.2, duration=0.5, serverCPU=None, loadgenCPU=None, out=out
@@ -153,10 +149,9 @@ class ReportTests(SynchronousTestCase):
     """
 
     def test_roundTrip(self) -> None:
-        """
-        What a report saves in results.json reads back as the same samples,
-        settings and load check, so a report can be rendered again unmeasured.
-        """
+        """results.json reads back as the same samples, settings and load check."""
+        # What a report saves in results.json reads back as the same samples, settings
+        # and load check, so a report can be rendered again unmeasured.
         out = Path(self.mktemp())
         sample = Sample(
             "asyncio", Case(65536), 2, 10, 655360, 1.0, 5.0, 9.0, 0, 0.1, 0.2,
@@ -184,10 +179,7 @@ class ParsingTests(SynchronousTestCase):
     """
 
     def test_procStat(self) -> None:
-        """
-        Busy time is everything but idle and iowait; steal and softirq are
-        also kept apart.
-        """
+        """Busy time is everything but idle and iowait; steal and softirq kept apart."""
         text = (
             "cpu  10 1 5 100 4 2 3 7 0 0\n"
             "cpu0 4 0 2 50 2 1 1 3 0 0\n"
@@ -202,10 +194,7 @@ class ParsingTests(SynchronousTestCase):
         )
 
     def test_processTicks(self) -> None:
-        """
-        utime + stime are read past the last parenthesis, whatever the
-        command name holds.
-        """
+        """utime + stime are read past the last parenthesis, whatever the command."""
         fields = ["S"] + ["0"] * 10 + ["120", "30"] + ["0"] * 30
         text = "42 (odd) (name) " + " ".join(fields)
         self.assertEqual(machine.parseProcessTicks(text), 150)

@@ -44,10 +44,9 @@ class WrkTests(SynchronousTestCase):
     """
 
     def test_parse(self) -> None:
-        """
-        Requests, duration, bytes, p50/p99 and errors (socket errors plus
-        non-2xx answers) come out of a C{wrk --latency} report.
-        """
+        """Requests, duration, bytes, p50/p99 and errors come out of wrk --latency."""
+        # Requests, duration, bytes, p50/p99 and errors (socket errors plus non-2xx
+        # answers) come out of a C{wrk --latency} report.
         self.assertEqual(
             parse(WRK_OUTPUT),
             {"requests": 9805, "duration": 1.0, "bytes": 3.5 * 2**20,
@@ -55,10 +54,7 @@ class WrkTests(SynchronousTestCase):
         )
 
     def test_units(self) -> None:
-        """
-        Every latency unit wrk prints converts to microseconds; anything else
-        is refused.
-        """
+        """Every latency unit wrk prints converts to microseconds; others refused."""
         self.assertEqual(
             [microseconds(t) for t in ("12us", "1.5ms", "2.00s", "1m")],
             [12.0, 1500.0, 2e6, 60e6],
@@ -78,10 +74,9 @@ class SuiteTableTests(SynchronousTestCase):
     """
 
     def test_templatesExpand(self) -> None:
-        """
-        Every benchmark has unique contender names including its primary,
-        and every server, probe and load template fills in completely.
-        """
+        """Contender names are unique and every template fills in completely."""
+        # Every benchmark has unique contender names including its primary, and every
+        # server, probe and load template fills in completely.
         fields = dict(program="p", connections=1, size=1, warmup=0, duration=1)
         for benchmark in BENCHMARKS:
             names = [c.name for c in benchmark.contenders]
@@ -129,10 +124,9 @@ class SmokeTests(SynchronousTestCase):
         return sample
 
     def test_zen(self) -> None:
-        """
-        The C load generator's request mode gets C{Ugly.} from np-zen and
-        from the book's asyncio server.
-        """
+        """The C load generator's request mode gets Ugly. from both zen servers."""
+        # The C load generator's request mode gets C{Ugly.} from np-zen and from the
+        # book's asyncio server.
         self.measured("zen", "np-zen")
         self.measured("zen", "asyncio-zen")
 
@@ -144,37 +138,29 @@ class SmokeTests(SynchronousTestCase):
         self.measured("wsgi", "np-wsgi")
 
     def test_kv(self) -> None:
-        """
-        wrk's XML-RPC set/get calls are answered by np-kv and by the
-        Cookbook's SimpleXMLRPCServer.
-        """
+        """wrk's XML-RPC set/get calls are answered by np-kv and SimpleXMLRPCServer."""
         self.measured("kv", "np-kv")
         self.measured("kv", "xmlrpc-kv")
 
     def test_mpconn(self) -> None:
-        """
-        multiprocessing.connection clients echo through np-mpconn and the
-        stdlib Listener.
-        """
+        """multiprocessing.connection clients echo through np-mpconn and Listener."""
         prepare.mpconnKey()
         self.measured("mpconn", "np-mpconn")
         self.measured("mpconn", "listener")
 
     def test_tls(self) -> None:
-        """
-        Full handshakes against np-echo --listen-tls, and 64 KiB echoes
-        through it, move the bytes they should.
-        """
+        """TLS handshakes and 64 KiB echoes through np-echo --listen-tls move bytes."""
+        # Full handshakes against np-echo --listen-tls, and 64 KiB echoes through it,
+        # move the bytes they should.
         prepare.tls()
         self.measured("tls-handshake", "np-echo-tls")
         bulk = self.measured("tls-bulk", "np-echo-tls")
         self.assertEqual(bulk.bytes, bulk.requests * 65536)
 
     def test_mail(self) -> None:
-        """
-        smtp-source's messages are accepted by np-smtp, and a full FETCH of
-        the 1,000-message mailbox completes on np-imap and on Dovecot.
-        """
+        """smtp-source mail is accepted; a full FETCH completes on np-imap, Dovecot."""
+        # smtp-source's messages are accepted by np-smtp, and a full FETCH of the
+        # 1,000-message mailbox completes on np-imap and on Dovecot.
         prepare.mail()
         self.measured("smtp", "np-smtp")
         fetch = self.measured("imap", "np-imap")

@@ -20,10 +20,7 @@ class LDAPBenchTests(TestCase):
     """
 
     def test_measureAll(self) -> Deferred[Any]:
-        """
-        Every contender logs users in without errors, and the report has a row
-        for each.
-        """
+        """Every contender logs users in without errors; the report has each row."""
         args = benchldap.parseArguments(
             ["--duration", "0.3", "--warmup", "0.1", "--concurrency", "2"]
         )

@@ -147,10 +147,9 @@ class SchemeTests(SynchronousTestCase):
             self.assertIn(reason, str(raised.exception))
 
     def test_malformed(self) -> None:
-        """
-        Truncated bcrypt, bcrypt with an impossible cost, other bcrypt variants
-        and broken argon2id are refused.
-        """
+        """Truncated, impossible-cost, other-variant bcrypt and broken argon2id fail."""
+        # Truncated bcrypt, bcrypt with an impossible cost, other bcrypt variants and
+        # broken argon2id are refused.
         for hashed in (
             ALICE[:-1],
             ALICE + "x",
@@ -192,11 +191,9 @@ class ParseTests(SynchronousTestCase):
         )
 
     def test_weakLine(self) -> None:
-        """
-        A weak hash is refused with its line number, the user and the advice to
-        run np-htpasswd; the hash itself (perhaps a plaintext password) is not
-        repeated.
-        """
+        """A weak hash is refused with line, user and advice, but not repeated."""
+        # A weak hash is refused with its line number, the user and the advice to run
+        # np-htpasswd; the hash itself (perhaps a plaintext password) is not repeated.
         data = f"# users\nalice:{ALICE}\n\ncarol:hunter2\n".encode()
         message = self.assertRefused(data, "4", "user 'carol'")
         self.assertIn("np-htpasswd", message)
@@ -238,10 +235,7 @@ class ParseTests(SynchronousTestCase):
         self.assertRefused(b"# ok\n\xff:" + ALICE.encode() + b"\n", "2", "not UTF-8")
 
     def test_dummyFollowsCommonProfile(self) -> None:
-        """
-        The dummy hash has the scheme and cost most users have, and matches no
-        user's hash.
-        """
+        """The dummy hash has the common scheme and cost and matches no user."""
         users = Users.fromEntries(
             {"a": bcryptHash("a", cost=5), "b": bcryptHash("b", cost=5), "c": BOB}
         )
@@ -334,10 +328,7 @@ class CheckerTests(SynchronousTestCase):
         self.assertNotIn("unknown", str(failure.value))
 
     def test_rightPassword(self) -> None:
-        """
-        The right password yields the user name as avatar ID, for bcrypt and
-        argon2id users.
-        """
+        """The right password yields the user name, for bcrypt and argon2id users."""
         self.assertEqual(self.successResultOf(self.login("alice", "alice-pw")), "alice")
         self.assertEqual(self.successResultOf(self.login("bob", "bob-pw")), "bob")
 
@@ -372,10 +363,9 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.verified, [ALICE, BOB])
 
     def test_unknownUserCostsAVerification(self) -> None:
-        """
-        An unknown user is refused after verifying against the dummy hash, the
-        same work a wrong password costs.
-        """
+        """An unknown user costs a verification against the dummy hash."""
+        # An unknown user is refused after verifying against the dummy hash, the same
+        # work a wrong password costs.
         self.assertRefused("mallory", "alice-pw")
         self.assertEqual(self.verified, [self.checker.users.dummy])
 
@@ -388,10 +378,9 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.verified, [])
 
     def test_longBcryptPassword(self) -> None:
-        """
-        A password over 72 bytes is refused for bcrypt users (and unknown users
-        when the dummy is bcrypt) without calling bcrypt, which would raise.
-        """
+        """A bcrypt password over 72 bytes is refused without calling bcrypt."""
+        # A password over 72 bytes is refused for bcrypt users (and unknown users when
+        # the dummy is bcrypt) without calling bcrypt, which would raise.
         self.path.write_text(f"alice:{ALICE}\n")
         checker = HtpasswdChecker(str(self.path), runBlocking=runNow)
         for name in ("alice", "mallory"):
@@ -441,10 +430,7 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_backendError(self) -> None:
-        """
-        Any exception from the hashing backend becomes L{UnauthorizedLogin}
-        and is logged.
-        """
+        """Any hashing backend exception becomes UnauthorizedLogin and is logged."""
 
         def broken(hashed: str, password: str) -> bool:
             raise MemoryError("argon2 could not allocate")
@@ -578,20 +564,16 @@ class ReloadTests(SynchronousTestCase):
         return d
 
     def test_unchangedNotReread(self) -> None:
-        """
-        An unchanged file is not read again: the only blocking call is the
-        verification.
-        """
+        """An unchanged file is not read again: the one blocking call verifies."""
         d = self.checker.requestAvatarId(creds("alice", "alice-pw"))
         self.assertEqual([f for f, _, _ in self.runner.calls], [htpasswd._check])
         self.runner.runAll()
         self.assertEqual(self.successResultOf(d), "alice")
 
     def test_changedFileReread(self) -> None:
-        """
-        After the file changes, the next login reads it (in the blocking
-        runner) and sees the new users.
-        """
+        """A changed file is re-read in the blocking runner at the next login."""
+        # After the file changes, the next login reads it (in the blocking runner) and
+        # sees the new users.
         writeFile(self.path, f"bob:{BOB}\n")
         d = self.checker.requestAvatarId(creds("bob", "bob-pw"))
         self.assertEqual([f for f, _, _ in self.runner.calls], [htpasswd._load])
@@ -745,10 +727,9 @@ class CommandTests(SynchronousTestCase):
         return dict(parseHtpasswd(self.path.read_bytes(), "f").entries)
 
     def test_create(self) -> None:
-        """
-        A new file is created mode 0600 with a bcrypt line that verifies; the
-        password is prompted for twice.
-        """
+        """A new file is created 0600 with a bcrypt line; the password asked twice."""
+        # A new file is created mode 0600 with a bcrypt line that verifies; the password
+        # is prompted for twice.
         self.assertEqual(self.command("--cost", "4", str(self.path), "alice"), 0)
         self.assertEqual(len(self.prompts), 2)
         self.assertEqual(stat.S_IMODE(self.path.stat().st_mode), 0o600)
@@ -765,10 +746,9 @@ class CommandTests(SynchronousTestCase):
         self.assertTrue(self.users()["alice"].startswith("$2b$12$"))
 
     def test_updateKeepsOtherLines(self) -> None:
-        """
-        Updating a user replaces its line only; comments, other users (even
-        weak ones) and the file's mode are kept.
-        """
+        """Updating a user replaces its line only; comments, users, mode are kept."""
+        # Updating a user replaces its line only; comments, other users (even weak ones)
+        # and the file's mode are kept.
         self.path.write_text(
             f"# team\nalice:{ALICE}\nold:$apr1$x$y\nbob:{BOB}\nalice:{ALICE}"
         )
@@ -803,10 +783,9 @@ class CommandTests(SynchronousTestCase):
         self.assertIn("'alice' not found", self.stderr.getvalue())
 
     def test_refusals(self) -> None:
-        """
-        Empty, whitespace, mismatched and over-long bcrypt passwords are
-        refused with a message, and no file is written.
-        """
+        """Empty, blank, mismatched and over-long passwords are refused, unwritten."""
+        # Empty, whitespace, mismatched and over-long bcrypt passwords are refused with
+        # a message, and no file is written.
         cases = {
             ("", ""): "empty passwords",
             ("  ", "  "): "empty passwords",
@@ -821,10 +800,9 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(os.listdir(self.path.parent), [])
 
     def test_badUserAndCost(self) -> None:
-        """
-        User names with C{:}, a leading C{#} or over 256 characters, and
-        out-of-range costs are refused.
-        """
+        """Bad user names (colon, leading #, too long) and costs are refused."""
+        # User names with C{:}, a leading C{#} or over 256 characters, and out-of-range
+        # costs are refused.
         self.assertEqual(self.command(str(self.path), "al:ice"), 1)
         self.assertEqual(self.command(str(self.path), "#alice"), 1)
         self.assertEqual(self.command(str(self.path), "a" * 257), 1)

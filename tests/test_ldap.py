@@ -79,10 +79,9 @@ class ParseURLTests(SynchronousTestCase):
         )
 
     def test_defaults(self) -> None:
-        """
-        ldaps:// defaults to port 636, attribute uid, scope sub, no filter;
-        an unparenthesised filter is parenthesised.
-        """
+        """ldaps:// defaults: port 636, uid, sub, no filter; filters parenthesised."""
+        # ldaps:// defaults to port 636, attribute uid, scope sub, no filter; an
+        # unparenthesised filter is parenthesised.
         self.assertEqual(
             parseArgument("ldaps://ldap.example.org/dc=example,dc=org"),
             LDAPConfig(
@@ -258,10 +257,9 @@ class DropinTests(SynchronousTestCase):
         self.assertEqual(strcred.findCheckerFactory("ldap").authHelp, HELP)
 
     def test_makeChecker(self) -> None:
-        """
-        makeChecker builds an LDAPChecker without touching the network; a bad
-        argument is a ValueError.
-        """
+        """makeChecker builds an LDAPChecker offline; a bad argument is ValueError."""
+        # makeChecker builds an LDAPChecker without touching the network; a bad argument
+        # is a ValueError.
         checker = strcred.makeChecker("ldap:ldap://127.0.0.1:1/dc=example,dc=org")
         self.assertIsInstance(checker, LDAPChecker)
         self.assertRaises(ValueError, strcred.makeChecker, "ldap:ldap://h/dc=x?a?b")
@@ -480,10 +478,7 @@ class LoginTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_directBindTemplate(self) -> Any:
-        """
-        Direct bind escapes the username for the DN (RFC 4514); NUL and
-        injection attempts fail.
-        """
+        """Direct bind escapes the username for the DN; NUL and injection fail."""
         checker = self.checker(
             bind_dn_template=f"uid={{user}},{PEOPLE}",
             bind_dn="",
@@ -506,10 +501,9 @@ class LoginTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_badServiceAccount(self) -> Any:
-        """
-        A refused service account fails the login and is logged as a backend
-        error naming the server.
-        """
+        """A refused service account fails the login, logged naming the server."""
+        # A refused service account fails the login and is logged as a backend error
+        # naming the server.
         checker = self.checker(bind_password_file=_writeFile(self, "wrong"))
         yield self.refused(checker, "alice", "alice-pw")
         self.assertIn("search account", self.logText())
@@ -526,10 +520,9 @@ class LoginTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_referrals(self) -> Any:
-        """
-        Neither a referral entry among the results nor a referral answer to the
-        search is followed: both fail.
-        """
+        """Referral entries and referral answers are never followed: both fail."""
+        # Neither a referral entry among the results nor a referral answer to the search
+        # is followed: both fail.
         checker = self.checker()
         yield self.refused(checker, "mallory", "x-pw")
         referred = self.checker(
@@ -579,10 +572,9 @@ class LoginTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_attributes(self) -> Any:
-        """
-        A login records the user's DN, uid, mail and groups; lookupAttributes
-        reads users who never logged in, and None for unknown ones.
-        """
+        """Logins record DN, uid, mail, groups; lookupAttributes reads the others."""
+        # A login records the user's DN, uid, mail and groups; lookupAttributes reads
+        # users who never logged in, and None for unknown ones.
         checker = self.checker()
         yield self.login(checker, "alice", "alice-pw")
         alice = checker.attributes["alice"]
@@ -599,10 +591,9 @@ class LoginTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_lookupByMail(self) -> Any:
-        """
-        lookupByMail finds the one entry holding an address (any case) whatever
-        its uid; filter characters in the address are escaped, not wildcards.
-        """
+        """lookupByMail finds the one entry with an address; filters are escaped."""
+        # lookupByMail finds the one entry holding an address (any case) whatever its
+        # uid; filter characters in the address are escaped, not wildcards.
         checker = self.checker()
         for address in [slapd.DOTTED_MAIL[0], slapd.DOTTED_MAIL[1].upper()]:
             dana = yield checker.lookupByMail(address)
@@ -686,10 +677,9 @@ class TLSTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_startTLSRefusedNoClearBind(self) -> Any:
-        """
-        A server refusing StartTLS, or answering it with garbage, never sees
-        a bind or a password in the clear.
-        """
+        """A server refusing or garbling StartTLS never sees a cleartext bind."""
+        # A server refusing StartTLS, or answering it with garbage, never sees a bind or
+        # a password in the clear.
         for how in ("refuse", "garbage"):
             factory, port = _listen(self, _RefuseStartTLS, how=how, received=b"")
             checker = self.checker(
@@ -763,10 +753,9 @@ class CacheTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_hitAndExpiry(self) -> Any:
-        """
-        A success is remembered for cache_ttl seconds, keyed by the password
-        (never stored), and only for that password.
-        """
+        """A success is cached for cache_ttl, keyed by (not storing) the password."""
+        # A success is remembered for cache_ttl seconds, keyed by the password (never
+        # stored), and only for that password.
         clock = Clock()
         checker = self.checker(clock=clock, cache_ttl="60")
         yield self.login(checker, "carol", "carol-pw")
@@ -797,10 +786,9 @@ class DeadServerTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_silentServer(self) -> Any:
-        """
-        A listener that accepts and never answers fails the login within the
-        receive timeout, and a LoopingCall keeps ticking meanwhile.
-        """
+        """A silent server fails the login within the timeout; the reactor runs."""
+        # A listener that accepts and never answers fails the login within the receive
+        # timeout, and a LoopingCall keeps ticking meanwhile.
         factory, port = _listen(self, _Silent)
         checker = self.checker(url=f"ldap://127.0.0.1:{port}/{BASE_DN}")
         ticks: list[float] = []
@@ -832,10 +820,9 @@ class DeadServerTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_deadline(self) -> Any:
-        """
-        If ldap3 hangs past every socket timeout, the login still fails at the
-        deadline with a log line saying so.
-        """
+        """If ldap3 hangs past every timeout, the login fails at the deadline."""
+        # If ldap3 hangs past every socket timeout, the login still fails at the
+        # deadline with a log line saying so.
         checker = self.checker(connect_timeout="0.1")
         release = threading.Event()
         self.addCleanup(release.set)
@@ -852,10 +839,9 @@ class DeadServerTests(_CheckerMixin, TestCase):
 
     @inlineCallbacks
     def test_killedMidRun(self) -> Any:
-        """
-        slapd killed after a login (pooled connection open) fails the next login
-        within the timeout instead of hanging.
-        """
+        """slapd killed with a pooled connection open fails the next login quickly."""
+        # slapd killed after a login (pooled connection open) fails the next login
+        # within the timeout instead of hanging.
         own = slapd.startedSlapd()
         self.addCleanup(own.stop)
         checker = self.checker(url=f"{own.url()}/{BASE_DN}")

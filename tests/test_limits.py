@@ -170,10 +170,9 @@ class ParseNetworkTests(SynchronousTestCase):
 
 class LimitsTests(SynchronousTestCase, TrackerMixin):
     def test_defaults(self) -> None:
-        """
-        By default nothing limits connections, while datagrams from the echo,
-        daytime, qotd, chargen and time ports (and port 0) are ignored.
-        """
+        """By default nothing limits connections; echo-like source ports are ignored."""
+        # By default nothing limits connections, while datagrams from the echo, daytime,
+        # qotd, chargen and time ports (and port 0) are ignored.
         limits = Limits()
         self.assertFalse(limits.limitsConnections())
         self.assertEqual(limits.ignoredSourcePorts, {0, 7, 13, 17, 19, 37})
@@ -190,10 +189,9 @@ class LimitsTests(SynchronousTestCase, TrackerMixin):
 
 class FilterTests(SynchronousTestCase, TrackerMixin):
     def test_allowIPv4(self) -> None:
-        """
-        With --allow, only peers in the allowed networks stay connected, and a
-        refused one never reaches the service's factory.
-        """
+        """With --allow only allowed peers stay; the refused never reach the factory."""
+        # With --allow, only peers in the allowed networks stay connected, and a refused
+        # one never reaches the service's factory.
         factory = RecorderFactory()
         wrapped = self.tracker(allow=networks("10.0.0.0/8")).wrapFactory(factory)
         self.assertTrue(self.admitted(wrapped, v4("10.1.2.3")))
@@ -319,10 +317,9 @@ class FilterTests(SynchronousTestCase, TrackerMixin):
 
 class CountTests(SynchronousTestCase, TrackerMixin):
     def test_maxConnections(self) -> None:
-        """
-        The connection beyond --max-connections is refused and logged; once
-        one closes, a new one is admitted.
-        """
+        """The connection beyond --max-connections is refused, logged, then freed."""
+        # The connection beyond --max-connections is refused and logged; once one
+        # closes, a new one is admitted.
         wrapped = self.tracker(maxConnections=2).wrapFactory(RecorderFactory())
         first, _ = self.connect(wrapped, v4("10.0.0.1"))
         self.assertTrue(self.admitted(wrapped, v4("10.0.0.2")))
@@ -353,10 +350,9 @@ class CountTests(SynchronousTestCase, TrackerMixin):
         self.assertEqual(tracker.connections, 2)
 
     def test_perIP(self) -> None:
-        """
-        The connection beyond --max-connections-per-ip from one address is
-        refused, other addresses still get in, and a close frees a place.
-        """
+        """The connection beyond the per-IP cap is refused; other addresses get in."""
+        # The connection beyond --max-connections-per-ip from one address is refused,
+        # other addresses still get in, and a close frees a place.
         wrapped = self.tracker(maxConnectionsPerIP=2).wrapFactory(RecorderFactory())
         first, _ = self.connect(wrapped, v4("10.0.0.1", 1))
         self.assertTrue(self.admitted(wrapped, v4("10.0.0.1", 2)))
@@ -369,10 +365,9 @@ class CountTests(SynchronousTestCase, TrackerMixin):
         self.assertFalse(self.admitted(wrapped, v4("10.0.0.1", 5)))
 
     def test_perIPForgotten(self) -> None:
-        """
-        An address is forgotten once its last connection closes, so the
-        per-address table only holds peers connected now.
-        """
+        """An address is forgotten once its last connection closes."""
+        # An address is forgotten once its last connection closes, so the per-address
+        # table only holds peers connected now.
         tracker = self.tracker(maxConnectionsPerIP=2)
         wrapped = tracker.wrapFactory(RecorderFactory())
         guards = [self.connect(wrapped, v4("10.0.0.1", p))[0] for p in (1, 2)]
@@ -399,10 +394,7 @@ class CountTests(SynchronousTestCase, TrackerMixin):
         self.assertTrue(self.admitted(wrapped, v6("2001:db8::2")))
 
     def test_unixCountsTowardMax(self) -> None:
-        """
-        UNIX-socket peers are not counted per IP but do count toward
-        --max-connections.
-        """
+        """UNIX-socket peers count toward --max-connections but not per IP."""
         wrapped = self.tracker(maxConnections=2, maxConnectionsPerIP=1).wrapFactory(
             RecorderFactory()
         )
@@ -422,10 +414,7 @@ class CountTests(SynchronousTestCase, TrackerMixin):
         self.assertFalse(self.admitted(wrapped, v4("10.0.0.3")))
 
     def test_releasedWhenProtocolRaises(self) -> None:
-        """
-        A connection's place is freed even if its protocol's connectionLost
-        raises.
-        """
+        """A connection's place is freed even if the protocol's connectionLost fails."""
 
         class Raising(Protocol):
             def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -439,10 +428,9 @@ class CountTests(SynchronousTestCase, TrackerMixin):
         self.assertTrue(self.admitted(wrapped, v4("10.0.0.2")))
 
     def test_releasedWhenFactoryBuildsNothing(self) -> None:
-        """
-        When the service's factory builds no protocol the connection is closed
-        and its place freed when it is lost.
-        """
+        """When the factory builds no protocol, the connection closes and is freed."""
+        # When the service's factory builds no protocol the connection is closed and its
+        # place freed when it is lost.
 
         class Nothing(Factory):
             def buildProtocol(self, addr: Any) -> None:
@@ -521,10 +509,9 @@ class IdleTests(SynchronousTestCase, TrackerMixin):
         self.assertTrue(self.transport.disconnecting)
 
     def test_abortWhenCloseStalls(self) -> None:
-        """
-        A connection that has not closed some time after its idle timeout (a
-        peer that does not read) is aborted.
-        """
+        """A connection not closed some time after its idle timeout is aborted."""
+        # A connection that has not closed some time after its idle timeout (a peer that
+        # does not read) is aborted.
         self.clock.advance(10)
         self.assertFalse(self.transport.aborted)
         self.clock.advance(CLOSE_GRACE - 0.1)
@@ -535,10 +522,9 @@ class IdleTests(SynchronousTestCase, TrackerMixin):
         self.assertIn("Aborting connection from 10.0.0.1:40000", formatEvent(events[0]))
 
     def test_lossCancelsTimers(self) -> None:
-        """
-        Once the connection is lost no idle or abort timer is left, and the
-        service's protocol is told.
-        """
+        """Once the connection is lost no timer is left and the protocol is told."""
+        # Once the connection is lost no idle or abort timer is left, and the service's
+        # protocol is told.
         self.clock.advance(10)
         self.guard.connectionLost(lost())
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -555,10 +541,7 @@ class IdleTests(SynchronousTestCase, TrackerMixin):
 
 class TransportTests(SynchronousTestCase, TrackerMixin):
     def test_countingGivesRealTransport(self) -> None:
-        """
-        When only counting and filtering, the service's protocol gets the real
-        transport itself.
-        """
+        """When only counting and filtering, the protocol gets the real transport."""
         factory = RecorderFactory()
         wrapped = self.tracker(maxConnections=5).wrapFactory(factory)
         _, transport = self.connect(wrapped, v4("10.0.0.1"))
@@ -571,10 +554,9 @@ class TransportTests(SynchronousTestCase, TrackerMixin):
         return factory.made[0].transport, transport
 
     def test_idleTransportInterfaces(self) -> None:
-        """
-        Under --idle-timeout the protocol's transport provides the real
-        transport's interfaces, including ISSLTransport once TLS has started.
-        """
+        """Under --idle-timeout the transport provides the real one's interfaces."""
+        # Under --idle-timeout the protocol's transport provides the real transport's
+        # interfaces, including ISSLTransport once TLS has started.
         seen, real = self.idleConnection()
         for interface in [ITransport, ITLSTransport, IConsumer, IPushProducer]:
             self.assertTrue(interface.providedBy(seen), interface)
@@ -585,10 +567,9 @@ class TransportTests(SynchronousTestCase, TrackerMixin):
         self.assertTrue(ISSLTransport.providedBy(seen))
 
     def test_idleTransportDelegates(self) -> None:
-        """
-        Under --idle-timeout the protocol's transport passes addresses, flow
-        control and aborts through to the real one.
-        """
+        """Under --idle-timeout the transport delegates addresses, flow, aborts."""
+        # Under --idle-timeout the protocol's transport passes addresses, flow control
+        # and aborts through to the real one.
         seen, real = self.idleConnection()
         self.assertEqual(seen.getPeer(), v4("10.0.0.1"))
         self.assertEqual(seen.getHost(), real.getHost())
@@ -604,10 +585,9 @@ class TransportTests(SynchronousTestCase, TrackerMixin):
         self.assertTrue(real.aborted)
 
     def test_protocolInterfacesMirrored(self) -> None:
-        """
-        What the service's protocol provides (half-close, ...) the transport
-        sees through the wrapper, and the calls reach it.
-        """
+        """What the service's protocol provides is seen through the wrapper."""
+        # What the service's protocol provides (half-close, ...) the transport sees
+        # through the wrapper, and the calls reach it.
 
         @implementer(IHalfCloseableProtocol)
         class HalfCloser(Protocol):
@@ -630,11 +610,10 @@ class TransportTests(SynchronousTestCase, TrackerMixin):
             self.assertTrue(guard.wrappedProtocol.readLost)
 
     def test_factoryForwards(self) -> None:
-        """
-        The wrapper passes doStart/doStop, attribute lookups and interfaces
-        (ALPN's IProtocolNegotiationFactory) through to the service's factory,
-        whose protocols still point at it.
-        """
+        """The wrapper passes calls, attributes and interfaces to the factory."""
+        # The wrapper passes doStart/doStop, attribute lookups and interfaces (ALPN's
+        # IProtocolNegotiationFactory) through to the service's factory, whose protocols
+        # still point at it.
 
         @implementer(IProtocolNegotiationFactory)
         class ALPNFactory(RecorderFactory):
@@ -693,10 +672,9 @@ class DatagramTests(SynchronousTestCase, TrackerMixin):
         return len(transport.written) - before
 
     def test_burstThenRate(self) -> None:
-        """
-        A source gets at most the burst answered at once, then the rate per
-        second; another source has its own allowance.
-        """
+        """A source gets the burst at once, then the rate; others have their own."""
+        # A source gets at most the burst answered at once, then the rate per second;
+        # another source has its own allowance.
         wrapper, transport = self.limited(datagramRate=5.0, datagramBurst=10)
         source = ("192.0.2.1", 5000)
         self.assertEqual(self.answered(wrapper, transport, source, 20), 10)
@@ -728,10 +706,7 @@ class DatagramTests(SynchronousTestCase, TrackerMixin):
         self.assertEqual(self.answered(wrapper, transport, ("192.0.2.1", 1024)), 1)
 
     def test_allowDeny(self) -> None:
-        """
-        Datagrams from denied or not-allowed sources, IPv4, IPv6 or mapped,
-        are dropped.
-        """
+        """Datagrams from denied or not-allowed sources (v4, v6, mapped) are dropped."""
         wrapper, transport = self.limited(
             allow=networks("192.0.2.0/24", "2001:db8::/32"),
             deny=networks("192.0.2.128/25"),
@@ -750,10 +725,9 @@ class DatagramTests(SynchronousTestCase, TrackerMixin):
             )
 
     def test_dropsLoggedOncePerInterval(self) -> None:
-        """
-        Dropped datagrams are logged once per source per interval, with the
-        count dropped since the last report.
-        """
+        """Dropped datagrams are logged once per source per interval, with a count."""
+        # Dropped datagrams are logged once per source per interval, with the count
+        # dropped since the last report.
         wrapper, transport = self.limited(datagramBurst=1)
         with capturedLogs() as events:
             self.answered(wrapper, transport, ("192.0.2.1", 5000), 100)
@@ -781,10 +755,9 @@ class DatagramTests(SynchronousTestCase, TrackerMixin):
         self.assertEqual(len(events), REPORTS_PER_INTERVAL)
 
     def test_sourceTableBounded(self) -> None:
-        """
-        Only the most recently heard sources are remembered: a flood of sources
-        cannot grow memory, and a forgotten source starts afresh.
-        """
+        """Only recent sources are remembered: a flood of sources cannot grow memory."""
+        # Only the most recently heard sources are remembered: a flood of sources cannot
+        # grow memory, and a forgotten source starts afresh.
         wrapper, transport = self.limited(datagramBurst=1, datagramSources=3)
         tracker = wrapper._admit.__self__
         self.assertEqual(self.answered(wrapper, transport, ("192.0.2.1", 1), 2), 1)
@@ -797,10 +770,9 @@ class DatagramTests(SynchronousTestCase, TrackerMixin):
         self.assertEqual(len(tracker._sources), 3)
 
     def test_protocolLifecycle(self) -> None:
-        """
-        The wrapped protocol is started and stopped with the port and answers
-        through the port's transport.
-        """
+        """The wrapped protocol starts and stops with the port, answers through it."""
+        # The wrapped protocol is started and stopped with the port and answers through
+        # the port's transport.
         wrapper, transport = self.limited()
         self.assertTrue(self.echo.started)
         self.assertIs(self.echo.transport, transport)
@@ -880,10 +852,9 @@ class RealSocketTests(TestCase):
         return port.getHost().port
 
     def test_perIPClosesThird(self) -> Deferred[Any]:
-        """
-        Behind --max-connections-per-ip 2, a third stdlib connection from
-        127.0.0.1 is closed by the server while the first two echo.
-        """
+        """Behind a per-IP cap of 2, a third stdlib connection is closed."""
+        # Behind --max-connections-per-ip 2, a third stdlib connection from 127.0.0.1 is
+        # closed by the server while the first two echo.
         factory = EchoFactory()
         portNumber = self.listen(Limits(maxConnectionsPerIP=2), factory)
 
@@ -952,17 +923,13 @@ class RealSocketTests(TestCase):
         return self.startTLSThroughTracker(Limits(maxConnections=5))
 
     def test_startTLSIdle(self) -> Deferred[Any]:
-        """
-        STARTTLS works through a tracker with an idle timeout, and the
-        protocol's transport then provides ISSLTransport.
-        """
+        """STARTTLS works under an idle timeout; the transport is then ISSLTransport."""
+        # STARTTLS works through a tracker with an idle timeout, and the protocol's
+        # transport then provides ISSLTransport.
         return self.startTLSThroughTracker(Limits(idleTimeout=60.0))
 
     def test_udpAtMostBurst(self) -> Deferred[Any]:
-        """
-        A stdlib UDP client sending 20 datagrams at once gets only the burst
-        answered.
-        """
+        """A stdlib UDP client sending 20 datagrams at once gets only the burst."""
         tracker = ConnectionTracker(
             Limits(datagramRate=0.001, datagramBurst=3), reactor=self.reactor
         )

@@ -56,8 +56,9 @@ class LeanReactorTests(SynchronousTestCase):
             self.reactor.doPoll(0.05)
 
     def test_echoWithPrefix(self) -> None:
-        """Data echoes, and log.msg in dataReceived carries the connection's
-        log prefix, as on Twisted's reactor."""
+        """Data echoes, and log.msg in dataReceived carries the log prefix."""
+        # Data echoes, and log.msg in dataReceived carries the connection's log prefix,
+        # as on Twisted's reactor.
         self.client.sendall(b"hi")
         self.spin()
         self.assertEqual(self.client.recv(10), b"hi")
@@ -73,8 +74,7 @@ class LeanReactorTests(SynchronousTestCase):
         self.assertEqual(event["system"], "-")
 
     def test_errorLoggedAndDisconnected(self) -> None:
-        """An exception in dataReceived is logged with the prefix and drops the
-        connection."""
+        """An exception in dataReceived is logged with the prefix and disconnects."""
         self.client.sendall(b"boom")
         self.spin()
         self.assertEqual(self.client.recv(10), b"")

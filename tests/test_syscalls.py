@@ -101,23 +101,24 @@ class SyscallTests(TestCase):
         }
 
     def test_perRequest(self) -> None:
-        """Per 1 KiB ping-pong the server makes no epoll_ctl call and at most
-        four syscalls (epoll_wait, recv, send, and slack for one more); in
-        particular no mmap/munmap for its read buffer."""
+        """A 1 KiB ping-pong costs no epoll_ctl, no mmap and at most four syscalls."""
+        # Per 1 KiB ping-pong the server makes no epoll_ctl call and at most four
+        # syscalls (epoll_wait, recv, send, and slack for one more); in particular no
+        # mmap/munmap for its read buffer.
         counts = self.perRequest(1024, 100, 2100)
         self.assertLess(counts.get("epoll_ctl", 0), 0.01, counts)
         self.assertLessEqual(sum(counts.values()), 4, counts)
 
     def test_perLargeRequest(self) -> None:
-        """A 64 KiB message is read by one recv and answered by one send:
-        still no epoll_ctl and at most four syscalls per ping-pong."""
+        """A 64 KiB message is one recv and one send: still at most four syscalls."""
+        # A 64 KiB message is read by one recv and answered by one send: still no
+        # epoll_ctl and at most four syscalls per ping-pong.
         counts = self.perRequest(65536, 100, 1100)
         self.assertLess(counts.get("epoll_ctl", 0), 0.01, counts)
         self.assertLessEqual(sum(counts.values()), 4, counts)
 
     def test_twistedChurns(self) -> None:
-        """The check can fail: Twisted's own transport makes at least one
-        epoll_ctl call per request."""
+        """The check can fail: Twisted's own transport calls epoll_ctl per request."""
         requests = 500
         counts = tracedRun(requests, fast=False)
         self.assertGreaterEqual(counts["epoll_ctl"], requests, counts)

@@ -229,10 +229,7 @@ class ProfileTests(TLSTestMixin, SynchronousTestCase):
         self.assertTrue(cipher.endswith(("GCM-SHA256", "GCM-SHA384", "POLY1305")))
 
     def test_tls11Refused(self) -> None:
-        """
-        A client that offers at most TLS 1.1 gets a protocol_version alert
-        from the server.
-        """
+        """A client offering at most TLS 1.1 gets a protocol_version alert."""
         client = RawClient()
         client.context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
         client.context.set_min_proto_version(SSL.TLS1_1_VERSION)
@@ -241,10 +238,9 @@ class ProfileTests(TLSTestMixin, SynchronousTestCase):
         self.assertIn("alert protocol version", pair.failure())
 
     def test_nonAEADCipherRefused(self) -> None:
-        """
-        TLS 1.2 with ECDHE but a CBC (non-AEAD) suite gets a handshake_failure
-        alert, while the same client with a GCM suite is served.
-        """
+        """TLS 1.2 with a CBC suite gets handshake_failure; a GCM suite is served."""
+        # TLS 1.2 with ECDHE but a CBC (non-AEAD) suite gets a handshake_failure alert,
+        # while the same client with a GCM suite is served.
         weak = RawClient()
         weak.context.set_max_proto_version(SSL.TLS1_2_VERSION)
         weak.context.set_cipher_list(
@@ -272,10 +268,9 @@ class ProfileTests(TLSTestMixin, SynchronousTestCase):
         self.assertEqual(self.connect(serverTLS, RawClient()).version(), "TLSv1.3")
 
     def test_noCompressionNoRenegotiation(self) -> None:
-        """
-        Server connections refuse compression and renegotiation and let the
-        client's cipher order win.
-        """
+        """No compression or renegotiation; the client's cipher order wins."""
+        # Server connections refuse compression and renegotiation and let the client's
+        # cipher order win.
         connection = self.serverTLS().serverConnectionForTLS(None)
         options = connection.set_options(0)
         self.assertTrue(options & SSL.OP_NO_COMPRESSION)
@@ -311,10 +306,9 @@ class SNITests(TLSTestMixin, SynchronousTestCase):
             )
 
     def test_directory(self) -> None:
-        """
-        A directory of key+cert PEM files serves each file's names; the first
-        file (by name) is the default; a wildcard covers one label.
-        """
+        """A directory of PEM files serves each file's names; first is the default."""
+        # A directory of key+cert PEM files serves each file's names; the first file (by
+        # name) is the default; a wildcard covers one label.
         directory = self.mktemp()
         self.pki.serverPEM(directory, "1-first.pem", "first.example")
         self.pki.serverPEM(directory, "2-wild.pem", "*.wild.example")
@@ -328,10 +322,9 @@ class SNITests(TLSTestMixin, SynchronousTestCase):
         )
 
     def test_callbackErrorAbortsOnlyThatHandshake(self) -> None:
-        """
-        An exception while choosing the certificate fails that handshake and is
-        logged; the next handshake works.
-        """
+        """An error choosing the certificate fails only that handshake, logged."""
+        # An exception while choosing the certificate fails that handshake and is
+        # logged; the next handshake works.
         serverTLS = self.serverTLS()
 
         def broken(*args: object) -> None:
@@ -413,10 +406,9 @@ class VerificationTests(TLSTestMixin, SynchronousTestCase):
     """
 
     def test_clientVerifiesHostname(self) -> None:
-        """
-        L{clientCreator} accepts the right name under the given CA and refuses
-        a wrong name and an unknown CA.
-        """
+        """clientCreator accepts the right name and refuses wrong names and CAs."""
+        # L{clientCreator} accepts the right name under the given CA and refuses a wrong
+        # name and an unknown CA.
         serverTLS = self.serverTLS()
         good = self.connect(serverTLS, clientCreator("b.example", self.pki.caPath))
         self.assertTrue(good.clientApp.handshook)
@@ -429,10 +421,9 @@ class VerificationTests(TLSTestMixin, SynchronousTestCase):
         )
 
     def test_clientCertificateRequired(self) -> None:
-        """
-        With a required client certificate, none fails the handshake, one from
-        another CA fails, and a valid one's CN is the peer identity.
-        """
+        """A required client certificate: none or a foreign one fails; CN identifies."""
+        # With a required client certificate, none fails the handshake, one from another
+        # CA fails, and a valid one's CN is the peer identity.
         serverTLS = self.serverTLS(clientCA=self.pki.caPath, clientCert="required")
         alice = self.pki.clientCertificate("alice")
         pair = self.connect(serverTLS, clientCreator("a.example", self.pki.caPath))
@@ -452,10 +443,9 @@ class VerificationTests(TLSTestMixin, SynchronousTestCase):
         self.assertEqual(pair.serverApp.identity, "alice")
 
     def test_clientCertificateOptional(self) -> None:
-        """
-        With an optional client certificate, a client without one is served
-        anonymously and one with a valid certificate is identified.
-        """
+        """An optional client certificate: anonymous served, a valid one identified."""
+        # With an optional client certificate, a client without one is served
+        # anonymously and one with a valid certificate is identified.
         serverTLS = self.serverTLS(clientCA=self.pki.caPath, clientCert="optional")
         pair = self.connect(serverTLS, clientCreator("a.example", self.pki.caPath))
         self.assertEqual(pair.roundTrip(b"x"), b"x")
@@ -466,10 +456,9 @@ class VerificationTests(TLSTestMixin, SynchronousTestCase):
         self.assertEqual(pair.serverApp.identity, "bob")
 
     def test_noIdentityWithoutVerification(self) -> None:
-        """
-        Without TLS, or when the server does not verify clients, there is no
-        peer identity.
-        """
+        """Without TLS or client verification there is no peer identity."""
+        # Without TLS, or when the server does not verify clients, there is no peer
+        # identity.
         self.assertIsNone(peerIdentity(StringTransport()))
         pair = self.connect(
             self.serverTLS(), clientCreator("a.example", self.pki.caPath)
@@ -501,10 +490,9 @@ class ReloadTests(TLSTestMixin, SynchronousTestCase):
         shutil.copyfile(key, target[1])
 
     def test_reloadKeepsLiveConnections(self) -> None:
-        """
-        After a reload a live connection keeps working and the next handshake
-        shows the new certificate.
-        """
+        """After a reload a live connection works and a new handshake sees the new."""
+        # After a reload a live connection keeps working and the next handshake shows
+        # the new certificate.
         serverTLS = self.serverTLS()
         before = sha256(self.b[0])
         live = self.connect(serverTLS, RawClient(b"b.example"))
@@ -519,10 +507,9 @@ class ReloadTests(TLSTestMixin, SynchronousTestCase):
         self.assertNotEqual(sha256(self.b[0]), before)
 
     def test_mismatchedKeyRejected(self) -> None:
-        """
-        A new certificate whose key does not match is rejected with an error
-        logged, and the old certificate keeps serving.
-        """
+        """A certificate with a mismatched key is rejected, logged; the old serves."""
+        # A new certificate whose key does not match is rejected with an error logged,
+        # and the old certificate keeps serving.
         serverTLS = self.serverTLS()
         before = sha256(self.b[0])
         other = self.pki.serverCertificate("b.example")
@@ -536,10 +523,9 @@ class ReloadTests(TLSTestMixin, SynchronousTestCase):
         self.assertEqual(pair.peerCertificate().fingerprint(hashes.SHA256()), before)
 
     def test_unreadableFileRejected(self) -> None:
-        """
-        A certificate file that disappeared is rejected on reload; at start it
-        is a one-line ValueError.
-        """
+        """A vanished certificate file is rejected on reload, a ValueError at start."""
+        # A certificate file that disappeared is rejected on reload; at start it is a
+        # one-line ValueError.
         serverTLS = self.serverTLS()
         os.remove(self.b[1])
         with capturedLogs():
@@ -552,10 +538,9 @@ class ReloadTests(TLSTestMixin, SynchronousTestCase):
         self.assertIn("cannot read", str(raised.exception))
 
     def test_pollReloadsChangedFiles(self) -> None:
-        """
-        While a service runs, a changed file is picked up at the next poll;
-        an unchanged one causes no reload.
-        """
+        """While running, a changed file is reloaded at the next poll, unchanged not."""
+        # While a service runs, a changed file is picked up at the next poll; an
+        # unchanged one causes no reload.
         serverTLS = self.serverTLS()
         service = serverTLS.service()
         service.startService()
@@ -606,10 +591,9 @@ class DevelopmentCertificateTests(SynchronousTestCase):
     """
 
     def test_generatedOnceAndLogged(self) -> None:
-        """
-        The first use writes a self-signed certificate and a 0600 key; later
-        uses reuse them; each use logs a warning with the SHA-256 fingerprint.
-        """
+        """A self-signed certificate is made once, reused, its fingerprint logged."""
+        # The first use writes a self-signed certificate and a 0600 key; later uses
+        # reuse them; each use logs a warning with the SHA-256 fingerprint.
         stateDir = self.mktemp()
         with capturedLogs() as events:
             ServerTLS(TLSSettings(stateDir=stateDir), reactor=Clock())
@@ -641,10 +625,9 @@ class DeadlineTests(TLSTestMixin, SynchronousTestCase):
     """
 
     def test_silentClientAborted(self) -> None:
-        """
-        A client that never finishes its handshake is disconnected after the
-        deadline, and this is logged.
-        """
+        """A client that never finishes its handshake is cut off at the deadline."""
+        # A client that never finishes its handshake is disconnected after the deadline,
+        # and this is logged.
         factory = self.serverTLS().wrapFactory(
             Factory.forProtocol(Protocol), reactor=self.clock, handshakeTimeout=10
         )
@@ -750,10 +733,7 @@ class NPTLSParserTests(TLSTestMixin, SynchronousTestCase):
     """
 
     def test_badStrings(self) -> None:
-        """
-        Missing or unpaired pieces and bad values are ValueErrors naming the
-        problem.
-        """
+        """Missing or unpaired pieces and bad values are ValueErrors naming them."""
         cert, key = self.a
         for description, message in [
             (f"nptls:cert={cert}", "wrapped endpoint"),
@@ -875,10 +855,9 @@ class RealPeerTests(TLSTestMixin, TestCase):
 
     @inlineCallbacks
     def test_opensslClient(self) -> Any:
-        """
-        openssl s_client verifies the SNI-chosen certificate against the CA,
-        negotiates TLS 1.3 and reads the greeting.
-        """
+        """openssl s_client verifies the SNI certificate over TLS 1.3 and reads."""
+        # openssl s_client verifies the SNI-chosen certificate against the CA,
+        # negotiates TLS 1.3 and reads the greeting.
         port, factory = self.listen(self.serverTLS())
         output, code = yield self.openssl(
             port,
@@ -913,10 +892,7 @@ class RealPeerTests(TLSTestMixin, TestCase):
 
     @inlineCallbacks
     def test_opensslTLS11Refused(self) -> Any:
-        """
-        openssl s_client -tls1_2 with a CBC suite, and -tls1_1, are refused by
-        the server.
-        """
+        """openssl s_client with -tls1_1, or -tls1_2 and a CBC suite, is refused."""
         port, factory = self.listen(self.serverTLS())
         output, code = yield self.openssl(
             port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"
@@ -932,11 +908,10 @@ class RealPeerTests(TLSTestMixin, TestCase):
 
     @inlineCallbacks
     def test_nptlsEndpointWithClientCertificates(self) -> Any:
-        """
-        An nptls: endpoint string with clientca= requires a client certificate:
-        a stdlib client with one is identified by its CN, one without is
-        refused, and a wrong hostname fails on the client side.
-        """
+        """nptls: with clientca= requires and identifies client certificates."""
+        # An nptls: endpoint string with clientca= requires a client certificate: a
+        # stdlib client with one is identified by its CN, one without is refused, and a
+        # wrong hostname fails on the client side.
         cert, key = self.a
         endpoint = serverFromString(
             self.reactor,
@@ -962,10 +937,9 @@ class RealPeerTests(TLSTestMixin, TestCase):
 
     @inlineCallbacks
     def test_startTLS(self) -> Any:
-        """
-        A plain connection upgraded with transport.startTLS(serverTLS) verifies
-        for the stdlib client and identifies the client certificate.
-        """
+        """A connection upgraded with startTLS verifies and identifies the client."""
+        # A plain connection upgraded with transport.startTLS(serverTLS) verifies for
+        # the stdlib client and identifies the client certificate.
         serverTLS = self.serverTLS(clientCA=self.pki.caPath, clientCert="optional")
         port, factory = self.listen(serverTLS, wrap=False)
         context = clientSSLContext(self.pki.caPath)

@@ -152,8 +152,9 @@ class WriteThroughUnitTests(SynchronousTestCase):
         self.assertNotIn(self.transport, self.reactor.getWriters())
 
     def test_streamingProducerPaused(self) -> None:
-        """A streaming producer pauses when the remainder is over bufferSize
-        and resumes when it has drained."""
+        """A streaming producer pauses over bufferSize and resumes once drained."""
+        # A streaming producer pauses when the remainder is over bufferSize and resumes
+        # when it has drained.
         producer = Producer()
         self.transport.registerProducer(producer, True)
         self.transport.write(b"x" * BIG)
@@ -211,8 +212,9 @@ class WriteThroughUnitTests(SynchronousTestCase):
         self.assertRaises(BlockingIOError, self.peer.recv, 100)
 
     def test_halfClose(self) -> None:
-        """loseWriteConnection sends pending data, then EOF, and tells the
-        protocol its write side is closed."""
+        """loseWriteConnection sends pending data, then EOF, and tells the protocol."""
+        # loseWriteConnection sends pending data, then EOF, and tells the protocol its
+        # write side is closed.
         self.transport.write(b"z" * BIG)
         self.transport.loseWriteConnection()
         self.transport.write(b"end")
@@ -224,16 +226,18 @@ class WriteThroughUnitTests(SynchronousTestCase):
         self.assertEqual(self.transport._tempDataLen, 0)
 
     def test_sendErrorBuffers(self) -> None:
-        """A send to a dead peer is buffered and reported by doWrite as a lost
-        connection, never raised to the caller."""
+        """A send to a dead peer is buffered and reported by doWrite, never raised."""
+        # A send to a dead peer is buffered and reported by doWrite as a lost
+        # connection, never raised to the caller.
         self.peer.close()
         self.transport.write(b"into the void")
         self.assertIn(self.transport, self.reactor.getWriters())
         self.assertIs(self.transport.doWrite(), CONNECTION_LOST)
 
     def test_reads(self) -> None:
-        """doRead hands everything available (up to readSize) to the protocol
-        and reports the peer's close."""
+        """doRead hands all available data to the protocol and reports the close."""
+        # doRead hands everything available (up to readSize) to the protocol and reports
+        # the peer's close.
         self.peer.sendall(b"q" * 3000)
         self.assertIsNone(self.transport.doRead())
         self.assertEqual(b"".join(self.protocol.received), b"q" * 3000)
@@ -248,8 +252,7 @@ class UNIXUnitTests(SynchronousTestCase):
     """
 
     def test_fileDescriptorThenBytes(self) -> None:
-        """Bytes written after sendFileDescriptor wait for the descriptor and
-        carry it."""
+        """Bytes written after sendFileDescriptor wait for the descriptor, carry it."""
         ours, peer = socket.socketpair()
         self.addCleanup(peer.close)
         self.addCleanup(ours.close)
@@ -345,8 +348,9 @@ class RealSocketTests(TestCase):
         return pki, ServerTLS(TLSSettings(certificates=((cert, key),)), reactor=reactor)
 
     async def test_tcp(self) -> None:
-        """tcp: listens with write-through ports; 4 MiB echo intact; peer and
-        host addresses are the client's and the listener's."""
+        """tcp: listens with write-through ports; 4 MiB echo intact; right addresses."""
+        # tcp: listens with write-through ports; 4 MiB echo intact; peer and host
+        # addresses are the client's and the listener's.
         seen: list[Any] = []
 
         class Addresses(Echo):
@@ -416,8 +420,9 @@ class RealSocketTests(TestCase):
         self.assertEqual(second.getHost().port, number)
 
     async def test_tlsWrapped(self) -> None:
-        """TLS wrapped around the transport (TLSMemoryBIOFactory) echoes 2 MiB
-        to a verifying stdlib client."""
+        """TLS around the transport echoes 2 MiB to a verifying stdlib client."""
+        # TLS wrapped around the transport (TLSMemoryBIOFactory) echoes 2 MiB to a
+        # verifying stdlib client.
         pki, tls = self.pki()
         factory = TLSMemoryBIOFactory(tls, False, echoFactory())
         port = await self.listen("tcp:0:interface=127.0.0.1", factory)
@@ -445,8 +450,9 @@ class RealSocketTests(TestCase):
         self.assertEqual(got, data)
 
     async def test_readHalfClose(self) -> None:
-        """A client's shutdown(SHUT_WR) reaches a half-closeable protocol as
-        readConnectionLost, and it can still answer."""
+        """A client's SHUT_WR reaches the protocol as readConnectionLost; it answers."""
+        # A client's shutdown(SHUT_WR) reaches a half-closeable protocol as
+        # readConnectionLost, and it can still answer.
         done: Deferred[None] = Deferred()
 
         @implementer(IHalfCloseableProtocol)
@@ -489,8 +495,9 @@ class MemoryReactorTests(SynchronousTestCase):
     """
 
     def test_delegates(self) -> None:
-        """fastServerFromString on a MemoryReactor listens through it, so
-        tests of services keep seeing tcpServers and unixServers."""
+        """fastServerFromString on a MemoryReactor listens through it."""
+        # fastServerFromString on a MemoryReactor listens through it, so tests of
+        # services keep seeing tcpServers and unixServers.
         memory = MemoryReactor()
         factory = Factory.forProtocol(Protocol)
         fastServerFromString(memory, "tcp:1234:interface=127.0.0.1").listen(factory)

@@ -142,10 +142,9 @@ class TwistdFTPWithLDAPTests(SynchronousTestCase):
         return ftp.login(user, password)
 
     def test_rightUser(self) -> None:
-        """
-        Directory users log in (C{230}), the one whose uid holds C{*(=,} and a
-        non-ASCII letter included (sent in latin-1, as Twisted's FTP reads it).
-        """
+        """Directory users log in over FTP (230), a latin-1 odd uid included."""
+        # Directory users log in (C{230}), the one whose uid holds C{*(=,} and a non-
+        # ASCII letter included (sent in latin-1, as Twisted's FTP reads it).
         self.assertTrue(self.login("alice", "alice-pw").startswith("230"))
         self.assertTrue(self.login(WEIRD_UID, "zoë-pw").startswith("230"))
 
@@ -200,10 +199,9 @@ class TwistedMailTests(TestCase):
 
     @inlineCallbacks
     def test_smtpAuth(self) -> Generator[Deferred[Any], Any, None]:
-        """
-        C{smtplib} logs in over AUTH PLAIN with an htpasswd password (C{235}),
-        and gets C{535} for a wrong one or an unknown user.
-        """
+        """smtplib logs in over AUTH PLAIN with htpasswd (235); wrong ones get 535."""
+        # C{smtplib} logs in over AUTH PLAIN with an htpasswd password (C{235}), and
+        # gets C{535} for a wrong one or an unknown user.
         port = freePort()
         options = self.mailOptions(
             "--esmtp", "--hostname", "localhost", "--disable-anonymous",
@@ -239,11 +237,10 @@ class TwistedMailTests(TestCase):
 
     @inlineCallbacks
     def test_stockPOP3IgnoresAuth(self) -> Generator[Deferred[Any], Any, None]:
-        """
-        Stock C{twistd mail} refuses POP3 logins however the password is
-        checked: C{--auth} is not given to POP3, and its domain table has
-        C{str} keys that POP3 looks up as C{bytes}.
-        """
+        """Stock twistd mail refuses POP3 logins however the password is checked."""
+        # Stock C{twistd mail} refuses POP3 logins however the password is checked:
+        # C{--auth} is not given to POP3, and its domain table has C{str} keys that POP3
+        # looks up as C{bytes}.
         port = freePort()
         options = self.mailOptions(
             "--no-smtp", "--pop3", f"tcp:{port}:interface=127.0.0.1"
@@ -258,11 +255,10 @@ class TwistedMailTests(TestCase):
 
     @inlineCallbacks
     def test_pop3(self) -> Generator[Deferred[Any], Any, None]:
-        """
-        Twisted's own POP3 server with the htpasswd checker on its domain's
-        portal (what a C{.tac} does): C{poplib} logs in with the htpasswd
-        password, not the domain's own, and wrong ones get C{-ERR}.
-        """
+        """Twisted's POP3 with the htpasswd checker takes the htpasswd password."""
+        # Twisted's own POP3 server with the htpasswd checker on its domain's portal
+        # (what a C{.tac} does): C{poplib} logs in with the htpasswd password, not the
+        # domain's own, and wrong ones get C{-ERR}.
         service = MailService()
         domain = maildir.MaildirDirdbmDomain(service, os.fsencode(self.maildirs))
         # The domain's user list says who has a mailbox; its passwords are

@@ -91,8 +91,7 @@ class PoolTests(SynchronousTestCase):
         self.addCleanup(lambda: self.pool._unregister and self.pool._unregister())
 
     def test_startsNumberedWorkers(self) -> None:
-        """Each worker gets the command line and its number in the
-        environment."""
+        """Each worker gets the command line and its number in the environment."""
         self.assertEqual(
             [(args, p.env) for _, args, p in self.clock.spawned],
             [
@@ -117,8 +116,7 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(self.clock.spawned[-1][2].env[WORKER_ENV], "1")
 
     def test_stableResetsBackoff(self) -> None:
-        """A worker that lived past stableAfter restarts after the first delay
-        again."""
+        """A worker that lived past stableAfter restarts after the first delay again."""
         end(self.clock.spawned[0][0])
         self.clock.advance(1)
         self.clock.advance(120)
@@ -135,8 +133,7 @@ class PoolTests(SynchronousTestCase):
         )
 
     def test_stopDrains(self) -> None:
-        """Stopping sends SIGTERM, fires once every worker has ended, and
-        restarts none."""
+        """Stopping sends SIGTERM, fires once all workers ended, restarts none."""
         d = self.pool.stopService()
         self.assertEqual(
             [p.signals for _, _, p in self.clock.spawned], [["TERM"], ["TERM"]]
@@ -188,8 +185,9 @@ class HelperTests(SynchronousTestCase):
     """
 
     def test_argvTwistd(self) -> None:
-        """A twistd script run by the interpreter is run the same way, twistd
-        options before the plugin."""
+        """A twistd script run by the interpreter is run the same way."""
+        # A twistd script run by the interpreter is run the same way, twistd options
+        # before the plugin.
         self.assertEqual(
             workerArgv(
                 ["/v/bin/twistd", "np-echo", "--workers", "2"],
@@ -244,8 +242,9 @@ class HelperTests(SynchronousTestCase):
         self.assertIs(supervise(service, 1, reactor=ProcessClock()), service)
 
     def test_onePoolPerProcess(self) -> None:
-        """A second supervised service in the same process adds no second
-        pool (every worker runs the whole program)."""
+        """A second supervised service in the same process adds no second pool."""
+        # A second supervised service in the same process adds no second pool (every
+        # worker runs the whole program).
         self.patch(workers, "_pools", [])
         first = supervise(Service(), 2, reactor=ProcessClock(), argv=["twistd"])
         second = supervise(Service(), 3, reactor=ProcessClock(), argv=["twistd"])
@@ -253,8 +252,7 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual((len(list(first)), len(list(second))), (1, 0))
 
     def test_insideWorker(self) -> None:
-        """Inside a worker, supervise runs the service and a watch on the
-        supervisor."""
+        """Inside a worker, supervise runs the service and a watch on the supervisor."""
         self.patch(os, "environ", {WORKER_ENV: "2"})
         service = Service()
         parent = supervise(service, 2, reactor=ProcessClock())
@@ -336,8 +334,9 @@ class RealWorkersTests(TestCase):
     """
 
     def test_workers(self) -> Any:
-        """Two worker processes share the port; a killed worker is replaced;
-        SIGHUP reaches every worker; SIGTERM stops them all."""
+        """Workers share the port, are replaced, get SIGHUP and stop on SIGTERM."""
+        # Two worker processes share the port; a killed worker is replaced; SIGHUP
+        # reaches every worker; SIGTERM stops them all.
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         port = freePort()
