@@ -10,9 +10,8 @@ from typing import Any
 from twisted.application.service import MultiService
 
 from netplugins.httpbin import httpbinResource
-from netplugins.options import ServiceOptions, positiveFloat, positiveInt
+from netplugins.options import ServiceOptions, positiveFloat
 from netplugins.service import Common, listeningService, resolveCommon, supervised
-from netplugins.tap.wsgi import nonNegativeInt
 from netplugins.web.accesslog import AccessLog
 from netplugins.web.auth import RemoteUserRealm
 from netplugins.web.http import (
@@ -20,15 +19,14 @@ from netplugins.web.http import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_HEADER_SIZE,
-    accessLogFor,
-    hardenedSite,
 )
+from netplugins.web.options import HTTPOptionsMixin, httpSettings, serviceSite
 
 DEFAULT_LISTEN = ("tcp:8000:interface=127.0.0.1",)
 DEFAULT_MAX_DELAY = 10.0
 
 
-class Options(ServiceOptions):
+class Options(ServiceOptions, HTTPOptionsMixin):
     """
     Options for C{twistd np-httpbin}.
     """
@@ -56,55 +54,6 @@ class Options(ServiceOptions):
             DEFAULT_MAX_DELAY,
             "The longest wait /delay and /drip give a client, in seconds.",
             positiveFloat,
-        ],
-        [
-            "max-body-size",
-            None,
-            DEFAULT_MAX_BODY_SIZE,
-            "The largest request body accepted, in bytes.",
-            positiveInt,
-        ],
-        [
-            "max-header-size",
-            None,
-            DEFAULT_MAX_HEADER_SIZE,
-            "The largest request line plus headers, in bytes.",
-            positiveInt,
-        ],
-        [
-            "header-timeout",
-            None,
-            DEFAULT_HEADER_TIMEOUT,
-            "Seconds a client has to send a request's line and headers.",
-            positiveFloat,
-        ],
-        [
-            "keepalive-timeout",
-            None,
-            DEFAULT_IDLE_TIMEOUT,
-            "Seconds a connection may stay silent between requests.",
-            positiveFloat,
-        ],
-        [
-            "hsts",
-            None,
-            None,
-            "Send Strict-Transport-Security with this max-age on TLS connections.",
-            nonNegativeInt,
-        ],
-        [
-            "access-log",
-            None,
-            "-",
-            "Where the combined-format access log goes: a file, - for the twistd "
-            "log, none for nowhere.",
-        ],
-    ]
-    optFlags = [
-        [
-            "allow-plaintext-auth",
-            None,
-            "Accept /protected's Basic credentials over connections without TLS.",
         ],
     ]
 
@@ -143,14 +92,14 @@ def httpbinService(
         maxDelay=maxDelay,
         reactor=reactor,
     )
-    site = hardenedSite(
+    site = serviceSite(
         resource,
         maxBodySize=maxBodySize,
         maxHeaderSize=maxHeaderSize,
         headerTimeout=headerTimeout,
-        idleTimeout=keepaliveTimeout,
+        keepaliveTimeout=keepaliveTimeout,
         hsts=hsts,
-        accessLog=accessLogFor(accessLog, reactor=reactor),
+        accessLog=accessLog,
         reactor=reactor,
     )
     listeners = listeningService(
@@ -165,13 +114,7 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     return httpbinService(
         maxDelay=config["max-delay"],
-        maxBodySize=config["max-body-size"],
-        maxHeaderSize=config["max-header-size"],
-        headerTimeout=config["header-timeout"],
-        keepaliveTimeout=config["keepalive-timeout"],
-        hsts=config["hsts"],
-        accessLog=config["access-log"],
-        allowPlaintextAuth=config["allow-plaintext-auth"],
+        **httpSettings(config),
         common=config.common,
         reactor=reactor,
     )

@@ -20,9 +20,8 @@ from netplugins.web.http import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_HEADER_SIZE,
-    accessLogFor,
-    hardenedSite,
 )
+from netplugins.web.options import HTTPOptionsMixin, httpSettings, serviceSite
 from netplugins.wsgi import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_THREADS,
@@ -38,20 +37,7 @@ from netplugins.wsgi import (
 DEFAULT_LISTEN = ("tcp:8080:interface=127.0.0.1",)
 
 
-def nonNegativeInt(value: str) -> int:
-    """
-    Coerce a whole number of seconds, zero allowed.
-    """
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"expected zero or more, not {number}")
-    return number
-
-
-nonNegativeInt.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
-
-
-class Options(ServiceOptions):
+class Options(ServiceOptions, HTTPOptionsMixin):
     """
     Options for C{twistd np-wsgi}.
     """
@@ -79,60 +65,11 @@ class Options(ServiceOptions):
             positiveInt,
         ],
         [
-            "max-body-size",
-            None,
-            DEFAULT_MAX_BODY_SIZE,
-            "The largest request body accepted, in bytes.",
-            positiveInt,
-        ],
-        [
-            "max-header-size",
-            None,
-            DEFAULT_MAX_HEADER_SIZE,
-            "The largest request line plus headers, in bytes.",
-            positiveInt,
-        ],
-        [
-            "header-timeout",
-            None,
-            DEFAULT_HEADER_TIMEOUT,
-            "Seconds a client has to send a request's line and headers.",
-            positiveFloat,
-        ],
-        [
-            "keepalive-timeout",
-            None,
-            DEFAULT_IDLE_TIMEOUT,
-            "Seconds a connection may stay silent between requests.",
-            positiveFloat,
-        ],
-        [
-            "hsts",
-            None,
-            None,
-            "Send Strict-Transport-Security with this max-age on TLS connections.",
-            nonNegativeInt,
-        ],
-        [
-            "access-log",
-            None,
-            "-",
-            "Where the combined-format access log goes: a file, - for the twistd "
-            "log, none for nowhere.",
-        ],
-        [
             "shutdown-timeout",
             None,
             DEFAULT_SHUTDOWN_TIMEOUT,
             "Seconds to wait for requests in flight when stopping.",
             positiveFloat,
-        ],
-    ]
-    optFlags = [
-        [
-            "allow-plaintext-auth",
-            None,
-            "Accept Basic authentication over connections without TLS.",
         ],
     ]
 
@@ -201,14 +138,14 @@ def wsgiService(
         root = requireBasicAuth(
             root, common, allowPlaintextAuth=allowPlaintextAuth, reactor=reactor
         )
-    site = hardenedSite(
+    site = serviceSite(
         root,
         maxBodySize=maxBodySize,
         maxHeaderSize=maxHeaderSize,
         headerTimeout=headerTimeout,
-        idleTimeout=keepaliveTimeout,
+        keepaliveTimeout=keepaliveTimeout,
         hsts=hsts,
-        accessLog=accessLogFor(accessLog, reactor=reactor),
+        accessLog=accessLog,
         reactor=reactor,
     )
     service = WSGIService(pool, resource, shutdownTimeout, site=site)
@@ -228,13 +165,7 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
         app=config["application"],
         threads=config["threads"],
         static=config["static"],
-        maxBodySize=config["max-body-size"],
-        maxHeaderSize=config["max-header-size"],
-        headerTimeout=config["header-timeout"],
-        keepaliveTimeout=config["keepalive-timeout"],
-        hsts=config["hsts"],
-        accessLog=config["access-log"],
-        allowPlaintextAuth=config["allow-plaintext-auth"],
+        **httpSettings(config),
         shutdownTimeout=config["shutdown-timeout"],
         common=config.common,
         reactor=reactor,
