@@ -80,14 +80,40 @@ POLL_INTERVAL = 2.0
 # Commands and the states they are allowed in.
 _ANY = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
 _NOT_AUTHENTICATED = frozenset({"STARTTLS", "LOGIN", "AUTHENTICATE"})
-_AUTHENTICATED = frozenset({
-    "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
-    "LIST", "LSUB", "STATUS", "APPEND", "IDLE", "NAMESPACE",
-})
-_SELECTED = frozenset({
-    "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
-    "UID FETCH", "UID SEARCH", "UID STORE", "UID COPY", "UID EXPUNGE",
-})
+_AUTHENTICATED = frozenset(
+    {
+        "SELECT",
+        "EXAMINE",
+        "CREATE",
+        "DELETE",
+        "RENAME",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "LIST",
+        "LSUB",
+        "STATUS",
+        "APPEND",
+        "IDLE",
+        "NAMESPACE",
+    }
+)
+_SELECTED = frozenset(
+    {
+        "CHECK",
+        "CLOSE",
+        "UNSELECT",
+        "EXPUNGE",
+        "SEARCH",
+        "FETCH",
+        "STORE",
+        "COPY",
+        "UID FETCH",
+        "UID SEARCH",
+        "UID STORE",
+        "UID COPY",
+        "UID EXPUNGE",
+    }
+)
 
 
 class IMAPServer(MailboxCommands, SelectedCommands):
@@ -135,9 +161,18 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             logout()
 
     def capabilities(self) -> bytes:
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "UNSELECT",
-                "NAMESPACE", "CHILDREN", "ID",
-                f"APPENDLIMIT={self.factory.appendLimit}"]
+        caps = [
+            "IMAP4rev1",
+            "LITERAL+",
+            "SASL-IR",
+            "IDLE",
+            "UIDPLUS",
+            "UNSELECT",
+            "NAMESPACE",
+            "CHILDREN",
+            "ID",
+            f"APPENDLIMIT={self.factory.appendLimit}",
+        ]
         if self.state == "not authenticated":
             if not self._tls and self.factory.startTLS is not None:
                 caps.append("STARTTLS")
@@ -195,14 +230,17 @@ class IMAPServer(MailboxCommands, SelectedCommands):
                     self._lineTooLong()
                 return
             line = bytes(self._buffer[:end])
-            del self._buffer[:end + 1]
+            del self._buffer[: end + 1]
             if line.endswith(b"\r"):
                 line = line[:-1]
             self._lineReceived(line)
 
     def _lineTooLong(self) -> None:
-        self.log.warn("np-imap: line over {limit} bytes from {peer}",
-                      limit=MAX_LINE, peer=str(self.transport.getPeer()))
+        self.log.warn(
+            "np-imap: line over {limit} bytes from {peer}",
+            limit=MAX_LINE,
+            peer=str(self.transport.getPeer()),
+        )
         self._untagged(b"BYE Line too long")
         self._close()
 
@@ -237,14 +275,15 @@ class IMAPServer(MailboxCommands, SelectedCommands):
                 return
             self._commandReady()
             return
-        self._pieces.append(line[:line.rindex(b"{")])
+        self._pieces.append(line[: line.rindex(b"{")])
         # APPEND takes one message up to the limit; everything else, and
         # all of APPEND but its message, fits in MAX_COMMAND.
         limit = self.factory.appendLimit if name == "APPEND" else MAX_COMMAND
         total = self._commandSize + announced.size
         self._commandSize = total
         if announced.size > limit or total > limit + (
-                MAX_COMMAND if name == "APPEND" else 0):
+            MAX_COMMAND if name == "APPEND" else 0
+        ):
             self._resetCommand()
             if name == "APPEND":
                 self._tagged(tag, b"NO", b"[TOOBIG] Message too large")
@@ -271,8 +310,11 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             return
         skip = 3 if name.startswith("UID ") else 2
         command = Command(tag, name, tokens[skip:])
-        self._setTimer(self.factory.idleTimeout if self.state != "not authenticated"
-                       else self.factory.preAuthTimeout)
+        self._setTimer(
+            self.factory.idleTimeout
+            if self.state != "not authenticated"
+            else self.factory.preAuthTimeout
+        )
         self._dispatch(command)
 
     def _dispatch(self, command: Command) -> None:
@@ -308,8 +350,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         elif reason.check(CommandError, MaildirError):
             self._tagged(command.tag, b"NO", str(reason.value).encode())
         else:
-            self.log.failure("np-imap: {command} failed", reason,
-                             command=command.name)
+            self.log.failure("np-imap: {command} failed", reason, command=command.name)
             self._tagged(command.tag, b"NO", b"[SERVERBUG] Internal error")
 
     def _commandDone(self, _: object) -> None:
@@ -343,8 +384,9 @@ class IMAPServer(MailboxCommands, SelectedCommands):
 
     def do_STARTTLS(self, command: Command) -> None:
         if self._tls or self.factory.startTLS is None:
-            raise CommandError("TLS is already active" if self._tls
-                                else "STARTTLS is not available")
+            raise CommandError(
+                "TLS is already active" if self._tls else "STARTTLS is not available"
+            )
         # Anything pipelined after STARTTLS came in the clear: never run it.
         self._buffer.clear()
         self._tagged(command.tag, b"OK", b"Begin TLS negotiation now.")
@@ -353,8 +395,9 @@ class IMAPServer(MailboxCommands, SelectedCommands):
 
     def do_LOGIN(self, command: Command) -> Deferred[bytes] | None:
         if not self._loginAllowed():
-            self._tagged(command.tag, b"NO",
-                         b"[PRIVACYREQUIRED] Use STARTTLS before logging in.")
+            self._tagged(
+                command.tag, b"NO", b"[PRIVACYREQUIRED] Use STARTTLS before logging in."
+            )
             return None
         if len(command.args) != 2:
             raise IMAPSyntaxError("LOGIN needs a user name and a password")
@@ -367,8 +410,9 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         if command.args[0].upper() != "PLAIN":
             raise CommandError("Unsupported authentication mechanism")
         if not self._loginAllowed():
-            self._tagged(command.tag, b"NO",
-                         b"[PRIVACYREQUIRED] Use STARTTLS before logging in.")
+            self._tagged(
+                command.tag, b"NO", b"[PRIVACYREQUIRED] Use STARTTLS before logging in."
+            )
             return None
         if len(command.args) == 2:
             return self._plain(command, astring(command.args[1]))
@@ -405,7 +449,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         )
         login: Deferred[Any] = d.addCallback(self._cbLogin)
         return login.addErrback(  # type: ignore[call-overload,no-any-return]
-            self._ebLogin, user, command)
+            self._ebLogin, user, command
+        )
 
     def _cbLogin(self, result: tuple[Any, Any, Callable[[], None]]) -> Deferred[bytes]:
         _, account, logout = result
@@ -413,24 +458,32 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self._logout = logout
         self.state = "authenticated"
         self._setTimer(self.factory.idleTimeout)
-        self.log.info("np-imap: {user} logged in from {peer}",
-                      user=account.avatarId, peer=str(self.transport.getPeer()))
+        self.log.info(
+            "np-imap: {user} logged in from {peer}",
+            user=account.avatarId,
+            peer=str(self.transport.getPeer()),
+        )
         # A user who never received mail has an INBOX all the same.
         d = self.store.ensureUser(self.user)
         return d.addCallback(
-            lambda _: b"[CAPABILITY " + self.capabilities() + b"] Logged in")
+            lambda _: b"[CAPABILITY " + self.capabilities() + b"] Logged in"
+        )
 
     def _ebLogin(self, reason: Failure, user: bytes, command: Command) -> None:
         # Answers itself: NO, then BYE when the connection used all its tries.
         reason.trap(UnauthorizedLogin)
-        self.log.info("np-imap: failed login for {user} from {peer}",
-                      user=user.decode("utf-8", "replace")[:64],
-                      peer=str(self.transport.getPeer()))
-        self._tagged(command.tag, b"NO",
-                     b"[AUTHENTICATIONFAILED] Authentication failed.")
+        self.log.info(
+            "np-imap: failed login for {user} from {peer}",
+            user=user.decode("utf-8", "replace")[:64],
+            peer=str(self.transport.getPeer()),
+        )
+        self._tagged(
+            command.tag, b"NO", b"[AUTHENTICATIONFAILED] Authentication failed."
+        )
         if self._attempts.exhausted:
             self._untagged(b"BYE Too many login attempts")
             self._close()
+
 
 class IMAPFactory(Factory):
     """

@@ -224,8 +224,18 @@ class POP3Server(LineReceiver):
         if self.account is None:
             allowed = ("CAPA", "STLS", "USER", "PASS", "AUTH", "QUIT", "NOOP")
         else:
-            allowed = ("CAPA", "STAT", "LIST", "UIDL", "TOP", "RETR", "DELE",
-                       "RSET", "NOOP", "QUIT")
+            allowed = (
+                "CAPA",
+                "STAT",
+                "LIST",
+                "UIDL",
+                "TOP",
+                "RETR",
+                "DELE",
+                "RSET",
+                "NOOP",
+                "QUIT",
+            )
         if verb not in allowed:
             self._error("Unknown command or wrong state")
             return

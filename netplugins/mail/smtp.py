@@ -102,13 +102,13 @@ def _parsePath(text: str, prefix: str) -> tuple[str, list[str]] | None:
     """
     if text[: len(prefix)].upper() != prefix:
         return None
-    rest = text[len(prefix):].lstrip(" ")
+    rest = text[len(prefix) :].lstrip(" ")
     if not rest.startswith("<"):
         return None
     end = rest.find(">")
     if end == -1:
         return None
-    return rest[1:end], rest[end + 1:].split()
+    return rest[1:end], rest[end + 1 :].split()
 
 
 class SMTPServer(LineReceiver):
@@ -478,7 +478,8 @@ class SMTPServer(LineReceiver):
                 sender=address,
             )
             self._error(
-                553, "5.7.1",
+                553,
+                "5.7.1",
                 f"<{address}>: Sender address rejected: not owned by user "
                 f"{self.account.avatarId}",
             )
@@ -751,11 +752,18 @@ def smarthostRelay(
         context = tssl.optionsForClientTLS(host, trustRoot=trust)
         done: Deferred[Any] = Deferred()
         factory = ESMTPSenderFactory(
-            None, None, sender, recipients,
+            None,
+            None,
+            sender,
+            recipients,
             # Twisted's client turns LF into CRLF itself.
-            BytesIO(message.replace(b"\r\n", b"\n")), done,
-            retries=0, contextFactory=context, requireAuthentication=False,
-            requireTransportSecurity=False, hostname=host,
+            BytesIO(message.replace(b"\r\n", b"\n")),
+            done,
+            retries=0,
+            contextFactory=context,
+            requireAuthentication=False,
+            requireTransportSecurity=False,
+            hostname=host,
         )
         factory.protocol = _relaySender()
         factory.domain = hostname.encode("ascii", "replace")
@@ -786,4 +794,3 @@ def _relaySender() -> Any:
             return bytes(super().transformChunk(chunk))
 
     return RelaySender
-
