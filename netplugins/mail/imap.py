@@ -45,7 +45,6 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import ISSLTransport
@@ -65,8 +64,8 @@ from netplugins.mail.imapparse import (
 )
 from netplugins.mail.imapselected import SelectedCommands
 from netplugins.mail.imapsession import CommandError, Selected, failed
+from netplugins.mail.linesession import loginMailAccount, plainCredentials
 from netplugins.mail.maildir import MaildirError, MaildirStore
-from netplugins.mail.users import IMailAccount
 
 MAX_LINE = 8 * 1024
 MAX_COMMAND = 64 * 1024
@@ -433,19 +432,14 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             decoded = binascii.a2b_base64(line.strip(), strict_mode=True)
         except binascii.Error:
             return failed(IMAPSyntaxError("Invalid base64"))
-        fields = decoded.split(b"\x00")
-        if len(fields) != 3 or fields[0] not in (b"", fields[1]):
+        credentials = plainCredentials(decoded)
+        if credentials is None:
             return failed(CommandError("[AUTHENTICATIONFAILED] Invalid credentials"))
-        return self._login(command, fields[1], fields[2])
+        return self._login(command, *credentials)
 
     def _login(self, command: Command, user: bytes, password: bytes) -> Deferred[bytes]:
-        d = self.factory.throttle.login(
-            self.factory.portal,
-            UsernamePassword(user, password),
-            None,
-            IMailAccount,
-            peer=self.transport.getPeer(),
-            connection=self._attempts,
+        d = loginMailAccount(
+            self.factory, self.transport, self._attempts, user, password
         )
         login: Deferred[Any] = d.addCallback(self._cbLogin)
         return login.addErrback(  # type: ignore[call-overload,no-any-return]

@@ -26,16 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 from attrs import define
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
+from netplugins.cred.throttle import LoginThrottle
+from netplugins.mail.linesession import LineSession, plainCredentials
 from netplugins.mail.maildir import (
     FolderState,
     MailboxLock,
@@ -43,8 +41,8 @@ from netplugins.mail.maildir import (
     MaildirStore,
     Message,
 )
-from netplugins.mail.users import IMailAccount, MailAccount
-from netplugins.starttls import isSecure, startTLSDiscarding
+from netplugins.mail.users import MailAccount
+from netplugins.starttls import startTLSDiscarding
 
 MAX_LINE = 4096
 
@@ -94,7 +92,7 @@ def topOf(message: bytes, count: int) -> bytes:
     return headers + b"\n\n" + b"".join(line + b"\n" for line in bodyLines)
 
 
-class POP3Server(LineReceiver):
+class POP3Server(LineSession):
     """
     One POP3 session.  See the module docstring.
     """
@@ -105,17 +103,12 @@ class POP3Server(LineReceiver):
     transport: Any
 
     def __init__(self) -> None:
-        self.secure = False
-        self.account: MailAccount | None = None
+        super().__init__()
         self.user: bytes | None = None
         self.state: FolderState | None = None
         self.deleted: set[int] = set()
-        self.errors = 0
         self._lock: MailboxLock | None = None
-        self._lost = False
         self._pending: Callable[[bytes], None] | None = None
-        self._timers: dict[str, Any] = {}
-        self._attempts: Any = None
 
     @property
     def config(self) -> POP3Config:
@@ -124,38 +117,18 @@ class POP3Server(LineReceiver):
     # Connection and timers
 
     def connectionMade(self) -> None:
-        self.secure = isSecure(self.transport)
-        self._attempts = self.factory.throttle.connection()
-        self._arm("idle", self.config.idleTimeout)
+        super().connectionMade()
         self._arm("preauth", self.config.preAuthTimeout)
         self.ok(f"{self.config.hostname} POP3 netplugins ready")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._lost = True
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
+        super().connectionLost(reason)
         self._release()
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
-
-    def _arm(self, name: str, seconds: float) -> None:
-        timer = self._timers.get(name)
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timers[name] = self.factory.reactor.callLater(
-                seconds, self._timedOut, name
-            )
-
-    def _disarm(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None and timer.active():
-            timer.cancel()
 
     def _timedOut(self, name: str) -> None:
         self.log.info(
@@ -180,21 +153,6 @@ class POP3Server(LineReceiver):
         if self.errors >= self.config.maxErrors:
             self.err("Too many errors, closing")
             self.transport.loseConnection()
-
-    def _wait(self, d: Deferred[Any]) -> None:
-        """
-        Stop parsing pipelined commands until C{d} (which replies) has fired.
-        """
-        d.addErrback(self._ebUnexpected)
-        if d.called:
-            return
-        self.pauseProducing()
-
-        def resume(result: object) -> None:
-            if not self._lost:
-                self.resumeProducing()
-
-        d.addBoth(resume)
 
     def _ebUnexpected(self, reason: Failure) -> None:
         self.log.failure("np-pop3: unexpected error", reason)
@@ -242,9 +200,6 @@ class POP3Server(LineReceiver):
         getattr(self, "pop_" + verb)(argument.strip())
 
     # AUTHORIZATION state
-
-    def _authAllowed(self) -> bool:
-        return self.secure or self.config.allowPlaintextAuth
 
     def pop_CAPA(self, argument: str) -> None:
         capabilities = ["TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
@@ -308,23 +263,11 @@ class POP3Server(LineReceiver):
         except (binascii.Error, ValueError):
             self._error("Cannot decode response")
             return
-        parts = decoded.split(b"\x00")
-        if len(parts) != 3 or parts[0] not in (b"", parts[1]):
+        credentials = plainCredentials(decoded)
+        if credentials is None:
             self._error("[AUTH] Authentication failed")
             return
-        self._login(parts[1], parts[2])
-
-    def _login(self, username: bytes, password: bytes) -> None:
-        d = self.factory.throttle.login(
-            self.factory.portal,
-            UsernamePassword(username, password),
-            None,
-            IMailAccount,
-            peer=self.transport.getPeer(),
-            connection=self._attempts,
-        )
-        d.addCallbacks(self._cbLoggedIn, self._ebLogin)
-        self._wait(d)
+        self._login(*credentials)
 
     def _cbLoggedIn(
         self, result: tuple[Any, MailAccount, Any]
@@ -367,9 +310,7 @@ class POP3Server(LineReceiver):
     def _ebLogin(self, reason: Failure) -> None:
         if self._lost:
             return
-        if reason.check(TooManyAttempts) or (
-            reason.check(UnauthorizedLogin) and self._attempts.exhausted
-        ):
+        if self._loginsUsedUp(reason):
             self.err("[AUTH] Too many failed attempts")
             self.transport.loseConnection()
         elif reason.check(UnauthorizedLogin):
@@ -503,6 +444,8 @@ class POP3Factory(Factory):
     @ivar tls: the TLS context factory for STLS, or C{None} not to offer it.
     """
 
+    protocol = POP3Server  # type: ignore[assignment]
+
     def __init__(
         self,
         store: MaildirStore,
@@ -521,8 +464,3 @@ class POP3Factory(Factory):
         self.tls = tls
         self.reactor = reactor
         self.throttle = throttle or LoginThrottle(reactor)
-
-    def buildProtocol(self, addr: IAddress | None) -> Any:
-        protocol = POP3Server()
-        protocol.factory = self
-        return protocol

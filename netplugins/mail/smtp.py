@@ -47,19 +47,18 @@ from functools import cache
 from typing import Any
 
 from attrs import define
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
+from netplugins.cred.throttle import LoginThrottle
+from netplugins.mail.linesession import LineSession, plainCredentials
 from netplugins.mail.maildir import DiskFullError, MaildirStore
-from netplugins.mail.users import IMailAccount, LocalUsers, MailAccount, splitAddress
-from netplugins.starttls import isSecure, startTLSDiscarding
+from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
+from netplugins.starttls import startTLSDiscarding
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 MAX_LINE = 4096
@@ -111,7 +110,7 @@ def _parsePath(text: str, prefix: str) -> tuple[str, list[str]] | None:
     return rest[1:end], rest[end + 1 :].split()
 
 
-class SMTPServer(LineReceiver):
+class SMTPServer(LineSession):
     """
     One SMTP session.  See the module docstring.
     """
@@ -122,17 +121,12 @@ class SMTPServer(LineReceiver):
     transport: Any
 
     def __init__(self) -> None:
-        self.secure = False
+        super().__init__()
         self.helo: str | None = None
         self.esmtp = False
-        self.account: MailAccount | None = None
         self.mailFrom: str | None = None
         self.recipients: list[tuple[str, str | None]] = []
-        self.errors = 0
-        self._lost = False
         self._authPending: Callable[[bytes], None] | None = None
-        self._timers: dict[str, Any] = {}
-        self._attempts: Any = None
         self._resetData()
 
     # Connection and timers
@@ -142,33 +136,10 @@ class SMTPServer(LineReceiver):
         return self.factory.config
 
     def connectionMade(self) -> None:
-        self.secure = isSecure(self.transport)
-        self._attempts = self.factory.throttle.connection()
-        self._arm("idle", self.config.idleTimeout)
+        super().connectionMade()
         if self.config.requireAuth:
             self._arm("preauth", self.config.preAuthTimeout)
         self.sendLine(f"220 {self.config.hostname} ESMTP netplugins".encode())
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self._lost = True
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
-
-    def _arm(self, name: str, seconds: float) -> None:
-        timer = self._timers.get(name)
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timers[name] = self.factory.reactor.callLater(
-                seconds, self._timedOut, name
-            )
-
-    def _disarm(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None and timer.active():
-            timer.cancel()
 
     def _timedOut(self, name: str) -> None:
         self.log.info(
@@ -195,21 +166,6 @@ class SMTPServer(LineReceiver):
         if self.errors >= self.config.maxErrors:
             self.reply(421, "4.7.0", f"{self.config.hostname} Error: too many errors")
             self.transport.loseConnection()
-
-    def _wait(self, d: Deferred[Any]) -> None:
-        """
-        Stop parsing pipelined commands until C{d} (which replies) has fired.
-        """
-        if d.called:
-            d.addErrback(self._ebUnexpected)
-            return
-        self.pauseProducing()
-
-        def resume(result: object) -> None:
-            if not self._lost:
-                self.resumeProducing()
-
-        d.addErrback(self._ebUnexpected).addBoth(resume)
 
     def _ebUnexpected(self, reason: Failure) -> None:
         self.log.failure("np-smtp: unexpected error", reason)
@@ -323,9 +279,6 @@ class SMTPServer(LineReceiver):
 
     # AUTH
 
-    def _authAllowed(self) -> bool:
-        return self.secure or self.config.allowPlaintextAuth
-
     def smtp_AUTH(self, argument: str) -> None:
         mechanism, _, initial = argument.partition(" ")
         mechanism = mechanism.upper()
@@ -368,11 +321,11 @@ class SMTPServer(LineReceiver):
         decoded = self._decode(response)
         if decoded is None:
             return
-        parts = decoded.split(b"\x00")
-        if len(parts) != 3 or parts[0] not in (b"", parts[1]):
+        credentials = plainCredentials(decoded)
+        if credentials is None:
             self._error(535, "5.7.8", "Authentication credentials invalid")
             return
-        self._login(parts[1], parts[2])
+        self._login(*credentials)
 
     def _authLoginUser(self, response: bytes) -> None:
         username = self._decode(response)
@@ -386,18 +339,6 @@ class SMTPServer(LineReceiver):
                 self._login(username, secret)
 
         self._authPending = password
-
-    def _login(self, username: bytes, password: bytes) -> None:
-        d = self.factory.throttle.login(
-            self.factory.portal,
-            UsernamePassword(username, password),
-            None,
-            IMailAccount,
-            peer=self.transport.getPeer(),
-            connection=self._attempts,
-        )
-        d.addCallbacks(self._cbLoggedIn, self._ebLogin)
-        self._wait(d)
 
     def _cbLoggedIn(self, result: tuple[Any, MailAccount, Any]) -> None:
         if self._lost:
@@ -414,9 +355,7 @@ class SMTPServer(LineReceiver):
     def _ebLogin(self, reason: Failure) -> None:
         if self._lost:
             return
-        if reason.check(TooManyAttempts) or (
-            reason.check(UnauthorizedLogin) and self._attempts.exhausted
-        ):
+        if self._loginsUsedUp(reason):
             self.reply(421, "4.7.0", "Error: too many failed authentication attempts")
             self.transport.loseConnection()
         elif reason.check(UnauthorizedLogin):
@@ -689,6 +628,8 @@ class SMTPFactory(Factory):
     @ivar tls: the TLS context factory for STARTTLS, or C{None} not to offer it.
     """
 
+    protocol = SMTPServer  # type: ignore[assignment]
+
     def __init__(
         self,
         store: MaildirStore,
@@ -709,11 +650,6 @@ class SMTPFactory(Factory):
         self.tls = tls
         self.reactor = reactor
         self.throttle = throttle or LoginThrottle(reactor)
-
-    def buildProtocol(self, addr: IAddress | None) -> Any:
-        protocol = SMTPServer()
-        protocol.factory = self
-        return protocol
 
 
 def smarthostRelay(

@@ -1,0 +1,164 @@
+"""
+What the line-based mail sessions (np-smtp, np-pop3) share: the deadlines,
+holding back pipelined commands while one waits, and logging in through the
+factory's portal and the shared L{LoginThrottle}.  np-imap, which parses its
+own buffer, shares the login itself: L{loginMailAccount} and
+L{plainCredentials}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from netplugins.cred.throttle import TooManyAttempts
+from netplugins.mail.users import IMailAccount, MailAccount
+from netplugins.starttls import isSecure
+
+
+def plainCredentials(decoded: bytes) -> tuple[bytes, bytes] | None:
+    """
+    The user name and password of a decoded SASL PLAIN message
+    (C{authzid NUL authcid NUL passwd}, RFC 4616); C{None} when it is malformed
+    or asks to act as another user.
+    """
+    parts = decoded.split(b"\x00")
+    if len(parts) != 3 or parts[0] not in (b"", parts[1]):
+        return None
+    return parts[1], parts[2]
+
+
+def loginMailAccount(
+    factory: Any, transport: Any, attempts: Any, username: bytes, password: bytes
+) -> Deferred[Any]:
+    """
+    Log a mail client in: C{factory.portal} through C{factory.throttle}, for an
+    L{IMailAccount}, counted against the connection's C{attempts}.
+    """
+    return factory.throttle.login(  # type: ignore[no-any-return]
+        factory.portal,
+        UsernamePassword(username, password),
+        None,
+        IMailAccount,
+        peer=transport.getPeer(),
+        connection=attempts,
+    )
+
+
+class LineSession(LineReceiver):
+    """
+    The plumbing of a line-based mail session.
+
+    Subclasses give the protocol: C{_timedOut(name)} answers a passed
+    deadline, C{_ebUnexpected(reason)} an unexpected failure of a command that
+    waited, and C{_cbLoggedIn(result)} / C{_ebLogin(reason)} a login's outcome.
+    Their factory has C{config} (with C{idleTimeout} and
+    C{allowPlaintextAuth}), C{reactor}, C{portal} and C{throttle}.
+
+    @ivar secure: whether the connection speaks TLS.
+    @ivar account: the logged-in account, or C{None}.
+    @ivar errors: how many bad commands the client sent.
+    """
+
+    transport: Any
+    factory: Any
+
+    def __init__(self) -> None:
+        self.secure = False
+        self.account: MailAccount | None = None
+        self.errors = 0
+        self._lost = False
+        self._timers: dict[str, Any] = {}
+        self._attempts: Any = None
+
+    @property
+    def config(self) -> Any:
+        return self.factory.config
+
+    # Connection and timers
+
+    def connectionMade(self) -> None:
+        """
+        Note whether the connection is already TLS, count its logins from
+        here, and start the idle deadline; subclasses then greet.
+        """
+        self.secure = isSecure(self.transport)
+        self._attempts = self.factory.throttle.connection()
+        self._arm("idle", self.config.idleTimeout)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._lost = True
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+
+    def _arm(self, name: str, seconds: float) -> None:
+        timer = self._timers.get(name)
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timers[name] = self.factory.reactor.callLater(
+                seconds, self._timedOut, name
+            )
+
+    def _disarm(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timedOut(self, name: str) -> None:
+        raise NotImplementedError
+
+    # Commands that wait
+
+    def _wait(self, d: Deferred[Any]) -> None:
+        """
+        Stop parsing pipelined commands until C{d} (which replies) has fired.
+        """
+        d.addErrback(self._ebUnexpected)
+        if d.called:
+            return
+        self.pauseProducing()
+
+        def resume(result: object) -> None:
+            if not self._lost:
+                self.resumeProducing()
+
+        d.addBoth(resume)
+
+    def _ebUnexpected(self, reason: Failure) -> None:
+        raise NotImplementedError
+
+    # Login
+
+    def _authAllowed(self) -> bool:
+        return self.secure or bool(self.config.allowPlaintextAuth)
+
+    def _login(self, username: bytes, password: bytes) -> None:
+        d = loginMailAccount(
+            self.factory, self.transport, self._attempts, username, password
+        )
+        d.addCallbacks(self._cbLoggedIn, self._ebLogin)
+        self._wait(d)
+
+    def _cbLoggedIn(self, result: tuple[Any, MailAccount, Any]) -> Any:
+        raise NotImplementedError
+
+    def _ebLogin(self, reason: Failure) -> None:
+        raise NotImplementedError
+
+    def _loginsUsedUp(self, reason: Failure) -> bool:
+        """
+        Whether a failed login leaves this connection no more tries: the
+        throttle refused it, or it was the last wrong password allowed.
+        """
+        return bool(
+            reason.check(TooManyAttempts)
+            or (reason.check(UnauthorizedLogin) and self._attempts.exhausted)
+        )
