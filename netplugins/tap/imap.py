@@ -42,12 +42,20 @@ class Options(MailOptionsMixin, ServiceOptions):
     tapname = "np-imap"
 
     optParameters = [
-        ["append-limit", None, DEFAULT_APPEND_LIMIT,
-         "The largest message APPEND accepts, in bytes.", positiveInt],
+        [
+            "append-limit",
+            None,
+            DEFAULT_APPEND_LIMIT,
+            "The largest message APPEND accepts, in bytes.",
+            positiveInt,
+        ],
     ]
     optFlags = [
-        ["allow-plaintext-auth", None,
-         "Allow LOGIN and AUTHENTICATE before STARTTLS (passwords in the clear)."],
+        [
+            "allow-plaintext-auth",
+            None,
+            "Allow LOGIN and AUTHENTICATE before STARTTLS (passwords in the clear).",
+        ],
     ]
 
 
@@ -87,8 +95,12 @@ def imapListeners(
     IMAP on C{imap} (STARTTLS) and C{imaps} (implicit TLS) endpoints, with
     C{common}'s limits: for np-mail, which makes C{parts} once.
     """
-    factory = imapFactory(parts, appendLimit=appendLimit,
-                          allowPlaintextAuth=allowPlaintextAuth, reactor=reactor)
+    factory = imapFactory(
+        parts,
+        appendLimit=appendLimit,
+        allowPlaintextAuth=allowPlaintextAuth,
+        reactor=reactor,
+    )
     return listeners(parts, common, factory, imap, imaps, "np-imap", reactor)
 
 
@@ -116,14 +128,18 @@ def imapService(
     common = resolveCommon(common, settings)
     if appendLimit <= 0:
         raise ValueError(f"append limit must be positive, not {appendLimit}")
-    parts = mailParts(common, maildirRoot=maildirRoot, domains=domains,
-                      reactor=reactor)
+    parts = mailParts(common, maildirRoot=maildirRoot, domains=domains, reactor=reactor)
     plain = common.listen
     if not (plain or common.listenTLS):
         plain = DEFAULT_LISTEN
     service = imapListeners(
-        parts, common, imap=plain, imaps=common.listenTLS, appendLimit=appendLimit,
-        allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
+        parts,
+        common,
+        imap=plain,
+        imaps=common.listenTLS,
+        appendLimit=appendLimit,
+        allowPlaintextAuth=allowPlaintextAuth,
+        reactor=reactor,
     )
     service.setName("np-imap")
     return supervised(service, common, name="np-imap", reactor=reactor)

@@ -47,24 +47,46 @@ class Options(MailOptionsMixin, ServiceOptions):
         "one TLS configuration. Endpoints per protocol, each repeatable: --smtp "
         "(port 25 style), --submission (AUTH required), --pop3, --imap (all "
         "offering STARTTLS) and --smtps, --pop3s, --imaps (implicit TLS). "
-        "Without any: " + ", ".join(f"{k} {v[0]}" for k, v in DEFAULTS.items())
+        "Without any: "
+        + ", ".join(f"{k} {v[0]}" for k, v in DEFAULTS.items())
         + ". Passwords are accepted only over TLS unless --allow-plaintext-auth."
     )
     tapname = "np-mail"
 
     optParameters = [
-        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE,
-         "The largest message SMTP accepts, in bytes.", positiveInt],
-        ["append-limit", None, DEFAULT_APPEND_LIMIT,
-         "The largest message IMAP APPEND accepts, in bytes.", positiveInt],
-        ["smarthost", None, None,
-         "HOST[:PORT]: relay authenticated users' mail for other domains there."],
-        ["smarthost-ca", None, None,
-         "Verify the smarthost's certificate against these CAs (PEM)."],
+        [
+            "max-message-size",
+            None,
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "The largest message SMTP accepts, in bytes.",
+            positiveInt,
+        ],
+        [
+            "append-limit",
+            None,
+            DEFAULT_APPEND_LIMIT,
+            "The largest message IMAP APPEND accepts, in bytes.",
+            positiveInt,
+        ],
+        [
+            "smarthost",
+            None,
+            None,
+            "HOST[:PORT]: relay authenticated users' mail for other domains there.",
+        ],
+        [
+            "smarthost-ca",
+            None,
+            None,
+            "Verify the smarthost's certificate against these CAs (PEM).",
+        ],
     ]
     optFlags = [
-        ["allow-plaintext-auth", None,
-         "Accept passwords before STARTTLS/STLS (in the clear)."],
+        [
+            "allow-plaintext-auth",
+            None,
+            "Accept passwords before STARTTLS/STLS (in the clear).",
+        ],
     ]
 
     def opt_smtp(self, description: str) -> None:
@@ -144,9 +166,13 @@ def mailService(
     if common.listen or common.listenTLS:
         raise ValueError("np-mail listens per protocol, not with listen/listenTLS")
     endpoints = {
-        "smtp": tuple(smtp), "submission": tuple(submission), "smtps": tuple(smtps),
-        "pop3": tuple(pop3), "pop3s": tuple(pop3s),
-        "imap": tuple(imap), "imaps": tuple(imaps),
+        "smtp": tuple(smtp),
+        "submission": tuple(submission),
+        "smtps": tuple(smtps),
+        "pop3": tuple(pop3),
+        "pop3s": tuple(pop3s),
+        "imap": tuple(imap),
+        "imaps": tuple(imaps),
     }
     if not any(endpoints.values()):
         endpoints.update(DEFAULTS)
@@ -154,26 +180,43 @@ def mailService(
         for description in descriptions:
             validateEndpoint(description)
     parts = mailParts(
-        common, maildirRoot=maildirRoot, domains=domains, hostname=hostname,
+        common,
+        maildirRoot=maildirRoot,
+        domains=domains,
+        hostname=hostname,
         reactor=reactor,
     )
     service = MultiService()
     service.setName("np-mail")
     smtpListeners(
-        parts, common, smtp=endpoints["smtp"], submission=endpoints["submission"],
-        smtps=endpoints["smtps"], maxMessageSize=maxMessageSize,
-        smarthost=smarthost, smarthostCA=smarthostCA,
-        allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
+        parts,
+        common,
+        smtp=endpoints["smtp"],
+        submission=endpoints["submission"],
+        smtps=endpoints["smtps"],
+        maxMessageSize=maxMessageSize,
+        smarthost=smarthost,
+        smarthostCA=smarthostCA,
+        allowPlaintextAuth=allowPlaintextAuth,
+        reactor=reactor,
     ).setServiceParent(service)
     if endpoints["pop3"] or endpoints["pop3s"]:
         pop3Listeners(
-            parts, common, pop3=endpoints["pop3"], pop3s=endpoints["pop3s"],
-            allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
+            parts,
+            common,
+            pop3=endpoints["pop3"],
+            pop3s=endpoints["pop3s"],
+            allowPlaintextAuth=allowPlaintextAuth,
+            reactor=reactor,
         ).setServiceParent(service)
     if endpoints["imap"] or endpoints["imaps"]:
         imapListeners(
-            parts, common, imap=endpoints["imap"], imaps=endpoints["imaps"],
-            appendLimit=appendLimit, allowPlaintextAuth=allowPlaintextAuth,
+            parts,
+            common,
+            imap=endpoints["imap"],
+            imaps=endpoints["imaps"],
+            appendLimit=appendLimit,
+            allowPlaintextAuth=allowPlaintextAuth,
             reactor=reactor,
         ).setServiceParent(service)
     return supervised(service, common, name="np-mail", reactor=reactor)

@@ -39,8 +39,11 @@ class Options(MailOptionsMixin, ServiceOptions):
     tapname = "np-pop3"
 
     optFlags = [
-        ["allow-plaintext-auth", None,
-         "Accept USER/PASS and AUTH before STLS (passwords in the clear)."],
+        [
+            "allow-plaintext-auth",
+            None,
+            "Accept USER/PASS and AUTH before STLS (passwords in the clear).",
+        ],
     ]
 
 
@@ -58,11 +61,14 @@ def pop3Listeners(
     C{pop3s} (implicit TLS) endpoints.
     """
     factory = POP3Factory(
-        parts.store, parts.portal,
+        parts.store,
+        parts.portal,
         config=POP3Config(
             hostname=parts.hostname, allowPlaintextAuth=allowPlaintextAuth
         ),
-        tls=parts.tls, throttle=parts.throttle, reactor=reactor,
+        tls=parts.tls,
+        throttle=parts.throttle,
+        reactor=reactor,
     )
     return listeners(parts, common, factory, pop3, pop3s, "np-pop3", reactor)
 
@@ -87,15 +93,22 @@ def pop3Service(
     """
     common = resolveCommon(common, settings)
     parts = mailParts(
-        common, maildirRoot=maildirRoot, domains=domains, hostname=hostname,
+        common,
+        maildirRoot=maildirRoot,
+        domains=domains,
+        hostname=hostname,
         reactor=reactor,
     )
     plain = common.listen
     if not (plain or common.listenTLS):
         plain = DEFAULT_LISTEN
     service = pop3Listeners(
-        parts, common, pop3=plain, pop3s=common.listenTLS,
-        allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
+        parts,
+        common,
+        pop3=plain,
+        pop3s=common.listenTLS,
+        allowPlaintextAuth=allowPlaintextAuth,
+        reactor=reactor,
     )
     service.setName("np-pop3")
     return supervised(service, common, name="np-pop3", reactor=reactor)

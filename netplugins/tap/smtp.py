@@ -46,11 +46,19 @@ class MailOptionsMixin:
     usesCheckers = True
 
     optParameters: ClassVar[list[Any]] = [
-        ["maildir-root", None, None,
-         "The directory of the users' Maildirs (default: <state-dir>/mail)."],
-        ["hostname", None, None,
-         "The host name in greetings and Received: headers (default: this "
-         "host's name)."],
+        [
+            "maildir-root",
+            None,
+            None,
+            "The directory of the users' Maildirs (default: <state-dir>/mail).",
+        ],
+        [
+            "hostname",
+            None,
+            None,
+            "The host name in greetings and Received: headers (default: this "
+            "host's name).",
+        ],
     ]
 
     def opt_domain(self, name: str) -> None:
@@ -157,17 +165,33 @@ class Options(MailOptionsMixin, ServiceOptions):
     tapname = "np-smtp"
 
     optParameters = [
-        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE,
-         "The largest message accepted, in bytes.", positiveInt],
-        ["smarthost", None, None,
-         "HOST[:PORT]: relay authenticated users' mail for other domains there."],
-        ["smarthost-ca", None, None,
-         "Verify the smarthost's certificate against these CAs (PEM) instead of "
-         "the system's."],
+        [
+            "max-message-size",
+            None,
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "The largest message accepted, in bytes.",
+            positiveInt,
+        ],
+        [
+            "smarthost",
+            None,
+            None,
+            "HOST[:PORT]: relay authenticated users' mail for other domains there.",
+        ],
+        [
+            "smarthost-ca",
+            None,
+            None,
+            "Verify the smarthost's certificate against these CAs (PEM) instead of "
+            "the system's.",
+        ],
     ]
     optFlags = [
-        ["allow-plaintext-auth", None,
-         "Offer AUTH before STARTTLS (passwords in the clear)."],
+        [
+            "allow-plaintext-auth",
+            None,
+            "Offer AUTH before STARTTLS (passwords in the clear).",
+        ],
     ]
 
     def opt_submission(self, description: str) -> None:
@@ -214,9 +238,7 @@ def smtpListeners(
     """
     relay = None
     if smarthost is not None:
-        relay = smarthostRelay(
-            smarthost, parts.hostname, reactor, caFile=smarthostCA
-        )
+        relay = smarthostRelay(smarthost, parts.hostname, reactor, caFile=smarthostCA)
     parent = MultiService()
     for plain, secure, requireAuth, name in [
         (smtp, smtpTLS, False, "np-smtp"),
@@ -232,8 +254,13 @@ def smtpListeners(
             relay=relay,
         )
         factory = SMTPFactory(
-            parts.store, parts.users, parts.portal, config=config, tls=parts.tls,
-            throttle=parts.throttle, reactor=reactor,
+            parts.store,
+            parts.users,
+            parts.portal,
+            config=config,
+            tls=parts.tls,
+            throttle=parts.throttle,
+            reactor=reactor,
         )
         service = listeners(parts, common, factory, plain, secure, name, reactor)
         service.setServiceParent(parent)
@@ -270,17 +297,27 @@ def smtpService(
     for description in [*submission, *smtps]:
         validateEndpoint(description)
     parts = mailParts(
-        common, maildirRoot=maildirRoot, domains=domains, hostname=hostname,
+        common,
+        maildirRoot=maildirRoot,
+        domains=domains,
+        hostname=hostname,
         reactor=reactor,
     )
     plain = common.listen
     if not (plain or common.listenTLS or submission or smtps):
         plain = DEFAULT_LISTEN
     service = smtpListeners(
-        parts, common, smtp=plain, smtpTLS=common.listenTLS,
-        submission=submission, smtps=smtps, maxMessageSize=maxMessageSize,
-        smarthost=smarthost, smarthostCA=smarthostCA,
-        allowPlaintextAuth=allowPlaintextAuth, reactor=reactor,
+        parts,
+        common,
+        smtp=plain,
+        smtpTLS=common.listenTLS,
+        submission=submission,
+        smtps=smtps,
+        maxMessageSize=maxMessageSize,
+        smarthost=smarthost,
+        smarthostCA=smarthostCA,
+        allowPlaintextAuth=allowPlaintextAuth,
+        reactor=reactor,
     )
     service.setName("np-smtp")
     return supervised(service, common, name="np-smtp", reactor=reactor)
