@@ -20,6 +20,7 @@ from netplugins.tap.smtp import (
     MailParts,
     listeners,
     mailParts,
+    plainEndpoints,
 )
 
 DEFAULT_LISTEN = ("tcp:8143:interface=127.0.0.1",)
@@ -129,9 +130,7 @@ def imapService(
     if appendLimit <= 0:
         raise ValueError(f"append limit must be positive, not {appendLimit}")
     parts = mailParts(common, maildirRoot=maildirRoot, domains=domains, reactor=reactor)
-    plain = common.listen
-    if not (plain or common.listenTLS):
-        plain = DEFAULT_LISTEN
+    plain = plainEndpoints(common, DEFAULT_LISTEN)
     service = imapListeners(
         parts,
         common,

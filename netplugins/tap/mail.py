@@ -13,7 +13,7 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from netplugins.mail.imap import DEFAULT_APPEND_LIMIT
-from netplugins.mail.smtp import DEFAULT_MAX_MESSAGE_SIZE, smarthostRelay
+from netplugins.mail.smtp import DEFAULT_MAX_MESSAGE_SIZE
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, resolveCommon, supervised, validateEndpoint
 from netplugins.tap.imap import imapListeners
@@ -21,6 +21,7 @@ from netplugins.tap.pop3 import pop3Listeners
 from netplugins.tap.smtp import (
     DEFAULT_DOMAINS,
     MailOptionsMixin,
+    SmarthostOptionsMixin,
     mailParts,
     smtpListeners,
 )
@@ -35,7 +36,7 @@ DEFAULTS = {
 PROTOCOLS = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 
 
-class Options(MailOptionsMixin, ServiceOptions):
+class Options(MailOptionsMixin, SmarthostOptionsMixin, ServiceOptions):
     """
     Options for C{twistd np-mail}.
     """
@@ -67,18 +68,6 @@ class Options(MailOptionsMixin, ServiceOptions):
             DEFAULT_APPEND_LIMIT,
             "The largest message IMAP APPEND accepts, in bytes.",
             positiveInt,
-        ],
-        [
-            "smarthost",
-            None,
-            None,
-            "HOST[:PORT]: relay authenticated users' mail for other domains there.",
-        ],
-        [
-            "smarthost-ca",
-            None,
-            None,
-            "Verify the smarthost's certificate against these CAs (PEM).",
         ],
     ]
     optFlags = [
@@ -124,11 +113,7 @@ class Options(MailOptionsMixin, ServiceOptions):
                 "np-mail listens per protocol: use --smtp, --submission, --pop3, "
                 "--imap, --smtps, --pop3s or --imaps instead of --listen"
             )
-        if self["smarthost"] is not None:
-            try:
-                smarthostRelay(self["smarthost"])
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
+        self.checkSmarthost()
 
 
 def mailService(

@@ -18,6 +18,7 @@ from netplugins.tap.smtp import (
     MailParts,
     listeners,
     mailParts,
+    plainEndpoints,
 )
 
 DEFAULT_LISTEN = ("tcp:8110:interface=127.0.0.1",)
@@ -99,9 +100,7 @@ def pop3Service(
         hostname=hostname,
         reactor=reactor,
     )
-    plain = common.listen
-    if not (plain or common.listenTLS):
-        plain = DEFAULT_LISTEN
+    plain = plainEndpoints(common, DEFAULT_LISTEN)
     service = pop3Listeners(
         parts,
         common,

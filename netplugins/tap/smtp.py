@@ -78,6 +78,52 @@ class MailOptionsMixin:
         self.setdefault(key, []).append(description)  # type: ignore[attr-defined]
 
 
+class SmarthostOptionsMixin:
+    """
+    C{--smarthost} and C{--smarthost-ca}, shared by np-smtp and np-mail; their
+    C{postOptions} calls L{checkSmarthost}.
+    """
+
+    optParameters: ClassVar[list[Any]] = [
+        [
+            "smarthost",
+            None,
+            None,
+            "HOST[:PORT]: relay authenticated users' mail for other domains there.",
+        ],
+        [
+            "smarthost-ca",
+            None,
+            None,
+            "Verify the smarthost's certificate against these CAs (PEM) instead of "
+            "the system's.",
+        ],
+    ]
+
+    def checkSmarthost(self) -> None:
+        """
+        @raise usage.UsageError: for a malformed C{--smarthost}.
+        """
+        smarthost = self["smarthost"]  # type: ignore[index]
+        if smarthost is not None:
+            try:
+                smarthostRelay(smarthost)
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+
+
+def plainEndpoints(
+    common: Common, default: Sequence[str], *others: Sequence[str]
+) -> Sequence[str]:
+    """
+    A mail service's STARTTLS endpoints: C{common.listen}, or C{default} when
+    no endpoint at all is given (C{listen}, C{listenTLS} or C{others}).
+    """
+    if common.listen or common.listenTLS or any(others):
+        return common.listen
+    return default
+
+
 @frozen
 class MailParts:
     """
@@ -146,7 +192,7 @@ def listeners(
     )
 
 
-class Options(MailOptionsMixin, ServiceOptions):
+class Options(MailOptionsMixin, SmarthostOptionsMixin, ServiceOptions):
     """
     Options for C{twistd np-smtp}.
     """
@@ -171,19 +217,6 @@ class Options(MailOptionsMixin, ServiceOptions):
             DEFAULT_MAX_MESSAGE_SIZE,
             "The largest message accepted, in bytes.",
             positiveInt,
-        ],
-        [
-            "smarthost",
-            None,
-            None,
-            "HOST[:PORT]: relay authenticated users' mail for other domains there.",
-        ],
-        [
-            "smarthost-ca",
-            None,
-            None,
-            "Verify the smarthost's certificate against these CAs (PEM) instead of "
-            "the system's.",
         ],
     ]
     optFlags = [
@@ -210,11 +243,7 @@ class Options(MailOptionsMixin, ServiceOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        if self["smarthost"] is not None:
-            try:
-                smarthostRelay(self["smarthost"])
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
+        self.checkSmarthost()
 
 
 def smtpListeners(
@@ -303,9 +332,7 @@ def smtpService(
         hostname=hostname,
         reactor=reactor,
     )
-    plain = common.listen
-    if not (plain or common.listenTLS or submission or smtps):
-        plain = DEFAULT_LISTEN
+    plain = plainEndpoints(common, DEFAULT_LISTEN, submission, smtps)
     service = smtpListeners(
         parts,
         common,
