@@ -1,16 +1,21 @@
 """
-Reading an RPC request body: the site (L{netplugins.web.http}) has already
-bounded it; a gzip-encoded one is inflated only up to the same bound, so a
-small bomb cannot expand into gigabytes.
+Reading an RPC request body and writing the answer (L{RPCResource}, the base
+of the XML-RPC and JSON-RPC resources).  The site (L{netplugins.web.http}) has
+already bounded the body; a gzip-encoded one is inflated only up to the same
+bound, so a small bomb cannot expand into gigabytes.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, ClassVar
 
-from twisted.web.server import Request
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
+from netplugins.kv.methods import KVMethods
+from netplugins.safepickle import DEFAULT_MAX_NESTING
 from netplugins.web.http import DEFAULT_MAX_BODY_SIZE
 
 
@@ -69,3 +74,55 @@ def refuse(request: Request, error: BodyError) -> bytes:
     request.setResponseCode(error.code)
     request.setHeader(b"content-type", b"text/plain")
     return error.message
+
+
+class RPCResource(Resource):
+    """
+    What the XML-RPC and JSON-RPC resources share: POST only, the body read
+    with L{requestBody} (refused with its status), and the answer written
+    unless the client has gone.
+
+    Subclasses name their C{protocolName} and C{contentType} and give
+    L{answer}.
+    """
+
+    isLeaf = True
+    protocolName: ClassVar[str] = "RPC"
+    contentType: ClassVar[bytes] = b"application/octet-stream"
+
+    def __init__(self, methods: KVMethods, *, maxNesting: int = DEFAULT_MAX_NESTING):
+        super().__init__()
+        self.methods = methods
+        self.maxNesting = maxNesting
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        return f"{self.protocolName} takes POST requests.\n".encode()
+
+    def render_POST(self, request: Request) -> Any:
+        try:
+            body = requestBody(request)
+        except BodyError as e:
+            return refuse(request, e)
+        self.answer(body, request).addCallback(self._respond, request)
+        return NOT_DONE_YET
+
+    def answer(self, body: bytes, request: Request) -> Deferred[bytes | None]:
+        """
+        The response body to the request body C{body}, or C{None} for
+        204 No Content; never fails.
+        """
+        raise NotImplementedError
+
+    def _respond(self, body: bytes | None, request: Request) -> None:
+        if request._disconnected:  # type: ignore[attr-defined]
+            return
+        if body is None:
+            request.setResponseCode(204)
+            request.finish()
+            return
+        request.setHeader(b"content-type", self.contentType)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()

@@ -24,10 +24,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from netplugins.kv.body import BodyError, refuse, requestBody
+from netplugins.kv.body import RPCResource
 from netplugins.kv.methods import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -119,13 +118,28 @@ def _error(error: RPCError, requestID: Any) -> dict[str, Any]:
     }
 
 
-class JSONRPCResource(Resource):
+def _encode(response: Any) -> bytes | None:
+    """
+    A response as JSON; C{None} (only notifications) stays C{None}.
+    """
+    if response is None:
+        return None
+    try:
+        return json.dumps(response, allow_nan=False).encode("utf-8")
+    except ValueError:
+        return json.dumps(
+            _error(RPCError(INTERNAL_ERROR, "the value cannot be sent as JSON"), None)
+        ).encode("utf-8")
+
+
+class JSONRPCResource(RPCResource):
     """
     The C{/jsonrpc} resource.
     """
 
-    isLeaf = True
     log = Logger()
+    protocolName = "JSON-RPC"
+    contentType = b"application/json"
 
     def __init__(
         self,
@@ -134,25 +148,13 @@ class JSONRPCResource(Resource):
         maxNesting: int = DEFAULT_MAX_NESTING,
         maxBatch: int = DEFAULT_MAX_BATCH,
     ):
-        super().__init__()
-        self.methods = methods
-        self.maxNesting = maxNesting
+        super().__init__(methods, maxNesting=maxNesting)
         self.maxBatch = maxBatch
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setResponseCode(405)
-        request.setHeader(b"allow", b"POST")
-        return b"JSON-RPC takes POST requests.\n"
-
-    def render_POST(self, request: Request) -> Any:
-        try:
-            body = requestBody(request)
-        except BodyError as e:
-            return refuse(request, e)
+    def answer(self, body: bytes, request: Request) -> Deferred[bytes | None]:
         d = maybeDeferred(self.handle, body)
         d.addErrback(self._ebInternal, None)
-        d.addCallback(self._respond, request)
-        return NOT_DONE_YET
+        return d.addCallback(_encode)
 
     def handle(self, body: bytes) -> Deferred[Any]:
         """
@@ -240,23 +242,3 @@ class JSONRPCResource(Resource):
             return _error(failure.value, requestID)
         self.log.failure("np-kv: JSON-RPC call failed", failure=failure)
         return _error(RPCError(INTERNAL_ERROR, "Internal error"), requestID)
-
-    def _respond(self, response: Any, request: Request) -> None:
-        if request._disconnected:  # type: ignore[attr-defined]
-            return
-        if response is None:
-            request.setResponseCode(204)
-            request.finish()
-            return
-        try:
-            body = json.dumps(response, allow_nan=False).encode("utf-8")
-        except ValueError:
-            body = json.dumps(
-                _error(
-                    RPCError(INTERNAL_ERROR, "the value cannot be sent as JSON"), None
-                )
-            ).encode("utf-8")
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()

@@ -20,10 +20,9 @@ from defusedxml.xmlrpc import DefusedExpatParser
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from netplugins.kv.body import BodyError, refuse, requestBody
+from netplugins.kv.body import RPCResource
 from netplugins.kv.methods import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -128,13 +127,14 @@ def dumpFault(error: RPCError) -> bytes:
     ).encode("utf-8")
 
 
-class XMLRPCResource(Resource):
+class XMLRPCResource(RPCResource):
     """
     The C{/RPC2} resource.
     """
 
-    isLeaf = True
     log = Logger()
+    protocolName = "XML-RPC"
+    contentType = b"text/xml; charset=utf-8"
 
     def __init__(
         self,
@@ -143,29 +143,16 @@ class XMLRPCResource(Resource):
         maxNesting: int = DEFAULT_MAX_NESTING,
         maxCalls: int = DEFAULT_MAX_CALLS,
     ):
-        super().__init__()
-        self.methods = methods
-        self.maxNesting = maxNesting
+        super().__init__(methods, maxNesting=maxNesting)
         self.maxCalls = maxCalls
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setResponseCode(405)
-        request.setHeader(b"allow", b"POST")
-        return b"XML-RPC takes POST requests.\n"
-
-    def render_POST(self, request: Request) -> Any:
-        try:
-            body = requestBody(request)
-        except BodyError as e:
-            return refuse(request, e)
+    def answer(self, body: bytes, request: Request) -> Deferred[bytes | None]:
         try:
             name, params = parseCall(body, self.maxNesting)
             d = self.dispatch(name, params)
         except RPCError as e:
             d = fail(e)
-        d.addCallbacks(dumpResponse, self._ebFault, errbackArgs=(request,))
-        d.addCallback(self._respond, request)
-        return NOT_DONE_YET
+        return d.addCallbacks(dumpResponse, self._ebFault, errbackArgs=(request,))
 
     def _ebFault(self, failure: Failure, request: Request) -> bytes:
         if isinstance(failure.value, RPCError):
@@ -176,14 +163,6 @@ class XMLRPCResource(Resource):
             peer=str(request.getClientAddress()),
         )
         return dumpFault(RPCError(INTERNAL_ERROR, "internal error"))
-
-    def _respond(self, body: bytes, request: Request) -> None:
-        if request._disconnected:  # type: ignore[attr-defined]
-            return
-        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
 
     def dispatch(self, name: str, params: list[Any]) -> Deferred[Any]:
         """
