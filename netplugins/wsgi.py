@@ -86,8 +86,9 @@ class ConfinedFile(static.File):
         self.root = root if root is not None else os.path.realpath(path)
 
     def createSimilarFile(self, path: str) -> ConfinedFile:
-        f = ConfinedFile(path, self.defaultType, self.ignoredExts, self.registry,
-                         root=self.root)
+        f = ConfinedFile(
+            path, self.defaultType, self.ignoredExts, self.registry, root=self.root
+        )
         f.processors = self.processors
         f.indexNames = self.indexNames[:]
         f.childNotFound = self.childNotFound
@@ -170,6 +171,7 @@ class WSGIApplicationResource(WSGIResource):
                 d.callback(None)
 
         call = self._reactor.callLater(timeout, giveUp)
+
         def cancel(result: object) -> object:
             if call.active():
                 call.cancel()
@@ -195,8 +197,10 @@ class WSGIRoot(Resource):
         # Longest prefix first, so /static/img wins over /static.
         self.statics = sorted(
             (
-                (tuple(p.encode("utf-8") for p in prefix.strip("/").split("/")),
-                 ConfinedFile(directory))
+                (
+                    tuple(p.encode("utf-8") for p in prefix.strip("/").split("/")),
+                    ConfinedFile(directory),
+                )
                 for prefix, directory in statics
             ),
             key=lambda item: -len(item[0]),
@@ -255,4 +259,3 @@ def threadPool(threads: int = DEFAULT_THREADS, name: str = "np-wsgi") -> ThreadP
     if threads < 1:
         raise ValueError(f"--threads must be positive, not {threads}")
     return ThreadPool(minthreads=0, maxthreads=threads, name=name)
-

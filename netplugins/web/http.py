@@ -360,6 +360,7 @@ class HardenedSite(server.Site):
                 channel.transport.abortConnection()  # type: ignore[union-attr]
 
         call = self.reactor.callLater(abortAfter, abort)
+
         def cancel(result: object) -> object:
             if call.active():
                 call.cancel()
