@@ -301,7 +301,22 @@ class HardenedRequest(server.Request):
 
 class HardenedSite(server.Site):
     """
-    A L{Site} serving through L{HardenedChannel}; see L{hardenedSite}.
+    A L{Site} serving C{resource} through L{HardenedChannel}, with the
+    hardening of this module.
+
+    @param maxBodySize: the largest request body accepted, in bytes (413 past it).
+    @param maxHeaderSize: the largest request line plus headers, in bytes, and
+        the longest single line (414 or 431 past it).
+    @param maxHeaders: the most header lines in one request (431 past it).
+    @param headerTimeout: seconds from the first byte of a request to the end
+        of its headers (408 and close past it).
+    @param idleTimeout: seconds a connection may stay silent between requests
+        or while sending a body; C{None} for no limit.
+    @param hsts: when given, C{Strict-Transport-Security: max-age=<hsts>} on
+        every response sent over TLS.
+    @param accessLog: where finished requests are logged; C{None} for nowhere.
+        See L{accessLogFor} for the services' default.
+    @raise ValueError: for a limit that is not positive.
     """
 
     protocol = HardenedChannel  # type: ignore[assignment]
@@ -383,46 +398,8 @@ class HardenedSite(server.Site):
             self.accessLog.record(request)
 
 
-def hardenedSite(
-    resource: IResource,
-    *,
-    maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
-    maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
-    maxHeaders: int = DEFAULT_MAX_HEADERS,
-    headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
-    idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
-    hsts: int | None = None,
-    accessLog: AccessLog | None = None,
-    reactor: Any = None,
-) -> HardenedSite:
-    """
-    A site serving C{resource} with the hardening of this module.
-
-    @param maxBodySize: the largest request body accepted, in bytes (413 past it).
-    @param maxHeaderSize: the largest request line plus headers, in bytes, and
-        the longest single line (414 or 431 past it).
-    @param maxHeaders: the most header lines in one request (431 past it).
-    @param headerTimeout: seconds from the first byte of a request to the end
-        of its headers (408 and close past it).
-    @param idleTimeout: seconds a connection may stay silent between requests
-        or while sending a body; C{None} for no limit.
-    @param hsts: when given, C{Strict-Transport-Security: max-age=<hsts>} on
-        every response sent over TLS.
-    @param accessLog: where finished requests are logged; C{None} for nowhere.
-        See L{accessLogFor} for the services' default.
-    @raise ValueError: for a limit that is not positive.
-    """
-    return HardenedSite(
-        resource,
-        maxBodySize=maxBodySize,
-        maxHeaderSize=maxHeaderSize,
-        maxHeaders=maxHeaders,
-        headerTimeout=headerTimeout,
-        idleTimeout=idleTimeout,
-        hsts=hsts,
-        accessLog=accessLog,
-        reactor=reactor,
-    )
+#: The services' name for making one (they read as C{hardenedSite(resource, ...)}).
+hardenedSite = HardenedSite
 
 
 def accessLogFor(
