@@ -28,6 +28,8 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _WSGIResponse
 
+from netplugins.web.http import callUnlessFired
+
 WSGIApplication = Callable[..., Any]
 
 DEFAULT_THREADS = 10
@@ -170,14 +172,7 @@ class WSGIApplicationResource(WSGIResource):
                 )
                 d.callback(None)
 
-        call = self._reactor.callLater(timeout, giveUp)
-
-        def cancel(result: object) -> object:
-            if call.active():
-                call.cancel()
-            return result
-
-        d.addBoth(cancel)
+        callUnlessFired(d, self._reactor, timeout, giveUp)
         return d
 
 

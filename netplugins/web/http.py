@@ -31,6 +31,7 @@ Use it as::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -374,14 +375,7 @@ class HardenedSite(server.Site):
             for channel in list(self.channels):
                 channel.transport.abortConnection()  # type: ignore[union-attr]
 
-        call = self.reactor.callLater(abortAfter, abort)
-
-        def cancel(result: object) -> object:
-            if call.active():
-                call.cancel()
-            return result
-
-        d.addBoth(cancel)
+        callUnlessFired(d, self.reactor, abortAfter, abort)
         return d
 
     def startFactory(self) -> None:
@@ -396,6 +390,23 @@ class HardenedSite(server.Site):
     def log(self, request: Any) -> None:
         if self.accessLog is not None:
             self.accessLog.record(request)
+
+
+def callUnlessFired(
+    d: Deferred[Any], reactor: Any, seconds: float, f: Callable[[], object]
+) -> None:
+    """
+    Call C{f} after C{seconds} unless C{d} has fired by then: a deadline for
+    a wait that C{f} ends some other way (aborting connections, giving up).
+    """
+    call = reactor.callLater(seconds, f)
+
+    def cancel(result: object) -> object:
+        if call.active():
+            call.cancel()
+        return result
+
+    d.addBoth(cancel)
 
 
 #: The services' name for making one (they read as C{hardenedSite(resource, ...)}).
