@@ -49,6 +49,7 @@ from netplugins.cred._input import (
     avatarIdFor,
     normaliseCredentials,
 )
+from netplugins.cred._reload import follow
 from netplugins.threads import PoolFullError, deferToBlocking
 
 BCRYPT = "bcrypt"
@@ -428,24 +429,13 @@ class HtpasswdChecker:
         if self._reloading is not None:
             # Chain rather than join: the running read may predate the change
             # that prompted this call.
-            return self._follow(self._reloading).addCallback(lambda _: self.reload())
+            return follow(self._reloading).addCallback(lambda _: self.reload())
         d = self._runBlocking(_load, self.path)
         # Set before the callbacks, which clear it, in case d has already fired.
         self._reloading = d
         d.addCallback(self._cbLoaded)
         d.addErrback(self._ebLoaded)
-        return self._follow(d)
-
-    @staticmethod
-    def _follow(source: Deferred[bool]) -> Deferred[bool]:
-        follower: Deferred[bool] = Deferred()
-
-        def relay(result: bool) -> bool:
-            follower.callback(result)
-            return result
-
-        source.addCallback(relay)
-        return follower
+        return follow(d)
 
     def _cbLoaded(self, loaded: _Loaded) -> bool:
         self._reloading = None
@@ -477,7 +467,7 @@ class HtpasswdChecker:
         if self._reloading is None and _statSignature(self.path) == self._signature:
             return succeed(self._users)
         if self._reloading is not None:
-            waiting = self._follow(self._reloading)
+            waiting = follow(self._reloading)
         else:
             waiting = self.reload()
         return waiting.addCallback(lambda _: self._users)

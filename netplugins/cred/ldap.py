@@ -45,7 +45,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from netplugins.cred._input import avatarIdFor, normaliseCredentials
-from netplugins.cred._reload import reloadWhileAlive
+from netplugins.cred._reload import follow, reloadWhileAlive
 from netplugins.cred.ldapconfig import (
     USER_PLACEHOLDER,
     LDAPConfig,
@@ -472,21 +472,6 @@ def _loadDirectory(path: str) -> Directory:
     return Directory(loadConfigFile(path))
 
 
-def _follow(source: Deferred[bool]) -> Deferred[bool]:
-    """
-    A L{Deferred} firing with C{source}'s result, leaving C{source}'s own
-    callback chain untouched.
-    """
-    follower: Deferred[bool] = Deferred()
-
-    def relay(result: bool) -> bool:
-        follower.callback(result)
-        return result
-
-    source.addCallback(relay)
-    return follower
-
-
 @implementer(ICredentialsChecker)
 class LDAPChecker:
     """
@@ -556,14 +541,14 @@ class LDAPChecker:
             return succeed(False)
         if self._reloading is not None:
             # The running read may predate the change that prompted this call.
-            return _follow(self._reloading).addCallback(lambda _: self.reload())
+            return follow(self._reloading).addCallback(lambda _: self.reload())
         d: Deferred[bool] = self._inPool(_loadDirectory, self.configPath).addCallbacks(
             self._cbReloaded, self._ebReloaded
         )
         if not d.called:
             # Cleared by the callbacks; a pool that refused at once left none.
             self._reloading = d
-        return _follow(d)
+        return follow(d)
 
     def _cbReloaded(self, directory: Directory) -> bool:
         self._reloading = None
@@ -669,7 +654,7 @@ class LDAPChecker:
         """
         if self._reloading is not None:
             # Check against the configuration being loaded, not the old one.
-            return _follow(self._reloading).addCallback(
+            return follow(self._reloading).addCallback(
                 lambda _: self.requestAvatarId(credentials)
             )
         try:
