@@ -487,8 +487,16 @@ class Folder:
                 size = st.st_size if size is None else size
                 date = st.st_mtime if date is None else date
             messages.append(
-                Message(uidlist.uids[key], key, flags, size, date, recent and claimNew,
-                        path, _sizeFromKey(key, "W="))
+                Message(
+                    uidlist.uids[key],
+                    key,
+                    flags,
+                    size,
+                    date,
+                    recent and claimNew,
+                    path,
+                    _sizeFromKey(key, "W="),
+                )
             )
         messages.sort(key=lambda m: m.uid)
         return FolderState(uidlist.validity, uidlist.nextUid, tuple(messages))
@@ -554,7 +562,10 @@ class Folder:
             uidlist.write(os.path.join(self.path, UIDLIST))
 
     def _blockingStore(
-        self, data: bytes | None, source: Message | None, flags: str,
+        self,
+        data: bytes | None,
+        source: Message | None,
+        flags: str,
         internalDate: float | None,
     ) -> Message:
         """
@@ -671,8 +682,9 @@ class Folder:
             for message in messages:
                 source = evolve(message, path=self._locate(message))
                 copies.append(
-                    target._blockingStore(None, source, message.flags,
-                                          message.internalDate)
+                    target._blockingStore(
+                        None, source, message.flags, message.internalDate
+                    )
                 )
             return copies
 
@@ -929,7 +941,7 @@ class MaildirStore:
         for child in children:
             os.rename(
                 os.path.join(base, child),
-                os.path.join(base, "." + new + "." + child[len(prefix):]),
+                os.path.join(base, "." + new + "." + child[len(prefix) :]),
             )
 
     def renameFolder(self, user: str, old: str, new: str) -> Deferred[None]:
