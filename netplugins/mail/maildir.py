@@ -362,13 +362,8 @@ def _replaceFile(path: str, data: bytes) -> None:
     fsync of the directory.
     """
     tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    _writeNew(tmp, data)
     try:
-        try:
-            _writeAll(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         _unlinkQuietly(tmp)
