@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+from netplugins.addresses import describe
 from netplugins.service import listeningPorts
 from netplugins.tls import ServerTLS, TLSSettings
 
@@ -86,9 +87,7 @@ def demoFiles(stateDir: str) -> dict[str, str]:
 
 
 def _where(address: Any) -> str:
-    if hasattr(address, "port"):
-        return f"{address.type} {address.host}:{address.port}"
-    return f"UNIX {address.name!r}"
+    return f"{getattr(address, 'type', 'UNIX'):<4} {describe(address)}"
 
 
 class _Announcer(MultiService):
