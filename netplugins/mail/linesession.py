@@ -1,22 +1,25 @@
 """
 What the line-based mail sessions (np-smtp, np-pop3) share: the deadlines,
 holding back pipelined commands while one waits, and logging in through the
-factory's portal and the shared L{LoginThrottle}.  np-imap, which parses its
+factory's portal and the shared L{LoginThrottle} (L{LineSession}, made by a
+L{LineSessionFactory}).  np-imap, which parses its
 own buffer, shares the login itself: L{loginMailAccount} and
 L{plainCredentials}.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from netplugins.cred.throttle import TooManyAttempts
+from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
+from netplugins.mail.maildir import MaildirStore
 from netplugins.mail.users import IMailAccount, MailAccount
 from netplugins.starttls import isSecure
 
@@ -162,3 +165,34 @@ class LineSession(LineReceiver):
             reason.check(TooManyAttempts)
             or (reason.check(UnauthorizedLogin) and self._attempts.exhausted)
         )
+
+
+class LineSessionFactory(Factory):
+    """
+    Builds L{LineSession}s sharing one store, portal and throttle.
+
+    @cvar configType: makes the default C{config}.
+    @ivar config: how the sessions behave.
+    @ivar tls: the TLS context factory for STARTTLS, or C{None} not to offer it.
+    """
+
+    configType: ClassVar[type[Any]]
+
+    def __init__(
+        self,
+        store: MaildirStore,
+        portal: Any,
+        *,
+        config: Any = None,
+        tls: Any = None,
+        throttle: LoginThrottle | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.store = store
+        self.portal = portal
+        self.config = config or self.configType()
+        self.tls = tls
+        self.reactor = reactor
+        self.throttle = throttle or LoginThrottle(reactor)

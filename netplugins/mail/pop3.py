@@ -28,17 +28,18 @@ from typing import Any
 from attrs import define
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netplugins.cred.throttle import LoginThrottle
-from netplugins.mail.linesession import LineSession, plainCredentials
+from netplugins.mail.linesession import (
+    LineSession,
+    LineSessionFactory,
+    plainCredentials,
+)
 from netplugins.mail.maildir import (
     FolderState,
     MailboxLock,
     MailboxLockedError,
-    MaildirStore,
     Message,
 )
 from netplugins.mail.users import MailAccount
@@ -437,7 +438,7 @@ class POP3Server(LineSession):
         self._wait(d.addCallbacks(done, failed))
 
 
-class POP3Factory(Factory):
+class POP3Factory(LineSessionFactory):
     """
     Builds L{POP3Server}s sharing one store, portal and throttle.
 
@@ -445,22 +446,5 @@ class POP3Factory(Factory):
     """
 
     protocol = POP3Server  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        store: MaildirStore,
-        portal: Any,
-        *,
-        config: POP3Config | None = None,
-        tls: Any = None,
-        throttle: LoginThrottle | None = None,
-        reactor: Any = None,
-    ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
-        self.store = store
-        self.portal = portal
-        self.config = config or POP3Config()
-        self.tls = tls
-        self.reactor = reactor
-        self.throttle = throttle or LoginThrottle(reactor)
+    configType = POP3Config
+    config: POP3Config

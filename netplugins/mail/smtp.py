@@ -50,12 +50,15 @@ from attrs import define
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from netplugins.cred.throttle import LoginThrottle
-from netplugins.mail.linesession import LineSession, plainCredentials
+from netplugins.mail.linesession import (
+    LineSession,
+    LineSessionFactory,
+    plainCredentials,
+)
 from netplugins.mail.maildir import DiskFullError, MaildirStore
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
 from netplugins.starttls import startTLSDiscarding
@@ -621,7 +624,7 @@ class SMTPServer(LineSession):
             self.reply(451, "4.3.0", "Error: local delivery failed")
 
 
-class SMTPFactory(Factory):
+class SMTPFactory(LineSessionFactory):
     """
     Builds L{SMTPServer}s sharing one store, user table, portal and throttle.
 
@@ -629,6 +632,8 @@ class SMTPFactory(Factory):
     """
 
     protocol = SMTPServer  # type: ignore[assignment]
+    configType = SMTPConfig
+    config: SMTPConfig
 
     def __init__(
         self,
@@ -641,15 +646,10 @@ class SMTPFactory(Factory):
         throttle: LoginThrottle | None = None,
         reactor: Any = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
-        self.store = store
+        super().__init__(
+            store, portal, config=config, tls=tls, throttle=throttle, reactor=reactor
+        )
         self.users = users
-        self.portal = portal
-        self.config = config or SMTPConfig()
-        self.tls = tls
-        self.reactor = reactor
-        self.throttle = throttle or LoginThrottle(reactor)
 
 
 def smarthostRelay(
