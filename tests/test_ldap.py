@@ -305,50 +305,29 @@ class _RefuseStartTLS(Protocol):
         # LDAPMessage: 30 len 02 01 id ...; short forms are all ldap3 sends here.
         messageID = data[4]
         if factory.how == "refuse":
-            # ExtendedResponse, resultCode protocolError (2).
-            self.transport.write(
-                bytes(
-                    [
-                        0x30,
-                        0x0C,
-                        0x02,
-                        0x01,
-                        messageID,
-                        0x78,
-                        0x07,
-                        0x0A,
-                        0x01,
-                        0x02,
-                        0x04,
-                        0x00,
-                        0x04,
-                        0x00,
-                    ]
-                )
-            )
+            # resultCode protocolError (2).
+            self.transport.write(_extendedResponse(messageID, 0x02))
         else:
             # Success, then something that is not a TLS handshake.
             self.transport.write(
-                bytes(
-                    [
-                        0x30,
-                        0x0C,
-                        0x02,
-                        0x01,
-                        messageID,
-                        0x78,
-                        0x07,
-                        0x0A,
-                        0x01,
-                        0x00,
-                        0x04,
-                        0x00,
-                        0x04,
-                        0x00,
-                    ]
-                )
-                + b"this is not TLS\r\n" * 4
+                _extendedResponse(messageID, 0x00) + b"this is not TLS\r\n" * 4
             )
+
+
+def _extendedResponse(messageID: int, resultCode: int) -> bytes:
+    """
+    An LDAP ExtendedResponse with C{resultCode}, empty matched DN and message,
+    answering message C{messageID}.
+    """
+    # LDAPMessage, messageID, ExtendedResponse; resultCode, then matchedDN and
+    # diagnosticMessage, both empty.
+    return (
+        b"\x30\x0c\x02\x01"
+        + bytes([messageID])
+        + b"\x78\x07\x0a\x01"
+        + bytes([resultCode])
+        + b"\x04\x00\x04\x00"
+    )
 
 
 def _listen(case: TestCase, protocol: type[Protocol], **attributes: Any) -> Any:
