@@ -11,6 +11,7 @@ import hmac
 import os
 import socket
 import types
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred import strcred
@@ -118,6 +119,22 @@ class CountingFactory(Factory):
         p = super().buildProtocol(addr)
         self.built.append(p)
         return p
+
+
+def deferredRunner() -> tuple[list[Deferred[Any]], Callable[..., Deferred[Any]]]:
+    """
+    A C{runBlocking} that runs nothing until the test fires the L{Deferred} it
+    handed out (in C{runs}, in order).
+    """
+    runs: list[Deferred[Any]] = []
+
+    def later(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        runs.append(d)
+        d.addCallback(lambda _: f(*args))
+        return d
+
+    return runs, later
 
 
 def writeKeys(case: SynchronousTestCase, data: bytes = KEYS, mode: int = 0o600) -> str:
@@ -248,14 +265,7 @@ class KeyFileTests(SynchronousTestCase):
     def test_rereadOffThread(self) -> None:
         """A changed file is read by the runner; until then the old keys serve."""
         path = writeKeys(self)
-        runs: list[Deferred[Any]] = []
-
-        def later(f: Any, *args: Any) -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            runs.append(d)
-            d.addCallback(lambda _: f(*args))
-            return d
-
+        runs, later = deferredRunner()
         keys = KeyFile(path, runBlocking=later)
         with open(path, "wb") as f:
             f.write(b"carol:carol's secret, a longer one\n")
@@ -270,14 +280,7 @@ class KeyFileTests(SynchronousTestCase):
     def test_sighupDuringReadRereads(self) -> None:
         """A reload asked for while a read runs starts another read after it."""
         path = writeKeys(self)
-        runs: list[Deferred[Any]] = []
-
-        def later(f: Any, *args: Any) -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            runs.append(d)
-            d.addCallback(lambda _: f(*args))
-            return d
-
+        runs, later = deferredRunner()
         keys = KeyFile(path, runBlocking=later)
         done = keys.reload()
         keys.reload()
