@@ -1,10 +1,13 @@
 """
-Coercers for C{usage.Options} parameters.
+Coercers for C{usage.Options} parameters, and L{importNamed} for the options
+that name a Python object.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import Any
 
 
 def choice(*values: str, name: str | None = None) -> Callable[[str], str]:
@@ -27,3 +30,26 @@ def choice(*values: str, name: str | None = None) -> Callable[[str], str]:
 
     coerce.coerceDoc = f"One of: {allowed}."  # type: ignore[attr-defined]
     return coerce
+
+
+def importNamed(spec: str, option: str, what: str) -> Any:
+    """
+    The object C{package.module:attribute} names (the attribute may be
+    dotted, C{module:app.wsgi_app}).
+
+    @param option: the option, as error messages name it (C{"--app"}).
+    @param what: what the attribute should be, as the usage error says it
+        (C{"callable"}).
+    @raise ValueError: with a one-line message, if C{spec} is malformed or
+        names nothing importable.
+    """
+    moduleName, colon, attribute = spec.partition(":")
+    if not colon or not moduleName or not attribute:
+        raise ValueError(f"{option} wants package.module:{what}, not {spec!r}")
+    try:
+        found: Any = importlib.import_module(moduleName)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load {option} {spec!r}: {e}") from None
+    return found

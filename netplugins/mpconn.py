@@ -41,7 +41,6 @@ connection is not read.
 from __future__ import annotations
 
 import hmac
-import importlib
 import inspect
 import os
 import pickle
@@ -57,6 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netplugins.coerce import importNamed
 from netplugins.safepickle import DEFAULT_MAX_NESTING, RefusedPickleError, safeLoads
 
 MODES = ("echo", "rpc")
@@ -152,15 +152,7 @@ def loadFunctions(spec: str) -> dict[str, Callable[..., Any]]:
 
     @raise ValueError: with a one-line message, if it cannot be loaded.
     """
-    moduleName, colon, attribute = spec.partition(":")
-    if not colon or not moduleName or not attribute:
-        raise ValueError(f"--functions wants package.module:registry, not {spec!r}")
-    try:
-        registry: Any = importlib.import_module(moduleName)
-        for part in attribute.split("."):
-            registry = getattr(registry, part)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot load --functions {spec!r}: {e}") from None
+    registry = importNamed(spec, "--functions", "registry")
     if not isinstance(registry, Mapping):
         registry = getattr(registry, "functions", getattr(registry, "_functions", None))
     if not isinstance(registry, Mapping):

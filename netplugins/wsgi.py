@@ -14,7 +14,6 @@ stopping the threads.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,6 +27,7 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _WSGIResponse
 
+from netplugins.coerce import importNamed
 from netplugins.web.http import callUnlessFired
 
 WSGIApplication = Callable[..., Any]
@@ -43,15 +43,7 @@ def loadApplication(spec: str) -> WSGIApplication:
 
     @raise ValueError: with a one-line message, if it cannot be loaded.
     """
-    moduleName, colon, attribute = spec.partition(":")
-    if not colon or not moduleName or not attribute:
-        raise ValueError(f"--app wants package.module:callable, not {spec!r}")
-    try:
-        application: Any = importlib.import_module(moduleName)
-        for part in attribute.split("."):
-            application = getattr(application, part)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot load --app {spec!r}: {e}") from None
+    application = importNamed(spec, "--app", "callable")
     if not callable(application):
         raise ValueError(f"--app {spec!r} is not callable")
     return application
