@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -196,3 +197,8 @@ class LineSessionFactory(Factory):
         self.tls = tls
         self.reactor = reactor
         self.throttle = throttle or LoginThrottle(reactor)
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        # Typed Any, not Factory's Protocol | None: callers get the session
+        # class the subclass names as its protocol.
+        return super().buildProtocol(addr)
