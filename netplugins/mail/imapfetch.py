@@ -53,8 +53,7 @@ def formatInternalDate(when: float) -> bytes:
     An INTERNALDATE: C{17-Jul-1996 02:44:25 +0000}.
     """
     t = datetime.fromtimestamp(when, UTC)
-    return (f"{t.day:02d}-{_MONTHS[t.month - 1]}-{t.year} "
-            f"{t:%H:%M:%S} +0000").encode()
+    return (f"{t.day:02d}-{_MONTHS[t.month - 1]}-{t.year} {t:%H:%M:%S} +0000").encode()
 
 
 @define
@@ -168,11 +167,11 @@ def splitMultipart(body: bytes, boundary: bytes) -> list[bytes]:
         lineEnd = body.find(b"\r\n", pos)
         line = body[pos:] if lineEnd == -1 else body[pos:lineEnd]
         if line.startswith(delimiter):
-            rest = line[len(delimiter):]
+            rest = line[len(delimiter) :]
             closing = rest.startswith(b"--")
             if closing or not rest.strip(b" \t"):
                 if start is not None:
-                    parts.append(body[start:max(start, pos - 2)])
+                    parts.append(body[start : max(start, pos - 2)])
                 if closing:
                     return parts
                 start = len(body) if lineEnd == -1 else lineEnd + 2
@@ -198,12 +197,14 @@ def _addresses(value: bytes | None) -> Raw | None:
         mailbox, at, host = address.rpartition("@")
         if not at:
             mailbox, host = address, ""
-        out.append([
-            name.encode("latin-1") or None,
-            None,
-            mailbox.encode("latin-1") or None,
-            host.encode("latin-1") or None,
-        ])
+        out.append(
+            [
+                name.encode("latin-1") or None,
+                None,
+                mailbox.encode("latin-1") or None,
+                host.encode("latin-1") or None,
+            ]
+        )
     if not out:
         return None
     return Raw(b"(" + b"".join(formatValue(a) for a in out) + b")")
@@ -361,8 +362,11 @@ def parseSection(spec: str, partial: str) -> Section:
         if p is None:
             raise IMAPSyntaxError(f"invalid partial {partial[:30]}")
         origin = (int(p.group(1)), int(p.group(2)))
-    part = tuple(int(n) for n in match.group("part").split(".")) if match.group(
-        "part") else ()
+    part = (
+        tuple(int(n) for n in match.group("part").split("."))
+        if match.group("part")
+        else ()
+    )
     return Section(part, text, names, origin)
 
 
@@ -425,16 +429,26 @@ def partial(content: bytes, section: Section) -> bytes:
     if section.partial is None:
         return content
     origin, length = section.partial
-    return content[origin:origin + length]
+    return content[origin : origin + length]
 
 
 # The FETCH attribute list
 
 
-SIMPLE_ITEMS = frozenset({
-    "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-    "UID", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
-})
+SIMPLE_ITEMS = frozenset(
+    {
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "ENVELOPE",
+        "BODYSTRUCTURE",
+        "BODY",
+        "UID",
+        "RFC822",
+        "RFC822.HEADER",
+        "RFC822.TEXT",
+    }
+)
 _MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],

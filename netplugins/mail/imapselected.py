@@ -53,7 +53,8 @@ BATCH_BYTES = 1024 * 1024
 
 
 def _batch(
-    targets: list[tuple[int, Message]], index: int,
+    targets: list[tuple[int, Message]],
+    index: int,
     needsContent: Callable[[Message], bool],
 ) -> list[tuple[int, Message]]:
     """
@@ -62,7 +63,7 @@ def _batch(
     """
     batch: list[tuple[int, Message]] = []
     size = 0
-    for seq, message in targets[index:index + BATCH_MESSAGES]:
+    for seq, message in targets[index : index + BATCH_MESSAGES]:
         if not needsContent(message) or (batch and size + message.size > BATCH_BYTES):
             break
         batch.append((seq, message))
@@ -92,9 +93,14 @@ class SelectedCommands(SessionBase):
         return self.do_SELECT(command, readOnly=True)
 
     def _cbSelect(self, state: Any, folder: Any, readOnly: bool) -> bytes:
-        selected = Selected(folder, readOnly, state.uidValidity, state.uidNext,
-                            list(state.messages),
-                            {m.uid for m in state.messages if m.recent})
+        selected = Selected(
+            folder,
+            readOnly,
+            state.uidValidity,
+            state.uidNext,
+            list(state.messages),
+            {m.uid for m in state.messages if m.recent},
+        )
         self.selected = selected
         self.state = "selected"
         flags = formatValue(list(SYSTEM_FLAGS))
@@ -139,7 +145,8 @@ class SelectedCommands(SessionBase):
         if self.selected is None or self._closing:
             return None
         return self._refresh().addErrback(
-            lambda f: self.log.failure("np-imap: IDLE poll failed", f))
+            lambda f: self.log.failure("np-imap: IDLE poll failed", f)
+        )
 
     def _stopIdlePoll(self) -> None:
         if self._idlePoll is not None and self._idlePoll.running:
@@ -155,7 +162,8 @@ class SelectedCommands(SessionBase):
             return b"Close completed."
         deleted = [m for m in selected.messages if "T" in m.flags]
         return selected.folder.delete(deleted).addCallback(
-            lambda _: b"Close completed.")
+            lambda _: b"Close completed."
+        )
 
     def do_UNSELECT(self, command: Command) -> bytes:
         self.selected = None
@@ -169,8 +177,11 @@ class SelectedCommands(SessionBase):
         assert selected is not None
         if selected.readOnly:
             raise CommandError("Mailbox is read-only.")
-        chosen = (self._messagesFor(uids, True) if uids is not None
-                  else list(enumerate(selected.messages, 1)))
+        chosen = (
+            self._messagesFor(uids, True)
+            if uids is not None
+            else list(enumerate(selected.messages, 1))
+        )
         deleted = [m for _, m in chosen if "T" in m.flags]
         d = selected.folder.delete(deleted)
         d.addCallback(lambda _: self._refresh())
@@ -194,8 +205,11 @@ class SelectedCommands(SessionBase):
     def _needsContent(self, message: Message, items: list[FetchItem]) -> bool:
         return any(
             i.needsContent
-            or (i.name == "RFC822.SIZE" and message.wireSize is None
-                and (message.uid, message.key) not in self._sizes)
+            or (
+                i.name == "RFC822.SIZE"
+                and message.wireSize is None
+                and (message.uid, message.key) not in self._sizes
+            )
             for i in items
         )
 
@@ -208,11 +222,13 @@ class SelectedCommands(SessionBase):
         """
         assert self.selected is not None
         d = self.selected.folder.readMany([m for _, m in targets])
-        return d.addCallback(lambda contents: [
-            (seq, message, canonical(content))
-            for (seq, message), content in zip(targets, contents, strict=True)
-            if content is not None
-        ])
+        return d.addCallback(
+            lambda contents: [
+                (seq, message, canonical(content))
+                for (seq, message), content in zip(targets, contents, strict=True)
+                if content is not None
+            ]
+        )
 
     def _readNextBatch(
         self, _: object, targets: list[tuple[int, Message]]
@@ -227,7 +243,8 @@ class SelectedCommands(SessionBase):
             items.insert(0, FetchItem("UID"))
         targets = self._messagesFor(command.args[0], byUid)
         return self._fetchEach(targets, items, 0).addCallback(
-            lambda _: b"Fetch completed.")
+            lambda _: b"Fetch completed."
+        )
 
     def do_UID_FETCH(self, command: Command) -> Deferred[bytes]:
         return self.do_FETCH(command, byUid=True)
@@ -239,21 +256,25 @@ class SelectedCommands(SessionBase):
         # thread hop per batch, memory bounded by the batch, reads pacing the
         # writes.
         while index < len(targets) and not self._closing:
-            batch = _batch(targets, index,
-                           lambda m: self._needsContent(m, items))
+            batch = _batch(targets, index, lambda m: self._needsContent(m, items))
             if batch:
                 d = self._readBatch(batch)
                 d.addCallback(self._cbFetchBatch, items)
-                return d.addCallback(self._fetchNext, targets, items,
-                                     index + len(batch))
+                return d.addCallback(
+                    self._fetchNext, targets, items, index + len(batch)
+                )
             seq, message = targets[index]
-            self._writeFetch(seq, message, items, None,
-                             self._sizeOf(message, None), False)
+            self._writeFetch(
+                seq, message, items, None, self._sizeOf(message, None), False
+            )
             index += 1
         return succeed(None)
 
     def _fetchNext(
-        self, _: object, targets: list[tuple[int, Message]], items: list[FetchItem],
+        self,
+        _: object,
+        targets: list[tuple[int, Message]],
+        items: list[FetchItem],
         index: int,
     ) -> Deferred[None]:
         return self._fetchEach(targets, items, index)
@@ -287,20 +308,38 @@ class SelectedCommands(SessionBase):
         return d.addCallback(lambda _: {m.uid for _, m in marking})
 
     def _writeBatch(
-        self, marked: set[int], loaded: list[tuple[int, Message, bytes]],
+        self,
+        marked: set[int],
+        loaded: list[tuple[int, Message, bytes]],
         items: list[FetchItem],
     ) -> None:
         selected = self.selected
         assert selected is not None
         for seq, message, content in loaded:
-            if (message.uid in marked and seq <= len(selected.messages)
-                    and selected.messages[seq - 1].uid == message.uid):
+            if (
+                message.uid in marked
+                and seq <= len(selected.messages)
+                and selected.messages[seq - 1].uid == message.uid
+            ):
                 message = selected.messages[seq - 1]
-            self._writeFetch(seq, message, items, parseEntity(content),
-                             self._sizeOf(message, content), message.uid in marked)
+            self._writeFetch(
+                seq,
+                message,
+                items,
+                parseEntity(content),
+                self._sizeOf(message, content),
+                message.uid in marked,
+            )
 
-    def _writeFetch(self, seq: int, message: Message, items: list[FetchItem],
-                    entity: Entity | None, size: int, flagsChanged: bool) -> None:
+    def _writeFetch(
+        self,
+        seq: int,
+        message: Message,
+        items: list[FetchItem],
+        entity: Entity | None,
+        size: int,
+        flagsChanged: bool,
+    ) -> None:
         selected = self.selected
         assert selected is not None
         out: list[bytes] = []
@@ -309,11 +348,15 @@ class SelectedCommands(SessionBase):
             if item.name == "UID":
                 out.append(b"UID %d" % message.uid)
             elif item.name == "FLAGS":
-                out.append(b"FLAGS " + formatValue(
-                    flagsOf(message, message.uid in selected.recent)))
+                out.append(
+                    b"FLAGS "
+                    + formatValue(flagsOf(message, message.uid in selected.recent))
+                )
             elif item.name == "INTERNALDATE":
-                out.append(b"INTERNALDATE " + formatValue(
-                    formatInternalDate(message.internalDate)))
+                out.append(
+                    b"INTERNALDATE "
+                    + formatValue(formatInternalDate(message.internalDate))
+                )
             elif item.name == "RFC822.SIZE":
                 out.append(b"RFC822.SIZE %d" % size)
             else:
@@ -321,8 +364,10 @@ class SelectedCommands(SessionBase):
                 label, value = fetchValue(item, entity)
                 out.append(label.encode() + b" " + value)
         if flagsChanged and "FLAGS" not in names:
-            out.append(b"FLAGS " + formatValue(
-                flagsOf(message, message.uid in selected.recent)))
+            out.append(
+                b"FLAGS "
+                + formatValue(flagsOf(message, message.uid in selected.recent))
+            )
         self.sendLine(b"* %d FETCH (" % seq + b" ".join(out) + b")")
 
     def do_STORE(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
@@ -337,8 +382,9 @@ class SelectedCommands(SessionBase):
             raise IMAPSyntaxError("invalid STORE item")
         raw = command.args[2]
         flagTokens = raw if isinstance(raw, list) else [raw]
-        letters = lettersFor([astring(f).decode("utf-8", "replace")
-                              for f in flagTokens])
+        letters = lettersFor(
+            [astring(f).decode("utf-8", "replace") for f in flagTokens]
+        )
         targets = self._messagesFor(command.args[0], byUid)
         if selected.readOnly:
             # Nothing changes in an EXAMINEd mailbox; Dovecot says OK too.
@@ -359,7 +405,10 @@ class SelectedCommands(SessionBase):
         return d.addCallback(lambda _: b"Store completed.")
 
     def _storeGroup(
-        self, _: object, selected: Selected, flags: str,
+        self,
+        _: object,
+        selected: Selected,
+        flags: str,
         members: list[tuple[int, Message]],
     ) -> Deferred[None]:
         d = selected.folder.setFlags([message for _, message in members], flags)
@@ -375,8 +424,9 @@ class SelectedCommands(SessionBase):
             if message.uid in byUid and seq <= len(selected.messages):
                 selected.messages[seq - 1] = byUid[message.uid]
 
-    def _reportStored(self, targets: list[tuple[int, Message]], silent: bool,
-                      byUid: bool) -> None:
+    def _reportStored(
+        self, targets: list[tuple[int, Message]], silent: bool, byUid: bool
+    ) -> None:
         selected = self.selected
         assert selected is not None
         for seq, _ in targets:
@@ -386,8 +436,14 @@ class SelectedCommands(SessionBase):
             if silent:
                 continue
             uid = b"UID %d " % message.uid if byUid else b""
-            self._untagged(b"%d FETCH (%sFLAGS %s)" % (seq, uid, formatValue(
-                flagsOf(message, message.uid in selected.recent))))
+            self._untagged(
+                b"%d FETCH (%sFLAGS %s)"
+                % (
+                    seq,
+                    uid,
+                    formatValue(flagsOf(message, message.uid in selected.recent)),
+                )
+            )
 
     def do_UID_STORE(self, command: Command) -> Deferred[bytes]:
         return self.do_STORE(command, byUid=True)
@@ -400,17 +456,24 @@ class SelectedCommands(SessionBase):
         targets = [m for _, m in self._messagesFor(command.args[0], byUid)]
         target = self._folder(mailboxName(command.args[1]))
         d = target.scan(claimNew=False)
-        d.addErrback(trap, NoSuchFolderError,
-                     "[TRYCREATE] Mailbox doesn't exist: " + target.name)
+        d.addErrback(
+            trap, NoSuchFolderError, "[TRYCREATE] Mailbox doesn't exist: " + target.name
+        )
 
         def cbTarget(state: Any) -> Deferred[bytes]:
             copying = selected.folder.copy(targets, target)
-            return copying.addCallback(lambda copies: (
-                b"[COPYUID %d %s %s] Copy completed." % (
-                    state.uidValidity,
-                    formatSequenceSet(m.uid for m in targets).encode(),
-                    formatSequenceSet(c.uid for c in copies).encode(),
-                ) if copies else b"Copy completed."))
+            return copying.addCallback(
+                lambda copies: (
+                    b"[COPYUID %d %s %s] Copy completed."
+                    % (
+                        state.uidValidity,
+                        formatSequenceSet(m.uid for m in targets).encode(),
+                        formatSequenceSet(c.uid for c in copies).encode(),
+                    )
+                    if copies
+                    else b"Copy completed."
+                )
+            )
 
         return d.addCallback(cbTarget)
 
@@ -435,10 +498,13 @@ class SelectedCommands(SessionBase):
 
         def check(content: bytes | None, seq: int, message: Message) -> None:
             candidate = Candidate(
-                seq, message.uid,
+                seq,
+                message.uid,
                 frozenset(flagsOf(message, message.uid in selected.recent)),
-                message.internalDate, self._sizeOf(message, content),
-                parseEntity(content) if content is not None else None)
+                message.internalDate,
+                self._sizeOf(message, content),
+                parseEntity(content) if content is not None else None,
+            )
             if matches(key, candidate, len(messages), largestUid):
                 found.append(message.uid if byUid else seq)
 
