@@ -100,6 +100,23 @@ class Entity:
         return None
 
 
+def _headerEnd(raw: bytes) -> int:
+    if raw.startswith(b"\r\n"):
+        return 2
+    blank = raw.find(b"\r\n\r\n")
+    # No blank line: it is all header, as Dovecot reads it.
+    return len(raw) if blank == -1 else blank + 4
+
+
+def splitEntity(raw: bytes) -> Entity:
+    """
+    C{raw} cut into its header and body only, its MIME structure not read:
+    all that FETCH items without L{FetchItem.needsStructure} look at.
+    """
+    end = _headerEnd(raw)
+    return Entity(raw[:end], raw[end:])
+
+
 def parseEntity(
     raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0
 ) -> Entity:
@@ -109,12 +126,7 @@ def parseEntity(
     @param default: the type of a part without Content-Type (message/rfc822 in
         a multipart/digest).
     """
-    if raw.startswith(b"\r\n"):
-        end = 2
-    else:
-        blank = raw.find(b"\r\n\r\n")
-        # No blank line: it is all header, as Dovecot reads it.
-        end = len(raw) if blank == -1 else blank + 4
+    end = _headerEnd(raw)
     header, body = raw[:end], raw[end:]
     parsed = _headerParser.parsebytes(header)
     entity = Entity(header, body, parsed=parsed)
@@ -481,6 +493,17 @@ class FetchItem:
         L{netplugins.mail.maildir.Message.wireSize}).
         """
         return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
+
+    @property
+    def needsStructure(self) -> bool:
+        """
+        Whether answering needs the message's MIME structure (L{parseEntity}),
+        not only its header and body (L{splitEntity}): the email package's
+        parse was most of the cost of a plain C{BODY.PEEK[]} FETCH.
+        """
+        if self.name in ("BODY", "BODYSTRUCTURE"):
+            return True
+        return self.section is not None and bool(self.section.part)
 
 
 def parseFetchItems(token: Token) -> list[FetchItem]:

@@ -23,6 +23,7 @@ from netplugins.mail.imapfetch import (
     formatInternalDate,
     parseEntity,
     parseFetchItems,
+    splitEntity,
 )
 from netplugins.mail.imapparse import (
     Command,
@@ -315,6 +316,7 @@ class SelectedCommands(SessionBase):
     ) -> None:
         selected = self.selected
         assert selected is not None
+        entityOf = parseEntity if any(i.needsStructure for i in items) else splitEntity
         for seq, message, content in loaded:
             if (
                 message.uid in marked
@@ -326,7 +328,7 @@ class SelectedCommands(SessionBase):
                 seq,
                 message,
                 items,
-                parseEntity(content),
+                entityOf(content),
                 self._sizeOf(message, content),
                 message.uid in marked,
             )
