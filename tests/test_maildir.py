@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.mail import maildir
+from netplugins.mail import maildir, maildirfiles
 from netplugins.mail.maildir import (
     INBOX,
     BadNameError,
@@ -111,7 +111,7 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
             os.write(fd, data[:3])
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(maildir, "_writeAll", full)
+        self.patch(maildirfiles, "writeAll", full)
         failure = self.failureResultOf(store.deliver("alice", b"hello"), DiskFullError)
         self.assertIn("no space", failure.getErrorMessage())
         base = os.path.join(store.root, "alice")
@@ -124,7 +124,7 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
         """ENOSPC on a later copy: DiskFullError and no copy in tmp/ or new/."""
         store = self.makeStore()
         writes: list[bytes] = []
-        writeAll = maildir._writeAll
+        writeAll = maildirfiles.writeAll
 
         def fullOnThird(fd: int, data: bytes) -> None:
             writes.append(data)
@@ -132,7 +132,7 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             writeAll(fd, data)
 
-        self.patch(maildir, "_writeAll", fullOnThird)
+        self.patch(maildirfiles, "writeAll", fullOnThird)
         self.failureResultOf(store.deliverMany(["alice", "bob", "carol"], b"hi"),
                              DiskFullError)
         for user in ["alice", "bob", "carol"]:

@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.mail import maildir
+from netplugins.mail import maildirfiles
 from netplugins.mail.smtp import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.service import listeningPorts
 from netplugins.tap.smtp import Options, smtpService
@@ -472,7 +472,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         def full(fd: int, data: bytes) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(maildir, "_writeAll", full)
+        self.patch(maildirfiles, "writeAll", full)
         server, transport = self.connect()
         lines = self.talk(
             server, transport,
@@ -490,7 +490,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         import errno
 
         writes: list[bytes] = []
-        writeAll = maildir._writeAll
+        writeAll = maildirfiles.writeAll
 
         def fullOnSecond(fd: int, data: bytes) -> None:
             writes.append(data)
@@ -498,7 +498,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             writeAll(fd, data)
 
-        self.patch(maildir, "_writeAll", fullOnSecond)
+        self.patch(maildirfiles, "writeAll", fullOnSecond)
         server, transport = self.connect()
         lines = self.talk(
             server, transport,

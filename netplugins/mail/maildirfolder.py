@@ -1,0 +1,368 @@
+"""
+One folder of a user's Maildir (L{netplugins.mail.maildir}): scanning it
+(UIDs, claiming C{new/}), reading, flagging, deleting, appending and copying
+its messages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from attrs import evolve, frozen
+from twisted.internet.defer import Deferred
+
+from netplugins.mail.maildirfiles import (
+    UIDLIST,
+    Locked,
+    MaildirError,
+    NoSuchFolderError,
+    Uidlist,
+    fsyncDirectory,
+    fsyncFile,
+    storeError,
+    unlinkQuietly,
+    writeNew,
+)
+from netplugins.mail.maildirnames import (
+    arrivalOrder,
+    normaliseFlags,
+    sizeFromKey,
+    splitName,
+    timeFromKey,
+    wireSize,
+)
+
+if TYPE_CHECKING:
+    from netplugins.mail.maildir import MaildirStore
+
+UIDLIST_LOCK = "netplugins-uidlist.lock"
+
+
+@frozen
+class Message:
+    """
+    One message as a scan found it.
+
+    @ivar uid: its UID in the folder.
+    @ivar key: its unique name (the file name without the info suffix).
+    @ivar flags: its Maildir flag letters, sorted.
+    @ivar size: its file's size in bytes.
+    @ivar internalDate: when it arrived, seconds since the epoch.
+    @ivar recent: whether this scan was the first to see it (IMAP C{\\Recent}).
+    @ivar path: its file when last seen; the store finds it again by C{key}
+        if it was renamed since.
+    @ivar wireSize: its size with every line ending CRLF (as IMAP and POP3
+        serve it), when its name records it (C{,W=}); C{None} for a message
+        another program delivered without it.
+    """
+
+    uid: int
+    key: str
+    flags: str
+    size: int
+    internalDate: float
+    recent: bool
+    path: str
+    wireSize: int | None = None
+
+
+@frozen
+class FolderState:
+    """
+    What a scan saw: the folder's UIDVALIDITY and next UID, and its messages
+    sorted by UID.
+    """
+
+    uidValidity: int
+    uidNext: int
+    messages: tuple[Message, ...]
+
+
+class Folder:
+    """
+    One folder of one user's Maildir.  Made by L{MaildirStore.folder}; cheap,
+    holds no state beyond its path: every method reads the disk afresh.
+
+    @ivar user: the owner.
+    @ivar name: the folder's name (C{INBOX} or a Maildir++ name).
+    @ivar path: its directory.
+    """
+
+    def __init__(self, store: MaildirStore, user: str, name: str, path: str) -> None:
+        self.store = store
+        self.user = user
+        self.name = name
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<Folder {self.user}:{self.name}>"
+
+    # The blocking parts, run in the store's pool.
+
+    def _lock(self) -> Locked:
+        return Locked(os.path.join(self.path, UIDLIST_LOCK))
+
+    def _requireExists(self) -> None:
+        if not os.path.isdir(os.path.join(self.path, "cur")):
+            raise NoSuchFolderError(f"no folder {self.name!r} for {self.user!r}")
+
+    def _loadUids(self) -> Uidlist:
+        uidlist = Uidlist.read(os.path.join(self.path, UIDLIST))
+        if uidlist is None:
+            uidlist = Uidlist(int(time.time()), 1, {})
+        return uidlist
+
+    def _scanLocked(self, claimNew: bool) -> FolderState:
+        uidlist = self._loadUids()
+        changed = not os.path.exists(os.path.join(self.path, UIDLIST))
+        newDir = os.path.join(self.path, "new")
+        curDir = os.path.join(self.path, "cur")
+        found: dict[str, tuple[str, str, bool]] = {}
+        for name in sorted(os.listdir(newDir)):
+            if name.startswith("."):
+                continue
+            key, flags = splitName(name)
+            path = os.path.join(newDir, name)
+            if claimNew:
+                target = os.path.join(curDir, f"{key}:2,{flags}")
+                try:
+                    os.rename(path, target)
+                except FileNotFoundError:
+                    continue  # another process claimed it first
+                path = target
+            found[key] = (path, flags, True)
+        for name in os.listdir(curDir):
+            if name.startswith("."):
+                continue
+            key, flags = splitName(name)
+            if key not in found:
+                found[key] = (os.path.join(curDir, name), flags, False)
+        gone = set(uidlist.uids) - set(found)
+        for key in gone:
+            del uidlist.uids[key]
+        changed = changed or bool(gone)
+        # New arrivals get UIDs in arrival order: their names start with the time.
+        for key in sorted(set(found) - set(uidlist.uids), key=arrivalOrder):
+            uidlist.uids[key] = uidlist.nextUid
+            uidlist.nextUid += 1
+            changed = True
+        if changed:
+            uidlist.write(os.path.join(self.path, UIDLIST))
+        messages = []
+        for key, (path, flags, recent) in found.items():
+            size = sizeFromKey(key)
+            date = timeFromKey(key)
+            if size is None or date is None:
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                size = st.st_size if size is None else size
+                date = st.st_mtime if date is None else date
+            messages.append(
+                Message(
+                    uidlist.uids[key],
+                    key,
+                    flags,
+                    size,
+                    date,
+                    recent and claimNew,
+                    path,
+                    sizeFromKey(key, "W="),
+                )
+            )
+        messages.sort(key=lambda m: m.uid)
+        return FolderState(uidlist.validity, uidlist.nextUid, tuple(messages))
+
+    def _blockingScan(self, claimNew: bool) -> FolderState:
+        self._requireExists()
+        with self._lock():
+            return self._scanLocked(claimNew)
+
+    def _locate(self, message: Message) -> str:
+        if os.path.exists(message.path):
+            return message.path
+        for sub in ("cur", "new"):
+            directory = os.path.join(self.path, sub)
+            for name in os.listdir(directory):
+                if name == message.key or name.startswith(message.key + ":"):
+                    return os.path.join(directory, name)
+        raise MaildirError(f"message {message.uid} of {self.name!r} is gone")
+
+    def _blockingRead(self, message: Message) -> bytes:
+        try:
+            with open(self._locate(message), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise MaildirError(f"message {message.uid} is gone") from None
+
+    def _blockingReadMany(self, messages: Sequence[Message]) -> list[bytes | None]:
+        contents: list[bytes | None] = []
+        for message in messages:
+            try:
+                contents.append(self._blockingRead(message))
+            except MaildirError:
+                contents.append(None)
+        return contents
+
+    def _blockingSetFlags(
+        self, messages: Sequence[Message], flags: str
+    ) -> list[Message]:
+        flags = normaliseFlags(flags)
+        updated = []
+        with self._lock():
+            for message in messages:
+                try:
+                    path = self._locate(message)
+                except MaildirError:
+                    continue
+                target = os.path.join(self.path, "cur", f"{message.key}:2,{flags}")
+                if path != target:
+                    os.rename(path, target)
+                updated.append(evolve(message, flags=flags, path=target))
+        return updated
+
+    def _blockingDelete(self, messages: Sequence[Message]) -> None:
+        with self._lock():
+            for message in messages:
+                try:
+                    os.unlink(self._locate(message))
+                except (MaildirError, FileNotFoundError):
+                    pass
+            uidlist = self._loadUids()
+            for message in messages:
+                uidlist.uids.pop(message.key, None)
+            uidlist.write(os.path.join(self.path, UIDLIST))
+
+    def _blockingStore(
+        self,
+        data: bytes | None,
+        source: Message | None,
+        flags: str,
+        internalDate: float | None,
+    ) -> Message:
+        """
+        Put a message into C{cur/} with a UID: C{data}, or a link to (else a
+        copy of) the file of C{source}, a message of this store.
+        """
+        self._requireExists()
+        flags = normaliseFlags(flags)
+        if data is None:
+            assert source is not None
+            size = os.stat(source.path).st_size
+            wire = source.wireSize
+            if wire is None:
+                with open(source.path, "rb") as f:
+                    wire = wireSize(f.read())
+        else:
+            size, wire = len(data), wireSize(data)
+        key = self.store._names.make(size, wire, internalDate)
+        tmp = os.path.join(self.path, "tmp", key)
+        try:
+            if data is None:
+                assert source is not None
+                try:
+                    os.link(source.path, tmp)
+                except OSError:
+                    shutil.copyfile(source.path, tmp)
+                    fsyncFile(tmp)
+            else:
+                writeNew(tmp, data)
+            if internalDate is not None:
+                os.utime(tmp, (internalDate, internalDate))
+            target = os.path.join(self.path, "cur", f"{key}:2,{flags}")
+            with self._lock():
+                os.rename(tmp, target)
+                fsyncDirectory(os.path.join(self.path, "cur"))
+                # The scan numbers it after every message already there.
+                state = self._scanLocked(claimNew=False)
+        except OSError as e:
+            unlinkQuietly(tmp)
+            raise storeError(e, f"storing into {self.name!r}") from e
+        for message in state.messages:
+            if message.key == key:
+                return message
+        raise MaildirError(f"message stored into {self.name!r} vanished")
+
+    # The public, Deferred API.
+
+    def scan(self, claimNew: bool = True) -> Deferred[FolderState]:
+        """
+        Read the folder: assign UIDs to new messages and, if C{claimNew},
+        move them from C{new/} to C{cur/} (they are C{recent} in the result;
+        POP3 and IMAP claim, a read-only IMAP EXAMINE may not).
+
+        @raise NoSuchFolderError: (in the Deferred) if the folder does not exist.
+        """
+        return self.store._run(self._blockingScan, claimNew)
+
+    def read(self, message: Message) -> Deferred[bytes]:
+        """
+        The message's bytes.
+
+        @raise MaildirError: (in the Deferred) if it was deleted meanwhile.
+        """
+        return self.store._run(self._blockingRead, message)
+
+    def readMany(self, messages: Sequence[Message]) -> Deferred[list[bytes | None]]:
+        """
+        The bytes of each of C{messages}, in one trip to the store's thread
+        pool (C{None} for one deleted meanwhile).  The caller bounds how many
+        bytes it asks for at once.
+        """
+        return self.store._run(self._blockingReadMany, list(messages))
+
+    def setFlags(
+        self, messages: Sequence[Message], flags: str
+    ) -> Deferred[list[Message]]:
+        """
+        Replace the flags of C{messages} with C{flags} (Maildir letters; see
+        L{IMAP_FLAGS}).  Messages deleted meanwhile are left out of the result.
+
+        @return: the updated messages.
+        """
+        return self.store._run(self._blockingSetFlags, list(messages), flags)
+
+    def delete(self, messages: Sequence[Message]) -> Deferred[None]:
+        """
+        Remove C{messages} for good (POP3 UPDATE, IMAP EXPUNGE).
+        """
+        return self.store._run(self._blockingDelete, list(messages))
+
+    def append(
+        self, data: bytes, flags: str = "", internalDate: float | None = None
+    ) -> Deferred[Message]:
+        """
+        Store C{data} durably (fsync, rename, fsync) straight into C{cur/}
+        with C{flags}, and give it a UID.
+
+        @return: the stored message (for UIDPLUS's APPENDUID).
+        @raise DiskFullError: (in the Deferred) with nothing left behind.
+        """
+        return self.store._run(self._blockingStore, data, None, flags, internalDate)
+
+    def copy(
+        self, messages: Sequence[Message], target: Folder
+    ) -> Deferred[list[Message]]:
+        """
+        Copy C{messages} (with their flags and dates) into C{target}.
+
+        @return: the copies, in order (for UIDPLUS's COPYUID).
+        """
+
+        def copyAll() -> list[Message]:
+            copies = []
+            for message in messages:
+                source = evolve(message, path=self._locate(message))
+                copies.append(
+                    target._blockingStore(
+                        None, source, message.flags, message.internalDate
+                    )
+                )
+            return copies
+
+        return self.store._run(copyAll)
