@@ -34,6 +34,9 @@ Rules it keeps:
     of L{MAX_LINE} bytes, C{maxRecipients}, C{maxErrors} bad commands, an idle
     deadline reset per command (not per byte), a whole-DATA deadline.
   - A full disk answers 452 4.3.1 and leaves nothing in C{new/}.
+
+The DATA reader is L{netplugins.mail.smtpdata}, the smarthost relay
+L{netplugins.mail.smtprelay} (its L{smarthostRelay} is importable from here too).
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ import secrets
 from base64 import b64decode
 from collections.abc import Callable
 from email.utils import formatdate
-from functools import cache
 from typing import Any
 
 from attrs import define
@@ -60,14 +62,23 @@ from netplugins.mail.linesession import (
     plainCredentials,
 )
 from netplugins.mail.maildir import DiskFullError, MaildirStore
+from netplugins.mail.smtpdata import MessageReader
+from netplugins.mail.smtprelay import Relay, smarthostRelay
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
 from netplugins.starttls import startTLSDiscarding
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 MAX_LINE = 4096
-_FLUSH = 8192
 
-Relay = Callable[[str, list[str], bytes], Deferred[Any]]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_LINE",
+    "Relay",
+    "SMTPConfig",
+    "SMTPFactory",
+    "SMTPServer",
+    "smarthostRelay",
+]
 
 
 @define
@@ -130,7 +141,7 @@ class SMTPServer(LineSession):
         self.mailFrom: str | None = None
         self.recipients: list[tuple[str, str | None]] = []
         self._authPending: Callable[[bytes], None] | None = None
-        self._resetData()
+        self._reader: MessageReader | None = None
 
     # Connection and timers
 
@@ -480,61 +491,19 @@ class SMTPServer(LineSession):
         elif not self.recipients:
             self._error(554, "5.5.1", "Error: no valid recipients")
         else:
-            self._resetData()
+            self._reader = MessageReader(self.config.maxMessageSize)
             self.setRawMode()
             self._arm("data", self.config.dataTimeout)
             self.reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
     # DATA
 
-    def _resetData(self) -> None:
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._tail = b""
-        self._atLineStart = True
-        self._bare = False
-        self._oversize = False
-
-    def _add(self, content: bytes) -> None:
-        self._size += len(content)
-        if self._size > self.config.maxMessageSize:
-            self._oversize = True
-            self._parts = []
-        elif not self._bare:
-            self._parts.append(content)
-
     def rawDataReceived(self, data: bytes) -> None:
         self._arm("idle", self.config.idleTimeout)
-        buffer = self._tail + data if self._tail else data
-        start = 0
-        while (newline := buffer.find(b"\n", start)) != -1:
-            line = buffer[start : newline + 1]
-            start = newline + 1
-            atLineStart = self._atLineStart
-            crlf = line.endswith(b"\r\n")
-            self._atLineStart = crlf
-            content = line[:-2] if crlf else line[:-1]
-            if not crlf or b"\r" in content:
-                self._bare = True
-            if atLineStart and crlf and content == b".":
-                self._tail = b""
-                self._endOfData(buffer[start:])
-                return
-            if atLineStart and content.startswith(b"."):
-                content = content[1:]
-            self._add(content + b"\r\n")
-        tail = buffer[start:]
-        if len(tail) > _FLUSH:
-            # A long unfinished line: keep only its last byte (a CR, perhaps).
-            part = tail[:-1]
-            if self._atLineStart and part.startswith(b"."):
-                part = part[1:]
-            if b"\r" in part:
-                self._bare = True
-            self._add(part)
-            self._atLineStart = False
-            tail = tail[-1:]
-        self._tail = tail
+        assert self._reader is not None
+        rest = self._reader.feed(data)
+        if rest is not None:
+            self._endOfData(rest)
 
     def _endOfData(self, rest: bytes) -> None:
         self._disarm("data")
@@ -543,23 +512,21 @@ class SMTPServer(LineSession):
         # terminator goes back to be parsed as commands once this one is done.
         self._buffer = rest + self._buffer
         peer = str(self.transport.getPeer())
-        if self._bare:
+        reader, self._reader = self._reader, None
+        assert reader is not None
+        if reader.bare:
             self.log.warn(
                 "np-smtp: refused a message with a bare LF or CR from {peer}",
                 peer=peer,
             )
             self._resetTransaction()
-            self._resetData()
             self._error(550, "5.5.2", "Error: bare <LF> or <CR> received")
             return
-        if self._oversize:
+        if reader.oversize:
             self._resetTransaction()
-            self._resetData()
             self._error(552, "5.3.4", "Error: message file too big")
             return
-        body = b"".join(self._parts)
-        self._resetData()
-        self._wait(self._deliver(body))
+        self._wait(self._deliver(reader.message()))
 
     def _received(self, queueId: str) -> bytes:
         peer = self.transport.getPeer()
@@ -650,83 +617,3 @@ class SMTPFactory(LineSessionFactory):
             store, portal, config=config, tls=tls, throttle=throttle, reactor=reactor
         )
         self.users = users
-
-
-def smarthostRelay(
-    smarthost: str,
-    hostname: str = "localhost",
-    reactor: Any = None,
-    *,
-    caFile: str | None = None,
-) -> Relay:
-    """
-    A relay that hands messages to C{smarthost} (C{host} or C{host:port},
-    port 25 by default) with Twisted's ESMTP client: STARTTLS when offered,
-    its certificate checked against C{caFile} (else the system's CAs).
-
-    @raise ValueError: for a malformed C{smarthost}.
-    """
-    host, port = smarthost, "25"
-    if ":" in smarthost:
-        host, _, port = smarthost.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--smarthost must be HOST or HOST:PORT, not {smarthost!r}")
-
-    def relay(sender: str, recipients: list[str], message: bytes) -> Deferred[Any]:
-        from io import BytesIO
-
-        from twisted.internet import ssl as tssl
-        from twisted.mail.smtp import ESMTPSenderFactory
-
-        nonlocal reactor
-        if reactor is None:
-            from twisted.internet import reactor
-        trust = None
-        if caFile is not None:
-            with open(caFile, "rb") as f:
-                trust = tssl.Certificate.loadPEM(f.read())
-        context = tssl.optionsForClientTLS(host, trustRoot=trust)
-        done: Deferred[Any] = Deferred()
-        factory = ESMTPSenderFactory(
-            None,
-            None,
-            sender,
-            recipients,
-            # Twisted's client turns LF into CRLF itself.
-            BytesIO(message.replace(b"\r\n", b"\n")),
-            done,
-            retries=0,
-            contextFactory=context,
-            requireAuthentication=False,
-            requireTransportSecurity=False,
-            hostname=host,
-        )
-        factory.protocol = _relaySender()
-        factory.domain = hostname.encode("ascii", "replace")
-        reactor.connectTCP(host, int(port), factory)
-        return done
-
-    return relay
-
-
-@cache
-def _relaySender() -> Any:
-    # twisted.mail.smtp imports the global reactor: import it only when used.
-    from twisted.mail.smtp import ESMTPSender
-
-    class RelaySender(ESMTPSender):  # type: ignore[misc]
-        """
-        Twisted's sender stuffs dots only after a CRLF inside one chunk: a line
-        starting with a dot at a chunk boundary (or at the very start) would go
-        out unstuffed, and a lone C{.} would end the message early.
-        """
-
-        _lastByte = b"\n"
-
-        def transformChunk(self, chunk: bytes) -> bytes:
-            if self._lastByte == b"\n" and chunk.startswith(b"."):
-                chunk = b"." + chunk
-            self._lastByte = chunk[-1:] or self._lastByte
-            return bytes(super().transformChunk(chunk))
-
-    return RelaySender
