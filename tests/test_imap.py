@@ -18,6 +18,7 @@ from typing import Any
 from imapclient import IMAPClient
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -543,6 +544,27 @@ class OptionsTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         self.assertEqual([p[0] for p in reactor.tcpServers],
                          [int(DEFAULT_LISTEN[0].split(":")[1])])
+
+
+    def test_hostnameInGreeting(self) -> None:
+        """--hostname names the host in the greeting of np-imap's sessions."""
+        config = Options()
+        config.parseOptions(["--state-dir", self.mktemp(),
+                             "--hostname", "imap.example.test"])
+        reactor = MemoryReactorClock()
+        service = makeService(config, reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        protocol = reactor.tcpServers[0][1].buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 1))
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        greeting = transport.value()
+        self.assertTrue(greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 "), greeting)
+        self.assertTrue(
+            greeting.endswith(b"] imap.example.test np-imap ready.\r\n"), greeting)
 
 
 class RealClientTests(TestCase):

@@ -147,7 +147,11 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self._tls = ISSLTransport.providedBy(self.transport)
         self._attempts = self.factory.throttle.connection()
         self._setTimer(self.factory.preAuthTimeout)
-        self.sendLine(b"* OK [CAPABILITY " + self.capabilities() + b"] np-imap ready.")
+        hostname = self.factory.hostname.encode("ascii", "replace")
+        capabilities = self.capabilities()
+        self.sendLine(
+            b"* OK [CAPABILITY %s] %s np-imap ready." % (capabilities, hostname)
+        )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
@@ -487,6 +491,7 @@ class IMAPFactory(Factory):
         there is no TLS.
     @ivar allowPlaintextAuth: allow LOGIN and AUTHENTICATE before TLS.
     @ivar appendLimit: the largest message APPEND accepts, in octets.
+    @ivar hostname: the host name in the greeting.
     """
 
     protocol = IMAPServer  # type: ignore[assignment]
@@ -504,6 +509,7 @@ class IMAPFactory(Factory):
         idleTimeout: float = IDLE_TIMEOUT,
         idleCommandTimeout: float = IDLE_COMMAND_TIMEOUT,
         pollInterval: float = POLL_INTERVAL,
+        hostname: str = "localhost",
         reactor: Any = None,
     ) -> None:
         if reactor is None:
@@ -520,4 +526,5 @@ class IMAPFactory(Factory):
         self.idleTimeout = idleTimeout
         self.idleCommandTimeout = idleCommandTimeout
         self.pollInterval = pollInterval
+        self.hostname = hostname
         self.reactor = reactor

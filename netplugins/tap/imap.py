@@ -68,7 +68,8 @@ def imapFactory(
     reactor: Any = None,
 ) -> IMAPFactory:
     """
-    An IMAP factory on the shared mail parts (STARTTLS from C{parts.tls}).
+    An IMAP factory on the shared mail parts (STARTTLS from C{parts.tls}, the
+    greeting's host name from C{parts.hostname}).
     """
     tls = parts.tls
     return IMAPFactory(
@@ -78,6 +79,7 @@ def imapFactory(
         allowPlaintextAuth=allowPlaintextAuth,
         appendLimit=appendLimit,
         throttle=parts.throttle,
+        hostname=parts.hostname,
         reactor=reactor,
     )
 
@@ -109,6 +111,7 @@ def imapService(
     *,
     maildirRoot: str | None = None,
     domains: Iterable[str] = DEFAULT_DOMAINS,
+    hostname: str | None = None,
     appendLimit: int = DEFAULT_APPEND_LIMIT,
     allowPlaintextAuth: bool = False,
     common: Common | None = None,
@@ -120,6 +123,8 @@ def imapService(
 
     @param maildirRoot: C{--maildir-root} (default C{<stateDir>/mail}).
     @param domains: C{--domain}, the local domains (for LDAP users' C{mail}).
+    @param hostname: C{--hostname}, the name in the greeting (default: this
+        host's name).
     @param appendLimit: C{--append-limit}.
     @param allowPlaintextAuth: C{--allow-plaintext-auth}.
     @param common: the shared settings, already made; or their keywords
@@ -129,7 +134,13 @@ def imapService(
     common = resolveCommon(common, settings)
     if appendLimit <= 0:
         raise ValueError(f"append limit must be positive, not {appendLimit}")
-    parts = mailParts(common, maildirRoot=maildirRoot, domains=domains, reactor=reactor)
+    parts = mailParts(
+        common,
+        maildirRoot=maildirRoot,
+        domains=domains,
+        hostname=hostname,
+        reactor=reactor,
+    )
     plain = plainEndpoints(common, DEFAULT_LISTEN)
     service = imapListeners(
         parts,
@@ -151,6 +162,7 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     return imapService(
         maildirRoot=config["maildir-root"],
         domains=config.get("domains", DEFAULT_DOMAINS),
+        hostname=config["hostname"],
         appendLimit=config["append-limit"],
         allowPlaintextAuth=bool(config["allow-plaintext-auth"]),
         common=config.common,
