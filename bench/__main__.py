@@ -80,6 +80,11 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--from-results", type=Path, metavar="JSON",
                         help="measure nothing: render the report again from a "
                         "results.json an earlier run saved")
+    parser.add_argument("--replace", type=Path, action="append", default=[],
+                        metavar="JSON",
+                        help="with --from-results: the benchmarks of this "
+                        "later run's results.json replace the earlier run's, "
+                        "each noted as measured later (repeatable)")
     args = parser.parse_args(argv)
     quick = args.quick
     for name, full, short in [
@@ -142,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parseArguments(sys.argv[1:] if argv is None else argv)
     if args.from_results is not None:
         saved = report.load(args.from_results)
+        for later in args.replace:
+            saved = report.replaced(saved, report.load(later))
         report.write(
             saved.results, saved.settings, saved.machine, saved.loadCheck,
             args.output, quick=args.quick, generated=saved.generated,
-            extra=saved.extra,
+            extra=saved.extra, reruns=saved.reruns,
         )
         print(f"wrote {args.output}", flush=True)
         return 0

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
 from attrs import frozen
 
+from bench import targets
 from bench.machine import LoadCheck
 from bench.run import FOREIGN_LIMIT, BenchmarkResult, Sample, Settings
 from bench.suite import BENCHMARKS, Case
@@ -190,6 +191,7 @@ def write(
     quick: bool = False,
     generated: str | None = None,
     extra: Sequence[str] = (),
+    reruns: Mapping[str, str] | None = None,
 ) -> None:
     """
     Write the Markdown report to C{path}, its plots to C{path}'s stem
@@ -198,7 +200,10 @@ def write(
     @param generated: when the figures were taken, if not now.
     @param extra: Markdown sections appended as they are (benchmarks with a
         runner of their own, such as L{bench.ldap}).
+    @param reruns: for benchmarks measured in a later run than the rest, a
+        sentence saying when and why, shown under their title.
     """
+    reruns = reruns or {}
     assets = path.with_suffix("")
     assets.mkdir(parents=True, exist_ok=True)
     now = generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -209,6 +214,8 @@ def write(
         "Rerun it to refresh every figure and plot below; `--help` lists the "
         "options (`--only NAME`, `--quick`, `--same-core`, ...). Raw samples: "
         f"[`{assets.name}/results.json`]({assets.name}/results.json).",
+        "",
+        *targets.section(results, extra),
         "",
         "## Machine",
         "",
@@ -239,7 +246,10 @@ def write(
         benchmark = result.benchmark
         image = f"{assets.name}/{benchmark.name}.png"
         plot(result, assets / f"{benchmark.name}.png")
-        lines += ["", f"## {benchmark.title}", "", benchmark.notes, ""]
+        lines += ["", f"## {benchmark.title}", ""]
+        if benchmark.name in reruns:
+            lines += [f"*{reruns[benchmark.name]}*", ""]
+        lines += [benchmark.notes, ""]
         if result.primary != benchmark.primary:
             lines += [
                 f"**{benchmark.primary} was not available in this run** "
@@ -266,6 +276,8 @@ def write(
                 "missing": r.missing,
                 "samples": [attrs.asdict(s) for s in r.samples],
                 "summaries": [attrs.asdict(s) for s in r.summaries()],
+                **({"rerun": reruns[r.benchmark.name]}
+                   if r.benchmark.name in reruns else {}),
             }
             for r in results
         },
@@ -288,6 +300,7 @@ class Saved:
     loadCheck: LoadCheck
     generated: str
     extra: list[str] = attrs.field(factory=list)
+    reruns: dict[str, str] = attrs.field(factory=dict)
 
 
 def load(path: Path) -> Saved:
@@ -318,4 +331,36 @@ def load(path: Path) -> Saved:
         LoadCheck(**raw["loadCheck"]),
         raw["generated"],
         raw.get("extra", []),
+        {name: saved["rerun"] for name, saved in raw["benchmarks"].items()
+         if "rerun" in saved},
     )
+
+
+def replaced(base: Saved, later: Saved) -> Saved:
+    """
+    C{base} with the benchmarks C{later} measured taking the place of its
+    own, each noted as measured in that later run.
+    """
+    names = {r.benchmark.name for r in later.results}
+    commit = later.machine.get("netplugins commit", "?")
+    was, now = attrs.asdict(base.settings), attrs.asdict(later.settings)
+    changed = [f"{k} {now[k]} (was {was[k]})" for k in was if was[k] != now[k]]
+    same = "the same settings" + (
+        f" except {', '.join(changed)}" if changed else ""
+    )
+    only = " ".join(f"--only {r.benchmark.name}" for r in later.results)
+    reruns = {k: v for k, v in base.reruns.items() if k not in names}
+    for name in names:
+        reruns[name] = later.reruns.get(name) or (
+            f"These figures were measured in a later run of `python -m bench "
+            f"{only}` at {later.generated} (netplugins commit {commit}) "
+            f"with {same}; its load check before the run: "
+            f"{later.loadCheck.describe()}."
+        )
+    results = [
+        next((r for r in later.results if r.benchmark.name == b.benchmark.name), b)
+        for b in base.results
+    ]
+    results += [r for r in later.results
+                if r.benchmark.name not in {b.benchmark.name for b in base.results}]
+    return attrs.evolve(base, results=results, reruns=reruns)

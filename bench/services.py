@@ -214,6 +214,11 @@ ZEN = Benchmark(
     contenders=(
         Contender("np-zen", "netplugins np-zen", (*TWISTD, "np-zen", *LISTEN)),
         Contender(
+            "np-zen-epoll",
+            "np-zen, np-epoll reactor",
+            (*TWISTD, "--reactor", "np-epoll", "np-zen", *LISTEN),
+        ),
+        Contender(
             "asyncio-zen",
             "asyncio Protocol (Foundations ch. 7)",
             ("{python}", "-m", "bench.peers.asyncio_zen", "--port", "{port}"),
@@ -232,7 +237,8 @@ ZEN = Benchmark(
         "up to the `.` of `Ugly.` before asking again (`--request ... --until "
         ". --expect Ugly.`). The peer is the `asyncio.Protocol` server of "
         "Foundations of Python Network Programming ch. 7 (`srv_asyncio1.py`), "
-        "written again in bench/peers/asyncio_zen.py, on asyncio and on uvloop."
+        "written again in bench/peers/asyncio_zen.py, on asyncio and on uvloop. "
+        "*np-zen, np-epoll reactor* adds `--reactor np-epoll`."
     ),
 )
 

@@ -1,0 +1,188 @@
+"""
+Tests for the report's Targets section (bench/targets.py) and for rendering
+a report again with a later run's benchmarks in place (bench/report.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bench import machine, report, targets
+from bench.run import BenchmarkResult, Sample, Settings
+from bench.services import KV, TLS_HANDSHAKES
+from bench.suite import ECHO, Case
+
+
+def sample(contender: str, case: Case, requests: int, cpu: float) -> Sample:
+    """
+    One clean one-second measurement of C{requests} using C{cpu} seconds.
+    """
+    return Sample(
+        contender,
+        case,
+        1,
+        requests,
+        requests * 1024,
+        1.0,
+        10.0,
+        20.0,
+        0,
+        cpu,
+        0.5,
+        0.0,
+        0.0,
+    )
+
+
+ONE_KIB = Case(1024)
+
+
+def echoResult(**rates: int) -> BenchmarkResult:
+    """
+    An echo result at 1 KiB with the given requests/s per contender.
+    """
+    return BenchmarkResult(
+        ECHO,
+        "np-echo",
+        samples=[sample(name, ONE_KIB, rate, 0.9) for name, rate in rates.items()],
+    )
+
+
+def row(lines: list[str], title: str) -> str:
+    """
+    The table line starting with C{title}.
+    """
+    [line] = [line for line in lines if line.startswith(f"| {title}")]
+    return line
+
+
+class TargetTests(SynchronousTestCase):
+    """
+    Each target judged from a run's medians.
+    """
+
+    def test_bestConfigurationMissed(self) -> None:
+        """The best np configuration's ratio is shown; a miss says by how much."""
+        result = echoResult(**{"np-echo": 600, "np-epoll": 800, "asyncio": 1000})
+        line = row(targets.targetRows([result]), targets.TARGETS[0].title)
+        self.assertIn("| np-echo, np-epoll reactor | 0.80x |", line)
+        self.assertIn("netplugins np-echo 0.60x; np-echo, np-epoll reactor 0.80x", line)
+        self.assertIn("**missed**, 20% short", line)
+        self.assertIn("(measured 2026-11-22)", line)
+
+    def test_met(self) -> None:
+        """A ratio at the goal is met, and a met target shows no profile note."""
+        result = echoResult(**{"np-echo": 1000, "asyncio": 1000})
+        line = row(targets.targetRows([result]), targets.TARGETS[0].title)
+        self.assertIn("**met**", line)
+        self.assertNotIn("profiled", line)
+
+    def test_cpuTarget(self) -> None:
+        """The handshake target compares CPU per request, within 5 %."""
+        case = TLS_HANDSHAKES.cases[0]
+        title = targets.TARGETS[5].title
+
+        def verdict(mine: float) -> str:
+            result = BenchmarkResult(
+                TLS_HANDSHAKES,
+                "np-echo-tls",
+                samples=[
+                    sample("np-echo-tls", case, 1000, mine),
+                    sample("s_server", case, 1000, 1.0),
+                ],
+            )
+            return row(targets.targetRows([result]), title)
+
+        self.assertIn("**met**", verdict(1.04))
+        self.assertIn("**missed**, 5% more CPU per request", verdict(1.10))
+
+    def test_notMeasured(self) -> None:
+        """A target whose benchmark is not in the run says so."""
+        line = row(targets.targetRows([]), targets.TARGETS[-1].title)
+        self.assertIn("not measured in this run", line)
+
+    def test_others(self) -> None:
+        """Benchmarks without a target get one line: np ÷ each peer."""
+        case = KV.cases[0]
+        result = BenchmarkResult(
+            KV,
+            "np-kv",
+            samples=[
+                sample("np-kv", case, 300, 0.9),
+                sample("xmlrpc-kv", case, 200, 0.9),
+            ],
+        )
+        line = row(targets.otherRows([result], []), "kv")
+        self.assertIn(
+            "np-kv --store memory 1.50x SimpleXMLRPCServer + ThreadingMixIn", line
+        )
+
+    def test_ldap(self) -> None:
+        """The LDAP line is read from bench.ldap's table."""
+        section = (
+            "| contender | logins/s | vs ldapwhoami | p50 ms |\n"
+            "|---|---:|---:|---:|\n"
+            "| ldapwhoami loop (a process per login) | 242 | 1.00x | 16.69 |\n"
+            "| ldap: direct bind (bind_dn_template) | 479 | 1.98x | 8.04 |\n"
+        )
+        self.assertEqual(
+            targets.ldapLine(section),
+            "| ldap | ldap: direct bind (bind_dn_template) 1.98x "
+            "(÷ ldapwhoami loop, logins/s) | |",
+        )
+
+
+class ReplacedTests(SynchronousTestCase):
+    """
+    A report rendered from one run with a later run's benchmarks in place.
+    """
+
+    def test_replaced(self) -> None:
+        """The later run's echo replaces the earlier's, noted under its title."""
+        out = Path(self.mktemp())
+        settings = Settings(repeat=1, out=out)
+        check = machine.LoadCheck({"cpu0": 0.01}, 0.1, 2.0)
+        first, later = out / "first.md", out / "later.md"
+        report.write(
+            [echoResult(**{"np-echo": 500, "asyncio": 1000})],
+            settings,
+            {"netplugins commit": "aaa"},
+            check,
+            first,
+            generated="then",
+        )
+        report.write(
+            [echoResult(**{"np-echo": 900, "asyncio": 1000})],
+            settings,
+            {"netplugins commit": "bbb"},
+            check,
+            later,
+            generated="now",
+        )
+        saved = report.replaced(
+            report.load(out / "first" / "results.json"),
+            report.load(out / "later" / "results.json"),
+        )
+        again = out / "again.md"
+        report.write(
+            saved.results,
+            saved.settings,
+            saved.machine,
+            saved.loadCheck,
+            again,
+            generated=saved.generated,
+            reruns=saved.reruns,
+        )
+        text = again.read_text()
+        self.assertIn("| 1 KiB x 50 | **netplugins np-echo** | 900 |", text)
+        self.assertIn(
+            "`python -m bench --only echo` at now (netplugins commit "
+            "bbb) with the same settings",
+            text,
+        )
+        # The note survives a further round trip through results.json.
+        self.assertEqual(
+            report.load(out / "again" / "results.json").reruns, saved.reruns
+        )
