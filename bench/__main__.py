@@ -34,11 +34,21 @@ def runLDAP(args: argparse.Namespace) -> str | None:
     Markdown section, or C{None} if it failed.
     """
     out = loadgen.OUT / "ldap"
-    argv = [sys.executable, "-m", "bench.ldap", "--output", str(out),
-            "--duration", str(args.duration), "--warmup", str(args.warmup)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.ldap",
+        "--output",
+        str(out),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+    ]
     print(f"{LDAP}: {' '.join(argv[1:])}", flush=True)
-    done = subprocess.run(argv, cwd=processes.ROOT, check=False,
-                          timeout=600, stdout=subprocess.DEVNULL)
+    done = subprocess.run(
+        argv, cwd=processes.ROOT, check=False, timeout=600, stdout=subprocess.DEVNULL
+    )
     if done.returncode != 0:
         print(f"{LDAP} failed: exit status {done.returncode}", flush=True)
         return None
@@ -53,49 +63,84 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Run the netplugins benchmarks."
     )
-    parser.add_argument("--only", action="append", choices=names,
-                        help="run only this benchmark (repeatable)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a short smoke run: 1 repetition of 1 s, report "
-                        "under bench/out/ unless --output is given")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=names,
+        help="run only this benchmark (repeatable)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run: 1 repetition of 1 s, report "
+        "under bench/out/ unless --output is given",
+    )
     parser.add_argument("--repeat", type=int, help="repetitions (default 3)")
-    parser.add_argument("--duration", type=float,
-                        help="measured seconds per run (default 5)")
-    parser.add_argument("--warmup", type=float,
-                        help="warm-up seconds per run (default 1)")
-    parser.add_argument("--same-core", action="store_true",
-                        help="pin server and load generator to the same CPU")
+    parser.add_argument(
+        "--duration", type=float, help="measured seconds per run (default 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, help="warm-up seconds per run (default 1)"
+    )
+    parser.add_argument(
+        "--same-core",
+        action="store_true",
+        help="pin server and load generator to the same CPU",
+    )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--loadgen-cpu", type=int, default=1)
-    parser.add_argument("--retries", type=int, default=2,
-                        help="redo a measurement disturbed by other load up to "
-                        "this many times (default 2)")
-    parser.add_argument("--wait-quiet", type=float,
-                        help="seconds to wait for other load to stop before "
-                        "refusing to run (default 120; 0 with --quick)")
-    parser.add_argument("--allow-load", action="store_true",
-                        help="run even if the machine is busy, flagging it")
-    parser.add_argument("--output", type=Path,
-                        help="the report (default docs/benchmarks.md)")
-    parser.add_argument("--from-results", type=Path, metavar="JSON",
-                        help="measure nothing: render the report again from a "
-                        "results.json an earlier run saved")
-    parser.add_argument("--replace", type=Path, action="append", default=[],
-                        metavar="JSON",
-                        help="with --from-results: the benchmarks of this "
-                        "later run's results.json replace the earlier run's, "
-                        "each noted as measured later (repeatable)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="redo a measurement disturbed by other load up to "
+        "this many times (default 2)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        help="seconds to wait for other load to stop before "
+        "refusing to run (default 120; 0 with --quick)",
+    )
+    parser.add_argument(
+        "--allow-load",
+        action="store_true",
+        help="run even if the machine is busy, flagging it",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="the report (default docs/benchmarks.md)"
+    )
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: render the report again from a "
+        "results.json an earlier run saved",
+    )
+    parser.add_argument(
+        "--replace",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="with --from-results: the benchmarks of this "
+        "later run's results.json replace the earlier run's, "
+        "each noted as measured later (repeatable)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     for name, full, short in [
-        ("repeat", 3, 1), ("duration", 5.0, 1.0), ("warmup", 1.0, 0.5),
+        ("repeat", 3, 1),
+        ("duration", 5.0, 1.0),
+        ("warmup", 1.0, 0.5),
         ("wait_quiet", 120.0, 0.0),
     ]:
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
     if args.output is None:
         args.output = (
-            loadgen.OUT / "quick" / "benchmarks.md" if quick
+            loadgen.OUT / "quick" / "benchmarks.md"
+            if quick
             else Path("docs/benchmarks.md")
         )
     if quick:
@@ -150,9 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         for later in args.replace:
             saved = report.replaced(saved, report.load(later))
         report.write(
-            saved.results, saved.settings, saved.machine, saved.loadCheck,
-            args.output, quick=args.quick, generated=saved.generated,
-            extra=saved.extra, reruns=saved.reruns,
+            saved.results,
+            saved.settings,
+            saved.machine,
+            saved.loadCheck,
+            args.output,
+            quick=args.quick,
+            generated=saved.generated,
+            extra=saved.extra,
+            reruns=saved.reruns,
         )
         print(f"wrote {args.output}", flush=True)
         return 0
@@ -161,11 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     check = waitForQuiet(args.wait_quiet)
     if not check.quiet:
         if not args.allow_load:
-            print("refusing to run: other load on the machine would skew the "
-                  "figures (--allow-load runs anyway and flags it)", flush=True)
+            print(
+                "refusing to run: other load on the machine would skew the "
+                "figures (--allow-load runs anyway and flags it)",
+                flush=True,
+            )
             return 3
-        print("WARNING: running on a loaded machine; the report says so",
-              flush=True)
+        print("WARNING: running on a loaded machine; the report says so", flush=True)
     info = machine.machineInfo()
     results: list[BenchmarkResult] = []
     extra: list[str] = []
@@ -195,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         processes.stopAll()
     if results or extra:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        report.write(results, settings, info, check, args.output,
-                     quick=args.quick, extra=extra)
+        report.write(
+            results, settings, info, check, args.output, quick=args.quick, extra=extra
+        )
         print(f"wrote {args.output}", flush=True)
     return status
 

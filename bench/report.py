@@ -77,8 +77,9 @@ def plot(result: BenchmarkResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cases = result.cases()
-    names = [c.name for c in result.benchmark.contenders
-             if c.name not in result.missing]
+    names = [
+        c.name for c in result.benchmark.contenders if c.name not in result.missing
+    ]
     labels = {c.name: c.label for c in result.benchmark.contenders}
     byKey = {(s.case, s.contender): s for s in result.summaries()}
     figure, axes = plt.subplots(
@@ -106,10 +107,21 @@ def plot(result: BenchmarkResult, path: Path) -> None:
         cpu.set_title(f"{case.title}: server CPU µs per request")
         latency = axes[2][column]
         width = 0.4
-        latency.bar([x - width / 2 for x in xs], [r.p50 / 1000 for r in rows],
-                    width, label="p50", color=colours[: len(rows)])
-        latency.bar([x + width / 2 for x in xs], [r.p99 / 1000 for r in rows],
-                    width, label="p99", color=colours[: len(rows)], alpha=0.45)
+        latency.bar(
+            [x - width / 2 for x in xs],
+            [r.p50 / 1000 for r in rows],
+            width,
+            label="p50",
+            color=colours[: len(rows)],
+        )
+        latency.bar(
+            [x + width / 2 for x in xs],
+            [r.p99 / 1000 for r in rows],
+            width,
+            label="p99",
+            color=colours[: len(rows)],
+            alpha=0.45,
+        )
         latency.set_title(f"{case.title}: latency ms (p50 solid, p99 pale)")
         for axis in (rates, cpu, latency):
             axis.set_xticks(list(xs), tick, rotation=15)
@@ -178,8 +190,11 @@ def method(settings: Settings, quick: bool) -> list[str]:
         "machine (a server that waits for its core uses no CPU meanwhile); "
         "requests/s and latency suffer most.",
         "- All traffic on 127.0.0.1; every process is killed at the end.",
-    ] + (["- **Quick run** (`--quick`): a smoke test, not figures to quote."]
-         if quick else [])
+    ] + (
+        ["- **Quick run** (`--quick`): a smoke test, not figures to quote."]
+        if quick
+        else []
+    )
 
 
 def write(
@@ -267,8 +282,10 @@ def write(
     raw = {
         "generated": now,
         "machine": machine,
-        "settings": {k: str(v) if isinstance(v, os.PathLike) else v
-                     for k, v in attrs.asdict(settings).items()},
+        "settings": {
+            k: str(v) if isinstance(v, os.PathLike) else v
+            for k, v in attrs.asdict(settings).items()
+        },
         "loadCheck": attrs.asdict(loadCheck),
         "benchmarks": {
             r.benchmark.name: {
@@ -276,16 +293,17 @@ def write(
                 "missing": r.missing,
                 "samples": [attrs.asdict(s) for s in r.samples],
                 "summaries": [attrs.asdict(s) for s in r.summaries()],
-                **({"rerun": reruns[r.benchmark.name]}
-                   if r.benchmark.name in reruns else {}),
+                **(
+                    {"rerun": reruns[r.benchmark.name]}
+                    if r.benchmark.name in reruns
+                    else {}
+                ),
             }
             for r in results
         },
         "extra": list(extra),
     }
     (assets / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
-
-
 
 
 @frozen
@@ -331,8 +349,11 @@ def load(path: Path) -> Saved:
         LoadCheck(**raw["loadCheck"]),
         raw["generated"],
         raw.get("extra", []),
-        {name: saved["rerun"] for name, saved in raw["benchmarks"].items()
-         if "rerun" in saved},
+        {
+            name: saved["rerun"]
+            for name, saved in raw["benchmarks"].items()
+            if "rerun" in saved
+        },
     )
 
 
@@ -345,9 +366,7 @@ def replaced(base: Saved, later: Saved) -> Saved:
     commit = later.machine.get("netplugins commit", "?")
     was, now = attrs.asdict(base.settings), attrs.asdict(later.settings)
     changed = [f"{k} {now[k]} (was {was[k]})" for k in was if was[k] != now[k]]
-    same = "the same settings" + (
-        f" except {', '.join(changed)}" if changed else ""
-    )
+    same = "the same settings" + (f" except {', '.join(changed)}" if changed else "")
     only = " ".join(f"--only {r.benchmark.name}" for r in later.results)
     reruns = {k: v for k, v in base.reruns.items() if k not in names}
     for name in names:
@@ -361,6 +380,9 @@ def replaced(base: Saved, later: Saved) -> Saved:
         next((r for r in later.results if r.benchmark.name == b.benchmark.name), b)
         for b in base.results
     ]
-    results += [r for r in later.results
-                if r.benchmark.name not in {b.benchmark.name for b in base.results}]
+    results += [
+        r
+        for r in later.results
+        if r.benchmark.name not in {b.benchmark.name for b in base.results}
+    ]
     return attrs.evolve(base, results=results, reruns=reruns)

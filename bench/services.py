@@ -17,8 +17,17 @@ LISTEN = ("--listen", "tcp:{port}:interface=127.0.0.1")
 PREPARE = ("{python}", "-m", "bench.prepare")
 # The C echo load generator's own options, for benchmarks that add some.
 ECHO_LOAD = (
-    "{program}", "--port", "{port}", "--connections", "{connections}",
-    "--size", "{size}", "--warmup", "{warmup}", "--duration", "{duration}",
+    "{program}",
+    "--port",
+    "{port}",
+    "--connections",
+    "{connections}",
+    "--size",
+    "{size}",
+    "--warmup",
+    "{warmup}",
+    "--duration",
+    "{duration}",
 )
 
 
@@ -27,9 +36,20 @@ def clients(module: str, *options: str) -> tuple[str, ...]:
     The argv template of a load generator in C{bench/clients/}.
     """
     return (
-        "{python}", "-m", f"bench.clients.{module}", "--port", "{port}",
-        "--connections", "{connections}", "--size", "{size}",
-        "--warmup", "{warmup}", "--duration", "{duration}", *options,
+        "{python}",
+        "-m",
+        f"bench.clients.{module}",
+        "--port",
+        "{port}",
+        "--connections",
+        "{connections}",
+        "--size",
+        "{size}",
+        "--warmup",
+        "{warmup}",
+        "--duration",
+        "{duration}",
+        *options,
     )
 
 
@@ -54,15 +74,26 @@ HTTPBIN = Benchmark(
         Contender(
             "gunicorn-httpbin",
             "httpbin on gunicorn (1 sync worker)",
-            ("{venvs}/httpbin/bin/gunicorn", "--bind", "127.0.0.1:{port}",
-             "--workers", "1", "httpbin:app"),
+            (
+                "{venvs}/httpbin/bin/gunicorn",
+                "--bind",
+                "127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "httpbin:app",
+            ),
             probe=(*PREPARE, "venv", "httpbin"),
         ),
         Contender(
             "aiohttp",
             "aiohttp on uvloop",
-            ("{venvs}/aiohttp/bin/python", "-m", "bench.peers.aiohttp_get",
-             "--port", "{port}"),
+            (
+                "{venvs}/aiohttp/bin/python",
+                "-m",
+                "bench.peers.aiohttp_get",
+                "--port",
+                "{port}",
+            ),
             probe=(*PREPARE, "venv", "aiohttp"),
         ),
     ),
@@ -94,24 +125,49 @@ WSGI = Benchmark(
         Contender(
             "np-wsgi",
             "np-wsgi (10 threads)",
-            ("{python}", "-m", "bench.peers.twistd_here", "--nodaemon",
-             "--pidfile=", "np-wsgi", "--app", "bench.peers.flask_hello:app",
-             *LISTEN, "--access-log", "none"),
+            (
+                "{python}",
+                "-m",
+                "bench.peers.twistd_here",
+                "--nodaemon",
+                "--pidfile=",
+                "np-wsgi",
+                "--app",
+                "bench.peers.flask_hello:app",
+                *LISTEN,
+                "--access-log",
+                "none",
+            ),
             probe=(*PREPARE, "tool", "wrk"),
         ),
         Contender(
             "gunicorn-sync",
             "gunicorn, 1 sync worker",
-            ("{venvs}/wsgi/bin/gunicorn", "--bind", "127.0.0.1:{port}",
-             "--workers", "1", "bench.peers.flask_hello:app"),
+            (
+                "{venvs}/wsgi/bin/gunicorn",
+                "--bind",
+                "127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "bench.peers.flask_hello:app",
+            ),
             probe=(*PREPARE, "venv", "wsgi"),
         ),
         Contender(
             "gunicorn-gthread",
             "gunicorn, 1 gthread worker (10 threads)",
-            ("{venvs}/wsgi/bin/gunicorn", "--bind", "127.0.0.1:{port}",
-             "--workers", "1", "--worker-class", "gthread", "--threads", "10",
-             "bench.peers.flask_hello:app"),
+            (
+                "{venvs}/wsgi/bin/gunicorn",
+                "--bind",
+                "127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "10",
+                "bench.peers.flask_hello:app",
+            ),
             probe=(*PREPARE, "venv", "wsgi"),
         ),
     ),
@@ -138,16 +194,35 @@ NP_ECHO_TLS = Contender(
 ASYNCIO_TLS = Contender(
     "asyncio-ssl",
     "asyncio ssl",
-    ("{python}", "-m", "bench.peers.asyncio_tls_echo", "--port", "{port}",
-     "--cert", "{out}/tls/cert.pem", "--key", "{out}/tls/key.pem"),
+    (
+        "{python}",
+        "-m",
+        "bench.peers.asyncio_tls_echo",
+        "--port",
+        "{port}",
+        "--cert",
+        "{out}/tls/cert.pem",
+        "--key",
+        "{out}/tls/key.pem",
+    ),
     probe=(*PREPARE, "tls"),
 )
 UVLOOP_TLS = Contender(
     "uvloop-ssl",
     "uvloop ssl",
-    ("{python}", "-m", "bench.peers.asyncio_tls_echo", "--port", "{port}",
-     "--cert", "{out}/tls/cert.pem", "--key", "{out}/tls/key.pem",
-     "--loop", "uvloop"),
+    (
+        "{python}",
+        "-m",
+        "bench.peers.asyncio_tls_echo",
+        "--port",
+        "{port}",
+        "--cert",
+        "{out}/tls/cert.pem",
+        "--key",
+        "{out}/tls/key.pem",
+        "--loop",
+        "uvloop",
+    ),
     probe=(*PREPARE, "tls"),
 )
 TLS_NOTES = (
@@ -161,8 +236,7 @@ TLS_NOTES = (
 TLS_HANDSHAKES = Benchmark(
     name="tls-handshake",
     title=(
-        "TLS handshakes: np-echo --listen-tls against openssl s_server and "
-        "asyncio ssl"
+        "TLS handshakes: np-echo --listen-tls against openssl s_server and asyncio ssl"
     ),
     loadgen="",
     load=clients("tls", "--mode", "handshake"),
@@ -172,15 +246,25 @@ TLS_HANDSHAKES = Benchmark(
         Contender(
             "s_server",
             "openssl s_server",
-            ("openssl", "s_server", "-accept", "127.0.0.1:{port}",
-             "-cert", "{out}/tls/cert.pem", "-key", "{out}/tls/key.pem",
-             "-www", "-quiet"),
+            (
+                "openssl",
+                "s_server",
+                "-accept",
+                "127.0.0.1:{port}",
+                "-cert",
+                "{out}/tls/cert.pem",
+                "-key",
+                "{out}/tls/key.pem",
+                "-www",
+                "-quiet",
+            ),
             probe=(*PREPARE, "tls"),
         ),
         ASYNCIO_TLS,
     ),
     cases=(Case(0, connections=4, label="full handshake"),),
-    notes=TLS_NOTES + (
+    notes=TLS_NOTES
+    + (
         "Each client connects, completes a full handshake (no resumption, the "
         "certificate not verified) and closes, back to back; a request is one "
         "handshake, so *server CPU µs/req* is the server's cost per handshake. "
@@ -196,7 +280,8 @@ TLS_BULK = Benchmark(
     primary="np-echo-tls",
     contenders=(NP_ECHO_TLS, ASYNCIO_TLS, UVLOOP_TLS),
     cases=(Case(65536, connections=4),),
-    notes=TLS_NOTES + (
+    notes=TLS_NOTES
+    + (
         "Each client keeps one connection and sends 64 KiB, waiting for the "
         "whole echo before the next (bench/peers/asyncio_tls_echo.py is the "
         "`asyncio.Protocol` echo with an `ssl` context); MiB/s counts payload "
@@ -208,8 +293,15 @@ ZEN = Benchmark(
     name="zen",
     title="Zen: np-zen against the book's asyncio Zen server",
     loadgen="echo",
-    load=(*ECHO_LOAD, "--request", "Beautiful is better than?", "--until", ".",
-          "--expect", "Ugly."),
+    load=(
+        *ECHO_LOAD,
+        "--request",
+        "Beautiful is better than?",
+        "--until",
+        ".",
+        "--expect",
+        "Ugly.",
+    ),
     primary="np-zen",
     contenders=(
         Contender("np-zen", "netplugins np-zen", (*TWISTD, "np-zen", *LISTEN)),
@@ -226,8 +318,15 @@ ZEN = Benchmark(
         Contender(
             "uvloop-zen",
             "the same on uvloop",
-            ("{python}", "-m", "bench.peers.asyncio_zen", "--port", "{port}",
-             "--loop", "uvloop"),
+            (
+                "{python}",
+                "-m",
+                "bench.peers.asyncio_zen",
+                "--port",
+                "{port}",
+                "--loop",
+                "uvloop",
+            ),
         ),
     ),
     cases=(Case(25, connections=50, label="question"),),
@@ -246,8 +345,7 @@ KV = Benchmark(
     name="kv",
     title="Key-value: np-kv XML-RPC against SimpleXMLRPCServer (Cookbook 11.6)",
     loadgen="",
-    load=clients("wrk", "--path", "/RPC2", "--script",
-                 "bench/clients/xmlrpc_kv.lua"),
+    load=clients("wrk", "--path", "/RPC2", "--script", "bench/clients/xmlrpc_kv.lua"),
     primary="np-kv",
     contenders=(
         Contender(
@@ -290,8 +388,15 @@ MPCONN = Benchmark(
         Contender(
             "listener",
             "stdlib Listener, thread per client (Cookbook 11.7)",
-            ("{python}", "-m", "bench.peers.mpconn_echo", "--port", "{port}",
-             "--authkey-file", "{out}/mpconn.key"),
+            (
+                "{python}",
+                "-m",
+                "bench.peers.mpconn_echo",
+                "--port",
+                "{port}",
+                "--authkey-file",
+                "{out}/mpconn.key",
+            ),
             probe=(*PREPARE, "mpconn-key"),
         ),
     ),
@@ -319,15 +424,31 @@ SMTP = Benchmark(
         Contender(
             "np-smtp",
             "netplugins np-smtp",
-            (*TWISTD, "np-smtp", *LISTEN, "--auth", "htpasswd:{out}/mail/htpasswd",
-             "--maildir-root", "{out}/mail/smtp", "--hostname", "localhost"),
+            (
+                *TWISTD,
+                "np-smtp",
+                *LISTEN,
+                "--auth",
+                "htpasswd:{out}/mail/htpasswd",
+                "--maildir-root",
+                "{out}/mail/smtp",
+                "--hostname",
+                "localhost",
+            ),
             probe=(*PREPARE, "mail"),
         ),
         Contender(
             "aiosmtpd",
             "aiosmtpd + mailbox.Maildir",
-            ("{venvs}/aiosmtpd/bin/python", "-m", "bench.peers.aiosmtpd_maildir",
-             "--port", "{port}", "--maildir", "{out}/mail/aiosmtpd"),
+            (
+                "{venvs}/aiosmtpd/bin/python",
+                "-m",
+                "bench.peers.aiosmtpd_maildir",
+                "--port",
+                "{port}",
+                "--maildir",
+                "{out}/mail/aiosmtpd",
+            ),
             probe=(*PREPARE, "venv", "aiosmtpd"),
         ),
     ),
@@ -356,8 +477,16 @@ IMAP = Benchmark(
         Contender(
             "np-imap",
             "netplugins np-imap",
-            (*TWISTD, "np-imap", *LISTEN, "--auth", "htpasswd:{out}/mail/htpasswd",
-             "--maildir-root", "{out}/mail/root", "--allow-plaintext-auth"),
+            (
+                *TWISTD,
+                "np-imap",
+                *LISTEN,
+                "--auth",
+                "htpasswd:{out}/mail/htpasswd",
+                "--maildir-root",
+                "{out}/mail/root",
+                "--allow-plaintext-auth",
+            ),
             probe=(*PREPARE, "mail"),
         ),
         Contender(
@@ -382,5 +511,13 @@ IMAP = Benchmark(
 )
 
 SERVICES: tuple[Benchmark, ...] = (
-    HTTPBIN, WSGI, TLS_HANDSHAKES, TLS_BULK, ZEN, KV, MPCONN, SMTP, IMAP,
+    HTTPBIN,
+    WSGI,
+    TLS_HANDSHAKES,
+    TLS_BULK,
+    ZEN,
+    KV,
+    MPCONN,
+    SMTP,
+    IMAP,
 )
