@@ -82,8 +82,13 @@ def summarise(
     ordered = sorted(latencies) or [0.0]
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return Result(
-        name, label, len(latencies), errors, seconds,
-        round(statistics.median(ordered) * 1000, 3), round(p99 * 1000, 3),
+        name,
+        label,
+        len(latencies),
+        errors,
+        seconds,
+        round(statistics.median(ordered) * 1000, 3),
+        round(p99 * 1000, 3),
     )
 
 
@@ -124,8 +129,16 @@ def whoamiLoop(server: Any, window: Window, worker: int) -> None:
         index += 1
         began = time.monotonic()
         done = subprocess.run(
-            ["ldapwhoami", "-x", "-H", server.url(), "-D", userDN(user),
-             "-w", password],
+            [
+                "ldapwhoami",
+                "-x",
+                "-H",
+                server.url(),
+                "-D",
+                userDN(user),
+                "-w",
+                password,
+            ],
             capture_output=True,
             check=False,
         )
@@ -188,23 +201,37 @@ async def measureAll(reactor: Any, args: argparse.Namespace) -> list[Result]:
     try:
         window = Window(args.warmup, args.duration)
         await gatherResults(
-            [deferToThread(whoamiLoop, server, window, n)
-             for n in range(args.concurrency)]
+            [
+                deferToThread(whoamiLoop, server, window, n)
+                for n in range(args.concurrency)
+            ]
         )
-        results.append(summarise("ldapwhoami", LABELS["ldapwhoami"],
-                                 window.latencies, window.errors, args.duration))
+        results.append(
+            summarise(
+                "ldapwhoami",
+                LABELS["ldapwhoami"],
+                window.latencies,
+                window.errors,
+                args.duration,
+            )
+        )
         for name, section in checkerConfigs(
             server, server.work, args.concurrency
         ).items():
             checker = LDAPChecker(configFromMapping(section), reactor=reactor)
             window = Window(args.warmup, args.duration)
             await gatherResults(
-                [ensureDeferred(checkerLoop(checker, window, n))
-                 for n in range(args.concurrency)]
+                [
+                    ensureDeferred(checkerLoop(checker, window, n))
+                    for n in range(args.concurrency)
+                ]
             )
             await checker.close()
-            results.append(summarise(name, LABELS[name], window.latencies,
-                                     window.errors, args.duration))
+            results.append(
+                summarise(
+                    name, LABELS[name], window.latencies, window.errors, args.duration
+                )
+            )
             # Let slapd and the pool settle between contenders.
             await deferLater(reactor, 0.2, lambda: None)
     finally:
@@ -240,14 +267,18 @@ def markdown(results: list[Result], args: argparse.Namespace) -> str:
 
 
 def parseArguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.ldap", description=(
-        "LDAP logins per second: the ldap: checker against an ldapwhoami loop"
-    ))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ldap",
+        description=(
+            "LDAP logins per second: the ldap: checker against an ldapwhoami loop"
+        ),
+    )
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--quick", action="store_true",
-                        help="1 s per contender, 0.3 s warm-up")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 s per contender, 0.3 s warm-up"
+    )
     parser.add_argument("--output", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.quick:
@@ -262,8 +293,10 @@ def main(argv: list[str] | None = None, exit: Callable[..., Any] = react) -> Non
         results = await measureAll(reactor, args)
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "results.json").write_text(
-            json.dumps([{**asdict(r), "per_second": r.perSecond} for r in results],
-                       indent=2) + "\n"
+            json.dumps(
+                [{**asdict(r), "per_second": r.perSecond} for r in results], indent=2
+            )
+            + "\n"
         )
         text = markdown(results, args)
         (args.output / "ldap.md").write_text(text)

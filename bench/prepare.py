@@ -47,10 +47,10 @@ def venv(name: str) -> Path:
     path = OUT.resolve() / "venvs" / name
     ready = path / ".ready"
     if not ready.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)],
-                       check=True)
-        subprocess.run([str(path / "bin" / "pip"), "install", "-q",
-                        *VENVS[name]], check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+        subprocess.run(
+            [str(path / "bin" / "pip"), "install", "-q", *VENVS[name]], check=True
+        )
         ready.write_text(" ".join(VENVS[name]) + "\n")
     return path
 
@@ -64,11 +64,26 @@ def tls() -> Path:
     if not cert.exists():
         TLS.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-             "-keyout", str(TLS / "key.pem"), "-out", str(TLS / ".cert.pem"),
-             "-days", "3650", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(TLS / "key.pem"),
+                "-out",
+                str(TLS / ".cert.pem"),
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
         )
         (TLS / ".cert.pem").replace(cert)
     return cert
@@ -122,9 +137,7 @@ def mail() -> Path:
         )
     # np-imap's copy: each server keeps its own index files beside the mail.
     shutil.copytree(maildir, MAIL / "root" / MAIL_USER)
-    (MAIL / "htpasswd").write_text(
-        f"{MAIL_USER}:{hashPassword(MAIL_PASSWORD)}\n"
-    )
+    (MAIL / "htpasswd").write_text(f"{MAIL_USER}:{hashPassword(MAIL_PASSWORD)}\n")
     done.write_text(f"{MAIL_MESSAGES}\n")
     return MAIL
 

@@ -32,10 +32,10 @@ class ProcessError(Exception):
     """
 
 
-def pinned(argv: Sequence[str], cpu: int | None) -> list[str]:
+def pinned(argv: Sequence[str], cpu: int | str | None) -> list[str]:
     """
-    C{argv} run on CPU C{cpu} only (C{taskset} execs it: the pid is the
-    program's own).
+    C{argv} run on CPU C{cpu} only, or on a C{taskset} CPU list such as
+    C{"0,1"} (C{taskset} execs it: the pid is the program's own).
     """
     if cpu is None:
         return list(argv)
@@ -126,9 +126,7 @@ def waitForPort(
     raise ProcessError(f"not listening on port {port} after {timeout:g} s")
 
 
-def readLine(
-    process: subprocess.Popen[bytes], deadline: float
-) -> bytes:
+def readLine(process: subprocess.Popen[bytes], deadline: float) -> bytes:
     """
     The next line C{process} writes to its stdout pipe, waiting no later than
     C{deadline} (a C{time.monotonic} value).

@@ -170,7 +170,8 @@ class BenchmarkResult:
         for case in self.cases():
             for contender in self.benchmark.contenders:
                 mine = [
-                    s for s in self.samples
+                    s
+                    for s in self.samples
                     if s.case == case and s.contender == contender.name
                 ]
                 if mine:
@@ -242,7 +243,10 @@ def measure(
     tag = f"{benchmark.name}-{contender.name}-{case.size}-{repetition}-{attempt}"
     server = processes.start(
         processes.pinned(
-            expand(contender.command, port, case.framing), settings.serverCPU
+            expand(contender.command, port, case.framing),
+            settings.serverCPU
+            if contender.serverCPUs is None
+            else contender.serverCPUs,
         ),
         logs / f"{tag}.server.log",
     )
@@ -255,16 +259,30 @@ def measure(
             start["cpus"] = machine.readCpuTimes()
 
         argv = [
-            str(program), "--port", str(port),
-            "--connections", str(case.connections), "--size", str(case.size),
-            "--framing", case.framing,
-            "--warmup", str(settings.warmup), "--duration", str(settings.duration),
+            str(program),
+            "--port",
+            str(port),
+            "--connections",
+            str(case.connections),
+            "--size",
+            str(case.size),
+            "--framing",
+            case.framing,
+            "--warmup",
+            str(settings.warmup),
+            "--duration",
+            str(settings.duration),
         ]
         if benchmark.load:
             argv = expand(
-                benchmark.load, port, case.framing, program=program,
-                connections=case.connections, size=case.size,
-                warmup=settings.warmup, duration=settings.duration,
+                benchmark.load,
+                port,
+                case.framing,
+                program=program,
+                connections=case.connections,
+                size=case.size,
+                warmup=settings.warmup,
+                duration=settings.duration,
             )
         result = loadgen.run(
             processes.pinned(argv, settings.loadgenCPU),

@@ -23,12 +23,16 @@ class Contender:
     @ivar command: the argv template that starts it in the foreground.
     @ivar probe: an argv template that exits 0 when the contender can run
         (a service still being written is reported as missing, not failed).
+    @ivar serverCPUs: a C{taskset} CPU list overriding the run's server CPU,
+        for contenders that are several processes (C{--workers}); C{None}
+        keeps the run's setting.
     """
 
     name: str
     label: str
     command: tuple[str, ...]
     probe: tuple[str, ...] = ()
+    serverCPUs: str | None = None
 
 
 @frozen
@@ -102,42 +106,99 @@ ECHO = Benchmark(
         Contender(
             "np-echo",
             "netplugins np-echo",
-            ("{twistd}", "--nodaemon", "--pidfile=", "np-echo",
-             "--listen", "tcp:{port}:interface=127.0.0.1", "--framing", "{framing}"),
+            (
+                "{twistd}",
+                "--nodaemon",
+                "--pidfile=",
+                "np-echo",
+                "--listen",
+                "tcp:{port}:interface=127.0.0.1",
+                "--framing",
+                "{framing}",
+            ),
             probe=("{twistd}", "np-echo", "--help"),
         ),
         Contender(
             "np-epoll",
             "np-echo, np-epoll reactor",
-            ("{twistd}", "--nodaemon", "--pidfile=", "--reactor", "np-epoll", "np-echo",
-             "--listen", "tcp:{port}:interface=127.0.0.1", "--framing", "{framing}"),
+            (
+                "{twistd}",
+                "--nodaemon",
+                "--pidfile=",
+                "--reactor",
+                "np-epoll",
+                "np-echo",
+                "--listen",
+                "tcp:{port}:interface=127.0.0.1",
+                "--framing",
+                "{framing}",
+            ),
             probe=("{twistd}", "--reactor", "np-epoll", "np-echo", "--help"),
         ),
         Contender(
             "np-echo-w2",
             "np-echo --workers 2",
-            ("{twistd}", "--nodaemon", "--pidfile=", "--reactor", "np-epoll", "np-echo",
-             "--workers", "2",
-             "--listen", "tcp:{port}:interface=127.0.0.1", "--framing", "{framing}"),
+            (
+                "{twistd}",
+                "--nodaemon",
+                "--pidfile=",
+                "--reactor",
+                "np-epoll",
+                "np-echo",
+                "--workers",
+                "2",
+                "--listen",
+                "tcp:{port}:interface=127.0.0.1",
+                "--framing",
+                "{framing}",
+            ),
             probe=("{twistd}", "np-echo", "--workers", "2", "--help"),
+            # Two workers on one CPU measure nothing: give them both, sharing
+            # the load generator's.
+            serverCPUs="0,1",
         ),
         Contender(
             "twisted",
             "bare Twisted",
-            ("{python}", "-m", "bench.peers.twisted_echo",
-             "--port", "{port}", "--framing", "{framing}"),
+            (
+                "{python}",
+                "-m",
+                "bench.peers.twisted_echo",
+                "--port",
+                "{port}",
+                "--framing",
+                "{framing}",
+            ),
         ),
         Contender(
             "asyncio",
             "asyncio",
-            ("{python}", "-m", "bench.peers.asyncio_echo",
-             "--port", "{port}", "--framing", "{framing}", "--loop", "asyncio"),
+            (
+                "{python}",
+                "-m",
+                "bench.peers.asyncio_echo",
+                "--port",
+                "{port}",
+                "--framing",
+                "{framing}",
+                "--loop",
+                "asyncio",
+            ),
         ),
         Contender(
             "uvloop",
             "uvloop",
-            ("{python}", "-m", "bench.peers.asyncio_echo",
-             "--port", "{port}", "--framing", "{framing}", "--loop", "uvloop"),
+            (
+                "{python}",
+                "-m",
+                "bench.peers.asyncio_echo",
+                "--port",
+                "{port}",
+                "--framing",
+                "{framing}",
+                "--loop",
+                "uvloop",
+            ),
         ),
     ),
     cases=(Case(1024), Case(65536)),
@@ -153,10 +214,9 @@ ECHO = Benchmark(
         "on accepted sockets; Twisted leaves Nagle's algorithm on, netplugins' "
         "write-through transport (netplugins/transport.py) sets it. *np-echo, "
         "np-epoll reactor* adds `--reactor np-epoll` (netplugins/reactor.py). "
-        "*np-echo --workers 2* is two processes on SO_REUSEPORT sockets: it "
-        "only means something with the server given two CPUs (not "
-        "`--same-core`), and its server CPU is the worker processes' "
-        "(children of the supervisor)."
+        "*np-echo --workers 2* is two processes on SO_REUSEPORT sockets, "
+        "pinned to both CPUs (so they share the load generator's), and its "
+        "server CPU is the worker processes' (children of the supervisor)."
     ),
 )
 

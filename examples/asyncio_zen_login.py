@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
         "--auth", required=True, help="a checker: htpasswd:FILE, ldap:..."
     )
     parser.add_argument(
-        "--login-delay", type=float, default=1.0,
+        "--login-delay",
+        type=float,
+        default=1.0,
         help="seconds of delay after the first failure (doubling after each)",
     )
     args = parser.parse_args(argv)

@@ -51,6 +51,7 @@ def _bytearrayFromData(*args: Any) -> bytearray:
         return bytearray(args[0], "latin-1")
     raise RefusedPickleError("refused bytearray from anything but its data")
 
+
 #: The globals a pickle from a peer may name, each a plain value type whose
 #: constructor only builds a value from the arguments it is given.  Protocol 4
 #: and 5 pickles (the default since Python 3.8) use these for sets made with

@@ -223,9 +223,7 @@ class HttpbinClientSuite:
             params={"url": "/get?x=1", "status_code": "307"},
             allow_redirects=False,
         )
-        self.assertEqual(
-            (r.status_code, r.headers["Location"]), (307, "/get?x=1")
-        )
+        self.assertEqual((r.status_code, r.headers["Location"]), (307, "/get?x=1"))
 
     def test_redirect303TurnsPostIntoGet(self) -> None:
         """After a 303, requests follows with GET."""
@@ -252,12 +250,15 @@ class HttpbinClientSuite:
     def test_cookiesSession(self) -> None:
         """A session keeps cookies set by /cookies/set and drops deleted ones."""
         with requests.Session() as session:
-            r = session.get(self.url("/cookies/set?flavour=oat&kind=biscuit"),
-                            timeout=TIMEOUT)
+            r = session.get(
+                self.url("/cookies/set?flavour=oat&kind=biscuit"), timeout=TIMEOUT
+            )
             self.assertEqual(
                 (r.json(), session.cookies.get_dict()),
-                ({"cookies": {"flavour": "oat", "kind": "biscuit"}},
-                 {"flavour": "oat", "kind": "biscuit"}),
+                (
+                    {"cookies": {"flavour": "oat", "kind": "biscuit"}},
+                    {"flavour": "oat", "kind": "biscuit"},
+                ),
             )
             r = session.get(self.url("/cookies/delete?kind"), timeout=TIMEOUT)
             self.assertEqual(r.json(), {"cookies": {"flavour": "oat"}})
@@ -322,8 +323,9 @@ class HttpbinClientSuite:
         with requests.Session() as session:
             session.auth = HTTPDigestAuth("user", "pass")
             codes = [
-                session.get(self.url("/digest-auth/auth/user/pass"),
-                            timeout=TIMEOUT).status_code
+                session.get(
+                    self.url("/digest-auth/auth/user/pass"), timeout=TIMEOUT
+                ).status_code
                 for _ in range(3)
             ]
         self.assertEqual(codes, [200, 200, 200])
@@ -358,8 +360,9 @@ class HttpbinClientSuite:
             (206, b"klmnopqrst", "bytes 10-19/100"),
         )
         whole = self.get("/range/30")
-        self.assertEqual((whole.status_code, whole.headers["Accept-Ranges"]),
-                         (200, "bytes"))
+        self.assertEqual(
+            (whole.status_code, whole.headers["Accept-Ranges"]), (200, "bytes")
+        )
         self.assertEqual(whole.content, b"abcdefghijklmnopqrstuvwxyzabcd")
 
     def test_rangeUnsatisfiable(self) -> None:
@@ -458,8 +461,7 @@ class HttpbinClientSuite:
 
     def test_formsPost(self) -> None:
         """/forms/post is an HTML form posting to /post."""
-        self.assertIn('action="/post"', self.get("/forms/post").text.replace(
-            "'", '"'))
+        self.assertIn('action="/post"', self.get("/forms/post").text.replace("'", '"'))
 
     # Response inspection
 
@@ -507,7 +509,9 @@ class HttpbinClientSuite:
         """Responses allow the requesting origin, with credentials."""
         r = self.get("/get", headers={"Origin": "https://example.com"})
         self.assertEqual(
-            (r.headers["Access-Control-Allow-Origin"],
-             r.headers["Access-Control-Allow-Credentials"]),
+            (
+                r.headers["Access-Control-Allow-Origin"],
+                r.headers["Access-Control-Allow-Credentials"],
+            ),
             ("https://example.com", "true"),
         )

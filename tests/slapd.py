@@ -128,15 +128,27 @@ def seedLDIF(port: int) -> str:
     """
     people = f"ldap://127.0.0.1:{port}/{PEOPLE}"
     entries = [
-        _entry(BASE_DN, ("objectClass", "dcObject"), ("objectClass", "organization"),
-               ("dc", "example"), ("o", "Example")),
+        _entry(
+            BASE_DN,
+            ("objectClass", "dcObject"),
+            ("objectClass", "organization"),
+            ("dc", "example"),
+            ("o", "Example"),
+        ),
         _entry(PEOPLE, ("objectClass", "organizationalUnit"), ("ou", "people")),
-        _entry(f"ou=contractors,{BASE_DN}", ("objectClass", "organizationalUnit"),
-               ("ou", "contractors")),
+        _entry(
+            f"ou=contractors,{BASE_DN}",
+            ("objectClass", "organizationalUnit"),
+            ("ou", "contractors"),
+        ),
         _entry(GROUPS, ("objectClass", "organizationalUnit"), ("ou", "groups")),
-        _entry(SERVICE_DN, ("objectClass", "organizationalRole"),
-               ("objectClass", "simpleSecurityObject"), ("cn", "reader"),
-               ("userPassword", SERVICE_PASSWORD)),
+        _entry(
+            SERVICE_DN,
+            ("objectClass", "organizationalRole"),
+            ("objectClass", "simpleSecurityObject"),
+            ("cn", "reader"),
+            ("userPassword", SERVICE_PASSWORD),
+        ),
         *(_person(uid, password) for uid, password in PASSWORDS.items()),
         # A person whose mail addresses are not their uid (mail lookups).
         _person(DOTTED_UID, DOTTED_PASSWORD, mail=DOTTED_MAIL),
@@ -144,16 +156,33 @@ def seedLDIF(port: int) -> str:
         _person("twin", "twin-pw"),
         _person("twin", "twin-pw", f"ou=contractors,{BASE_DN}"),
         # A person who is only a referral elsewhere, and a referred subtree.
-        _entry(userDN("mallory"), ("objectClass", "referral"),
-               ("objectClass", "extensibleObject"), ("uid", "mallory"),
-               ("ref", people)),
-        _entry(f"ou=elsewhere,{BASE_DN}", ("objectClass", "referral"),
-               ("objectClass", "extensibleObject"), ("ou", "elsewhere"),
-               ("ref", people)),
-        _entry(STAFF_GROUP, ("objectClass", "groupOfNames"), ("cn", "staff"),
-               ("member", userDN("alice")), ("member", userDN(WEIRD_UID))),
-        _entry(ADMINS_GROUP, ("objectClass", "groupOfUniqueNames"), ("cn", "admins"),
-               ("uniqueMember", userDN("bob"))),
+        _entry(
+            userDN("mallory"),
+            ("objectClass", "referral"),
+            ("objectClass", "extensibleObject"),
+            ("uid", "mallory"),
+            ("ref", people),
+        ),
+        _entry(
+            f"ou=elsewhere,{BASE_DN}",
+            ("objectClass", "referral"),
+            ("objectClass", "extensibleObject"),
+            ("ou", "elsewhere"),
+            ("ref", people),
+        ),
+        _entry(
+            STAFF_GROUP,
+            ("objectClass", "groupOfNames"),
+            ("cn", "staff"),
+            ("member", userDN("alice")),
+            ("member", userDN(WEIRD_UID)),
+        ),
+        _entry(
+            ADMINS_GROUP,
+            ("objectClass", "groupOfUniqueNames"),
+            ("cn", "admins"),
+            ("uniqueMember", userDN("bob")),
+        ),
     ]
     return "\n\n".join(entries) + "\n"
 
@@ -280,8 +309,17 @@ class Slapd:
 
     def _ldap(self, tool: str, *args: str, stdin: str = "") -> None:
         result = subprocess.run(
-            [_binary(tool), "-x", "-H", self.url(), "-D", ROOT_DN,
-             "-w", ROOT_PASSWORD, *args],
+            [
+                _binary(tool),
+                "-x",
+                "-H",
+                self.url(),
+                "-D",
+                ROOT_DN,
+                "-w",
+                ROOT_PASSWORD,
+                *args,
+            ],
             input=stdin.encode("utf-8"),
             capture_output=True,
             timeout=30,
@@ -306,8 +344,13 @@ class Slapd:
         Replace C{dn}'s C{userPassword}.
         """
         self.modify(
-            _entry(dn, ("changetype", "modify"), ("replace", "userPassword"),
-                   ("userPassword", password)) + "\n"
+            _entry(
+                dn,
+                ("changetype", "modify"),
+                ("replace", "userPassword"),
+                ("userPassword", password),
+            )
+            + "\n"
         )
 
     def kill(self) -> None:

@@ -74,8 +74,16 @@ class ZenLoginServer:
         self.errors = Path(case.mktemp())
         with self.errors.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, str(EXAMPLE), "--port", "0", "--auth", auth,
-                 "--login-delay", str(loginDelay)],
+                [
+                    sys.executable,
+                    str(EXAMPLE),
+                    "--port",
+                    "0",
+                    "--auth",
+                    auth,
+                    "--login-delay",
+                    str(loginDelay),
+                ],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -388,8 +396,12 @@ class CheckTests(SynchronousTestCase):
         self.assertEqual(
             self.loop.run_until_complete(
                 aio.checkPassword(
-                    self.checker, b"alice", b"alice-pw",
-                    throttle=throttle, peer=peer, attempts=attempts,
+                    self.checker,
+                    b"alice",
+                    b"alice-pw",
+                    throttle=throttle,
+                    peer=peer,
+                    attempts=attempts,
                 )
             ),
             b"alice",
@@ -398,7 +410,11 @@ class CheckTests(SynchronousTestCase):
             TooManyAttempts,
             self.loop.run_until_complete,
             aio.checkPassword(
-                self.checker, b"alice", b"alice-pw",
-                throttle=throttle, peer=peer, attempts=attempts,
+                self.checker,
+                b"alice",
+                b"alice-pw",
+                throttle=throttle,
+                peer=peer,
+                attempts=attempts,
             ),
         )

@@ -55,23 +55,41 @@ class LoadgenTests(TestCase):
         assert isinstance(address, IPv4Address)
         out, _err, code = yield getProcessOutputAndValue(
             str(self.program),
-            ["--port", str(address.port), "--connections", "4",
-             "--warmup", "0.2", "--duration", "1", *options],
+            [
+                "--port",
+                str(address.port),
+                "--connections",
+                "4",
+                "--warmup",
+                "0.2",
+                "--duration",
+                "1",
+                *options,
+            ],
             env=dict(os.environ),
         )
         return [json.loads(line) for line in out.splitlines()], code
 
     def assertSane(self, result: dict[str, Any], size: int, framing: str) -> None:
         self.assertEqual(
-            (result["event"], result["size"], result["framing"],
-             result["connections"], result["errors"], result["mismatches"]),
+            (
+                result["event"],
+                result["size"],
+                result["framing"],
+                result["connections"],
+                result["errors"],
+                result["mismatches"],
+            ),
             ("result", size, framing, 4, 0, 0),
         )
         self.assertGreater(result["requests"], 0)
         self.assertEqual(result["bytes"], result["requests"] * size)
         self.assertAlmostEqual(result["duration"], 1.0, delta=0.05)
         self.assertTrue(
-            0 < result["p50_us"] <= result["p90_us"] <= result["p99_us"]
+            0
+            < result["p50_us"]
+            <= result["p90_us"]
+            <= result["p99_us"]
             <= result["max_us"]
         )
         self.assertGreater(result["cpu_seconds"], 0)
@@ -81,9 +99,7 @@ class LoadgenTests(TestCase):
         """Against a raw echo it counts only the measured window, then prints JSON."""
         # Against a raw echo it counts requests for the measured window only and prints
         # the measuring marker, then sane JSON.
-        events, code = yield self.runAgainst(
-            echoFactory("raw"), "--size", "1024"
-        )
+        events, code = yield self.runAgainst(echoFactory("raw"), "--size", "1024")
         self.assertEqual((code, len(events), events[0]), (0, 2, {"event": "measuring"}))
         self.assertSane(events[1], 1024, "raw")
 
@@ -154,8 +170,20 @@ class ReportTests(SynchronousTestCase):
         # and load check, so a report can be rendered again unmeasured.
         out = Path(self.mktemp())
         sample = Sample(
-            "asyncio", Case(65536), 2, 10, 655360, 1.0, 5.0, 9.0, 0, 0.1, 0.2,
-            0.01, 0.0, attempt=2,
+            "asyncio",
+            Case(65536),
+            2,
+            10,
+            655360,
+            1.0,
+            5.0,
+            9.0,
+            0,
+            0.1,
+            0.2,
+            0.01,
+            0.0,
+            attempt=2,
         )
         settings = Settings(repeat=1, out=out)
         check = machine.LoadCheck({"cpu0": 0.5}, 0.1, 2.0)
@@ -166,9 +194,14 @@ class ReportTests(SynchronousTestCase):
         report.write([result], settings, {"CPU": "x"}, check, path, generated="then")
         saved = report.load(out / "benchmarks" / "results.json")
         self.assertEqual(
-            (saved.results[0].samples, saved.results[0].missing,
-             saved.results[0].primary, saved.settings, saved.loadCheck,
-             saved.generated),
+            (
+                saved.results[0].samples,
+                saved.results[0].missing,
+                saved.results[0].primary,
+                saved.settings,
+                saved.loadCheck,
+                saved.generated,
+            ),
             ([sample], {"np-echo": "not yet"}, "twisted", settings, check, "then"),
         )
 
@@ -180,11 +213,7 @@ class ParsingTests(SynchronousTestCase):
 
     def test_procStat(self) -> None:
         """Busy time is everything but idle and iowait; steal and softirq kept apart."""
-        text = (
-            "cpu  10 1 5 100 4 2 3 7 0 0\n"
-            "cpu0 4 0 2 50 2 1 1 3 0 0\n"
-            "intr 12345\n"
-        )
+        text = "cpu  10 1 5 100 4 2 3 7 0 0\ncpu0 4 0 2 50 2 1 1 3 0 0\nintr 12345\n"
         self.assertEqual(
             machine.parseProcStat(text),
             {
@@ -207,13 +236,30 @@ class ParsingTests(SynchronousTestCase):
 
         def sample(requests: int, cpu: float) -> Sample:
             return Sample(
-                "np-echo", case, 1, requests, requests * 1024, 2.0, 100.0,
-                200.0, 0, cpu, 0.5, 0.0, 0.0,
+                "np-echo",
+                case,
+                1,
+                requests,
+                requests * 1024,
+                2.0,
+                100.0,
+                200.0,
+                0,
+                cpu,
+                0.5,
+                0.0,
+                0.0,
             )
 
         summary = summarise([sample(100, 1.0), sample(300, 1.0), sample(200, 0.2)])
         self.assertEqual(
-            (summary.requestsPerSecond, summary.lowest, summary.highest,
-             summary.cpuPerRequest, summary.samples, summary.flagged),
+            (
+                summary.requestsPerSecond,
+                summary.lowest,
+                summary.highest,
+                summary.cpuPerRequest,
+                summary.samples,
+                summary.flagged,
+            ),
             (100.0, 50.0, 150.0, 1e6 / 300, 3, 0),
         )

@@ -49,8 +49,14 @@ class WrkTests(SynchronousTestCase):
         # answers) come out of a C{wrk --latency} report.
         self.assertEqual(
             parse(WRK_OUTPUT),
-            {"requests": 9805, "duration": 1.0, "bytes": 3.5 * 2**20,
-             "p50_us": 635.91, "p99_us": 2280.0, "errors": 7},
+            {
+                "requests": 9805,
+                "duration": 1.0,
+                "bytes": 3.5 * 2**20,
+                "p50_us": 635.91,
+                "p99_us": 2280.0,
+                "errors": 7,
+            },
         )
 
     def test_units(self) -> None:
@@ -105,7 +111,10 @@ class SmokeTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.settings = Settings(
-            warmup=0, duration=0.5, serverCPU=None, loadgenCPU=None,
+            warmup=0,
+            duration=0.5,
+            serverCPU=None,
+            loadgenCPU=None,
             out=Path(self.mktemp()),
         )
 

@@ -49,7 +49,12 @@ class SummariseTests(SynchronousTestCase):
         latencies = [0.001] * 98 + [0.010, 0.100]
         result = benchldap.summarise("x", "X", latencies, 1, 2.0)
         self.assertEqual(
-            (result.logins, result.errors, result.perSecond, result.p50_ms,
-             result.p99_ms),
+            (
+                result.logins,
+                result.errors,
+                result.perSecond,
+                result.p50_ms,
+                result.p99_ms,
+            ),
             (100, 1, 50.0, 1.0, 100.0),
         )

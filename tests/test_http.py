@@ -127,9 +127,7 @@ class TwistedRejectsTests(SynchronousTestCase):
         """Transfer codings other than a single chunked get 400."""
         body = b"\r\n1\r\nx\r\n0\r\n\r\n"
         self.assertRefused(HEAD + b"Transfer-Encoding: gzip, chunked\r\n" + body)
-        self.assertRefused(
-            HEAD + b"Transfer-Encoding: chunked\r\n" * 2 + body
-        )
+        self.assertRefused(HEAD + b"Transfer-Encoding: chunked\r\n" * 2 + body)
 
     def test_badChunkSizes(self) -> None:
         """0x, signed, space-padded and over-long chunk-size lines get 400."""
@@ -355,7 +353,7 @@ class AccessLogTests(SynchronousTestCase):
         site.doStart()
         c = Connection(site)
         c.send(
-            b"GET /a?q=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: t\"x\r\n"
+            b'GET /a?q=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: t"x\r\n'
             b"Referer: http://r/\r\n\r\n"
         )
         c.send(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -422,7 +420,9 @@ class BasicAuthTests(SynchronousTestCase):
         self.clock = Clock()
         self.echo = Echo()
         self.resource = BasicAuthResource(
-            self.echo, Portal(RemoteUserRealm(), [checker]), reactor=self.clock,
+            self.echo,
+            Portal(RemoteUserRealm(), [checker]),
+            reactor=self.clock,
             realmName='the "realm"',
         )
         self.site, _ = makeSite(self.resource)

@@ -105,17 +105,20 @@ class EchoTests(SynchronousTestCase):
         hidden = json.loads(server.get("/get", headers=forwarded)[1])
         shown = json.loads(server.get("/get?show_env=1", headers=forwarded)[1])
         self.assertEqual(
-            (hidden["origin"], "X-Forwarded-For" in hidden["headers"],
-             shown["headers"]["X-Forwarded-For"]),
+            (
+                hidden["origin"],
+                "X-Forwarded-For" in hidden["headers"],
+                shown["headers"]["X-Forwarded-For"],
+            ),
             ("10.1.2.3", False, "10.1.2.3"),
         )
 
     def test_multipartBinaryFile(self) -> None:
         """A binary multipart file is a data URL with the part's content type."""
         body = (
-            b"--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\""
+            b'--XX\r\nContent-Disposition: form-data; name="f"; filename="a.bin"'
             b"\r\nContent-Type: image/png\r\n\r\n\x89PNG\xff\r\n"
-            b"--XX\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\nhi\r\n"
+            b'--XX\r\nContent-Disposition: form-data; name="t"\r\n\r\nhi\r\n'
             b"--XX--\r\n"
         )
         _, data = Server().get(
@@ -198,8 +201,10 @@ class DelayTests(SynchronousTestCase):
         before = transport.value()
         server.clock.advance(0.2)
         response, body = parse(transport.value())
-        self.assertEqual((before, response.status, json.loads(body)["url"]),
-                         (b"", 200, "http://t/delay/3"))
+        self.assertEqual(
+            (before, response.status, json.loads(body)["url"]),
+            (b"", 200, "http://t/delay/3"),
+        )
 
     def test_delayCapped(self) -> None:
         """/delay/1e9 answers after ten seconds."""
@@ -215,7 +220,8 @@ class DelayTests(SynchronousTestCase):
         server = Server()
         channel, _ = server.send(b"GET /delay/5 HTTP/1.1\r\nHost: t\r\n\r\n")
         ticks = [
-            c for c in server.clock.getDelayedCalls()
+            c
+            for c in server.clock.getDelayedCalls()
             if isinstance(c, DelayedCall) and c.func.__name__ == "_tick"
         ]
         channel.connectionLost(Exception("gone"))
@@ -267,8 +273,16 @@ class SafetyTests(SynchronousTestCase):
     def test_redirectTargets(self) -> None:
         """Scripts, data URLs and control characters are refused; URLs pass."""
         refused = []
-        for url in ["javascript:x", "JAVASCRIPT:x", " javascript:x", "data:,x",
-                    "vbscript:x", "/a\r\nb", "/a\nb", "/a\x00"]:
+        for url in [
+            "javascript:x",
+            "JAVASCRIPT:x",
+            " javascript:x",
+            "data:,x",
+            "vbscript:x",
+            "/a\r\nb",
+            "/a\nb",
+            "/a\x00",
+        ]:
             try:
                 checkedLocation(url)
             except HttpbinError as e:
@@ -281,8 +295,10 @@ class SafetyTests(SynchronousTestCase):
     def test_responseHeaders(self) -> None:
         """CR/LF or a bad name is 400; otherwise the body states its own length."""
         server = Server()
-        bad = [server.get(f"/response-headers?{q}")[0].status
-               for q in ["A=1%0d%0aB:2", "A%0a=1", "A%20B=1"]]
+        bad = [
+            server.get(f"/response-headers?{q}")[0].status
+            for q in ["A=1%0d%0aB:2", "A%0a=1", "A%20B=1"]
+        ]
         good, body = server.get("/response-headers?X-One=1")
         self.assertEqual(
             (bad, json.loads(body)["Content-Length"], good.getheader("X-One")),
@@ -311,8 +327,16 @@ class RangeTests(SynchronousTestCase):
 
     def test_requestedRange(self) -> None:
         """Ranges parse as RFC 9110 says; unusable headers mean the whole body."""
-        cases = ["bytes=0-9", "bytes=5-", "bytes=-3", "bytes=90-200", "items=1-2",
-                 "bytes=1-2,4-5", "bytes=x-y", None]
+        cases = [
+            "bytes=0-9",
+            "bytes=5-",
+            "bytes=-3",
+            "bytes=90-200",
+            "items=1-2",
+            "bytes=1-2,4-5",
+            "bytes=x-y",
+            None,
+        ]
         self.assertEqual(
             [requestedRange(c, 100) for c in cases],
             [(0, 9), (5, 99), (97, 99), (90, 99), None, None, None, None],
@@ -331,13 +355,20 @@ class DigestTests(SynchronousTestCase):
 
     def login(self, server: Server, nonce: str) -> HTTPResponse:
         uri = "/digest-auth/auth/u/p"
-        credentials = {"username": "u", "realm": "np-httpbin", "nonce": nonce,
-                       "nc": "00000001", "cnonce": "c", "qop": "auth"}
+        credentials = {
+            "username": "u",
+            "realm": "np-httpbin",
+            "nonce": nonce,
+            "nc": "00000001",
+            "cnonce": "c",
+            "qop": "auth",
+        }
         answer = expectedResponse(credentials, "p", "GET", uri, b"", "MD5")
         header = ", ".join(f'{k}="{v}"' for k, v in credentials.items())
         return server.get(
-            uri, headers=f'Authorization: Digest {header}, uri="{uri}", '
-            f'response="{answer}"\r\n'
+            uri,
+            headers=f'Authorization: Digest {header}, uri="{uri}", '
+            f'response="{answer}"\r\n',
         )[0]
 
     def challenge(self, server: Server) -> dict[str, str]:
@@ -360,8 +391,10 @@ class DigestTests(SynchronousTestCase):
         server.clock.advance(NONCE_LIFETIME + 1)
         old = self.login(server, nonce)
         self.assertEqual(
-            [(r.status, "stale=TRUE" in (r.getheader("WWW-Authenticate") or ""))
-             for r in (foreign, old)],
+            [
+                (r.status, "stale=TRUE" in (r.getheader("WWW-Authenticate") or ""))
+                for r in (foreign, old)
+            ],
             [(401, True), (401, True)],
         )
 
@@ -376,8 +409,12 @@ class OptionsTests(SynchronousTestCase):
         options = Options()
         options.parseOptions([])
         self.assertEqual(
-            (options["max-delay"], options["access-log"],
-             options["allow-plaintext-auth"], options.common.listen),
+            (
+                options["max-delay"],
+                options["access-log"],
+                options["allow-plaintext-auth"],
+                options.common.listen,
+            ),
             (10.0, "-", 0, ()),
         )
 

@@ -55,7 +55,8 @@ async def connectionsClosed(ports: list[int]) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         open_ = [
-            r for r in reactor.getReaders()  # type: ignore[attr-defined]
+            r
+            for r in reactor.getReaders()  # type: ignore[attr-defined]
             if isinstance(r, Server) and r.getHost().port in ports
         ]
         if not open_:
@@ -145,15 +146,20 @@ class CapsAndSafetyTests(TestCase):
             "data:text/html,<script>alert(1)</script>",
             "/get\r\nSet-Cookie: evil=1",
         ]:
-            r = await self.get("/redirect-to", params={"url": target},
-                               allow_redirects=False)
-            self.assertEqual((target, r.status_code, "Location" in r.headers),
-                             (target, 400, False))
+            r = await self.get(
+                "/redirect-to", params={"url": target}, allow_redirects=False
+            )
+            self.assertEqual(
+                (target, r.status_code, "Location" in r.headers), (target, 400, False)
+            )
 
     async def test_responseHeaderInjection(self) -> None:
         """CR/LF in a /response-headers name or value is 400, no header sent."""
-        for query in ["X-A=1%0d%0aSet-Cookie:%20evil=1", "X-A%0d%0aEvil=1",
-                      "X-A=1%0aEvil:%201"]:
+        for query in [
+            "X-A=1%0d%0aSet-Cookie:%20evil=1",
+            "X-A%0d%0aEvil=1",
+            "X-A=1%0aEvil:%201",
+        ]:
             r = await self.get("/response-headers?" + query)
             self.assertEqual(
                 (query, r.status_code, "evil" in str(r.headers).lower()),
@@ -179,14 +185,21 @@ class CapsAndSafetyTests(TestCase):
     async def test_badParameters(self) -> None:
         """Nonsense parameters get 400 or 404, never 500."""
         codes = []
-        for path in ["/delay/abc", "/delay/nan", "/drip?numbytes=x",
-                     "/drip?duration=inf", "/status/abc", "/stream/-1",
-                     "/range/0", "/bytes/1?seed=x", "/links/x/y",
-                     "/redirect/0", "/digest-auth/auth/u"]:
+        for path in [
+            "/delay/abc",
+            "/delay/nan",
+            "/drip?numbytes=x",
+            "/drip?duration=inf",
+            "/status/abc",
+            "/stream/-1",
+            "/range/0",
+            "/bytes/1?seed=x",
+            "/links/x/y",
+            "/redirect/0",
+            "/digest-auth/auth/u",
+        ]:
             codes.append((path, (await self.get(path)).status_code))
-        self.assertEqual(
-            [(p, c) for p, c in codes if c not in (400, 404)], []
-        )
+        self.assertEqual([(p, c) for p, c in codes if c not in (400, 404)], [])
 
     async def test_delaysDoNotBlock(self) -> None:
         """Two concurrent /delay/1 requests finish together in about a second."""
@@ -234,7 +247,11 @@ class CurlTests(TestCase):
         """curl's chunked upload arrives whole."""
         port = startHttpbin(self)
         r = await deferToThread(
-            curl, "-H", "Transfer-Encoding: chunked", "--data-binary", "a=1&b=2",
+            curl,
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "a=1&b=2",
             f"http://127.0.0.1:{port}/post",
         )
         self.assertEqual(json.loads(r.stdout)["form"], {"a": "1", "b": "2"})
@@ -257,8 +274,16 @@ class CurlTests(TestCase):
         url = f"https://localhost:{port}/tls"
         resolve = f"localhost:{port}:127.0.0.1"
         withCert = await deferToThread(
-            curl, "--cacert", pki.caPath, "--resolve", resolve,
-            "--cert", clientCert, "--key", clientKey, url,
+            curl,
+            "--cacert",
+            pki.caPath,
+            "--resolve",
+            resolve,
+            "--cert",
+            clientCert,
+            "--key",
+            clientKey,
+            url,
         )
         anonymous = await deferToThread(
             curl, "--cacert", pki.caPath, "--resolve", resolve, url
@@ -281,21 +306,45 @@ class CurlTests(TestCase):
         plainPort, tlsPort = startService(
             self,
             listenTLS=["tcp:0:interface=127.0.0.1"],
-            tlsCert=[cert], tlsKey=[key], auth=[f"htpasswd:{users}"],
+            tlsCert=[cert],
+            tlsKey=[key],
+            auth=[f"htpasswd:{users}"],
             stateDir=self.mktemp(),
         )
         resolve = f"localhost:{tlsPort}:127.0.0.1"
         url = f"https://localhost:{tlsPort}/protected"
         good = await deferToThread(
-            curl, "--cacert", pki.caPath, "--resolve", resolve,
-            "-u", "alice:wonderland", url,
+            curl,
+            "--cacert",
+            pki.caPath,
+            "--resolve",
+            resolve,
+            "-u",
+            "alice:wonderland",
+            url,
         )
         bad = await deferToThread(
-            curl, "--cacert", pki.caPath, "--resolve", resolve, "-o", "/dev/null",
-            "-w", "%{http_code}", "-u", "alice:rabbit", url,
+            curl,
+            "--cacert",
+            pki.caPath,
+            "--resolve",
+            resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            "alice:rabbit",
+            url,
         )
         clear = await deferToThread(
-            curl, "-o", "/dev/null", "-w", "%{http_code}", "-u", "alice:wonderland",
+            curl,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            "alice:wonderland",
             f"http://127.0.0.1:{plainPort}/protected",
         )
         self.assertEqual(

@@ -54,12 +54,12 @@ USERS = {"alice": b"alice-pw", "bob": b"bob-pw"}
 
 MULTIPART = (
     b"From: Alice Example <alice@example.org>\r\n"
-    b"To: bob@example.org, \"Carol C\" <carol@example.net>\r\n"
+    b'To: bob@example.org, "Carol C" <carol@example.net>\r\n'
     b"Subject: hello there\r\n"
     b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
     b"Message-ID: <1@example.org>\r\n"
     b"MIME-Version: 1.0\r\n"
-    b"Content-Type: multipart/mixed; boundary=\"BB\"\r\n"
+    b'Content-Type: multipart/mixed; boundary="BB"\r\n'
     b"\r\n"
     b"preamble\r\n"
     b"--BB\r\n"
@@ -74,13 +74,16 @@ MULTIPART = (
 )
 
 
-def plainMessage(subject: str, body: str = "body\n", sender: str = "carol@example.net"
-                 ) -> bytes:
+def plainMessage(
+    subject: str, body: str = "body\n", sender: str = "carol@example.net"
+) -> bytes:
     """
     A small message with LF line ends, as a Maildir may hold it.
     """
-    return (f"From: {sender}\nTo: alice@example.org\nSubject: {subject}\n"
-            f"Date: Tue, 1 Oct 2024 10:00:00 +0000\n\n{body}").encode()
+    return (
+        f"From: {sender}\nTo: alice@example.org\nSubject: {subject}\n"
+        f"Date: Tue, 1 Oct 2024 10:00:00 +0000\n\n{body}"
+    ).encode()
 
 
 def makeFactory(root: str, reactor: Any, **kw: Any) -> IMAPFactory:
@@ -90,7 +93,8 @@ def makeFactory(root: str, reactor: Any, **kw: Any) -> IMAPFactory:
     checker = InMemoryUsernamePasswordDatabaseDontUse(**USERS)
     portal = Portal(MailRealm(LocalUsers(["example.org"], [checker])), [checker])
     store = kw.pop("store", None) or MaildirStore(
-        root, reactor=reactor, runBlocking=maybeDeferred)
+        root, reactor=reactor, runBlocking=maybeDeferred
+    )
     return IMAPFactory(portal, store, reactor=reactor, **kw)
 
 
@@ -114,7 +118,8 @@ class Session:
         self.clock = kw.pop("clock", None) or Clock()
         self.root = kw.pop("root", None) or case.mktemp()
         self.factory = kw.pop("factory", None) or makeFactory(
-            self.root, self.clock, **kw)
+            self.root, self.clock, **kw
+        )
         self.store: MaildirStore = self.factory.store
         self.protocol: Any = self.factory.buildProtocol(None)
         self.transport = TLSRecordingTransport()
@@ -147,10 +152,23 @@ class ParserTests(SynchronousTestCase):
     def test_tokens(self) -> None:
         """Atoms, quoted strings, literals, lists and sections tokenise."""
         self.assertEqual(
-            tokenize([b'a FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)]<0.9>) '
-                      b'"q\\"x" ', Literal(b"lit\r\n"), b" NIL"]),
-            ["a", "FETCH", "1:*", ["FLAGS", "BODY.PEEK[HEADER.FIELDS (FROM)]<0.9>"],
-             b'q"x', b"lit\r\n", "NIL"],
+            tokenize(
+                [
+                    b"a FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)]<0.9>) "
+                    b'"q\\"x" ',
+                    Literal(b"lit\r\n"),
+                    b" NIL",
+                ]
+            ),
+            [
+                "a",
+                "FETCH",
+                "1:*",
+                ["FLAGS", "BODY.PEEK[HEADER.FIELDS (FROM)]<0.9>"],
+                b'q"x',
+                b"lit\r\n",
+                "NIL",
+            ],
         )
 
     def test_negativeLiteral(self) -> None:
@@ -166,9 +184,14 @@ class ParserTests(SynchronousTestCase):
     def test_wildcards(self) -> None:
         """* crosses the delimiter, % does not, INBOX is case-insensitive."""
         self.assertEqual(
-            [matchPattern("%", "a.b"), matchPattern("*", "a.b"),
-             matchPattern("a.%", "a.b"), matchPattern("inbox", "INBOX"),
-             matchPattern("a%", "ab.c"), matchPattern("*c", "ab.c")],
+            [
+                matchPattern("%", "a.b"),
+                matchPattern("*", "a.b"),
+                matchPattern("a.%", "a.b"),
+                matchPattern("inbox", "INBOX"),
+                matchPattern("a%", "ab.c"),
+                matchPattern("*c", "ab.c"),
+            ],
             [False, True, True, True, False, True],
         )
 
@@ -200,11 +223,22 @@ class FetchTests(SynchronousTestCase):
             return sectionContent(root, parseSection(spec, ""))
 
         self.assertEqual(
-            [section("1"), section("2.HEADER"), section("2.1"), section("1.MIME"),
-             section("HEADER.FIELDS (SUBJECT)"), section("9")],
-            [b"hello\r\nworld", b"Subject: inner\r\nFrom: x@y\r\n\r\n",
-             b"inner body", b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
-             b"Subject: hello there\r\n\r\n", b""],
+            [
+                section("1"),
+                section("2.HEADER"),
+                section("2.1"),
+                section("1.MIME"),
+                section("HEADER.FIELDS (SUBJECT)"),
+                section("9"),
+            ],
+            [
+                b"hello\r\nworld",
+                b"Subject: inner\r\nFrom: x@y\r\n\r\n",
+                b"inner body",
+                b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+                b"Subject: hello there\r\n\r\n",
+                b"",
+            ],
         )
 
     def test_badItems(self) -> None:
@@ -245,19 +279,22 @@ class SecurityTests(SynchronousTestCase):
         """{-5} gets BAD and no continuation."""
         s = Session(self)
         s.read()
-        self.assertEqual(s.send(b"a LOGIN {-5}\r\n"),
-                         b"a BAD invalid literal size {-5}\r\n")
+        self.assertEqual(
+            s.send(b"a LOGIN {-5}\r\n"), b"a BAD invalid literal size {-5}\r\n"
+        )
 
     def test_hugeAppend(self) -> None:
         """An APPEND over the limit is refused before any of it is read."""
         s = Session(self, appendLimit=1000)
         s.login()
         self.assertIn(b"APPENDLIMIT=1000", s.send(b"c CAPABILITY\r\n"))
-        self.assertEqual(s.send(b"a APPEND INBOX {1001}\r\n"),
-                         b"a NO [TOOBIG] Message too large\r\n")
+        self.assertEqual(
+            s.send(b"a APPEND INBOX {1001}\r\n"), b"a NO [TOOBIG] Message too large\r\n"
+        )
         reply = s.send(b"b APPEND INBOX {4000000000+}\r\nxxxx")
-        self.assertEqual(reply, b"b NO [TOOBIG] Message too large\r\n"
-                                b"* BYE Literal too large\r\n")
+        self.assertEqual(
+            reply, b"b NO [TOOBIG] Message too large\r\n* BYE Literal too large\r\n"
+        )
         self.assertTrue(s.transport.disconnecting)
 
     def test_otherLiteralsBounded(self) -> None:
@@ -346,17 +383,26 @@ class SessionTests(SynchronousTestCase):
         """FETCH sets \\Seen unless PEEK; STORE +FLAGS.SILENT says nothing."""
         self.s.send(b"s SELECT INBOX\r\n")
         reply = self.s.send(b"f FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] FLAGS)\r\n")
-        self.assertEqual(reply, b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {15}\r\n"
-                                b"Subject: m0\r\n\r\n FLAGS (\\Recent))\r\nf OK Fetch "
-                                b"completed.\r\n")
+        self.assertEqual(
+            reply,
+            b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {15}\r\n"
+            b"Subject: m0\r\n\r\n FLAGS (\\Recent))\r\nf OK Fetch "
+            b"completed.\r\n",
+        )
         reply = self.s.send(b"g UID FETCH 2 (BODY[TEXT]<1.2>)\r\n")
-        self.assertEqual(reply, b"* 2 FETCH (UID 2 BODY[TEXT]<1> {2}\r\nod FLAGS "
-                                b"(\\Seen \\Recent))\r\ng OK Fetch completed.\r\n")
-        self.assertEqual(self.s.send(b"h STORE 1:3 +FLAGS.SILENT (\\Deleted)\r\n"),
-                         b"h OK Store completed.\r\n")
-        self.assertEqual(self.s.send(b"i EXPUNGE\r\n"),
-                         b"* 3 EXPUNGE\r\n* 2 EXPUNGE\r\n* 1 EXPUNGE\r\n"
-                         b"i OK Expunge completed.\r\n")
+        self.assertEqual(
+            reply,
+            b"* 2 FETCH (UID 2 BODY[TEXT]<1> {2}\r\nod FLAGS "
+            b"(\\Seen \\Recent))\r\ng OK Fetch completed.\r\n",
+        )
+        self.assertEqual(
+            self.s.send(b"h STORE 1:3 +FLAGS.SILENT (\\Deleted)\r\n"),
+            b"h OK Store completed.\r\n",
+        )
+        self.assertEqual(
+            self.s.send(b"i EXPUNGE\r\n"),
+            b"* 3 EXPUNGE\r\n* 2 EXPUNGE\r\n* 1 EXPUNGE\r\ni OK Expunge completed.\r\n",
+        )
 
     def countReads(self) -> list[int]:
         """
@@ -381,10 +427,13 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(
             self.s.send(b"f FETCH 1:* RFC822.SIZE\r\n"),
             b"".join(b"* %d FETCH (RFC822.SIZE %d)\r\n" % (n, size) for n in (1, 2, 3))
-            + b"f OK Fetch completed.\r\n")
+            + b"f OK Fetch completed.\r\n",
+        )
         self.assertEqual(reads, [])
-        self.assertIn(b"RFC822.SIZE %d BODY[] {%d}" % (size, size),
-                      self.s.send(b"g FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n"))
+        self.assertIn(
+            b"RFC822.SIZE %d BODY[] {%d}" % (size, size),
+            self.s.send(b"g FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n"),
+        )
 
     def test_sizeOfForeignMessage(self) -> None:
         """A message without ,W= in its name is read once for its CRLF size."""
@@ -394,8 +443,10 @@ class SessionTests(SynchronousTestCase):
             f.write(data)
         self.s.send(b"s SELECT INBOX\r\n")
         for tag in (b"f", b"g"):
-            self.assertIn(b"* 1 FETCH (RFC822.SIZE %d)" % len(canonical(data)),
-                          self.s.send(tag + b" FETCH 1 RFC822.SIZE\r\n"))
+            self.assertIn(
+                b"* 1 FETCH (RFC822.SIZE %d)" % len(canonical(data)),
+                self.s.send(tag + b" FETCH 1 RFC822.SIZE\r\n"),
+            )
         self.assertEqual(reads, [1])
 
     def test_fetchReadsInBatches(self) -> None:
@@ -419,17 +470,21 @@ class SessionTests(SynchronousTestCase):
         self.patch(imapselected, "BATCH_MESSAGES", 10)
         self.assertEqual(
             self.s.send(b"g SEARCH BODY body\r\n"),
-            b"* SEARCH " + b" ".join(b"%d" % n for n in range(1, 34))
-            + b"\r\ng OK Search completed.\r\n")
+            b"* SEARCH "
+            + b" ".join(b"%d" % n for n in range(1, 34))
+            + b"\r\ng OK Search completed.\r\n",
+        )
         self.assertEqual(reads, [33, 10, 10, 10, 3])
 
     def test_search(self) -> None:
         """SEARCH combines flags, headers and NOT/OR."""
         self.s.send(b"s SELECT INBOX\r\nt STORE 2 +FLAGS (\\Flagged)\r\n")
         self.assertEqual(
-            self.s.send(b"a SEARCH OR FLAGGED SUBJECT m0 NOT DELETED\r\n"
-                        b"b UID SEARCH BODY body SINCE 1-Jan-2000 2:*\r\n"
-                        b"c SEARCH FROM nobody\r\n"),
+            self.s.send(
+                b"a SEARCH OR FLAGGED SUBJECT m0 NOT DELETED\r\n"
+                b"b UID SEARCH BODY body SINCE 1-Jan-2000 2:*\r\n"
+                b"c SEARCH FROM nobody\r\n"
+            ),
             b"* SEARCH 1 2\r\na OK Search completed.\r\n"
             b"* SEARCH 2 3\r\nb OK Search completed.\r\n"
             b"* SEARCH\r\nc OK Search completed.\r\n",
@@ -439,8 +494,10 @@ class SessionTests(SynchronousTestCase):
         """Mail delivered by another process shows up as EXISTS at NOOP."""
         self.s.send(b"s SELECT INBOX\r\n")
         self.successResultOf(self.s.store.deliver("alice", plainMessage("late")))
-        self.assertEqual(self.s.send(b"n NOOP\r\n"),
-                         b"* 4 EXISTS\r\n* 4 RECENT\r\nn OK NOOP completed.\r\n")
+        self.assertEqual(
+            self.s.send(b"n NOOP\r\n"),
+            b"* 4 EXISTS\r\n* 4 RECENT\r\nn OK NOOP completed.\r\n",
+        )
 
     def test_expungeByOtherSession(self) -> None:
         """Another session's EXPUNGE shows up as EXPUNGE at NOOP."""
@@ -448,8 +505,9 @@ class SessionTests(SynchronousTestCase):
         other = Session(self, factory=self.s.factory)
         other.login()
         other.send(b"s SELECT INBOX\r\nd STORE 2 +FLAGS (\\Deleted)\r\ne EXPUNGE\r\n")
-        self.assertEqual(self.s.send(b"n NOOP\r\n"),
-                         b"* 2 EXPUNGE\r\nn OK NOOP completed.\r\n")
+        self.assertEqual(
+            self.s.send(b"n NOOP\r\n"), b"* 2 EXPUNGE\r\nn OK NOOP completed.\r\n"
+        )
 
     def test_idle(self) -> None:
         """IDLE reports a delivery within a poll interval, DONE ends it."""
@@ -470,12 +528,16 @@ class SessionTests(SynchronousTestCase):
         reply = self.s.send(b"x: y\r\n")
         self.assertRegex(reply, rb"a OK \[APPENDUID \d+ 1\] Append completed.")
         self.s.send(b"s SELECT INBOX\r\n")
-        self.assertRegex(self.s.send(b"p UID COPY 1:2 Archive\r\n"),
-                         rb"p OK \[COPYUID \d+ 1:2 2:3\] Copy completed.")
+        self.assertRegex(
+            self.s.send(b"p UID COPY 1:2 Archive\r\n"),
+            rb"p OK \[COPYUID \d+ 1:2 2:3\] Copy completed.",
+        )
         self.assertIn(b"[TRYCREATE]", self.s.send(b"q COPY 1 Nowhere\r\n"))
         self.s.send(b"d STORE 1:3 +FLAGS.SILENT (\\Deleted)\r\n")
-        self.assertEqual(self.s.send(b"e UID EXPUNGE 2\r\n"),
-                         b"* 2 EXPUNGE\r\ne OK Expunge completed.\r\n")
+        self.assertEqual(
+            self.s.send(b"e UID EXPUNGE 2\r\n"),
+            b"* 2 EXPUNGE\r\ne OK Expunge completed.\r\n",
+        )
 
     def test_list(self) -> None:
         """LIST shows implied parents as \\Noselect; LSUB follows SUBSCRIBE."""
@@ -498,9 +560,10 @@ class SessionTests(SynchronousTestCase):
 
     def test_states(self) -> None:
         """Commands outside their state and unknown commands get BAD."""
-        self.assertEqual(self.s.send(b"f FETCH 1 FLAGS\r\nx FOO\r\n"),
-                         b"f BAD Command not valid in this state\r\n"
-                         b"x BAD Unknown command\r\n")
+        self.assertEqual(
+            self.s.send(b"f FETCH 1 FLAGS\r\nx FOO\r\n"),
+            b"f BAD Command not valid in this state\r\nx BAD Unknown command\r\n",
+        )
 
 
 class OptionsTests(SynchronousTestCase):
@@ -511,22 +574,40 @@ class OptionsTests(SynchronousTestCase):
     def test_options(self) -> None:
         """Options parse the IMAP settings and the mail ones."""
         config = Options()
-        config.parseOptions(["--maildir-root", "/tmp/m", "--domain", "ex.org",
-                             "--append-limit", "1000", "--allow-plaintext-auth"])
+        config.parseOptions(
+            [
+                "--maildir-root",
+                "/tmp/m",
+                "--domain",
+                "ex.org",
+                "--append-limit",
+                "1000",
+                "--allow-plaintext-auth",
+            ]
+        )
         self.assertEqual(
-            (config["maildir-root"], config["domains"], config["append-limit"],
-             config["allow-plaintext-auth"]),
+            (
+                config["maildir-root"],
+                config["domains"],
+                config["append-limit"],
+                config["allow-plaintext-auth"],
+            ),
             ("/tmp/m", ["ex.org"], 1000, 1),
         )
-        self.assertRaises(usage.UsageError, Options().parseOptions,
-                          ["--append-limit", "-1"])
+        self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--append-limit", "-1"]
+        )
 
     def test_keywordTwin(self) -> None:
         """imapService listens where told and refuses a bad append limit."""
         reactor = MemoryReactorClock()
-        service = imapService(maildirRoot=self.mktemp(), domains=["ex.org"],
-                              listen=["tcp:1143:interface=127.0.0.1"],
-                              allowPlaintextAuth=True, reactor=reactor)
+        service = imapService(
+            maildirRoot=self.mktemp(),
+            domains=["ex.org"],
+            listen=["tcp:1143:interface=127.0.0.1"],
+            allowPlaintextAuth=True,
+            reactor=reactor,
+        )
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
@@ -542,29 +623,32 @@ class OptionsTests(SynchronousTestCase):
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
-        self.assertEqual([p[0] for p in reactor.tcpServers],
-                         [int(DEFAULT_LISTEN[0].split(":")[1])])
-
+        self.assertEqual(
+            [p[0] for p in reactor.tcpServers], [int(DEFAULT_LISTEN[0].split(":")[1])]
+        )
 
     def test_hostnameInGreeting(self) -> None:
         """--hostname names the host in the greeting of np-imap's sessions."""
         config = Options()
-        config.parseOptions(["--state-dir", self.mktemp(),
-                             "--hostname", "imap.example.test"])
+        config.parseOptions(
+            ["--state-dir", self.mktemp(), "--hostname", "imap.example.test"]
+        )
         reactor = MemoryReactorClock()
         service = makeService(config, reactor=reactor)
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
         protocol = reactor.tcpServers[0][1].buildProtocol(
-            IPv4Address("TCP", "127.0.0.1", 1))
+            IPv4Address("TCP", "127.0.0.1", 1)
+        )
         assert protocol is not None
         transport = StringTransport()
         protocol.makeConnection(transport)
         greeting = transport.value()
         self.assertTrue(greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 "), greeting)
         self.assertTrue(
-            greeting.endswith(b"] imap.example.test np-imap ready.\r\n"), greeting)
+            greeting.endswith(b"] imap.example.test np-imap ready.\r\n"), greeting
+        )
 
 
 class RealClientTests(TestCase):
@@ -578,21 +662,23 @@ class RealClientTests(TestCase):
         pki = PKI(os.path.abspath(self.mktemp()))
         self.caPath = pki.caPath
         cert, key = pki.serverCertificate("localhost", "127.0.0.1")
-        common = commonSettings(tlsCert=[cert], tlsKey=[key],
-                                stateDir=os.path.abspath(self.mktemp()))
+        common = commonSettings(
+            tlsCert=[cert], tlsKey=[key], stateDir=os.path.abspath(self.mktemp())
+        )
         tls = common.serverTLS(reactor)
         self.root = os.path.abspath(self.mktemp())
         self.store = MaildirStore(self.root, reactor=reactor)
-        self.factory = makeFactory(self.root, reactor, store=self.store,
-                                   startTLS=lambda: tls)
-        port = reactor.listenTCP(
-            0, self.factory, interface="127.0.0.1")  # type: ignore[arg-type]
+        self.factory = makeFactory(
+            self.root, reactor, store=self.store, startTLS=lambda: tls
+        )
+        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port  # type: ignore[attr-defined]
         # Scanned once so that it has UID 1 before the tests APPEND.
         d = self.store.deliver("alice", MULTIPART)
         return d.addCallback(  # type: ignore[return-value]
-            lambda _: self.store.folder("alice").scan(claimNew=False))
+            lambda _: self.store.folder("alice").scan(claimNew=False)
+        )
 
     def context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.caPath)
@@ -611,9 +697,14 @@ class RealClientTests(TestCase):
             out.append(c.login("alice", "alice-pw")[0])
             out.append(c.create("Archive")[0])
             out.append(c.list()[1])
-            out.append(c.append("INBOX", r"(\Flagged)", None,
-                                email.message_from_string(
-                                    "Subject: two\n\nsecond\n").as_bytes())[0])
+            out.append(
+                c.append(
+                    "INBOX",
+                    r"(\Flagged)",
+                    None,
+                    email.message_from_string("Subject: two\n\nsecond\n").as_bytes(),
+                )[0]
+            )
             out.append(c.select("INBOX"))
             out.append(c.fetch("1", "(BODY.PEEK[1] BODY.PEEK[2.HEADER])")[1])
             out.append(c.search(None, "FLAGGED"))
@@ -628,23 +719,36 @@ class RealClientTests(TestCase):
         def check(out: list[Any]) -> None:
             self.assertTrue(out[0])
             self.assertIn("PRIVACYREQUIRED", out[1])
-            self.assertEqual(out[2:5], [
-                "OK", "OK",
-                [b'(\\HasNoChildren) "." Archive', b'(\\HasNoChildren) "." INBOX']])
-            self.assertEqual(out[5:], [
-                "OK",
-                ("OK", [b"2"]),
-                [(b"1 (BODY[1] {12}", b"hello\r\nworld"),
-                 (b" BODY[2.HEADER] {29}", b"Subject: inner\r\nFrom: x@y\r\n\r\n"),
-                 b")"],
-                ("OK", [b"2"]),
-                ("OK", [b"1"]),
-                [b"1 (FLAGS (\\Deleted \\Recent))"],
-                "OK",
-                [b"1"],
-                [b"Archive (MESSAGES 1)"],
-                "BYE",
-            ])
+            self.assertEqual(
+                out[2:5],
+                [
+                    "OK",
+                    "OK",
+                    [b'(\\HasNoChildren) "." Archive', b'(\\HasNoChildren) "." INBOX'],
+                ],
+            )
+            self.assertEqual(
+                out[5:],
+                [
+                    "OK",
+                    ("OK", [b"2"]),
+                    [
+                        (b"1 (BODY[1] {12}", b"hello\r\nworld"),
+                        (
+                            b" BODY[2.HEADER] {29}",
+                            b"Subject: inner\r\nFrom: x@y\r\n\r\n",
+                        ),
+                        b")",
+                    ],
+                    ("OK", [b"2"]),
+                    ("OK", [b"1"]),
+                    [b"1 (FLAGS (\\Deleted \\Recent))"],
+                    "OK",
+                    [b"1"],
+                    [b"Archive (MESSAGES 1)"],
+                    "BYE",
+                ],
+            )
 
         return deferToThread(session).addCallback(check)
 
@@ -673,17 +777,24 @@ class RealClientTests(TestCase):
             return out
 
         def check(out: dict[str, Any]) -> None:
-            self.assertEqual(out, {
-                "folders": [((b"\\HasNoChildren",), b".", "INBOX")],
-                "exists": 1,
-                "subject": b"hello there",
-                "from": (b"alice", b"example.org"),
-                "size": len(MULTIPART),
-                "multipart": True,
-                "parts": ["multipart/mixed", "text/plain", "message/rfc822",
-                          "text/plain"],
-                "flags": (),
-            })
+            self.assertEqual(
+                out,
+                {
+                    "folders": [((b"\\HasNoChildren",), b".", "INBOX")],
+                    "exists": 1,
+                    "subject": b"hello there",
+                    "from": (b"alice", b"example.org"),
+                    "size": len(MULTIPART),
+                    "multipart": True,
+                    "parts": [
+                        "multipart/mixed",
+                        "text/plain",
+                        "message/rfc822",
+                        "text/plain",
+                    ],
+                    "flags": (),
+                },
+            )
 
         return deferToThread(session).addCallback(check)
 
@@ -705,7 +816,8 @@ class RealClientTests(TestCase):
             return elapsed
 
         return deferToThread(session).addCallback(
-            lambda elapsed: self.assertLess(elapsed, 5.0))
+            lambda elapsed: self.assertLess(elapsed, 5.0)
+        )
 
     def test_injectionOverTheWire(self) -> Deferred[Any]:
         """STARTTLS with a pipelined LOGIN in one write: only STARTTLS answered."""
@@ -726,4 +838,5 @@ class RealClientTests(TestCase):
 
         return deferToThread(session).addCallback(
             self.assertEqual,
-            b"a OK Begin TLS negotiation now.\r\nc OK NOOP completed.\r\n")
+            b"a OK Begin TLS negotiation now.\r\nc OK NOOP completed.\r\n",
+        )

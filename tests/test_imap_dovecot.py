@@ -41,7 +41,7 @@ from tests.test_imap import MULTIPART, makeFactory
 PASSWORD = "alice-pw"
 
 ALTERNATIVE = (
-    b"From: \"Bob\" <bob@example.org>\r\nTo: alice@example.org\r\n"
+    b'From: "Bob" <bob@example.org>\r\nTo: alice@example.org\r\n'
     b"Cc: carol@example.net\r\nReply-To: list@example.org\r\n"
     b"Subject: =?utf-8?q?caf=C3=A9?= menu\r\n"
     b"Date: Tue, 1 Oct 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
@@ -51,8 +51,10 @@ ALTERNATIVE = (
     b"--alt\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n"
     b"Content-Disposition: inline\r\n\r\nPGI+Y2Fmw6k8L2I+\r\n--alt--\r\n"
 )
-PLAIN = (b"From: carol@example.net\r\nTo: alice@example.org\r\n"
-         b"Subject: plain\r\n\r\njust text\r\nsecond line\r\n")
+PLAIN = (
+    b"From: carol@example.net\r\nTo: alice@example.org\r\n"
+    b"Subject: plain\r\n\r\njust text\r\nsecond line\r\n"
+)
 HEADERLESS = b"no header at all"
 
 SCRIPT: list[str | tuple[str, bytes]] = [
@@ -155,7 +157,7 @@ class RawClient:
             if match is None:
                 pieces.append(line.rstrip(b"\r\n"))
                 return pieces[0], pieces
-            pieces.append(line[:match.start()])
+            pieces.append(line[: match.start()])
             pieces.append(Literal(self.file.read(int(match.group(1)))))
             line = self.file.readline()
 
@@ -234,8 +236,9 @@ def normalise(pieces: list[bytes], tag: bytes) -> Any:
     if len(tokens) >= 3 and str(tokens[1]).upper() == "STATUS":
         values = tokens[3]
         assert isinstance(values, list)
-        pairs = dict(zip((str(v).upper() for v in values[::2]), values[1::2],
-                         strict=True))
+        pairs = dict(
+            zip((str(v).upper() for v in values[::2]), values[1::2], strict=True)
+        )
         if "UIDVALIDITY" in pairs:
             pairs["UIDVALIDITY"] = "*"
         return ("STATUS", tokens[2], sorted(pairs.items()))
@@ -244,8 +247,12 @@ def normalise(pieces: list[bytes], tag: bytes) -> Any:
     if len(tokens) >= 5 and str(tokens[1]).upper() in ("LIST", "LSUB"):
         attributes = tokens[2]
         assert isinstance(attributes, list)
-        return (str(tokens[1]).upper(), sorted(str(a) for a in attributes),
-                tokens[3], tokens[4])
+        return (
+            str(tokens[1]).upper(),
+            sorted(str(a) for a in attributes),
+            tokens[3],
+            tokens[4],
+        )
     return tuple(tokens)
 
 
@@ -264,8 +271,9 @@ def runScript(port: int) -> list[list[Any]]:
             tag = b"t%d" % (len(results) + 1)
             normalised = [normalise(r, tag) for r in responses]
             normalised = [n for n in normalised if n is not None]
-            lists = sorted((n for n in normalised if n[0] in ("LIST", "LSUB")),
-                           key=repr)
+            lists = sorted(
+                (n for n in normalised if n[0] in ("LIST", "LSUB")), key=repr
+            )
             others = [n for n in normalised if n[0] not in ("LIST", "LSUB")]
             results.append(lists + others)
         client.command("LOGOUT")
@@ -289,8 +297,12 @@ class DifferentialTests(TestCase):
         self.addCleanup(self.dovecot.stop)
         self.dovecot.start()
         root = os.path.abspath(self.mktemp())
-        factory = makeFactory(root, reactor, store=MaildirStore(root, reactor=reactor),
-                              allowPlaintextAuth=True)
+        factory = makeFactory(
+            root,
+            reactor,
+            store=MaildirStore(root, reactor=reactor),
+            allowPlaintextAuth=True,
+        )
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port  # type: ignore[attr-defined]

@@ -53,8 +53,12 @@ def roundTrip(
     message["To"] = to
     message["Subject"] = "round trip"
     message.set_content("Hello through SMTP, POP3 and IMAP.\n")
-    message.add_attachment(b"\x00\x01binary", maintype="application",
-                           subtype="octet-stream", filename="x.bin")
+    message.add_attachment(
+        b"\x00\x01binary",
+        maintype="application",
+        subtype="octet-stream",
+        filename="x.bin",
+    )
     with smtplib.SMTP("127.0.0.1", ports["submission"], timeout=10) as smtp:
         smtp.starttls(context=context)
         smtp.login(*sender)
@@ -97,18 +101,36 @@ class OptionsTests(SynchronousTestCase):
     def test_parse(self) -> None:
         """Endpoints per protocol are collected; --listen is refused."""
         options = Options()
-        options.parseOptions([
-            "--smtp", "tcp:25", "--submission", "tcp:587", "--imaps", "tcp:993",
-            "--pop3", "tcp:110", "--domain", "example.org",
-        ])
-        self.assertEqual(
-            {k: options.get(k)
-             for k in ["smtp", "submission", "imaps", "pop3", "imap"]},
-            {"smtp": ["tcp:25"], "submission": ["tcp:587"], "imaps": ["tcp:993"],
-             "pop3": ["tcp:110"], "imap": None},
+        options.parseOptions(
+            [
+                "--smtp",
+                "tcp:25",
+                "--submission",
+                "tcp:587",
+                "--imaps",
+                "tcp:993",
+                "--pop3",
+                "tcp:110",
+                "--domain",
+                "example.org",
+            ]
         )
-        self.assertRaises(usage.UsageError, Options().parseOptions,
-                          ["--listen", "tcp:25"])
+        self.assertEqual(
+            {
+                k: options.get(k)
+                for k in ["smtp", "submission", "imaps", "pop3", "imap"]
+            },
+            {
+                "smtp": ["tcp:25"],
+                "submission": ["tcp:587"],
+                "imaps": ["tcp:993"],
+                "pop3": ["tcp:110"],
+                "imap": None,
+            },
+        )
+        self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--listen", "tcp:25"]
+        )
 
 
 class ConnectionCapTests(SynchronousTestCase):
@@ -126,9 +148,13 @@ class ConnectionCapTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         service = mailService(
-            domains=["example.org"], smtp=["tcp:25"], pop3=["tcp:110"],
-            imap=["tcp:143"], maxConnections=2,
-            auth=[f"htpasswd:{writeHtpasswd(directory)}"], stateDir=directory,
+            domains=["example.org"],
+            smtp=["tcp:25"],
+            pop3=["tcp:110"],
+            imap=["tcp:143"],
+            maxConnections=2,
+            auth=[f"htpasswd:{writeHtpasswd(directory)}"],
+            stateDir=directory,
             reactor=MemoryReactorClock(),
         )
         factories = {}
@@ -148,6 +174,7 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual([t.disconnecting for t in transports], [False, False, True])
         self.assertEqual(transports[2].value(), b"")
 
+
 class InProcessTests(TestCase):
     """
     np-mail in this process with htpasswd users.
@@ -162,15 +189,25 @@ class InProcessTests(TestCase):
         waitForSessions(self, POP3Server)
         loopback = ["tcp:0:interface=127.0.0.1"]
         service = mailService(
-            domains=["example.org"], hostname="mail.test", smtp=loopback,
-            submission=loopback, pop3=loopback, imap=loopback,
-            tlsCert=[cert], tlsKey=[key],
-            auth=[f"htpasswd:{writeHtpasswd(directory)}"], stateDir=directory,
+            domains=["example.org"],
+            hostname="mail.test",
+            smtp=loopback,
+            submission=loopback,
+            pop3=loopback,
+            imap=loopback,
+            tlsCert=[cert],
+            tlsKey=[key],
+            auth=[f"htpasswd:{writeHtpasswd(directory)}"],
+            stateDir=directory,
         )
         service.startService()
         self.addCleanup(service.stopService)
-        names = {"np-smtp": "smtp", "np-smtp submission": "submission",
-                 "np-pop3": "pop3", "np-imap": "imap"}
+        names = {
+            "np-smtp": "smtp",
+            "np-smtp submission": "submission",
+            "np-pop3": "pop3",
+            "np-imap": "imap",
+        }
         ports = {names[n]: a.port for n, a, _ in listeningPorts(service)}
         self.assertEqual(sorted(ports), ["imap", "pop3", "smtp", "submission"])
         context = ssl.create_default_context(cafile=pki.caPath)
@@ -183,13 +220,24 @@ class InProcessTests(TestCase):
             self.assertIn(b'filename="x.bin"', result["popMessage"])
 
         return deferToThread(
-            roundTrip, ports, context, ("alice", "alice-password"),
-            ("bob", "bob-password"), "bob@example.org",
+            roundTrip,
+            ports,
+            context,
+            ("alice", "alice-password"),
+            ("bob", "bob-password"),
+            "bob@example.org",
         ).addCallback(check)
 
 
-_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "imap": 143, "imaps": 993,
-          "pop3": 110, "pop3s": 995}
+_PORTS = {
+    "smtp": 25,
+    "submission": 587,
+    "smtps": 465,
+    "imap": 143,
+    "imaps": 993,
+    "pop3": 110,
+    "pop3s": 995,
+}
 
 
 def freePortBase() -> int:
@@ -240,26 +288,38 @@ class MailhostTacTests(SynchronousTestCase):
             f.write(SERVICE_PASSWORD + "\n")
         config = os.path.join(directory, "ldap.ini")
         with open(config, "w") as f:
-            f.write("\n".join([
-                "[ldap]",
-                f"url = {slapd.url()}/{PEOPLE}?uid?sub",
-                f"bind_dn = {SERVICE_DN}",
-                f"bind_password_file = {secret}",
-                "starttls = yes",
-                f"ca_file = {slapd.caFile}",
-            ]) + "\n")
+            f.write(
+                "\n".join(
+                    [
+                        "[ldap]",
+                        f"url = {slapd.url()}/{PEOPLE}?uid?sub",
+                        f"bind_dn = {SERVICE_DN}",
+                        f"bind_password_file = {secret}",
+                        "starttls = yes",
+                        f"ca_file = {slapd.caFile}",
+                    ]
+                )
+                + "\n"
+            )
         base = freePortBase()
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         log = open(os.path.join(directory, "twistd.log"), "wb")
         self.addCleanup(log.close)
         process = subprocess.Popen(
             [twistd, "--nodaemon", "--pidfile=", "--python", TAC],
-            cwd=directory, stdout=log, stderr=subprocess.STDOUT,
+            cwd=directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env=dict(
-                os.environ, PYTHONPATH=HERE, MAILHOST_STATE_DIR=directory,
-                MAILHOST_DOMAINS="ex.org", MAILHOST_AUTH=f"ldap:config={config}",
-                MAILHOST_TLS_CERT=cert, MAILHOST_TLS_KEY=key,
-                MAILHOST_INTERFACE="127.0.0.1", MAILHOST_PORT_BASE=str(base),
+                os.environ,
+                PYTHONPATH=HERE,
+                MAILHOST_STATE_DIR=directory,
+                MAILHOST_DOMAINS="ex.org",
+                MAILHOST_AUTH=f"ldap:config={config}",
+                MAILHOST_TLS_CERT=cert,
+                MAILHOST_TLS_KEY=key,
+                MAILHOST_INTERFACE="127.0.0.1",
+                MAILHOST_PORT_BASE=str(base),
             ),
         )
 

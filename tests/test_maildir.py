@@ -133,14 +133,17 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
             writeAll(fd, data)
 
         self.patch(maildirfiles, "writeAll", fullOnThird)
-        self.failureResultOf(store.deliverMany(["alice", "bob", "carol"], b"hi"),
-                             DiskFullError)
+        self.failureResultOf(
+            store.deliverMany(["alice", "bob", "carol"], b"hi"), DiskFullError
+        )
         for user in ["alice", "bob", "carol"]:
             base = os.path.join(store.root, user)
             self.assertEqual((listing(base, "new"), listing(base, "tmp")), ([], []))
         keys = self.result(store.deliverMany(["alice", "bob"], b"hi"))
-        self.assertEqual([listing(os.path.join(store.root, u), "new") for u in
-                          ["alice", "bob"]], [[keys[0]], [keys[1]]])
+        self.assertEqual(
+            [listing(os.path.join(store.root, u), "new") for u in ["alice", "bob"]],
+            [[keys[0]], [keys[1]]],
+        )
 
     def test_badUserNames(self) -> None:
         """User names that would escape the root or hide are refused."""
@@ -168,8 +171,10 @@ class DiskFullTmpfsTests(StoreMixin, SynchronousTestCase):
         self.failureResultOf(store.deliver("alice", b"x" * 200_000), DiskFullError)
         base = os.path.join(root, "alice")
         self.assertEqual(
-            (len(os.listdir(os.path.join(base, "new"))),
-             os.listdir(os.path.join(base, "tmp"))),
+            (
+                len(os.listdir(os.path.join(base, "new"))),
+                os.listdir(os.path.join(base, "tmp")),
+            ),
             (1, []),
         )
 
@@ -259,8 +264,9 @@ class ScanTests(StoreMixin, SynchronousTestCase):
         self.result(store.createFolder("alice", "Sent"))
         sent = store.folder("alice", "Sent")
         appended = self.result(sent.append(b"draft", flags="SD", internalDate=1e9))
-        self.assertEqual((appended.uid, appended.flags, appended.internalDate),
-                         (1, "DS", 1e9))
+        self.assertEqual(
+            (appended.uid, appended.flags, appended.internalDate), (1, "DS", 1e9)
+        )
         self.result(store.createFolder("alice", "Archive.2024"))
         archive = store.folder("alice", "Archive.2024")
         [copied] = self.result(sent.copy([appended], archive))
@@ -284,8 +290,10 @@ class SizeTests(StoreMixin, SynchronousTestCase):
         self.assertTrue(key.endswith(f",S={len(data)},W={len(data) + 3}"), key)
         [message] = self.result(store.folder("alice").scan()).messages
         self.assertEqual((message.size, message.wireSize), (len(data), len(data) + 3))
-        self.assertEqual(maildir.wireSize(data),
-                         len(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")))
+        self.assertEqual(
+            maildir.wireSize(data),
+            len(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")),
+        )
 
     def test_appendAndCopyRecordWireSize(self) -> None:
         """APPEND records the CRLF size; COPY carries it, reading a foreign one."""
@@ -312,8 +320,10 @@ class SizeTests(StoreMixin, SynchronousTestCase):
             with open(os.path.join(new, name), "wb") as f:
                 f.write(b"x")
         state = self.result(store.folder("alice").scan())
-        self.assertEqual([m.key for m in state.messages],
-                         ["1000.M99P1Q0.host,S=1", "1000.M100P1Q1.host,S=1"])
+        self.assertEqual(
+            [m.key for m in state.messages],
+            ["1000.M99P1Q0.host,S=1", "1000.M100P1Q1.host,S=1"],
+        )
 
     def test_readMany(self) -> None:
         """readMany reads several messages in one pool call, None for a gone one."""
@@ -330,8 +340,9 @@ class SizeTests(StoreMixin, SynchronousTestCase):
         messages = self.result(inbox.scan()).messages
         self.result(inbox.delete([messages[1]]))
         store._runBlocking = counting
-        self.assertEqual(self.result(inbox.readMany(messages)),
-                         [b"one", None, b"three"])
+        self.assertEqual(
+            self.result(inbox.readMany(messages)), [b"one", None, b"three"]
+        )
         self.assertEqual(len(calls), 1)
 
 
@@ -348,8 +359,9 @@ class SubscriptionTests(StoreMixin, SynchronousTestCase):
             self.result(store.setSubscribed("alice", name, True))
         self.result(store.setSubscribed("alice", "Archive", False))
         self.result(store.setSubscribed("alice", "Never", False))
-        self.assertEqual(self.result(store.subscriptions("alice")),
-                         ["Sent", "Not.There"])
+        self.assertEqual(
+            self.result(store.subscriptions("alice")), ["Sent", "Not.There"]
+        )
         with open(os.path.join(store.root, "alice", "subscriptions")) as f:
             self.assertEqual(f.read(), "Sent\nNot.There\n")
 
@@ -444,7 +456,8 @@ class ConcurrencyTests(StoreMixin, TestCase):
         workers = [
             subprocess.Popen(
                 [sys.executable, "-c", _WORKER, store.root, tag],
-                stdout=subprocess.PIPE, env=env,
+                stdout=subprocess.PIPE,
+                env=env,
             )
             for tag in ("a", "b")
         ]

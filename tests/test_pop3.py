@@ -44,9 +44,12 @@ class POP3TestMixin:
 
     def connect(self, **config: Any) -> tuple[POP3Server, TLSStringTransport]:
         factory = POP3Factory(
-            self.world.store, self.world.portal,
-            config=POP3Config(hostname="pop.test", **config), tls=TLS,
-            throttle=self.world.throttle, reactor=self.world.clock,
+            self.world.store,
+            self.world.portal,
+            config=POP3Config(hostname="pop.test", **config),
+            tls=TLS,
+            throttle=self.world.throttle,
+            reactor=self.world.clock,
         )
         server = factory.buildProtocol(None)
         transport = TLSStringTransport()
@@ -54,8 +57,9 @@ class POP3TestMixin:
         transport.clear()
         return server, transport
 
-    def talk(self, server: POP3Server, transport: TLSStringTransport, data: bytes
-             ) -> list[str]:
+    def talk(
+        self, server: POP3Server, transport: TLSStringTransport, data: bytes
+    ) -> list[str]:
         transport.clear()
         server.dataReceived(data)
         return transport.value().decode().split("\r\n")[:-1]
@@ -77,8 +81,9 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
 
     def test_greeting(self) -> None:
         """The server greets with +OK."""
-        factory = POP3Factory(self.world.store, self.world.portal,
-                              reactor=self.world.clock)
+        factory = POP3Factory(
+            self.world.store, self.world.portal, reactor=self.world.clock
+        )
         server = factory.buildProtocol(None)
         transport = TLSStringTransport()
         server.makeConnection(transport)
@@ -89,15 +94,25 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
         server, transport = self.connect()
         self.assertEqual(
             self.talk(server, transport, b"CAPA\r\n"),
-            ["+OK Capability list follows", "TOP", "UIDL", "RESP-CODES",
-             "PIPELINING", "AUTH-RESP-CODE", "STLS", "IMPLEMENTATION netplugins", "."],
+            [
+                "+OK Capability list follows",
+                "TOP",
+                "UIDL",
+                "RESP-CODES",
+                "PIPELINING",
+                "AUTH-RESP-CODE",
+                "STLS",
+                "IMPLEMENTATION netplugins",
+                ".",
+            ],
         )
 
     def test_capaAfterTLS(self) -> None:
         """After STLS, CAPA offers USER and SASL PLAIN, no STLS."""
         server, transport = self.connect()
-        self.assertEqual(self.talk(server, transport, b"STLS\r\n"),
-                         ["+OK Begin TLS negotiation"])
+        self.assertEqual(
+            self.talk(server, transport, b"STLS\r\n"), ["+OK Begin TLS negotiation"]
+        )
         self.assertIs(transport.tlsStarted, TLS)
         lines = self.talk(server, transport, b"CAPA\r\n")
         self.assertIn("USER", lines)
@@ -116,12 +131,14 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
         """Commands pipelined after STLS in the same write get no answer."""
         server, transport = self.connect()
         self.assertEqual(
-            self.talk(server, transport,
-                      b"STLS\r\nUSER alice\r\nPASS alice-password\r\n"),
+            self.talk(
+                server, transport, b"STLS\r\nUSER alice\r\nPASS alice-password\r\n"
+            ),
             ["+OK Begin TLS negotiation"],
         )
-        self.assertEqual(self.talk(server, transport, b"PASS x\r\n"),
-                         ["-ERR USER first"])
+        self.assertEqual(
+            self.talk(server, transport, b"PASS x\r\n"), ["-ERR USER first"]
+        )
 
     def test_userPass(self) -> None:
         """USER/PASS after STLS logs in and reports the maildrop."""
@@ -142,8 +159,9 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
         self.talk(server, transport, b"STLS\r\n")
         self.assertEqual(self.talk(server, transport, b"AUTH PLAIN\r\n"), ["+ "])
         self.assertEqual(
-            self.talk(server, transport,
-                      b64encode(b"\0alice\0alice-password") + b"\r\n"),
+            self.talk(
+                server, transport, b64encode(b"\0alice\0alice-password") + b"\r\n"
+            ),
             [f"+OK 2 messages ({len(FIRST + SECOND)} octets)"],
         )
 
@@ -168,8 +186,10 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
     def test_wrongState(self) -> None:
         """Transaction commands before login are refused."""
         server, transport = self.connect()
-        self.assertEqual(self.talk(server, transport, b"STAT\r\nRETR 1\r\n"),
-                         ["-ERR Unknown command or wrong state"] * 2)
+        self.assertEqual(
+            self.talk(server, transport, b"STAT\r\nRETR 1\r\n"),
+            ["-ERR Unknown command or wrong state"] * 2,
+        )
 
     def test_preAuthDeadline(self) -> None:
         """A session that does not log in within 120 s is closed."""
@@ -192,11 +212,22 @@ class TransactionTests(POP3TestMixin, SynchronousTestCase):
             self.world.store.folder("alice").scan()
         ).uidValidity
         self.assertEqual(
-            self.talk(server, transport,
-                      b"STAT\r\nLIST\r\nLIST 2\r\nUIDL\r\nUIDL 9\r\n"),
-            [f"+OK 2 {len(FIRST + SECOND)}", "+OK", f"1 {len(FIRST)}",
-             f"2 {len(SECOND)}", ".", f"+OK 2 {len(SECOND)}", "+OK",
-             f"1 {validity}.1", f"2 {validity}.2", ".", "-ERR No such message"],
+            self.talk(
+                server, transport, b"STAT\r\nLIST\r\nLIST 2\r\nUIDL\r\nUIDL 9\r\n"
+            ),
+            [
+                f"+OK 2 {len(FIRST + SECOND)}",
+                "+OK",
+                f"1 {len(FIRST)}",
+                f"2 {len(SECOND)}",
+                ".",
+                f"+OK 2 {len(SECOND)}",
+                "+OK",
+                f"1 {validity}.1",
+                f"2 {validity}.2",
+                ".",
+                "-ERR No such message",
+            ],
         )
 
     def test_sizesCountCRLF(self) -> None:
@@ -209,8 +240,8 @@ class TransactionTests(POP3TestMixin, SynchronousTestCase):
         total = len(FIRST + SECOND) + 24
         self.assertEqual(lines[:3], ["+OK 3 24", f"+OK 3 {total}", "+OK 24 octets"])
         self.assertEqual(
-            len(transport.value().split(b"+OK 24 octets\r\n")[1]) - len(b".\r\n"),
-            24)
+            len(transport.value().split(b"+OK 24 octets\r\n")[1]) - len(b".\r\n"), 24
+        )
 
     def test_retrAndTop(self) -> None:
         """RETR sends the message dot-stuffed; TOP the headers and N lines."""
@@ -220,7 +251,8 @@ class TransactionTests(POP3TestMixin, SynchronousTestCase):
         self.assertEqual(
             transport.value(),
             f"+OK {len(FIRST)} octets\r\n".encode()
-            + FIRST.replace(b"\r\n.dotted", b"\r\n..dotted") + b".\r\n"
+            + FIRST.replace(b"\r\n.dotted", b"\r\n..dotted")
+            + b".\r\n"
             + f"+OK {len(FIRST)} octets\r\n".encode()
             + b"Subject: one\r\nFrom: x@remote.test\r\n\r\nline 1\r\n.\r\n",
         )
@@ -229,15 +261,27 @@ class TransactionTests(POP3TestMixin, SynchronousTestCase):
         """DELE marks; RSET unmarks; QUIT deletes what is still marked."""
         server, transport = self.loggedIn()
         self.assertEqual(
-            self.talk(server, transport,
-                      b"DELE 1\r\nDELE 1\r\nRETR 1\r\nRSET\r\nDELE 2\r\nSTAT\r\n"),
-            ["+OK Message 1 deleted", "-ERR Message deleted", "-ERR Message deleted",
-             "+OK 2 messages", "+OK Message 2 deleted", f"+OK 1 {len(FIRST)}"],
+            self.talk(
+                server,
+                transport,
+                b"DELE 1\r\nDELE 1\r\nRETR 1\r\nRSET\r\nDELE 2\r\nSTAT\r\n",
+            ),
+            [
+                "+OK Message 1 deleted",
+                "-ERR Message deleted",
+                "-ERR Message deleted",
+                "+OK 2 messages",
+                "+OK Message 2 deleted",
+                f"+OK 1 {len(FIRST)}",
+            ],
         )
-        self.assertEqual(len(self.successResultOf(
-            self.world.store.folder("alice").scan()).messages), 2)
-        self.assertEqual(self.talk(server, transport, b"QUIT\r\n"),
-                         ["+OK Bye, 1 messages deleted"])
+        self.assertEqual(
+            len(self.successResultOf(self.world.store.folder("alice").scan()).messages),
+            2,
+        )
+        self.assertEqual(
+            self.talk(server, transport, b"QUIT\r\n"), ["+OK Bye, 1 messages deleted"]
+        )
         state = self.successResultOf(self.world.store.folder("alice").scan())
         self.assertEqual([m.uid for m in state.messages], [1])
 
@@ -246,8 +290,10 @@ class TransactionTests(POP3TestMixin, SynchronousTestCase):
         server, transport = self.loggedIn()
         self.talk(server, transport, b"DELE 1\r\nDELE 2\r\n")
         server.connectionLost(None)
-        self.assertEqual(len(self.successResultOf(
-            self.world.store.folder("alice").scan()).messages), 2)
+        self.assertEqual(
+            len(self.successResultOf(self.world.store.folder("alice").scan()).messages),
+            2,
+        )
         self.loggedIn()
 
 
@@ -294,8 +340,11 @@ class PoplibTests(TestCase):
         store = MaildirStore(root)
         waitForSessions(self, POP3Server)
         service = pop3Service(
-            maildirRoot=root, listen=["tcp:0:interface=127.0.0.1"],
-            tlsCert=[cert], tlsKey=[key], auth=[f"htpasswd:{htpasswd}"],
+            maildirRoot=root,
+            listen=["tcp:0:interface=127.0.0.1"],
+            tlsCert=[cert],
+            tlsKey=[key],
+            auth=[f"htpasswd:{htpasswd}"],
             stateDir=directory,
         )
         service.startService()

@@ -55,8 +55,12 @@ class SMTPTestMixin:
     def connect(self, **config: Any) -> tuple[SMTPServer, TLSStringTransport]:
         config.setdefault("hostname", "mx.test")
         factory = SMTPFactory(
-            self.world.store, self.world.users, self.world.portal,
-            config=SMTPConfig(**config), tls=TLS, throttle=self.world.throttle,
+            self.world.store,
+            self.world.users,
+            self.world.portal,
+            config=SMTPConfig(**config),
+            tls=TLS,
+            throttle=self.world.throttle,
             reactor=self.world.clock,
         )
         server = factory.buildProtocol(None)
@@ -69,8 +73,9 @@ class SMTPTestMixin:
         self.relayed.append((sender, recipients, data))
         return succeed(None)
 
-    def talk(self, server: SMTPServer, transport: TLSStringTransport, data: bytes
-             ) -> list[str]:
+    def talk(
+        self, server: SMTPServer, transport: TLSStringTransport, data: bytes
+    ) -> list[str]:
         """
         Send C{data}; return the reply lines it produced.
         """
@@ -96,8 +101,11 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
     def test_greeting(self) -> None:
         """The server greets with 220 and its host name."""
         factory = SMTPFactory(
-            self.world.store, self.world.users, self.world.portal,
-            config=SMTPConfig(hostname="mx.test"), reactor=self.world.clock,
+            self.world.store,
+            self.world.users,
+            self.world.portal,
+            config=SMTPConfig(hostname="mx.test"),
+            reactor=self.world.clock,
         )
         server = factory.buildProtocol(None)
         transport = TLSStringTransport()
@@ -109,8 +117,14 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
         server, transport = self.connect()
         self.assertEqual(
             self.talk(server, transport, b"EHLO client.example\r\n"),
-            ["250-mx.test", "250-PIPELINING", "250-SIZE 10485760", "250-8BITMIME",
-             "250-ENHANCEDSTATUSCODES", "250 STARTTLS"],
+            [
+                "250-mx.test",
+                "250-PIPELINING",
+                "250-SIZE 10485760",
+                "250-8BITMIME",
+                "250-ENHANCEDSTATUSCODES",
+                "250 STARTTLS",
+            ],
         )
 
     def test_ehloAfterTLS(self) -> None:
@@ -127,7 +141,8 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
         server, transport = self.connect()
         self.talk(server, transport, b"EHLO client\r\n")
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"STARTTLS\r\nMAIL FROM:<evil@evil.test>\r\n"
             b"RCPT TO:<alice@example.org>\r\n",
         )
@@ -151,13 +166,20 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
         server, transport = self.connect()
         self.assertEqual(
             self.talk(
-                server, transport,
+                server,
+                transport,
                 b"EHLO c\r\nNOOP\r\nRSET\r\nVRFY alice\r\nHELP\r\nXYZZY\r\n"
                 b"\xff\r\nQUIT\r\n",
             )[6:],
-            ["250 2.0.0 Ok", "250 2.0.0 Ok", "252 2.0.0 Cannot VRFY user; try RCPT",
-             "214 2.0.0 See RFC 5321", "502 5.5.2 Error: command not recognized",
-             "500 5.5.2 Error: command not recognized", "221 2.0.0 Bye"],
+            [
+                "250 2.0.0 Ok",
+                "250 2.0.0 Ok",
+                "252 2.0.0 Cannot VRFY user; try RCPT",
+                "214 2.0.0 See RFC 5321",
+                "502 5.5.2 Error: command not recognized",
+                "500 5.5.2 Error: command not recognized",
+                "221 2.0.0 Bye",
+            ],
         )
         self.assertTrue(transport.disconnecting)
 
@@ -212,7 +234,8 @@ class AuthTests(SMTPTestMixin, SynchronousTestCase):
         """AUTH in the clear is refused with 530."""
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             f"EHLO c\r\nAUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
         )
         self.assertEqual(lines[-1], "530 5.7.0 Must issue a STARTTLS command first")
@@ -221,7 +244,8 @@ class AuthTests(SMTPTestMixin, SynchronousTestCase):
         """With allowPlaintextAuth, AUTH works in the clear."""
         server, transport = self.connect(allowPlaintextAuth=True)
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             f"EHLO c\r\nAUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
         )
         self.assertEqual(lines[-1], "235 2.7.0 Authentication successful")
@@ -230,14 +254,18 @@ class AuthTests(SMTPTestMixin, SynchronousTestCase):
         """AUTH PLAIN with an initial response, right and wrong passwords."""
         server, transport = self.secured()
         self.assertEqual(
-            self.talk(server, transport,
-                      f"AUTH PLAIN {plain('alice', 'wrong')}\r\n".encode()),
+            self.talk(
+                server, transport, f"AUTH PLAIN {plain('alice', 'wrong')}\r\n".encode()
+            ),
             ["535 5.7.8 Authentication credentials invalid"],
         )
         self.world.clock.advance(60)
         self.assertEqual(
-            self.talk(server, transport,
-                      f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode()),
+            self.talk(
+                server,
+                transport,
+                f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+            ),
             ["235 2.7.0 Authentication successful"],
         )
         self.assertEqual(server.account.mailbox, "alice")  # type: ignore[union-attr]
@@ -247,8 +275,9 @@ class AuthTests(SMTPTestMixin, SynchronousTestCase):
         server, transport = self.secured()
         self.assertEqual(self.talk(server, transport, b"AUTH PLAIN\r\n"), ["334 "])
         self.assertEqual(
-            self.talk(server, transport,
-                      plain("bob", "bob-password").encode() + b"\r\n"),
+            self.talk(
+                server, transport, plain("bob", "bob-password").encode() + b"\r\n"
+            ),
             ["235 2.7.0 Authentication successful"],
         )
 
@@ -271,10 +300,13 @@ class AuthTests(SMTPTestMixin, SynchronousTestCase):
         """'*' aborts and undecodable base64 is refused."""
         server, transport = self.secured()
         self.talk(server, transport, b"AUTH PLAIN\r\n")
-        self.assertEqual(self.talk(server, transport, b"*\r\n"),
-                         ["501 5.0.0 Authentication aborted"])
-        self.assertEqual(self.talk(server, transport, b"AUTH PLAIN !!!\r\n"),
-                         ["501 5.5.2 Error: cannot decode response"])
+        self.assertEqual(
+            self.talk(server, transport, b"*\r\n"), ["501 5.0.0 Authentication aborted"]
+        )
+        self.assertEqual(
+            self.talk(server, transport, b"AUTH PLAIN !!!\r\n"),
+            ["501 5.5.2 Error: cannot decode response"],
+        )
 
     def test_tooManyAttempts(self) -> None:
         """The sixth failure ends the connection with 421."""
@@ -285,33 +317,45 @@ class AuthTests(SMTPTestMixin, SynchronousTestCase):
                 server, transport, f"AUTH PLAIN {plain('alice', 'x')}\r\n".encode()
             )
             self.world.clock.advance(60)
-        self.assertEqual(lines[-1],
-                         "421 4.7.0 Error: too many failed authentication attempts")
+        self.assertEqual(
+            lines[-1], "421 4.7.0 Error: too many failed authentication attempts"
+        )
         self.assertTrue(transport.disconnecting)
 
     def test_senderLoginMismatch(self) -> None:
         """Once authenticated, MAIL FROM must be the user's own address, else 553."""
         server, transport = self.secured(requireAuth=True)
-        self.talk(server, transport,
-                  f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode())
+        self.talk(
+            server,
+            transport,
+            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
         self.assertEqual(
-            self.talk(server, transport,
-                      b"MAIL FROM:<bob@example.org>\r\nMAIL FROM:<alice@remote.test>"
-                      b"\r\nMAIL FROM:<Alice@EXAMPLE.org>\r\nRSET\r\n"
-                      b"MAIL FROM:<>\r\n"),
-            ["553 5.7.1 <bob@example.org>: Sender address rejected: not owned by "
-             "user alice",
-             "553 5.7.1 <alice@remote.test>: Sender address rejected: not owned by "
-             "user alice",
-             "250 2.1.0 Ok", "250 2.0.0 Ok", "250 2.1.0 Ok"],
+            self.talk(
+                server,
+                transport,
+                b"MAIL FROM:<bob@example.org>\r\nMAIL FROM:<alice@remote.test>"
+                b"\r\nMAIL FROM:<Alice@EXAMPLE.org>\r\nRSET\r\n"
+                b"MAIL FROM:<>\r\n",
+            ),
+            [
+                "553 5.7.1 <bob@example.org>: Sender address rejected: not owned by "
+                "user alice",
+                "553 5.7.1 <alice@remote.test>: Sender address rejected: not owned by "
+                "user alice",
+                "250 2.1.0 Ok",
+                "250 2.0.0 Ok",
+                "250 2.1.0 Ok",
+            ],
         )
 
     def test_unauthenticatedSenderUnchecked(self) -> None:
         """Without AUTH (mail from the world), any sender is taken."""
         server, transport = self.connect()
         self.assertEqual(
-            self.talk(server, transport,
-                      b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n")[-1],
+            self.talk(server, transport, b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n")[
+                -1
+            ],
             "250 2.1.0 Ok",
         )
 
@@ -333,7 +377,8 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         """A pipelined transaction delivers with a Received header, dots unstuffed."""
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO client.test\r\nMAIL FROM:<x@remote.test> BODY=8BITMIME SIZE=100\r\n"
             b"RCPT TO:<alice@example.org>\r\nRCPT TO:<BOB@Example.ORG>\r\nDATA\r\n"
             b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
@@ -353,19 +398,25 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         """An unknown local recipient is refused at RCPT with 550 5.1.1."""
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n",
         )
-        self.assertEqual(lines[-2:], [
-            "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown",
-            "554 5.5.1 Error: no valid recipients",
-        ])
+        self.assertEqual(
+            lines[-2:],
+            [
+                "550 5.1.1 <nobody@example.org>: "
+                "Recipient address rejected: User unknown",
+                "554 5.5.1 Error: no valid recipients",
+            ],
+        )
 
     def test_noOpenRelay(self) -> None:
         """Unauthenticated mail for a foreign domain is refused with 550 5.7.1."""
         server, transport = self.connect(relay=self.relay)
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO c\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<v@victim.test>\r\n",
         )
         self.assertEqual(lines[-1], "550 5.7.1 <v@victim.test>: Relay access denied")
@@ -373,10 +424,14 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
     def test_authenticatedWithoutSmarthost(self) -> None:
         """Authenticated users cannot relay when no smarthost is configured."""
         server, transport = self.secured()
-        self.talk(server, transport,
-                  f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode())
+        self.talk(
+            server,
+            transport,
+            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<v@victim.test>\r\n",
         )
         self.assertEqual(lines[-1], "550 5.7.1 <v@victim.test>: Relay access denied")
@@ -384,10 +439,14 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
     def test_authenticatedRelay(self) -> None:
         """Authenticated users relay foreign mail through the configured relay."""
         server, transport = self.secured(relay=self.relay)
-        self.talk(server, transport,
-                  f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode())
+        self.talk(
+            server,
+            transport,
+            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<v@remote.test>\r\n"
             b"RCPT TO:<bob@example.org>\r\nDATA\r\nhello\r\n.\r\n",
         )
@@ -401,16 +460,20 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         """<LF>.<LF> does not end DATA; the whole message is refused for bare LF."""
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
             b"DATA\r\nSubject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@remote.test>\r\n"
             b"RCPT TO:<bob@example.org>\r\nDATA\r\nsmuggled\r\n.\r\nNOOP\r\n",
         )
-        self.assertEqual(lines[8:], [
-            "354 End data with <CR><LF>.<CR><LF>",
-            "550 5.5.2 Error: bare <LF> or <CR> received",
-            "250 2.0.0 Ok",
-        ])
+        self.assertEqual(
+            lines[8:],
+            [
+                "354 End data with <CR><LF>.<CR><LF>",
+                "550 5.5.2 Error: bare <LF> or <CR> received",
+                "250 2.0.0 Ok",
+            ],
+        )
         self.assertEqual(self.world.newMessages("alice"), [])
         self.assertEqual(self.world.newMessages("bob"), [])
 
@@ -418,7 +481,8 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         """<LF>.<CR><LF> does not end DATA either."""
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
             b"DATA\r\nfirst\n.\r\nRSET\r\nsecond\r\n.\r\n",
         )
@@ -429,7 +493,8 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         """<CR>.<CR> does not end DATA; a bare CR refuses the message."""
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO c\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
             b"DATA\r\nfirst\r.\rMAIL FROM:<b@remote.test>\r\n.\r\n",
         )
@@ -444,8 +509,11 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
     def test_oversizeData(self) -> None:
         """DATA over the limit, in many chunks, gets 552 and stores nothing."""
         server, transport = self.connect(maxMessageSize=1000)
-        self.talk(server, transport,
-                  b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n",
+        )
         for _ in range(100):
             server.dataReceived(b"x" * 3000)
         lines = self.talk(server, transport, b"\r\n.\r\n")
@@ -455,15 +523,20 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
     def test_longLineInChunks(self) -> None:
         """A long body line split over reads arrives intact, with its dot unstuffed."""
         server, transport = self.connect()
-        self.talk(server, transport,
-                  b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n",
+        )
         line = b".." + b"y" * 20000
         for i in range(0, len(line), 7000):
-            server.dataReceived(line[i:i + 7000])
+            server.dataReceived(line[i : i + 7000])
         self.talk(server, transport, b"\r\n.\r\n")
         [message] = self.world.newMessages("alice")
-        self.assertTrue(message.endswith(b"\r\n\r\n" + line[1:] + b"\r\n")
-                        or message.endswith(line[1:] + b"\r\n"))
+        self.assertTrue(
+            message.endswith(b"\r\n\r\n" + line[1:] + b"\r\n")
+            or message.endswith(line[1:] + b"\r\n")
+        )
 
     def test_diskFull(self) -> None:
         """A full disk (ENOSPC injected at the write) gets 452; nothing in new/."""
@@ -475,15 +548,14 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         self.patch(maildirfiles, "writeAll", full)
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
             b"hello\r\n.\r\n",
         )
         self.assertEqual(lines[-1], "452 4.3.1 Error: insufficient system storage")
         self.assertEqual(self.world.newMessages("alice"), [])
-        self.assertEqual(
-            os.listdir(os.path.join(self.world.root, "alice", "tmp")), []
-        )
+        self.assertEqual(os.listdir(os.path.join(self.world.root, "alice", "tmp")), [])
 
     def test_diskFullOnLaterCopy(self) -> None:
         """ENOSPC on the second recipient's copy: 452 and neither copy delivered."""
@@ -501,7 +573,8 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         self.patch(maildirfiles, "writeAll", fullOnSecond)
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\n"
             b"RCPT TO:<bob@example.org>\r\nDATA\r\nhello\r\n.\r\n",
         )
@@ -509,24 +582,27 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         self.assertEqual(len(writes), 2)
         for user in ["alice", "bob"]:
             self.assertEqual(self.world.newMessages(user), [])
-            self.assertEqual(
-                os.listdir(os.path.join(self.world.root, user, "tmp")), [])
+            self.assertEqual(os.listdir(os.path.join(self.world.root, user, "tmp")), [])
 
     def test_sequenceErrors(self) -> None:
         """RCPT before MAIL, nested MAIL, bad syntax get 5xx without state change."""
         server, transport = self.connect()
         lines = self.talk(
-            server, transport,
+            server,
+            transport,
             b"MAIL FROM:<>\r\nEHLO c\r\nRCPT TO:<alice@example.org>\r\n"
             b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nRCPT TO:alice\r\nMAIL FROM:<> X=Y\r\n",
         )
         self.assertEqual(
             [lines[0], *lines[7:]],
-            ["503 Error: send HELO/EHLO first",
-             "503 5.5.1 Error: need MAIL command", "250 2.1.0 Ok",
-             "503 5.5.1 Error: nested MAIL command",
-             "501 5.5.4 Syntax: RCPT TO:<address>",
-             "503 5.5.1 Error: nested MAIL command"],
+            [
+                "503 Error: send HELO/EHLO first",
+                "503 5.5.1 Error: need MAIL command",
+                "250 2.1.0 Ok",
+                "503 5.5.1 Error: nested MAIL command",
+                "501 5.5.4 Syntax: RCPT TO:<address>",
+                "503 5.5.1 Error: nested MAIL command",
+            ],
         )
 
 
@@ -538,18 +614,43 @@ class OptionsTests(SynchronousTestCase):
     def test_parse(self) -> None:
         """Mail options parse into one dictionary of values."""
         options = Options()
-        options.parseOptions([
-            "--domain", "example.org", "--domain", "example.net",
-            "--submission", "tcp:587", "--smtps", "tcp:465",
-            "--maildir-root", "/srv/mail", "--smarthost", "relay.test:2525",
-            "--allow-plaintext-auth",
-        ])
+        options.parseOptions(
+            [
+                "--domain",
+                "example.org",
+                "--domain",
+                "example.net",
+                "--submission",
+                "tcp:587",
+                "--smtps",
+                "tcp:465",
+                "--maildir-root",
+                "/srv/mail",
+                "--smarthost",
+                "relay.test:2525",
+                "--allow-plaintext-auth",
+            ]
+        )
         self.assertEqual(
-            {k: options[k] for k in ["domains", "submission", "smtps", "maildir-root",
-                                     "smarthost", "allow-plaintext-auth"]},
-            {"domains": ["example.org", "example.net"], "submission": ["tcp:587"],
-             "smtps": ["tcp:465"], "maildir-root": "/srv/mail",
-             "smarthost": "relay.test:2525", "allow-plaintext-auth": 1},
+            {
+                k: options[k]
+                for k in [
+                    "domains",
+                    "submission",
+                    "smtps",
+                    "maildir-root",
+                    "smarthost",
+                    "allow-plaintext-auth",
+                ]
+            },
+            {
+                "domains": ["example.org", "example.net"],
+                "submission": ["tcp:587"],
+                "smtps": ["tcp:465"],
+                "maildir-root": "/srv/mail",
+                "smarthost": "relay.test:2525",
+                "allow-plaintext-auth": 1,
+            },
         )
 
     def test_badValues(self) -> None:
@@ -577,9 +678,13 @@ class RealSocketTests(TestCase):
         """
         kwargs.setdefault("listen", ["tcp:0:interface=127.0.0.1"])
         service = smtpService(
-            domains=[DOMAIN], hostname="mx.test", tlsCert=[self.cert],
-            tlsKey=[self.key], auth=[f"htpasswd:{self.htpasswd}"],
-            stateDir=self.directory, **kwargs,
+            domains=[DOMAIN],
+            hostname="mx.test",
+            tlsCert=[self.cert],
+            tlsKey=[self.key],
+            auth=[f"htpasswd:{self.htpasswd}"],
+            stateDir=self.directory,
+            **kwargs,
         )
         service.startService()
         self.addCleanup(service.stopService)
@@ -606,8 +711,12 @@ class RealSocketTests(TestCase):
         message["Subject"] = "Report"
         message.set_content("See the attachment.\n.\nA dot line above.\n")
         attachment = bytes(range(256)) * 40
-        message.add_attachment(attachment, maintype="application",
-                               subtype="octet-stream", filename="data.bin")
+        message.add_attachment(
+            attachment,
+            maintype="application",
+            subtype="octet-stream",
+            filename="data.bin",
+        )
 
         def send() -> dict[str, Any]:
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
@@ -626,9 +735,7 @@ class RealSocketTests(TestCase):
 
         def check(refused: dict[str, Any]) -> None:
             self.assertEqual(refused, {})
-            [stored] = self.maildirMessages(
-                os.path.join(self.directory, "mail"), "bob"
-            )
+            [stored] = self.maildirMessages(os.path.join(self.directory, "mail"), "bob")
             self.assertIn(b"with ESMTPSA id", stored)
             parsed = email.message_from_bytes(stored, policy=email.policy.default)
             [part] = list(parsed.iter_attachments())  # type: ignore[attr-defined]
@@ -661,12 +768,30 @@ class RealSocketTests(TestCase):
         """swaks with PIPELINING, STARTTLS and AUTH delivers one message."""
         port = self.start()["np-smtp"]
         argv = [
-            "swaks", "--server", "127.0.0.1", "--port", str(port),
-            "--from", "alice@example.org", "--to", "bob@example.org",
-            "--helo", "swaks.test", "--pipeline", "--tls",
-            "--tls-ca-path", self.pki.caPath, "--tls-verify",
-            "--auth", "PLAIN", "--auth-user", "alice",
-            "--auth-password", "alice-password", "--timeout", "10",
+            "swaks",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.org",
+            "--helo",
+            "swaks.test",
+            "--pipeline",
+            "--tls",
+            "--tls-ca-path",
+            self.pki.caPath,
+            "--tls-verify",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "alice-password",
+            "--timeout",
+            "10",
         ]
 
         def run() -> subprocess.CompletedProcess[str]:
@@ -675,9 +800,7 @@ class RealSocketTests(TestCase):
         def check(result: subprocess.CompletedProcess[str]) -> None:
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             self.assertIn("250 2.0.0 Ok: queued as", result.stdout)
-            [stored] = self.maildirMessages(
-                os.path.join(self.directory, "mail"), "bob"
-            )
+            [stored] = self.maildirMessages(os.path.join(self.directory, "mail"), "bob")
             self.assertIn(b"with ESMTPSA id", stored)
 
         return deferToThread(run).addCallback(check)
@@ -686,10 +809,14 @@ class RealSocketTests(TestCase):
         """An authenticated user's foreign mail is relayed to the smarthost."""
         remoteRoot = os.path.join(self.directory, "remote")
         remote = smtpService(
-            domains=["remote.test"], hostname="remote.test",
-            tlsCert=[self.cert], tlsKey=[self.key],
-            auth=[f"htpasswd:{self.htpasswd}"], maildirRoot=remoteRoot,
-            listen=["tcp:0:interface=127.0.0.1"], stateDir=self.directory,
+            domains=["remote.test"],
+            hostname="remote.test",
+            tlsCert=[self.cert],
+            tlsKey=[self.key],
+            auth=[f"htpasswd:{self.htpasswd}"],
+            maildirRoot=remoteRoot,
+            listen=["tcp:0:interface=127.0.0.1"],
+            stateDir=self.directory,
         )
         remote.startService()
         self.addCleanup(remote.stopService)
@@ -703,7 +830,8 @@ class RealSocketTests(TestCase):
                 client.starttls(context=self.context())
                 client.login("alice", "alice-password")
                 return client.sendmail(
-                    "alice@example.org", ["bob@remote.test"],
+                    "alice@example.org",
+                    ["bob@remote.test"],
                     b"Subject: r\r\n\r\n.leading dot\r\nx\r\n",
                 )
 

@@ -331,9 +331,7 @@ class RealSocketTests(TestCase):
     Stdlib clients against listeners from L{fastServerFromString}.
     """
 
-    def listen(
-        self, description: str, factory: Any, **kwargs: Any
-    ) -> Deferred[Any]:
+    def listen(self, description: str, factory: Any, **kwargs: Any) -> Deferred[Any]:
         d = fastServerFromString(reactor, description, **kwargs).listen(factory)
 
         def listening(port: Any) -> Any:

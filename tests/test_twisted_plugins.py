@@ -101,9 +101,19 @@ class TwistdFTPWithLDAPTests(SynchronousTestCase):
         # interface; a free loopback port is the best a test can do.
         self.port = freePort()
         self.process = subprocess.Popen(
-            [str(TWISTD), "-n", "--pidfile=", f"--logfile={self.log}",
-             "ftp", "--port", str(self.port), "--root", str(work / "anonymous"),
-             "--auth", f"ldap:config={config}"],
+            [
+                str(TWISTD),
+                "-n",
+                "--pidfile=",
+                f"--logfile={self.log}",
+                "ftp",
+                "--port",
+                str(self.port),
+                "--root",
+                str(work / "anonymous"),
+                "--auth",
+                f"ldap:config={config}",
+            ],
             cwd=work,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
             stdout=subprocess.DEVNULL,
@@ -171,8 +181,13 @@ class TwistedMailTests(TestCase):
     def mailOptions(self, *args: str) -> mailtap.Options:
         options = mailtap.Options()
         options.parseOptions(
-            ["--maildirdbmdomain", f"example.com={self.maildirs}",
-             "--auth", f"htpasswd:{self.users}", *args]
+            [
+                "--maildirdbmdomain",
+                f"example.com={self.maildirs}",
+                "--auth",
+                f"htpasswd:{self.users}",
+                *args,
+            ]
         )
         self.assertTrue(
             any(isinstance(c, HtpasswdChecker) for c in options["credCheckers"])
@@ -181,9 +196,7 @@ class TwistedMailTests(TestCase):
 
     def startService(self, options: mailtap.Options) -> StreamServerEndpointService:
         service = mailtap.makeService(options)
-        listeners = [
-            s for s in service if isinstance(s, StreamServerEndpointService)
-        ]
+        listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
         self.assertEqual(len(listeners), 1)
         service.startService()
         self.addCleanup(service.stopService)
@@ -204,8 +217,13 @@ class TwistedMailTests(TestCase):
         # gets C{535} for a wrong one or an unknown user.
         port = freePort()
         options = self.mailOptions(
-            "--esmtp", "--hostname", "localhost", "--disable-anonymous",
-            "--no-pop3", "--smtp", f"tcp:{port}:interface=127.0.0.1",
+            "--esmtp",
+            "--hostname",
+            "localhost",
+            "--disable-anonymous",
+            "--no-pop3",
+            "--smtp",
+            f"tcp:{port}:interface=127.0.0.1",
         )
         listener = self.startService(options)
         factory = cast(protocols.ESMTPFactory, listener.factory)

@@ -77,10 +77,15 @@ def result(
     """
     ordered = sorted(latencies)
     emit(
-        event="result", requests=requests, bytes=bytes, duration=duration,
+        event="result",
+        requests=requests,
+        bytes=bytes,
+        duration=duration,
         p50_us=statistics.median(ordered) * 1e6 if ordered else 0.0,
-        p99_us=percentile(ordered, 0.99) * 1e6, errors=errors,
-        cpu_seconds=cpu, **more,
+        p99_us=percentile(ordered, 0.99) * 1e6,
+        errors=errors,
+        cpu_seconds=cpu,
+        **more,
     )
 
 
@@ -186,8 +191,15 @@ def runWorkers(make: Worker, options: argparse.Namespace) -> None:
         requests, moved, errors, cpu = requests + r, moved + b, errors + e, cpu + c
         latencies.extend(lat)
         process.join(5)
-    result(requests, moved, options.duration, latencies, errors, cpu,
-           connections=options.connections)
+    result(
+        requests,
+        moved,
+        options.duration,
+        latencies,
+        errors,
+        cpu,
+        connections=options.connections,
+    )
 
 
 def childrenCpu() -> float:

@@ -53,7 +53,7 @@ class Session:
                     raise ValueError(f"server said {line!r}")
                 return total
             if len(self.buffer) > 1 << 16:
-                del self.buffer[: -4096]
+                del self.buffer[:-4096]
 
     def command(self, text: bytes) -> int:
         self.tag += 1

@@ -29,13 +29,23 @@ def main() -> None:
 
     def batch(messages: int) -> None:
         argv = [
-            "smtp-source", "-d", "-s", str(options.connections),
-            "-m", str(messages), "-l", str(options.size),
-            "-f", "sender@localhost", "-t", options.to,
+            "smtp-source",
+            "-d",
+            "-s",
+            str(options.connections),
+            "-m",
+            str(messages),
+            "-l",
+            str(options.size),
+            "-f",
+            "sender@localhost",
+            "-t",
+            options.to,
             f"{HOST}:{options.port}",
         ]
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, check=False
+        )
         if done.returncode != 0 or done.stderr.strip():
             fail(f"smtp-source failed ({done.returncode}): {done.stderr}")
 
@@ -50,9 +60,17 @@ def main() -> None:
         batch(BATCH)
         sent += BATCH
     elapsed = time.monotonic() - start
-    emit(event="result", connections=options.connections, requests=sent,
-         bytes=sent * options.size, duration=elapsed, p50_us=0.0, p99_us=0.0,
-         errors=0, cpu_seconds=childrenCpu() - cpu)
+    emit(
+        event="result",
+        connections=options.connections,
+        requests=sent,
+        bytes=sent * options.size,
+        duration=elapsed,
+        p50_us=0.0,
+        p99_us=0.0,
+        errors=0,
+        cpu_seconds=childrenCpu() - cpu,
+    )
 
 
 if __name__ == "__main__":

@@ -37,15 +37,18 @@ def parse(output: str) -> dict[str, float]:
     """
     The figures of one C{wrk --latency} run's output.
     """
-    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m), ([\d.]+)([KMGT]?B) read",
-                     output)
+    done = re.search(
+        r"(\d+) requests in ([\d.]+)(us|ms|s|m), ([\d.]+)([KMGT]?B) read", output
+    )
     if done is None:
         raise ValueError(f"no request count in wrk output:\n{output}")
     percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", output, re.MULTILINE))
     socket = re.search(r"Socket errors:.*", output)
     errors = sum(
-        int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)",
-                                   socket.group(0) if socket else "")
+        int(n)
+        for n in re.findall(
+            r"(?:connect|read|write|timeout) (\d+)", socket.group(0) if socket else ""
+        )
     )
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
@@ -65,15 +68,22 @@ def main() -> None:
     options = parser.parse_args()
 
     def wrk(seconds: float, latency: bool) -> str:
-        argv = ["wrk", "-t1", f"-c{options.connections}",
-                f"-d{max(1, math.ceil(seconds))}s", "--timeout", "5s"]
+        argv = [
+            "wrk",
+            "-t1",
+            f"-c{options.connections}",
+            f"-d{max(1, math.ceil(seconds))}s",
+            "--timeout",
+            "5s",
+        ]
         if latency:
             argv.append("--latency")
         if options.script:
             argv += ["-s", options.script]
         argv.append(f"http://{HOST}:{options.port}{options.path}")
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              timeout=seconds + 60, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
         if done.returncode != 0:
             fail(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
         return done.stdout
@@ -85,8 +95,12 @@ def main() -> None:
     output = wrk(options.duration, True)
     cpu = childrenCpu() - cpu
     print(output, end="", file=sys.stderr)
-    emit(event="result", connections=options.connections, cpu_seconds=cpu,
-         **parse(output))
+    emit(
+        event="result",
+        connections=options.connections,
+        cpu_seconds=cpu,
+        **parse(output),
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,7 @@ class ZenProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.data += data
         if self.data.endswith(b"?"):
-            self.transport.write(
-                ANSWERS.get(self.data, b"Error: unknown aphorism.")
-            )
+            self.transport.write(ANSWERS.get(self.data, b"Error: unknown aphorism."))
             self.data = b""
 
 

@@ -38,9 +38,7 @@ def main() -> None:
         for path in (home, *home.rglob("*")):
             os.chown(path, uid, gid)
     work.chmod(0o755)
-    (work / "passwd").write_text(
-        f"{MAIL_USER}:{MAIL_PASSWORD}:{uid}:{gid}::{home}::\n"
-    )
+    (work / "passwd").write_text(f"{MAIL_USER}:{MAIL_PASSWORD}:{uid}:{gid}::{home}::\n")
     conf = work / "dovecot.conf"
     conf.write_text(_config(work, port, user, group, loginUser))
     os.execv(DOVECOT, [DOVECOT, "-F", "-c", str(conf)])

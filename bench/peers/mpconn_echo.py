@@ -35,9 +35,7 @@ def main() -> None:
     authkey = Path(options.authkey_file).read_bytes()
     # The default backlog of 1 drops simultaneous connects: clients then
     # wait for the kernel's retransmissions (seconds), not for the server.
-    with Listener(
-        ("127.0.0.1", options.port), authkey=authkey, backlog=64
-    ) as listener:
+    with Listener(("127.0.0.1", options.port), authkey=authkey, backlog=64) as listener:
         while True:
             try:
                 connection = listener.accept()

@@ -34,8 +34,7 @@ class KeyValueServer:
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.data: dict[str, Any] = {}
-        self.server = ThreadedXMLRPCServer(address, allow_none=True,
-                                           logRequests=False)
+        self.server = ThreadedXMLRPCServer(address, allow_none=True, logRequests=False)
         for name in self.methods:
             self.server.register_function(getattr(self, name))
 

@@ -348,8 +348,8 @@ def configFromMapping(section: dict[str, str], relativeTo: str = ".") -> LDAPCon
         kwargs["poolSize"] = size
     if "cache_ttl" in section:
         ttl = section["cache_ttl"].strip()
-        kwargs["cacheTTL"] = 0.0 if ttl in ("0", "") else _positiveNumber(
-            "cache_ttl", ttl
+        kwargs["cacheTTL"] = (
+            0.0 if ttl in ("0", "") else _positiveNumber("cache_ttl", ttl)
         )
     return LDAPConfig(**kwargs)  # type: ignore[arg-type]
 
@@ -373,7 +373,7 @@ def parseArgument(argument: str) -> LDAPConfig:
     @raise ValueError: with one line.
     """
     if argument.startswith("config="):
-        return loadConfigFile(argument[len("config="):])
+        return loadConfigFile(argument[len("config=") :])
     if argument.startswith(("ldap://", "ldaps://")):
         return LDAPConfig(**parseURL(argument))  # type: ignore[arg-type]
     raise ValueError(

@@ -138,8 +138,13 @@ def _nonceFresh(context: Context, nonce: str) -> bool:
 
 
 def _challenge(
-    context: Context, request: Request, qop: str | None, algorithm: str,
-    staleAfter: str, stale: bool = False, lastNonce: str | None = None,
+    context: Context,
+    request: Request,
+    qop: str | None,
+    algorithm: str,
+    staleAfter: str,
+    stale: bool = False,
+    lastNonce: str | None = None,
 ) -> bytes:
     offered = qop or "auth, auth-int"
     opaque = _hash(algorithm, os.urandom(10))
@@ -158,15 +163,23 @@ def _challenge(
 
 
 def expectedResponse(
-    credentials: dict[str, str], password: str, method: str, uri: str,
-    entity: bytes, algorithm: str,
+    credentials: dict[str, str],
+    password: str,
+    method: str,
+    uri: str,
+    entity: bytes,
+    algorithm: str,
 ) -> str | None:
     """
     The C{response} a client knowing C{password} computes (RFC 7616), or
     C{None} when the credentials lack a parameter their C{qop} needs.
     """
-    ha1 = _hash(algorithm, credentials.get("username", ""),
-                credentials.get("realm", ""), password)
+    ha1 = _hash(
+        algorithm,
+        credentials.get("username", ""),
+        credentials.get("realm", ""),
+        password,
+    )
     qop = credentials.get("qop")
     if qop == "auth-int":
         ha2 = _hash(algorithm, method, uri, _hash(algorithm, entity))
@@ -179,13 +192,19 @@ def expectedResponse(
         return _hash(algorithm, ha1, nonce, ha2)
     if not all(k in credentials for k in ("nc", "cnonce")):
         return None
-    return _hash(algorithm, ha1, nonce, credentials["nc"], credentials["cnonce"],
-                 qop, ha2)
+    return _hash(
+        algorithm, ha1, nonce, credentials["nc"], credentials["cnonce"], qop, ha2
+    )
 
 
 def digestAuth(
-    context: Context, request: Request, qop: str, user: str, passwd: str,
-    algorithm: str = "MD5", staleAfter: str = "never",
+    context: Context,
+    request: Request,
+    qop: str,
+    user: str,
+    passwd: str,
+    algorithm: str = "MD5",
+    staleAfter: str = "never",
 ) -> bytes:
     """
     C{/digest-auth/{qop}/{user}/{passwd}[/{algorithm}[/{stale_after}]]}.
@@ -194,7 +213,10 @@ def digestAuth(
         algorithm = "MD5"
     wantedQop = qop if qop in ("auth", "auth-int") else None
     requireCookie = queryArgs(request).get("require-cookie", "").lower() in (
-        "1", "t", "true")
+        "1",
+        "t",
+        "true",
+    )
     cookies = requestCookies(request)
     credentials = parseDigest(request.getHeader("Authorization") or "")
     if credentials is None or (requireCookie and not cookies):
@@ -209,11 +231,22 @@ def digestAuth(
         or staleCount == "0"
         or not _nonceFresh(context, nonce)
     ):
-        return _challenge(context, request, wantedQop, algorithm, staleAfter,
-                          stale=True, lastNonce=nonce)
+        return _challenge(
+            context,
+            request,
+            wantedQop,
+            algorithm,
+            staleAfter,
+            stale=True,
+            lastNonce=nonce,
+        )
     expected = expectedResponse(
-        credentials, passwd, request.method.decode("ascii"),
-        request.uri.decode("latin-1"), body(request), algorithm,
+        credentials,
+        passwd,
+        request.method.decode("ascii"),
+        request.uri.decode("latin-1"),
+        body(request),
+        algorithm,
     )
     given = credentials.get("response", "")
     if (
@@ -222,8 +255,9 @@ def digestAuth(
         or not _same(credentials.get("username", ""), user)
         or not _same(given, expected)
     ):
-        return _challenge(context, request, wantedQop, algorithm, staleAfter,
-                          lastNonce=nonce)
+        return _challenge(
+            context, request, wantedQop, algorithm, staleAfter, lastNonce=nonce
+        )
     setCookie(request, "fake", _FAKE)
     if staleCount:
         following = str(int(staleCount) - 1) if staleCount.isdigit() else "never"

@@ -22,14 +22,20 @@ from netplugins.httpbin.routing import Context, HttpbinError, jsonBody, route
 # Cookies an analytics script on httpbin.org sets, hidden unless show_env.
 ENV_COOKIES = frozenset(
     (
-        "_gauges_unique", "_gauges_unique_year", "_gauges_unique_month",
-        "_gauges_unique_day", "_gauges_unique_hour", "__utmz", "__utma", "__utmb",
+        "_gauges_unique",
+        "_gauges_unique_year",
+        "_gauges_unique_month",
+        "_gauges_unique_day",
+        "_gauges_unique_hour",
+        "__utmz",
+        "__utma",
+        "__utmb",
     )
 )
 MAX_COOKIES = 100
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _OCTETS = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
-_ESCAPE = re.compile(r'\\([0-3][0-7][0-7]|.)', re.DOTALL)
+_ESCAPE = re.compile(r"\\([0-3][0-7][0-7]|.)", re.DOTALL)
 EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 

@@ -31,10 +31,20 @@ from netplugins.httpbin.routing import (
 ENV_HEADERS = frozenset(
     name.lower()
     for name in (
-        "X-Varnish", "X-Request-Start", "X-Heroku-Queue-Depth", "X-Real-Ip",
-        "X-Forwarded-Proto", "X-Forwarded-Protocol", "X-Forwarded-Ssl",
-        "X-Heroku-Queue-Wait-Time", "X-Forwarded-For", "X-Heroku-Dynos-In-Use",
-        "X-Forwarded-Port", "X-Request-Id", "Via", "Total-Route-Time",
+        "X-Varnish",
+        "X-Request-Start",
+        "X-Heroku-Queue-Depth",
+        "X-Real-Ip",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Protocol",
+        "X-Forwarded-Ssl",
+        "X-Heroku-Queue-Wait-Time",
+        "X-Forwarded-For",
+        "X-Heroku-Dynos-In-Use",
+        "X-Forwarded-Port",
+        "X-Request-Id",
+        "Via",
+        "Total-Route-Time",
         "Connect-Time",
     )
 )
@@ -111,7 +121,9 @@ def _multipart(
     The form fields and files (as L{dataSafe} strings) of a multipart body.
     """
     message: Any = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + contentType.encode("latin-1", "replace") + b"\r\n\r\n"
+        b"Content-Type: "
+        + contentType.encode("latin-1", "replace")
+        + b"\r\n\r\n"
         + data
     )
     if not message.is_multipart():
@@ -125,8 +137,12 @@ def _multipart(
         payload = part.get_payload(decode=True) or b""
         if part.get_filename() is not None:
             files.append(
-                (name, dataSafe(payload, part.get("Content-Type") or
-                                "application/octet-stream"))
+                (
+                    name,
+                    dataSafe(
+                        payload, part.get("Content-Type") or "application/octet-stream"
+                    ),
+                )
             )
         else:
             fields.append((name, payload.decode("utf-8", "replace")))
@@ -316,8 +332,13 @@ TEAPOT = r"""
        \_____/
 """
 
-ACCEPTED_MEDIA_TYPES = ["image/webp", "image/svg+xml", "image/jpeg", "image/png",
-                        "image/*"]
+ACCEPTED_MEDIA_TYPES = [
+    "image/webp",
+    "image/svg+xml",
+    "image/jpeg",
+    "image/png",
+    "image/*",
+]
 
 
 def statusResponse(request: Request, code: int) -> bytes:

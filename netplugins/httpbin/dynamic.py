@@ -141,8 +141,9 @@ def delayed(context: Context, request: Request, n: str) -> Any:
     wait = seconds(context, n, 0.0, "delay")
     payload = jsonBody(
         request,
-        requestDict(request, "url", "args", "form", "data", "origin", "headers",
-                    "files"),
+        requestDict(
+            request, "url", "args", "form", "data", "origin", "headers", "files"
+        ),
     )
     request.setHeader("Content-Length", str(len(payload)))
     return PacedWriter(request, iter([payload]), context.reactor, delay=wait).start()
@@ -217,8 +218,9 @@ def streamBytes(context: Context, request: Request, n: str) -> Any:
     100 KiB), chunked.
     """
     size = min(pathInt(n), MAX_BYTES)
-    chunk = wholeNumber(queryArgs(request).get("chunk_size"), DEFAULT_CHUNK,
-                        "chunk_size")
+    chunk = wholeNumber(
+        queryArgs(request).get("chunk_size"), DEFAULT_CHUNK, "chunk_size"
+    )
     source = _randomSource(request)
     request.setHeader("Content-Type", "application/octet-stream")
     return PacedWriter(
@@ -316,8 +318,11 @@ def decodeBase64(context: Context, request: Request, value: str) -> bytes:
     request.setHeader("Content-Type", "text/html; charset=utf-8")
     request.setHeader("Content-Security-Policy", "sandbox; default-src 'none'")
     try:
-        return base64.urlsafe_b64decode(value.encode("ascii")).decode("utf-8").encode(
-            "utf-8")
+        return (
+            base64.urlsafe_b64decode(value.encode("ascii"))
+            .decode("utf-8")
+            .encode("utf-8")
+        )
     except (UnicodeError, binascii.Error, ValueError):
         return b"Incorrect Base64 data try: SFRUUEJJTiBpcyBhd2Vzb21l"
 

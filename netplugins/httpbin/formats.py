@@ -97,16 +97,20 @@ def slideshowXML(context: Context, request: Request) -> bytes:
         )
         slides.append(
             f'    <slide type="{slide["type"]}">\n'
-            f'        <title>{slide["title"]}</title>{items}\n    </slide>\n'
+            f"        <title>{slide['title']}</title>{items}\n    </slide>\n"
         )
     document = (
-        '<?xml version="1.0" encoding="us-ascii"?>\n\n'
-        "<!--  A SAMPLE set of slides  -->\n\n"
-        f'<slideshow\n    title="{show["title"]}"\n    date="{show["date"]}"\n'
-        f'    author="{show["author"]}"\n    >\n\n'
-        + "\n".join(slides)
-        + "\n</slideshow>\n"
-    ).replace("<em>", "&lt;em&gt;").replace("</em>", "&lt;/em&gt;")
+        (
+            '<?xml version="1.0" encoding="us-ascii"?>\n\n'
+            "<!--  A SAMPLE set of slides  -->\n\n"
+            f'<slideshow\n    title="{show["title"]}"\n    date="{show["date"]}"\n'
+            f'    author="{show["author"]}"\n    >\n\n'
+            + "\n".join(slides)
+            + "\n</slideshow>\n"
+        )
+        .replace("<em>", "&lt;em&gt;")
+        .replace("</em>", "&lt;/em&gt;")
+    )
     return textBody(request, document, "application/xml")
 
 

@@ -266,4 +266,3 @@ def wholeNumber(value: str | None, default: int, name: str) -> int:
     if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_DIGITS:
         raise HttpbinError(400, f"{name} must be a whole number")
     return int(text)
-

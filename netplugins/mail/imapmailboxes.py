@@ -52,8 +52,7 @@ class MailboxCommands(SessionBase):
             raise CommandError("[ALREADYEXISTS] Mailbox already exists")
         self._folder(name)
         d = self.store.createFolder(self.user, name)
-        d.addErrback(trap, FolderExistsError,
-                     "[ALREADYEXISTS] Mailbox already exists")
+        d.addErrback(trap, FolderExistsError, "[ALREADYEXISTS] Mailbox already exists")
         return d.addCallback(lambda _: b"Create completed.")
 
     def do_DELETE(self, command: Command) -> Deferred[bytes]:
@@ -84,10 +83,12 @@ class MailboxCommands(SessionBase):
         self._folder(old)
         self._folder(new)
         d = self.store.renameFolder(self.user, old, new)
-        d.addErrback(trap, NoSuchFolderError,
-                     f"[NONEXISTENT] Mailbox doesn't exist: {old}")
-        d.addErrback(trap, FolderExistsError,
-                     "[ALREADYEXISTS] Target mailbox already exists")
+        d.addErrback(
+            trap, NoSuchFolderError, f"[NONEXISTENT] Mailbox doesn't exist: {old}"
+        )
+        d.addErrback(
+            trap, FolderExistsError, "[ALREADYEXISTS] Target mailbox already exists"
+        )
         return d.addCallback(lambda _: b"Rename completed.")
 
     def _oneMailbox(self, command: Command) -> str:
@@ -98,12 +99,14 @@ class MailboxCommands(SessionBase):
     def do_SUBSCRIBE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
         return self.store.setSubscribed(self.user, name, True).addCallback(
-            lambda _: b"Subscribe completed.")
+            lambda _: b"Subscribe completed."
+        )
 
     def do_UNSUBSCRIBE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
         return self.store.setSubscribed(self.user, name, False).addCallback(
-            lambda _: b"Unsubscribe completed.")
+            lambda _: b"Unsubscribe completed."
+        )
 
     def do_NAMESPACE(self, command: Command) -> bytes:
         self._untagged(b'NAMESPACE (("" ".")) NIL NIL')
@@ -143,10 +146,16 @@ class MailboxCommands(SessionBase):
             if name not in existing:
                 attributes.append("\\Noselect")
             if what == "LIST":
-                attributes.append("\\HasChildren" if name in parents
-                                  else "\\HasNoChildren")
-            self._untagged(what.encode() + b" " + formatValue(
-                [attributes, DELIMITER.encode(), mailboxValue(name)])[1:-1])
+                attributes.append(
+                    "\\HasChildren" if name in parents else "\\HasNoChildren"
+                )
+            self._untagged(
+                what.encode()
+                + b" "
+                + formatValue([attributes, DELIMITER.encode(), mailboxValue(name)])[
+                    1:-1
+                ]
+            )
         return what.capitalize().encode() + b" completed."
 
     def do_STATUS(self, command: Command) -> Deferred[bytes]:
@@ -171,8 +180,9 @@ class MailboxCommands(SessionBase):
             out: list[object] = []
             for item in items:
                 out += [item, values[item]]
-            self._untagged(b"STATUS " + formatValue(mailboxValue(name)) + b" "
-                           + formatValue(out))
+            self._untagged(
+                b"STATUS " + formatValue(mailboxValue(name)) + b" " + formatValue(out)
+            )
             return b"Status completed."
 
         return d.addCallback(cbScan)
@@ -194,8 +204,9 @@ class MailboxCommands(SessionBase):
                 raise IMAPSyntaxError("unexpected APPEND argument")
         folder = self._folder(name)
         d = folder.append(data, lettersFor(flags), when)
-        d.addErrback(trap, NoSuchFolderError,
-                     "[TRYCREATE] Mailbox doesn't exist: " + name)
+        d.addErrback(
+            trap, NoSuchFolderError, "[TRYCREATE] Mailbox doesn't exist: " + name
+        )
         return d.addCallback(self._cbAppend, folder)
 
     def _cbAppend(self, message: Message, folder: Any) -> Deferred[bytes]:
@@ -205,5 +216,7 @@ class MailboxCommands(SessionBase):
         else:
             d = folder.scan(claimNew=False).addCallback(lambda s: s.uidValidity)
         return d.addCallback(
-            lambda validity: b"[APPENDUID %d %d] Append completed."
-            % (validity, message.uid))
+            lambda validity: (
+                b"[APPENDUID %d %d] Append completed." % (validity, message.uid)
+            )
+        )

@@ -243,7 +243,7 @@ def _atom(piece: bytes, cursor: _Cursor) -> str:
 # Responses
 
 
-_QUOTABLE = re.compile(rb'[^\x00\r\n\x80-\xff]{0,1024}\Z')
+_QUOTABLE = re.compile(rb"[^\x00\r\n\x80-\xff]{0,1024}\Z")
 
 
 def formatValue(value: object) -> bytes:

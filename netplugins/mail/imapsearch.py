@@ -31,17 +31,25 @@ from netplugins.mail.imapparse import (
     parseSequenceSet,
 )
 
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split())}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())
+}
 _DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})\Z")
 
 _FLAG_KEYS = {
-    "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),
-    "DELETED": ("\\Deleted", True), "UNDELETED": ("\\Deleted", False),
-    "DRAFT": ("\\Draft", True), "UNDRAFT": ("\\Draft", False),
-    "FLAGGED": ("\\Flagged", True), "UNFLAGGED": ("\\Flagged", False),
-    "SEEN": ("\\Seen", True), "UNSEEN": ("\\Seen", False),
-    "RECENT": ("\\Recent", True), "OLD": ("\\Recent", False),
+    "ANSWERED": ("\\Answered", True),
+    "UNANSWERED": ("\\Answered", False),
+    "DELETED": ("\\Deleted", True),
+    "UNDELETED": ("\\Deleted", False),
+    "DRAFT": ("\\Draft", True),
+    "UNDRAFT": ("\\Draft", False),
+    "FLAGGED": ("\\Flagged", True),
+    "UNFLAGGED": ("\\Flagged", False),
+    "SEEN": ("\\Seen", True),
+    "UNSEEN": ("\\Seen", False),
+    "RECENT": ("\\Recent", True),
+    "OLD": ("\\Recent", False),
 }
 _HEADER_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
@@ -191,7 +199,8 @@ def matches(key: Key, message: Candidate, largestSeq: int, largestUid: int) -> b
         return all(matches(k, message, largestSeq, largestUid) for k in key[1])
     if kind == "or":
         return matches(key[1], message, largestSeq, largestUid) or matches(
-            key[2], message, largestSeq, largestUid)
+            key[2], message, largestSeq, largestUid
+        )
     if kind == "not":
         return not matches(key[1], message, largestSeq, largestUid)
     if kind == "flag":
@@ -212,9 +221,11 @@ def matches(key: Key, message: Candidate, largestSeq: int, largestUid: int) -> b
         sent = _sentDate(entity)
         return sent is not None and _compareDate(key[1], sent, key[2])
     if kind == "header":
-        return any(key[2] in _decodeHeader(value)
-                   for name, value in entity.fields()
-                   if name.decode("ascii", "replace").lower() == key[1])
+        return any(
+            key[2] in _decodeHeader(value)
+            for name, value in entity.fields()
+            if name.decode("ascii", "replace").lower() == key[1]
+        )
     if kind == "body":
         return key[1] in _bodyText(entity)
     if kind == "text":

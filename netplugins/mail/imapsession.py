@@ -49,8 +49,10 @@ _DATE_TIME = re.compile(
     r" ?([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) "
     r"([+-])([0-9]{2})([0-9]{2})\Z"
 )
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split())}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())
+}
 
 
 def flagsOf(message: Message, recent: bool = False) -> list[str]:
@@ -118,6 +120,7 @@ class Selected:
     messages: list[Message]
     recent: set[int] = field(factory=set)
 
+
 def failed(error: Exception) -> Deferred[bytes]:
     """
     A Deferred that has failed with C{error}.
@@ -178,8 +181,10 @@ class SessionBase(Protocol):
         self._timer = self.factory.reactor.callLater(seconds, self._timedOut)
 
     def _timedOut(self) -> None:
-        self.log.info("np-imap: closing idle connection from {peer}",
-                      peer=str(self.transport.getPeer()))
+        self.log.info(
+            "np-imap: closing idle connection from {peer}",
+            peer=str(self.transport.getPeer()),
+        )
         self._untagged(b"BYE Autologout; idle for too long")
         self._close()
 
@@ -250,8 +255,11 @@ class SessionBase(Protocol):
         if byUid:
             largest = messages[-1].uid if messages else 0
             ranges = sequence.resolve(largest)
-            return [(i, m) for i, m in enumerate(messages, 1)
-                    if any(lo <= m.uid <= hi for lo, hi in ranges)]
+            return [
+                (i, m)
+                for i, m in enumerate(messages, 1)
+                if any(lo <= m.uid <= hi for lo, hi in ranges)
+            ]
         for ends in sequence.ranges:
             if any(end is not None and end > len(messages) for end in ends):
                 raise IMAPSyntaxError("Invalid messageset")

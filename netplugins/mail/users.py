@@ -189,8 +189,11 @@ class LocalUsers:
             if isinstance(checker, LDAPChecker):
                 d: Deferred[Any] = checker.lookupAttributes(account.avatarId)
                 return d.addCallback(
-                    lambda user: user is not None and user.uid == account.mailbox
-                    and address.casefold() in (m.casefold() for m in user.mail)
+                    lambda user: (
+                        user is not None
+                        and user.uid == account.mailbox
+                        and address.casefold() in (m.casefold() for m in user.mail)
+                    )
                 )
         return False
 
@@ -231,4 +234,3 @@ class MailRealm:
                 lambda: None,
             )
         )
-

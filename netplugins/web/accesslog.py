@@ -20,8 +20,18 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 _MONTHS = (
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
 )
 
 #: (time, host, user, method, uri, protocol, code, length, referrer, agent)
@@ -36,9 +46,7 @@ def _quoted(value: bytes) -> str:
     text = value.decode("latin-1")
     if text.isprintable() and '"' not in text and "\\" not in text:
         return text
-    return (
-        text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
-    )
+    return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
 
 def _timestamp(seconds: float) -> str:

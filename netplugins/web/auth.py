@@ -153,9 +153,7 @@ class BasicAuthResource(Resource):
             return
         request.render(getChildForRequest(self.wrapped, request))
 
-    def _ebLogin(
-        self, reason: Failure, request: Any, user: str, attempts: Any
-    ) -> None:
+    def _ebLogin(self, reason: Failure, request: Any, user: str, attempts: Any) -> None:
         if request.channel is None:
             return
         if not reason.check(UnauthorizedLogin):
@@ -174,9 +172,7 @@ class BasicAuthResource(Resource):
         if attempts.exhausted:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
         body = self._challenge(request, b"401 Unauthorized\n")
-        request.responseHeaders.setRawHeaders(
-            b"Content-Length", [b"%d" % (len(body),)]
-        )
+        request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
         request.write(body)
         request.finish()
 
