@@ -476,6 +476,32 @@ class SessionTests(SynchronousTestCase):
         )
         self.assertEqual(reads, [33, 10, 10, 10, 3])
 
+    def test_fetchWritesPerBatch(self) -> None:
+        """A FETCH of N messages takes far fewer than N writes, lines in order."""
+        for i in range(247):
+            self.successResultOf(self.s.store.deliver("alice", plainMessage(f"w{i}")))
+        self.s.send(b"s SELECT INBOX\r\n")
+        writes: list[bytes] = []
+        transport = self.s.transport
+        write = transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        self.patch(transport, "write", counting)
+        for command in [b"f FETCH 1:* (FLAGS)", b"g FETCH 1:* (BODY.PEEK[])"]:
+            del writes[:]
+            reply = self.s.send(command + b"\r\n")
+            seqs = [
+                int(line.split(b" ")[1])
+                for line in reply.split(b"\r\n")
+                if line.startswith(b"* ")
+            ]
+            self.assertEqual(seqs, list(range(1, 251)))
+            # 250 lines of 100 a batch, then the tagged OK.
+            self.assertEqual(len(writes), 4)
+
     def test_search(self) -> None:
         """SEARCH combines flags, headers and NOT/OR."""
         self.s.send(b"s SELECT INBOX\r\nt STORE 2 +FLAGS (\\Flagged)\r\n")

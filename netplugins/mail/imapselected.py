@@ -256,20 +256,37 @@ class SelectedCommands(SessionBase):
         # Messages whose contents are needed are read a batch at a time: one
         # thread hop per batch, memory bounded by the batch, reads pacing the
         # writes.
+        # Lines that need no contents go out together too: one write per run
+        # of them, not one per message.
+        lines: list[bytes] = []
         while index < len(targets) and not self._closing:
             batch = _batch(targets, index, lambda m: self._needsContent(m, items))
             if batch:
+                self._sendLines(lines)
                 d = self._readBatch(batch)
                 d.addCallback(self._cbFetchBatch, items)
                 return d.addCallback(
                     self._fetchNext, targets, items, index + len(batch)
                 )
             seq, message = targets[index]
-            self._writeFetch(
-                seq, message, items, None, self._sizeOf(message, None), False
+            lines.append(
+                self._fetchLine(
+                    seq, message, items, None, self._sizeOf(message, None), False
+                )
             )
             index += 1
+            if len(lines) >= BATCH_MESSAGES:
+                self._sendLines(lines)
+                lines = []
+        self._sendLines(lines)
         return succeed(None)
+
+    def _sendLines(self, lines: list[bytes]) -> None:
+        """
+        Write C{lines}, each ended by CRLF and in order, in one transport write.
+        """
+        if lines and not self._closing:
+            self.transport.write(b"".join(line + b"\r\n" for line in lines))
 
     def _fetchNext(
         self,
@@ -317,6 +334,7 @@ class SelectedCommands(SessionBase):
         selected = self.selected
         assert selected is not None
         entityOf = parseEntity if any(i.needsStructure for i in items) else splitEntity
+        lines: list[bytes] = []
         for seq, message, content in loaded:
             if (
                 message.uid in marked
@@ -324,16 +342,19 @@ class SelectedCommands(SessionBase):
                 and selected.messages[seq - 1].uid == message.uid
             ):
                 message = selected.messages[seq - 1]
-            self._writeFetch(
-                seq,
-                message,
-                items,
-                entityOf(content),
-                self._sizeOf(message, content),
-                message.uid in marked,
+            lines.append(
+                self._fetchLine(
+                    seq,
+                    message,
+                    items,
+                    entityOf(content),
+                    self._sizeOf(message, content),
+                    message.uid in marked,
+                )
             )
+        self._sendLines(lines)
 
-    def _writeFetch(
+    def _fetchLine(
         self,
         seq: int,
         message: Message,
@@ -341,7 +362,10 @@ class SelectedCommands(SessionBase):
         entity: Entity | None,
         size: int,
         flagsChanged: bool,
-    ) -> None:
+    ) -> bytes:
+        """
+        One C{* n FETCH (...)} response line, without its CRLF.
+        """
         selected = self.selected
         assert selected is not None
         out: list[bytes] = []
@@ -370,7 +394,7 @@ class SelectedCommands(SessionBase):
                 b"FLAGS "
                 + formatValue(flagsOf(message, message.uid in selected.recent))
             )
-        self.sendLine(b"* %d FETCH (" % seq + b" ".join(out) + b")")
+        return b"* %d FETCH (" % seq + b" ".join(out) + b")"
 
     def do_STORE(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
         selected = self.selected
