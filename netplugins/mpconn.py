@@ -390,7 +390,9 @@ class MPConnProtocol(Protocol):
         self._deadline: Any = None
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)
+        # Flow control starts once the peer is authenticated (see _handshake):
+        # registered now, a TLS transport would pause us for the challenge it
+        # buffers until its own handshake is done, and pausing stops its reads.
         message = b"{%s}%s" % (
             CHALLENGE_DIGEST.encode(),
             secrets.token_bytes(_CHALLENGE_BYTES),
@@ -540,6 +542,7 @@ class MPConnProtocol(Protocol):
                 self._close("the client refused our answer to its challenge")
                 return
             self._state = _READY
+            self.transport.registerProducer(self, True)
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None

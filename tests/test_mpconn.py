@@ -9,6 +9,8 @@ import hmac
 import json
 import os
 import pickle
+import socket
+import ssl
 import stat
 import struct
 import tempfile
@@ -45,7 +47,9 @@ from netplugins.mpconn import (
     verifyAnswer,
 )
 from netplugins.safepickle import RefusedPickleError, checkNesting, safeLoads
+from netplugins.service import ListeningService
 from netplugins.tap.mpconn import Options, makeService, mpconnService
+from tests.pki import PKI
 
 KEY = b"peekaboo"
 PYTHON312 = "/root/.pyenv/versions/3.12.1/bin/python"
@@ -1182,3 +1186,104 @@ class RealSocketTests(TestCase):
                 return c.recv()  # type: ignore[no-any-return]
 
         return deferToThread(session).addCallback(self.assertEqual, payload)
+
+
+class _TLSConnection:
+    """
+    C{multiprocessing.connection}'s framing over a stdlib C{ssl} socket.
+
+    C{connection.Client} speaks only plain sockets, and a detached descriptor
+    would leave TLS behind, so this offers the C{send_bytes}/C{recv_bytes} the
+    stdlib's own C{answer_challenge} and C{deliver_challenge} use.
+    """
+
+    def __init__(self, sock: ssl.SSLSocket):
+        self.sock = sock
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(struct.pack("!i", len(data)) + data)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        (size,) = struct.unpack("!i", self._exactly(4))
+        if maxlength is not None and size > maxlength:
+            raise OSError("bad message length")
+        return self._exactly(size)
+
+    def _exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+
+class TLSTests(TestCase):
+    """
+    np-mpconn on C{listenTLS}: the stdlib handshake functions over stdlib TLS.
+    """
+
+    def connect(self, authkey: bytes, mode: str = "echo") -> Deferred[Any]:
+        """
+        Start np-mpconn on TLS; fire with a client connected and authenticated
+        with C{authkey} (in a thread), or with its failure.
+        """
+        pki = PKI(os.path.abspath(self.mktemp()))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        service = mpconnService(
+            authkey=KEY,
+            mode=mode,
+            listenTLS=["tcp:0:interface=127.0.0.1"],
+            tlsCert=[cert],
+            tlsKey=[key],
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        listening: Any = next(s for s in service if isinstance(s, ListeningService))
+        port = listening.port.getHost().port
+        context = ssl.create_default_context(cafile=pki.caPath)
+
+        def handshake() -> _TLSConnection:
+            raw = socket.create_connection(("127.0.0.1", port))
+            c = _TLSConnection(context.wrap_socket(raw, server_hostname="localhost"))
+            self.addCleanup(c.sock.close)
+            connection.answer_challenge(c, authkey)  # type: ignore[attr-defined,arg-type]
+            connection.deliver_challenge(c, authkey)  # type: ignore[attr-defined,arg-type]
+            return c
+
+        return deferToThread(handshake)
+
+    def test_echo(self) -> Deferred[Any]:
+        """Recipe 11.7's messages round-trip over a verified TLS connection."""
+
+        def session(c: _TLSConnection) -> list[Any]:
+            out = []
+            for message in ["hello", 42, [1, 2, 3, 4, 5]]:
+                c.send_bytes(pickle.dumps(message))
+                out.append(pickle.loads(c.recv_bytes()))
+            return out
+
+        d = self.connect(KEY)
+        d.addCallback(lambda c: deferToThread(session, c))
+        return d.addCallback(self.assertEqual, ["hello", 42, [1, 2, 3, 4, 5]])
+
+    def test_rpc(self) -> Deferred[Any]:
+        """An RPC call over TLS gets its pickled result."""
+
+        def call(c: _TLSConnection) -> Any:
+            c.send_bytes(pickle.dumps(("add", (2, 3), {})))
+            return pickle.loads(c.recv_bytes())
+
+        d = self.connect(KEY, mode="rpc")
+        d.addCallback(lambda c: deferToThread(call, c))
+        return d.addCallback(self.assertEqual, 5)
+
+    def test_wrongKey(self) -> Deferred[Any]:
+        """A wrong authkey over TLS is rejected as over plain TCP."""
+        d = self.connect(b"wrong")
+        d.addCallbacks(
+            lambda c: "connected",
+            lambda f: (f.trap(AuthenticationError), str(f.value))[1],
+        )
+        return d.addCallback(self.assertEqual, "digest sent was rejected")
