@@ -69,6 +69,14 @@ class Zen(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._rejected:
             return
+        if not self._buffer and not self._paused and len(data) <= self.maxQuestionSize:
+            # The common read: exactly one known question.  Every known
+            # question has its one C{?} last and no whitespace before it, so
+            # a read equal to one is a whole question with nothing after it.
+            reply = APHORISMS.get(data)
+            if reply is not None:
+                self.transport.write(reply)
+                return
         self._buffer += data
         self._answerQuestions()
 

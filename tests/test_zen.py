@@ -118,6 +118,30 @@ class ProtocolTests(SynchronousTestCase):
             (transport.value(), transport.disconnecting), (b"Nested.", True)
         )
 
+    def test_loneKnownQuestionEdges(self) -> None:
+        """A read of exactly one known question still obeys limit, pause, buffer."""
+        tooLong, tooLongTransport = connect(24)
+        with capturedLogs():
+            tooLong.dataReceived(b"Beautiful is better than?")
+        paused, pausedTransport = connect()
+        paused.pauseProducing()
+        paused.dataReceived(b"Flat is better than?")
+        held = pausedTransport.value()
+        paused.resumeProducing()
+        split, splitTransport = connect()
+        split.dataReceived(b"Flat ")
+        split.dataReceived(b"Flat is better than?")
+        self.assertEqual(
+            (
+                tooLongTransport.value(),
+                tooLongTransport.disconnecting,
+                held,
+                pausedTransport.value(),
+                splitTransport.value(),
+            ),
+            (b"", True, b"", b"Nested.", b"Error: unknown aphorism."),
+        )
+
     def test_pausedHoldsAnswers(self) -> None:
         """While paused no question is answered; resuming answers them in order."""
         protocol, transport = connect()
