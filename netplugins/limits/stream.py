@@ -159,7 +159,8 @@ class _IdleGuard(_Guard):
         assert timeout is not None
         self._timeout = timeout
         self._timer = clock.callLater(self._timeout, self._checkIdle)
-        protocol.makeConnection(cast(ITransport, _ActivityTransport(transport, self)))
+        self._activity = _ActivityTransport(transport, self)
+        protocol.makeConnection(cast(ITransport, self._activity))
 
     def dataReceived(self, data: bytes) -> None:
         if self.wrappedProtocol is not None:
@@ -168,7 +169,9 @@ class _IdleGuard(_Guard):
 
     def _checkIdle(self) -> None:
         clock = self._tracker._clock
-        idle = clock.seconds() - self._lastActivity
+        # Writes stamp the wrapper, not the guard: one attribute hop less
+        # on every write.
+        idle = clock.seconds() - max(self._lastActivity, self._activity._lastWrite)
         if idle < self._timeout:
             self._timer = clock.callLater(self._timeout - idle, self._checkIdle)
             return
@@ -210,8 +213,8 @@ class _ActivityTransport:
 
     def __init__(self, transport: ITransport, guard: _IdleGuard):
         self._transport = transport
-        self._guard = guard
         self._seconds = guard._seconds
+        self._lastWrite = guard._lastActivity
 
     @property
     def __providedBy__(self) -> Provides:
@@ -220,11 +223,11 @@ class _ActivityTransport:
         return providedBy(self._transport)  # type: ignore[return-value]
 
     def write(self, data: bytes) -> None:
-        self._guard._lastActivity = self._seconds()
+        self._lastWrite = self._seconds()
         self._transport.write(data)
 
     def writeSequence(self, data: Any) -> None:
-        self._guard._lastActivity = self._seconds()
+        self._lastWrite = self._seconds()
         self._transport.writeSequence(data)
 
     def __getattr__(self, name: str) -> Any:
