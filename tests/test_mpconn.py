@@ -5,10 +5,12 @@ L{netplugins.tap.mpconn}.
 
 from __future__ import annotations
 
+import glob
 import hmac
 import json
 import os
 import pickle
+import shutil
 import socket
 import ssl
 import stat
@@ -52,8 +54,26 @@ from netplugins.tap.mpconn import Options, makeService, mpconnService
 from tests.pki import PKI
 
 KEY = b"peekaboo"
-PYTHON312 = "/root/.pyenv/versions/3.12.1/bin/python"
-PYTHON313 = "/root/.pyenv/versions/3.13.0/bin/python"
+
+
+def _python(version: str) -> str:
+    """
+    An interpreter of C{version} (the {sha256} handshake is 3.12's): under
+    pyenv, as this project's machines have them, or on PATH as C{pythonX.Y}.  None
+    found is the tests' failure, not a skip.
+    """
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    for candidate in sorted(glob.glob(f"{root}/versions/{version}.*/bin/python")):
+        return candidate
+    found = shutil.which(f"python{version}")
+    # pyenv's shims answer for versions that are not selected: not those.
+    if found and "/shims/" not in found:
+        return found
+    return f"python{version}-not-found (install Python {version} or pyenv's)"
+
+
+PYTHON312 = _python("3.12")
+PYTHON313 = _python("3.13")
 
 
 class System:
