@@ -24,9 +24,12 @@ handler of the STARTTLS line::
 
 It writes the go-ahead reply, empties the line buffer (which makes
 C{LineReceiver.dataReceived} stop before the next buffered line), starts TLS
-and logs what was discarded, naming the peer.  Bytes that arrive later in the
-clear go to the TLS layer, where they fail the handshake.  Protocols with their
-own buffer pass C{clearBuffer}.
+and logs what was discarded, naming the peer.  The handshake has the same
+deadline as on an implicit-TLS listener (the context factory's
+C{handshakeTimeout}, 10 s by default): a client that asks for TLS and then
+stalls is aborted then, not kept until its session's own deadline.  Bytes
+that arrive later in the clear go to the TLS layer, where they fail the
+handshake.  Protocols with their own buffer pass C{clearBuffer}.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ from typing import Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
+
+from netplugins.session import Discipline
+from netplugins.tls.handshake import handshakeDone
+from netplugins.tls.server import DEFAULT_HANDSHAKE_TIMEOUT
 
 log = Logger(namespace="netplugins.starttls")
 
@@ -54,6 +61,7 @@ def startTLSDiscarding(
     reply: bytes = b"",
     *,
     clearBuffer: Callable[[], bytes] | None = None,
+    discipline: Discipline | None = None,
 ) -> bytes:
     """
     Answer C{reply}, throw away everything the client sent after the current
@@ -66,6 +74,8 @@ def startTLSDiscarding(
     @param reply: the go-ahead, written in the clear before TLS starts.
     @param clearBuffer: empties the protocol's unprocessed input and returns
         it; C{protocol.clearLineBuffer} by default.
+    @param discipline: times the handshake (C{protocol.discipline} by
+        default); without one the handshake has no deadline of its own.
     @return: the discarded bytes (for tests; they are logged by length only).
     """
     clear = clearBuffer if clearBuffer is not None else protocol.clearLineBuffer
@@ -80,4 +90,24 @@ def startTLSDiscarding(
     if reply:
         transport.write(reply)
     transport.startTLS(contextFactory)
+    if discipline is None:
+        discipline = getattr(protocol, "discipline", None)
+    if discipline is not None:
+        timeout = getattr(contextFactory, "handshakeTimeout", DEFAULT_HANDSHAKE_TIMEOUT)
+        discipline.callLater(timeout, _abortUnlessShaken, transport, timeout)
     return discarded
+
+
+def _abortUnlessShaken(transport: Any, timeout: float) -> None:
+    """
+    Abort C{transport} if its TLS handshake has not finished.
+    """
+    if getattr(transport, "disconnected", False) or handshakeDone(transport):
+        return
+    log.info(
+        "TLS handshake after STARTTLS from {peer} not finished in {timeout:g} s;"
+        " aborting",
+        peer=str(transport.getPeer()),
+        timeout=timeout,
+    )
+    transport.abortConnection()

@@ -11,12 +11,12 @@ from typing import Any
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from netplugins.cred.htpasswd import HtpasswdChecker, hashPassword
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.mail.maildir import MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
+from tests.support import WatermarkTransport
 
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
 DOMAIN = "example.org"
@@ -70,17 +70,8 @@ class MailWorld:
         return out
 
 
-class TLSStringTransport(StringTransport):
-    """
-    A L{StringTransport} that records C{startTLS} (and then claims TLS).
-    """
-
-    TLS = False
-    tlsStarted: Any = None
-
-    def startTLS(self, contextFactory: Any) -> None:
-        self.tlsStarted = contextFactory
-        self.TLS = True
+#: A L{StringTransport} that records C{startTLS} (and then claims TLS).
+TLSStringTransport = WatermarkTransport
 
 
 def waitForSessions(testCase: Any, protocolClass: Any) -> None:

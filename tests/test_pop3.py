@@ -18,7 +18,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netplugins.mail.maildir import MaildirStore
 from netplugins.mail.pop3 import POP3Config, POP3Factory, POP3Server, byteStuff, topOf
 from netplugins.service import listeningPorts
+from netplugins.session import CLOSE_GRACE
 from netplugins.tap.pop3 import Options, pop3Service
+from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.mailfixtures import (
     MailWorld,
     TLSStringTransport,
@@ -26,6 +28,7 @@ from tests.mailfixtures import (
     writeHtpasswd,
 )
 from tests.pki import PKI
+from tests.support import WatermarkTransport
 
 TLS = object()
 FIRST = b"Subject: one\r\nFrom: x@remote.test\r\n\r\nline 1\r\n.dotted\r\nline 3\r\n"
@@ -42,7 +45,9 @@ class POP3TestMixin:
         self.world.store.deliver("alice", FIRST)
         self.world.store.deliver("alice", SECOND)
 
-    def connect(self, **config: Any) -> tuple[POP3Server, TLSStringTransport]:
+    def connect(
+        self, transport: TLSStringTransport | None = None, **config: Any
+    ) -> tuple[POP3Server, TLSStringTransport]:
         factory = POP3Factory(
             self.world.store,
             self.world.portal,
@@ -52,7 +57,8 @@ class POP3TestMixin:
             reactor=self.world.clock,
         )
         server = factory.buildProtocol(None)
-        transport = TLSStringTransport()
+        if transport is None:
+            transport = TLSStringTransport()
         server.makeConnection(transport)
         transport.clear()
         return server, transport
@@ -64,8 +70,10 @@ class POP3TestMixin:
         server.dataReceived(data)
         return transport.value().decode().split("\r\n")[:-1]
 
-    def loggedIn(self) -> tuple[POP3Server, TLSStringTransport]:
-        server, transport = self.connect()
+    def loggedIn(
+        self, transport: TLSStringTransport | None = None
+    ) -> tuple[POP3Server, TLSStringTransport]:
+        server, transport = self.connect(transport)
         self.talk(server, transport, b"STLS\r\n")
         lines = self.talk(server, transport, b"USER alice\r\nPASS alice-password\r\n")
         self.assertEqual(  # type: ignore[attr-defined]
@@ -295,6 +303,54 @@ class TransactionTests(POP3TestMixin, SynchronousTestCase):
             2,
         )
         self.loggedIn()
+
+
+class DisciplineTests(POP3TestMixin, SynchronousTestCase):
+    """
+    The session discipline: no reading past the output watermark, deadlines
+    that end in an abort.
+    """
+
+    def test_pipelinedBeforeLoginStopsAtWatermark(self) -> None:
+        """Before login, a client that never reads gets at most a watermark."""
+        transport = WatermarkTransport(watermark=1024)
+        server, _ = self.connect(transport)
+        self.talk(server, transport, b"STLS\r\n")
+        transport.clear()
+        server.dataReceived(b"USER alice\r\n" * 10_000)
+        self.assertLessEqual(len(transport.value()), 1024 + len(b"+OK Send PASS\r\n"))
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_pipelinedRetrOneAtATime(self) -> None:
+        """Pipelined RETRs are answered only as the client reads them."""
+        transport = WatermarkTransport()
+        server, _ = self.loggedIn(transport)
+        transport.watermark = 16
+        transport.clear()
+        server.dataReceived(b"RETR 1\r\n" * 100)
+        self.assertEqual(transport.value().count(b"+OK"), 1)
+        transport.drain()
+        self.assertEqual(transport.value().count(b"+OK"), 1)
+
+    def test_deadlineAbortsUnclosedConnection(self) -> None:
+        """A connection not gone CLOSE_GRACE after its deadline is aborted."""
+        transport = WatermarkTransport()
+        self.connect(transport, preAuthTimeout=5)
+        self.world.clock.advance(5)
+        self.assertEqual(transport.value(), b"-ERR Timeout, closing\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        self.world.clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.aborted)
+
+    def test_stalledSTLSAborted(self) -> None:
+        """An STLS handshake not finished within 10 s is aborted."""
+        transport = WatermarkTransport()
+        server, _ = self.connect(transport)
+        server.dataReceived(b"STLS\r\n")
+        transport._handshakeDone = False  # type: ignore[attr-defined]
+        self.world.clock.advance(DEFAULT_HANDSHAKE_TIMEOUT)
+        self.assertTrue(transport.aborted)
 
 
 class HelperTests(SynchronousTestCase):

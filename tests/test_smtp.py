@@ -23,7 +23,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netplugins.mail import maildirfiles
 from netplugins.mail.smtp import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.service import listeningPorts
+from netplugins.session import CLOSE_GRACE
 from netplugins.tap.smtp import Options, smtpService
+from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.mailfixtures import (
     DOMAIN,
     MailWorld,
@@ -32,6 +34,7 @@ from tests.mailfixtures import (
     writeHtpasswd,
 )
 from tests.pki import PKI
+from tests.support import WatermarkTransport
 
 TLS = object()
 
@@ -52,7 +55,9 @@ class SMTPTestMixin:
         self.world = MailWorld(self.mktemp())  # type: ignore[attr-defined]
         self.relayed: list[tuple[str, list[str], bytes]] = []
 
-    def connect(self, **config: Any) -> tuple[SMTPServer, TLSStringTransport]:
+    def connect(
+        self, transport: TLSStringTransport | None = None, **config: Any
+    ) -> tuple[SMTPServer, TLSStringTransport]:
         config.setdefault("hostname", "mx.test")
         factory = SMTPFactory(
             self.world.store,
@@ -64,7 +69,8 @@ class SMTPTestMixin:
             reactor=self.world.clock,
         )
         server = factory.buildProtocol(None)
-        transport = TLSStringTransport()
+        if transport is None:
+            transport = TLSStringTransport()
         server.makeConnection(transport)
         transport.clear()
         return server, transport
@@ -604,6 +610,66 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
                 "503 5.5.1 Error: nested MAIL command",
             ],
         )
+
+
+class DisciplineTests(SMTPTestMixin, SynchronousTestCase):
+    """
+    The session discipline: no reading past the output watermark, deadlines
+    that end in an abort.
+    """
+
+    def test_pipelinedNoopsStopAtWatermark(self) -> None:
+        """A client that never reads gets no more replies than the watermark."""
+        transport = WatermarkTransport(watermark=1024)
+        server, _ = self.connect(transport)
+        server.dataReceived(b"NOOP\r\n" * 10_000)
+        replies = transport.value().count(b"\r\n")
+        self.assertLessEqual(replies, 1024 // len(b"250 Ok\r\n") + 1)
+        self.assertEqual(transport.producerState, "paused")
+        answered = 0
+        while transport.producerPaused:
+            answered += transport.drain().count(b"\r\n")
+        answered += transport.value().count(b"\r\n")
+        self.assertEqual(answered, 10_000)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_deadlineAbortsUnclosedConnection(self) -> None:
+        """A connection not gone CLOSE_GRACE after its deadline is aborted."""
+        transport = WatermarkTransport()
+        self.connect(transport, requireAuth=True, preAuthTimeout=5)
+        self.world.clock.advance(5)
+        self.assertTrue(transport.value().startswith(b"421 "))
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        self.world.clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.aborted)
+
+    def test_deadlineAbortsAtOnceWhenBackedUp(self) -> None:
+        """A deadline aborts at once when the client is not reading."""
+        transport = WatermarkTransport(watermark=100)
+        server, _ = self.connect(transport, requireAuth=True, preAuthTimeout=5)
+        server.dataReceived(b"NOOP\r\n" * 100)
+        self.world.clock.advance(5)
+        self.assertTrue(transport.aborted)
+
+    def test_stalledStartTLSAborted(self) -> None:
+        """A STARTTLS handshake not finished within 10 s is aborted."""
+        transport = WatermarkTransport()
+        server, _ = self.connect(transport)
+        server.dataReceived(b"EHLO client\r\nSTARTTLS\r\n")
+        transport._handshakeDone = False  # type: ignore[attr-defined]
+        self.world.clock.advance(DEFAULT_HANDSHAKE_TIMEOUT)
+        self.assertTrue(transport.aborted)
+
+    def test_finishedStartTLSKept(self) -> None:
+        """A STARTTLS handshake that finished keeps its connection."""
+        transport = WatermarkTransport()
+        server, _ = self.connect(transport)
+        server.dataReceived(b"EHLO client\r\nSTARTTLS\r\n")
+        transport._handshakeDone = True  # type: ignore[attr-defined]
+        self.world.clock.advance(DEFAULT_HANDSHAKE_TIMEOUT)
+        self.assertFalse(transport.aborted)
+        self.assertFalse(transport.disconnecting)
 
 
 class OptionsTests(SynchronousTestCase):

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
 from netplugins.mail.maildir import MaildirStore
 from netplugins.mail.users import IMailAccount, MailAccount
+from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 from netplugins.starttls import isSecure
 
 
@@ -64,6 +65,11 @@ class LineSession(LineReceiver):
     Their factory has C{config} (with C{idleTimeout} and
     C{allowPlaintextAuth}), C{reactor}, C{portal} and C{throttle}.
 
+    Sessions follow L{netplugins.session}: the next line is taken only while
+    the output is under the transport's watermark and no command waits, and
+    every close (a deadline, too many errors, C{QUIT}) aborts the connection
+    if it does not finish.
+
     @ivar secure: whether the connection speaks TLS.
     @ivar account: the logged-in account, or C{None}.
     @ivar errors: how many bad commands the client sent.
@@ -79,6 +85,7 @@ class LineSession(LineReceiver):
         self._lost = False
         self._timers: dict[str, Any] = {}
         self._attempts: Any = None
+        self.discipline: Discipline | None = None
 
     @property
     def config(self) -> Any:
@@ -92,11 +99,20 @@ class LineSession(LineReceiver):
         here, and start the idle deadline; subclasses then greet.
         """
         self.secure = isSecure(self.transport)
+        self.discipline = Discipline(
+            self.transport,
+            self.factory.reactor,
+            pause=lambda: LineReceiver.pauseProducing(self),
+            resume=lambda: LineReceiver.resumeProducing(self),
+            grace=self.factory.closeGrace,
+        )
         self._attempts = self.factory.throttle.connection()
         self._arm("idle", self.config.idleTimeout)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._lost = True
+        if self.discipline is not None:
+            self.discipline.lost()
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
@@ -119,6 +135,16 @@ class LineSession(LineReceiver):
     def _timedOut(self, name: str) -> None:
         raise NotImplementedError
 
+    def _close(self, why: str) -> None:
+        """
+        Close the connection after what was written, aborting it if it does
+        not finish (L{Discipline.close}).
+        """
+        if self.discipline is None:
+            self.transport.loseConnection()
+        else:
+            self.discipline.close(why)
+
     # Commands that wait
 
     def _wait(self, d: Deferred[Any]) -> None:
@@ -128,11 +154,12 @@ class LineSession(LineReceiver):
         d.addErrback(self._ebUnexpected)
         if d.called:
             return
-        self.pauseProducing()
+        discipline = self.discipline
+        assert discipline is not None
+        discipline.hold(COMMAND)
 
         def resume(result: object) -> None:
-            if not self._lost:
-                self.resumeProducing()
+            discipline.release(COMMAND)
 
         d.addBoth(resume)
 
@@ -178,6 +205,10 @@ class LineSessionFactory(Factory):
     """
 
     configType: ClassVar[type[Any]]
+
+    #: Seconds a closed session gets to send what is queued before it is
+    #: aborted (L{netplugins.session.CLOSE_GRACE}).
+    closeGrace = CLOSE_GRACE
 
     def __init__(
         self,

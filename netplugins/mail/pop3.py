@@ -138,7 +138,7 @@ class POP3Server(LineSession):
             deadline=name,
         )
         self.err("Timeout, closing")
-        self.transport.loseConnection()
+        self._close(f"{name} deadline passed")
 
     # Replies
 
@@ -153,7 +153,7 @@ class POP3Server(LineSession):
         self.errors += 1
         if self.errors >= self.config.maxErrors:
             self.err("Too many errors, closing")
-            self.transport.loseConnection()
+            self._close("too many errors")
 
     def _ebUnexpected(self, reason: Failure) -> None:
         self.log.failure("np-pop3: unexpected error", reason)
@@ -164,7 +164,7 @@ class POP3Server(LineSession):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.err("Line too long")
-        self.transport.loseConnection()
+        self._close("line too long")
 
     def lineReceived(self, line: bytes) -> None:
         self._arm("idle", self.config.idleTimeout)
@@ -313,7 +313,7 @@ class POP3Server(LineSession):
             return
         if self._loginsUsedUp(reason):
             self.err("[AUTH] Too many failed attempts")
-            self.transport.loseConnection()
+            self._close("too many failed logins")
         elif reason.check(UnauthorizedLogin):
             self._error("[AUTH] Authentication failed")
         else:
@@ -417,7 +417,7 @@ class POP3Server(LineSession):
     def pop_QUIT(self, argument: str) -> None:
         if self.account is None or not self.deleted:
             self.ok("Bye")
-            self.transport.loseConnection()
+            self._close("QUIT")
             return
         assert self.state is not None
         doomed = [self.state.messages[n - 1] for n in sorted(self.deleted)]
@@ -427,13 +427,13 @@ class POP3Server(LineSession):
             self._release()
             if not self._lost:
                 self.ok(f"Bye, {len(doomed)} messages deleted")
-                self.transport.loseConnection()
+                self._close("QUIT")
 
         def failed(reason: Failure) -> None:
             self.log.failure("np-pop3: deleting at QUIT failed", reason)
             if not self._lost:
                 self.err("[SYS/TEMP] Some deleted messages not removed")
-                self.transport.loseConnection()
+                self._close("QUIT")
 
         self._wait(d.addCallbacks(done, failed))
 

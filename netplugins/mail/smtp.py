@@ -162,7 +162,7 @@ class SMTPServer(LineSession):
             deadline=name,
         )
         self.reply(421, "4.4.2", f"{self.config.hostname} Error: timeout exceeded")
-        self.transport.loseConnection()
+        self._close(f"{name} deadline passed")
 
     # Replies
 
@@ -179,7 +179,7 @@ class SMTPServer(LineSession):
         self.errors += 1
         if self.errors >= self.config.maxErrors:
             self.reply(421, "4.7.0", f"{self.config.hostname} Error: too many errors")
-            self.transport.loseConnection()
+            self._close("too many errors")
 
     def _ebUnexpected(self, reason: Failure) -> None:
         self.log.failure("np-smtp: unexpected error", reason)
@@ -195,7 +195,7 @@ class SMTPServer(LineSession):
             limit=self.MAX_LENGTH,
         )
         self.reply(500, "5.5.0", "Error: line too long")
-        self.transport.loseConnection()
+        self._close("line too long")
 
     def lineReceived(self, line: bytes) -> None:
         self._arm("idle", self.config.idleTimeout)
@@ -267,7 +267,7 @@ class SMTPServer(LineSession):
 
     def smtp_QUIT(self, argument: str) -> None:
         self.reply(221, "2.0.0", "Bye")
-        self.transport.loseConnection()
+        self._close("QUIT")
 
     def smtp_VRFY(self, argument: str) -> None:
         # Answering would let anyone enumerate the users.
@@ -371,7 +371,7 @@ class SMTPServer(LineSession):
             return
         if self._loginsUsedUp(reason):
             self.reply(421, "4.7.0", "Error: too many failed authentication attempts")
-            self.transport.loseConnection()
+            self._close("too many failed logins")
         elif reason.check(UnauthorizedLogin):
             self._error(535, "5.7.8", "Authentication credentials invalid")
         else:

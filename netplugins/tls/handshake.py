@@ -111,6 +111,18 @@ class _DeadlineTLSFactory(TLSMemoryBIOFactory):
         self.reports = serverTLS.handshakeReports(reactor)
 
 
+def handshakeDone(transport: Any) -> bool:
+    """
+    Whether the TLS handshake on C{transport} (a transport that started TLS
+    with C{startTLS}, or a TLS protocol itself) has finished.
+    """
+    for candidate in (transport, getattr(transport, "protocol", None)):
+        done = getattr(candidate, "_handshakeDone", None)
+        if done is not None:
+            return bool(done)
+    return True
+
+
 def _source(peer: IAddress) -> str:
     # One source per IP address, whatever the port.
     host = getattr(peer, "host", None)
