@@ -1,21 +1,26 @@
 """
 Tests for L{netplugins.web.http}, L{netplugins.web.accesslog} and
-L{netplugins.web.auth}: the hardened HTTP layer, driven in memory.
+L{netplugins.web.auth}: the hardened HTTP layer, driven in memory, and its
+backpressure with real sockets on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import socket
 from base64 import b64encode
 from typing import Any
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import alsoProvides
@@ -51,15 +56,37 @@ class Echo(Resource):
         return b"user=" + (user or "-").encode() + b" body=" + request.content.read()
 
 
+class WatermarkTransport(StringTransport):
+    """
+    A L{StringTransport} that, like a socket's, pauses its producer once more
+    than C{bufferSize} bytes are queued; C{drain} empties it and resumes it.
+    """
+
+    bufferSize = 100
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.bufferSize and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        data = self.value()
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        return data
+
+
 class Connection:
     """
     A site's channel on a L{StringTransport}, on a L{Clock}.
     """
 
-    def __init__(self, site: HardenedSite, secure: bool = False) -> None:
-        self.transport = StringTransport(
-            peerAddress=IPv4Address("TCP", "192.0.2.7", 4321)
-        )
+    def __init__(
+        self, site: HardenedSite, secure: bool = False, watermark: bool = False
+    ) -> None:
+        factory = WatermarkTransport if watermark else StringTransport
+        self.transport: Any = factory(peerAddress=IPv4Address("TCP", "192.0.2.7", 4321))
         if secure:
             alsoProvides(self.transport, ISSLTransport)
             self.transport.setTcpNoDelay = lambda enabled: None  # type: ignore
@@ -304,6 +331,156 @@ class HardeningTests(SynchronousTestCase):
         self.assertLess(out.index(b"first"), out.index(b"body="), out)
         self.assertEqual(resource.rendered, [b"/later", b"/second"])
 
+    def test_bodyThenPipelined(self) -> None:
+        """A request pipelined right behind a body, in the same read, is served."""
+        resource = Echo()
+        site, _ = makeSite(resource)
+        for body in [
+            b"Content-Length: 1\r\n\r\nx",
+            b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        ]:
+            out = Connection(site).send(
+                HEAD + body + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+            )
+            self.assertEqual(out.count(b"HTTP/1.1 200 "), 2, out)
+        self.assertEqual(resource.rendered, [b"/", b"/next"] * 2)
+
+    def test_pipelinedHeldWhileOutputFull(self) -> None:
+        """The next pipelined request waits, unread, until queued output drains."""
+        resource = Echo()
+        site, _ = makeSite(resource)
+        c = Connection(site, watermark=True)
+        c.send(
+            b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"
+            + b"x" * 100
+            + b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+            + b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        states = [(list(resource.rendered), c.transport.producerState)]
+        answers = []
+        for _ in range(3):
+            answers.append(c.transport.drain().count(b"HTTP/1.1 200 "))
+            states.append((list(resource.rendered), c.transport.producerState))
+        self.assertEqual(
+            (states, answers),
+            (
+                [
+                    ([b"/1"], "paused"),
+                    ([b"/1", b"/2"], "paused"),
+                    ([b"/1", b"/2", b"/3"], "paused"),
+                    ([b"/1", b"/2", b"/3"], "producing"),
+                ],
+                [1, 1, 1],
+            ),
+        )
+
+    def test_heldRequestTimesOut(self) -> None:
+        """A peer leaving a finished response unread meets the idle timeout."""
+        site, clock = makeSite(idleTimeout=5)
+        c = Connection(site, watermark=True)
+        c.send(
+            b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 20 + b"\r\n"
+            b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        self.assertEqual(site.resource.rendered, [b"/"])
+        clock.advance(4)
+        self.assertFalse(c.transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(c.transport.disconnecting)
+        clock.advance(site.protocol.abortTimeout)
+        self.assertTrue(c.transport.disconnected)
+
+    def test_transferEncodingIdentity(self) -> None:
+        """Transfer-Encoding: identity gets 400 (RFC 9112 6.1), not a bodiless one."""
+        out, c = self.exchange(HEAD + b"Transfer-Encoding: identity\r\n\r\nx")
+        self.assertStatus(out, 400)
+        self.assertTrue(c.transport.disconnecting)
+
+    def test_bareLFInTrailer(self) -> None:
+        """A bare LF in a chunked trailer gets 400: the next request is no trailer."""
+        resource = Echo()
+        site, _ = makeSite(resource)
+        c = Connection(site)
+        out = c.send(
+            HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX: y\n"
+            b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        self.assertStatus(out, 400)
+        self.assertTrue(c.transport.disconnecting)
+        self.assertEqual(resource.rendered, [])
+
+    def test_trailerAccepted(self) -> None:
+        """A well-formed chunked trailer is accepted and the next request served."""
+        resource = Echo()
+        site, _ = makeSite(resource)
+        out = Connection(site).send(
+            HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX: y\r\n\r\n"
+            b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        self.assertEqual(out.count(b"HTTP/1.1 200 "), 2, out)
+        self.assertEqual(resource.rendered, [b"/", b"/next"])
+
+    def test_host(self) -> None:
+        """No Host in HTTP/1.1, two Hosts or a bad one get 400; HTTP/1.0 may omit it."""
+        statuses = []
+        for request in [
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: example.com:80\r\n\r\n",
+        ]:
+            out, _ = self.exchange(request)
+            statuses.append(int(out.split(b" ", 2)[1]))
+        self.assertEqual(statuses, [400] * 5 + [200] * 3)
+
+    def test_slowBody(self) -> None:
+        """A body trickled a byte every 50 s gets 408 at bodyTimeout, then an abort."""
+        site, clock = makeSite(bodyTimeout=60)
+        c = Connection(site)
+        c.send(HEAD + b"Content-Length: 10\r\n\r\n")
+        for _ in range(2):
+            self.assertEqual(c.transport.value(), b"")
+            c.send(b"x")
+            clock.advance(50)
+        self.assertTrue(c.transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(c.transport.disconnecting)
+        self.assertFalse(c.transport.disconnected)
+        self.assertEqual(clock.seconds(), 100)
+        clock.advance(site.protocol.abortTimeout)
+        self.assertTrue(c.transport.disconnected)
+        self.assertEqual(site.resource.rendered, [])
+
+    def test_chunkedBodyDeadline(self) -> None:
+        """A chunked body still open at bodyTimeout gets 408."""
+        site, clock = makeSite(bodyTimeout=5, idleTimeout=None)
+        c = Connection(site)
+        c.send(HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n")
+        clock.advance(5)
+        self.assertTrue(c.transport.value().startswith(b"HTTP/1.1 408 "))
+
+    def test_bodyInTime(self) -> None:
+        """A body completed in time is served and leaves no deadline pending."""
+        site, clock = makeSite(bodyTimeout=60, idleTimeout=None)
+        c = Connection(site)
+        c.send(HEAD + b"Content-Length: 2\r\n\r\nx")
+        clock.advance(59)
+        out = c.send(b"y")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_refusalAborts(self) -> None:
+        """A refused connection still open after abortTimeout is aborted."""
+        site, clock = makeSite()
+        c = Connection(site)
+        c.send(HEAD + b"Content-Length: 101\r\n\r\n")
+        self.assertFalse(c.transport.disconnected)
+        clock.advance(site.protocol.abortTimeout)
+        self.assertTrue(c.transport.disconnected)
+
     def test_noTraceback(self) -> None:
         """A failing resource gets a plain 500 with no traceback; it is logged."""
         site, _ = makeSite()
@@ -334,8 +511,120 @@ class HardeningTests(SynchronousTestCase):
 
     def test_badSettings(self) -> None:
         """Limits that are not positive are refused."""
-        for kw in [{"maxBodySize": 0}, {"headerTimeout": -1}, {"hsts": -5}]:
+        for kw in [
+            {"maxBodySize": 0},
+            {"headerTimeout": -1},
+            {"bodyTimeout": 0},
+            {"hsts": -5},
+        ]:
             self.assertRaises(ValueError, hardenedSite, Echo(), **kw)
+
+
+class Numbered(Resource):
+    """
+    Answers C{/n} with C{size} bytes starting with C{n}, recording each C{n}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.rendered: list[int] = []
+
+    def render_GET(self, request: Any) -> bytes:
+        number = int(request.path[1:])
+        self.rendered.append(number)
+        return (b"%08d" % (number,)).ljust(self.size, b".")
+
+
+def pipelined(count: int) -> bytes:
+    """
+    C{count} pipelined requests for C{/0} to C{/count-1}, the last closing.
+    """
+    requests = [b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % (n,) for n in range(count)]
+    requests[-1] = requests[-1][:-2] + b"Connection: close\r\n\r\n"
+    return b"".join(requests)
+
+
+def readResponses(s: socket.socket) -> list[bytes]:
+    """
+    Read from C{s} until the server closes; the bodies of the responses.
+    """
+    s.settimeout(10)
+    data = bytearray()
+    while chunk := s.recv(1 << 20):
+        data += chunk
+    bodies = []
+    at = 0
+    while at < len(data):
+        end = data.index(b"\r\n\r\n", at) + 4
+        head = bytes(data[at:end]).lower()
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        bodies.append(bytes(data[end : end + length]))
+        at = end + length
+    return bodies
+
+
+class PipeliningTests(TestCase):
+    """
+    Pipelined requests over real sockets: a client that never reads is not
+    read from either, and one that reads gets every answer, in order.
+    """
+
+    size = 100_000
+
+    def listen(self) -> tuple[Numbered, HardenedSite, int]:
+        resource = Numbered(self.size)
+        site = hardenedSite(resource)
+        tcp: Any = reactor
+        port = tcp.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(site.closeConnections, abortAfter=0)
+        self.addCleanup(port.stopListening)
+        return resource, site, port.getHost().port
+
+    @inlineCallbacks
+    def test_clientNotReading(self) -> Any:
+        """300 pipelined 100 KB answers never read: the server stops after a few."""
+        resource, site, port = self.listen()
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        while not site.channels:
+            yield deferLater(reactor, 0.01, lambda: None)
+        # Small kernel buffers on both sides, so that what the server queues
+        # is what it produced: Linux would otherwise take a few megabytes.
+        [channel] = site.channels
+        transport: Any = channel.transport
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.sendall(pipelined(300))
+        for _ in range(10):
+            yield deferLater(reactor, 0.05, lambda: None)
+        # Twisted served all 300 at once, queueing 30 MB for this socket.
+        self.assertLessEqual(len(resource.rendered), 3)
+        # Reading lets it go on: every answer arrives, in order.
+        bodies = yield deferToThread(readResponses, s)
+        self.assertEqual(
+            [int(b[:8]) for b in bodies if len(b) == self.size], list(range(300))
+        )
+
+    @inlineCallbacks
+    def test_pipelinedInOrder(self) -> Any:
+        """200 pipelined 100 KB answers read as they come arrive whole, in order."""
+        resource, _, port = self.listen()
+
+        def exchange() -> list[bytes]:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(pipelined(200))
+                return readResponses(s)
+
+        bodies = yield deferToThread(exchange)
+        self.assertEqual(
+            [(int(b[:8]), len(b)) for b in bodies],
+            [(n, self.size) for n in range(200)],
+        )
+        self.assertEqual(resource.rendered, list(range(200)))
 
 
 class AccessLogTests(SynchronousTestCase):

@@ -4,9 +4,10 @@ L{Site} and L{HTTPChannel}, with the limits and deadlines they lack.
 
 Twisted 26.10 already answers 400 (and closes) for duplicate, signed or
 non-numeric C{Content-Length}, C{Content-Length} with C{Transfer-Encoding},
-transfer codings other than C{chunked}, C{0x}, signed or over-long chunk-size
-lines, CR or LF inside header values and malformed request lines; its tests
-pin that here (C{tests/test_http.py}).  This module adds:
+transfer codings other than C{chunked} and C{identity}, C{0x}, signed or
+over-long chunk-size lines, CR or LF inside header values and malformed
+request lines; its tests pin that here (C{tests/test_http.py}).  This module
+adds:
 
   - a request body limit: 413 from C{Content-Length} before the body is read,
     and for chunked bodies as soon as a chunk-size line would pass it;
@@ -15,13 +16,36 @@ pin that here (C{tests/test_http.py}).  This module adds:
   - a deadline for the request line and headers, counted from their first
     byte: Twisted's timeout starts again on every byte, so a client trickling
     a byte at a time keeps a connection forever (slowloris);
-  - 400 for bare LF line endings and obsolete line folding (RFC 9112 5.2), which
-    Twisted leaves hanging or folds, and for chunk sizes of 2**63 or more;
+  - a deadline for the whole request body, counted from the end of the
+    headers (408 past it);
+  - 400 for bare LF line endings (in the head and in chunked trailers, where
+    Twisted would take the next request for trailers) and obsolete line
+    folding (RFC 9112 5.2), which Twisted leaves hanging or folds, for chunk
+    sizes of 2**63 or more, for C{Transfer-Encoding: identity} (RFC 9112 6.1,
+    Twisted ignores it) and for an HTTP/1.1 request without exactly one
+    well-formed C{Host} (RFC 9112 3.2; any request with two);
+  - every refusal closes the connection, aborting it when the polite close
+    has not finished after L{HardenedChannel.abortTimeout} seconds (a peer
+    that does not read, or TLS with unsent data, never lets it finish);
+  - backpressure for pipelined requests: the next one is parsed and started
+    only while the output already queued is under the transport's watermark.
+    Twisted stops reading when the transport is full, but on finishing a
+    request it replays the pipelined requests it has buffered whatever the
+    transport says, so a client that never reads could make it queue
+    response after response without end;
   - a plain-text 500, with the failure logged, instead of Twisted's HTML page;
   - C{Strict-Transport-Security} on TLS connections when asked for;
   - the cheap access log of L{netplugins.web.accesslog};
   - no HTTP/2 upgrade: the channel is Twisted's HTTP/1.1 one, whose pipelined
     requests are answered one at a time, in order.
+
+Private Twisted names this module relies on (check them when Twisted
+changes): L{HTTPChannel}'s C{_HTTPChannel__first_line}, C{_version},
+C{_receivedHeaderSize}, C{_transferDecoder}, C{_networkProducer},
+C{_maybeChooseTransferDecoder} and C{_respondToBadRequestAndDisconnect};
+C{LineReceiver}'s C{_buffer}; C{_ChunkedTransferDecoder} (its C{_buffer},
+C{length}, C{_dataReceived_CHUNK_LENGTH} and C{_dataReceived_TRAILER}) and
+C{_MalformedChunkedDataError}.
 
 Use it as::
 
@@ -31,6 +55,7 @@ Use it as::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -54,9 +79,15 @@ DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_HEADER_TIMEOUT = 30.0
 DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_BODY_TIMEOUT = 60.0
 
 #: Chunk sizes at or above this are refused as malformed, whatever the limit.
 MAX_CHUNK_SIZE = 2**63
+
+# RFC 9110 7.2: uri-host [ ":" port ], the host an IP literal or a reg-name.
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z:.%_~-]+\]|[0-9A-Za-z!$&'()*+,;=%._~-]*)(?::[0-9]*)?"
+)
 
 _REASONS = {
     400: b"Bad Request",
@@ -93,18 +124,38 @@ class _LimitedChunkedDecoder(_ChunkedTransferDecoder):
                 raise _BodyTooLargeError()
         return done
 
+    def _dataReceived_TRAILER(self) -> bool:
+        # Twisted ends trailer lines at CRLF only: a bare LF would make the
+        # next request's head a trailer.  The buffer starts at a line here, so
+        # its first LF must end a CRLF.
+        lf = self._buffer.find(b"\n")
+        if lf == 0 or (lf > 0 and self._buffer[lf - 1] != 13):
+            raise _MalformedChunkedDataError("bare LF in chunked trailer")
+        return super()._dataReceived_TRAILER()
+
 
 class HardenedChannel(HTTPChannel):
     """
     An L{HTTPChannel} with the limits and deadlines described in the module
     docstring; its settings come from its L{HardenedSite}.
+
+    @cvar abortTimeout: seconds a polite close may take, after a refusal or
+        an idle timeout, before the connection is aborted.
     """
 
     log = Logger()
     site: HardenedSite
+    abortTimeout = 5
     _headerDeadline: IDelayedCall | None = None
+    _bodyDeadline: IDelayedCall | None = None
+    _abortCall: IDelayedCall | None = None
     _refused = False
+    _receiving = False
     _headerLines = 0
+    # The transport paused us: its buffer is over its watermark.
+    _outputFull = False
+    # A finished request whose successor waits for the transport to drain.
+    _heldRequest: server.Request | None = None
 
     def connectionMade(self) -> None:
         self.site.channels.add(self)
@@ -119,7 +170,16 @@ class HardenedChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        super().dataReceived(data)
+        if self._receiving:
+            # Pipelined data replayed when a request ends inside this call:
+            # LineReceiver queues it for the loop below, which checks it.
+            super().dataReceived(data)
+            return
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
         # Only the request line and headers are read in line mode; a partial
         # line left over means a request head is on its way.
         if self.line_mode and not self._refused:
@@ -135,11 +195,11 @@ class HardenedChannel(HTTPChannel):
                     self.site.headerTimeout, self._headersTooSlow
                 )
 
-    def _cancelHeaderDeadline(self) -> None:
-        if self._headerDeadline is not None:
-            if self._headerDeadline.active():
-                self._headerDeadline.cancel()
-            self._headerDeadline = None
+    def _cancelDeadlines(self) -> None:
+        for call in (self._headerDeadline, self._bodyDeadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._headerDeadline = self._bodyDeadline = None
 
     def _headersTooSlow(self) -> None:
         self._headerDeadline = None
@@ -147,6 +207,14 @@ class HardenedChannel(HTTPChannel):
             408,
             "request head not complete after {timeout} seconds",
             timeout=self.site.headerTimeout,
+        )
+
+    def _bodyTooSlow(self) -> None:
+        self._bodyDeadline = None
+        self.refuse(
+            408,
+            "request body not complete after {timeout} seconds",
+            timeout=self.site.bodyTimeout,
         )
 
     def lineReceived(self, line: bytes) -> None:
@@ -184,6 +252,11 @@ class HardenedChannel(HTTPChannel):
             self.refuse(431, "header line over {limit} bytes", limit=self.MAX_LENGTH)
 
     def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        if header == b"Transfer-Encoding" and data.lower() != b"chunked":
+            # Twisted ignores "identity", which RFC 9112 no longer knows: a
+            # front end reading it otherwise would frame the body differently.
+            self.refuse(400, "transfer coding {coding!r}", coding=data)
+            return False
         ok = super()._maybeChooseTransferDecoder(header, data)
         decoder = self._transferDecoder
         if (
@@ -197,7 +270,7 @@ class HardenedChannel(HTTPChannel):
         return ok
 
     def allHeadersReceived(self) -> None:
-        self._cancelHeaderDeadline()
+        self._cancelDeadlines()
         if self.length is not None and self.length > self.site.maxBodySize:
             self.refuse(
                 413,
@@ -206,7 +279,51 @@ class HardenedChannel(HTTPChannel):
                 limit=self.site.maxBodySize,
             )
             return
+        hosts = self.requests[-1].requestHeaders.getRawHeaders(b"Host", [])
+        if (
+            len(hosts) > 1
+            or (not hosts and self._version == b"HTTP/1.1")
+            or (hosts and not _HOST.fullmatch(hosts[0]))
+        ):
+            self.refuse(400, "{count} Host headers, or a bad one", count=len(hosts))
+            return
         super().allHeadersReceived()
+        if self.length != 0 and not self._refused:
+            self._bodyDeadline = self.callLater(
+                self.site.bodyTimeout, self._bodyTooSlow
+            )
+
+    def allContentReceived(self) -> None:
+        self._cancelDeadlines()
+        if not self._refused:
+            super().allContentReceived()
+
+    def pauseProducing(self) -> None:
+        self._outputFull = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._outputFull = False
+        super().resumeProducing()
+        request, self._heldRequest = self._heldRequest, None
+        if request is not None:
+            self.requests.insert(0, request)
+            super().requestDone(request)
+
+    def requestDone(self, request: server.Request) -> None:  # type: ignore[override]
+        if not (self._outputFull and self.persistent):
+            super().requestDone(request)
+            return
+        # Twisted would parse and start the next pipelined request now, its
+        # response queued behind output the peer is not reading.  Hold it
+        # back, stay in the state that buffers what arrives, stop reading,
+        # and finish the request when the transport drains: resumeProducing.
+        self.requests.remove(request)
+        self._heldRequest = request
+        self._networkProducer.pauseProducing()
+        # The idle timeout, which Twisted suspends during a request, runs
+        # again: a peer that never reads is closed by it.
+        self.setTimeout(self.site.timeOut)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._refused:
@@ -230,7 +347,7 @@ class HardenedChannel(HTTPChannel):
         if self._refused:
             return
         self._refused = True
-        self._cancelHeaderDeadline()
+        self._cancelDeadlines()
         transport: Any = self.transport
         self.log.info(
             "HTTP {code} to {peer}: " + why,
@@ -246,9 +363,13 @@ class HardenedChannel(HTTPChannel):
             % (code, reason, len(body), body)
         )
         self.loseConnection()
+        self._abortCall = self.callLater(self.abortTimeout, transport.abortConnection)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self._cancelHeaderDeadline()
+        self._cancelDeadlines()
+        self._heldRequest = None
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
         self.site.channels.discard(self)
         super().connectionLost(reason)
         closed, self.site._closing = self.site._closing, []
@@ -311,8 +432,11 @@ class HardenedSite(server.Site):
     @param maxHeaders: the most header lines in one request (431 past it).
     @param headerTimeout: seconds from the first byte of a request to the end
         of its headers (408 and close past it).
+    @param bodyTimeout: seconds from the end of a request's headers to the
+        end of its body (408 and close past it).
     @param idleTimeout: seconds a connection may stay silent between requests
-        or while sending a body; C{None} for no limit.
+        or while sending a body, or may leave finished responses unread;
+        C{None} for no limit.
     @param hsts: when given, C{Strict-Transport-Security: max-age=<hsts>} on
         every response sent over TLS.
     @param accessLog: where finished requests are logged; C{None} for nowhere.
@@ -332,6 +456,7 @@ class HardenedSite(server.Site):
         maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
         maxHeaders: int = DEFAULT_MAX_HEADERS,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        bodyTimeout: float = DEFAULT_BODY_TIMEOUT,
         idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
         hsts: int | None = None,
         accessLog: AccessLog | None = None,
@@ -342,6 +467,7 @@ class HardenedSite(server.Site):
             ("maxHeaderSize", maxHeaderSize),
             ("maxHeaders", maxHeaders),
             ("headerTimeout", headerTimeout),
+            ("bodyTimeout", bodyTimeout),
             ("idleTimeout", idleTimeout or 1),
         ]:
             if not value > 0:
@@ -353,6 +479,7 @@ class HardenedSite(server.Site):
         self.maxHeaderSize = maxHeaderSize
         self.maxHeaders = maxHeaders
         self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
         self.hsts = hsts
         self.accessLog = accessLog
         self.channels: set[HardenedChannel] = set()
