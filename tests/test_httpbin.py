@@ -305,6 +305,27 @@ class SafetyTests(SynchronousTestCase):
             ([400, 400, 400], str(len(body)), "1"),
         )
 
+    def test_responseFramingHeaders(self) -> None:
+        """Framing and connection headers asked for in the query are 400."""
+        server = Server()
+        statuses = [
+            server.get(f"/response-headers?{q}")[0].status
+            for q in [
+                "Transfer-Encoding=chunked",
+                "Content-Length=0",
+                "content-length=5",
+                "Connection=close",
+                "Keep-Alive=timeout%3D5",
+                "Trailer=X",
+                "TE=trailers",
+                "Upgrade=h2c",
+                "Proxy-Connection=close",
+                "X-Fine=1&TRANSFER-ENCODING=gzip",
+                "Content-Type=text/plain",
+            ]
+        ]
+        self.assertEqual(statuses, [400] * 10 + [200])
+
     def test_cookieQuoting(self) -> None:
         """Values with separators or non-ASCII are quoted and read back."""
         values = ["plain", "a b;c", 'quote"back\\', "caf\u00e9", ""]

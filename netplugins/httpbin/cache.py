@@ -20,6 +20,20 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # end the header early and start one of the client's choosing.
 _UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ENTITY_TAG = re.compile(r'\s*(?:W/)?"?([^",]*)"?\s*')
+# Headers that frame the message or belong to the connection (RFC 9110 7.6.1):
+# the server sets them, a client asking for them could break the framing.
+_FRAMING = frozenset(
+    {
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 def cache(context: Context, request: Request, seconds: str = "") -> bytes:
@@ -69,13 +83,17 @@ def responseHeaders(context: Context, request: Request) -> bytes:
     """
     C{/response-headers?Name=value...}: answer with those headers, and a JSON
     body listing every response header, this body's own C{Content-Length}
-    included.  Names must be tokens and values free of control characters
+    included.  Names must be tokens and values free of control characters,
+    and framing or connection headers (C{Transfer-Encoding},
+    C{Content-Length}, C{Connection}, ...) are not for the client to choose
     (400), so nothing a client sends can split the response.
     """
     pairs = queryPairs(request)
     for name, value in pairs:
         if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
             raise HttpbinError(400, "invalid header name or value")
+        if name.lower() in _FRAMING:
+            raise HttpbinError(400, f"{name} is set by the server")
     for name, value in pairs:
         request.responseHeaders.addRawHeader(name, value)
     request.setHeader("Content-Type", "application/json")
