@@ -13,6 +13,7 @@ from twisted.cred import strcred
 from twisted.python import usage
 
 from netplugins.coerce import choice
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
 from netplugins.service import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -21,6 +22,7 @@ from netplugins.service import (
     commonSettings,
     parseDatagram,
 )
+from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
 
 
 def positiveInt(value: str) -> int:
@@ -164,6 +166,30 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             limitFloat,
         ],
         [
+            "preauth-timeout",
+            None,
+            None,
+            "Close connections that have not logged in after this many seconds "
+            "(services that log users in; default 120).",
+            positiveFloat,
+        ],
+        [
+            "tls-handshake-timeout",
+            None,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            "Abort connections whose TLS handshake (or STARTTLS) takes longer, "
+            "in seconds.",
+            positiveFloat,
+        ],
+        [
+            "close-grace",
+            None,
+            DEFAULT_CLOSE_GRACE,
+            "Abort a connection the server closed (deadline, error, goodbye) that "
+            "is still open this many seconds later.",
+            positiveFloat,
+        ],
+        [
             "state-dir",
             None,
             DEFAULT_STATE_DIR,
@@ -284,6 +310,9 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
                     if self["idle-timeout"] is None
                     else self["idle-timeout"]
                 ),
+                preAuthTimeout=self["preauth-timeout"],
+                closeGrace=self["close-grace"],
+                tlsHandshakeTimeout=self["tls-handshake-timeout"],
                 allow=self["allow"],
                 deny=self["deny"],
                 stateDir=self["state-dir"],

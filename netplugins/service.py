@@ -25,7 +25,8 @@ from twisted.logger import Logger
 
 from netplugins.addresses import describe
 from netplugins.limits import ConnectionTracker, Limits, parseNetwork
-from netplugins.tls import ServerTLS, TLSSettings
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
+from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSSettings
 from netplugins.transport import fastServerFromString, listenUDP
 from netplugins.workers import checkEndpoint, isWorker, supervise
 
@@ -88,6 +89,9 @@ def commonSettings(
     maxConnections: int | None = DEFAULT_MAX_CONNECTIONS,
     maxConnectionsPerIP: int | None = DEFAULT_MAX_CONNECTIONS_PER_IP,
     idleTimeout: float | None = None,
+    preAuthTimeout: float | None = None,
+    closeGrace: float = DEFAULT_CLOSE_GRACE,
+    tlsHandshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     allow: Iterable[str] = (),
     deny: Iterable[str] = (),
     stateDir: str = DEFAULT_STATE_DIR,
@@ -115,6 +119,7 @@ def commonSettings(
     maxConnections = maxConnections or None
     maxConnectionsPerIP = maxConnectionsPerIP or None
     idleTimeout = idleTimeout or None
+    preAuthTimeout = preAuthTimeout or None
     if len(tlsCert) != len(tlsKey):
         raise ValueError("--tls-cert and --tls-key must be given in pairs")
     if tlsMinVersion not in ("1.2", "1.3"):
@@ -127,6 +132,9 @@ def commonSettings(
         ("--max-connections", maxConnections),
         ("--max-connections-per-ip", maxConnectionsPerIP),
         ("--idle-timeout", idleTimeout),
+        ("--preauth-timeout", preAuthTimeout),
+        ("--close-grace", closeGrace),
+        ("--tls-handshake-timeout", tlsHandshakeTimeout),
     ]:
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, not {value}")
@@ -151,6 +159,7 @@ def commonSettings(
         clientCert=(tlsClientCert or ("required" if tlsClientCA is not None else None)),
         minVersion=tlsMinVersion,
         stateDir=stateDir,
+        handshakeTimeout=tlsHandshakeTimeout,
     )
     if tls is None and (listenTLS or tlsCert or tlsDir or tlsClientCA):
         try:
@@ -165,6 +174,8 @@ def commonSettings(
             maxConnections=maxConnections,
             maxConnectionsPerIP=maxConnectionsPerIP,
             idleTimeout=idleTimeout,
+            preAuthTimeout=preAuthTimeout,
+            closeGrace=closeGrace,
             allow=tuple(parseNetwork(a) for a in allow),
             deny=tuple(parseNetwork(d) for d in deny),
         ),

@@ -42,11 +42,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from netplugins.addresses import describe
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
 from netplugins.tls.handshake import handshakeDone
 
 #: Seconds a politely closed connection gets to send what is queued before it
-#: is aborted.
-CLOSE_GRACE = 10.0
+#: is aborted (the default of C{--close-grace}).
+CLOSE_GRACE = DEFAULT_CLOSE_GRACE
 
 #: The reason reading is held while the transport's output is over its
 #: watermark.

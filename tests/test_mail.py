@@ -133,6 +133,49 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+class DeadlineOptionsTests(SynchronousTestCase):
+    """
+    The shared deadline options reach every mail protocol's sessions.
+    """
+
+    def test_deadlinesReachSessions(self) -> None:
+        """--preauth-timeout and --close-grace reach SMTP, POP3 and IMAP."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from netplugins.service import ListeningService
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        service = mailService(
+            submission=["tcp:587"],
+            pop3=["tcp:110"],
+            imap=["tcp:143"],
+            preAuthTimeout=7,
+            closeGrace=0.5,
+            auth=[f"htpasswd:{writeHtpasswd(directory)}"],
+            stateDir=directory,
+            reactor=MemoryReactorClock(),
+        )
+        factories = {}
+        stack: list[Any] = [service]
+        while stack:
+            child = stack.pop()
+            if isinstance(child, ListeningService):
+                factories[child.description] = child.factory
+            stack.extend(getattr(child, "services", []))
+        smtp, pop3, imap = (factories[f"tcp:{p}"] for p in (587, 110, 143))
+        self.assertEqual(
+            (
+                smtp.config.preAuthTimeout,
+                pop3.config.preAuthTimeout,
+                imap.preAuthTimeout,
+                smtp.closeGrace,
+                pop3.closeGrace,
+            ),
+            (7, 7, 7, 0.5, 0.5),
+        )
+
+
 class ConnectionCapTests(SynchronousTestCase):
     """
     np-mail's connection caps count every protocol together.

@@ -123,6 +123,22 @@ class OptionsTests(SynchronousTestCase):
             ),
         )
 
+    def test_deadlines(self) -> None:
+        """--preauth-timeout, --close-grace and --tls-handshake-timeout land."""
+        common = self.parse(
+            *("--preauth-timeout", "3", "--close-grace", "0.5"),
+            *("--tls-handshake-timeout", "2"),
+        ).common
+        self.assertEqual(
+            (
+                common.limits.preAuthTimeout,
+                common.limits.closeGrace,
+                common.tlsSettings.handshakeTimeout,
+                common.serverTLS().handshakeTimeout,
+            ),
+            (3.0, 0.5, 2.0, 2.0),
+        )
+
     def test_noLimits(self) -> None:
         """0 lifts the connection caps and the idle timeout."""
         limits = self.parse(

@@ -20,6 +20,10 @@ IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: is never a real client's.
 IGNORED_SOURCE_PORTS = frozenset({0, 7, 13, 17, 19, 37})
 
+#: Seconds a connection closed by the server (a deadline, an error, a goodbye)
+#: gets to send what is queued before it is aborted (C{--close-grace}).
+DEFAULT_CLOSE_GRACE = 10.0
+
 
 @frozen
 class Limits:
@@ -30,6 +34,10 @@ class Limits:
     @ivar maxConnectionsPerIP: connections open at once from one IP address.
     @ivar idleTimeout: seconds without a byte read or written before a
         connection is closed.
+    @ivar preAuthTimeout: seconds a connection may stay without logging in,
+        for services that log users in (C{None}: the service's default).
+    @ivar closeGrace: seconds a connection the server closed gets to finish
+        closing before it is aborted.
     @ivar allow: when not empty, only these networks may connect or send.
     @ivar deny: these networks may not connect or send, even if allowed.
     @ivar datagramRate: datagrams per second one source address may have
@@ -43,6 +51,8 @@ class Limits:
     maxConnections: int | None = None
     maxConnectionsPerIP: int | None = None
     idleTimeout: float | None = None
+    preAuthTimeout: float | None = None
+    closeGrace: float = DEFAULT_CLOSE_GRACE
     allow: tuple[IPNetwork, ...] = ()
     deny: tuple[IPNetwork, ...] = ()
     datagramRate: float = 5.0

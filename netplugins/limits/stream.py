@@ -20,14 +20,15 @@ from zope.interface import directlyProvides, implementer, providedBy
 from zope.interface.declarations import Provides
 
 from netplugins.addresses import describe
-from netplugins.limits.settings import IPAddress, _ipOf
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE, IPAddress, _ipOf
 
 if TYPE_CHECKING:
     from netplugins.limits.tracker import ConnectionTracker
 
 #: Seconds a connection closed for idleness gets to finish closing (flushing
-#: what was written to a peer that may not be reading) before it is aborted.
-CLOSE_GRACE = 10.0
+#: what was written to a peer that may not be reading) before it is aborted,
+#: unless C{--close-grace} says otherwise.
+CLOSE_GRACE = DEFAULT_CLOSE_GRACE
 
 
 @implementer(IProtocolFactory, ILoggingContext)
@@ -183,7 +184,7 @@ class _IdleGuard(_Guard):
             idle=idle,
         )
         # Set before closing: a transport may report the loss at once.
-        self._abortCall = clock.callLater(CLOSE_GRACE, self._abort)
+        self._abortCall = clock.callLater(self._tracker.limits.closeGrace, self._abort)
         self.transport.loseConnection()
 
     def _abort(self) -> None:
@@ -193,7 +194,7 @@ class _IdleGuard(_Guard):
             "Aborting connection from {peer}: not closed {grace:.0f} s after"
             " its idle timeout",
             peer=describe(self.transport.getPeer()),
-            grace=CLOSE_GRACE,
+            grace=self._tracker.limits.closeGrace,
         )
         self.transport.abortConnection()  # type: ignore[attr-defined]
 

@@ -81,6 +81,7 @@ def imapFactory(
         throttle=parts.throttle,
         hostname=parts.hostname,
         reactor=reactor,
+        preAuthTimeout=parts.preAuthTimeout(),
     )
 
 

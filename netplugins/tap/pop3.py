@@ -65,12 +65,15 @@ def pop3Listeners(
         parts.store,
         parts.portal,
         config=POP3Config(
-            hostname=parts.hostname, allowPlaintextAuth=allowPlaintextAuth
+            hostname=parts.hostname,
+            allowPlaintextAuth=allowPlaintextAuth,
+            preAuthTimeout=parts.preAuthTimeout(),
         ),
         tls=parts.tls,
         throttle=parts.throttle,
         reactor=reactor,
     )
+    factory.closeGrace = parts.closeGrace
     return listeners(parts, common, factory, pop3, pop3s, "np-pop3", reactor)
 
 

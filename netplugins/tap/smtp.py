@@ -37,6 +37,10 @@ from netplugins.service import (
 DEFAULT_LISTEN = ("tcp:8025:interface=127.0.0.1",)
 DEFAULT_DOMAINS = ("localhost",)
 
+#: Seconds a mail session may stay without logging in, unless
+#: C{--preauth-timeout} says otherwise.
+PRE_AUTH_TIMEOUT = 120.0
+
 
 class MailOptionsMixin:
     """
@@ -141,6 +145,20 @@ class MailParts:
     tls: Any
     hostname: str
     tracker: ConnectionTracker
+
+    def preAuthTimeout(self) -> float:
+        """
+        Seconds a session may stay without logging in: C{--preauth-timeout},
+        or L{PRE_AUTH_TIMEOUT}.
+        """
+        return self.tracker.limits.preAuthTimeout or PRE_AUTH_TIMEOUT
+
+    @property
+    def closeGrace(self) -> float:
+        """
+        C{--close-grace}: seconds a closed session gets before it is aborted.
+        """
+        return self.tracker.limits.closeGrace
 
 
 def mailParts(
@@ -281,6 +299,7 @@ def smtpListeners(
             requireAuth=requireAuth,
             allowPlaintextAuth=allowPlaintextAuth,
             relay=relay,
+            preAuthTimeout=parts.preAuthTimeout(),
         )
         factory = SMTPFactory(
             parts.store,
@@ -291,6 +310,7 @@ def smtpListeners(
             throttle=parts.throttle,
             reactor=reactor,
         )
+        factory.closeGrace = parts.closeGrace
         service = listeners(parts, common, factory, plain, secure, name, reactor)
         service.setServiceParent(parent)
     return parent

@@ -30,6 +30,8 @@ class TLSSettings:
     @ivar minVersion: C{"1.2"} or C{"1.3"}.
     @ivar stateDir: where a development certificate is made when no
         certificate and no directory is given.
+    @ivar handshakeTimeout: seconds a handshake may take, on a TLS listener
+        or after STARTTLS.
     """
 
     certificates: tuple[tuple[str, str], ...] = ()
@@ -38,6 +40,7 @@ class TLSSettings:
     clientCert: str | None = None
     minVersion: str = "1.2"
     stateDir: str = "var"
+    handshakeTimeout: float = 10.0
 
 
 class TLSConfigurationError(ValueError):

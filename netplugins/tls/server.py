@@ -96,20 +96,23 @@ class ServerTLS:
         reactor: Any = None,
         *,
         pollInterval: float = DEFAULT_POLL_INTERVAL,
-        handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        handshakeTimeout: float | None = None,
     ):
         """
         Load every file named by C{settings}.
 
         @param pollInterval: seconds between checks of the files' mtimes while a
             L{service} runs.
-        @param handshakeTimeout: default deadline for L{wrapFactory}.
+        @param handshakeTimeout: default deadline for L{wrapFactory} and
+            STARTTLS (C{settings.handshakeTimeout} by default).
         @raise TLSConfigurationError: (a L{ValueError}) for unusable files.
         """
         self.settings = settings
         self._reactor = reactor
         self.pollInterval = pollInterval
-        self.handshakeTimeout = handshakeTimeout
+        self.handshakeTimeout = (
+            settings.handshakeTimeout if handshakeTimeout is None else handshakeTimeout
+        )
         self._watchers = 0
         self._poller: LoopingCall | None = None
         self._unregisterReload: Callable[[], None] | None = None
