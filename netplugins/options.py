@@ -154,7 +154,8 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             "max-connections-per-ip",
             None,
             DEFAULT_MAX_CONNECTIONS_PER_IP,
-            "Refuse connections beyond this many at once from one address.",
+            "Refuse connections beyond this many at once from one address "
+            "(IPv6: from one /64).",
             limitInt,
         ],
         [

@@ -385,13 +385,18 @@ class CountTests(SynchronousTestCase, TrackerMixin):
         self.assertFalse(self.admitted(wrapped, v6("::ffff:10.0.0.1")))
 
     def test_perIPv6(self) -> None:
-        """
-        IPv6 peers are counted per address.
-        """
-        wrapped = self.tracker(maxConnectionsPerIP=1).wrapFactory(RecorderFactory())
+        """IPv6 peers are counted per /64, as the login throttle counts them."""
+        tracker = self.tracker(maxConnectionsPerIP=1)
+        wrapped = tracker.wrapFactory(RecorderFactory())
         self.assertTrue(self.admitted(wrapped, v6("2001:db8::1")))
         self.assertFalse(self.admitted(wrapped, v6("2001:db8:0::1")))
-        self.assertTrue(self.admitted(wrapped, v6("2001:db8::2")))
+        self.assertFalse(self.admitted(wrapped, v6("2001:db8::2")))
+        self.assertFalse(self.admitted(wrapped, v6("2001:db8::ffff:1:2:3")))
+        self.assertTrue(self.admitted(wrapped, v6("2001:db8:0:1::1")))
+        self.assertEqual(
+            tracker._perIP,
+            {IPv6Network("2001:db8::/64"): 1, IPv6Network("2001:db8:0:1::/64"): 1},
+        )
 
     def test_unixCountsTowardMax(self) -> None:
         """UNIX-socket peers count toward --max-connections but not per IP."""

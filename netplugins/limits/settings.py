@@ -109,6 +109,18 @@ def _unmappedNetwork(network: IPNetwork) -> IPNetwork:
     return network
 
 
+def sourceOf(ip: IPAddress) -> IPAddress | IPNetwork:
+    """
+    What C{--max-connections-per-ip} counts C{ip} as: an IPv4 address itself,
+    an IPv6 address as its /64 (one host is usually given a whole /64, so
+    counting each address would let it open a cap's worth from every one), as
+    the login throttle counts them.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ipaddress.IPv6Network((ip, 64), strict=False)
+    return ip
+
+
 def _ipOf(peer: IAddress) -> IPAddress | None:
     """
     The IP address of a peer, or C{None} for one that has none (UNIX sockets).

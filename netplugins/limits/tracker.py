@@ -13,7 +13,13 @@ from twisted.logger import Logger
 
 from netplugins.addresses import describe
 from netplugins.limits.datagram import _DatagramSources, _LimitedDatagram
-from netplugins.limits.settings import IPAddress, Limits, _unmappedNetwork
+from netplugins.limits.settings import (
+    IPAddress,
+    IPNetwork,
+    Limits,
+    _unmappedNetwork,
+    sourceOf,
+)
 from netplugins.limits.stream import _LimitedFactory
 from netplugins.ratelimit import (
     REPORT_INTERVAL,
@@ -40,7 +46,7 @@ class ConnectionTracker:
         self._allow = tuple(_unmappedNetwork(n) for n in limits.allow)
         self._deny = tuple(_unmappedNetwork(n) for n in limits.deny)
         self.connections = 0
-        self._perIP: dict[IPAddress, int] = {}
+        self._perIP: dict[IPAddress | IPNetwork, int] = {}
         self._datagrams = _DatagramSources(self)
         self._reports = TokenBucket(
             REPORTS_PER_INTERVAL / REPORT_INTERVAL,
@@ -93,15 +99,16 @@ class ConnectionTracker:
                 return (
                     f"{self.connections} connections already open (--max-connections)"
                 )
-        if ip is not None and limits.maxConnectionsPerIP is not None:
-            if self._perIP.get(ip, 0) >= limits.maxConnectionsPerIP:
+        source = None if ip is None else sourceOf(ip)
+        if source is not None and limits.maxConnectionsPerIP is not None:
+            if self._perIP.get(source, 0) >= limits.maxConnectionsPerIP:
                 return (
-                    f"{self._perIP[ip]} connections already open from this"
+                    f"{self._perIP[source]} connections already open from this"
                     " address (--max-connections-per-ip)"
                 )
         self.connections += 1
-        if ip is not None:
-            self._perIP[ip] = self._perIP.get(ip, 0) + 1
+        if source is not None:
+            self._perIP[source] = self._perIP.get(source, 0) + 1
         return None
 
     def _reportRefusal(self, peer: IAddress, ip: IPAddress | None, reason: str) -> None:
@@ -135,6 +142,7 @@ class ConnectionTracker:
         """
         self.connections -= 1
         if ip is not None:
-            left = self._perIP.pop(ip) - 1
+            source = sourceOf(ip)
+            left = self._perIP.pop(source) - 1
             if left:
-                self._perIP[ip] = left
+                self._perIP[source] = left
