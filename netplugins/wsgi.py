@@ -7,22 +7,30 @@ service; requests reach it through the hardened HTTP layer
 (L{netplugins.web.auth}, the user's name as C{REMOTE_USER}).  Static
 directories are served under URL prefixes by twisted.web's L{File}, confined to
 their directory: C{..} is refused by L{FilePath}, and symbolic links leading
-out of the directory are answered 404 here.  Stopping the service stops
-listening first, then waits up to a deadline for the requests in flight before
-stopping the threads.
+out of the directory are answered 404 here, as are names holding NUL or
+invalid UTF-8 (where twisted.web answers 500, or logs a traceback).  Byte
+ranges are served here too: twisted.web's multi-range producer stalls when a
+part's separator takes a chunk past its buffer, and it accepts any number of
+ranges, overlapping ones included; here at most L{MAX_RANGES}, none
+overlapping, or the whole file is sent.  Stopping the service stops listening
+first, then waits up to a deadline for the requests in flight before stopping
+the threads.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import pairwise
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web import static
+from twisted.web import http, static
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _WSGIResponse
@@ -34,6 +42,12 @@ WSGIApplication = Callable[..., Any]
 
 DEFAULT_THREADS = 10
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+#: The most ranges one C{Range} header may ask for (Apache and nginx cap them
+#: too); past it, or when ranges overlap, the whole file is sent.
+MAX_RANGES = 16
+# A range bound longer than this is no offset into any file.
+_MAX_DIGITS = 20
 
 
 def loadApplication(spec: str) -> WSGIApplication:
@@ -67,10 +81,112 @@ def parseStatic(spec: str) -> tuple[str, str]:
     return "/" + "/".join(segments), directory
 
 
+def byteRanges(header: bytes, size: int) -> list[tuple[int, int]] | None:
+    """
+    The parts of a file of C{size} bytes that a C{Range} header asks for, as
+    C{(offset, length)} pairs in the order asked, leaving out those past the
+    end of the file (an empty list: none is satisfiable, 416).
+
+    @return: C{None} when the header is to be ignored and the whole file sent
+        (RFC 9110 14.2): malformed, in another unit, more than L{MAX_RANGES}
+        ranges, or ranges that overlap.
+    """
+    unit, equals, specs = header.partition(b"=")
+    if not equals or unit.strip().lower() != b"bytes":
+        return None
+    asked = [spec.strip() for spec in specs.split(b",") if spec.strip()]
+    if not asked or len(asked) > MAX_RANGES:
+        return None
+    ranges = []
+    for spec in asked:
+        first, dash, last = spec.partition(b"-")
+        if not dash or not (first or last):
+            return None
+        if any(
+            bound and not (bound.isdigit() and len(bound) <= _MAX_DIGITS)
+            for bound in (first, last)
+        ):
+            return None
+        if first:
+            start = int(first)
+            if last and int(last) < start:
+                return None
+            if start >= size:
+                continue
+            end = min(int(last) + 1 if last else size, size)
+        else:
+            if not int(last):
+                continue
+            start, end = max(size - int(last), 0), size
+        ranges.append((start, end - start))
+    ordered = sorted(ranges)
+    if any(a + n > b for (a, n), (b, _) in pairwise(ordered)):
+        return None
+    return ranges
+
+
+class MultipartRangesProducer(static.StaticProducer):
+    """
+    Writes a C{multipart/byteranges} body: for each part its separator, then
+    its bytes of the file, then the closing delimiter.
+
+    @ivar parts: the parts still to write: C{(separator, offset, length)}.
+    """
+
+    def __init__(
+        self,
+        request: Any,
+        fileObject: Any,
+        parts: Iterable[tuple[bytes, int, int]],
+        closing: bytes,
+    ) -> None:
+        super().__init__(request, fileObject)
+        self.parts = deque(parts)
+        self.closing = closing
+        self._left = 0
+
+    def start(self) -> None:
+        self.request.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        if not self.request:
+            return
+        chunks: list[bytes] = []
+        size = 0
+        done = False
+        while size < self.bufferSize:
+            if not self._left:
+                if not self.parts:
+                    chunks.append(self.closing)
+                    done = True
+                    break
+                separator, offset, self._left = self.parts.popleft()
+                self.fileObject.seek(offset)
+                chunks.append(separator)
+                size += len(separator)
+                continue
+            data = self.fileObject.read(min(self._left, self.bufferSize - size))
+            if not data:
+                # The file shrank: the promised length cannot be kept.
+                self.request.unregisterProducer()
+                self.request.loseConnection()
+                self.stopProducing()
+                return
+            self._left -= len(data)
+            chunks.append(data)
+            size += len(data)
+        self.request.write(b"".join(chunks))
+        if done:
+            self.request.unregisterProducer()
+            self.request.finish()
+            self.stopProducing()
+
+
 class ConfinedFile(static.File):
     """
     A static L{File} that never leaves its root directory through a symbolic
-    link and never lists a directory.
+    link and never lists a directory, serving byte ranges as described in the
+    module docstring.
 
     @ivar root: the real path of the directory served.
     """
@@ -89,6 +205,12 @@ class ConfinedFile(static.File):
         return f
 
     def getChild(self, path: bytes, request: Any) -> IResource:
+        try:
+            name = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.childNotFound
+        if "\x00" in name:
+            return self.childNotFound
         child = super().getChild(path, request)
         if isinstance(child, static.File):
             real = os.path.realpath(child.path)
@@ -98,6 +220,61 @@ class ConfinedFile(static.File):
 
     def directoryListing(self) -> IResource:
         return self.childNotFound
+
+    def makeProducer(self, request: Any, fileForReading: Any) -> Any:
+        header = request.getHeader(b"range")
+        if header is None:
+            return super().makeProducer(request, fileForReading)
+        size = self.getFileSize()
+        ranges = byteRanges(header, size)
+        if ranges is None:
+            ranges = [(0, size)]
+            request.setResponseCode(http.OK)
+        elif not ranges:
+            request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
+            request.setHeader(b"Content-Range", b"bytes */%d" % (size,))
+            request.setHeader(b"Content-Length", b"0")
+            return static.SingleRangeStaticProducer(request, fileForReading, 0, 0)
+        else:
+            request.setResponseCode(http.PARTIAL_CONTENT)
+        if len(ranges) == 1:
+            [(offset, length)] = ranges
+            if request.code == http.PARTIAL_CONTENT:
+                request.setHeader(b"Content-Range", self.contentRange(offset, length))
+            request.setHeader(b"Content-Length", b"%d" % (length,))
+            if self.type:
+                request.setHeader(b"Content-Type", self.type.encode("ascii"))
+            if self.encoding:
+                request.setHeader(b"Content-Encoding", self.encoding.encode("ascii"))
+            return static.SingleRangeStaticProducer(
+                request, fileForReading, offset, length
+            )
+        boundary = uuid.uuid4().hex.encode("ascii")
+        partType = (self.type or "application/octet-stream").encode("ascii")
+        parts = [
+            (
+                b"\r\n--%s\r\nContent-Type: %s\r\nContent-Range: %s\r\n\r\n"
+                % (boundary, partType, self.contentRange(offset, length)),
+                offset,
+                length,
+            )
+            for offset, length in ranges
+        ]
+        closing = b"\r\n--%s--\r\n" % (boundary,)
+        request.setHeader(
+            b"Content-Type", b'multipart/byteranges; boundary="%s"' % (boundary,)
+        )
+        request.setHeader(
+            b"Content-Length",
+            b"%d" % (sum(len(p) + n for p, _, n in parts) + len(closing),),
+        )
+        return MultipartRangesProducer(request, fileForReading, parts, closing)
+
+    def contentRange(self, offset: int, length: int) -> bytes:
+        """
+        The C{Content-Range} value of C{length} bytes from C{offset}.
+        """
+        return b"bytes %d-%d/%d" % (offset, offset + length - 1, self.getFileSize())
 
 
 class WSGIApplicationResource(WSGIResource):

@@ -16,6 +16,7 @@ from flask import Flask
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -289,6 +290,95 @@ class ServedTests(TestCase):
                 "/files/sub/": b"404",
                 "/whoami": b"200",
             },
+        )
+
+    def serveFile(self) -> bytes:
+        """
+        Serve a directory under C{/files} holding C{data.bin} (102400 bytes,
+        each its offset modulo 256); its contents.
+        """
+        root = self.mktemp()
+        os.mkdir(root)
+        data = bytes(range(256)) * 400
+        with open(os.path.join(root, "data.bin"), "wb") as f:
+            f.write(data)
+        self.serve(static=[f"/files={root}"])
+        return data
+
+    def getFile(self, path: str, headers: bytes = b"") -> Deferred[bytes]:
+        return deferToThread(
+            _raw,
+            self.port,
+            b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n%s\r\n"
+            % (path.encode(), headers),
+        )
+
+    @inlineCallbacks
+    def test_staticRanges(self) -> Any:
+        """Two ranges across twisted.web's buffer size are sent whole, as multipart."""
+        data = self.serveFile()
+        answer = yield self.getFile(
+            "/files/data.bin", b"Range: bytes=0-65399,65450-65460\r\n"
+        )
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 206 "), head)
+        boundary = head.split(b'boundary="')[1].split(b'"')[0]
+        self.assertTrue(body.endswith(b"\r\n--" + boundary + b"--\r\n"))
+        parts = body.split(b"\r\n--" + boundary)[1:-1]
+        self.assertEqual(
+            [part.partition(b"\r\n\r\n")[2] for part in parts],
+            [data[:65400], data[65450:65461]],
+        )
+        self.assertIn(b"Content-Range: bytes 65450-65460/102400", parts[1])
+        self.assertIn(b"Content-Length: %d" % (len(body),), head)
+
+    @inlineCallbacks
+    def test_staticRangesOverlapping(self) -> Any:
+        """Overlapping ranges (0-65399,0-0) get the whole file with 200, not a hang."""
+        data = self.serveFile()
+        answer = yield self.getFile("/files/data.bin", b"Range: bytes=0-65399,0-0\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertEqual(body, data)
+
+    @inlineCallbacks
+    def test_staticRangesTooMany(self) -> Any:
+        """1400 ranges, or 17 apart, get the whole file with 200; 16 are served."""
+        data = self.serveFile()
+        statuses = []
+        for ranges in [
+            b",".join([b"0-102399"] * 1400),
+            b",".join(b"%d-%d" % (i * 64, i * 64 + 9) for i in range(17)),
+            b",".join(b"%d-%d" % (i * 64, i * 64 + 9) for i in range(16)),
+        ]:
+            answer = yield self.getFile(
+                "/files/data.bin", b"Range: bytes=" + ranges + b"\r\n"
+            )
+            head, _, body = answer.partition(b"\r\n\r\n")
+            statuses.append((head[9:12], len(body) == len(data)))
+        self.assertEqual(statuses, [(b"200", True), (b"200", True), (b"206", False)])
+
+    @inlineCallbacks
+    def test_staticRangesUnsatisfiable(self) -> Any:
+        """Ranges all past the end get 416 with the file's length, no traceback."""
+        self.serveFile()
+        answer = yield self.getFile(
+            "/files/data.bin", b"Range: bytes=200000-,300000-\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 416 "), answer)
+        self.assertIn(b"Content-Range: bytes */102400\r\n", answer)
+
+    @inlineCallbacks
+    def test_staticBadNames(self) -> Any:
+        """Names holding NUL or invalid UTF-8 get 404, with nothing logged."""
+        self.serveFile()
+        answers = []
+        with capturedLogs() as events:
+            for path in ["/files/data.bin%00.html", "/files/%00", "/files/%ff"]:
+                answers.append((yield self.getFile(path))[:13])
+        self.assertEqual(answers, [b"HTTP/1.1 404 "] * 3)
+        self.assertEqual(
+            [e for e in events if e.get("log_failure") or e.get("isError")], []
         )
 
     @inlineCallbacks
