@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,27 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(schemeOf(argon.dummy), htpasswd.ARGON2ID)
         self.assertTrue(Users.fromEntries({}).dummy.startswith("$2b$12$"))
 
+    def test_dummiesFollowEveryProfile(self) -> None:
+        """Unknown names are spread over every scheme and cost, as users are."""
+        users = Users.fromEntries(
+            {
+                "a": bcryptHash("a", cost=4),
+                "b": bcryptHash("b", cost=4),
+                "c": bcryptHash("c", cost=5),
+                "d": BOB,
+            }
+        )
+        self.assertEqual([count for _, count in users.dummies], [2, 1, 1])
+        picks = Counter(
+            users.dummyFor(f"nobody{i}")[:7].replace("$argon", "argon")
+            for i in range(4000)
+        )
+        self.assertEqual(set(picks), {"$2b$04$", "$2b$05$", "argon2"})
+        self.assertLess(abs(picks["$2b$04$"] / 4000 - 0.5), 0.05)
+        self.assertLess(abs(picks["$2b$05$"] / 4000 - 0.25), 0.05)
+        self.assertEqual(users.dummyFor("nobody1"), users.dummyFor("nobody1"))
+        self.assertNotIn(users.dummyFor("nobody1"), users.entries.values())
+
 
 class VerifyTests(SynchronousTestCase):
     """
@@ -363,11 +385,14 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.verified, [ALICE, BOB])
 
     def test_unknownUserCostsAVerification(self) -> None:
-        """An unknown user costs a verification against the dummy hash."""
-        # An unknown user is refused after verifying against the dummy hash, the same
-        # work a wrong password costs.
+        """An unknown user costs a verification against its dummy hash."""
+        # An unknown user is refused after verifying against a dummy hash, the
+        # same work a wrong password costs.
         self.assertRefused("mallory", "alice-pw")
-        self.assertEqual(self.verified, [self.checker.users.dummy])
+        self.assertEqual(self.verified, [self.checker.users.dummyFor("mallory")])
+        self.assertIn(
+            self.verified[0], [dummy for dummy, _ in self.checker.users.dummies]
+        )
 
     def test_emptyAndWhitespacePasswords(self) -> None:
         """

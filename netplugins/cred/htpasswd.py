@@ -216,31 +216,70 @@ def _profile(hashed: str) -> str:
     return f"{hashed.rsplit('$', 2)[0]}:{params.salt_len}:{params.hash_len}"
 
 
+#: Keys the choice of an unknown user's dummy hash: stable for a name within
+#: a process, unpredictable from outside it.
+_DUMMY_KEY = secrets.token_bytes(32)
+
+
 @frozen
 class Users:
     """
     The users of one password file.
 
+    Checking an unknown user must cost what checking a known one does.  When
+    the file mixes schemes or costs, one dummy hash would give the users
+    whose cost differs from it away; so there is a dummy per scheme and cost
+    in the file, and each unknown name is checked against one of them chosen
+    by a keyed hash of the name, in proportion to how many users have that
+    scheme and cost.  An unknown name then times like some user's, always the
+    same one.
+
     @ivar entries: user name to hash.
-    @ivar dummy: the hash unknown users are checked against: the most common
-        scheme and cost in the file.
+    @ivar dummies: (dummy hash, users with its scheme and cost) for every
+        scheme and cost in the file, the most common first.
     """
 
     entries: Mapping[str, str]
-    dummy: str
+    dummies: tuple[tuple[str, int], ...]
 
     @classmethod
     def fromEntries(cls, entries: Mapping[str, str]) -> Users:
         """
-        Wrap validated C{entries}, choosing their dummy hash.
+        Wrap validated C{entries}, choosing their dummy hashes.
         """
-        if entries:
-            profiles = Counter(_profile(h) for h in entries.values())
-            common = profiles.most_common(1)[0][0]
-            model = next(h for h in entries.values() if _profile(h) == common)
-        else:
+        models: dict[str, str] = {}
+        for hashed in entries.values():
+            models.setdefault(_profile(hashed), hashed)
+        profiles = Counter(_profile(h) for h in entries.values()).most_common()
+        dummies = tuple(
+            (dummyHashLike(models[profile]), count) for profile, count in profiles
+        )
+        if not dummies:
             model = f"$2b${DEFAULT_BCRYPT_COST:02d}$" + "." * 53
-        return cls(dict(entries), dummyHashLike(model))
+            dummies = ((dummyHashLike(model), 1),)
+        return cls(dict(entries), dummies)
+
+    @property
+    def dummy(self) -> str:
+        """
+        The dummy hash of the most common scheme and cost.
+        """
+        return self.dummies[0][0]
+
+    def dummyFor(self, name: str) -> str:
+        """
+        The dummy hash an unknown C{name} is checked against.
+        """
+        if len(self.dummies) == 1:
+            return self.dummy
+        total = sum(count for _, count in self.dummies)
+        digest = hmac.digest(_DUMMY_KEY, name.encode("utf-8", "replace"), "sha256")
+        pick = int.from_bytes(digest[:8], "big") % total
+        for dummy, count in self.dummies:
+            if pick < count:
+                return dummy
+            pick -= count
+        raise AssertionError("unreachable")
 
 
 def userNameProblem(name: str) -> str | None:
@@ -341,7 +380,7 @@ def _check(users: Users, name: str, password: str) -> str | None:
     @return: L{None} on success, else why the login is refused.
     """
     hashed = users.entries.get(name)
-    target = users.dummy if hashed is None else hashed
+    target = users.dummyFor(name) if hashed is None else hashed
     if target.startswith("$2") and len(password.encode("utf-8")) > BCRYPT_MAX_PASSWORD:
         return "password longer than bcrypt's 72 bytes"
     matched = verifyPassword(target, password)
