@@ -387,7 +387,7 @@ class HardeningTests(SynchronousTestCase):
         self.assertFalse(c.transport.disconnecting)
         clock.advance(1)
         self.assertTrue(c.transport.disconnecting)
-        clock.advance(site.protocol.abortTimeout)
+        clock.advance(site.closeGrace)
         self.assertTrue(c.transport.disconnected)
 
     def test_transferEncodingIdentity(self) -> None:
@@ -439,7 +439,7 @@ class HardeningTests(SynchronousTestCase):
 
     def test_slowBody(self) -> None:
         """A body trickled a byte every 50 s gets 408 at bodyTimeout, then an abort."""
-        site, clock = makeSite(bodyTimeout=60)
+        site, clock = makeSite(bodyTimeout=60, closeGrace=2)
         c = Connection(site)
         c.send(HEAD + b"Content-Length: 10\r\n\r\n")
         for _ in range(2):
@@ -450,7 +450,9 @@ class HardeningTests(SynchronousTestCase):
         self.assertTrue(c.transport.disconnecting)
         self.assertFalse(c.transport.disconnected)
         self.assertEqual(clock.seconds(), 100)
-        clock.advance(site.protocol.abortTimeout)
+        clock.advance(1.9)
+        self.assertFalse(c.transport.disconnected)
+        clock.advance(0.1)
         self.assertTrue(c.transport.disconnected)
         self.assertEqual(site.resource.rendered, [])
 
@@ -473,12 +475,12 @@ class HardeningTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_refusalAborts(self) -> None:
-        """A refused connection still open after abortTimeout is aborted."""
+        """A refused connection still open after closeGrace is aborted."""
         site, clock = makeSite()
         c = Connection(site)
         c.send(HEAD + b"Content-Length: 101\r\n\r\n")
         self.assertFalse(c.transport.disconnected)
-        clock.advance(site.protocol.abortTimeout)
+        clock.advance(site.closeGrace)
         self.assertTrue(c.transport.disconnected)
 
     def test_noTraceback(self) -> None:
@@ -515,6 +517,7 @@ class HardeningTests(SynchronousTestCase):
             {"maxBodySize": 0},
             {"headerTimeout": -1},
             {"bodyTimeout": 0},
+            {"closeGrace": 0},
             {"hsts": -5},
         ]:
             self.assertRaises(ValueError, hardenedSite, Echo(), **kw)

@@ -25,8 +25,9 @@ adds:
     Twisted ignores it) and for an HTTP/1.1 request without exactly one
     well-formed C{Host} (RFC 9112 3.2; any request with two);
   - every refusal closes the connection, aborting it when the polite close
-    has not finished after L{HardenedChannel.abortTimeout} seconds (a peer
-    that does not read, or TLS with unsent data, never lets it finish);
+    has not finished after C{closeGrace} seconds (a peer that does not read,
+    or TLS with unsent data, never lets it finish), as Twisted's idle
+    timeout does after its C{abortTimeout}, which becomes C{closeGrace} too;
   - backpressure for pipelined requests: the next one is parsed and started
     only while the output already queued is under the transport's watermark.
     Twisted stops reading when the transport is full, but on finishing a
@@ -72,6 +73,7 @@ from twisted.web.http import (
 )
 from twisted.web.resource import IResource
 
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
 from netplugins.web.accesslog import AccessLog
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -138,14 +140,10 @@ class HardenedChannel(HTTPChannel):
     """
     An L{HTTPChannel} with the limits and deadlines described in the module
     docstring; its settings come from its L{HardenedSite}.
-
-    @cvar abortTimeout: seconds a polite close may take, after a refusal or
-        an idle timeout, before the connection is aborted.
     """
 
     log = Logger()
     site: HardenedSite
-    abortTimeout = 5
     _headerDeadline: IDelayedCall | None = None
     _bodyDeadline: IDelayedCall | None = None
     _abortCall: IDelayedCall | None = None
@@ -162,6 +160,8 @@ class HardenedChannel(HTTPChannel):
         self.MAX_LENGTH = self.site.maxHeaderSize
         self.totalHeadersSize = self.site.maxHeaderSize
         self.maxHeaders = self.site.maxHeaders
+        # Twisted's grace after its idle timeout, 15 s of its own otherwise.
+        self.abortTimeout = self.site.closeGrace  # type: ignore[assignment]
         super().connectionMade()
 
     def _inRequestLine(self) -> bool:
@@ -363,7 +363,9 @@ class HardenedChannel(HTTPChannel):
             % (code, reason, len(body), body)
         )
         self.loseConnection()
-        self._abortCall = self.callLater(self.abortTimeout, transport.abortConnection)
+        self._abortCall = self.callLater(
+            self.site.closeGrace, transport.abortConnection
+        )
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._cancelDeadlines()
@@ -434,6 +436,8 @@ class HardenedSite(server.Site):
         of its headers (408 and close past it).
     @param bodyTimeout: seconds from the end of a request's headers to the
         end of its body (408 and close past it).
+    @param closeGrace: seconds a connection closed by the server (a refusal,
+        an idle timeout) gets to send what is queued before it is aborted.
     @param idleTimeout: seconds a connection may stay silent between requests
         or while sending a body, or may leave finished responses unread;
         C{None} for no limit.
@@ -457,6 +461,7 @@ class HardenedSite(server.Site):
         maxHeaders: int = DEFAULT_MAX_HEADERS,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
         bodyTimeout: float = DEFAULT_BODY_TIMEOUT,
+        closeGrace: float = DEFAULT_CLOSE_GRACE,
         idleTimeout: float | None = DEFAULT_IDLE_TIMEOUT,
         hsts: int | None = None,
         accessLog: AccessLog | None = None,
@@ -468,6 +473,7 @@ class HardenedSite(server.Site):
             ("maxHeaders", maxHeaders),
             ("headerTimeout", headerTimeout),
             ("bodyTimeout", bodyTimeout),
+            ("closeGrace", closeGrace),
             ("idleTimeout", idleTimeout or 1),
         ]:
             if not value > 0:
@@ -480,6 +486,7 @@ class HardenedSite(server.Site):
         self.maxHeaders = maxHeaders
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
+        self.closeGrace = closeGrace
         self.hsts = hsts
         self.accessLog = accessLog
         self.channels: set[HardenedChannel] = set()
