@@ -402,6 +402,13 @@ class LoginTests(_CheckerMixin, TestCase):
         self.assertEqual((yield self.login(checker, b"alice", b"alice-pw")), b"alice")
 
     @inlineCallbacks
+    def test_avatarIdIsDirectorysUid(self) -> Any:
+        """The avatar ID is the entry's uid as stored, not the name as typed."""
+        checker = self.checker()
+        self.assertEqual((yield self.login(checker, "ALICE", "alice-pw")), "alice")
+        self.assertEqual((yield self.login(checker, b"Alice", b"alice-pw")), b"alice")
+
+    @inlineCallbacks
     def test_wrongPasswordUnknownUser(self) -> Any:
         """
         A wrong password and an unknown user both fail, and are logged.

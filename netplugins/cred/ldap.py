@@ -254,8 +254,14 @@ class LDAPChecker:
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[Any]:
         """
-        Bind as the user; fires with the avatar ID (the username, in the type
-        it came in) or fails with L{UnauthorizedLogin}.
+        Bind as the user; fires with the avatar ID or fails with
+        L{UnauthorizedLogin}.
+
+        The avatar ID is the entry's C{uid} as the directory spells it (the
+        name typed otherwise), in the type the username came in: C{ALICE} and
+        C{alice} log in as one user, with one Maildir and one log name, and
+        nothing the client typed beyond what the directory matched reaches
+        the service.
         """
         if self._reloading is not None:
             # Check against the configuration being loaded, not the old one.
@@ -269,28 +275,27 @@ class LDAPChecker:
         except UnauthorizedLogin as e:
             self.log.info("LDAP login refused without asking: {reason}", reason=str(e))
             return fail(UnauthorizedLogin())
-        avatarId = avatarIdFor(credentials.username, name)
         key = self._cacheKeyFor(name, password) if self.config.cacheTTL else None
         if key is not None:
             user = self._cached(key)
             if user is not None:
                 self.log.debug("LDAP login for {user!r} from cache", user=name)
-                return succeed(avatarId)
+                return succeed(avatarIdFor(credentials.username, user.uid))
         d = self._inPool(self.directory.authenticate, name, password)
         d.addCallbacks(
             self._cbLoggedIn,
             self._ebLoginFailed,
-            callbackArgs=(key, avatarId),
+            callbackArgs=(key, credentials.username),
             errbackArgs=(name,),
         )
         return d
 
     def _cbLoggedIn(
-        self, user: LDAPUser, key: tuple[str, bytes] | None, avatarId: str | bytes
+        self, user: LDAPUser, key: tuple[str, bytes] | None, typed: str | bytes
     ) -> str | bytes:
         self._remember(key, user)
         self.log.info("LDAP login for {user!r} as {dn}", user=user.username, dn=user.dn)
-        return avatarId
+        return avatarIdFor(typed, user.uid)
 
     def _ebLoginFailed(self, reason: Failure, name: str) -> Failure:
         self._logFailure(reason, "login", name)
