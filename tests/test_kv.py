@@ -4,7 +4,9 @@ Tests for L{netplugins.kv} and L{netplugins.tap.kv}.
 
 from __future__ import annotations
 
+import base64
 import gzip
+import http.client
 import json
 import os
 import signal
@@ -25,6 +27,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.cred.htpasswd import hashPassword
+from netplugins.cred.throttle import LoginThrottle
 from netplugins.kv.store import (
     KeyMissingError,
     MemoryStore,
@@ -32,7 +35,7 @@ from netplugins.kv.store import (
     SQLiteStore,
     parseStore,
 )
-from netplugins.kv.web import kvSite
+from netplugins.kv.web import MAX_NESTING, kvSite
 from netplugins.service import ListeningService, commonSettings
 from netplugins.tap.kv import Options, kvService
 from tests.pki import PKI
@@ -146,9 +149,11 @@ print(s.exists('spam'))
 
 def xmlrpcCall(url: str, body: bytes, headers: dict[str, str] | None = None) -> Any:
     """
-    POST C{body} with curl; return (HTTP status, body).
+    POST C{body} with curl; return (HTTP status, body).  A server that does
+    not answer within 10 seconds fails the call.
     """
-    args = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--data-binary", "@-", url]
+    args = ["curl", "-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}"]
+    args += ["--data-binary", "@-", url]
     for name, value in (headers or {}).items():
         args[1:1] = ["-H", f"{name}: {value}"]
     out = subprocess.run(args, input=body, capture_output=True, check=True).stdout
@@ -300,6 +305,87 @@ class ServiceTests(TestCase):
             [(200, -32700), (200, -32700), (200, -32700), (200, -32600)],
         )
 
+    def test_jsonUnrepresentable(self) -> Deferred[Any]:
+        """
+        A struct stored over XML-RPC with a base64 key is a JSON-RPC error for
+        that call, answered; the rest of the batch is answered as usual.
+        """
+        base = self.listen()
+        setCall = (
+            b"<methodCall><methodName>set</methodName><params>"
+            b"<param><value><string>k</string></value></param>"
+            b"<param><value><struct><member><value><base64>AA==</base64></value>"
+            b"<value><int>1</int></value></member></struct></value></param>"
+            b"</params></methodCall>"
+        )
+        batch = [
+            {"jsonrpc": "2.0", "method": "get", "params": ["k"], "id": 1},
+            {"jsonrpc": "2.0", "method": "exists", "params": ["k"], "id": 2},
+        ]
+
+        def run() -> list[Any]:
+            xmlrpcCall(base + "/RPC2", setCall)
+            code, body = xmlrpcCall(base + "/jsonrpc", json.dumps(batch).encode())
+            return [code, json.loads(body)]
+
+        return deferToThread(run).addCallback(
+            self.assertEqual,
+            [
+                200,
+                [
+                    {
+                        "jsonrpc": "2.0",
+                        "error": {
+                            "code": -32603,
+                            "message": "the value cannot be sent as JSON",
+                        },
+                        "id": 1,
+                    },
+                    {"jsonrpc": "2.0", "result": True, "id": 2},
+                ],
+            ],
+        )
+
+    def test_jsonRequestIDs(self) -> Deferred[Any]:
+        """
+        String, integer and float ids are answered as sent; an object, array,
+        boolean or infinite id is an invalid request (id null), not run.
+        """
+        url = self.listen() + "/jsonrpc"
+        ids = [
+            '"s"',
+            "7",
+            "1.5",
+            "-2.25e-3",
+            "null",
+            '{"a": 1}',
+            "[1]",
+            "true",
+            "1e400",
+        ]
+        batch = ",".join(
+            f'{{"jsonrpc": "2.0", "method": "set", "params": ["k{i}", 1], "id": {rid}}}'
+            for i, rid in enumerate(ids)
+        )
+        keys = json.dumps({"jsonrpc": "2.0", "method": "keys", "id": 0}).encode()
+
+        def run() -> list[Any]:
+            code, body = xmlrpcCall(url, b"[" + batch.encode() + b"]")
+            answers = [
+                (a["id"], a.get("error", {}).get("code")) for a in json.loads(body)
+            ]
+            return [code, answers, json.loads(xmlrpcCall(url, keys)[1])["result"]]
+
+        return deferToThread(run).addCallback(
+            self.assertEqual,
+            [
+                200,
+                [("s", None), (7, None), (1.5, None), (-2.25e-3, None), (None, None)]
+                + [(None, -32600)] * 4,
+                ["k0", "k1", "k2", "k3", "k4"],
+            ],
+        )
+
     def test_xmlHostile(self) -> Deferred[Any]:
         """Billion laughs, XXE and 50k nesting are faults; nothing is expanded."""
         url = self.listen() + "/RPC2"
@@ -381,6 +467,56 @@ class ServiceTests(TestCase):
 
         return deferToThread(run).addCallback(self.assertEqual, [401, 401, False])
 
+    def test_basicAuthThrottled(self) -> Deferred[Any]:
+        """
+        Wrong passwords on one keep-alive connection wait longer each time, the
+        sixth closes it, and the next login, from a new connection, still waits.
+        """
+        from twisted.internet import reactor as _reactor
+
+        reactor: Any = _reactor
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        site = kvSite(
+            MemoryStore(),
+            checkers=(checker,),
+            allowPlaintextAuth=True,
+            throttle=LoginThrottle(reactor, baseDelay=0.02),
+        )
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        call = xmlrpc.client.dumps(("k",), "exists").encode()
+
+        def session() -> list[Any]:
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", port.getHost().port, timeout=10
+            )
+            out: list[Any] = []
+            sockets = set()
+            for attempt in range(7):
+                password = "secret" if attempt == 6 else "wrong"
+                token = base64.b64encode(f"alice:{password}".encode()).decode()
+                started = time.monotonic()
+                connection.request(
+                    "POST", "/RPC2", call, {"Authorization": f"Basic {token}"}
+                )
+                sockets.add(id(connection.sock))
+                response = connection.getresponse()
+                response.read()
+                elapsed = time.monotonic() - started
+                # Attempt n waits 0.02 * 2 ** (n - 2) seconds; half of it is
+                # well above a round trip without throttling.
+                waited = attempt == 0 or elapsed >= 0.01 * 2 ** (attempt - 1)
+                out.append((response.status, waited, response.getheader("Connection")))
+                if attempt == 5:
+                    out.append(len(sockets))
+            connection.close()
+            return out
+
+        return deferToThread(session).addCallback(
+            self.assertEqual,
+            [(401, True, None)] * 5 + [(401, True, "close"), 1, (200, True, None)],
+        )
+
     def test_plaintextAuthRefused(self) -> None:
         """Checkers on a cleartext listener need the explicit opt-out."""
         checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
@@ -395,6 +531,72 @@ class ServiceTests(TestCase):
             Options().parseOptions(
                 ["--auth", "memory:alice:secret", "--store", "memory"]
             )
+
+
+class NestingTests(TestCase):
+    """
+    Values as deep as C{--max-nesting} allows are read back, by both faces,
+    from every kind of store.
+    """
+
+    @inlineCallbacks
+    def test_deepestReadBack(self) -> Any:
+        """At MAX_NESTING, what XML-RPC and JSON-RPC set, both get back."""
+        for store in ["memory", f"sqlite:{os.path.abspath(self.mktemp())}"]:
+            service = kvService(
+                store=store,
+                maxNesting=MAX_NESTING,
+                listen=["tcp:0:interface=127.0.0.1"],
+            )
+            service.startService()
+            self.addCleanup(service.stopService)
+            listening: Any = service.services[0]
+            base = f"http://127.0.0.1:{listening.port.getHost().port}"
+            results = yield deferToThread(self.roundTrip, base)
+            deepest = [nested(MAX_NESTING - 1), nested(MAX_NESTING)]
+            self.assertEqual(results, [None, None, *deepest, *deepest], store)
+
+    def roundTrip(self, base: str) -> list[Any]:
+        """
+        Set the deepest values each face accepts; get both over both faces.
+        """
+        proxy: Any = xmlrpc.client.ServerProxy(base, allow_none=True)
+        url = base + "/jsonrpc"
+
+        def jsonCall(method: str, *params: Any) -> Any:
+            request = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
+            answer = json.loads(xmlrpcCall(url, json.dumps(request).encode())[1])
+            return answer.get("result", answer.get("error"))
+
+        # The call's parameter array is one level of XML-RPC's nesting.
+        return [
+            proxy.set("x", nested(MAX_NESTING - 1)),
+            jsonCall("set", "j", nested(MAX_NESTING)),
+            proxy.get("x"),
+            proxy.get("j"),
+            jsonCall("get", "x"),
+            jsonCall("get", "j"),
+        ]
+
+    def test_deeperRefused(self) -> None:
+        """Nesting above MAX_NESTING, which could not be read back, is refused."""
+        self.assertRaises(
+            ValueError, kvService, store="memory", maxNesting=MAX_NESTING + 1
+        )
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(
+                ["--store", "memory", "--max-nesting", str(MAX_NESTING + 1)]
+            )
+
+
+def nested(depth: int) -> Any:
+    """
+    C{1} inside C{depth} lists.
+    """
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 class TLSServiceTests(TestCase):

@@ -6,7 +6,13 @@ keys} (and C{system.listMethods}), with positional or named parameters
 JSON has no bytes or dates, so they travel as one-member objects:
 C{{"$base64": "..."}} for bytes (either way: a JSON client stores bytes by
 sending one) and C{{"$datetime": "ISO 8601"}} for the dates XML-RPC clients
-store (returned only).
+store (returned only).  A stored value JSON cannot carry at all (a struct
+XML-RPC clients keyed by something other than strings, a NaN) is answered
+with an internal error (-32603) for that call.
+
+Request ids are answered back as sent when they are strings, numbers
+(integers or finite floats) or C{null}; any other id makes the request
+invalid (-32600, answered with id C{null}, and not run).
 
 Parsing is bounded: C{NaN}/C{Infinity} and integers over 4300 digits are parse
 errors (-32700), as is nesting deep enough to exhaust the parser's stack;
@@ -19,6 +25,7 @@ import base64
 import binascii
 import datetime
 import json
+import math
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
@@ -95,19 +102,43 @@ def fromJSON(value: Any) -> Any:
     return value
 
 
+def _unrepresentable() -> RPCError:
+    return RPCError(INTERNAL_ERROR, "the value cannot be sent as JSON")
+
+
 def toJSON(value: Any) -> Any:
     """
     A stored value as JSON: bytes and dates as one-member objects.
+
+    @raise RPCError: C{INTERNAL_ERROR} for a value JSON cannot carry: a
+        mapping with keys other than strings, a non-finite float, or a type
+        of its own.
     """
     if isinstance(value, bytes | bytearray):
         return {"$base64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, datetime.datetime | datetime.date):
         return {"$datetime": value.isoformat()}
     if isinstance(value, dict):
+        if not all(type(k) is str for k in value):
+            raise _unrepresentable()
         return {k: toJSON(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [toJSON(v) for v in value]
-    return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _unrepresentable()
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise _unrepresentable()
+
+
+def _validID(requestID: Any) -> bool:
+    """
+    Whether C{requestID} is an id JSON-RPC 2.0 allows and JSON can echo: a
+    string, a number (not a boolean, not infinite) or C{None}.
+    """
+    if requestID is None or type(requestID) in (str, int):
+        return True
+    return type(requestID) is float and math.isfinite(requestID)
 
 
 def _error(error: RPCError, requestID: Any) -> dict[str, Any]:
@@ -126,10 +157,8 @@ def _encode(response: Any) -> bytes | None:
         return None
     try:
         return json.dumps(response, allow_nan=False).encode("utf-8")
-    except ValueError:
-        return json.dumps(
-            _error(RPCError(INTERNAL_ERROR, "the value cannot be sent as JSON"), None)
-        ).encode("utf-8")
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(_error(_unrepresentable(), None)).encode("utf-8")
 
 
 class JSONRPCResource(RPCResource):
@@ -188,10 +217,16 @@ class JSONRPCResource(RPCResource):
         The response object to one request, or C{None} for a notification.
         """
         requestID = request.get("id", _NO_ID) if isinstance(request, dict) else None
-        if requestID is not _NO_ID and not (
-            requestID is None or type(requestID) in (str, int)
-        ):
-            requestID = None
+        if requestID is not _NO_ID and not _validID(requestID):
+            return succeed(
+                _error(
+                    RPCError(
+                        INVALID_REQUEST,
+                        "Invalid Request: id must be a string, a number or null",
+                    ),
+                    None,
+                )
+            )
         try:
             name, params = self._validate(request)
             d = self._call(name, params)

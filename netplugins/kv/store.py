@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from netplugins.safepickle import safeLoads
+from netplugins.safepickle import DEFAULT_MAX_NESTING, safeLoads
 from netplugins.threads import blockingPool, deferToPool
 
 _T = TypeVar("_T")
@@ -89,11 +89,12 @@ def encodeValue(value: Any) -> bytes:
     return pickle.dumps(value, VALUE_PROTOCOL)
 
 
-def decodeValue(data: bytes) -> Any:
+def decodeValue(data: bytes, maxNesting: int = DEFAULT_MAX_NESTING) -> Any:
     """
-    A value the durable stores kept, read as plain data only.
+    A value the durable stores kept, read as plain data only, nested at most
+    C{maxNesting} deep (the limit it was accepted under).
     """
-    return safeLoads(data)
+    return safeLoads(data, maxNesting=maxNesting)
 
 
 class MemoryStore:
@@ -147,14 +148,21 @@ class SQLiteStore:
     One SQLite file, durable on acknowledgement, used from one thread.
 
     @ivar path: the database file.
+    @ivar maxNesting: how deeply the values read back may nest.
     """
 
     def __init__(
-        self, path: str, reactor: Any = None, now: Callable[[], float] | None = None
+        self,
+        path: str,
+        reactor: Any = None,
+        now: Callable[[], float] | None = None,
+        *,
+        maxNesting: int = DEFAULT_MAX_NESTING,
     ):
         if reactor is None:
             from twisted.internet import reactor
         self.path = path
+        self.maxNesting = maxNesting
         self._reactor = reactor
         self._now = now or reactor.seconds
         self._db: sqlite3.Connection | None = None
@@ -197,7 +205,7 @@ class SQLiteStore:
         )
         if row is None:
             raise KeyMissingError(key)
-        return decodeValue(row[0])
+        return decodeValue(row[0], self.maxNesting)
 
     def _set(self, key: str, data: bytes, expires: float | None) -> None:
         self._connection().execute(
@@ -263,14 +271,23 @@ class RedisStore:
     A Redis database shared by any number of C{np-kv} processes.
 
     @ivar url: C{redis://HOST:PORT/DB}.
+    @ivar maxNesting: how deeply the values read back may nest.
     """
 
-    def __init__(self, url: str, reactor: Any = None, maxThreads: int = 8):
+    def __init__(
+        self,
+        url: str,
+        reactor: Any = None,
+        maxThreads: int = 8,
+        *,
+        maxNesting: int = DEFAULT_MAX_NESTING,
+    ):
         import redis
 
         if reactor is None:
             from twisted.internet import reactor
         self.url = url
+        self.maxNesting = maxNesting
         self._reactor = reactor
         self._maxThreads = maxThreads
         self._client = redis.Redis.from_url(
@@ -287,7 +304,7 @@ class RedisStore:
         data = self._client.get(REDIS_PREFIX + key)
         if data is None:
             raise KeyMissingError(key)
-        return decodeValue(data)  # type: ignore[arg-type]
+        return decodeValue(data, self.maxNesting)  # type: ignore[arg-type]
 
     def _set(self, key: str, data: bytes, ttl: float | None) -> None:
         px = None if ttl is None else max(1, round(ttl * 1000))
@@ -357,13 +374,20 @@ def parseStore(description: str, stateDir: str) -> tuple[str, str]:
     )
 
 
-def openStore(description: str, stateDir: str, reactor: Any = None) -> KVStore:
+def openStore(
+    description: str,
+    stateDir: str,
+    reactor: Any = None,
+    *,
+    maxNesting: int = DEFAULT_MAX_NESTING,
+) -> KVStore:
     """
-    The store a C{--store} description names (see L{parseStore}).
+    The store a C{--store} description names (see L{parseStore}), reading
+    back values nested up to C{maxNesting} deep.
     """
     kind, where = parseStore(description, stateDir)
     if kind == "memory":
         return MemoryStore(reactor)
     if kind == "sqlite":
-        return SQLiteStore(where, reactor)
-    return RedisStore(where, reactor)
+        return SQLiteStore(where, reactor, maxNesting=maxNesting)
+    return RedisStore(where, reactor, maxNesting=maxNesting)

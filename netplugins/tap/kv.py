@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from netplugins.kv.jsonrpc import DEFAULT_MAX_BATCH
 from netplugins.kv.store import KVStore, openStore, parseStore
-from netplugins.kv.web import DEFAULT_MAX_BODY_SIZE, kvSite
+from netplugins.kv.web import DEFAULT_MAX_BODY_SIZE, MAX_NESTING, kvSite
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.safepickle import DEFAULT_MAX_NESTING
 from netplugins.service import Common, listeningService, resolveCommon, supervised
@@ -67,7 +67,8 @@ class Options(ServiceOptions):
             "max-nesting",
             None,
             DEFAULT_MAX_NESTING,
-            "How deeply arrays and structs may nest in a request.",
+            f"How deeply arrays and structs may nest in a request (at most "
+            f"{MAX_NESTING}).",
             positiveInt,
         ],
         [
@@ -84,6 +85,7 @@ class Options(ServiceOptions):
         try:
             parseStore(self["store"], self.common.stateDir)
             checkPlaintextAuth(self.common, self["allow-plaintext-auth"])
+            checkLimits(self["max-body-size"], self["max-nesting"], self["max-batch"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -99,6 +101,27 @@ def checkPlaintextAuth(common: Common, allowPlaintextAuth: bool) -> None:
         raise ValueError(
             "--auth over cleartext --listen sends passwords in the clear: "
             "use --listen-tls, or --allow-plaintext-auth"
+        )
+
+
+def checkLimits(maxBodySize: int, maxNesting: int, maxBatch: int) -> None:
+    """
+    Refuse limits that are not positive, and nesting deeper than
+    L{MAX_NESTING}: values np-kv would store but could not send back.
+
+    @raise ValueError: if refused.
+    """
+    for name, value in [
+        ("maximum body size", maxBodySize),
+        ("maximum nesting", maxNesting),
+        ("maximum batch", maxBatch),
+    ]:
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, not {value}")
+    if maxNesting > MAX_NESTING:
+        raise ValueError(
+            f"maximum nesting must be at most {MAX_NESTING} (deeper values "
+            f"could not be read back), not {maxNesting}"
         )
 
 
@@ -132,15 +155,9 @@ def kvService(
     """
     common = resolveCommon(common, settings)
     checkPlaintextAuth(common, allowPlaintextAuth)
-    for name, value in [
-        ("maximum body size", maxBodySize),
-        ("maximum nesting", maxNesting),
-        ("maximum batch", maxBatch),
-    ]:
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, not {value}")
+    checkLimits(maxBodySize, maxNesting, maxBatch)
     if isinstance(store, str):
-        store = openStore(store, common.stateDir, reactor)
+        store = openStore(store, common.stateDir, reactor, maxNesting=maxNesting)
     site = kvSite(
         store,
         maxBodySize=maxBodySize,
