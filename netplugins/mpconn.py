@@ -50,13 +50,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from netplugins.coerce import importNamed
+from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 from netplugins.safepickle import DEFAULT_MAX_NESTING, RefusedPickleError, safeLoads
 
 MODES = ("echo", "rpc")
@@ -367,14 +367,14 @@ def _awaited(result: Any) -> Any:
 _CHALLENGED, _CHALLENGING, _VERDICT, _READY, _CLOSED = range(5)
 
 
-@implementer(IPushProducer)
 class MPConnProtocol(Protocol):
     """
     One connection: the two-way handshake, then messages answered in order.
 
-    A streaming producer for its own transport: while replies pile up unread,
-    or while a reply is being computed, the transport stops reading, so a
-    client cannot grow the server's buffers beyond one read and one message.
+    It follows L{netplugins.session}: while replies pile up unread, or while
+    a reply is being computed, the transport stops reading, so a client cannot
+    grow the server's buffers beyond one read and one message; every close
+    that does not finish is aborted.
     """
 
     log = Logger()
@@ -385,14 +385,18 @@ class MPConnProtocol(Protocol):
         self._buffer = bytearray()
         self._state = _CHALLENGED
         self._challenge = b""
-        self._pauses: set[str] = set()
         self._processing = False
         self._deadline: Any = None
+        self.discipline: Discipline | None = None
 
     def connectionMade(self) -> None:
-        # Flow control starts once the peer is authenticated (see _handshake):
-        # registered now, a TLS transport would pause us for the challenge it
-        # buffers until its own handshake is done, and pausing stops its reads.
+        self.discipline = Discipline(
+            self.transport,
+            self.factory.reactor,
+            pause=self.transport.pauseProducing,
+            resume=self._resumeReading,
+            grace=self.factory.closeGrace,
+        )
         message = b"{%s}%s" % (
             CHALLENGE_DIGEST.encode(),
             secrets.token_bytes(_CHALLENGE_BYTES),
@@ -406,6 +410,8 @@ class MPConnProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._state = _CLOSED
         self._buffer = bytearray()
+        if self.discipline is not None:
+            self.discipline.lost()
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
@@ -416,25 +422,8 @@ class MPConnProtocol(Protocol):
         self._buffer += data
         self._process()
 
-    # IPushProducer: the transport's write buffer is full, or has drained.
-
-    def pauseProducing(self) -> None:
-        self._pause("writes")
-
-    def resumeProducing(self) -> None:
-        self._resume("writes")
-
-    def stopProducing(self) -> None:
-        self._state = _CLOSED
-
-    def _pause(self, reason: str) -> None:
-        if not self._pauses:
-            self.transport.pauseProducing()
-        self._pauses.add(reason)
-
-    def _resume(self, reason: str) -> None:
-        self._pauses.discard(reason)
-        if not self._pauses and self._state != _CLOSED:
+    def _resumeReading(self) -> None:
+        if self._state != _CLOSED:
             self.transport.resumeProducing()
             self._process()
 
@@ -456,10 +445,13 @@ class MPConnProtocol(Protocol):
         )
         self._state = _CLOSED
         self._buffer = bytearray()
-        if abort:
+        discipline = self.discipline
+        if discipline is None:
             self.transport.abortConnection()
+        elif abort:
+            discipline.abort("closed")
         else:
-            self.transport.loseConnection()
+            discipline.close()
 
     def _handshakeTimedOut(self) -> None:
         self._deadline = None
@@ -501,6 +493,13 @@ class MPConnProtocol(Protocol):
         del self._buffer[: start + size]
         return frame
 
+    def _reading(self) -> bool:
+        return (
+            self._state != _CLOSED
+            and self.discipline is not None
+            and self.discipline.reading
+        )
+
     def _process(self) -> None:
         # A reply that is ready at once resumes from inside this loop; the
         # loop then carries on rather than recursing once per request.
@@ -508,7 +507,7 @@ class MPConnProtocol(Protocol):
             return
         self._processing = True
         try:
-            while not self._pauses and self._state != _CLOSED:
+            while self._reading():
                 frame = self._nextFrame()
                 if frame is None:
                     return
@@ -542,7 +541,6 @@ class MPConnProtocol(Protocol):
                 self._close("the client refused our answer to its challenge")
                 return
             self._state = _READY
-            self.transport.registerProducer(self, True)
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
@@ -557,7 +555,8 @@ class MPConnProtocol(Protocol):
             self._close("{why}", why=str(e))
             return
         if isinstance(reply, Deferred):
-            self._pause("busy")
+            assert self.discipline is not None
+            self.discipline.hold(COMMAND)
             reply.addCallbacks(self._replied, self._replyFailed)
         else:
             self._send(reply)
@@ -566,7 +565,8 @@ class MPConnProtocol(Protocol):
         if self._state == _CLOSED:
             return
         self._send(reply)
-        self._resume("busy")
+        assert self.discipline is not None
+        self.discipline.release(COMMAND)
 
     def _replyFailed(self, failure: Failure) -> None:
         self.log.failure("np-mpconn: no reply could be made", failure=failure)
@@ -580,6 +580,7 @@ class MPConnFactory(Factory):
 
     @ivar mode: an L{EchoMode} or L{RPCMode}.
     @ivar reactor: schedules the handshake deadline.
+    @ivar closeGrace: seconds a closed connection gets before it is aborted.
     """
 
     def __init__(
@@ -589,6 +590,7 @@ class MPConnFactory(Factory):
         *,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        closeGrace: float = CLOSE_GRACE,
         reactor: Any = None,
     ):
         if not authkey:
@@ -603,6 +605,7 @@ class MPConnFactory(Factory):
         self.mode = mode
         self.maxMessageSize = maxMessageSize
         self.handshakeTimeout = handshakeTimeout
+        self.closeGrace = closeGrace
         self.reactor = reactor
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:

@@ -774,16 +774,35 @@ class FlowTests(SynchronousTestCase):
     def test_pausedByTransport(self) -> None:
         """While the transport is full nothing is answered; on resume all is."""
         protocol, transport, wire = authenticated()
-        self.assertIs(transport.producer, protocol)
-        protocol.pauseProducing()
+        self.assertIs(transport.producer, protocol.discipline)
+        transport.producer.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
         message = pickle.dumps("x")
         protocol.dataReceived((frameHeader(len(message)) + message) * 3)
         self.assertEqual(wire.frames(), [])
-        protocol.resumeProducing()
+        transport.producer.resumeProducing()
         self.assertEqual(
             (wire.frames(), transport.producerState), ([message] * 3, "producing")
         )
+
+    def test_closeAbortedAfterGrace(self) -> None:
+        """A refused connection still open CLOSE_GRACE later is aborted."""
+        protocol, transport, wire, clock = connect(closeGrace=2)
+        connection.answer_challenge(wire, KEY)  # type: ignore[attr-defined, arg-type]
+        connection.deliver_challenge(wire, KEY)  # type: ignore[attr-defined, arg-type]
+        protocol.dataReceived(frameHeader(5) + b"\x80\x05junk")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        clock.advance(2)
+        self.assertTrue(transport.disconnected)
+
+    def test_closeWhileBackedUpAborts(self) -> None:
+        """A connection closed while its replies are unread is aborted at once."""
+        protocol, transport, _ = authenticated()
+        assert transport.producer is not None
+        transport.producer.pauseProducing()
+        protocol._close("test")
+        self.assertTrue(transport.disconnected)
 
     def test_manySynchronousReplies(self) -> None:
         """Thousands of pipelined requests with ready Deferreds do not recurse."""

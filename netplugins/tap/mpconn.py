@@ -190,6 +190,7 @@ def mpconnService(
         handler,
         maxMessageSize=maxMessageSize,
         handshakeTimeout=handshakeTimeout,
+        closeGrace=common.limits.closeGrace,
         reactor=theReactor,
     )
     listeners = listeningService(
