@@ -56,8 +56,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from netplugins.coerce import importNamed
-from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 from netplugins.safepickle import DEFAULT_MAX_NESTING, RefusedPickleError, safeLoads
+from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 
 MODES = ("echo", "rpc")
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024

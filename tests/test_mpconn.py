@@ -774,13 +774,15 @@ class FlowTests(SynchronousTestCase):
     def test_pausedByTransport(self) -> None:
         """While the transport is full nothing is answered; on resume all is."""
         protocol, transport, wire = authenticated()
-        self.assertIs(transport.producer, protocol.discipline)
-        transport.producer.pauseProducing()
+        producer = protocol.discipline
+        assert producer is not None
+        self.assertIs(transport.producer, producer)
+        producer.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
         message = pickle.dumps("x")
         protocol.dataReceived((frameHeader(len(message)) + message) * 3)
         self.assertEqual(wire.frames(), [])
-        transport.producer.resumeProducing()
+        producer.resumeProducing()
         self.assertEqual(
             (wire.frames(), transport.producerState), ([message] * 3, "producing")
         )
