@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver, NetstringReceiver
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from netplugins.session import CLOSE_GRACE, cancelCall, closeWithin
 
 FRAMINGS = ("raw", "line", "netstring", "blocks")
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -73,11 +76,15 @@ class _Limited:
 
     log = Logger()
     transport: Any
+    factory: Any
     rejected = False
+    _closing: IDelayedCall | None = None
 
     def reject(self, reason: str, **fields: object) -> None:
         """
-        Log C{reason} (a format using C{fields}) naming the peer, then close.
+        Log C{reason} (a format using C{fields}) naming the peer, then close,
+        aborting the connection if it is still open C{factory.closeGrace}
+        seconds later.
         """
         self.rejected = True
         self.log.warn(
@@ -85,7 +92,13 @@ class _Limited:
             peer=str(self.transport.getPeer()),
             **fields,
         )
-        self.transport.loseConnection()
+        self._closing = closeWithin(
+            self.transport, self.factory.closeGrace, self.factory.reactor
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        cancelCall(self._closing)
+        super().connectionLost(reason)  # type: ignore[misc]
 
 
 class LineEcho(_Limited, _PausesReading, Protocol):
@@ -209,7 +222,13 @@ class EchoFactory(Factory):
     @ivar framing: one of L{FRAMINGS}.
     @ivar maxMessageSize: the longest message accepted (not used by C{raw},
         which holds nothing back).
+    @ivar closeGrace: seconds a refused connection gets to close before it is
+        aborted.
+    @ivar reactor: times that grace (the global reactor when C{None}).
     """
+
+    closeGrace = CLOSE_GRACE
+    reactor: Any = None
 
     def __init__(
         self, framing: str = "raw", maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE

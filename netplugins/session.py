@@ -57,6 +57,42 @@ OUTPUT = "output"
 COMMAND = "command"
 
 
+def closeWithin(
+    transport: Any, grace: float = CLOSE_GRACE, clock: IReactorTime | None = None
+) -> IDelayedCall:
+    """
+    Close C{transport} after what was written, and abort it if it is still
+    open C{grace} seconds later: for protocols that close once, on a refusal,
+    without a L{Discipline}.  Cancel the returned call in C{connectionLost}.
+    """
+    if clock is None:
+        from twisted.internet import reactor
+
+        clock = reactor  # type: ignore[assignment]
+    assert clock is not None
+    transport.loseConnection()
+    return clock.callLater(grace, _abortLingering, transport, grace)
+
+
+def _abortLingering(transport: Any, grace: float) -> None:
+    if getattr(transport, "disconnected", False):
+        return
+    Discipline.log.info(
+        "Aborting connection from {peer}: not closed {grace:g} s after it was",
+        peer=describe(transport.getPeer()),
+        grace=grace,
+    )
+    transport.abortConnection()
+
+
+def cancelCall(call: IDelayedCall | None) -> None:
+    """
+    Cancel C{call} if it is still pending.
+    """
+    if call is not None and call.active():
+        call.cancel()
+
+
 @implementer(IPushProducer)
 class Discipline:
     """

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from netplugins.session import CLOSE_GRACE, cancelCall, closeWithin
 
 DEFAULT_MAX_QUESTION_SIZE = 1024
 
@@ -56,6 +59,8 @@ class Zen(Protocol):
 
     log = Logger()
     transport: Any
+    factory: Any
+    _closing: IDelayedCall | None = None
 
     def __init__(self, maxQuestionSize: int = DEFAULT_MAX_QUESTION_SIZE):
         self.maxQuestionSize = maxQuestionSize
@@ -108,7 +113,12 @@ class Zen(Protocol):
             length=length,
             maxQuestionSize=self.maxQuestionSize,
         )
-        self.transport.loseConnection()
+        self._closing = closeWithin(
+            self.transport, self.factory.closeGrace, self.factory.reactor
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        cancelCall(self._closing)
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -129,7 +139,13 @@ class ZenFactory(Factory):
     Builds L{Zen} protocols.
 
     @ivar maxQuestionSize: the longest question accepted, in bytes.
+    @ivar closeGrace: seconds a refused connection gets to close before it is
+        aborted.
+    @ivar reactor: times that grace (the global reactor when C{None}).
     """
+
+    closeGrace = CLOSE_GRACE
+    reactor: Any = None
 
     def __init__(self, maxQuestionSize: int = DEFAULT_MAX_QUESTION_SIZE):
         if maxQuestionSize <= 0:

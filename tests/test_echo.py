@@ -14,13 +14,15 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, ProcessProtocol, ServerFactory
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import Clock, LoopingCall
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -33,6 +35,7 @@ from netplugins.echo import (
     RawEcho,
 )
 from netplugins.service import ListeningService, commonSettings, listeningService
+from netplugins.session import CLOSE_GRACE
 from netplugins.tap.echo import Options, echoService, makeService
 from tests.pki import PKI
 
@@ -43,10 +46,35 @@ def connect(framing: str, maxMessageSize: int = 16) -> tuple[Any, StringTranspor
     """
     An echo protocol for C{framing} connected to a fresh L{StringTransport}.
     """
-    protocol = EchoFactory(framing, maxMessageSize).buildProtocol(None)
+    factory = EchoFactory(framing, maxMessageSize)
+    factory.reactor = Clock()
+    protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    A refused connection is closed, and aborted if it lingers.
+    """
+
+    def test_abortedAfterGrace(self) -> None:
+        """A refused connection still open closeGrace seconds later is aborted."""
+        for framing in ["line", "netstring", "blocks"]:
+            protocol, transport = connect(framing, maxMessageSize=4)
+            protocol.dataReceived(b"\xff" * 64)
+            self.assertTrue(transport.disconnecting, framing)
+            self.assertFalse(transport.disconnected, framing)
+            protocol.factory.reactor.advance(CLOSE_GRACE)
+            self.assertTrue(transport.disconnected, framing)
+
+    def test_lossCancelsAbort(self) -> None:
+        """A refused connection that closes in time leaves no timer behind."""
+        protocol, _ = connect("line", maxMessageSize=4)
+        protocol.dataReceived(b"x" * 64)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(protocol.factory.reactor.getDelayedCalls(), [])
 
 
 class FactoryTests(SynchronousTestCase):

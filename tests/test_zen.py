@@ -11,6 +11,7 @@ import textwrap
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
@@ -18,6 +19,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.session import CLOSE_GRACE
 from netplugins.tap.zen import Options, makeService, zenService
 from netplugins.zen import APHORISMS, UNKNOWN, Zen, ZenFactory
 from tests.test_echo import Flood, _Recording, bufferedBytes, floodClient, listenSmall
@@ -27,7 +29,9 @@ def connect(maxQuestionSize: int = 1024) -> tuple[Zen, StringTransport]:
     """
     A zen protocol connected to a fresh L{StringTransport}.
     """
-    protocol = ZenFactory(maxQuestionSize).buildProtocol(None)
+    factory = ZenFactory(maxQuestionSize)
+    factory.reactor = Clock()
+    protocol = factory.buildProtocol(None)
     assert isinstance(protocol, Zen)
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -38,6 +42,15 @@ class ProtocolTests(SynchronousTestCase):
     """
     The chapter 7 protocol: C{?}-terminated questions, C{.}-terminated answers.
     """
+
+    def test_refusedConnectionAbortedAfterGrace(self) -> None:
+        """A refused connection still open closeGrace seconds later is aborted."""
+        protocol, transport = connect(maxQuestionSize=8)
+        protocol.dataReceived(b"x" * 9)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        protocol.factory.reactor.advance(CLOSE_GRACE)
+        self.assertTrue(transport.disconnected)
 
     def test_booksPairs(self) -> None:
         """The book's three questions get the book's three answers, in order."""

@@ -74,6 +74,8 @@ def echoService(
     """
     common = resolveCommon(common, settings, idleTimeout=DEFAULT_IDLE_TIMEOUT)
     factory = EchoFactory(framing, maxMessageSize)
+    factory.closeGrace = common.limits.closeGrace
+    factory.reactor = reactor
     listeners = listeningService(
         common, factory, defaultListen=DEFAULT_LISTEN, name="np-echo", reactor=reactor
     )

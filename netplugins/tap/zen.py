@@ -62,9 +62,12 @@ def zenService(
     @raise ValueError: for a bad value.
     """
     common = resolveCommon(common, settings, idleTimeout=DEFAULT_IDLE_TIMEOUT)
+    factory = ZenFactory(maxQuestionSize)
+    factory.closeGrace = common.limits.closeGrace
+    factory.reactor = reactor
     listeners = listeningService(
         common,
-        ZenFactory(maxQuestionSize),
+        factory,
         defaultListen=DEFAULT_LISTEN,
         name="np-zen",
         reactor=reactor,
