@@ -24,6 +24,7 @@ from netplugins.httpbin.cookies import quoteValue, unquoteValue
 from netplugins.httpbin.dynamic import requestedRange
 from netplugins.httpbin.redirects import checkedLocation
 from netplugins.httpbin.routing import Context, HttpbinError, Router, route
+from netplugins.service import ListeningService
 from netplugins.tap.httpbin import DEFAULT_LISTEN, Options, makeService
 from netplugins.web.http import hardenedSite
 
@@ -459,6 +460,23 @@ class OptionsTests(SynchronousTestCase):
             [(8000, "127.0.0.1")],
         )
         self.assertEqual(DEFAULT_LISTEN, ("tcp:8000:interface=127.0.0.1",))
+
+    def test_deadlines(self) -> None:
+        """--body-timeout and --close-grace reach the site the service serves."""
+        options = Options()
+        options.parseOptions(
+            ["--access-log", "none", "--body-timeout", "5", "--close-grace", "2"]
+        )
+        service = makeService(options, reactor=MemoryReactorClock())
+        sites, stack = [], [service]
+        while stack:
+            child: Any = stack.pop()
+            if isinstance(child, ListeningService):
+                sites.append(child.factory)
+            stack.extend(getattr(child, "services", []))
+        self.assertEqual(
+            [(site.bodyTimeout, site.closeGrace) for site in sites], [(5.0, 2.0)]
+        )
 
     def test_everyEndpointRouted(self) -> None:
         """The issue's endpoint list is all routed."""

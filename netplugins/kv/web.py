@@ -21,6 +21,7 @@ from netplugins.kv.jsonrpc import DEFAULT_MAX_BATCH, JSONRPCResource
 from netplugins.kv.methods import KVMethods
 from netplugins.kv.store import KVStore
 from netplugins.kv.xmlrpc import XMLRPCResource
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
 from netplugins.safepickle import DEFAULT_MAX_NESTING
 from netplugins.web.auth import BasicAuthResource, RemoteUserRealm
 from netplugins.web.http import HardenedSite, hardenedSite
@@ -61,6 +62,7 @@ def kvSite(
     checkers: tuple[Any, ...] = (),
     allowPlaintextAuth: bool = False,
     throttle: LoginThrottle | None = None,
+    closeGrace: float = DEFAULT_CLOSE_GRACE,
     reactor: Any = None,
 ) -> HardenedSite:
     """
@@ -79,4 +81,6 @@ def kvSite(
             throttle=throttle,
             reactor=reactor,
         )
-    return hardenedSite(resource, maxBodySize=maxBodySize, reactor=reactor)
+    return hardenedSite(
+        resource, maxBodySize=maxBodySize, closeGrace=closeGrace, reactor=reactor
+    )

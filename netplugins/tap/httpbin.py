@@ -15,6 +15,7 @@ from netplugins.service import Common, listeningService, resolveCommon, supervis
 from netplugins.web.accesslog import AccessLog
 from netplugins.web.auth import RemoteUserRealm
 from netplugins.web.http import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
@@ -64,6 +65,7 @@ def httpbinService(
     maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
     maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
     headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+    bodyTimeout: float = DEFAULT_BODY_TIMEOUT,
     keepaliveTimeout: float = DEFAULT_IDLE_TIMEOUT,
     hsts: int | None = None,
     accessLog: str | AccessLog | None = "-",
@@ -97,9 +99,11 @@ def httpbinService(
         maxBodySize=maxBodySize,
         maxHeaderSize=maxHeaderSize,
         headerTimeout=headerTimeout,
+        bodyTimeout=bodyTimeout,
         keepaliveTimeout=keepaliveTimeout,
         hsts=hsts,
         accessLog=accessLog,
+        closeGrace=common.limits.closeGrace,
         reactor=reactor,
     )
     listeners = listeningService(

@@ -165,6 +165,7 @@ def kvService(
         maxBatch=maxBatch,
         checkers=common.checkers,
         allowPlaintextAuth=allowPlaintextAuth,
+        closeGrace=common.limits.closeGrace,
         reactor=reactor,
     )
     service = listeningService(

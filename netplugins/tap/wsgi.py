@@ -16,6 +16,7 @@ from netplugins.service import Common, listeningService, resolveCommon, supervis
 from netplugins.web.accesslog import AccessLog
 from netplugins.web.auth import requireBasicAuth
 from netplugins.web.http import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
@@ -105,6 +106,7 @@ def wsgiService(
     maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
     maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
     headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+    bodyTimeout: float = DEFAULT_BODY_TIMEOUT,
     keepaliveTimeout: float = DEFAULT_IDLE_TIMEOUT,
     hsts: int | None = None,
     accessLog: str | AccessLog | None = "-",
@@ -143,9 +145,11 @@ def wsgiService(
         maxBodySize=maxBodySize,
         maxHeaderSize=maxHeaderSize,
         headerTimeout=headerTimeout,
+        bodyTimeout=bodyTimeout,
         keepaliveTimeout=keepaliveTimeout,
         hsts=hsts,
         accessLog=accessLog,
+        closeGrace=common.limits.closeGrace,
         reactor=reactor,
     )
     service = WSGIService(pool, resource, shutdownTimeout, site=site)

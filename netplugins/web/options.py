@@ -12,9 +12,11 @@ from typing import Any, ClassVar
 
 from twisted.web.resource import IResource
 
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
 from netplugins.options import positiveFloat, positiveInt
 from netplugins.web.accesslog import AccessLog
 from netplugins.web.http import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
@@ -67,6 +69,13 @@ class HTTPOptionsMixin:
             positiveFloat,
         ],
         [
+            "body-timeout",
+            None,
+            DEFAULT_BODY_TIMEOUT,
+            "Seconds a client has to send a request's body, once its headers are in.",
+            positiveFloat,
+        ],
+        [
             "keepalive-timeout",
             None,
             DEFAULT_IDLE_TIMEOUT,
@@ -106,6 +115,7 @@ def httpSettings(config: Mapping[str, Any]) -> dict[str, Any]:
         "maxBodySize": config["max-body-size"],
         "maxHeaderSize": config["max-header-size"],
         "headerTimeout": config["header-timeout"],
+        "bodyTimeout": config["body-timeout"],
         "keepaliveTimeout": config["keepalive-timeout"],
         "hsts": config["hsts"],
         "accessLog": config["access-log"],
@@ -119,9 +129,11 @@ def serviceSite(
     maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
     maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
     headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+    bodyTimeout: float = DEFAULT_BODY_TIMEOUT,
     keepaliveTimeout: float = DEFAULT_IDLE_TIMEOUT,
     hsts: int | None = None,
     accessLog: str | AccessLog | None = "-",
+    closeGrace: float = DEFAULT_CLOSE_GRACE,
     reactor: Any = None,
 ) -> HardenedSite:
     """
@@ -131,6 +143,7 @@ def serviceSite(
 
     @param accessLog: C{--access-log}: a path, C{"-"}, C{"none"}/C{None} or an
         L{AccessLog}; see L{accessLogFor}.
+    @param closeGrace: the shared C{--close-grace}.
     @raise ValueError: for a limit that is not positive.
     """
     return hardenedSite(
@@ -138,6 +151,8 @@ def serviceSite(
         maxBodySize=maxBodySize,
         maxHeaderSize=maxHeaderSize,
         headerTimeout=headerTimeout,
+        bodyTimeout=bodyTimeout,
+        closeGrace=closeGrace,
         idleTimeout=keepaliveTimeout,
         hsts=hsts,
         accessLog=accessLogFor(accessLog, reactor=reactor),
