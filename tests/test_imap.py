@@ -27,7 +27,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.mail import imapselected
-from netplugins.mail.imap import IMAPFactory
+from netplugins.mail.imap import MAX_LOGIN_COMMAND, IMAPFactory
 from netplugins.mail.imapfetch import (
     canonical,
     parseEntity,
@@ -47,8 +47,11 @@ from netplugins.mail.imapparse import (
 from netplugins.mail.maildir import Folder, MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.service import commonSettings
+from netplugins.session import CLOSE_GRACE
 from netplugins.tap.imap import DEFAULT_LISTEN, Options, imapService, makeService
+from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.pki import PKI
+from tests.support import WatermarkTransport
 
 USERS = {"alice": b"alice-pw", "bob": b"bob-pw"}
 
@@ -116,13 +119,14 @@ class Session:
 
     def __init__(self, case: SynchronousTestCase, **kw: Any) -> None:
         self.clock = kw.pop("clock", None) or Clock()
+        transport = kw.pop("transport", None)
         self.root = kw.pop("root", None) or case.mktemp()
         self.factory = kw.pop("factory", None) or makeFactory(
             self.root, self.clock, **kw
         )
         self.store: MaildirStore = self.factory.store
         self.protocol: Any = self.factory.buildProtocol(None)
-        self.transport = TLSRecordingTransport()
+        self.transport: Any = transport or TLSRecordingTransport()
         self.protocol.makeConnection(self.transport)  # type: ignore[union-attr]
 
     def send(self, data: bytes) -> bytes:
@@ -300,8 +304,48 @@ class SecurityTests(SynchronousTestCase):
     def test_otherLiteralsBounded(self) -> None:
         """Literals outside APPEND are bounded by the command size limit."""
         s = Session(self)
+        s.login()
+        self.assertEqual(
+            s.send(b"a SELECT {100000}\r\n"), b"a BAD Command too long\r\n"
+        )
+
+    def test_noLargeLiteralBeforeLogin(self) -> None:
+        """Before login no literal over MAX_LOGIN_COMMAND is read, APPEND's included."""
+        s = Session(self)
         s.read()
-        self.assertEqual(s.send(b"a LOGIN {100000}\r\n"), b"a BAD Command too long\r\n")
+        self.assertEqual(
+            s.send(b"a APPEND INBOX {26000000}\r\n"),
+            b"a BAD Literal too large before login\r\n",
+        )
+        self.assertEqual(
+            s.send(b"b LOGIN {%d}\r\n" % MAX_LOGIN_COMMAND),
+            b"b BAD Literal too large before login\r\n",
+        )
+        self.assertFalse(s.transport.disconnecting)
+        self.assertEqual(s.send(b"c NOOP\r\n"), b"c OK NOOP completed.\r\n")
+        self.assertEqual(
+            s.send(b"d APPEND INBOX {26000000+}\r\n" + b"x" * 10000),
+            b"d BAD Literal too large before login\r\n* BYE Literal too large\r\n",
+        )
+        self.assertTrue(s.transport.disconnecting)
+        self.assertIsNone(s.protocol._literal)
+
+    def test_literalOfCommandInWrongState(self) -> None:
+        """A synchronizing literal of a command not valid now gets BAD, no +."""
+        s = Session(self)
+        s.read()
+        self.assertEqual(
+            s.send(b"a APPEND INBOX {10}\r\n"),
+            b"a BAD Command not valid in this state\r\n",
+        )
+
+    def test_loginLiteralsStillRead(self) -> None:
+        """LOGIN with literals (small ones) still works before login."""
+        s = Session(self, allowPlaintextAuth=True)
+        s.read()
+        self.assertEqual(s.send(b"a LOGIN {5}\r\n"), b"+ Ready for literal data\r\n")
+        self.assertEqual(s.send(b"alice {8}\r\n"), b"+ Ready for literal data\r\n")
+        self.assertIn(b"a OK [CAPABILITY", s.send(b"alice-pw\r\n"))
 
     def test_longLine(self) -> None:
         """A line over the limit closes the connection."""
@@ -312,7 +356,7 @@ class SecurityTests(SynchronousTestCase):
 
     def test_loginAttempts(self) -> None:
         """The sixth failed login ends the connection."""
-        s = Session(self, allowPlaintextAuth=True)
+        s = Session(self, allowPlaintextAuth=True, preAuthTimeout=3600)
         s.read()
         replies = b""
         for i in range(6):
@@ -323,15 +367,30 @@ class SecurityTests(SynchronousTestCase):
         self.assertTrue(s.transport.disconnecting)
 
     def test_preAuthDeadline(self) -> None:
-        """A client that does not log in within 120 seconds is dropped."""
+        """A client not logged in 120 seconds after connecting is dropped."""
         s = Session(self)
         s.read()
-        s.clock.advance(60)
-        s.send(b"a NOOP\r\n")
-        s.clock.advance(119)
+        for i in range(2):
+            s.clock.advance(55)
+            self.assertEqual(
+                s.send(b"a%d NOOP\r\n" % i), b"a%d OK NOOP completed.\r\n" % i
+            )
+        s.clock.advance(9)
         self.assertFalse(s.transport.disconnecting)
-        s.clock.advance(2)
-        self.assertIn(b"* BYE", s.read())
+        s.clock.advance(1)
+        self.assertEqual(s.read(), b"* BYE Autologout; no login in time\r\n")
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_preAuthDeadlineEndsAtLogin(self) -> None:
+        """Once logged in, the pre-auth deadline is gone; the idle one counts."""
+        s = Session(self, preAuthTimeout=100, idleTimeout=300)
+        s.read()
+        s.clock.advance(90)
+        s.login()
+        s.clock.advance(299)
+        self.assertFalse(s.transport.disconnecting)
+        s.clock.advance(1)
+        self.assertEqual(s.read(), b"* BYE Autologout; idle for too long\r\n")
         self.assertTrue(s.transport.disconnecting)
 
     def test_idleTimeout(self) -> None:
@@ -590,6 +649,154 @@ class SessionTests(SynchronousTestCase):
             self.s.send(b"f FETCH 1 FLAGS\r\nx FOO\r\n"),
             b"f BAD Command not valid in this state\r\nx BAD Unknown command\r\n",
         )
+
+    def test_check(self) -> None:
+        """CHECK answers CHECK's own completion, not NOOP's."""
+        self.s.send(b"s SELECT INBOX\r\n")
+        self.assertEqual(self.s.send(b"c CHECK\r\n"), b"c OK Check completed.\r\n")
+
+    def test_mailboxNamesWithLineBreaks(self) -> None:
+        """Mailbox names with CR, LF or NUL get NO before any reply or the store."""
+        self.s.send(b"s SELECT INBOX\r\nc CREATE Archive\r\n")
+        refused = b" NO [CANNOT] Mailbox name holds CR, LF or NUL\r\n"
+        for name in [b"x\r\n* OK [ALERT] injected!", b"x\ny", b"x\ry", b"x\x00y"]:
+            literal = b"{%d+}\r\n" % len(name) + name
+            for command in [
+                b"a DELETE " + literal,
+                b"b CREATE " + literal,
+                b"c RENAME Archive " + literal,
+                b"d RENAME " + literal + b" Other",
+                b"e APPEND " + literal + b" {6+}\r\nx: y\r\n",
+                b"f COPY 1 " + literal,
+                b"g UID COPY 1 " + literal,
+                b"h SUBSCRIBE " + literal,
+                b"i STATUS " + literal + b" (MESSAGES)",
+                b"j LIST " + literal + b" *",
+                b"k SELECT " + literal,
+            ]:
+                self.assertEqual(
+                    self.s.send(command + b"\r\n"), command[:1] + refused, command
+                )
+        folders: list[str] = self.successResultOf(self.s.store.listFolders("alice"))
+        self.assertEqual(sorted(folders), ["Archive", "INBOX"])
+        self.assertEqual(self.successResultOf(self.s.store.subscriptions("alice")), [])
+
+    def test_taggedTextHasNoLineBreak(self) -> None:
+        """Whatever text a command answers with, it stays on its own line."""
+        self.s.protocol._tagged("t", b"NO", b"a\r\n* OK b\x00c")
+        self.assertEqual(self.s.read(), b"t NO a\\r\\n* OK b\\0c\r\n")
+
+
+class DisciplineTests(SynchronousTestCase):
+    """
+    The session discipline: no reading past the output watermark or while a
+    command waits, deadlines that end in an abort.
+    """
+
+    def test_pipelinedNoopStopsAtWatermark(self) -> None:
+        """A client pipelining NOOPs and never reading gets a watermark of replies."""
+        transport = WatermarkTransport(watermark=1024)
+        s = Session(self, transport=transport)
+        s.read()
+        reply = len(b"n OK NOOP completed.\r\n")
+        s.protocol.dataReceived(b"n NOOP\r\n" * 100_000)
+        self.assertLessEqual(len(transport.value()), 1024 + reply)
+        self.assertEqual(transport.producerState, "paused")
+        transport.drain()
+        self.assertLessEqual(len(transport.value()), 1024 + reply)
+        self.assertGreater(len(transport.value()), 0)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_pipelinedFetchOneAtATime(self) -> None:
+        """Pipelined FETCHes of a large message are answered one per drain."""
+        transport = WatermarkTransport()
+        s = Session(self, transport=transport)
+        s.login()
+        big = plainMessage("big", ("x" * 76 + "\n") * 3000)
+        self.successResultOf(s.store.deliver("alice", big))
+        s.send(b"s SELECT INBOX\r\n")
+        transport.watermark = 64 * 1024
+        s.protocol.dataReceived(b"f FETCH 1 BODY.PEEK[]\r\n" * 100)
+        self.assertEqual(transport.value().count(b"* 1 FETCH"), 1)
+        self.assertEqual(transport.drain().count(b"f OK Fetch completed."), 1)
+        self.assertEqual(transport.value().count(b"* 1 FETCH"), 1)
+
+    def test_fetchBatchesWaitForTheClient(self) -> None:
+        """A FETCH 1:* writes its next batch only once the client read the last."""
+        transport = WatermarkTransport()
+        s = Session(self, transport=transport)
+        s.login()
+        for i in range(247):
+            self.successResultOf(s.store.deliver("alice", plainMessage(f"w{i}")))
+        s.send(b"s SELECT INBOX\r\n")
+        transport.watermark = 1024
+        for command in [b"f FETCH 1:* (FLAGS)", b"g FETCH 1:* (BODY.PEEK[])"]:
+            s.protocol.dataReceived(command + b"\r\n")
+            counts = [transport.value().count(b" FETCH (")]
+            while not transport.value().endswith(b"OK Fetch completed.\r\n"):
+                transport.drain()
+                counts.append(transport.value().count(b" FETCH ("))
+            transport.drain()
+            self.assertEqual(counts, [100, 100, 47])
+
+    def test_waitingCommandHoldsReading(self) -> None:
+        """While a command waits on the store, nothing more is read or parsed."""
+        pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+        def later(f: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            pending.append((d, f, args))
+            return d
+
+        clock = Clock()
+        root = self.mktemp()
+        store = MaildirStore(root, reactor=clock, runBlocking=later)
+        s = Session(self, clock=clock, root=root, store=store)
+        s.read()
+        s.protocol._tls = True
+        self.assertEqual(s.send(b"l LOGIN alice alice-pw\r\nn NOOP\r\n"), b"")
+        self.assertEqual(s.transport.producerState, "paused")
+        while pending:
+            d, f, args = pending.pop(0)
+            d.callback(f(*args))
+        reply = s.read()
+        self.assertIn(b"l OK", reply)
+        self.assertTrue(reply.endswith(b"n OK NOOP completed.\r\n"), reply)
+        self.assertEqual(s.transport.producerState, "producing")
+
+    def test_preAuthDeadlineAbortsUnclosedConnection(self) -> None:
+        """A connection not gone CLOSE_GRACE after its deadline is aborted."""
+        transport = WatermarkTransport()
+        s = Session(self, transport=transport, preAuthTimeout=5)
+        s.read()
+        s.clock.advance(5)
+        self.assertEqual(s.read(), b"* BYE Autologout; no login in time\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        s.clock.advance(CLOSE_GRACE)
+        self.assertTrue(transport.aborted)
+
+    def test_idleDeadlineAbortsBackedUpConnection(self) -> None:
+        """An idle deadline aborts at once a session whose output is backed up."""
+        transport = WatermarkTransport()
+        s = Session(self, transport=transport)
+        s.login()
+        transport.watermark = 10
+        s.protocol.dataReceived(b"n NOOP\r\n")
+        s.clock.advance(30 * 60)
+        self.assertTrue(transport.aborted)
+
+    def test_stalledStartTLSAborted(self) -> None:
+        """A STARTTLS handshake not finished within 10 s is aborted."""
+        transport = WatermarkTransport()
+        s = Session(self, transport=transport, startTLS=lambda: "context")
+        s.read()
+        self.assertEqual(
+            s.send(b"a STARTTLS\r\nb NOOP\r\n"), b"a OK Begin TLS negotiation now.\r\n"
+        )
+        transport._handshakeDone = False  # type: ignore[attr-defined]
+        s.clock.advance(DEFAULT_HANDSHAKE_TIMEOUT)
+        self.assertTrue(transport.aborted)
 
 
 class OptionsTests(SynchronousTestCase):

@@ -19,9 +19,13 @@ L{netplugins.mail.imapsession}; under them L{netplugins.mail.imapparse}
 structure, ENVELOPE, BODYSTRUCTURE and sections cut from the original
 octets) and L{netplugins.mail.imapsearch}.
 
-Commands run one at a time: while one waits on the store, input is buffered
-(and reading paused past L{MAX_BUFFERED}), so pipelining works and a slow
-disk cannot make a session's memory grow without bound.
+Sessions follow L{netplugins.session}: a command is taken from the input only
+while the transport's output is under its watermark and no other command
+waits (on a login or the store); reading from the socket stops meanwhile, so
+pipelining works, and neither a slow disk nor a client that never reads makes
+a session's memory grow without bound.  FETCH also waits for the output to
+drain between its batches of responses.  Every close (a deadline, LOGOUT, too
+many logins, a line too long) aborts the connection if it does not finish.
 
 Security rules, from SECURITY.md:
   - STARTTLS discards everything the client sent after the STARTTLS line
@@ -31,12 +35,21 @@ Security rules, from SECURITY.md:
     plaintext logins;
   - logins go through the shared L{LoginThrottle}: at most six per
     connection, the next one hangs up;
-  - a literal's size is checked when it is announced: malformed is BAD, an
-    APPEND over the limit is C{NO [TOOBIG]} before a byte of it is read (the
-    client waits for a continuation it never gets; a LITERAL+ one closes the
-    connection), other commands' literals are bounded by L{MAX_COMMAND};
-  - 120 seconds to log in, 30 minutes idle (counted from the last complete
-    command, so trickling bytes does not keep a session alive), longer in IDLE.
+  - a literal's size is checked when it is announced, before a byte of it is
+    read: malformed is BAD; before login a command's literals are bounded by
+    L{MAX_LOGIN_COMMAND} (enough for LOGIN's arguments), after it an APPEND's
+    message by the APPENDLIMIT and every other command by L{MAX_COMMAND}.
+    Over the bound, a synchronizing literal gets a tagged BAD (or
+    C{NO [TOOBIG]} for APPEND) instead of the continuation, so the client
+    sends nothing; a LITERAL+ one is on its way and cannot be skipped
+    safely, so the connection is closed with BYE, as Dovecot does;
+  - a synchronizing literal of a command not valid in the current state is
+    refused at once, without the continuation;
+  - mailbox names holding CR, LF or NUL are refused before the command runs,
+    and no tagged response text can hold those bytes;
+  - 120 seconds to log in, counted from the connection (commands do not
+    extend it); then 30 minutes idle (counted from the last complete command,
+    so trickling bytes does not keep a session alive), longer in IDLE.
 """
 
 from __future__ import annotations
@@ -63,13 +76,23 @@ from netplugins.mail.imapparse import (
     tokenize,
 )
 from netplugins.mail.imapselected import SelectedCommands
-from netplugins.mail.imapsession import CommandError, Selected, failed
+from netplugins.mail.imapsession import (
+    CommandError,
+    Selected,
+    failed,
+    validMailboxName,
+)
 from netplugins.mail.linesession import loginMailAccount, plainCredentials
 from netplugins.mail.maildir import MaildirError, MaildirStore
+from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
+from netplugins.starttls import startTLSDiscarding
 
 MAX_LINE = 8 * 1024
 MAX_COMMAND = 64 * 1024
-MAX_BUFFERED = 256 * 1024
+#: The most a command's lines and literals may hold before login: LOGIN's
+#: user name and password with room to spare (Dovecot's login process reads
+#: commands into 4 KiB too).
+MAX_LOGIN_COMMAND = 4 * 1024
 DEFAULT_APPEND_LIMIT = 25 * 1024 * 1024
 PRE_AUTH_TIMEOUT = 120.0
 IDLE_TIMEOUT = 30 * 60.0
@@ -115,9 +138,46 @@ _SELECTED = frozenset(
 )
 
 
+#: The arguments naming mailboxes, by command (LIST's and LSUB's reference
+#: and pattern included): refused with CR, LF or NUL before the command runs.
+_MAILBOX_ARGUMENTS: dict[str, tuple[int, ...]] = {
+    "SELECT": (0,),
+    "EXAMINE": (0,),
+    "CREATE": (0,),
+    "DELETE": (0,),
+    "RENAME": (0, 1),
+    "SUBSCRIBE": (0,),
+    "UNSUBSCRIBE": (0,),
+    "LIST": (0, 1),
+    "LSUB": (0, 1),
+    "STATUS": (0,),
+    "APPEND": (0,),
+    "COPY": (1,),
+    "UID COPY": (1,),
+}
+
+
+class _SessionDiscipline(Discipline):
+    """
+    A L{Discipline} that also tells its session each time the transport
+    resumes it, even while a command holds reading: that command may be
+    waiting to write its next batch of responses.
+    """
+
+    def __init__(self, *args: Any, drained: Callable[[], None], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._drained = drained
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        self._drained()
+
+
 class IMAPServer(MailboxCommands, SelectedCommands):
     """
     One IMAP session.  See the module docstring.
+
+    @ivar discipline: its reading gate and closer (L{netplugins.session}).
     """
 
     def __init__(self) -> None:
@@ -126,10 +186,10 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self._commandSize = 0
         self._head: tuple[str, str] | None = None
         self._literal: tuple[int, list[bytes]] | None = None
-        self._busy = False
+        self._running = False
         self._parsing = False
-        self._paused = False
         self._closing = False
+        self._writable: Deferred[None] | None = None
         self._continuation: Callable[[bytes], None] | None = None
         self.state = "not authenticated"
         self.account: Any = None
@@ -145,8 +205,17 @@ class IMAPServer(MailboxCommands, SelectedCommands):
 
     def connectionMade(self) -> None:
         self._tls = ISSLTransport.providedBy(self.transport)
+        self.discipline = _SessionDiscipline(
+            self.transport,
+            self.factory.reactor,
+            pause=self._pauseReading,
+            resume=self._resumeReading,
+            grace=self.factory.closeGrace,
+            drained=self._outputDrained,
+        )
         self._attempts = self.factory.throttle.connection()
-        self._setTimer(self.factory.preAuthTimeout)
+        # From the connection, not the last command: NOOPs do not extend it.
+        self.discipline.callLater(self.factory.preAuthTimeout, self._preAuthTimedOut)
         hostname = self.factory.hostname.encode("ascii", "replace")
         capabilities = self.capabilities()
         self.sendLine(
@@ -155,10 +224,13 @@ class IMAPServer(MailboxCommands, SelectedCommands):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closing = True
+        self.discipline.lost()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         self._stopIdlePoll()
+        # A FETCH waiting for the output to drain ends (it writes no more).
+        self._outputDrained()
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
@@ -188,16 +260,34 @@ class IMAPServer(MailboxCommands, SelectedCommands):
     def _loginAllowed(self) -> bool:
         return self._tls or self.factory.allowPlaintextAuth
 
+    def _preAuthTimedOut(self) -> None:
+        if self.state != "not authenticated" or self._closing:
+            return
+        self.log.info(
+            "np-imap: closing connection from {peer}: no login in {timeout:g} s",
+            peer=str(self.transport.getPeer()),
+            timeout=self.factory.preAuthTimeout,
+        )
+        self._untagged(b"BYE Autologout; no login in time")
+        self._close("pre-auth deadline passed")
+
     # Reading commands
+
+    def _pauseReading(self) -> None:
+        # The discipline holds reading: the socket stops, and so does the
+        # parsing of what is buffered (L{_parseBuffered} checks the
+        # discipline).
+        self.transport.pauseProducing()
+
+    def _resumeReading(self) -> None:
+        self.transport.resumeProducing()
+        self._parse()
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
         self._buffer += data
         self._parse()
-        if self._busy and len(self._buffer) > MAX_BUFFERED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
 
     def _parse(self) -> None:
         # Commands that finish at once call back in here: the outer loop
@@ -209,12 +299,19 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             self._parseBuffered()
         finally:
             self._parsing = False
-        if not self._busy and self._paused and not self._closing:
-            self._paused = False
-            self.transport.resumeProducing()
+
+    def _clearBuffer(self) -> bytes:
+        """
+        Forget the input not parsed yet, and return it (STARTTLS).
+        """
+        discarded = bytes(self._buffer)
+        self._buffer.clear()
+        return discarded
 
     def _parseBuffered(self) -> None:
-        while (not self._busy or self._continuation is not None) and not self._closing:
+        # Reading stops while a command waits (unless it waits for the
+        # client's next line) and while the output is over its watermark.
+        while self.discipline.reading and not self._closing:
             if self._literal is not None:
                 remaining, chunks = self._literal
                 take = bytes(self._buffer[:remaining])
@@ -245,7 +342,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             peer=str(self.transport.getPeer()),
         )
         self._untagged(b"BYE Line too long")
-        self._close()
+        self._close("line too long")
 
     def _resetCommand(self) -> None:
         self._pieces = []
@@ -256,6 +353,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         if self._continuation is not None:
             continuation, self._continuation = self._continuation, None
             continuation(line)
+            self._holdWhileRunning()
             return
         if not self._pieces and not line.strip():
             return
@@ -279,27 +377,52 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             self._commandReady()
             return
         self._pieces.append(line[: line.rindex(b"{")])
-        # APPEND takes one message up to the limit; everything else, and
-        # all of APPEND but its message, fits in MAX_COMMAND.
-        limit = self.factory.appendLimit if name == "APPEND" else MAX_COMMAND
         total = self._commandSize + announced.size
         self._commandSize = total
-        if announced.size > limit or total > limit + (
-            MAX_COMMAND if name == "APPEND" else 0
-        ):
+        refusal = self._literalRefusal(name, announced.size, total)
+        if refusal is not None:
             self._resetCommand()
-            if name == "APPEND":
-                self._tagged(tag, b"NO", b"[TOOBIG] Message too large")
-            else:
-                self._tagged(tag, b"BAD", b"Command too long")
+            self._tagged(tag, *refusal)
             if not announced.synchronising:
-                # Its octets are on their way: hang up rather than read them.
+                # Its octets are on their way, and reading past them would
+                # mean trusting the client's count: hang up, as Dovecot does.
                 self._untagged(b"BYE Literal too large")
-                self._close()
+                self._close("literal too large")
             return
+        if announced.synchronising:
+            refused = self._refusal(name)
+            if refused is not None:
+                # The client waits for the continuation: answer instead,
+                # and it sends nothing of the literal.
+                self._resetCommand()
+                self._tagged(tag, b"BAD", refused)
+                return
         self._literal = (announced.size, [])
         if announced.synchronising:
             self.sendLine(b"+ Ready for literal data")
+
+    def _literalRefusal(
+        self, name: str, size: int, total: int
+    ) -> tuple[bytes, bytes] | None:
+        """
+        Why a literal of C{size} octets, making the command C{total} octets,
+        cannot be read now: a status and text, or C{None} to read it.
+        """
+        if self.state == "not authenticated":
+            # Nothing large before login, whatever the command says it is.
+            if total > MAX_LOGIN_COMMAND:
+                return b"BAD", b"Literal too large before login"
+            return None
+        if name == "APPEND":
+            # One message up to the limit; all of APPEND but its message
+            # fits in MAX_COMMAND.
+            limit = self.factory.appendLimit
+            if size > limit or total > limit + MAX_COMMAND:
+                return b"NO", b"[TOOBIG] Message too large"
+            return None
+        if total > MAX_COMMAND:
+            return b"BAD", b"Command too long"
+        return None
 
     def _commandReady(self) -> None:
         assert self._head is not None
@@ -313,34 +436,56 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             return
         skip = 3 if name.startswith("UID ") else 2
         command = Command(tag, name, tokens[skip:])
-        self._setTimer(
-            self.factory.idleTimeout
-            if self.state != "not authenticated"
-            else self.factory.preAuthTimeout
-        )
+        if self.state != "not authenticated":
+            self._setTimer(self.factory.idleTimeout)
         self._dispatch(command)
 
-    def _dispatch(self, command: Command) -> None:
-        name = command.name
+    def _refusal(self, name: str) -> bytes | None:
+        """
+        Why command C{name} cannot run in this state (a BAD's text), or
+        C{None} if it can.
+        """
+        if name not in _ANY | _NOT_AUTHENTICATED | _AUTHENTICATED | _SELECTED:
+            return b"Unknown command"
         allowed = (
             name in _ANY
             or (name in _NOT_AUTHENTICATED and self.state == "not authenticated")
             or (name in _AUTHENTICATED and self.state in ("authenticated", "selected"))
             or (name in _SELECTED and self.state == "selected")
         )
-        known = name in _ANY | _NOT_AUTHENTICATED | _AUTHENTICATED | _SELECTED
-        if not known:
-            self._tagged(command.tag, b"BAD", b"Unknown command")
+        return None if allowed else b"Command not valid in this state"
+
+    def _dispatch(self, command: Command) -> None:
+        name = command.name
+        refused = self._refusal(name)
+        if refused is not None:
+            self._tagged(command.tag, b"BAD", refused)
             return
-        if not allowed:
-            self._tagged(command.tag, b"BAD", b"Command not valid in this state")
-            return
+        for index in _MAILBOX_ARGUMENTS.get(name, ()):
+            if index < len(command.args) and not _validMailboxArgument(
+                command.args[index]
+            ):
+                # Echoed in replies, or written one a line by the store: a
+                # line break would become a response of its own.
+                self._tagged(
+                    command.tag, b"NO", b"[CANNOT] Mailbox name holds CR, LF or NUL"
+                )
+                return
         handler = getattr(self, "do_" + name.replace(" ", "_"))
-        self._busy = True
+        self._running = True
         d = maybeDeferred(handler, command)
         d.addCallback(self._cbCommand, command)
         d.addErrback(self._ebCommand, command)
         d.addBoth(self._commandDone)
+        self._holdWhileRunning()
+
+    def _holdWhileRunning(self) -> None:
+        """
+        Hold reading while the running command waits on something other
+        than the client's next line (a login, the store).
+        """
+        if self._running and self._continuation is None:
+            self.discipline.hold(COMMAND)
 
     def _cbCommand(self, text: bytes | None, command: Command) -> None:
         # None: the command answered itself.
@@ -357,8 +502,11 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             self._tagged(command.tag, b"NO", b"[SERVERBUG] Internal error")
 
     def _commandDone(self, _: object) -> None:
-        self._busy = False
+        self._running = False
         self._continuation = None
+        self.discipline.release(COMMAND)
+        # Finished within the parsing loop, that loop carries on; else parse
+        # what waited (a no-op when the release above already did).
         self._parse()
 
     # Any state
@@ -368,16 +516,24 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         return b"Capability completed."
 
     def do_NOOP(self, command: Command) -> Deferred[bytes] | bytes:
-        if self.selected is None:
-            return b"NOOP completed."
-        return self._refresh().addCallback(lambda _: b"NOOP completed.")
+        return self._refreshed(b"NOOP completed.")
 
-    do_CHECK = do_NOOP
+    def do_CHECK(self, command: Command) -> Deferred[bytes] | bytes:
+        # Maildir writes are durable when they finish: nothing to flush.
+        return self._refreshed(b"Check completed.")
+
+    def _refreshed(self, text: bytes) -> Deferred[bytes] | bytes:
+        """
+        C{text}, after reporting what changed in the selected mailbox.
+        """
+        if self.selected is None:
+            return text
+        return self._refresh().addCallback(lambda _: text)
 
     def do_LOGOUT(self, command: Command) -> None:
         self._untagged(b"BYE Logging out")
         self._tagged(command.tag, b"OK", b"Logout completed.")
-        self._close()
+        self._close("logout")
 
     def do_ID(self, command: Command) -> bytes:
         self._untagged(b'ID ("name" "np-imap")')
@@ -391,9 +547,13 @@ class IMAPServer(MailboxCommands, SelectedCommands):
                 "TLS is already active" if self._tls else "STARTTLS is not available"
             )
         # Anything pipelined after STARTTLS came in the clear: never run it.
-        self._buffer.clear()
-        self._tagged(command.tag, b"OK", b"Begin TLS negotiation now.")
-        self.transport.startTLS(self.factory.startTLS())
+        startTLSDiscarding(
+            self,
+            self.factory.startTLS(),
+            command.tag.encode() + b" OK Begin TLS negotiation now.\r\n",
+            clearBuffer=self._clearBuffer,
+            discipline=self.discipline,
+        )
         self._tls = True
 
     def do_LOGIN(self, command: Command) -> Deferred[bytes] | None:
@@ -480,7 +640,14 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         )
         if self._attempts.exhausted:
             self._untagged(b"BYE Too many login attempts")
-            self._close()
+            self._close("too many login attempts")
+
+
+def _validMailboxArgument(token: Any) -> bool:
+    # Not a string (a list): the command itself says BAD.
+    return not isinstance(token, (str, bytes)) or validMailboxName(
+        token.encode("utf-8") if isinstance(token, str) else token
+    )
 
 
 class IMAPFactory(Factory):
@@ -495,6 +662,10 @@ class IMAPFactory(Factory):
     """
 
     protocol = IMAPServer  # type: ignore[assignment]
+
+    #: Seconds a closed session gets to send what is queued before it is
+    #: aborted (L{netplugins.session.CLOSE_GRACE}).
+    closeGrace = CLOSE_GRACE
 
     def __init__(
         self,

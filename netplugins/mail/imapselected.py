@@ -258,8 +258,16 @@ class SelectedCommands(SessionBase):
         # writes.
         # Lines that need no contents go out together too: one write per run
         # of them, not one per message.
+        # No batch is made while the client has not read the last ones (the
+        # transport's output is over its watermark): a FETCH 1:* of a large
+        # mailbox queues one batch, not the mailbox.
         lines: list[bytes] = []
         while index < len(targets) and not self._closing:
+            if self.discipline.outputBlocked:
+                self._sendLines(lines)
+                return self._whenWritable().addCallback(
+                    self._fetchNext, targets, items, index
+                )
             batch = _batch(targets, index, lambda m: self._needsContent(m, items))
             if batch:
                 self._sendLines(lines)

@@ -1,8 +1,9 @@
 """
 What every part of an np-imap session shares: the flag and date helpers,
 L{CommandError}, the L{Selected} mailbox, and L{SessionBase}, the plumbing the
-command modules build on (replies, timers, the user's folders, and
-L{SessionBase._refresh}, which reports what other sessions changed).
+command modules build on (replies, the idle deadline, closing, waiting for the
+output to drain, the user's folders, and L{SessionBase._refresh}, which
+reports what other sessions changed).
 
 The session itself is L{netplugins.mail.imap.IMAPServer}: the connection and
 login state machine there, the mailbox commands in
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +37,7 @@ from netplugins.mail.maildir import (
     Message,
     NoSuchFolderError,
 )
+from netplugins.session import Discipline
 
 if TYPE_CHECKING:
     from netplugins.mail.imap import IMAPFactory
@@ -104,6 +106,22 @@ def mailboxValue(name: str) -> Token:
     return name if _ATOM_NAME.match(name) else name.encode("utf-8")
 
 
+#: What a mailbox name may not hold: it would end the response line it is
+#: echoed in (or the store's one-a-line files).
+_LINE_BREAKING = re.compile(rb"[\r\n\x00]")
+
+
+def validMailboxName(name: bytes) -> bool:
+    """
+    Whether C{name}, a mailbox argument as sent, is free of CR, LF and NUL.
+    """
+    return _LINE_BREAKING.search(name) is None
+
+
+def _escapeLineBreak(match: re.Match[bytes]) -> bytes:
+    return {b"\r": b"\\r", b"\n": b"\\n"}.get(match.group(), b"\\0")
+
+
 @define
 class Selected:
     """
@@ -156,12 +174,14 @@ class SessionBase(Protocol):
 
     factory: IMAPFactory
     transport: Any
+    discipline: Discipline
     state: str
     account: Any
     selected: Selected | None
     _closing: bool
     _continuation: Callable[[bytes], None] | None
     _timer: Any
+    _writable: Deferred[None] | None
     _idlePoll: Any
     _sizes: dict[tuple[int, str], int]
 
@@ -173,9 +193,17 @@ class SessionBase(Protocol):
         self.sendLine(b"* " + text)
 
     def _tagged(self, tag: str, status: bytes, text: bytes) -> None:
+        # The text may echo what the client sent (a mailbox name in an
+        # error): it must never end the line and start a response of its own.
+        text = _LINE_BREAKING.sub(_escapeLineBreak, text)
         self.sendLine(tag.encode() + b" " + status + b" " + text)
 
+    # Deadlines and closing
+
     def _setTimer(self, seconds: float) -> None:
+        """
+        (Re)start the idle deadline: L{_timedOut} in C{seconds}.
+        """
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = self.factory.reactor.callLater(seconds, self._timedOut)
@@ -186,11 +214,40 @@ class SessionBase(Protocol):
             peer=str(self.transport.getPeer()),
         )
         self._untagged(b"BYE Autologout; idle for too long")
-        self._close()
+        self._close("idle deadline passed")
 
-    def _close(self) -> None:
-        self.transport.loseConnection()
+    def _close(self, why: str = "") -> None:
+        """
+        Close after what was written, aborting the connection if it does not
+        finish (L{Discipline.close}); nothing more is read or written.
+
+        @param why: logged if the connection has to be aborted.
+        """
         self._closing = True
+        self.discipline.close(why)
+
+    # Output
+
+    def _whenWritable(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the transport's output is under its
+        watermark again (at once if it is, or if the session is closing): a
+        command writing its responses in batches waits on it between batches.
+        """
+        if self._closing or not self.discipline.outputBlocked:
+            return succeed(None)
+        assert self._writable is None, "one command writes at a time"
+        self._writable = Deferred()
+        return self._writable
+
+    def _outputDrained(self) -> None:
+        """
+        The transport took the output below its watermark (or the connection
+        is gone): let the command waiting in L{_whenWritable} go on.
+        """
+        waiting, self._writable = self._writable, None
+        if waiting is not None:
+            waiting.callback(None)
 
     # The user's folders
 
