@@ -171,8 +171,9 @@ class DeadlineOptionsTests(SynchronousTestCase):
                 imap.preAuthTimeout,
                 smtp.closeGrace,
                 pop3.closeGrace,
+                imap.closeGrace,
             ),
-            (7, 7, 7, 0.5, 0.5),
+            (7, 7, 7, 0.5, 0.5, 0.5),
         )
 
 

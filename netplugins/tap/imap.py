@@ -72,7 +72,7 @@ def imapFactory(
     greeting's host name from C{parts.hostname}).
     """
     tls = parts.tls
-    return IMAPFactory(
+    factory = IMAPFactory(
         parts.portal,
         parts.store,
         startTLS=(lambda: tls) if tls is not None else None,
@@ -83,6 +83,8 @@ def imapFactory(
         reactor=reactor,
         preAuthTimeout=parts.preAuthTimeout(),
     )
+    factory.closeGrace = parts.closeGrace
+    return factory
 
 
 def imapListeners(
