@@ -11,7 +11,8 @@ client costs bounded memory and loses its slot at its deadlines:
     one reply over the watermark queued, however much it sends.
   - B{one command at a time}: a command that waits for a Deferred (a login, a
     store operation) holds reading the same way, for its own reason, so the
-    two never resume each other's pause.
+    two never resume each other's pause.  A command that writes a large answer
+    in batches writes the next one when L{Discipline.whenWritable} fires.
   - B{deadlines end in an abort}: L{Discipline.close} closes politely, letting
     the output already written go out, and aborts the connection if it is not
     gone C{grace} seconds later.  A TLS transport with unsent data never closes
@@ -37,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -122,6 +124,7 @@ class Discipline:
         self.closing = False
         self._abortCall: IDelayedCall | None = None
         self._calls: list[IDelayedCall] = []
+        self._writable: list[Deferred[None]] = []
         self._lost = False
         transport.registerProducer(self, True)
 
@@ -163,6 +166,24 @@ class Discipline:
 
     # IPushProducer, for the transport
 
+    def whenWritable(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the transport's output is under its
+        watermark (at once if it is, or if the connection is closing or
+        gone): a command writing its answer in batches waits on it between
+        batches, while its own hold keeps the next command unread.
+        """
+        if not self.outputBlocked or self.closing or self._lost:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._writable.append(d)
+        return d
+
+    def _fireWritable(self) -> None:
+        waiting, self._writable = self._writable, []
+        for d in waiting:
+            d.callback(None)
+
     def pauseProducing(self) -> None:
         # A TLS transport also pauses its producer for what is written before
         # its handshake (a greeting); stopping reads then would stall the
@@ -173,6 +194,7 @@ class Discipline:
 
     def resumeProducing(self) -> None:
         self.release(OUTPUT)
+        self._fireWritable()
 
     def stopProducing(self) -> None:
         self.lost()
@@ -200,6 +222,7 @@ class Discipline:
         if self.closing or self._lost:
             return
         self.closing = True
+        self._fireWritable()
         if self.outputBlocked:
             self.abort(why or "closed while its output was backed up")
             return
@@ -232,6 +255,7 @@ class Discipline:
         protocol's C{connectionLost}.
         """
         self._lost = True
+        self._fireWritable()
         calls = [*self._calls, self._abortCall]
         self._calls, self._abortCall = [], None
         for call in calls:

@@ -157,22 +157,6 @@ _MAILBOX_ARGUMENTS: dict[str, tuple[int, ...]] = {
 }
 
 
-class _SessionDiscipline(Discipline):
-    """
-    A L{Discipline} that also tells its session each time the transport
-    resumes it, even while a command holds reading: that command may be
-    waiting to write its next batch of responses.
-    """
-
-    def __init__(self, *args: Any, drained: Callable[[], None], **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._drained = drained
-
-    def resumeProducing(self) -> None:
-        super().resumeProducing()
-        self._drained()
-
-
 class IMAPServer(MailboxCommands, SelectedCommands):
     """
     One IMAP session.  See the module docstring.
@@ -189,7 +173,6 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self._running = False
         self._parsing = False
         self._closing = False
-        self._writable: Deferred[None] | None = None
         self._continuation: Callable[[bytes], None] | None = None
         self.state = "not authenticated"
         self.account: Any = None
@@ -205,13 +188,12 @@ class IMAPServer(MailboxCommands, SelectedCommands):
 
     def connectionMade(self) -> None:
         self._tls = ISSLTransport.providedBy(self.transport)
-        self.discipline = _SessionDiscipline(
+        self.discipline = Discipline(
             self.transport,
             self.factory.reactor,
             pause=self._pauseReading,
             resume=self._resumeReading,
             grace=self.factory.closeGrace,
-            drained=self._outputDrained,
         )
         self._attempts = self.factory.throttle.connection()
         # From the connection, not the last command: NOOPs do not extend it.
@@ -229,8 +211,6 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             self._timer.cancel()
         self._timer = None
         self._stopIdlePoll()
-        # A FETCH waiting for the output to drain ends (it writes no more).
-        self._outputDrained()
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()

@@ -181,7 +181,6 @@ class SessionBase(Protocol):
     _closing: bool
     _continuation: Callable[[bytes], None] | None
     _timer: Any
-    _writable: Deferred[None] | None
     _idlePoll: Any
     _sizes: dict[tuple[int, str], int]
 
@@ -234,20 +233,9 @@ class SessionBase(Protocol):
         watermark again (at once if it is, or if the session is closing): a
         command writing its responses in batches waits on it between batches.
         """
-        if self._closing or not self.discipline.outputBlocked:
+        if self._closing:
             return succeed(None)
-        assert self._writable is None, "one command writes at a time"
-        self._writable = Deferred()
-        return self._writable
-
-    def _outputDrained(self) -> None:
-        """
-        The transport took the output below its watermark (or the connection
-        is gone): let the command waiting in L{_whenWritable} go on.
-        """
-        waiting, self._writable = self._writable, None
-        if waiting is not None:
-            waiting.callback(None)
+        return self.discipline.whenWritable()
 
     # The user's folders
 
