@@ -9,6 +9,13 @@ exactly what the sender wrote; the stdlib C{email} package is used only to read
 header parameters.  The shapes follow RFC 3501 and, where it leaves a choice
 (defaults for a part without Content-Type, line counts, unfolding), what
 Dovecot answers, which the differential test checks.
+
+A message is parsed once per command (its header fields kept on its
+L{Entity}), in time linear in its size: however a field is folded, however
+many parts it has (at most L{MAX_MIME_PARTS} are told apart, at most
+L{MAX_MIME_DEPTH} levels deep).  A FETCH names at most L{MAX_FETCH_ITEMS}
+attributes, answers each once, and returns at most L{FETCH_COPIES} times a
+message's octets (plus L{FETCH_SLACK}) for it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import email.parser
 import email.policy
 import email.utils
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,18 +33,56 @@ from attrs import define, field, frozen
 
 from netplugins.mail.imapparse import (
     IMAPSyntaxError,
-    Literal,
     Raw,
     Token,
     formatValue,
     tokenize,
 )
+from netplugins.mail.imapsession import CommandError
 
 MAX_MIME_DEPTH = 20
+#: The most MIME entities (the message itself included) read out of one
+#: message, as Dovecot's C{MESSAGE_PARSER_DEFAULT_MAX_TOTAL_MIME_PARTS}: the
+#: part at which the count runs out holds the rest of its multipart, unparsed.
+MAX_MIME_PARTS = 10000
+#: The parameters read from a Content-Type or Content-Disposition field: the
+#: email package's parameter parser takes time in their number times the
+#: field's length.
+MAX_PARAMS = 64
+#: How many times over a message's octets are looked through for delimiters
+#: (a part nested in N multiparts is in N bodies): past it, multiparts are
+#: leaves.  Four lets a twice forwarded attachment through.
+MAX_MIME_SCANS = 4
+#: The longest multipart boundary looked for: Dovecot's bound (RFC 2046 allows
+#: 70 characters).
+MAX_BOUNDARY = 80
+#: Lines in one multipart body that begin like a delimiter followed by
+#: white space but are none, after which that form is not looked for.
+MAX_PADDING_MISSES = 64
+#: How much of an address field ENVELOPE reads (up to its last comma):
+#: C{email.utils} parses addresses at up to 2 microseconds an octet.
+MAX_ADDRESS_FIELD = 64 * 1024
+#: The most attributes one FETCH may name (macros count as what they stand
+#: for); identical ones are answered once.
+MAX_FETCH_ITEMS = 64
+#: What one message's FETCH response may carry of its contents (sections,
+#: RFC822*): this many times the message, plus L{FETCH_SLACK} octets.
+FETCH_COPIES = 2
+FETCH_SLACK = 64 * 1024
 _LINE_END = re.compile(rb"\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]+")
+_FIELD_START = re.compile(rb"\r\n(?![ \t])")
+_FOLD_RUN = re.compile(rb"\n[ \t][ \t]")
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 _headerParser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+class FetchTooLargeError(CommandError):
+    """
+    One message's FETCH response would carry more of its contents than
+    L{FETCH_COPIES} and L{FETCH_SLACK} allow: the command ends in
+    C{NO [LIMIT]}.
+    """
 
 
 def canonical(data: bytes) -> bytes:
@@ -56,56 +102,154 @@ def formatInternalDate(when: float) -> bytes:
     return (f"{t.day:02d}-{_MONTHS[t.month - 1]}-{t.year} {t:%H:%M:%S} +0000").encode()
 
 
+def parseFields(header: bytes) -> list[tuple[bytes, bytes]]:
+    """
+    The fields of C{header} as (name, raw value with folding kept) pairs.
+
+    Linear in the header's size however its fields are folded: the header is
+    cut where a line does not continue the one before, and a field's pieces
+    are joined once.  A line without a colon is no field; lines folded under
+    it continue the field before it.
+    """
+    names: list[bytes] = []
+    values: list[list[bytes]] = []
+    for chunk in _FIELD_START.split(header):
+        first, _, folded = chunk.partition(b"\r\n")
+        if b":" in first:
+            name, _, value = chunk.partition(b":")
+            names.append(name.strip())
+            values.append([value.lstrip(b" \t")])
+        elif folded and values:
+            values[-1].append(folded)
+    return [
+        (name, b"\r\n".join(pieces)) for name, pieces in zip(names, values, strict=True)
+    ]
+
+
 @define
 class Entity:
     """
-    A MIME entity: a message or a body part.
+    A MIME entity: a message or a body part, parsed for one command.
 
-    @ivar header: its header octets, the blank line that ends them included.
-    @ivar body: the octets after them.
+    It holds no copy of its octets, only where they are in the message's, so
+    a structure nested N deep does not hold N copies of what is innermost;
+    its header fields are read once, when first asked for, and kept.
+
+    @ivar source: the octets of the whole message (CRLF line ends).
+    @ivar start: where the entity begins in C{source}.
+    @ivar bodyStart: where its body begins, after the blank line that ends
+        its header.
+    @ivar end: where it ends.
     @ivar parts: a multipart's parts.
     @ivar message: a message/rfc822 part's encapsulated message.
+    @ivar served: how many content octets FETCH has answered from it so far
+        (see L{FETCH_COPIES}).
     """
 
-    header: bytes
-    body: bytes
+    source: bytes
+    start: int
+    bodyStart: int
+    end: int
     mainType: str = "text"
     subType: str = "plain"
     params: list[tuple[str, str]] = field(factory=list)
     parsed: email.message.Message = field(factory=email.message.Message)
     parts: list[Entity] = field(factory=list)
     message: Entity | None = None
+    served: int = field(default=0, init=False, eq=False)
+    _fields: list[tuple[bytes, bytes]] | None = field(
+        default=None, init=False, repr=False, eq=False
+    )
+    _first: dict[bytes, bytes] | None = field(
+        default=None, init=False, repr=False, eq=False
+    )
+
+    @property
+    def header(self) -> bytes:
+        """
+        Its header octets, the blank line that ends them included.
+        """
+        return self.source[self.start : self.bodyStart]
+
+    @property
+    def body(self) -> bytes:
+        """
+        The octets after its header.
+        """
+        return self.source[self.bodyStart : self.end]
+
+    @property
+    def octets(self) -> bytes:
+        """
+        All its octets: header and body (the message itself, not a copy, for
+        a whole message).
+        """
+        return self.source[self.start : self.end]
+
+    @property
+    def size(self) -> int:
+        """
+        How many octets it has.
+        """
+        return self.end - self.start
+
+    @property
+    def bodySize(self) -> int:
+        """
+        How many octets its body has.
+        """
+        return self.end - self.bodyStart
+
+    def bodyLines(self) -> int:
+        """
+        How many line ends its body holds.
+        """
+        return self.source.count(b"\n", self.bodyStart, self.end)
 
     def fields(self) -> list[tuple[bytes, bytes]]:
         """
         The header fields as (name, raw value with folding kept) pairs.
         """
-        out: list[tuple[bytes, bytes]] = []
-        for line in self.header.split(b"\r\n"):
-            if line[:1] in (b" ", b"\t") and out:
-                name, value = out[-1]
-                out[-1] = (name, value + b"\r\n" + line)
-            elif b":" in line:
-                name, _, value = line.partition(b":")
-                out.append((name.strip(), value.lstrip(b" \t")))
-        return out
+        if self._fields is None:
+            self._fields = parseFields(self.header)
+        return self._fields
 
     def field(self, name: bytes) -> bytes | None:
         """
         The first C{name} field's value, unfolded, or C{None}.
         """
-        for fieldName, value in self.fields():
-            if fieldName.lower() == name.lower():
-                return _FOLD.sub(b" ", value)
-        return None
+        if self._first is None:
+            first: dict[bytes, bytes] = {}
+            for fieldName, raw in self.fields():
+                first.setdefault(fieldName.lower(), raw)
+            self._first = first
+        key = name.lower()
+        value = self._first.get(key)
+        if value is not None and b"\n" in value:
+            # Unfolded once, when first asked for.
+            value = self._first[key] = unfold(value)
+        return value
 
 
-def _headerEnd(raw: bytes) -> int:
-    if raw.startswith(b"\r\n"):
-        return 2
-    blank = raw.find(b"\r\n\r\n")
+def unfold(value: bytes) -> bytes:
+    """
+    A folded field value on one line: each line break and the white space
+    after it become one space, as Dovecot's ENVELOPE has it.
+    """
+    if value.count(b"\n") == value.count(b"\r\n") and not _FOLD_RUN.search(value):
+        # Folds of one space or tab, the usual kind: replaced in C, an
+        # order of magnitude faster than the substitution.
+        return value.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+    return _FOLD.sub(b" ", value)
+
+
+def _headerEnd(raw: bytes, start: int, end: int) -> int:
+    # Where the body of the entity in raw[start:end] begins.
+    if raw.startswith(b"\r\n", start, end):
+        return start + 2
+    blank = raw.find(b"\r\n\r\n", start, end)
     # No blank line: it is all header, as Dovecot reads it.
-    return len(raw) if blank == -1 else blank + 4
+    return end if blank == -1 else blank + 4
 
 
 def splitEntity(raw: bytes) -> Entity:
@@ -113,23 +257,47 @@ def splitEntity(raw: bytes) -> Entity:
     C{raw} cut into its header and body only, its MIME structure not read:
     all that FETCH items without L{FetchItem.needsStructure} look at.
     """
-    end = _headerEnd(raw)
-    return Entity(raw[:end], raw[end:])
+    return Entity(raw, 0, _headerEnd(raw, 0, len(raw)), len(raw))
 
 
-def parseEntity(
-    raw: bytes, default: tuple[str, str] = ("text", "plain"), depth: int = 0
+@define
+class _Budget:
+    # What is left of one message's parse: entities to make, and octets of
+    # container bodies to look through for parts.
+    parts: int
+    octets: int
+
+
+def parseEntity(raw: bytes, default: tuple[str, str] = ("text", "plain")) -> Entity:
+    """
+    The MIME structure of C{raw} (CRLF line ends), in time linear in its
+    size: at most L{MAX_MIME_PARTS} entities, at most L{MAX_MIME_DEPTH}
+    levels deep, looking through its octets for delimiters at most
+    L{MAX_MIME_SCANS} times over; what is past those bounds is a leaf.
+
+    @param default: the type of a part without Content-Type.
+    """
+    budget = _Budget(MAX_MIME_PARTS, MAX_MIME_SCANS * len(raw))
+    return _parse(raw, 0, len(raw), default, 0, budget)
+
+
+def _parse(
+    source: bytes,
+    start: int,
+    end: int,
+    default: tuple[str, str],
+    depth: int,
+    budget: _Budget,
 ) -> Entity:
     """
-    The MIME structure of C{raw} (CRLF line ends).
+    The entity in C{source[start:end]} and, within C{budget}, its parts.
 
-    @param default: the type of a part without Content-Type (message/rfc822 in
-        a multipart/digest).
+    @param default: the type of a part without Content-Type (message/rfc822
+        in a multipart/digest).
     """
-    end = _headerEnd(raw)
-    header, body = raw[:end], raw[end:]
-    parsed = _headerParser.parsebytes(header)
-    entity = Entity(header, body, parsed=parsed)
+    budget.parts -= 1
+    entity = Entity(source, start, _headerEnd(source, start, end), end)
+    entity.parsed = parsed = _typeFields(entity)
     if parsed.get("content-type") is None:
         entity.mainType, entity.subType = default
         if default == ("text", "plain"):
@@ -137,62 +305,162 @@ def parseEntity(
     else:
         # An unparseable type reads as text/plain, as email.message has it.
         entity.mainType, _, entity.subType = parsed.get_content_type().partition("/")
-        entity.params = _params(parsed.get_params() or [])[1:]
+        entity.params = _params((parsed.get_params() or [])[1:])
         if entity.mainType == "text" and "charset" not in dict(entity.params):
             # RFC 2045's default, stated as Dovecot states it.
             entity.params.insert(0, ("charset", "us-ascii"))
-    if depth >= MAX_MIME_DEPTH:
+    if depth >= MAX_MIME_DEPTH or budget.parts <= 0:
         return entity
-    if entity.mainType == "multipart":
-        boundary = parsed.get_boundary()
-        if boundary:
-            digest = entity.subType == "digest"
-            childDefault = ("message", "rfc822") if digest else ("text", "plain")
-            entity.parts = [
-                parseEntity(p, childDefault, depth + 1)
-                for p in splitMultipart(body, boundary.encode("latin-1", "replace"))
-            ]
-    elif (entity.mainType, entity.subType) == ("message", "rfc822"):
-        entity.message = parseEntity(body, depth=depth + 1)
+    if (entity.mainType, entity.subType) == ("message", "rfc822"):
+        entity.message = _parse(
+            source, entity.bodyStart, end, ("text", "plain"), depth + 1, budget
+        )
+        return entity
+    boundary = parsed.get_boundary() if entity.mainType == "multipart" else None
+    if boundary and budget.octets >= entity.bodySize:
+        # Looking for delimiters reads the whole body: a part nested in N
+        # multiparts is read N times, so that is what is bounded.
+        budget.octets -= entity.bodySize
+        digest = entity.subType == "digest"
+        childDefault = ("message", "rfc822") if digest else ("text", "plain")
+        entity.parts = _parseParts(
+            entity, boundary.encode("latin-1", "replace"), childDefault, depth, budget
+        )
     return entity
 
 
+def _typeFields(entity: Entity) -> email.message.Message:
+    """
+    An entity's Content-Type and Content-Disposition (all its parsed header
+    holds: what BODYSTRUCTURE reads through the email package), each cut
+    after L{MAX_PARAMS} parameters.
+    """
+    lines = []
+    for name in (b"Content-Type", b"Content-Disposition"):
+        value = entity.field(name)
+        if value is not None:
+            if value.count(b";") > MAX_PARAMS:
+                value = b";".join(value.split(b";", MAX_PARAMS + 1)[:-1])
+            lines.append(name + b": " + value + b"\r\n")
+    return _headerParser.parsebytes(b"".join(lines) + b"\r\n")
+
+
+def _parseParts(
+    entity: Entity,
+    boundary: bytes,
+    default: tuple[str, str],
+    depth: int,
+    budget: _Budget,
+) -> list[Entity]:
+    """
+    The parts of a multipart, as many as C{budget} allows: when it runs out,
+    the part it ran out at holds the rest of the body, its structure not
+    read (Dovecot's overflow part).
+    """
+    source, parts = entity.source, []
+    spans = partSpans(source, boundary, entity.bodyStart, entity.end)
+    for start, stop in spans:
+        part = None
+        if budget.parts > 1:
+            part = _parse(source, start, stop, default, depth + 1, budget)
+            if budget.parts > 0:
+                parts.append(part)
+                continue
+        if next(spans, None) is not None:
+            stop = entity.end
+            part = None
+        if part is None:
+            part = _parse(source, start, stop, default, MAX_MIME_DEPTH, budget)
+        parts.append(part)
+        break
+    return parts
+
+
 def _params(pairs: list[Any]) -> list[tuple[str, str]]:
+    # Empty parameters (";;") are left out, as Dovecot leaves them out.
     out = []
     for name, value in pairs:
+        if not name:
+            continue
         if isinstance(value, tuple):
             value = email.utils.collapse_rfc2231_value(value)
         out.append((name.lower(), str(value)))
     return out
 
 
-def splitMultipart(body: bytes, boundary: bytes) -> list[bytes]:
+def partSpans(
+    body: bytes, boundary: bytes, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, int]]:
     """
-    The parts of a multipart body: the octets between delimiter lines (the CRLF
-    before a delimiter belongs to it), preamble and epilogue left out.
+    Where the parts of the multipart body C{body[start:end]} are: (start,
+    end) offsets in C{body} of the octets between delimiter lines (the CRLF
+    before a delimiter belongs to it), preamble and epilogue left out.  A
+    boundary over L{MAX_BOUNDARY} characters is not looked for.
     """
-    delimiter = b"--" + boundary
-    parts: list[bytes] = []
-    start: int | None = None
-    pos = 0
-    while pos <= len(body):
-        lineEnd = body.find(b"\r\n", pos)
-        line = body[pos:] if lineEnd == -1 else body[pos:lineEnd]
-        if line.startswith(delimiter):
-            rest = line[len(delimiter) :]
-            closing = rest.startswith(b"--")
-            if closing or not rest.strip(b" \t"):
-                if start is not None:
-                    parts.append(body[start : max(start, pos - 2)])
-                if closing:
-                    return parts
-                start = len(body) if lineEnd == -1 else lineEnd + 2
-        if lineEnd == -1:
+    hi = len(body) if end is None else end
+    if not 0 < len(boundary) <= MAX_BOUNDARY:
+        return
+    partStart: int | None = None
+    for pos, closing in _delimiterLines(body, b"--" + boundary, start, hi):
+        if partStart is not None:
+            yield partStart, max(partStart, pos - 2)
+        if closing:
+            return
+        lineEnd = body.find(b"\r\n", pos, hi)
+        partStart = hi if lineEnd == -1 else lineEnd + 2
+    if partStart is not None:
+        yield partStart, hi
+
+
+def _delimiterLines(
+    body: bytes, delimiter: bytes, lo: int, hi: int
+) -> Iterator[tuple[int, bool]]:
+    """
+    Where the delimiter lines of C{body[lo:hi]} start, in order, and whether
+    each is the close delimiter: a line that is C{delimiter} (C{--boundary})
+    and white space, or C{delimiter--} and anything.
+
+    Each form is found by C{bytes.find} of its exact start (CRLF before,
+    what follows the boundary after), so lines that only begin like a
+    delimiter cost no Python work, and a body costs time linear in its size.
+    Only the white space form needs the rest of its line looked at; after
+    L{MAX_PADDING_MISSES} such lines that were no delimiter, that form is no
+    longer looked for in this body.
+    """
+    if body.startswith(delimiter, lo, hi):
+        closing = body.startswith(b"--", lo + len(delimiter), hi)
+        if closing or _onlyPadding(body, lo + len(delimiter), hi):
+            yield lo, closing
+    needle = b"\r\n" + delimiter
+    exact = {needle + b"\r\n": False, needle + b"--": True}
+    padded = (needle + b" ", needle + b"\t")
+    found = {form: body.find(form, lo, hi) for form in (*exact, *padded)}
+    misses = 0
+    while True:
+        pos, form = min(
+            ((p, f) for f, p in found.items() if p != -1), default=(-1, b"")
+        )
+        if pos == -1:
             break
-        pos = lineEnd + 2
-    if start is not None:
-        parts.append(body[start:])
-    return parts
+        found[form] = body.find(form, pos + 1, hi)
+        if form in exact:
+            yield pos + 2, exact[form]
+        elif _onlyPadding(body, pos + len(needle), hi):
+            yield pos + 2, False
+        else:
+            misses += 1
+            if misses >= MAX_PADDING_MISSES:
+                for form in padded:
+                    found[form] = -1
+    if body.endswith(needle, lo, hi):
+        # The last line, with no line end after it.
+        yield hi - len(delimiter), False
+
+
+def _onlyPadding(body: bytes, pos: int, hi: int) -> bool:
+    # Whether the line from pos on holds only spaces and tabs.
+    lineEnd = body.find(b"\r\n", pos, hi)
+    return not body[pos : hi if lineEnd == -1 else lineEnd].strip(b" \t")
 
 
 # ENVELOPE and BODYSTRUCTURE
@@ -202,6 +470,9 @@ def _addresses(value: bytes | None) -> Raw | None:
     # RFC 3501's address lists have no spaces between the addresses.
     if value is None:
         return None
+    if len(value) > MAX_ADDRESS_FIELD:
+        cut = value.rfind(b",", 0, MAX_ADDRESS_FIELD)
+        value = value[: cut if cut > 0 else MAX_ADDRESS_FIELD]
     out: list[list[bytes | None]] = []
     for name, address in email.utils.getaddresses([value.decode("latin-1")]):
         if not name and not address:
@@ -256,7 +527,7 @@ def _disposition(entity: Entity) -> list[object] | None:
         return None
     kind = str(value).split(";")[0].strip().lower()
     params = entity.parsed.get_params(header="content-disposition") or []
-    return [kind.encode(), _paramList(_params(params)[1:])]
+    return [kind.encode(), _paramList(_params(params[1:]))]
 
 
 def bodyStructure(entity: Entity, extended: bool = True) -> bytes:
@@ -282,16 +553,16 @@ def bodyStructure(entity: Entity, extended: bool = True) -> bytes:
         entity.field(b"content-id"),
         entity.field(b"content-description"),
         (encoding or b"7bit").strip().lower(),
-        len(entity.body),
+        entity.bodySize,
     ]
     if entity.message is not None:
         out += [
             envelope(entity.message),
             Raw(bodyStructure(entity.message, extended)),
-            entity.body.count(b"\n"),
+            entity.bodyLines(),
         ]
     elif entity.mainType == "text":
-        out.append(entity.body.count(b"\n"))
+        out.append(entity.bodyLines())
     if extended:
         out += [
             entity.field(b"content-md5"),
@@ -419,7 +690,7 @@ def sectionContent(root: Entity, section: Section) -> bytes:
             return b""
         entity = entity.message
     if section.text == "":
-        return entity.body if section.part else entity.header + entity.body
+        return entity.body if section.part else entity.octets
     if section.text == "TEXT":
         return entity.body
     if section.text == "HEADER":
@@ -508,16 +779,28 @@ class FetchItem:
 
 def parseFetchItems(token: Token) -> list[FetchItem]:
     """
-    Parse FETCH's attribute argument: one item, a macro or a list.
+    Parse FETCH's attribute argument: one item, a macro or a list of at most
+    L{MAX_FETCH_ITEMS}.  Items asked for more than once are answered once (a
+    C{BODY[...]} and its C{BODY.PEEK[...]} too, marking C{\\Seen}).
 
-    @raise IMAPSyntaxError: for an unknown item.
+    @raise IMAPSyntaxError: for an unknown item or too many.
     """
     if isinstance(token, str) and token.upper() in _MACROS:
         return [FetchItem(n) for n in _MACROS[token.upper()]]
     tokens = token if isinstance(token, list) else [token]
     if not tokens:
         raise IMAPSyntaxError("empty FETCH list")
-    return [_fetchItem(t) for t in tokens]
+    if len(tokens) > MAX_FETCH_ITEMS:
+        raise IMAPSyntaxError(f"at most {MAX_FETCH_ITEMS} FETCH attributes")
+    unique: dict[tuple[str, Section | None], FetchItem] = {}
+    for t in tokens:
+        item = _fetchItem(t)
+        key = (item.name, item.section)
+        seen = unique.get(key)
+        if seen is None or (seen.peek and not item.peek):
+            # Dicts keep the first position of a key whatever its value.
+            unique[key] = item
+    return list(unique.values())
 
 
 def _fetchItem(token: Token) -> FetchItem:
@@ -538,23 +821,34 @@ def _fetchItem(token: Token) -> FetchItem:
 def fetchValue(item: FetchItem, entity: Entity) -> tuple[str, bytes]:
     """
     The response label and wire value of a content item for a message.
+
+    @raise FetchTooLargeError: when the contents this answer and those before it
+        for the same message (L{Entity.served}) pass L{FETCH_COPIES} times
+        the message plus L{FETCH_SLACK}.
     """
     if item.name == "RFC822.SIZE":
-        return item.name, str(len(entity.header) + len(entity.body)).encode()
+        return item.name, str(entity.size).encode()
     if item.name == "ENVELOPE":
         return item.name, formatValue(envelope(entity))
     if item.name in ("BODYSTRUCTURE", "BODY"):
         return item.name, bodyStructure(entity, item.name != "BODY")
+    label = item.name
     if item.name == "RFC822":
-        return item.name, _literal(entity.header + entity.body)
-    if item.name == "RFC822.HEADER":
-        return item.name, _literal(entity.header)
-    if item.name == "RFC822.TEXT":
-        return item.name, _literal(entity.body)
-    assert item.section is not None
-    content = partial(sectionContent(entity, item.section), item.section)
-    return item.section.label(), _literal(content)
-
-
-def _literal(value: bytes) -> bytes:
-    return formatValue(Literal(value))
+        content = entity.octets
+    elif item.name == "RFC822.HEADER":
+        content = entity.header
+    elif item.name == "RFC822.TEXT":
+        content = entity.body
+    else:
+        assert item.section is not None
+        content = partial(sectionContent(entity, item.section), item.section)
+        label = item.section.label()
+    entity.served += len(content)
+    allowed = FETCH_COPIES * entity.size + FETCH_SLACK
+    if entity.served > allowed:
+        raise FetchTooLargeError(
+            "[LIMIT] FETCH would return too much of one message: "
+            "ask for fewer sections at a time"
+        )
+    # Written out rather than through Literal, which would copy it once more.
+    return label, b"{%d}\r\n" % len(content) + content

@@ -2,13 +2,22 @@
 np-imap's mailbox commands, valid once logged in: CREATE, DELETE, RENAME,
 SUBSCRIBE, UNSUBSCRIBE, NAMESPACE, LIST, LSUB, STATUS and APPEND.
 
-LIST and LSUB match patterns with L{matchPattern}, which does not backtrack
-(GHSA-8pqf-f4m5-798g); APPEND's size was checked when its literal was
-announced (L{netplugins.mail.imap}).
+LIST and LSUB match patterns with L{ListPattern}, which does not backtrack
+(GHSA-8pqf-f4m5-798g) and reads each name once for the name and all its
+parents; APPEND's size was checked when its literal was announced
+(L{netplugins.mail.imap}).
+
+Bounds, so that one command's work stays small: a mailbox name (created,
+renamed or subscribed to) has at most L{MAX_MAILBOX_LEVELS} levels and
+L{MAX_MAILBOX_NAME} octets, and a user at most L{MAX_MAILBOXES} mailboxes and
+as many subscriptions; LIST and LSUB refuse to go through more (made by other
+means) with C{NO [LIMIT]}.  APPEND refuses a message with NUL octets, which
+RFC 3501's literals cannot hold.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -16,12 +25,11 @@ from twisted.internet.defer import Deferred
 from netplugins.mail.imapparse import (
     Command,
     IMAPSyntaxError,
+    ListPattern,
     Literal,
     astring,
     formatValue,
-    iterParents,
     mailboxName,
-    matchPattern,
 )
 from netplugins.mail.imapsession import (
     DELIMITER,
@@ -40,6 +48,40 @@ from netplugins.mail.maildir import (
     NoSuchFolderError,
 )
 
+#: The most levels (names between delimiters) in a mailbox name: Dovecot's
+#: limit before it bounded the whole name only.
+MAX_MAILBOX_LEVELS = 16
+#: The longest mailbox name, in UTF-8 octets: the Maildir store's own limit
+#: (the name is one directory name, C{.a.b.c}).
+MAX_MAILBOX_NAME = 250
+#: The most mailboxes (INBOX included), and the most subscriptions, a user
+#: may have; LIST and LSUB go through at most this many names.
+MAX_MAILBOXES = 5000
+
+
+def checkMailboxName(name: str) -> None:
+    """
+    Refuse a name deeper than L{MAX_MAILBOX_LEVELS} or longer than
+    L{MAX_MAILBOX_NAME}.
+
+    @raise CommandError: C{NO [LIMIT]} for such a name.
+    """
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_MAILBOX_NAME:
+        raise CommandError(
+            f"[LIMIT] Mailbox name longer than {MAX_MAILBOX_NAME} octets"
+        )
+    if name.count(DELIMITER) >= MAX_MAILBOX_LEVELS:
+        raise CommandError(
+            f"[LIMIT] Mailbox name deeper than {MAX_MAILBOX_LEVELS} levels"
+        )
+
+
+def _hasChildren(names: list[str], name: str) -> bool:
+    # names is sorted: those under name follow name + DELIMITER at once.
+    below = name + DELIMITER
+    i = bisect_left(names, below)
+    return i < len(names) and names[i].startswith(below)
+
 
 class MailboxCommands(SessionBase):
     """
@@ -50,8 +92,15 @@ class MailboxCommands(SessionBase):
         name = self._oneMailbox(command).rstrip(DELIMITER)
         if name.upper() == INBOX:
             raise CommandError("[ALREADYEXISTS] Mailbox already exists")
+        checkMailboxName(name)
         self._folder(name)
-        d = self.store.createFolder(self.user, name)
+
+        def cbList(names: list[str]) -> Deferred[None]:
+            if len(names) >= MAX_MAILBOXES:
+                raise CommandError(f"[LIMIT] At most {MAX_MAILBOXES} mailboxes")
+            return self.store.createFolder(self.user, name)
+
+        d = self.store.listFolders(self.user).addCallback(cbList)
         d.addErrback(trap, FolderExistsError, "[ALREADYEXISTS] Mailbox already exists")
         return d.addCallback(lambda _: b"Create completed.")
 
@@ -82,7 +131,16 @@ class MailboxCommands(SessionBase):
             raise CommandError("[CANNOT] INBOX can't be renamed here.")
         self._folder(old)
         self._folder(new)
-        d = self.store.renameFolder(self.user, old, new)
+        checkMailboxName(new)
+
+        def cbList(names: list[str]) -> Deferred[None]:
+            # Children move too: their new names must fit as well.
+            for name in names:
+                if name.startswith(old + DELIMITER):
+                    checkMailboxName(new + name[len(old) :])
+            return self.store.renameFolder(self.user, old, new)
+
+        d = self.store.listFolders(self.user).addCallback(cbList)
         d.addErrback(
             trap, NoSuchFolderError, f"[NONEXISTENT] Mailbox doesn't exist: {old}"
         )
@@ -98,9 +156,15 @@ class MailboxCommands(SessionBase):
 
     def do_SUBSCRIBE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
-        return self.store.setSubscribed(self.user, name, True).addCallback(
-            lambda _: b"Subscribe completed."
-        )
+        checkMailboxName(name)
+
+        def cbSubscriptions(names: list[str]) -> Deferred[None]:
+            if name not in names and len(names) >= MAX_MAILBOXES:
+                raise CommandError(f"[LIMIT] At most {MAX_MAILBOXES} subscriptions")
+            return self.store.setSubscribed(self.user, name, True)
+
+        d = self.store.subscriptions(self.user).addCallback(cbSubscriptions)
+        return d.addCallback(lambda _: b"Subscribe completed.")
 
     def do_UNSUBSCRIBE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
@@ -133,21 +197,28 @@ class MailboxCommands(SessionBase):
         return reference, pattern
 
     def _cbList(self, names: list[str], pattern: str, what: str) -> bytes:
-        existing = set(names)
-        everything = set(existing)
-        if what == "LIST":
-            for name in existing:
-                everything.update(iterParents(name, DELIMITER))
-        parents = {p for n in everything for p in iterParents(n, DELIMITER)}
-        for name in sorted(everything):
-            if not matchPattern(pattern, name, DELIMITER):
-                continue
+        if len(names) > MAX_MAILBOXES:
+            raise CommandError(f"[LIMIT] More than {MAX_MAILBOXES} mailboxes to list")
+        matcher = ListPattern(pattern, DELIMITER)
+        existing = sorted(set(names))
+        found: set[str] = set()
+        for name in existing:
+            lengths = matcher.prefixes(name)
+            if what == "LIST":
+                # A parent that matches is listed even if it does not exist.
+                found.update(name[:n] for n in lengths)
+            elif lengths and lengths[-1] == len(name):
+                found.add(name)
+        known = set(existing)
+        for name in sorted(found):
             attributes = []
-            if name not in existing:
+            if name not in known:
                 attributes.append("\\Noselect")
             if what == "LIST":
                 attributes.append(
-                    "\\HasChildren" if name in parents else "\\HasNoChildren"
+                    "\\HasChildren"
+                    if _hasChildren(existing, name)
+                    else "\\HasNoChildren"
                 )
             self._untagged(
                 what.encode()
@@ -193,6 +264,9 @@ class MailboxCommands(SessionBase):
             raise IMAPSyntaxError("APPEND needs a mailbox and a literal message")
         name = mailboxName(args[0])
         data = bytes(args[-1])
+        if b"\x00" in data:
+            # RFC 3501's literals hold CHAR8, which leaves NUL out.
+            raise IMAPSyntaxError("NUL octets are not allowed in a message")
         flags: list[str] = []
         when: float | None = None
         for extra in args[1:-1]:

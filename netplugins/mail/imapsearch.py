@@ -6,20 +6,29 @@ Strings match case-insensitively as substrings; header fields are compared
 after decoding RFC 2047 encoded words, bodies after undoing the transfer
 encoding of their text parts, as Dovecot does.  Dates compare the date part
 only, in UTC.
+
+A message's text is decoded once per command however many keys look at it,
+in time linear in its size: encoded words are decoded here rather than by
+C{email.header}, which is quadratic on some headers, and a charset that is
+unknown, fails, or names a codec that is no mail charset (C{punycode}, whose
+decoder is quadratic, C{idna}, C{undefined}) reads as UTF-8 for that part
+only.
 """
 
 from __future__ import annotations
 
-import email.header
+import binascii
+import codecs
 import email.utils
 import quopri
 import re
 from base64 import b64decode
 from binascii import Error as BinasciiError
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from netplugins.mail.imapfetch import Entity
 from netplugins.mail.imapparse import (
@@ -36,6 +45,10 @@ _MONTHS = {
     for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())
 }
 _DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})\Z")
+# No lazy quantifiers and no "?" or white space inside a word: each attempt
+# stops at the next "?", so finding every encoded word is linear.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([QqBb])\?([^?\s]*)\?=")
+_UNSAFE_CODECS = frozenset({"punycode", "idna", "undefined"})
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
@@ -70,6 +83,7 @@ class Candidate:
     internalDate: float
     size: int
     entity: Entity | None = None
+    decoded: dict[tuple[str, ...], Any] = field(factory=dict, eq=False, repr=False)
 
 
 Key = tuple[Any, ...]
@@ -221,16 +235,37 @@ def matches(key: Key, message: Candidate, largestSeq: int, largestUid: int) -> b
         sent = _sentDate(entity)
         return sent is not None and _compareDate(key[1], sent, key[2])
     if kind == "header":
-        return any(
-            key[2] in _decodeHeader(value)
-            for name, value in entity.fields()
-            if name.decode("ascii", "replace").lower() == key[1]
-        )
-    if kind == "body":
-        return key[1] in _bodyText(entity)
-    if kind == "text":
-        return key[1] in _decodeHeader(entity.header) or key[1] in _bodyText(entity)
+        index = _memo(message, ("fields",), _fieldIndex, entity)
+        values = _memo(message, ("header", key[1]), _decodeAll, index.get(key[1], []))
+        return any(key[2] in value for value in values)
+    if kind == "text" and key[1] in _memo(
+        message, ("text",), _decodeHeader, entity.header
+    ):
+        return True
+    if kind in ("body", "text"):
+        return key[1] in _memo(message, ("body",), _bodyText, entity)  # type: ignore[no-any-return]
     raise AssertionError(kind)
+
+
+def _memo(
+    message: Candidate, key: tuple[str, ...], f: Callable[..., Any], *args: Any
+) -> Any:
+    # What one message's keys share, worked out once per command.
+    if key not in message.decoded:
+        message.decoded[key] = f(*args)
+    return message.decoded[key]
+
+
+def _fieldIndex(entity: Entity) -> dict[str, list[bytes]]:
+    # The raw values of each field, by lower-case name.
+    index: dict[str, list[bytes]] = {}
+    for name, value in entity.fields():
+        index.setdefault(name.decode("ascii", "replace").lower(), []).append(value)
+    return index
+
+
+def _decodeAll(values: list[bytes]) -> list[str]:
+    return [_decodeHeader(value) for value in values]
 
 
 def _compareDate(op: str, when: date, limit: date) -> bool:
@@ -252,12 +287,57 @@ def _sentDate(entity: Entity) -> date | None:
 
 
 def _decodeHeader(value: bytes) -> str:
+    """
+    Header octets as text to search: RFC 2047 encoded words decoded (the
+    white space between two of them dropped), folds made spaces, casefolded.
+    """
     text = value.decode("utf-8", "replace")
+    out: list[str] = []
+    last = 0
+    afterWord = False
+    for match in _ENCODED_WORD.finditer(text):
+        gap = text[last : match.start()]
+        if not (afterWord and gap.isspace()):
+            out.append(gap)
+        word = _decodeWord(match.group(1), match.group(2), match.group(3))
+        afterWord = word is not None
+        out.append(match.group(0) if word is None else word)
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out).replace("\r\n", " ").casefold()
+
+
+def _decodeWord(charset: str, encoding: str, encoded: str) -> str | None:
+    # One encoded word's text, or None to leave it as it is.
+    data = encoded.encode("utf-8")
     try:
-        decoded = str(email.header.make_header(email.header.decode_header(text)))
-    except (ValueError, LookupError, email.errors.HeaderParseError):
-        decoded = text
-    return decoded.replace("\r\n", " ").casefold()
+        if encoding in "Qq":
+            raw = binascii.a2b_qp(data, header=True)
+        else:
+            raw = binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    except (BinasciiError, ValueError):
+        return None
+    # RFC 2231 lets a language follow the charset: utf-8*en.
+    return decodeText(raw, charset.partition("*")[0])
+
+
+def decodeText(data: bytes, charset: str) -> str:
+    """
+    C{data} decoded from C{charset}, or from UTF-8 (bad octets replaced) when
+    that charset is unknown, names a codec that is no mail charset or
+    cannot decode it: one part's odd label never fails the search.
+    """
+    try:
+        codec = codecs.lookup(charset)
+    except (LookupError, ValueError):
+        codec = None
+    if codec is not None and codec.name not in _UNSAFE_CODECS:
+        try:
+            return data.decode(codec.name, "replace")
+        except (LookupError, ValueError, TypeError):
+            # Not a text encoding (base64, rot13), or no "replace" handling.
+            pass
+    return data.decode("utf-8", "replace")
 
 
 def _bodyText(entity: Entity) -> str:
@@ -286,8 +366,4 @@ def _collect(entity: Entity, chunks: list[str], depth: int) -> None:
             body = quopri.decodestring(body)
     except (BinasciiError, ValueError):
         pass
-    charset = dict(entity.params).get("charset", "utf-8")
-    try:
-        chunks.append(body.decode(charset, "replace"))
-    except LookupError:
-        chunks.append(body.decode("utf-8", "replace"))
+    chunks.append(decodeText(body, dict(entity.params).get("charset", "utf-8")))
