@@ -548,7 +548,11 @@ class SessionTests(SynchronousTestCase):
             writes.append(data)
             write(data)
 
+        def countingSequence(data: list[bytes]) -> None:
+            counting(b"".join(data))
+
         self.patch(transport, "write", counting)
+        self.patch(transport, "writeSequence", countingSequence)
         for command in [b"f FETCH 1:* (FLAGS)", b"g FETCH 1:* (BODY.PEEK[])"]:
             del writes[:]
             reply = self.s.send(command + b"\r\n")

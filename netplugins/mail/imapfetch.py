@@ -818,20 +818,22 @@ def _fetchItem(token: Token) -> FetchItem:
     return FetchItem("BODY[]", section, peek=match.group(1).upper() == "BODY.PEEK")
 
 
-def fetchValue(item: FetchItem, entity: Entity) -> tuple[str, bytes]:
+def fetchValue(item: FetchItem, entity: Entity) -> tuple[str, list[bytes]]:
     """
-    The response label and wire value of a content item for a message.
+    The response label and wire value of a content item for a message, the
+    value as pieces to write in sequence (a literal's contents are not copied
+    into one string with its length).
 
     @raise FetchTooLargeError: when the contents this answer and those before it
         for the same message (L{Entity.served}) pass L{FETCH_COPIES} times
         the message plus L{FETCH_SLACK}.
     """
     if item.name == "RFC822.SIZE":
-        return item.name, str(entity.size).encode()
+        return item.name, [str(entity.size).encode()]
     if item.name == "ENVELOPE":
-        return item.name, formatValue(envelope(entity))
+        return item.name, [formatValue(envelope(entity))]
     if item.name in ("BODYSTRUCTURE", "BODY"):
-        return item.name, bodyStructure(entity, item.name != "BODY")
+        return item.name, [bodyStructure(entity, item.name != "BODY")]
     label = item.name
     if item.name == "RFC822":
         content = entity.octets
@@ -851,4 +853,4 @@ def fetchValue(item: FetchItem, entity: Entity) -> tuple[str, bytes]:
             "ask for fewer sections at a time"
         )
     # Written out rather than through Literal, which would copy it once more.
-    return label, b"{%d}\r\n" % len(content) + content
+    return label, [b"{%d}\r\n" % len(content), content]

@@ -261,7 +261,7 @@ class SelectedCommands(SessionBase):
         # No batch is made while the client has not read the last ones (the
         # transport's output is over its watermark): a FETCH 1:* of a large
         # mailbox queues one batch, not the mailbox.
-        lines: list[bytes] = []
+        lines: list[list[bytes]] = []
         while index < len(targets) and not self._closing:
             if self.discipline.outputBlocked:
                 self._sendLines(lines)
@@ -289,12 +289,14 @@ class SelectedCommands(SessionBase):
         self._sendLines(lines)
         return succeed(None)
 
-    def _sendLines(self, lines: list[bytes]) -> None:
+    def _sendLines(self, lines: list[list[bytes]]) -> None:
         """
-        Write C{lines}, each ended by CRLF and in order, in one transport write.
+        Write C{lines}, each a list of pieces ended by CRLF, in order, in one
+        transport write (a sequence: message contents are not copied into one
+        string first).
         """
         if lines and not self._closing:
-            self.transport.write(b"".join(line + b"\r\n" for line in lines))
+            self.transport.writeSequence([piece for line in lines for piece in line])
 
     def _fetchNext(
         self,
@@ -342,7 +344,7 @@ class SelectedCommands(SessionBase):
         selected = self.selected
         assert selected is not None
         entityOf = parseEntity if any(i.needsStructure for i in items) else splitEntity
-        lines: list[bytes] = []
+        lines: list[list[bytes]] = []
         for seq, message, content in loaded:
             if (
                 message.uid in marked
@@ -370,15 +372,17 @@ class SelectedCommands(SessionBase):
         entity: Entity | None,
         size: int,
         flagsChanged: bool,
-    ) -> bytes:
+    ) -> list[bytes]:
         """
-        One C{* n FETCH (...)} response line, without its CRLF.
+        One C{* n FETCH (...)} response line with its CRLF, as pieces.
         """
         selected = self.selected
         assert selected is not None
-        out: list[bytes] = []
+        out: list[bytes] = [b"* %d FETCH (" % seq]
         names = {i.name for i in items}
         for item in items:
+            if len(out) > 1:
+                out.append(b" ")
             if item.name == "UID":
                 out.append(b"UID %d" % message.uid)
             elif item.name == "FLAGS":
@@ -396,13 +400,17 @@ class SelectedCommands(SessionBase):
             else:
                 assert entity is not None
                 label, value = fetchValue(item, entity)
-                out.append(label.encode() + b" " + value)
+                out.append(label.encode() + b" ")
+                out.extend(value)
         if flagsChanged and "FLAGS" not in names:
+            if len(out) > 1:
+                out.append(b" ")
             out.append(
                 b"FLAGS "
                 + formatValue(flagsOf(message, message.uid in selected.recent))
             )
-        return b"* %d FETCH (" % seq + b" ".join(out) + b")"
+        out.append(b")\r\n")
+        return out
 
     def do_STORE(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
         selected = self.selected
