@@ -121,14 +121,14 @@ def demoService(
     def tcp(name: str) -> str:
         return f"tcp:{port[name]}:interface=127.0.0.1"
 
-    from netplugins.tap.daytime import daytimeService
-    from netplugins.tap.echo import echoService
+    from netplugins.tap.daytime import DaytimeSettings, daytimeService
+    from netplugins.tap.echo import EchoSettings, echoService
     from netplugins.tap.httpbin import httpbinService
     from netplugins.tap.kv import kvService
     from netplugins.tap.mail import mailService
     from netplugins.tap.mpconn import mpconnService
     from netplugins.tap.wsgi import wsgiService
-    from netplugins.tap.zen import zenService
+    from netplugins.tap.zen import ZenSettings, zenService
 
     files = demoFiles(stateDir)
     tls = ServerTLS(TLSSettings(stateDir=stateDir), reactor=reactor)
@@ -138,22 +138,34 @@ def demoService(
     top = _Announcer()
     for service in [
         echoService(
-            listen=[
-                tcp("echo"),
-                "unix:" + os.path.join(stateDir, "echo.sock"),
-                f"hmac:keyfile={files['hmackeys']}:{tcp('echo-hmac')}",
-            ],
-            listenTLS=[tcp("echo-tls")],
-            **shared,
+            EchoSettings(
+                listen=(
+                    tcp("echo"),
+                    "unix:" + os.path.join(stateDir, "echo.sock"),
+                    f"hmac:keyfile={files['hmackeys']}:{tcp('echo-hmac')}",
+                ),
+                listenTLS=(tcp("echo-tls"),),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
         ),
         daytimeService(
-            listen=[tcp("daytime"), f"udp:{port['daytime']}:interface=127.0.0.1"],
-            **shared,
+            DaytimeSettings(
+                listen=(tcp("daytime"), f"udp:{port['daytime']}:interface=127.0.0.1"),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
         ),
         zenService(
-            listen=[tcp("zen")],
-            listenTLS=[tcp("zen-tls")],
-            **shared,
+            ZenSettings(
+                listen=(tcp("zen"),),
+                listenTLS=(tcp("zen-tls"),),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
         ),
         mpconnService(
             authkey=authkey,

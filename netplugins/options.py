@@ -1,15 +1,23 @@
 """
-The options every netplugins plugin shares (see SPEC.md, "Options every plugin
-shares"): listening, TLS, credential checkers, connection limits and the state
-directory.  A service's C{Options} subclasses L{ServiceOptions}, adds its own
-C{optParameters}, and reads the validated result from C{self.common}.
+The settings every netplugins service shares (L{ServiceSettings}: listening,
+TLS, credential checkers, connection limits and deadlines, the state
+directory) and the C{twistd} options made from them (L{ServiceOptions}).
+
+A service declares its own settings as a subclass of L{ServiceSettings}
+(see L{netplugins.settings}); its C{Options} subclasses L{ServiceOptions}
+and names that class as C{settingsType}, and the parsed command line is
+C{options.settings}, validated into C{options.common}.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+import attrs
+from attrs import field, frozen
 from twisted.cred import strcred
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.python import usage
 
 from netplugins.coerce import choice
@@ -22,7 +30,16 @@ from netplugins.service import (
     commonSettings,
     parseDatagram,
 )
-from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
+from netplugins.settings import (
+    Setting,
+    commandLine,
+    declared,
+    fromOptions,
+    ownDeclared,
+    repeated,
+    setting,
+)
+from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS
 
 
 def positiveInt(value: str) -> int:
@@ -91,6 +108,7 @@ limitFloat.coerceDoc = "Seconds, 0 for none."  # type: ignore[attr-defined]
 
 __all__ = [
     "ServiceOptions",
+    "ServiceSettings",
     "choice",
     "limitFloat",
     "limitInt",
@@ -99,116 +117,212 @@ __all__ = [
 ]
 
 
+tlsMinVersionChoice = choice("1.2", "1.3", name="--tls-min-version")
+tlsClientCertChoice = choice("optional", "required", name="--tls-client-cert")
+
+
+@frozen(kw_only=True)
+class ServiceSettings:
+    """
+    The settings every netplugins service shares, declared once: each field
+    is a keyword of the services' typed keyword twins and, through
+    L{netplugins.settings}, a shared command-line option of
+    L{ServiceOptions}.  L{common} validates them into the L{Common} the
+    service layer uses.
+
+    A service's settings class subclasses this one, adds its own fields and
+    may change a shared default (np-echo's C{idleTimeout}).
+
+    @cvar defaultListen: where the service listens when no C{listen} or
+        C{listenTLS} is given; shown in C{--help}.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = ()
+
+    listen: tuple[str, ...] = repeated(
+        "Listen on this endpoint, speaking in the clear (STARTTLS where the "
+        "protocol has it); repeatable.  Any Twisted server endpoint string "
+        "(tcp:, tcp6:, unix:, systemd:, haproxy:, ...) or udp:PORT for datagram "
+        "services."
+    )
+    listenTLS: tuple[str, ...] = repeated(
+        "Listen on this endpoint wrapped in TLS from the --tls-* options; repeatable."
+    )
+    tlsCert: tuple[str, ...] = repeated(
+        "A PEM certificate with its chain; repeat with --tls-key for several "
+        "names (SNI picks).  Without any, TLS uses a development certificate "
+        "generated in the state directory."
+    )
+    tlsKey: tuple[str, ...] = repeated(
+        "The PEM private key for the --tls-cert given at the same position."
+    )
+    tlsDir: str | None = setting(
+        None,
+        "A directory of PEM files (certificate, chain and key together), "
+        "as Twisted's tls: endpoint reads; the file name is the SNI name.",
+    )
+    tlsClientCA: str | None = setting(
+        None,
+        "Verify client certificates against the CA certificates in this PEM.",
+    )
+    tlsClientCert: str | None = setting(
+        None,
+        "'optional' or 'required' (the default when --tls-client-ca is given).",
+        tlsClientCertChoice,
+    )
+    tlsMinVersion: str = setting(
+        "1.2", "Lowest TLS version: 1.2 or 1.3.", tlsMinVersionChoice
+    )
+    tlsHandshakeTimeout: float = setting(
+        DEFAULT_HANDSHAKE_TIMEOUT,
+        "Abort connections whose TLS handshake (or STARTTLS) takes longer, in seconds.",
+        positiveFloat,
+    )
+    maxConnections: int | None = setting(
+        DEFAULT_MAX_CONNECTIONS,
+        "Refuse connections beyond this many at once.",
+        limitInt,
+    )
+    maxConnectionsPerIP: int | None = setting(
+        DEFAULT_MAX_CONNECTIONS_PER_IP,
+        "Refuse connections beyond this many at once from one address "
+        "(IPv6: from one /64).",
+        limitInt,
+    )
+    idleTimeout: float | None = setting(
+        None,
+        "Close connections idle for this many seconds (the service's default "
+        "is shown below).",
+        limitFloat,
+    )
+    preAuthTimeout: float | None = setting(
+        None,
+        "Close connections that have not logged in after this many seconds "
+        "(services that log users in; default 120).",
+        positiveFloat,
+        option="preauth-timeout",
+    )
+    closeGrace: float = setting(
+        DEFAULT_CLOSE_GRACE,
+        "Abort a connection the server closed (deadline, error, goodbye) that "
+        "is still open this many seconds later.",
+        positiveFloat,
+    )
+    allow: tuple[str, ...] = repeated(
+        "Accept connections only from this network (CIDR, IPv4 or IPv6); repeatable."
+    )
+    deny: tuple[str, ...] = repeated(
+        "Refuse connections from this network (CIDR, IPv4 or IPv6); repeatable."
+    )
+    stateDir: str = setting(
+        DEFAULT_STATE_DIR, "Where generated certificates, stores and keys live."
+    )
+    workers: int = setting(
+        1,
+        "Serve from this many processes sharing the listening ports "
+        "(SO_REUSEPORT); connection limits then apply per process.",
+        positiveInt,
+    )
+    #: C{--auth} checker descriptions (Twisted's strcred syntax).
+    auth: tuple[str, ...] = field(default=(), converter=tuple)
+    #: Checkers made already (the command line's C{--auth} makes these).
+    checkers: tuple[ICredentialsChecker, ...] = field(default=(), converter=tuple)
+    #: A TLS context factory to share with other services.
+    tls: ServerTLS | None = None
+
+    def common(self) -> Common:
+        """
+        The shared settings validated and loaded (TLS files read, networks
+        and checkers parsed) for the service layer.
+
+        @raise ValueError: with a one-line message, for a bad value.
+        """
+        return commonSettings(
+            listen=self.listen,
+            listenTLS=self.listenTLS,
+            tls=self.tls,
+            tlsCert=self.tlsCert,
+            tlsKey=self.tlsKey,
+            tlsDir=self.tlsDir,
+            tlsClientCA=self.tlsClientCA,
+            tlsClientCert=self.tlsClientCert,
+            tlsMinVersion=self.tlsMinVersion,
+            auth=self.auth,
+            checkers=self.checkers,
+            maxConnections=self.maxConnections,
+            maxConnectionsPerIP=self.maxConnectionsPerIP,
+            idleTimeout=self.idleTimeout,
+            preAuthTimeout=self.preAuthTimeout,
+            closeGrace=self.closeGrace,
+            tlsHandshakeTimeout=self.tlsHandshakeTimeout,
+            allow=self.allow,
+            deny=self.deny,
+            stateDir=self.stateDir,
+            workers=self.workers,
+        )
+
+
+def _repeatedOption(name: str, declaration: Setting) -> Callable[[Any, str], None]:
+    def opt(self: Any, value: str) -> None:
+        self[name].append(value)
+
+    opt.__doc__ = declaration.help
+    opt.__name__ = "opt_" + name.replace("-", "_")
+    return opt
+
+
+def _declareOptions(cls: type[usage.Options], fields: Any) -> None:
+    """
+    Give C{cls} the command-line options of settings C{fields}.
+    """
+    parameters, flags, repeats = commandLine(fields)
+    cls.optParameters = parameters  # type: ignore[attr-defined]
+    cls.optFlags = flags  # type: ignore[attr-defined]
+    for name, declaration in repeats.items():
+        method = _repeatedOption(name, declaration)
+        setattr(cls, method.__name__, method)
+    cls._repeated = [*getattr(cls, "_repeated", ()), *repeats]  # type: ignore[attr-defined]
+
+
 class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
     """
-    Options shared by every netplugins service.
+    Options shared by every netplugins service, from L{ServiceSettings}; a
+    plugin's C{Options} subclasses it and names its settings class as
+    C{settingsType}, whose own fields become the plugin's own options.  The
+    parsed command line is then C{self.settings} (an instance of
+    C{settingsType}) and C{self.common}.
 
-    @cvar defaultListen: where the service listens when no C{--listen} or
-        C{--listen-tls} is given; shown in C{--help}.
+    @cvar settingsType: the service's settings class.
     @cvar tapname: the plugin's name, for messages.
     @cvar speaksUDP: whether C{--listen udp:...} is accepted.
     @cvar usesCheckers: whether the service logs users in with C{--auth}
         checkers; a service that does not refuses C{--auth} rather than
         silently serving everyone.
     @cvar withoutCheckers: why C{--auth} is refused, for the message.
-    @cvar defaultIdleTimeout: C{--idle-timeout} when not given (C{None}: the
-        service keeps its own protocol timeouts).
+    @cvar defaultIdleTimeout: C{--idle-timeout} when not given, for plugins
+        whose settings class does not say it (C{None}: the service keeps its
+        own protocol timeouts).
     """
 
-    defaultListen: ClassVar[tuple[str, ...]] = ()
+    settingsType: ClassVar[type[ServiceSettings]] = ServiceSettings
     tapname: ClassVar[str] = "this service"
     speaksUDP: ClassVar[bool] = False
     usesCheckers: ClassVar[bool] = False
     withoutCheckers: ClassVar[str] = "logs nobody in: --auth would protect nothing"
     defaultIdleTimeout: ClassVar[float | None] = None
 
-    optParameters: ClassVar[list[Any]] = [
-        [
-            "tls-dir",
-            None,
-            None,
-            "A directory of PEM files (certificate, chain and key together), "
-            "as Twisted's tls: endpoint reads; the file name is the SNI name.",
-        ],
-        [
-            "tls-client-ca",
-            None,
-            None,
-            "Verify client certificates against the CA certificates in this PEM.",
-        ],
-        [
-            "tls-client-cert",
-            None,
-            None,
-            "'optional' or 'required' (the default when --tls-client-ca is given).",
-        ],
-        ["tls-min-version", None, "1.2", "Lowest TLS version: 1.2 or 1.3."],
-        [
-            "max-connections",
-            None,
-            DEFAULT_MAX_CONNECTIONS,
-            "Refuse connections beyond this many at once.",
-            limitInt,
-        ],
-        [
-            "max-connections-per-ip",
-            None,
-            DEFAULT_MAX_CONNECTIONS_PER_IP,
-            "Refuse connections beyond this many at once from one address "
-            "(IPv6: from one /64).",
-            limitInt,
-        ],
-        [
-            "idle-timeout",
-            None,
-            None,
-            "Close connections idle for this many seconds (the service's "
-            "default is shown below).",
-            limitFloat,
-        ],
-        [
-            "preauth-timeout",
-            None,
-            None,
-            "Close connections that have not logged in after this many seconds "
-            "(services that log users in; default 120).",
-            positiveFloat,
-        ],
-        [
-            "tls-handshake-timeout",
-            None,
-            DEFAULT_HANDSHAKE_TIMEOUT,
-            "Abort connections whose TLS handshake (or STARTTLS) takes longer, "
-            "in seconds.",
-            positiveFloat,
-        ],
-        [
-            "close-grace",
-            None,
-            DEFAULT_CLOSE_GRACE,
-            "Abort a connection the server closed (deadline, error, goodbye) that "
-            "is still open this many seconds later.",
-            positiveFloat,
-        ],
-        [
-            "state-dir",
-            None,
-            DEFAULT_STATE_DIR,
-            "Where generated certificates, stores and keys live.",
-        ],
-        [
-            "workers",
-            None,
-            1,
-            "Serve from this many processes sharing the listening ports "
-            "(SO_REUSEPORT); connection limits then apply per process.",
-            positiveInt,
-        ],
-    ]
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "settingsType" in cls.__dict__:
+            _declareOptions(cls, ownDeclared(cls.settingsType, ServiceSettings))
+
+    @property
+    def defaultListen(self) -> tuple[str, ...]:
+        return self.settingsType.defaultListen
 
     def __init__(self) -> None:
         super().__init__()
-        for key in ("listen", "listen-tls", "tls-cert", "tls-key", "allow", "deny"):
+        for key in getattr(self, "_repeated", ()):
             self[key] = []
         self["credCheckers"] = []
         # Method docstrings arrive with their indentation, and Twisted appends
@@ -220,49 +334,6 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
                 if isinstance(dispatch, usage.CoerceParameter) and dispatch.doc:
                     doc = doc.rstrip(".")
                 self.docs[name] = doc
-
-    def opt_listen(self, description: str) -> None:
-        """
-        Listen on this endpoint, speaking in the clear (STARTTLS where the
-        protocol has it); repeatable.  Any Twisted server endpoint string
-        (tcp:, tcp6:, unix:, systemd:, haproxy:, ...) or udp:PORT for datagram
-        services.
-        """
-        self["listen"].append(description)
-
-    def opt_listen_tls(self, description: str) -> None:
-        """
-        Listen on this endpoint wrapped in TLS from the --tls-* options;
-        repeatable.
-        """
-        self["listen-tls"].append(description)
-
-    def opt_tls_cert(self, path: str) -> None:
-        """
-        A PEM certificate with its chain; repeat with --tls-key for several
-        names (SNI picks).  Without any, TLS uses a development certificate
-        generated in the state directory.
-        """
-        self["tls-cert"].append(path)
-
-    def opt_tls_key(self, path: str) -> None:
-        """
-        The PEM private key for the --tls-cert given at the same position.
-        """
-        self["tls-key"].append(path)
-
-    def opt_allow(self, network: str) -> None:
-        """
-        Accept connections only from this network (CIDR, IPv4 or IPv6);
-        repeatable.
-        """
-        self["allow"].append(network)
-
-    def opt_deny(self, network: str) -> None:
-        """
-        Refuse connections from this network (CIDR, IPv4 or IPv6); repeatable.
-        """
-        self["deny"].append(network)
 
     def opt_auth(self, description: str) -> None:
         """
@@ -288,37 +359,24 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             text += "\nWithout --listen or --listen-tls, listens on: {}\n".format(
                 ", ".join(self.defaultListen)
             )
-        if self.defaultIdleTimeout:
-            text += f"Idle connections close after {self.defaultIdleTimeout:g} s.\n"
+        idle = self.defaultIdleTimeout
+        if self.settingsType is not ServiceSettings:
+            idle = attrs.fields(self.settingsType).idleTimeout.default
+        if idle:
+            text += f"Idle connections close after {idle:g} s.\n"
         return text
 
     def postOptions(self) -> None:
+        extra: dict[str, Any] = {"checkers": tuple(self["credCheckers"])}
+        if (
+            self["idle-timeout"] is None
+            and self.defaultIdleTimeout is not None
+            and self.settingsType is ServiceSettings
+        ):
+            extra["idleTimeout"] = self.defaultIdleTimeout
         try:
-            self.common: Common = commonSettings(
-                listen=self["listen"],
-                listenTLS=self["listen-tls"],
-                tlsCert=self["tls-cert"],
-                tlsKey=self["tls-key"],
-                tlsDir=self["tls-dir"],
-                tlsClientCA=self["tls-client-ca"],
-                tlsClientCert=self["tls-client-cert"],
-                tlsMinVersion=self["tls-min-version"],
-                checkers=self["credCheckers"],
-                maxConnections=self["max-connections"],
-                maxConnectionsPerIP=self["max-connections-per-ip"],
-                idleTimeout=(
-                    self.defaultIdleTimeout
-                    if self["idle-timeout"] is None
-                    else self["idle-timeout"]
-                ),
-                preAuthTimeout=self["preauth-timeout"],
-                closeGrace=self["close-grace"],
-                tlsHandshakeTimeout=self["tls-handshake-timeout"],
-                allow=self["allow"],
-                deny=self["deny"],
-                stateDir=self["state-dir"],
-                workers=self["workers"],
-            )
+            self.settings = fromOptions(self.settingsType, self, **extra)
+            self.common: Common = self.settings.common()
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         if self["credCheckers"] and not self.usesCheckers:
@@ -329,3 +387,6 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
                     raise usage.UsageError(
                         f"{self.tapname} does not speak UDP: {description!r}"
                     )
+
+
+_declareOptions(ServiceOptions, declared(ServiceSettings))

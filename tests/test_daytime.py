@@ -27,7 +27,7 @@ from netplugins.daytime import (
     timeString,
 )
 from netplugins.service import DatagramService, ListeningService
-from netplugins.tap.daytime import Options, daytimeService, makeService
+from netplugins.tap.daytime import DaytimeSettings, Options, daytimeService, makeService
 
 # 2024-02-29 13:05:09 UTC, a Thursday.
 WHEN = 1709211909.75
@@ -201,7 +201,8 @@ class ServiceTests(SynchronousTestCase):
         """Each udp: listener gets its own datagram protocol."""
         reactor = UDPMemoryReactor()
         daytimeService(
-            listen=["udp:13", "udp:1313:interface=0.0.0.0"], reactor=reactor
+            DaytimeSettings(listen=("udp:13", "udp:1313:interface=0.0.0.0")),
+            reactor=reactor,
         ).startService()
         self.assertEqual(
             [(port, interface) for port, _, interface, _ in reactor.udpServers],
@@ -213,7 +214,7 @@ class ServiceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         reactor.advance(WHEN)
         daytimeService(
-            format="rfc3339", listen=["tcp:13"], reactor=reactor
+            DaytimeSettings(format="rfc3339", listen=("tcp:13",)), reactor=reactor
         ).startService()
         factory = reactor.tcpServers[0][1]
         transport = StringTransport()
@@ -260,8 +261,10 @@ class RealSocketTests(TestCase):
         Start the service on ephemeral TCP and UDP ports; return them.
         """
         service = daytimeService(
-            format=format,
-            listen=["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"],
+            DaytimeSettings(
+                format=format,
+                listen=("tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"),
+            )
         )
         service.startService()
         self.addCleanup(service.stopService)

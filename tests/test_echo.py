@@ -36,7 +36,7 @@ from netplugins.echo import (
 )
 from netplugins.service import ListeningService, commonSettings, listeningService
 from netplugins.session import CLOSE_GRACE
-from netplugins.tap.echo import Options, echoService, makeService
+from netplugins.tap.echo import EchoSettings, Options, echoService, makeService
 from tests.pki import PKI
 
 BLOCK = struct.Struct("!I")
@@ -576,9 +576,7 @@ class ServiceTests(SynchronousTestCase):
         """echoService passes framing and size to the factory it listens with."""
         reactor = MemoryReactorClock()
         echoService(
-            framing="netstring",
-            maxMessageSize=10,
-            listen=["tcp:9007"],
+            EchoSettings(framing="netstring", maxMessageSize=10, listen=("tcp:9007",)),
             reactor=reactor,
         ).startService()
         protocol = reactor.tcpServers[0][1].buildProtocol(
@@ -629,9 +627,10 @@ class RealSocketTests(TestCase):
 
     def start(self, **kwargs: Any) -> Any:
         """
-        Start C{echoService(**kwargs)}; return its first listening port.
+        Start C{echoService(EchoSettings(**kwargs))}; return its first
+        listening port.
         """
-        service = echoService(**kwargs)
+        service = echoService(EchoSettings(**kwargs))
         service.startService()
         self.addCleanup(service.stopService)
         return next(s for s in service if isinstance(s, ListeningService)).port

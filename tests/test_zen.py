@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.session import CLOSE_GRACE
-from netplugins.tap.zen import Options, makeService, zenService
+from netplugins.tap.zen import Options, ZenSettings, makeService, zenService
 from netplugins.zen import APHORISMS, UNKNOWN, Zen, ZenFactory
 from tests.test_echo import Flood, _Recording, bufferedBytes, floodClient, listenSmall
 
@@ -245,7 +245,8 @@ class ServiceTests(SynchronousTestCase):
         """zenService takes the shared settings as keywords."""
         reactor = MemoryReactorClock()
         zenService(
-            maxQuestionSize=10, listen=[r"tcp:2060:interface=\:\:1"], reactor=reactor
+            ZenSettings(maxQuestionSize=10, listen=(r"tcp:2060:interface=\:\:1",)),
+            reactor=reactor,
         ).startService()
         self.assertEqual(
             [(port, interface) for port, _, _, interface in reactor.tcpServers],
@@ -329,7 +330,9 @@ class RealSocketTests(TestCase):
         """
         Start C{zenService} on an ephemeral port; return the port number.
         """
-        service = zenService(listen=["tcp:0:interface=127.0.0.1"], **kwargs)
+        service = zenService(
+            ZenSettings(listen=("tcp:0:interface=127.0.0.1",), **kwargs)
+        )
         service.startService()
         self.addCleanup(service.stopService)
         (child,) = service.services

@@ -1,20 +1,23 @@
 """
-C{twistd np-daytime}: the daytime service's command line and its keyword twin.
+C{twistd np-daytime}: the daytime service's settings, its command line and its
+keyword twin.
 """
 
 from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
+from attrs import frozen
 from twisted.application.service import MultiService
 from twisted.python import usage
 
 from netplugins.coerce import choice
 from netplugins.daytime import FORMATS, DaytimeDatagram, DaytimeFactory
-from netplugins.options import ServiceOptions
-from netplugins.service import Common, listeningService, resolveCommon, supervised
+from netplugins.options import ServiceOptions, ServiceSettings
+from netplugins.service import listeningService, supervised
+from netplugins.settings import setting
 
 DEFAULT_LISTEN = ("tcp:1313:interface=127.0.0.1", "udp:1313:interface=127.0.0.1")
 
@@ -22,11 +25,23 @@ DEFAULT_LISTEN = ("tcp:1313:interface=127.0.0.1", "udp:1313:interface=127.0.0.1"
 formatChoice = choice(*FORMATS, name="--format")
 
 
+@frozen(kw_only=True)
+class DaytimeSettings(ServiceSettings):
+    """
+    What np-daytime is told: the shared settings and how the time is written.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
+
+    format: str = setting("ctime", "How the time is written.", formatChoice)
+
+
 class Options(ServiceOptions):
     """
     Options for C{twistd np-daytime}.
     """
 
+    settingsType = DaytimeSettings
     synopsis = "[options]"
     longdesc = (
         "Tell the time: each TCP connection gets it and is closed; each UDP "
@@ -36,41 +51,29 @@ class Options(ServiceOptions):
         "binary time, 4 bytes of seconds since 1900 (big-endian). Listen on UDP "
         "with --listen udp:PORT[:interface=ADDR]."
     )
-    defaultListen = DEFAULT_LISTEN
     tapname = "np-daytime"
     speaksUDP = True
-
-    optParameters = [
-        ["format", None, "ctime", "How the time is written.", formatChoice],
-    ]
 
     compData = usage.Completions(optActions={"format": usage.CompleteList(FORMATS)})
 
 
 def daytimeService(
-    *,
-    format: str = "ctime",
-    common: Common | None = None,
-    reactor: Any = None,
-    **settings: Any,
+    settings: DaytimeSettings = DaytimeSettings(), *, reactor: Any = None
 ) -> MultiService:
     """
     The daytime service, over TCP and UDP: the keyword twin of C{twistd
-    np-daytime}.
+    np-daytime} is C{daytimeService(DaytimeSettings(format=..., ...))}.
 
-    @param format: C{--format}, one of L{netplugins.daytime.FORMATS}.
-    @param common: the shared settings, already made; or instead give their
-        keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @param reactor: also the clock.
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings)
+    common = settings.common()
     seconds = time.time if reactor is None else reactor.seconds
     listeners = listeningService(
         common,
-        DaytimeFactory(format, seconds),
-        datagram=partial(DaytimeDatagram, format, seconds),
-        defaultListen=DEFAULT_LISTEN,
+        DaytimeFactory(settings.format, seconds),
+        datagram=partial(DaytimeDatagram, settings.format, seconds),
+        defaultListen=settings.defaultListen,
         name="np-daytime",
         reactor=reactor,
     )
@@ -81,6 +84,4 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The daytime service configured by a parsed command line.
     """
-    return daytimeService(
-        format=config["format"], common=config.common, reactor=reactor
-    )
+    return daytimeService(config.settings, reactor=reactor)

@@ -1,15 +1,18 @@
 """
-C{twistd np-zen}: the zen service's command line and its keyword twin.
+C{twistd np-zen}: the zen service's settings, its command line and its keyword
+twin.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from attrs import frozen
 from twisted.application.service import MultiService
 
-from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, listeningService, resolveCommon, supervised
+from netplugins.options import ServiceOptions, ServiceSettings, positiveInt
+from netplugins.service import listeningService, supervised
+from netplugins.settings import override, setting
 from netplugins.zen import DEFAULT_MAX_QUESTION_SIZE, ZenFactory
 
 #: Idle connections close after this long (--idle-timeout 0: never).
@@ -17,11 +20,31 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_LISTEN = ("tcp:1060:interface=127.0.0.1",)
 
 
+@frozen(kw_only=True)
+class ZenSettings(ServiceSettings):
+    """
+    What np-zen is told: the shared settings and the question size limit.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
+
+    maxQuestionSize: int = setting(
+        DEFAULT_MAX_QUESTION_SIZE,
+        "The longest question accepted, in bytes, counting its '?' and any "
+        "whitespace before it.",
+        positiveInt,
+    )
+    idleTimeout: float | None = override(
+        ServiceSettings, "idleTimeout", DEFAULT_IDLE_TIMEOUT
+    )
+
+
 class Options(ServiceOptions):
     """
     Options for C{twistd np-zen}.
     """
 
+    settingsType = ZenSettings
     synopsis = "[options]"
     longdesc = (
         "Answer Zen of Python questions as in Foundations of Python Network "
@@ -30,45 +53,26 @@ class Options(ServiceOptions):
         "unknown aphorism.'. Pipelined questions are answered in order. A "
         "question over --max-question-size closes the connection."
     )
-    defaultListen = DEFAULT_LISTEN
     tapname = "np-zen"
-    defaultIdleTimeout = DEFAULT_IDLE_TIMEOUT
-
-    optParameters = [
-        [
-            "max-question-size",
-            None,
-            DEFAULT_MAX_QUESTION_SIZE,
-            "The longest question accepted, in bytes, counting its '?' and any "
-            "whitespace before it.",
-            positiveInt,
-        ],
-    ]
 
 
 def zenService(
-    *,
-    maxQuestionSize: int = DEFAULT_MAX_QUESTION_SIZE,
-    common: Common | None = None,
-    reactor: Any = None,
-    **settings: Any,
+    settings: ZenSettings = ZenSettings(), *, reactor: Any = None
 ) -> MultiService:
     """
-    The zen service: the keyword twin of C{twistd np-zen}.
+    The zen service: the keyword twin of C{twistd np-zen} is
+    C{zenService(ZenSettings(maxQuestionSize=..., listen=(...), ...))}.
 
-    @param maxQuestionSize: C{--max-question-size}.
-    @param common: the shared settings, already made; or instead give their
-        keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings, idleTimeout=DEFAULT_IDLE_TIMEOUT)
-    factory = ZenFactory(maxQuestionSize)
+    common = settings.common()
+    factory = ZenFactory(settings.maxQuestionSize)
     factory.closeGrace = common.limits.closeGrace
     factory.reactor = reactor
     listeners = listeningService(
         common,
         factory,
-        defaultListen=DEFAULT_LISTEN,
+        defaultListen=settings.defaultListen,
         name="np-zen",
         reactor=reactor,
     )
@@ -79,8 +83,4 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The zen service configured by a parsed command line.
     """
-    return zenService(
-        maxQuestionSize=config["max-question-size"],
-        common=config.common,
-        reactor=reactor,
-    )
+    return zenService(config.settings, reactor=reactor)
