@@ -192,8 +192,8 @@ async def measureAll(reactor: Any, args: argparse.Namespace) -> list[Result]:
     """
     Start slapd, measure every contender in turn, stop slapd.
     """
-    from netplugins.cred.ldap import LDAPChecker
-    from netplugins.cred.ldapconfig import configFromMapping
+    from netplugins.cred.ldap.checker import LDAPChecker
+    from netplugins.cred.ldap.config import configFromMapping
     from tests.slapd import startedSlapd
 
     server = startedSlapd()

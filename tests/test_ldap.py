@@ -23,14 +23,15 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.cred.ldap import LDAPChecker, LDAPUser
-from netplugins.cred.ldapconfig import (
+from netplugins.cred.ldap.checker import LDAPChecker
+from netplugins.cred.ldap.config import (
     HELP,
     LDAPConfig,
     configFromMapping,
     loadConfigFile,
     parseArgument,
 )
+from netplugins.cred.ldap.directory import LDAPUser
 from tests import slapd
 from tests.slapd import (
     ADMINS_GROUP,

@@ -117,7 +117,7 @@ class LocalUsers:
 
     def _resolve(self, index: int, local: str, address: str) -> Deferred[str | None]:
         from netplugins.cred.htpasswd import HtpasswdChecker
-        from netplugins.cred.ldap import LDAPChecker
+        from netplugins.cred.ldap.checker import LDAPChecker
 
         for i in range(index, len(self.checkers)):
             checker = self.checkers[i]
@@ -181,7 +181,7 @@ class LocalUsers:
     def _cbMaySendAs(
         self, mailbox: str | None, account: MailAccount, address: str
     ) -> bool | Deferred[bool]:
-        from netplugins.cred.ldap import LDAPChecker
+        from netplugins.cred.ldap.checker import LDAPChecker
 
         if mailbox is not None and mailbox == account.mailbox:
             return True
@@ -201,7 +201,7 @@ class LocalUsers:
         """
         The Maildir name of a logged-in user.
         """
-        from netplugins.cred.ldap import LDAPChecker
+        from netplugins.cred.ldap.checker import LDAPChecker
 
         name = _text(avatarId)
         for checker in self.checkers:

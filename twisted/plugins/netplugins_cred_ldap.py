@@ -11,13 +11,13 @@ from twisted.cred.strcred import ICheckerFactory
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from netplugins.cred.ldapconfig import HELP
+from netplugins.cred.ldap.config import HELP
 
 
 @implementer(ICheckerFactory, IPlugin)
 class LDAPCheckerFactory:
     """
-    Makes L{netplugins.cred.ldap.LDAPChecker}s; ldap3 is imported only then.
+    Makes L{netplugins.cred.ldap.checker.LDAPChecker}s; ldap3 is imported only then.
     """
 
     authType = "ldap"
@@ -28,7 +28,7 @@ class LDAPCheckerFactory:
     credentialInterfaces = (IUsernamePassword,)
 
     def generateChecker(self, argstring: str = "") -> Any:
-        from netplugins.cred.ldap import LDAPChecker
+        from netplugins.cred.ldap.checker import LDAPChecker
 
         return LDAPChecker.fromArgument(argstring)
 

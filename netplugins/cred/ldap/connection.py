@@ -1,6 +1,6 @@
 """
 Connections to the LDAP directory for the C{ldap:} checker
-(L{netplugins.cred.ldap}): opening one with a verifying TLS profile, binding,
+(L{netplugins.cred.ldap.checker}): opening one with a verifying TLS profile, binding,
 unbinding whatever state it is in, and reusing bound search connections.
 
 All of it blocks: it runs in the checker's C{netplugins-ldap} pool.
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from netplugins.cred.ldapconfig import LDAPConfig
+from netplugins.cred.ldap.config import LDAPConfig
 
 _T = TypeVar("_T")
 

@@ -15,9 +15,8 @@ at each login) or call L{LDAPChecker.lookupAttributes} (asks the directory for
 users who have not logged in, e.g. mail recipients).
 
 This module holds the checker (cache, pool, reload, logging); the directory
-work is L{netplugins.cred.ldapdirectory}, connections and TLS
-L{netplugins.cred.ldapconnection}.  Their public names are importable from here
-too.
+work is L{netplugins.cred.ldap.directory}, connections and TLS
+L{netplugins.cred.ldap.connection}, the settings L{netplugins.cred.ldap.config}.
 """
 
 from __future__ import annotations
@@ -41,35 +40,10 @@ from zope.interface import implementer
 
 from netplugins.cred._input import avatarIdFor, normaliseCredentials
 from netplugins.cred._reload import follow, reloadWhileAlive
-from netplugins.cred.ldapconfig import LDAPConfig, parseArgument
-from netplugins.cred.ldapconnection import (
-    RefusedError,
-    SearchConnections,
-    VerifyingTls,
-    clientContext,
-    describeError,
-)
-from netplugins.cred.ldapdirectory import (
-    STANDARD_ATTRIBUTES,
-    Directory,
-    LDAPUser,
-    loadDirectory,
-)
+from netplugins.cred.ldap.config import LDAPConfig, parseArgument
+from netplugins.cred.ldap.connection import RefusedError, describeError
+from netplugins.cred.ldap.directory import Directory, LDAPUser, loadDirectory
 from netplugins.threads import PoolFullError, blockingPool, deferToPool
-
-__all__ = [
-    "MAX_REMEMBERED",
-    "POOL_NAME",
-    "STANDARD_ATTRIBUTES",
-    "Directory",
-    "LDAPChecker",
-    "LDAPUser",
-    "RefusedError",
-    "SearchConnections",
-    "VerifyingTls",
-    "clientContext",
-    "describeError",
-]
 
 _T = TypeVar("_T")
 

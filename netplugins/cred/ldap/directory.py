@@ -1,5 +1,5 @@
 """
-The blocking half of the C{ldap:} checker (L{netplugins.cred.ldap}): finding a
+The blocking half of the C{ldap:} checker (L{netplugins.cred.ldap.checker}): finding a
 user's single entry (the username escaped, RFC 4515 in filters, RFC 4514 in
 DNs), binding as it, checking group membership, and looking users up by name
 or mail address.  Everything here runs in the checker's C{netplugins-ldap}
@@ -19,8 +19,8 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from netplugins.cred.ldapconfig import USER_PLACEHOLDER, LDAPConfig, loadConfigFile
-from netplugins.cred.ldapconnection import (
+from netplugins.cred.ldap.config import USER_PLACEHOLDER, LDAPConfig, loadConfigFile
+from netplugins.cred.ldap.connection import (
     RefusedError,
     SearchConnections,
     VerifyingTls,
