@@ -44,7 +44,7 @@ from netplugins.mail.imapparse import (
     parseSequenceSet,
     tokenize,
 )
-from netplugins.mail.maildir import Folder, MaildirStore
+from netplugins.mail.maildir.store import Folder, MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.service import commonSettings
 from netplugins.session import CLOSE_GRACE
@@ -253,7 +253,7 @@ class FetchTests(SynchronousTestCase):
 
 class SecurityTests(SynchronousTestCase):
     """
-    The SECURITY.md cases for IMAP, on the protocol.
+    The hostile inputs of docs/security.md for IMAP, on the protocol.
     """
 
     def test_loginDisabledBeforeTLS(self) -> None:

@@ -1,7 +1,7 @@
 """
 The datagram side of the limits: C{--allow}/C{--deny}, the ignored source ports
 and the per-source rate limit, applied before a datagram protocol sees
-anything (SECURITY.md, "No amplification or relay").
+anything (docs/security.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The shared TLS layer: one server context factory (L{ServerTLS}) used for
 implicit TLS listeners, STARTTLS and the C{nptls:} endpoint, plus client-side
 helpers that always verify the peer.
 
-Profile (SECURITY.md, "TLS profile"): TLS 1.2 and 1.3 (1.3 only with
+Profile (docs/security.md): TLS 1.2 and 1.3 (1.3 only with
 C{minVersion="1.3"}); TLS 1.2 suites are ECDHE with AEAD only, as Mozilla's
 "intermediate" configuration; no compression, renegotiation or session tickets;
 the client's cipher preference wins, as Mozilla intermediate recommends.

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class _DeadlineTLSProtocol(BufferingTLSTransport):
     """
     Server-side TLS that aborts a connection whose handshake is not done in
-    time (SECURITY.md, "Deadlines and caps").
+    time (docs/security.md).
     """
 
     factory: _DeadlineTLSFactory
