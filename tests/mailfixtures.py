@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from netplugins.cred.htpasswd import HtpasswdChecker, hashPassword
 from netplugins.cred.throttle import LoginThrottle
-from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
 from tests.support import WatermarkTransport
 

@@ -44,7 +44,8 @@ from netplugins.mail.imapparse import (
     parseSequenceSet,
     tokenize,
 )
-from netplugins.mail.maildir.store import Folder, MaildirStore
+from netplugins.mail.maildir.folder import Folder
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.service import commonSettings
 from netplugins.session import CLOSE_GRACE

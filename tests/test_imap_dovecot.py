@@ -34,7 +34,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from netplugins.mail.imapparse import Literal, Token, tokenize
-from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.maildir.store import MaildirStore
 from tests.dovecot import Dovecot
 from tests.test_imap import MULTIPART, makeFactory
 

@@ -1,5 +1,5 @@
 """
-Tests for L{netplugins.mail.maildir}: delivery, UIDs, flags, folders, locks,
+Tests for L{netplugins.mail.maildir.store}: delivery, UIDs, flags, folders, locks,
 a full disk, and two processes sharing a Maildir.
 """
 
@@ -16,17 +16,18 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.mail import maildir, maildirfiles
-from netplugins.mail.maildir import (
-    INBOX,
+from netplugins.mail.maildir import files
+from netplugins.mail.maildir.errors import (
     BadNameError,
     DiskFullError,
     FolderExistsError,
-    FolderState,
     MailboxLockedError,
-    MaildirStore,
     NoSuchFolderError,
 )
+from netplugins.mail.maildir.files import UIDLIST
+from netplugins.mail.maildir.folder import FolderState
+from netplugins.mail.maildir.names import INBOX, wireSize
+from netplugins.mail.maildir.store import MaildirStore
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,7 +112,7 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
             os.write(fd, data[:3])
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(maildirfiles, "writeAll", full)
+        self.patch(files, "writeAll", full)
         failure = self.failureResultOf(store.deliver("alice", b"hello"), DiskFullError)
         self.assertIn("no space", failure.getErrorMessage())
         base = os.path.join(store.root, "alice")
@@ -124,7 +125,7 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
         """ENOSPC on a later copy: DiskFullError and no copy in tmp/ or new/."""
         store = self.makeStore()
         writes: list[bytes] = []
-        writeAll = maildirfiles.writeAll
+        writeAll = files.writeAll
 
         def fullOnThird(fd: int, data: bytes) -> None:
             writes.append(data)
@@ -132,7 +133,7 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             writeAll(fd, data)
 
-        self.patch(maildirfiles, "writeAll", fullOnThird)
+        self.patch(files, "writeAll", fullOnThird)
         self.failureResultOf(
             store.deliverMany(["alice", "bob", "carol"], b"hi"), DiskFullError
         )
@@ -181,7 +182,8 @@ class DiskFullTmpfsTests(StoreMixin, SynchronousTestCase):
 
 class ScanTests(StoreMixin, SynchronousTestCase):
     """
-    L{maildir.Folder.scan} numbers messages stably and claims new/.
+    L{netplugins.mail.maildir.folder.Folder.scan} numbers messages stably and
+    claims new/.
     """
 
     def test_uidsInArrivalOrder(self) -> None:
@@ -248,7 +250,7 @@ class ScanTests(StoreMixin, SynchronousTestCase):
         inbox = store.folder("alice")
         self.result(store.deliver("alice", b"m"))
         self.result(inbox.scan())
-        with open(os.path.join(inbox.path, maildir.UIDLIST), "wb") as f:
+        with open(os.path.join(inbox.path, UIDLIST), "wb") as f:
             f.write(b"\xffgarbage")
         state = self.result(inbox.scan())
         self.assertEqual([m.uid for m in state.messages], [1])
@@ -291,7 +293,7 @@ class SizeTests(StoreMixin, SynchronousTestCase):
         [message] = self.result(store.folder("alice").scan()).messages
         self.assertEqual((message.size, message.wireSize), (len(data), len(data) + 3))
         self.assertEqual(
-            maildir.wireSize(data),
+            wireSize(data),
             len(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")),
         )
 
@@ -430,7 +432,7 @@ class LockTests(StoreMixin, SynchronousTestCase):
 _WORKER = """
 import json, sys
 from twisted.internet.defer import maybeDeferred
-from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.maildir.store import MaildirStore
 root, tag = sys.argv[1], sys.argv[2]
 store = MaildirStore(root, runBlocking=maybeDeferred)
 seen = {}

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.pop3 import POP3Config, POP3Factory, POP3Server, byteStuff, topOf
 from netplugins.service import listeningPorts
 from netplugins.session import CLOSE_GRACE

@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.mail import maildirfiles
+from netplugins.mail.maildir import files
 from netplugins.mail.smtp import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.service import listeningPorts
 from netplugins.session import CLOSE_GRACE
@@ -551,7 +551,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         def full(fd: int, data: bytes) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        self.patch(maildirfiles, "writeAll", full)
+        self.patch(files, "writeAll", full)
         server, transport = self.connect()
         lines = self.talk(
             server,
@@ -568,7 +568,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         import errno
 
         writes: list[bytes] = []
-        writeAll = maildirfiles.writeAll
+        writeAll = files.writeAll
 
         def fullOnSecond(fd: int, data: bytes) -> None:
             writes.append(data)
@@ -576,7 +576,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             writeAll(fd, data)
 
-        self.patch(maildirfiles, "writeAll", fullOnSecond)
+        self.patch(files, "writeAll", fullOnSecond)
         server, transport = self.connect()
         lines = self.talk(
             server,

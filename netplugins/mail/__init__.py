@@ -1,4 +1,4 @@
 """
-Mail over one Maildir store: the store (L{netplugins.mail.maildir}), who the local
+Mail over one Maildir store: the store (L{netplugins.mail.maildir.store}), who the local
 users are (L{netplugins.mail.users}), and the SMTP and POP3 servers.
 """

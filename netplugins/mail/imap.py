@@ -76,14 +76,10 @@ from netplugins.mail.imapparse import (
     tokenize,
 )
 from netplugins.mail.imapselected import SelectedCommands
-from netplugins.mail.imapsession import (
-    CommandError,
-    Selected,
-    failed,
-    validMailboxName,
-)
+from netplugins.mail.imapsession import CommandError, Selected, failed, validMailboxName
 from netplugins.mail.linesession import loginMailAccount, plainCredentials
-from netplugins.mail.maildir import MaildirError, MaildirStore
+from netplugins.mail.maildir.errors import MaildirError
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 from netplugins.starttls import startTLSDiscarding
 

@@ -31,13 +31,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from netplugins.mail.imapparse import (
-    IMAPSyntaxError,
-    Raw,
-    Token,
-    formatValue,
-    tokenize,
-)
+from netplugins.mail.imapparse import IMAPSyntaxError, Raw, Token, formatValue, tokenize
 from netplugins.mail.imapsession import CommandError
 
 MAX_MIME_DEPTH = 20
@@ -761,7 +755,7 @@ class FetchItem:
         """
         Whether answering needs the message's contents; RFC822.SIZE only does
         for a message whose size the store does not know (see
-        L{netplugins.mail.maildir.Message.wireSize}).
+        L{netplugins.mail.maildir.folder.Message.wireSize}).
         """
         return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
 

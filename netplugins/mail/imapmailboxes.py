@@ -41,12 +41,9 @@ from netplugins.mail.imapsession import (
     parseDateTime,
     trap,
 )
-from netplugins.mail.maildir import (
-    INBOX,
-    FolderExistsError,
-    Message,
-    NoSuchFolderError,
-)
+from netplugins.mail.maildir.errors import FolderExistsError, NoSuchFolderError
+from netplugins.mail.maildir.folder import Message
+from netplugins.mail.maildir.names import INBOX
 
 #: The most levels (names between delimiters) in a mailbox name: Dovecot's
 #: limit before it bounded the whole name only.

@@ -45,7 +45,8 @@ from netplugins.mail.imapsession import (
     noSuchMailbox,
     trap,
 )
-from netplugins.mail.maildir import Message, NoSuchFolderError
+from netplugins.mail.maildir.errors import NoSuchFolderError
+from netplugins.mail.maildir.folder import Message
 
 #: A FETCH or SEARCH reads message contents in batches of at most this many
 #: messages and (unless one message is larger) bytes: one thread hop each.

@@ -30,13 +30,10 @@ from netplugins.mail.imapparse import (
     formatValue,
     parseSequenceSet,
 )
-from netplugins.mail.maildir import (
-    IMAP_FLAGS,
-    MaildirError,
-    MaildirStore,
-    Message,
-    NoSuchFolderError,
-)
+from netplugins.mail.maildir.errors import MaildirError, NoSuchFolderError
+from netplugins.mail.maildir.folder import Message
+from netplugins.mail.maildir.names import IMAP_FLAGS
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.session import Discipline
 
 if TYPE_CHECKING:

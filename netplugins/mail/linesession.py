@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
-from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.users import IMailAccount, MailAccount
 from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 from netplugins.starttls import isSecure

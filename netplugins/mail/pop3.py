@@ -36,12 +36,9 @@ from netplugins.mail.linesession import (
     LineSessionFactory,
     plainCredentials,
 )
-from netplugins.mail.maildir import (
-    FolderState,
-    MailboxLock,
-    MailboxLockedError,
-    Message,
-)
+from netplugins.mail.maildir.errors import MailboxLockedError
+from netplugins.mail.maildir.files import MailboxLock
+from netplugins.mail.maildir.folder import FolderState, Message
 from netplugins.mail.users import MailAccount
 from netplugins.starttls import startTLSDiscarding
 

@@ -61,7 +61,8 @@ from netplugins.mail.linesession import (
     LineSessionFactory,
     plainCredentials,
 )
-from netplugins.mail.maildir import DiskFullError, MaildirStore
+from netplugins.mail.maildir.errors import DiskFullError
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtpdata import MessageReader
 from netplugins.mail.smtprelay import Relay, smarthostRelay
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress

@@ -36,7 +36,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from netplugins.mail.maildir import BadNameError, checkUserName
+from netplugins.mail.maildir.errors import BadNameError
+from netplugins.mail.maildir.names import checkUserName
 
 MAX_ADDRESS = 254
 

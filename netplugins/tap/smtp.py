@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.limits import ConnectionTracker
-from netplugins.mail.maildir import MaildirStore
+from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp import (
     DEFAULT_MAX_MESSAGE_SIZE,
     SMTPConfig,

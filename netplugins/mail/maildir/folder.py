@@ -1,5 +1,5 @@
 """
-One folder of a user's Maildir (L{netplugins.mail.maildir}): scanning it
+One folder of a user's Maildir (L{netplugins.mail.maildir.store}): scanning it
 (UIDs, claiming C{new/}), reading, flagging, deleting, appending and copying
 its messages.
 """
@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 from attrs import evolve, frozen
 from twisted.internet.defer import Deferred
 
-from netplugins.mail.maildirfiles import (
+from netplugins.mail.maildir.errors import MaildirError, NoSuchFolderError
+from netplugins.mail.maildir.files import (
     UIDLIST,
     Locked,
-    MaildirError,
-    NoSuchFolderError,
     Uidlist,
     fsyncDirectory,
     fsyncFile,
@@ -27,7 +26,7 @@ from netplugins.mail.maildirfiles import (
     unlinkQuietly,
     writeNew,
 )
-from netplugins.mail.maildirnames import (
+from netplugins.mail.maildir.names import (
     arrivalOrder,
     normaliseFlags,
     sizeFromKey,
@@ -37,7 +36,7 @@ from netplugins.mail.maildirnames import (
 )
 
 if TYPE_CHECKING:
-    from netplugins.mail.maildir import MaildirStore
+    from netplugins.mail.maildir.store import MaildirStore
 
 UIDLIST_LOCK = "netplugins-uidlist.lock"
 

@@ -1,5 +1,5 @@
 """
-The names of the Maildir store (L{netplugins.mail.maildir}): which user and
+The names of the Maildir store (L{netplugins.mail.maildir.store}): which user and
 folder names it accepts, the flag letters, and what a message's unique name
 (C{<time>.M<micro>P<pid>Q<n>R<random>.<host>,S=<size>,W=<wire size>:2,<flags>})
 records and how new ones are made.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from itertools import count
 
-from netplugins.mail.maildirfiles import BadNameError
+from netplugins.mail.maildir.errors import BadNameError
 
 INBOX = "INBOX"
 

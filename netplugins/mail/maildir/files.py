@@ -1,7 +1,7 @@
 """
-The disk work under the Maildir store (L{netplugins.mail.maildir}): its
-errors, durable writes (write, fsync, rename, fsync the directory), C{flock}
-locks, and the folder's UID list file.
+The disk work under the Maildir store (L{netplugins.mail.maildir.store}):
+durable writes (write, fsync, rename, fsync the directory), C{flock} locks, the
+folder's UID list file, and turning C{OSError}s into the store's errors.
 
 Everything here blocks: the store runs it in its thread pool.
 """
@@ -13,45 +13,11 @@ import fcntl
 import os
 import secrets
 
+from netplugins.mail.maildir.errors import DiskFullError, MaildirError
+
 UIDLIST = "netplugins-uidlist"
 _UIDLIST_MAGIC = "netplugins-uidlist 1"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-class MaildirError(Exception):
-    """
-    The store could not do what was asked.
-    """
-
-
-class DiskFullError(MaildirError):
-    """
-    No space (or quota) left: nothing was stored.
-    """
-
-
-class BadNameError(MaildirError, ValueError):
-    """
-    A user or folder name the store refuses.
-    """
-
-
-class NoSuchFolderError(MaildirError):
-    """
-    The folder does not exist.
-    """
-
-
-class FolderExistsError(MaildirError):
-    """
-    The folder to create (or rename to) exists already.
-    """
-
-
-class MailboxLockedError(MaildirError):
-    """
-    Another session holds the mailbox's lock.
-    """
 
 
 def fsyncDirectory(path: str) -> None:

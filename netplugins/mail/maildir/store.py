@@ -51,10 +51,10 @@ non-empty, without C{/} or NUL and not C{.}/C{..}; C{INBOX} (any case) is the
 user's top Maildir and cannot have children.  User names are used as directory
 names: non-empty, at most 255 bytes, no C{/} or NUL, not starting with C{.}.
 
-This module holds the store; a folder is L{netplugins.mail.maildirfolder},
-names and flags L{netplugins.mail.maildirnames}, the errors and the disk work
-(durable writes, locks, the UID list) L{netplugins.mail.maildirfiles}.  Their
-public names are importable from here too.
+This module holds the store; a folder is L{netplugins.mail.maildir.folder},
+names and flags L{netplugins.mail.maildir.names}, the errors
+L{netplugins.mail.maildir.errors}, the disk work (durable writes, locks, the
+UID list) L{netplugins.mail.maildir.files}.
 """
 
 from __future__ import annotations
@@ -69,16 +69,15 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from netplugins.mail.maildirfiles import (
-    UIDLIST,
+from netplugins.mail.maildir.errors import (
     BadNameError,
-    DiskFullError,
     FolderExistsError,
+    MailboxLockedError,
+    NoSuchFolderError,
+)
+from netplugins.mail.maildir.files import (
     Locked,
     MailboxLock,
-    MailboxLockedError,
-    MaildirError,
-    NoSuchFolderError,
     fsyncDirectory,
     makeMaildir,
     replaceFile,
@@ -86,44 +85,14 @@ from netplugins.mail.maildirfiles import (
     unlinkQuietly,
     writeNew,
 )
-from netplugins.mail.maildirfolder import UIDLIST_LOCK, Folder, FolderState, Message
-from netplugins.mail.maildirnames import (
-    FLAG_LETTERS,
-    IMAP_FLAGS,
+from netplugins.mail.maildir.folder import Folder
+from netplugins.mail.maildir.names import (
     INBOX,
     UniqueNames,
     checkUserName,
     folderDirectoryName,
-    normaliseFlags,
     wireSize,
 )
-
-__all__ = [
-    "FLAG_LETTERS",
-    "IMAP_FLAGS",
-    "INBOX",
-    "MAILBOX_LOCK",
-    "POOL_NAME",
-    "POOL_THREADS",
-    "SUBSCRIPTIONS",
-    "UIDLIST",
-    "UIDLIST_LOCK",
-    "BadNameError",
-    "DiskFullError",
-    "Folder",
-    "FolderExistsError",
-    "FolderState",
-    "MailboxLock",
-    "MailboxLockedError",
-    "MaildirError",
-    "MaildirStore",
-    "Message",
-    "NoSuchFolderError",
-    "checkUserName",
-    "folderDirectoryName",
-    "normaliseFlags",
-    "wireSize",
-]
 
 _T = TypeVar("_T")
 
