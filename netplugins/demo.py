@@ -126,7 +126,7 @@ def demoService(
     from netplugins.tap.httpbin import httpbinService
     from netplugins.tap.kv import kvService
     from netplugins.tap.mail import mailService
-    from netplugins.tap.mpconn import mpconnService
+    from netplugins.tap.mpconn import MPConnSettings, mpconnService
     from netplugins.tap.wsgi import wsgiService
     from netplugins.tap.zen import ZenSettings, zenService
 
@@ -168,10 +168,14 @@ def demoService(
             reactor=reactor,
         ),
         mpconnService(
-            authkey=authkey,
-            mode="echo",
-            listen=[tcp("mpconn")],
-            **shared,
+            MPConnSettings(
+                authkey=authkey,
+                mode="echo",
+                listen=(tcp("mpconn"),),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
         ),
         kvService(listen=[tcp("kv")], **shared),
         # /protected takes the demo users (over TLS; Basic auth in the clear is

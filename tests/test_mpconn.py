@@ -50,7 +50,12 @@ from netplugins.mpconn import (
 )
 from netplugins.safepickle import RefusedPickleError, checkNesting, safeLoads
 from netplugins.service import ListeningService
-from netplugins.tap.mpconn import Options, makeService, mpconnService
+from netplugins.tap.mpconn import (
+    MPConnSettings,
+    Options,
+    makeService,
+    mpconnService,
+)
 from tests.pki import PKI
 
 KEY = b"peekaboo"
@@ -940,27 +945,17 @@ class OptionsTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            {
-                k: config[k]
-                for k in [
-                    "authkey",
-                    "mode",
-                    "function-registry",
-                    "max-message-size",
-                    "max-nesting",
-                    "handshake-timeout",
-                    "threads",
-                ]
-            },
-            {
-                "authkey": b"peekaboo",
-                "mode": "rpc",
-                "function-registry": testFunctions,
-                "max-message-size": 4096,
-                "max-nesting": 10,
-                "handshake-timeout": 5.0,
-                "threads": 2,
-            },
+            config.settings,
+            MPConnSettings(
+                authkeyFile=keyFile,
+                authkey=b"peekaboo",
+                mode="rpc",
+                functions=testFunctions,
+                maxMessageSize=4096,
+                maxNesting=10,
+                handshakeTimeout=5.0,
+                threads=2,
+            ),
         )
 
     def test_defaults(self) -> None:
@@ -968,17 +963,15 @@ class OptionsTests(SynchronousTestCase):
         config = Options()
         config.parseOptions([])
         self.assertEqual(
-            [
-                config[k]
-                for k in [
-                    "authkey",
-                    "mode",
-                    "function-registry",
-                    "max-message-size",
-                    "max-nesting",
-                ]
-            ],
-            [None, "echo", None, 1024 * 1024, 100],
+            config.settings,
+            MPConnSettings(
+                authkeyFile=None,
+                authkey=None,
+                mode="echo",
+                functions=None,
+                maxMessageSize=1024 * 1024,
+                maxNesting=100,
+            ),
         )
 
     def test_errors(self) -> None:
@@ -1017,8 +1010,10 @@ class OptionsTests(SynchronousTestCase):
 
     def test_keywordTwin(self) -> None:
         """mpconnService refuses functions in echo mode and bad modes."""
-        self.assertRaises(ValueError, mpconnService, authkey=KEY, mode="chat")
-        self.assertRaises(ValueError, mpconnService, authkey=KEY, functions={})
+        self.assertRaises(ValueError, MPConnSettings, authkey=KEY, mode="chat")
+        self.assertRaises(
+            ValueError, mpconnService, MPConnSettings(authkey=KEY, functions={})
+        )
 
 
 CLIENT = """
@@ -1096,7 +1091,9 @@ class RealSocketTests(TestCase):
             description = f"unix:{path}"
         else:
             description = "tcp:0:interface=127.0.0.1"
-        service = mpconnService(authkey=KEY, mode=mode, listen=[description], **kwargs)
+        service = mpconnService(
+            MPConnSettings(authkey=KEY, mode=mode, listen=(description,), **kwargs)
+        )
         service.startService()
         self.addCleanup(service.stopService)
         (child,) = service.services
@@ -1273,11 +1270,13 @@ class TLSTests(TestCase):
         pki = PKI(os.path.abspath(self.mktemp()))
         cert, key = pki.serverCertificate("localhost", "127.0.0.1")
         service = mpconnService(
-            authkey=KEY,
-            mode=mode,
-            listenTLS=["tcp:0:interface=127.0.0.1"],
-            tlsCert=[cert],
-            tlsKey=[key],
+            MPConnSettings(
+                authkey=KEY,
+                mode=mode,
+                listenTLS=("tcp:0:interface=127.0.0.1",),
+                tlsCert=(cert,),
+                tlsKey=(key,),
+            )
         )
         service.startService()
         self.addCleanup(service.stopService)

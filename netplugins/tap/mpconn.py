@@ -1,13 +1,15 @@
 """
-C{twistd np-mpconn}: the multiprocessing.connection server's command line and
-its keyword twin.
+C{twistd np-mpconn}: the multiprocessing.connection server's settings, its
+command line and its keyword twin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
+from attrs import frozen
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
@@ -25,9 +27,15 @@ from netplugins.mpconn import (
     loadFunctions,
     readAuthkey,
 )
-from netplugins.options import ServiceOptions, positiveFloat, positiveInt
+from netplugins.options import (
+    ServiceOptions,
+    ServiceSettings,
+    positiveFloat,
+    positiveInt,
+)
 from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import Common, listeningService, resolveCommon, supervised
+from netplugins.service import listeningService, supervised
+from netplugins.settings import setting
 from netplugins.threads import DEFAULT_MAX_THREADS, blockingPool, deferToPool
 
 DEFAULT_LISTEN = ("tcp:25000:interface=127.0.0.1",)
@@ -38,11 +46,58 @@ log = Logger()
 modeChoice = choice(*MODES, name="--mode")
 
 
+@frozen(kw_only=True)
+class MPConnSettings(ServiceSettings):
+    """
+    What np-mpconn is told: the shared settings, the authkey, the mode and
+    its functions, and the message limits.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
+
+    authkeyFile: str | None = setting(
+        None,
+        "A file holding the authkey (its bytes; one trailing newline is ignored).",
+    )
+    mode: str = setting("echo", "echo or rpc.", modeChoice)
+    #: In Python, also the mapping of names to functions itself.
+    functions: str | Mapping[str, Callable[..., Any]] | None = setting(
+        None,
+        "For --mode rpc: package.module:registry, a mapping of names to "
+        "functions (those marked @netplugins.mpconn.blocking run in a thread "
+        "pool). Default: the Cookbook's add and sub.",
+    )
+    maxMessageSize: int = setting(
+        DEFAULT_MAX_MESSAGE_SIZE,
+        "The longest message accepted, in bytes.",
+        positiveInt,
+    )
+    maxNesting: int = setting(
+        DEFAULT_MAX_NESTING,
+        "How deeply containers may nest in a message.",
+        positiveInt,
+    )
+    handshakeTimeout: float = setting(
+        DEFAULT_HANDSHAKE_TIMEOUT,
+        "Close connections not authenticated within this many seconds.",
+        positiveFloat,
+    )
+    threads: int = setting(
+        DEFAULT_MAX_THREADS,
+        "The most blocking functions running at once.",
+        positiveInt,
+    )
+    #: The key's bytes, read already (C{--authkey-file} reads them); without
+    #: it or C{authkeyFile}, a random key kept in the state directory.
+    authkey: bytes | None = None
+
+
 class Options(ServiceOptions):
     """
     Options for C{twistd np-mpconn}.
     """
 
+    settingsType = MPConnSettings
     synopsis = "[options]"
     longdesc = (
         "A server that Python's multiprocessing.connection.Client(address, "
@@ -56,55 +111,8 @@ class Options(ServiceOptions):
         "sets, dates, decimals): anything else closes the connection. Without "
         "--authkey-file, a random key is made in the state directory."
     )
-    defaultListen = DEFAULT_LISTEN
     tapname = "np-mpconn"
     withoutCheckers = "authenticates peers with --authkey-file, not --auth"
-
-    optParameters = [
-        [
-            "authkey-file",
-            None,
-            None,
-            "A file holding the authkey (its bytes; one trailing newline is ignored).",
-        ],
-        ["mode", None, "echo", "echo or rpc.", modeChoice],
-        [
-            "functions",
-            None,
-            None,
-            "For --mode rpc: package.module:registry, a mapping of names to "
-            "functions (those marked @netplugins.mpconn.blocking run in a thread "
-            "pool). Default: the Cookbook's add and sub.",
-        ],
-        [
-            "max-message-size",
-            None,
-            DEFAULT_MAX_MESSAGE_SIZE,
-            "The longest message accepted, in bytes.",
-            positiveInt,
-        ],
-        [
-            "max-nesting",
-            None,
-            DEFAULT_MAX_NESTING,
-            "How deeply containers may nest in a message.",
-            positiveInt,
-        ],
-        [
-            "handshake-timeout",
-            None,
-            DEFAULT_HANDSHAKE_TIMEOUT,
-            "Close connections not authenticated within this many seconds.",
-            positiveFloat,
-        ],
-        [
-            "threads",
-            None,
-            DEFAULT_MAX_THREADS,
-            "The most blocking functions running at once.",
-            positiveInt,
-        ],
-    ]
 
     compData = usage.Completions(
         optActions={
@@ -114,66 +122,56 @@ class Options(ServiceOptions):
     )
 
     def postOptions(self) -> None:
+        """
+        Read the authkey file and load the functions now, so that a bad one is
+        a usage error rather than a failure to start.
+        """
         super().postOptions()
+        settings: MPConnSettings = self.settings
+        functions = settings.functions
         try:
-            if self["authkey-file"] is not None:
-                self["authkey"] = readAuthkey(self["authkey-file"])
-            else:
-                self["authkey"] = None
-            if self["functions"] is not None:
-                if self["mode"] != "rpc":
+            authkey = (
+                None
+                if settings.authkeyFile is None
+                else readAuthkey(settings.authkeyFile)
+            )
+            if isinstance(functions, str):
+                if settings.mode != "rpc":
                     raise ValueError("--functions needs --mode rpc")
-                self["function-registry"] = loadFunctions(self["functions"])
-            else:
-                self["function-registry"] = None
+                functions = loadFunctions(functions)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        self.settings = attrs.evolve(settings, authkey=authkey, functions=functions)
 
 
 def mpconnService(
-    *,
-    authkey: bytes | None = None,
-    mode: str = "echo",
-    functions: Mapping[str, Callable[..., Any]] | str | None = None,
-    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
-    maxNesting: int = DEFAULT_MAX_NESTING,
-    handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    threads: int = DEFAULT_MAX_THREADS,
-    common: Common | None = None,
-    reactor: Any = None,
-    **settings: Any,
+    settings: MPConnSettings = MPConnSettings(), *, reactor: Any = None
 ) -> MultiService:
     """
-    The multiprocessing.connection server: the keyword twin of
-    C{twistd np-mpconn}.
+    The multiprocessing.connection server: the keyword twin of C{twistd
+    np-mpconn} is C{mpconnService(MPConnSettings(authkey=..., mode=...,
+    listen=(...), ...))}.
 
-    @param authkey: the key's bytes (C{--authkey-file} reads them); by default
-        a random one kept in the state directory.
-    @param mode: C{"echo"} or C{"rpc"}.
-    @param functions: for C{rpc}, a mapping of names to callables or a
-        C{package.module:registry} string; by default the Cookbook's.
-    @param threads: the bound on blocking functions running at once.
-    @param common: the shared settings, already made; or instead give their
-        keywords (L{netplugins.service.commonSettings}) as C{settings}.
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings)
+    common = settings.common()
     if reactor is None:
         from twisted.internet import reactor
     theReactor = reactor
-    modeChoice(mode)
+    authkey = settings.authkey
+    if authkey is None and settings.authkeyFile is not None:
+        authkey = readAuthkey(settings.authkeyFile)
     if authkey is None:
         path, authkey = generatedAuthkey(common.stateDir)
         log.warn(
             "np-mpconn: no --authkey-file given; using the key in {path}", path=path
         )
-    if maxNesting <= 0:
-        raise ValueError(f"maximum nesting must be positive, not {maxNesting}")
+    functions = settings.functions
     handler: EchoMode | RPCMode
-    if mode == "echo":
+    if settings.mode == "echo":
         if functions is not None:
             raise ValueError("functions are served in rpc mode only")
-        handler = EchoMode(maxNesting)
+        handler = EchoMode(settings.maxNesting)
     else:
         if functions is None:
             functions = exampleFunctions
@@ -181,22 +179,24 @@ def mpconnService(
             functions = loadFunctions(functions)
 
         def runBlocking(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            pool = blockingPool("np-mpconn", maxThreads=threads, reactor=theReactor)
+            pool = blockingPool(
+                "np-mpconn", maxThreads=settings.threads, reactor=theReactor
+            )
             return deferToPool(theReactor, pool, f, *args, **kwargs)
 
-        handler = RPCMode(functions, runBlocking, maxNesting)
+        handler = RPCMode(functions, runBlocking, settings.maxNesting)
     factory = MPConnFactory(
         authkey,
         handler,
-        maxMessageSize=maxMessageSize,
-        handshakeTimeout=handshakeTimeout,
+        maxMessageSize=settings.maxMessageSize,
+        handshakeTimeout=settings.handshakeTimeout,
         closeGrace=common.limits.closeGrace,
         reactor=theReactor,
     )
     listeners = listeningService(
         common,
         factory,
-        defaultListen=DEFAULT_LISTEN,
+        defaultListen=settings.defaultListen,
         name="np-mpconn",
         reactor=theReactor,
     )
@@ -207,14 +207,4 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The service configured by a parsed command line.
     """
-    return mpconnService(
-        authkey=config["authkey"],
-        mode=config["mode"],
-        functions=config["function-registry"],
-        maxMessageSize=config["max-message-size"],
-        maxNesting=config["max-nesting"],
-        handshakeTimeout=config["handshake-timeout"],
-        threads=config["threads"],
-        common=config.common,
-        reactor=reactor,
-    )
+    return mpconnService(config.settings, reactor=reactor)
