@@ -224,9 +224,11 @@ class ServiceSettings:
         positiveInt,
     )
     #: C{--auth} checker descriptions (Twisted's strcred syntax).
-    auth: tuple[str, ...] = field(default=(), converter=tuple)
+    auth: tuple[str, ...] = field(default=(), converter=tuple[str, ...])
     #: Checkers made already (the command line's C{--auth} makes these).
-    checkers: tuple[ICredentialsChecker, ...] = field(default=(), converter=tuple)
+    checkers: tuple[ICredentialsChecker, ...] = field(
+        default=(), converter=tuple[ICredentialsChecker, ...]
+    )
     #: A TLS context factory to share with other services.
     tls: ServerTLS | None = None
 
