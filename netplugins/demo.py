@@ -124,7 +124,7 @@ def demoService(
     from netplugins.tap.daytime import DaytimeSettings, daytimeService
     from netplugins.tap.echo import EchoSettings, echoService
     from netplugins.tap.httpbin import httpbinService
-    from netplugins.tap.kv import kvService
+    from netplugins.tap.kv import KVSettings, kvService
     from netplugins.tap.mail import mailService
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
     from netplugins.tap.wsgi import wsgiService
@@ -177,7 +177,10 @@ def demoService(
             ),
             reactor=reactor,
         ),
-        kvService(listen=[tcp("kv")], **shared),
+        kvService(
+            KVSettings(listen=(tcp("kv"),), tls=tls, stateDir=stateDir),
+            reactor=reactor,
+        ),
         # /protected takes the demo users (over TLS; Basic auth in the clear is
         # refused).
         httpbinService(

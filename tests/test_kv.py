@@ -37,7 +37,7 @@ from netplugins.kv.store import (
 )
 from netplugins.kv.web import MAX_NESTING, kvSite
 from netplugins.service import ListeningService, commonSettings
-from netplugins.tap.kv import Options, kvService
+from netplugins.tap.kv import KVSettings, Options, kvService
 from tests.pki import PKI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +94,56 @@ class ParseStoreTests(SynchronousTestCase):
         """Bad descriptions are one-line ValueErrors."""
         for description in ["mem", "sqlite:", "redis://h:99999/0", "redis://h:1/x"]:
             self.assertRaises(ValueError, parseStore, description, "var")
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{twistd np-kv}'s command line gives its settings class.
+    """
+
+    def test_settings(self) -> None:
+        """Every np-kv option lands in its field of KVSettings."""
+        config = Options()
+        config.parseOptions(
+            [
+                "--store",
+                "memory",
+                "--max-body-size",
+                "1024",
+                "--max-nesting",
+                "7",
+                "--max-batch",
+                "3",
+                "--allow-plaintext-auth",
+                "--listen",
+                "tcp:0",
+            ]
+        )
+        self.assertEqual(
+            config.settings,
+            KVSettings(
+                store="memory",
+                maxBodySize=1024,
+                maxNesting=7,
+                maxBatch=3,
+                allowPlaintextAuth=True,
+                listen=("tcp:0",),
+            ),
+        )
+
+    def test_nestingMessage(self) -> None:
+        """Too deep a nesting is the same one-line error in Python and argv."""
+        message = (
+            f"maximum nesting must be at most {MAX_NESTING} (deeper values could "
+            f"not be read back), not {MAX_NESTING + 1}"
+        )
+        error = self.assertRaises(ValueError, KVSettings, maxNesting=MAX_NESTING + 1)
+        usageError = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--max-nesting", str(MAX_NESTING + 1)],
+        )
+        self.assertEqual((str(error), str(usageError)), (message, message))
 
 
 class SQLiteStoreTests(TestCase):
@@ -171,7 +221,7 @@ class ServiceTests(TestCase):
         Start np-kv; return its base URL.
         """
         kwargs.setdefault("store", "memory")
-        service = kvService(listen=["tcp:0:interface=127.0.0.1"], **kwargs)
+        service = kvService(KVSettings(listen=("tcp:0:interface=127.0.0.1",), **kwargs))
         service.startService()
         self.addCleanup(service.stopService)
         (child, _) = service.services
@@ -523,9 +573,11 @@ class ServiceTests(TestCase):
         self.assertRaises(
             ValueError,
             kvService,
-            store="memory",
-            checkers=[checker],
-            listen=["tcp:0:interface=127.0.0.1"],
+            KVSettings(
+                store="memory",
+                checkers=(checker,),
+                listen=("tcp:0:interface=127.0.0.1",),
+            ),
         )
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(
@@ -544,9 +596,11 @@ class NestingTests(TestCase):
         """At MAX_NESTING, what XML-RPC and JSON-RPC set, both get back."""
         for store in ["memory", f"sqlite:{os.path.abspath(self.mktemp())}"]:
             service = kvService(
-                store=store,
-                maxNesting=MAX_NESTING,
-                listen=["tcp:0:interface=127.0.0.1"],
+                KVSettings(
+                    store=store,
+                    maxNesting=MAX_NESTING,
+                    listen=("tcp:0:interface=127.0.0.1",),
+                )
             )
             service.startService()
             self.addCleanup(service.stopService)
@@ -581,7 +635,7 @@ class NestingTests(TestCase):
     def test_deeperRefused(self) -> None:
         """Nesting above MAX_NESTING, which could not be read back, is refused."""
         self.assertRaises(
-            ValueError, kvService, store="memory", maxNesting=MAX_NESTING + 1
+            ValueError, KVSettings, store="memory", maxNesting=MAX_NESTING + 1
         )
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(
@@ -611,11 +665,13 @@ class TLSServiceTests(TestCase):
         pki = PKI(os.path.abspath(self.mktemp()))
         cert, key = pki.serverCertificate("localhost", "127.0.0.1")
         service = kvService(
-            store="memory",
-            listenTLS=["tcp:0:interface=127.0.0.1"],
-            tlsCert=[cert],
-            tlsKey=[key],
-            **kwargs,
+            KVSettings(
+                store="memory",
+                listenTLS=("tcp:0:interface=127.0.0.1",),
+                tlsCert=(cert,),
+                tlsKey=(key,),
+                **kwargs,
+            )
         )
         service.startService()
         self.addCleanup(service.stopService)
@@ -671,10 +727,12 @@ class TLSServiceTests(TestCase):
         self.assertRaises(
             ValueError,
             kvService,
-            store="memory",
-            auth=[f"htpasswd:{users}"],
-            listen=["tcp:0:interface=127.0.0.1"],
-            listenTLS=["tcp:0:interface=127.0.0.1"],
+            KVSettings(
+                store="memory",
+                auth=(f"htpasswd:{users}",),
+                listen=("tcp:0:interface=127.0.0.1",),
+                listenTLS=("tcp:0:interface=127.0.0.1",),
+            ),
         )
         # Below the service's startup check, the site itself still refuses
         # credentials that did not arrive over TLS.
@@ -807,7 +865,9 @@ class RedisTests(TestCase):
         """Two np-kv services on one Redis see each other's writes; TTLs reach Redis."""
         urls = []
         for _ in range(2):
-            service = kvService(store=self.url, listen=["tcp:0:interface=127.0.0.1"])
+            service = kvService(
+                KVSettings(store=self.url, listen=("tcp:0:interface=127.0.0.1",))
+            )
             service.startService()
             self.addCleanup(service.stopService)
             urls.append(f"http://127.0.0.1:{service.services[0].port.getHost().port}")  # type: ignore[attr-defined]

@@ -1,11 +1,14 @@
 """
-C{twistd np-kv}: the key-value service's command line and its keyword twin.
+C{twistd np-kv}: the key-value service's settings, its command line and its
+keyword twin.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
+from attrs import frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.python import usage
@@ -13,11 +16,58 @@ from twisted.python import usage
 from netplugins.kv.jsonrpc import DEFAULT_MAX_BATCH
 from netplugins.kv.store import KVStore, openStore, parseStore
 from netplugins.kv.web import DEFAULT_MAX_BODY_SIZE, MAX_NESTING, kvSite
-from netplugins.options import ServiceOptions, positiveInt
+from netplugins.options import ServiceOptions, ServiceSettings, positiveInt
 from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import Common, listeningService, resolveCommon, supervised
+from netplugins.service import Common, listeningService, supervised
+from netplugins.settings import flag, setting
 
 DEFAULT_LISTEN = ("tcp:15000:interface=127.0.0.1",)
+
+
+@frozen(kw_only=True)
+class KVSettings(ServiceSettings):
+    """
+    What np-kv is told: the shared settings, the store, the request limits
+    and whether credentials may travel in the clear.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
+
+    allowPlaintextAuth: bool = flag(
+        "Accept --auth credentials over cleartext HTTP (they can be sniffed)."
+    )
+    store: str = setting(
+        "",
+        "memory, sqlite:PATH or redis://HOST:PORT/DB "
+        "(default: sqlite in the state directory).",
+    )
+    maxBodySize: int = setting(
+        DEFAULT_MAX_BODY_SIZE,
+        "The largest request body, in bytes (413 beyond).",
+        positiveInt,
+    )
+    maxNesting: int = setting(
+        DEFAULT_MAX_NESTING,
+        f"How deeply arrays and structs may nest in a request (at most {MAX_NESTING}).",
+        positiveInt,
+    )
+    maxBatch: int = setting(
+        DEFAULT_MAX_BATCH,
+        "The most calls in one JSON-RPC batch or system.multicall.",
+        positiveInt,
+    )
+
+    @maxNesting.validator
+    def _readableBack(self, attribute: attrs.Attribute[int], value: int) -> None:
+        """
+        Refuse nesting deeper than L{MAX_NESTING}: values np-kv would store
+        but could not send back.
+        """
+        if value > MAX_NESTING:
+            raise ValueError(
+                f"maximum nesting must be at most {MAX_NESTING} (deeper values "
+                f"could not be read back), not {value}"
+            )
 
 
 class Options(ServiceOptions):
@@ -25,6 +75,7 @@ class Options(ServiceOptions):
     Options for C{twistd np-kv}.
     """
 
+    settingsType = KVSettings
     synopsis = "[options]"
     longdesc = (
         "A key-value store over HTTP: XML-RPC at /RPC2 with the Python Cookbook's "
@@ -37,55 +88,15 @@ class Options(ServiceOptions):
         "several np-kv processes can share. With --auth, requests need HTTP "
         "Basic credentials, over TLS only unless --allow-plaintext-auth."
     )
-    defaultListen = DEFAULT_LISTEN
     tapname = "np-kv"
     usesCheckers = True
 
-    optFlags = [
-        [
-            "allow-plaintext-auth",
-            None,
-            "Accept --auth credentials over cleartext HTTP (they can be sniffed).",
-        ],
-    ]
-    optParameters = [
-        [
-            "store",
-            None,
-            "",
-            "memory, sqlite:PATH or redis://HOST:PORT/DB "
-            "(default: sqlite in the state directory).",
-        ],
-        [
-            "max-body-size",
-            None,
-            DEFAULT_MAX_BODY_SIZE,
-            "The largest request body, in bytes (413 beyond).",
-            positiveInt,
-        ],
-        [
-            "max-nesting",
-            None,
-            DEFAULT_MAX_NESTING,
-            f"How deeply arrays and structs may nest in a request (at most "
-            f"{MAX_NESTING}).",
-            positiveInt,
-        ],
-        [
-            "max-batch",
-            None,
-            DEFAULT_MAX_BATCH,
-            "The most calls in one JSON-RPC batch or system.multicall.",
-            positiveInt,
-        ],
-    ]
-
     def postOptions(self) -> None:
         super().postOptions()
+        settings: KVSettings = self.settings
         try:
-            parseStore(self["store"], self.common.stateDir)
-            checkPlaintextAuth(self.common, self["allow-plaintext-auth"])
-            checkLimits(self["max-body-size"], self["max-nesting"], self["max-batch"])
+            parseStore(settings.store, self.common.stateDir)
+            checkPlaintextAuth(self.common, settings.allowPlaintextAuth)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -104,27 +115,6 @@ def checkPlaintextAuth(common: Common, allowPlaintextAuth: bool) -> None:
         )
 
 
-def checkLimits(maxBodySize: int, maxNesting: int, maxBatch: int) -> None:
-    """
-    Refuse limits that are not positive, and nesting deeper than
-    L{MAX_NESTING}: values np-kv would store but could not send back.
-
-    @raise ValueError: if refused.
-    """
-    for name, value in [
-        ("maximum body size", maxBodySize),
-        ("maximum nesting", maxNesting),
-        ("maximum batch", maxBatch),
-    ]:
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, not {value}")
-    if maxNesting > MAX_NESTING:
-        raise ValueError(
-            f"maximum nesting must be at most {MAX_NESTING} (deeper values "
-            f"could not be read back), not {maxNesting}"
-        )
-
-
 class _StoreCloser(Service):
     def __init__(self, store: KVStore):
         self.store = store
@@ -135,41 +125,41 @@ class _StoreCloser(Service):
 
 
 def kvService(
+    settings: KVSettings = KVSettings(),
     *,
-    store: str | KVStore = "",
-    maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
-    maxNesting: int = DEFAULT_MAX_NESTING,
-    maxBatch: int = DEFAULT_MAX_BATCH,
-    allowPlaintextAuth: bool = False,
-    common: Common | None = None,
+    store: KVStore | None = None,
     reactor: Any = None,
-    **settings: Any,
 ) -> MultiService:
     """
-    The key-value service: the keyword twin of C{twistd np-kv}.
+    The key-value service: the keyword twin of C{twistd np-kv} is
+    C{kvService(KVSettings(store=..., listen=(...), ...))}.
 
-    @param store: a C{--store} description, or a store already made.
-    @param common: the shared settings, already made; or instead give their
-        keywords (L{netplugins.service.commonSettings}) as C{settings}.
+    @param store: a store already made, served instead of the one
+        C{settings.store} describes (and closed when the service stops).
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings)
-    checkPlaintextAuth(common, allowPlaintextAuth)
-    checkLimits(maxBodySize, maxNesting, maxBatch)
-    if isinstance(store, str):
-        store = openStore(store, common.stateDir, reactor, maxNesting=maxNesting)
+    common = settings.common()
+    checkPlaintextAuth(common, settings.allowPlaintextAuth)
+    if store is None:
+        store = openStore(
+            settings.store, common.stateDir, reactor, maxNesting=settings.maxNesting
+        )
     site = kvSite(
         store,
-        maxBodySize=maxBodySize,
-        maxNesting=maxNesting,
-        maxBatch=maxBatch,
+        maxBodySize=settings.maxBodySize,
+        maxNesting=settings.maxNesting,
+        maxBatch=settings.maxBatch,
         checkers=common.checkers,
-        allowPlaintextAuth=allowPlaintextAuth,
+        allowPlaintextAuth=settings.allowPlaintextAuth,
         closeGrace=common.limits.closeGrace,
         reactor=reactor,
     )
     service = listeningService(
-        common, site, defaultListen=DEFAULT_LISTEN, name="np-kv", reactor=reactor
+        common,
+        site,
+        defaultListen=settings.defaultListen,
+        name="np-kv",
+        reactor=reactor,
     )
     _StoreCloser(store).setServiceParent(service)
     return supervised(service, common, name="np-kv", reactor=reactor)
@@ -179,12 +169,4 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The service configured by a parsed command line.
     """
-    return kvService(
-        store=config["store"],
-        maxBodySize=config["max-body-size"],
-        maxNesting=config["max-nesting"],
-        maxBatch=config["max-batch"],
-        allowPlaintextAuth=bool(config["allow-plaintext-auth"]),
-        common=config.common,
-        reactor=reactor,
-    )
+    return kvService(config.settings, reactor=reactor)
