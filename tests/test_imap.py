@@ -1,5 +1,5 @@
 """
-Tests for L{netplugins.mail.imap} (with its parser, fetch and search modules)
+Tests for L{netplugins.mail.imap.server} (with its parser, fetch and search modules)
 and L{netplugins.tap.imap}.
 """
 
@@ -26,16 +26,15 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.mail import imapselected
-from netplugins.mail.imap import MAX_LOGIN_COMMAND, IMAPFactory
-from netplugins.mail.imapfetch import (
+from netplugins.mail.imap import selected
+from netplugins.mail.imap.fetch import (
     canonical,
     parseEntity,
     parseFetchItems,
     parseSection,
     sectionContent,
 )
-from netplugins.mail.imapparse import (
+from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
     Literal,
     formatSequenceSet,
@@ -44,6 +43,7 @@ from netplugins.mail.imapparse import (
     parseSequenceSet,
     tokenize,
 )
+from netplugins.mail.imap.server import MAX_LOGIN_COMMAND, IMAPFactory
 from netplugins.mail.maildir.folder import Folder
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
@@ -527,7 +527,7 @@ class SessionTests(SynchronousTestCase):
         reply = self.s.send(b"f FETCH 1:* (BODY[TEXT])\r\n")
         self.assertEqual(reply.count(b"FLAGS (\\Seen \\Recent))\r\n"), 33)
         self.assertEqual((reads, marks), ([33], [33]))
-        self.patch(imapselected, "BATCH_MESSAGES", 10)
+        self.patch(selected, "BATCH_MESSAGES", 10)
         self.assertEqual(
             self.s.send(b"g SEARCH BODY body\r\n"),
             b"* SEARCH "

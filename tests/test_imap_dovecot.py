@@ -33,7 +33,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from netplugins.mail.imapparse import Literal, Token, tokenize
+from netplugins.mail.imap.parse import Literal, Token, tokenize
 from netplugins.mail.maildir.store import MaildirStore
 from tests.dovecot import Dovecot
 from tests.test_imap import MULTIPART, makeFactory

@@ -1,8 +1,8 @@
 """
 Tests for np-imap's bounds on per-command work: header parsing, FETCH items,
 MIME parts, LIST patterns and mailbox names, SEARCH charsets and NUL in
-APPEND (L{netplugins.mail.imapfetch}, L{netplugins.mail.imapsearch},
-L{netplugins.mail.imapmailboxes}, L{netplugins.mail.imapparse}).
+APPEND (L{netplugins.mail.imap.fetch}, L{netplugins.mail.imap.search},
+L{netplugins.mail.imap.mailboxes}, L{netplugins.mail.imap.parse}).
 
 Timed assertions allow one second on a two-core machine for work that took
 seconds to hours before these bounds.
@@ -20,8 +20,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from netplugins.mail import imapfetch, imapmailboxes
-from netplugins.mail.imapfetch import (
+from netplugins.mail.imap import fetch, mailboxes
+from netplugins.mail.imap.fetch import (
     MAX_FETCH_ITEMS,
     MAX_MIME_PARTS,
     parseEntity,
@@ -30,9 +30,9 @@ from netplugins.mail.imapfetch import (
     partSpans,
     sectionContent,
 )
-from netplugins.mail.imapmailboxes import MAX_MAILBOX_LEVELS
-from netplugins.mail.imapparse import ListPattern, matchPattern
-from netplugins.mail.imapsearch import decodeText
+from netplugins.mail.imap.mailboxes import MAX_MAILBOX_LEVELS
+from netplugins.mail.imap.parse import ListPattern, matchPattern
+from netplugins.mail.imap.search import decodeText
 from tests.test_imap import Session
 
 SECOND = 1.0
@@ -142,13 +142,13 @@ class HeaderTests(SelectedSession):
     def test_fieldsParsedOnce(self) -> None:
         """One FETCH reads a message's header fields once for all its items."""
         calls: list[int] = []
-        parse = imapfetch.parseFields
+        parse = fetch.parseFields
 
         def counting(header: bytes) -> list[tuple[bytes, bytes]]:
             calls.append(len(header))
             return parse(header)
 
-        self.patch(imapfetch, "parseFields", counting)
+        self.patch(fetch, "parseFields", counting)
         self.s.send(
             b"f FETCH 1 (ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (TO)] "
             b"BODY.PEEK[HEADER.FIELDS.NOT (TO)])\r\n"
@@ -269,7 +269,7 @@ class PartTests(SelectedSession):
 
     def test_overflowPartHoldsRest(self) -> None:
         """The part at which the count runs out holds the rest of the body."""
-        self.patch(imapfetch, "MAX_MIME_PARTS", 4)
+        self.patch(fetch, "MAX_MIME_PARTS", 4)
         raw = multipart([b"\r\n1", b"\r\n2", b"\r\n3", b"\r\n4", b"\r\n5"])
         root = parseEntity(raw)
         self.assertEqual(len(root.parts), 3)
@@ -280,14 +280,14 @@ class PartTests(SelectedSession):
 
     def test_nestedOverflow(self) -> None:
         """A count run out inside a nested multipart takes its siblings too."""
-        self.patch(imapfetch, "MAX_MIME_PARTS", 4)
+        self.patch(fetch, "MAX_MIME_PARTS", 4)
         inner = multipart([b"\r\na", b"\r\nb", b"\r\nc"], b"I")
         raw = multipart([inner, b"\r\nafter"])
         root = parseEntity(raw)
         [only] = root.parts
         self.assertEqual((only.mainType, only.parts), ("multipart", []))
         self.assertTrue(only.body.endswith(b"after\r\n--B--\r\n"))
-        self.assertIn(b'("multipart" "mixed" ', imapfetch.bodyStructure(root))
+        self.assertIn(b'("multipart" "mixed" ', fetch.bodyStructure(root))
 
     def test_falseDelimitersLinear(self) -> None:
         """A million lines that almost match the boundary are read in time."""
@@ -303,13 +303,13 @@ class PartTests(SelectedSession):
             inner = multipart([inner], b"B" * level)
         with within(self):
             root = parseEntity(inner)
-            imapfetch.bodyStructure(root)
+            fetch.bodyStructure(root)
         containers = 0
         while root.parts:
             containers += 1
             [root] = root.parts
         self.assertEqual(
-            (containers, root.mainType), (imapfetch.MAX_MIME_SCANS, "multipart")
+            (containers, root.mainType), (fetch.MAX_MIME_SCANS, "multipart")
         )
 
     def test_manyParameters(self) -> None:
@@ -317,7 +317,7 @@ class PartTests(SelectedSession):
         raw = b"Content-Type: text/plain; charset=utf-8" + b";" * 400_000
         with within(self):
             entity = parseEntity(raw + b"\r\n\r\nbody")
-            structure = imapfetch.bodyStructure(entity)
+            structure = fetch.bodyStructure(entity)
         self.assertTrue(structure.startswith(b'("text" "plain" ("charset" "utf-8") '))
 
 
@@ -423,7 +423,7 @@ class ListTests(SynchronousTestCase):
 
     def test_subscribeBounds(self) -> None:
         """SUBSCRIBE takes the same names as CREATE, and at most so many."""
-        self.patch(imapmailboxes, "MAX_MAILBOXES", 2)
+        self.patch(mailboxes, "MAX_MAILBOXES", 2)
         deep = b".".join([b"s"] * (MAX_MAILBOX_LEVELS + 1))
         self.assertRegex(
             self.s.send(b"s SUBSCRIBE " + deep + b"\r\n"), rb"^s NO \[LIMIT\] "
@@ -440,7 +440,7 @@ class ListTests(SynchronousTestCase):
 
     def test_mailboxCount(self) -> None:
         """CREATE stops at MAX_MAILBOXES; LIST refuses to go through more."""
-        self.patch(imapmailboxes, "MAX_MAILBOXES", 3)
+        self.patch(mailboxes, "MAX_MAILBOXES", 3)
         self.assertEqual(
             self.s.send(b"a CREATE x\r\nb CREATE y\r\nc CREATE z\r\n"),
             b"a OK Create completed.\r\nb OK Create completed.\r\n"

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 
-from netplugins.mail.imap import DEFAULT_APPEND_LIMIT, IMAPFactory
+from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT, IMAPFactory
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, resolveCommon, supervised
 from netplugins.tap.smtp import (

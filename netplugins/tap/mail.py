@@ -12,7 +12,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.python import usage
 
-from netplugins.mail.imap import DEFAULT_APPEND_LIMIT
+from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT
 from netplugins.mail.smtp import DEFAULT_MAX_MESSAGE_SIZE
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, resolveCommon, supervised, validateEndpoint

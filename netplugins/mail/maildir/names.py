@@ -88,7 +88,7 @@ def splitName(name: str) -> tuple[str, str]:
 def wireSize(data: bytes) -> int:
     """
     The size of C{data} once every bare LF is made CRLF (what
-    L{netplugins.mail.imapfetch.canonical} serves).
+    L{netplugins.mail.imap.fetch.canonical} serves).
     """
     return len(data) + data.count(b"\n") - data.count(b"\r\n")
 

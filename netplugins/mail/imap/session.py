@@ -5,10 +5,10 @@ command modules build on (replies, the idle deadline, closing, waiting for the
 output to drain, the user's folders, and L{SessionBase._refresh}, which
 reports what other sessions changed).
 
-The session itself is L{netplugins.mail.imap.IMAPServer}: the connection and
+The session itself is L{netplugins.mail.imap.server.IMAPServer}: the connection and
 login state machine there, the mailbox commands in
-L{netplugins.mail.imapmailboxes}, the selected-mailbox commands in
-L{netplugins.mail.imapselected}.
+L{netplugins.mail.imap.mailboxes}, the selected-mailbox commands in
+L{netplugins.mail.imap.selected}.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netplugins.mail.imapparse import (
+from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
     Token,
     formatValue,
@@ -37,7 +37,7 @@ from netplugins.mail.maildir.store import MaildirStore
 from netplugins.session import Discipline
 
 if TYPE_CHECKING:
-    from netplugins.mail.imap import IMAPFactory
+    from netplugins.mail.imap.server import IMAPFactory
 
 DELIMITER = "."
 
@@ -164,7 +164,7 @@ def noSuchMailbox(reason: Failure) -> None:
 class SessionBase(Protocol):
     """
     The state and plumbing of one IMAP session that every command module
-    uses; L{netplugins.mail.imap.IMAPServer} sets it up.
+    uses; L{netplugins.mail.imap.server.IMAPServer} sets it up.
     """
 
     log = Logger()

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from netplugins.mail.imapfetch import (
+from netplugins.mail.imap.fetch import (
     Entity,
     FetchItem,
     canonical,
@@ -25,7 +25,7 @@ from netplugins.mail.imapfetch import (
     parseFetchItems,
     splitEntity,
 )
-from netplugins.mail.imapparse import (
+from netplugins.mail.imap.parse import (
     Command,
     IMAPSyntaxError,
     Token,
@@ -34,8 +34,8 @@ from netplugins.mail.imapparse import (
     formatValue,
     mailboxName,
 )
-from netplugins.mail.imapsearch import Candidate, matches, parseSearch
-from netplugins.mail.imapsession import (
+from netplugins.mail.imap.search import Candidate, matches, parseSearch
+from netplugins.mail.imap.session import (
     SYSTEM_FLAGS,
     CommandError,
     Selected,

@@ -30,8 +30,8 @@ from typing import Any
 
 from attrs import field, frozen
 
-from netplugins.mail.imapfetch import Entity
-from netplugins.mail.imapparse import (
+from netplugins.mail.imap.fetch import Entity
+from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
     SequenceSet,
     Token,

@@ -5,7 +5,7 @@ SUBSCRIBE, UNSUBSCRIBE, NAMESPACE, LIST, LSUB, STATUS and APPEND.
 LIST and LSUB match patterns with L{ListPattern}, which does not backtrack
 (GHSA-8pqf-f4m5-798g) and reads each name once for the name and all its
 parents; APPEND's size was checked when its literal was announced
-(L{netplugins.mail.imap}).
+(L{netplugins.mail.imap.server}).
 
 Bounds, so that one command's work stays small: a mailbox name (created,
 renamed or subscribed to) has at most L{MAX_MAILBOX_LEVELS} levels and
@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from netplugins.mail.imapparse import (
+from netplugins.mail.imap.parse import (
     Command,
     IMAPSyntaxError,
     ListPattern,
@@ -31,7 +31,7 @@ from netplugins.mail.imapparse import (
     formatValue,
     mailboxName,
 )
-from netplugins.mail.imapsession import (
+from netplugins.mail.imap.session import (
     DELIMITER,
     CommandError,
     SessionBase,

@@ -12,12 +12,12 @@ every Maildir access here must run off the reactor thread.  Fixing those means
 replacing the parser, the literal handling, the state machine and LIST, which
 is most of it.  So this is a small state machine of its own: this module
 holds the connection, command reading and login; the commands on mailboxes
-are in L{netplugins.mail.imapmailboxes}, those on the selected mailbox in
-L{netplugins.mail.imapselected}, their shared plumbing in
-L{netplugins.mail.imapsession}; under them L{netplugins.mail.imapparse}
-(bounded reading and tokenising), L{netplugins.mail.imapfetch} (MIME
+are in L{netplugins.mail.imap.mailboxes}, those on the selected mailbox in
+L{netplugins.mail.imap.selected}, their shared plumbing in
+L{netplugins.mail.imap.session}; under them L{netplugins.mail.imap.parse}
+(bounded reading and tokenising), L{netplugins.mail.imap.fetch} (MIME
 structure, ENVELOPE, BODYSTRUCTURE and sections cut from the original
-octets) and L{netplugins.mail.imapsearch}.
+octets) and L{netplugins.mail.imap.search}.
 
 Sessions follow L{netplugins.session}: a command is taken from the input only
 while the transport's output is under its watermark and no other command
@@ -65,8 +65,8 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from netplugins.cred.throttle import LoginThrottle
-from netplugins.mail.imapmailboxes import MailboxCommands
-from netplugins.mail.imapparse import (
+from netplugins.mail.imap.mailboxes import MailboxCommands
+from netplugins.mail.imap.parse import (
     Command,
     IMAPSyntaxError,
     Literal,
@@ -75,8 +75,13 @@ from netplugins.mail.imapparse import (
     literalAnnounced,
     tokenize,
 )
-from netplugins.mail.imapselected import SelectedCommands
-from netplugins.mail.imapsession import CommandError, Selected, failed, validMailboxName
+from netplugins.mail.imap.selected import SelectedCommands
+from netplugins.mail.imap.session import (
+    CommandError,
+    Selected,
+    failed,
+    validMailboxName,
+)
 from netplugins.mail.linesession import loginMailAccount, plainCredentials
 from netplugins.mail.maildir.errors import MaildirError
 from netplugins.mail.maildir.store import MaildirStore

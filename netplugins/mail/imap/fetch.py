@@ -31,8 +31,14 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from netplugins.mail.imapparse import IMAPSyntaxError, Raw, Token, formatValue, tokenize
-from netplugins.mail.imapsession import CommandError
+from netplugins.mail.imap.parse import (
+    IMAPSyntaxError,
+    Raw,
+    Token,
+    formatValue,
+    tokenize,
+)
+from netplugins.mail.imap.session import CommandError
 
 MAX_MIME_DEPTH = 20
 #: The most MIME entities (the message itself included) read out of one

@@ -1,0 +1,10 @@
+"""
+np-imap, an IMAP4rev1 server on the Maildir store, by responsibility:
+L{netplugins.mail.imap.server} (the connection, reading commands, login, the
+factory), L{netplugins.mail.imap.session} (what the command modules share),
+L{netplugins.mail.imap.mailboxes} (commands on mailboxes),
+L{netplugins.mail.imap.selected} (commands on the selected mailbox), and under
+them L{netplugins.mail.imap.parse} (bounded reading and tokenising),
+L{netplugins.mail.imap.fetch} (MIME structure and FETCH) and
+L{netplugins.mail.imap.search} (SEARCH).
+"""
