@@ -123,7 +123,7 @@ def demoService(
 
     from netplugins.tap.daytime import DaytimeSettings, daytimeService
     from netplugins.tap.echo import EchoSettings, echoService
-    from netplugins.tap.httpbin import httpbinService
+    from netplugins.tap.httpbin import HTTPBinSettings, httpbinService
     from netplugins.tap.kv import KVSettings, kvService
     from netplugins.tap.mail import mailService
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
@@ -184,10 +184,14 @@ def demoService(
         # /protected takes the demo users (over TLS; Basic auth in the clear is
         # refused).
         httpbinService(
-            listen=[tcp("httpbin")],
-            listenTLS=[tcp("httpbin-tls")],
-            auth=[f"htpasswd:{files['htpasswd']}"],
-            **shared,
+            HTTPBinSettings(
+                listen=(tcp("httpbin"),),
+                listenTLS=(tcp("httpbin-tls"),),
+                auth=(f"htpasswd:{files['htpasswd']}",),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
         ),
         # The Python Cookbook's PathDispatcher app (11.5): /hello?name=, /localtime.
         wsgiService(

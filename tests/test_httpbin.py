@@ -25,7 +25,12 @@ from netplugins.httpbin.dynamic import requestedRange
 from netplugins.httpbin.redirects import checkedLocation
 from netplugins.httpbin.routing import Context, HttpbinError, Router, route
 from netplugins.service import ListeningService
-from netplugins.tap.httpbin import DEFAULT_LISTEN, Options, makeService
+from netplugins.tap.httpbin import (
+    DEFAULT_LISTEN,
+    HTTPBinSettings,
+    Options,
+    makeService,
+)
 from netplugins.web.http import hardenedSite
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -431,13 +436,11 @@ class OptionsTests(SynchronousTestCase):
         options = Options()
         options.parseOptions([])
         self.assertEqual(
+            (options.settings, options.common.listen),
             (
-                options["max-delay"],
-                options["access-log"],
-                options["allow-plaintext-auth"],
-                options.common.listen,
+                HTTPBinSettings(maxDelay=10.0, accessLog="-", allowPlaintextAuth=False),
+                (),
             ),
-            (10.0, "-", 0, ()),
         )
 
     def test_badMaxDelay(self) -> None:

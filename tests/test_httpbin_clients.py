@@ -24,7 +24,7 @@ from twisted.trial.unittest import TestCase
 
 from netplugins.cred.htpasswd import hashPassword
 from netplugins.service import ListeningService
-from netplugins.tap.httpbin import httpbinService
+from netplugins.tap.httpbin import HTTPBinSettings, httpbinService
 from tests.httpbinsuite import TIMEOUT, HttpbinClientSuite
 from tests.pki import PKI
 
@@ -68,11 +68,12 @@ async def connectionsClosed(ports: list[int]) -> None:
 
 def startService(case: TestCase, **kwargs: Any) -> list[int]:
     """
-    Start np-httpbin for C{case}; the ports it listens on.
+    Start np-httpbin for C{case} with C{HTTPBinSettings(**kwargs)}; the ports
+    it listens on.
     """
-    kwargs.setdefault("listen", ["tcp:0:interface=127.0.0.1"])
+    kwargs.setdefault("listen", ("tcp:0:interface=127.0.0.1",))
     kwargs.setdefault("accessLog", "none")
-    service = httpbinService(**kwargs)
+    service = httpbinService(HTTPBinSettings(**kwargs))
     service.startService()
     ports = [
         s.port.getHost().port  # type: ignore[union-attr]
@@ -263,10 +264,10 @@ class CurlTests(TestCase):
         clientCert, clientKey = pki.clientCertificate("alice")
         port = startHttpbin(
             self,
-            listen=[],
-            listenTLS=["tcp:0:interface=127.0.0.1"],
-            tlsCert=[cert],
-            tlsKey=[key],
+            listen=(),
+            listenTLS=("tcp:0:interface=127.0.0.1",),
+            tlsCert=(cert,),
+            tlsKey=(key,),
             tlsClientCA=pki.caPath,
             tlsClientCert="optional",
             stateDir=self.mktemp(),
@@ -305,10 +306,10 @@ class CurlTests(TestCase):
             f.write(f"alice:{hashPassword('wonderland')}\n")
         plainPort, tlsPort = startService(
             self,
-            listenTLS=["tcp:0:interface=127.0.0.1"],
-            tlsCert=[cert],
-            tlsKey=[key],
-            auth=[f"htpasswd:{users}"],
+            listenTLS=("tcp:0:interface=127.0.0.1",),
+            tlsCert=(cert,),
+            tlsKey=(key,),
+            auth=(f"htpasswd:{users}",),
             stateDir=self.mktemp(),
         )
         resolve = f"localhost:{tlsPort}:127.0.0.1"
