@@ -26,7 +26,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.mail.pop3 import POP3Server
-from netplugins.mail.smtp import SMTPServer
+from netplugins.mail.smtp.server import SMTPServer
 from netplugins.service import listeningPorts
 from netplugins.tap.mail import Options, mailService
 from tests.mailfixtures import waitForSessions, writeHtpasswd

@@ -1,5 +1,5 @@
 """
-Tests for L{netplugins.mail.smtp} and L{netplugins.tap.smtp}: the ESMTP state
+Tests for L{netplugins.mail.smtp.server} and L{netplugins.tap.smtp}: the ESMTP state
 machine in memory, then smtplib, swaks and a smarthost over real sockets.
 """
 
@@ -21,7 +21,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.mail.maildir import files
-from netplugins.mail.smtp import SMTPConfig, SMTPFactory, SMTPServer
+from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.service import listeningPorts
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.smtp import Options, smtpService

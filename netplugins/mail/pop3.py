@@ -2,7 +2,7 @@
 np-pop3: a POP3 server (RFC 1939, 2449, 2595, 5034) on the Maildir store.
 
 Written on L{LineReceiver} rather than C{twisted.mail.pop3.POP3} for the same
-reasons as L{netplugins.mail.smtp}: STLS must throw away pipelined input
+reasons as L{netplugins.mail.smtp.server}: STLS must throw away pipelined input
 (L{netplugins.starttls}), logins go through the shared throttle, and every
 mailbox operation is a Deferred off the reactor thread.
 

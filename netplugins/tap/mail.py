@@ -13,7 +13,7 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT
-from netplugins.mail.smtp import DEFAULT_MAX_MESSAGE_SIZE
+from netplugins.mail.smtp.server import DEFAULT_MAX_MESSAGE_SIZE
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, resolveCommon, supervised, validateEndpoint
 from netplugins.tap.imap import imapListeners

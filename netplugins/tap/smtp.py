@@ -18,11 +18,11 @@ from twisted.python import usage
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.limits import ConnectionTracker
 from netplugins.mail.maildir.store import MaildirStore
-from netplugins.mail.smtp import (
+from netplugins.mail.smtp.relay import smarthostRelay
+from netplugins.mail.smtp.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
     SMTPConfig,
     SMTPFactory,
-    smarthostRelay,
 )
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.options import ServiceOptions, positiveInt

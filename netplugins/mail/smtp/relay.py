@@ -1,5 +1,5 @@
 """
-The smarthost relay of np-smtp (L{netplugins.mail.smtp}): authenticated users'
+The smarthost relay of np-smtp (L{netplugins.mail.smtp.server}): authenticated users'
 mail for foreign domains, handed to one upstream server with Twisted's ESMTP
 client (STARTTLS when offered, the certificate checked).
 """

@@ -1,5 +1,5 @@
 """
-The body of one SMTP DATA (L{netplugins.mail.smtp}), read from raw bytes: lines
+The body of one SMTP DATA (L{netplugins.mail.smtp.server}), read from raw bytes: lines
 are dot-unstuffed, the message ends only at CRLF.CRLF after a CRLF-terminated
 line, and a bare LF or CR anywhere marks it for refusal (so C{<LF>.<LF>}
 smuggling cannot end it early and start a second transaction).  Past the size

@@ -35,8 +35,8 @@ Rules it keeps:
     deadline reset per command (not per byte), a whole-DATA deadline.
   - A full disk answers 452 4.3.1 and leaves nothing in C{new/}.
 
-The DATA reader is L{netplugins.mail.smtpdata}, the smarthost relay
-L{netplugins.mail.smtprelay} (its L{smarthostRelay} is importable from here too).
+The DATA reader is L{netplugins.mail.smtp.data}, the smarthost relay
+L{netplugins.mail.smtp.relay}.
 """
 
 from __future__ import annotations
@@ -63,23 +63,13 @@ from netplugins.mail.linesession import (
 )
 from netplugins.mail.maildir.errors import DiskFullError
 from netplugins.mail.maildir.store import MaildirStore
-from netplugins.mail.smtpdata import MessageReader
-from netplugins.mail.smtprelay import Relay, smarthostRelay
+from netplugins.mail.smtp.data import MessageReader
+from netplugins.mail.smtp.relay import Relay
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
 from netplugins.starttls import startTLSDiscarding
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 MAX_LINE = 4096
-
-__all__ = [
-    "DEFAULT_MAX_MESSAGE_SIZE",
-    "MAX_LINE",
-    "Relay",
-    "SMTPConfig",
-    "SMTPFactory",
-    "SMTPServer",
-    "smarthostRelay",
-]
 
 
 @define
