@@ -35,7 +35,7 @@ def clientContext(caFile: str | None) -> ssl.SSLContext:
     else the system store) and the host name, TLS 1.2 or later.
     """
     # One client TLS profile for every netplugins client side.
-    from netplugins.tls import clientSSLContext
+    from netplugins.tls.client import clientSSLContext
 
     return clientSSLContext(caFile=caFile, minVersion="1.2")
 
