@@ -127,7 +127,7 @@ def demoService(
     from netplugins.tap.kv import KVSettings, kvService
     from netplugins.tap.mail import mailService
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
-    from netplugins.tap.wsgi import wsgiService
+    from netplugins.tap.wsgi import WSGISettings, wsgiService
     from netplugins.tap.zen import ZenSettings, zenService
 
     files = demoFiles(stateDir)
@@ -195,10 +195,14 @@ def demoService(
         ),
         # The Python Cookbook's PathDispatcher app (11.5): /hello?name=, /localtime.
         wsgiService(
-            app="netplugins.examples.pathdispatch:app",
-            listen=[tcp("wsgi")],
-            listenTLS=[tcp("wsgi-tls")],
-            **shared,
+            WSGISettings(
+                app="netplugins.examples.pathdispatch:app",
+                listen=(tcp("wsgi"),),
+                listenTLS=(tcp("wsgi-tls"),),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
         ),
         # Mail for alice@localhost and bob@localhost, in Maildirs under the
         # state dir; logins over TLS (STARTTLS or implicit) with the demo users.

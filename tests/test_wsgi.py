@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netplugins.cred.htpasswd import hashPassword
 from netplugins.examples import pathdispatch
 from netplugins.service import listeningPorts
-from netplugins.tap.wsgi import Options, wsgiService
+from netplugins.tap.wsgi import Options, WSGISettings, wsgiService
 from netplugins.wsgi import WSGIService, loadApplication, parseStatic
 from tests.pki import PKI
 
@@ -59,7 +59,7 @@ class OptionsTests(SynchronousTestCase):
     """
 
     def test_parse(self) -> None:
-        """--app, --threads and --static parse; the app is loaded."""
+        """--app, --threads and --static give the settings; the app is loaded."""
         directory = os.path.abspath(self.mktemp())
         os.mkdir(directory)
         config = Options()
@@ -74,8 +74,13 @@ class OptionsTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            (config["application"], config["threads"], config["static"]),
-            (pathdispatch.app, 3, [("/assets", directory)]),
+            config.settings,
+            WSGISettings(
+                app="netplugins.examples.pathdispatch:app",
+                application=pathdispatch.app,
+                threads=3,
+                static=(f"/assets/={directory}",),
+            ),
         )
 
     def test_badValues(self) -> None:
@@ -113,12 +118,14 @@ class ServedTests(TestCase):
             cert, key = pki.serverCertificate("localhost", "127.0.0.1")
             self.caPath = pki.caPath
             settings.update(
-                listenTLS=["tcp:0:interface=127.0.0.1"], tlsCert=[cert], tlsKey=[key]
+                listenTLS=("tcp:0:interface=127.0.0.1",), tlsCert=(cert,), tlsKey=(key,)
             )
         else:
-            settings["listen"] = ["tcp:0:interface=127.0.0.1"]
+            settings["listen"] = ("tcp:0:interface=127.0.0.1",)
         settings.update(kw)
-        service = wsgiService(app=app, stateDir=self.mktemp(), **settings)
+        service = wsgiService(
+            WSGISettings(application=app, stateDir=self.mktemp(), **settings)
+        )
         assert isinstance(service, WSGIService)
         self.service = service
         self.service.startService()

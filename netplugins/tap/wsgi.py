@@ -1,28 +1,22 @@
 """
-C{twistd np-wsgi}: host a WSGI application; the command line and its keyword
-twin.
+C{twistd np-wsgi}: host a WSGI application; its settings, its command line and
+its keyword twin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
+from attrs import frozen
 from twisted.application.service import MultiService
 from twisted.python import usage
 
 from netplugins.options import ServiceOptions, positiveFloat, positiveInt
-from netplugins.service import Common, listeningService, resolveCommon, supervised
-from netplugins.web.accesslog import AccessLog
+from netplugins.service import listeningService, supervised
+from netplugins.settings import repeated, setting
 from netplugins.web.auth import requireBasicAuth
-from netplugins.web.http import (
-    DEFAULT_BODY_TIMEOUT,
-    DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_MAX_HEADER_SIZE,
-)
-from netplugins.web.options import HTTPOptionsMixin, httpSettings, serviceSite
+from netplugins.web.options import HTTPSettings
 from netplugins.wsgi import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_THREADS,
@@ -37,12 +31,43 @@ from netplugins.wsgi import (
 
 DEFAULT_LISTEN = ("tcp:8080:interface=127.0.0.1",)
 
+_APP_REQUIRED = "--app package.module:callable is required"
 
-class Options(ServiceOptions, HTTPOptionsMixin):
+
+@frozen(kw_only=True)
+class WSGISettings(HTTPSettings):
+    """
+    What np-wsgi is told: the shared and HTTP settings, the application, its
+    thread pool and static directories.  With C{auth}/C{checkers}, every
+    request needs HTTP Basic.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
+
+    app: str | None = setting(None, "The WSGI application, as package.module:callable.")
+    threads: int = setting(
+        DEFAULT_THREADS, "The most application calls running at once.", positiveInt
+    )
+    shutdownTimeout: float = setting(
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        "Seconds to wait for requests in flight when stopping.",
+        positiveFloat,
+    )
+    #: In Python, also (prefix, directory) pairs.
+    static: tuple[str | tuple[str, str], ...] = repeated(
+        "Serve the files of DIR under the URL prefix PREFIX (PREFIX=DIR); repeatable."
+    )
+    #: The application itself, instead of C{app} (which the command line
+    #: loads into it).
+    application: WSGIApplication | None = None
+
+
+class Options(ServiceOptions):
     """
     Options for C{twistd np-wsgi}.
     """
 
+    settingsType = WSGISettings
     synopsis = "--app package.module:callable [options]"
     longdesc = (
         "Serve a WSGI application (PEP 3333) from a bounded thread pool, behind "
@@ -52,110 +77,65 @@ class Options(ServiceOptions, HTTPOptionsMixin):
         "prefixes and a combined-format access log. Stopping waits for the "
         "requests in flight. Example: --app netplugins.examples.pathdispatch:app"
     )
-    defaultListen = DEFAULT_LISTEN
     tapname = "np-wsgi"
     usesCheckers = True
 
-    optParameters = [
-        ["app", None, None, "The WSGI application, as package.module:callable."],
-        [
-            "threads",
-            None,
-            DEFAULT_THREADS,
-            "The most application calls running at once.",
-            positiveInt,
-        ],
-        [
-            "shutdown-timeout",
-            None,
-            DEFAULT_SHUTDOWN_TIMEOUT,
-            "Seconds to wait for requests in flight when stopping.",
-            positiveFloat,
-        ],
-    ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self["static"] = []
-
-    def opt_static(self, spec: str) -> None:
-        """
-        Serve the files of DIR under the URL prefix PREFIX (PREFIX=DIR);
-        repeatable.
-        """
-        try:
-            self["static"].append(parseStatic(spec))
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
-
     def postOptions(self) -> None:
+        """
+        Check the static directories and load the application now, so that a
+        bad one is a usage error rather than a failure to start.
+        """
         super().postOptions()
-        if self["app"] is None:
-            raise usage.UsageError("--app package.module:callable is required")
+        settings: WSGISettings = self.settings
         try:
-            self["application"] = loadApplication(self["app"])
+            for spec in settings.static:
+                if isinstance(spec, str):
+                    parseStatic(spec)
+            if settings.app is None:
+                raise ValueError(_APP_REQUIRED)
+            application = loadApplication(settings.app)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        self.settings = attrs.evolve(settings, application=application)
 
 
 def wsgiService(
-    *,
-    app: WSGIApplication | str,
-    threads: int = DEFAULT_THREADS,
-    static: Iterable[tuple[str, str] | str] = (),
-    maxBodySize: int = DEFAULT_MAX_BODY_SIZE,
-    maxHeaderSize: int = DEFAULT_MAX_HEADER_SIZE,
-    headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
-    bodyTimeout: float = DEFAULT_BODY_TIMEOUT,
-    keepaliveTimeout: float = DEFAULT_IDLE_TIMEOUT,
-    hsts: int | None = None,
-    accessLog: str | AccessLog | None = "-",
-    allowPlaintextAuth: bool = False,
-    shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-    common: Common | None = None,
-    reactor: Any = None,
-    **settings: Any,
+    settings: WSGISettings = WSGISettings(), *, reactor: Any = None
 ) -> MultiService:
     """
-    The WSGI hosting service: the keyword twin of C{twistd np-wsgi}.
+    The WSGI hosting service: the keyword twin of C{twistd np-wsgi} is
+    C{wsgiService(WSGISettings(app=..., listen=(...), ...))}.
 
-    @param app: C{--app}: the application, or its C{package.module:callable}.
-    @param static: C{--static}: C{"PREFIX=DIR"} strings or (prefix, dir) pairs.
-    @param accessLog: C{--access-log}: a path, C{"-"}, C{"none"}/C{None} or an
-        L{AccessLog}.
-    @param common: the shared settings, already made; or instead give their
-        keywords (L{netplugins.service.commonSettings}) as C{settings}.  With
-        checkers (C{auth=[...]}), every request needs HTTP Basic.
-    @raise ValueError: for a bad value.
+    @raise ValueError: for a bad value, or neither C{app} nor C{application}.
     """
     if reactor is None:
         from twisted.internet import reactor
-    common = resolveCommon(common, settings)
-    application = loadApplication(app) if isinstance(app, str) else app
-    statics = [parseStatic(s) if isinstance(s, str) else s for s in static]
-    pool = threadPool(threads)
+    common = settings.common()
+    application = settings.application
+    if application is None:
+        if settings.app is None:
+            raise ValueError(_APP_REQUIRED)
+        application = loadApplication(settings.app)
+    statics = [parseStatic(s) if isinstance(s, str) else s for s in settings.static]
+    pool = threadPool(settings.threads)
     resource = WSGIApplicationResource(reactor, pool, application)
     root: Any = WSGIRoot(resource, statics)
     if common.checkers:
         root = requireBasicAuth(
-            root, common, allowPlaintextAuth=allowPlaintextAuth, reactor=reactor
+            root,
+            common,
+            allowPlaintextAuth=settings.allowPlaintextAuth,
+            reactor=reactor,
         )
-    site = serviceSite(
-        root,
-        maxBodySize=maxBodySize,
-        maxHeaderSize=maxHeaderSize,
-        headerTimeout=headerTimeout,
-        bodyTimeout=bodyTimeout,
-        keepaliveTimeout=keepaliveTimeout,
-        hsts=hsts,
-        accessLog=accessLog,
-        closeGrace=common.limits.closeGrace,
-        reactor=reactor,
-    )
-    service = WSGIService(pool, resource, shutdownTimeout, site=site)
+    site = settings.site(root, reactor=reactor)
+    service = WSGIService(pool, resource, settings.shutdownTimeout, site=site)
     service.setName("np-wsgi")
     listeners = listeningService(
-        common, site, defaultListen=DEFAULT_LISTEN, name="np-wsgi", reactor=reactor
+        common,
+        site,
+        defaultListen=settings.defaultListen,
+        name="np-wsgi",
+        reactor=reactor,
     )
     listeners.setServiceParent(service)
     return supervised(service, common, name="np-wsgi", reactor=reactor)
@@ -165,12 +145,4 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The WSGI service configured by a parsed command line.
     """
-    return wsgiService(
-        app=config["application"],
-        threads=config["threads"],
-        static=config["static"],
-        **httpSettings(config),
-        shutdownTimeout=config["shutdown-timeout"],
-        common=config.common,
-        reactor=reactor,
-    )
+    return wsgiService(config.settings, reactor=reactor)
