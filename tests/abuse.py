@@ -18,16 +18,19 @@ Every helper blocks and returns what it observed; the test decides.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import select
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -75,25 +78,57 @@ LISTEN = "0A"
 _T = TypeVar("_T")
 
 
-def _tcpTable() -> Iterable[tuple[int, int, str, str]]:
+class _TCPTables:
     """
-    (local port, remote port, state, "tx_queue:rx_queue") of every TCP
-    socket, IPv4 and IPv6.
+    The text of C{/proc/net/tcp} and C{/proc/net/tcp6}, read at most once
+    every L{fresh} seconds however many client threads ask (a busy machine
+    holds thousands of TIME_WAIT lines), searched with one regular
+    expression per local port.
     """
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as f:
-                lines = f.readlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            yield (
-                int(fields[1].rsplit(":", 1)[1], 16),
-                int(fields[2].rsplit(":", 1)[1], 16),
-                fields[3],
-                fields[4],
-            )
+
+    fresh = 0.01
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken = 0.0
+        self._text = ""
+
+    def text(self) -> str:
+        with self._lock:
+            if time.monotonic() - self._taken > self.fresh:
+                parts = []
+                for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+                    try:
+                        with open(name) as f:
+                            parts.append(f.read())
+                    except FileNotFoundError:
+                        pass
+                self._text = "".join(parts)
+                self._taken = time.monotonic()
+            return self._text
+
+    def sockets(self, port: int) -> list[tuple[int, str, str]]:
+        """
+        (remote port, state, "tx_queue:rx_queue") of every socket whose local
+        port is C{port}.
+        """
+        return [
+            (int(remote, 16), state, queues)
+            for remote, state, queues in _localPort(port).findall(self.text())
+        ]
+
+
+@functools.cache
+def _localPort(port: int) -> re.Pattern[str]:
+    # sl, local address:port, remote address:port, state, tx_queue:rx_queue
+    return re.compile(
+        rf"^ *\d+: [0-9A-F]+:{port:04X} [0-9A-F]+:([0-9A-F]{{4}}) "
+        r"([0-9A-F]{2}) ([0-9A-F]{8}:[0-9A-F]{8}) ",
+        re.MULTILINE,
+    )
+
+
+_tables = _TCPTables()
 
 
 def _serverSide(port: int, peer: int) -> str | None:
@@ -101,26 +136,25 @@ def _serverSide(port: int, peer: int) -> str | None:
     The queues ("tx_queue:rx_queue") of the server's ESTABLISHED socket on
     C{port} connected to C{peer}; C{None} when there is none.
     """
-    for local, remote, state, queues in _tcpTable():
-        if local == port and remote == peer and state == ESTABLISHED:
+    for remote, state, queues in _tables.sockets(port):
+        if remote == peer and state == ESTABLISHED:
             return queues
     return None
 
 
 def establishedPeers(port: int) -> set[int]:
     """
-    The remote ports of the ESTABLISHED sockets whose local port is C{port}:
-    the server's side of its connections on that listening port.
+    The remote ports of the ESTABLISHED sockets whose local port is C{port}
+    (in C{/proc/net/tcp} or C{/proc/net/tcp6}): the server's side of its
+    connections on that listening port.
     """
     return {
-        remote
-        for local, remote, state, _ in _tcpTable()
-        if local == port and state == ESTABLISHED
+        remote for remote, state, _ in _tables.sockets(port) if state == ESTABLISHED
     }
 
 
 def _listening(port: int) -> bool:
-    return any(local == port and state == LISTEN for local, _, state, _ in _tcpTable())
+    return any(state == LISTEN for _, state, _ in _tables.sockets(port))
 
 
 def statusField(pid: int, name: str) -> int:
@@ -225,23 +259,31 @@ def startServer(
     return server
 
 
-def connect(port: int, receiveBuffer: int | None = 4096) -> socket.socket:
+def connect(
+    port: int, receiveBuffer: int | None = 4096, abortive: bool = True
+) -> socket.socket:
     """
     A blocking TCP connection to C{127.0.0.1:port}, 10 s timeout.
 
     @param receiveBuffer: C{SO_RCVBUF} to ask for before connecting (small by
         default, so that a client that never reads fills the server's output
         quickly); C{None} for the kernel's default.
+    @param abortive: close with a reset (C{SO_LINGER} 0), leaving no
+        TIME_WAIT socket behind: the suite opens thousands of connections.
     """
     sock = socket.socket()
     if receiveBuffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+    if abortive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
     return sock
 
 
-def tlsConnect(port: int, receiveBuffer: int | None = 4096) -> ssl.SSLSocket:
+def tlsConnect(
+    port: int, receiveBuffer: int | None = 4096, abortive: bool = True
+) -> ssl.SSLSocket:
     """
     L{connect}, then a TLS handshake (certificate not checked: these clients
     attack the server, they do not trust it).
@@ -250,7 +292,7 @@ def tlsConnect(port: int, receiveBuffer: int | None = 4096) -> ssl.SSLSocket:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context.wrap_socket(
-        connect(port, receiveBuffer), server_hostname="localhost"
+        connect(port, receiveBuffer, abortive), server_hostname="localhost"
     )
 
 
@@ -297,7 +339,7 @@ def warmUp(
     @param tls: connect with L{tlsConnect}.
     @param setup: called with the socket before sending (a handshake, say).
     """
-    with (tlsConnect if tls else connect)(port, None) as sock:
+    with (tlsConnect if tls else connect)(port, None, abortive=False) as sock:
         if greeting:
             expect(sock, greeting)
         if setup is not None:
@@ -632,18 +674,22 @@ class Stall:
             sock.close()
 
 
-def trickle(port: int, data: bytes, interval: float, timeout: float) -> float | None:
+def trickle(
+    port: int, data: bytes, interval: float, timeout: float, head: bytes = b""
+) -> float | None:
     """
-    Connect to C{port} and send C{data} one byte every C{interval} seconds
-    (from the start again when it runs out), never reading, until the
-    server's side of the connection is no longer ESTABLISHED.
+    Connect to C{port}, send C{head} at once, then C{data} one byte every
+    C{interval} seconds (from the start again when it runs out), never
+    reading, until the server's side of the connection is no longer
+    ESTABLISHED.
 
     @return: seconds from connecting until then, or C{None} if it still was
         C{timeout} seconds after.
     """
+    since = time.monotonic()
     with connect(port, receiveBuffer=None) as sock:
-        since = time.monotonic()
         local = sock.getsockname()[1]
+        sock.sendall(head)
         position = 0
         while local in establishedPeers(port):
             if time.monotonic() - since > timeout:
