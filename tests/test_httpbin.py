@@ -31,6 +31,7 @@ from netplugins.tap.httpbin import (
     Options,
     makeService,
 )
+from netplugins.web.accesslog import AccessLog
 from netplugins.web.http import hardenedSite
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -480,6 +481,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             [(site.bodyTimeout, site.closeGrace) for site in sites], [(5.0, 2.0)]
         )
+
+    def test_sharedAccessLog(self) -> None:
+        """An access log made already is the one the site writes to."""
+        log = AccessLog(lambda lines: None, reactor=Clock())
+        site = HTTPBinSettings(accessLog="none", sharedAccessLog=log).site(
+            httpbinResource(reactor=Clock()), reactor=Clock()
+        )
+        self.assertIs(site.accessLog, log)
 
     def test_everyEndpointRouted(self) -> None:
         """The issue's endpoint list is all routed."""
