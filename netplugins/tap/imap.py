@@ -14,7 +14,7 @@ from twisted.application.service import MultiService
 from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT, IMAPFactory
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, resolveCommon, supervised
-from netplugins.tap.smtp import (
+from netplugins.tap.mailhost import (
     DEFAULT_DOMAINS,
     MailOptionsMixin,
     MailParts,

@@ -17,14 +17,14 @@ from netplugins.mail.smtp.server import DEFAULT_MAX_MESSAGE_SIZE
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, resolveCommon, supervised, validateEndpoint
 from netplugins.tap.imap import imapListeners
-from netplugins.tap.pop3 import pop3Listeners
-from netplugins.tap.smtp import (
+from netplugins.tap.mailhost import (
     DEFAULT_DOMAINS,
     MailOptionsMixin,
     SmarthostOptionsMixin,
     mailParts,
-    smtpListeners,
 )
+from netplugins.tap.pop3 import pop3Listeners
+from netplugins.tap.smtp import smtpListeners
 
 #: Where np-mail listens when no endpoint is given (unprivileged, loopback).
 DEFAULTS = {

@@ -12,7 +12,7 @@ from twisted.application.service import MultiService
 from netplugins.mail.pop3 import POP3Config, POP3Factory
 from netplugins.options import ServiceOptions
 from netplugins.service import Common, resolveCommon, supervised
-from netplugins.tap.smtp import (
+from netplugins.tap.mailhost import (
     DEFAULT_DOMAINS,
     MailOptionsMixin,
     MailParts,
