@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netplugins.session import CLOSE_GRACE, cancelCall, closeWithin
+from netplugins.twistedinternals import discardUnparsed
 
 FRAMINGS = ("raw", "line", "netstring", "blocks")
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -200,7 +201,7 @@ class BlocksEcho(_Limited, Int32StringReceiver):
         self.sendString(string)
 
     def lengthLimitExceeded(self, length: int) -> None:
-        self._unprocessed = b""
+        discardUnparsed(self)
         self.reject(
             "block length {length} exceeds {maxLength}",
             length=length,

@@ -9,7 +9,9 @@ reactor only notes which selectable it is serving; a lookup entry at the
 bottom of the context stack turns that into the same C{system} prefix, and
 only when something actually logs.
 
-Install with C{twistd --reactor np-epoll ...} or L{install}.
+Install with C{twistd --reactor np-epoll ...} or L{install}.  The internals
+of Twisted's epoll reactor it uses are reached through
+L{netplugins.twistedinternals}.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
 from twisted.python import context, log
+
+from netplugins.twistedinternals import (
+    NO_FILE_DESCRIPTOR,
+    disconnectSelectable,
+    doReadOrWrite,
+    epollOf,
+    selectablesOf,
+)
 
 
 class _ServingContext(dict):  # type: ignore[type-arg]
@@ -65,15 +75,15 @@ class LeanEPollReactor(EPollReactor):
         """
         if not self._contextInstalled:
             self._installContext()
+        selectables = selectablesOf(self)
         try:
-            events = self._poller.poll(
-                -1 if timeout is None else timeout, len(self._selectables)
+            events = epollOf(self).poll(
+                -1 if timeout is None else timeout, len(selectables)
             )
         except OSError as e:
             if e.errno == errno.EINTR:
                 return
             raise
-        selectables = self._selectables
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -86,25 +96,19 @@ class LeanEPollReactor(EPollReactor):
                         why = (
                             selectable.doRead()
                             if selectable.fileno() != -1
-                            else _noFileDescriptor()
+                            else NO_FILE_DESCRIPTOR
                         )
                     except BaseException:
                         why = sys.exc_info()[1]
                         log.err()
                     if why:
-                        self._disconnectSelectable(selectable, why, True)
+                        disconnectSelectable(self, selectable, why, True)
                 else:
-                    self._doReadOrWrite(selectable, fd, event)
+                    doReadOrWrite(self, selectable, fd, event)
             finally:
                 self._serving = None
 
     doIteration = doPoll
-
-
-def _noFileDescriptor() -> Any:
-    from twisted.internet.posixbase import _NO_FILEDESC
-
-    return _NO_FILEDESC
 
 
 def install() -> LeanEPollReactor:

@@ -14,6 +14,9 @@ Use L{fastServerFromString} wherever C{serverFromString} would be: C{tcp:},
 C{tcp6:}, C{unix:} and C{systemd:} listeners, and the ones wrapped around them
 (C{haproxy:}, C{hmac:}, C{nptls:}, Twisted's C{ssl:}), get these transports;
 other endpoint types are Twisted's own, unchanged.
+
+The Twisted internals these transports depend on (buffer state, the TLS
+bypass, port flags) are reached through L{netplugins.twistedinternals}.
 """
 
 from __future__ import annotations
@@ -22,12 +25,23 @@ import socket
 from typing import Any
 
 from twisted.internet import tcp, udp, unix
-from twisted.internet._newtls import startTLS
-from twisted.internet.abstract import FileDescriptor, _dataMustBeBytes
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from zope.interface import directlyProvides, providedBy
+
+from netplugins.twistedinternals import (
+    dataMustBeBytes,
+    markPortTLS,
+    outputIdle,
+    queuedFileDescriptors,
+    setReusePort,
+    startTLSWithBypass,
+    tcpPortFromDescriptor,
+    unixPortFromDescriptor,
+    writesShut,
+)
 
 # asyncio reads up to 256 KiB at a time: one recv() takes a whole 64 KiB
 # message (and then some) where Twisted's 64 KiB reads need two.
@@ -67,10 +81,6 @@ class WriteThroughMixin:
     protocol: Any
     producer: Any
     streamingProducer: bool
-    dataBuffer: bytes
-    _tempDataLen: int
-    _writeDisconnected: bool
-    _aborting: bool
 
     def write(self, data: bytes) -> None:
         """
@@ -93,16 +103,18 @@ class WriteThroughMixin:
             return
         iovec = list(iovec)
         for chunk in iovec:
-            _dataMustBeBytes(chunk)
+            dataMustBeBytes(chunk)
         self._writeThrough(b"".join(iovec))
 
     def _writeThrough(self, data: bytes) -> None:
         if not isinstance(data, bytes):
-            _dataMustBeBytes(data)
-        if not data or not self.connected or self._writeDisconnected or self._aborting:
+            dataMustBeBytes(data)
+        if not data or not self.connected:
             return
-        if self._tempDataLen or self.dataBuffer or self._mustBuffer():
-            FileDescriptor.write(self, data)  # type: ignore[arg-type]
+        # One check for the common case: open, nothing queued.
+        if not outputIdle(self) or self._mustBuffer():  # type: ignore[arg-type]
+            if not writesShut(self):  # type: ignore[arg-type]
+                FileDescriptor.write(self, data)  # type: ignore[arg-type]
             return
         try:
             sent = self.socket.send(data)
@@ -123,7 +135,7 @@ class WriteThroughMixin:
         """
         Start TLS; the TLS records go out through the write-through methods.
         """
-        startTLS(self, ctx, normal, _WriteThroughBypass)
+        startTLSWithBypass(self, ctx, normal, _WriteThroughBypass)
 
     def doRead(self) -> Any:
         """
@@ -144,7 +156,8 @@ class WriteThroughMixin:
 class _WriteThroughBypass:
     """
     What L{startTLS}'s TLS layer calls to put its records on the wire: the
-    write-through send, below any TLS.
+    write-through send, below any TLS (the methods
+    L{netplugins.twistedinternals.TLS_BYPASS_METHODS} names).
     """
 
     @staticmethod
@@ -199,7 +212,7 @@ class WriteThroughPort(tcp.Port):
         super().__init__(port, factory, backlog, interface, reactor)
         self.noDelay = noDelay
         if reusePort:
-            self._reusePort = True
+            setReusePort(self)
 
 
 class WriteThroughUNIXServer(WriteThroughMixin, unix.Server):
@@ -210,7 +223,7 @@ class WriteThroughUNIXServer(WriteThroughMixin, unix.Server):
     """
 
     def _mustBuffer(self) -> bool:
-        return bool(self._sendmsgQueue) or super()._mustBuffer()
+        return bool(queuedFileDescriptors(self)) or super()._mustBuffer()
 
     def doRead(self) -> Any:
         # recvmsg, to receive passed file descriptors.
@@ -280,12 +293,12 @@ def adoptStreamPort(
     """
     listening: tcp.Port
     if addressFamily == socket.AF_UNIX:
-        listening = WriteThroughUNIXPort._fromListeningDescriptor(
-            reactor, fileDescriptor, factory
+        listening = unixPortFromDescriptor(
+            WriteThroughUNIXPort, reactor, fileDescriptor, factory
         )
     elif addressFamily in (socket.AF_INET, socket.AF_INET6):
-        listening = WriteThroughPort._fromListeningDescriptor(
-            reactor, fileDescriptor, addressFamily, factory
+        listening = tcpPortFromDescriptor(
+            WriteThroughPort, reactor, fileDescriptor, addressFamily, factory
         )
     else:
         raise ValueError(f"cannot adopt a socket of address family {addressFamily}")
@@ -390,7 +403,7 @@ class WriteThroughReactor:
             )
         wrapped = TLSMemoryBIOFactory(contextFactory, False, factory)
         listening = self.listenTCP(port, wrapped, backlog, interface)
-        listening._type = "TLS"
+        markPortTLS(listening)
         return listening
 
     def adoptStreamPort(

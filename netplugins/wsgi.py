@@ -33,9 +33,10 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import http, static
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.wsgi import WSGIResource, _WSGIResponse
+from twisted.web.wsgi import WSGIResource
 
 from netplugins.coerce import importNamed
+from netplugins.twistedinternals import wsgiResponse
 from netplugins.web.http import callUnlessFired
 
 WSGIApplication = Callable[..., Any]
@@ -288,12 +289,15 @@ class WSGIApplicationResource(WSGIResource):
 
     def __init__(self, reactor: Any, threadpool: ThreadPool, application: Any):
         super().__init__(reactor, threadpool, application)
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self.application = application
         self.inFlight = 0
         self._drained: list[Deferred[None]] = []
 
     def render(self, request: Any) -> int:
-        response = _WSGIResponse(
-            self._reactor, self._threadpool, self._application, request
+        response = wsgiResponse(
+            self.reactor, self.threadpool, self.application, request
         )
         user = getattr(request, "remoteUser", None)
         if user is not None:
@@ -341,7 +345,7 @@ class WSGIApplicationResource(WSGIResource):
                 )
                 d.callback(None)
 
-        callUnlessFired(d, self._reactor, timeout, giveUp)
+        callUnlessFired(d, self.reactor, timeout, giveUp)
         return d
 
 

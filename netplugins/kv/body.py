@@ -16,6 +16,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from netplugins.kv.methods import KVMethods
 from netplugins.safepickle import DEFAULT_MAX_NESTING
+from netplugins.twistedinternals import requestDisconnected
 from netplugins.web.http import DEFAULT_MAX_BODY_SIZE
 
 
@@ -116,7 +117,7 @@ class RPCResource(Resource):
         raise NotImplementedError
 
     def _respond(self, body: bytes | None, request: Request) -> None:
-        if request._disconnected:  # type: ignore[attr-defined]
+        if requestDisconnected(request):
             return
         if body is None:
             request.setResponseCode(204)

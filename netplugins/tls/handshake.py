@@ -17,6 +17,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from netplugins.addresses import describe
+from netplugins.twistedinternals import tlsFailure, tlsHandshakeDone
 
 if TYPE_CHECKING:
     from netplugins.tls.server import ServerTLS
@@ -42,15 +43,15 @@ class _DeadlineTLSProtocol(BufferingTLSTransport):
         super().dataReceived(data)
         # TLSMemoryBIOProtocol tells only the wrapped protocol (and only if it
         # is an IHandshakeListener) that the handshake finished; check here.
-        if self._handshakeDone:
+        if tlsHandshakeDone(self):
             self._cancelDeadline()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        # The handshake's own error, when it failed, is kept in _reason.
-        failure = self._reason or reason
+        # The handshake's own error, when it failed, is kept until now.
+        failure = tlsFailure(self) or reason
         pending = self._deadline is not None
         self._cancelDeadline()
-        if pending and not self._handshakeDone:
+        if pending and not tlsHandshakeDone(self):
             if isinstance(failure.value, SSL.Error):
                 self._report(
                     "TLS handshake with {peer} failed: {reason}",
@@ -116,10 +117,11 @@ def handshakeDone(transport: Any) -> bool:
     Whether the TLS handshake on C{transport} (a transport that started TLS
     with C{startTLS}, or a TLS protocol itself) has finished.
     """
+    # After startTLS, the transport's protocol is the TLS one.
     for candidate in (transport, getattr(transport, "protocol", None)):
-        done = getattr(candidate, "_handshakeDone", None)
+        done = tlsHandshakeDone(candidate)
         if done is not None:
-            return bool(done)
+            return done
     return True
 
 

@@ -40,13 +40,8 @@ adds:
   - no HTTP/2 upgrade: the channel is Twisted's HTTP/1.1 one, whose pipelined
     requests are answered one at a time, in order.
 
-Private Twisted names this module relies on (check them when Twisted
-changes): L{HTTPChannel}'s C{_HTTPChannel__first_line}, C{_version},
-C{_receivedHeaderSize}, C{_transferDecoder}, C{_networkProducer},
-C{_maybeChooseTransferDecoder} and C{_respondToBadRequestAndDisconnect};
-C{LineReceiver}'s C{_buffer}; C{_ChunkedTransferDecoder} (its C{_buffer},
-C{length}, C{_dataReceived_CHUNK_LENGTH} and C{_dataReceived_TRAILER}) and
-C{_MalformedChunkedDataError}.
+The private parts of L{HTTPChannel}, C{LineReceiver} and Twisted's chunked
+decoder it needs are reached through L{netplugins.twistedinternals}.
 
 Use it as::
 
@@ -65,15 +60,22 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.http import (
-    INTERNAL_SERVER_ERROR,
-    HTTPChannel,
-    _ChunkedTransferDecoder,
-    _MalformedChunkedDataError,
-)
+from twisted.web.http import INTERNAL_SERVER_ERROR
 from twisted.web.resource import IResource
 
 from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
+from netplugins.twistedinternals import (
+    ChunkedDecoder,
+    HookedHTTPChannel,
+    MalformedChunkedData,
+    inRequestLine,
+    lineBuffer,
+    networkProducer,
+    receivedHeaderSize,
+    requestVersion,
+    setTransferDecoder,
+    transferDecoder,
+)
 from netplugins.web.accesslog import AccessLog
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -106,7 +108,7 @@ class _BodyTooLargeError(Exception):
     """
 
 
-class _LimitedChunkedDecoder(_ChunkedTransferDecoder):
+class _LimitedChunkedDecoder(ChunkedDecoder):
     """
     Twisted's chunked decoder, refusing a chunk as soon as its size line says
     the body would pass the limit, before reading the chunk.
@@ -116,27 +118,23 @@ class _LimitedChunkedDecoder(_ChunkedTransferDecoder):
         super().__init__(*args)
         self._remaining = limit
 
-    def _dataReceived_CHUNK_LENGTH(self) -> bool:
-        done = super()._dataReceived_CHUNK_LENGTH()
-        if done:
-            if self.length >= MAX_CHUNK_SIZE:
-                raise _MalformedChunkedDataError("chunk size too large")
-            self._remaining -= self.length
-            if self._remaining < 0:
-                raise _BodyTooLargeError()
-        return done
+    def chunkSizeReceived(self, size: int) -> None:
+        if size >= MAX_CHUNK_SIZE:
+            raise MalformedChunkedData("chunk size too large")
+        self._remaining -= size
+        if self._remaining < 0:
+            raise _BodyTooLargeError()
 
-    def _dataReceived_TRAILER(self) -> bool:
+    def trailerDataReceived(self, buffered: bytearray) -> None:
         # Twisted ends trailer lines at CRLF only: a bare LF would make the
         # next request's head a trailer.  The buffer starts at a line here, so
         # its first LF must end a CRLF.
-        lf = self._buffer.find(b"\n")
-        if lf == 0 or (lf > 0 and self._buffer[lf - 1] != 13):
-            raise _MalformedChunkedDataError("bare LF in chunked trailer")
-        return super()._dataReceived_TRAILER()
+        lf = buffered.find(b"\n")
+        if lf == 0 or (lf > 0 and buffered[lf - 1] != 13):
+            raise MalformedChunkedData("bare LF in chunked trailer")
 
 
-class HardenedChannel(HTTPChannel):
+class HardenedChannel(HookedHTTPChannel):
     """
     An L{HTTPChannel} with the limits and deadlines described in the module
     docstring; its settings come from its L{HardenedSite}.
@@ -164,9 +162,6 @@ class HardenedChannel(HTTPChannel):
         self.abortTimeout = self.site.closeGrace  # type: ignore[assignment]
         super().connectionMade()
 
-    def _inRequestLine(self) -> bool:
-        return bool(self._HTTPChannel__first_line)  # type: ignore[attr-defined]
-
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
@@ -183,14 +178,13 @@ class HardenedChannel(HTTPChannel):
         # Only the request line and headers are read in line mode; a partial
         # line left over means a request head is on its way.
         if self.line_mode and not self._refused:
-            if b"\n" in data and b"\n" in self._buffer:
+            pending = lineBuffer(self)
+            if b"\n" in data and b"\n" in pending:
                 # LineReceiver splits on CRLF only: an LF in the unfinished
                 # line is a bare one, which would otherwise wait for 16 KiB.
                 self.refuse(400, "bare LF line ending")
                 return
-            if self._headerDeadline is None and (
-                self._buffer or not self._inRequestLine()
-            ):
+            if self._headerDeadline is None and (pending or not inRequestLine(self)):
                 self._headerDeadline = self.callLater(
                     self.site.headerTimeout, self._headersTooSlow
                 )
@@ -223,11 +217,11 @@ class HardenedChannel(HTTPChannel):
         if b"\n" in line:
             self.refuse(400, "bare LF line ending")
             return
-        firstLine = self._inRequestLine()
+        firstLine = inRequestLine(self)
         if not firstLine and line[:1] in (b" ", b"\t"):
             self.refuse(400, "obsolete header line folding")
             return
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+        if receivedHeaderSize(self) + len(line) > self.totalHeadersSize:
             self.refuse(
                 431, "request head over {limit} bytes", limit=self.totalHeadersSize
             )
@@ -246,27 +240,26 @@ class HardenedChannel(HTTPChannel):
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        if self._inRequestLine():
+        if inRequestLine(self):
             self.refuse(414, "request line over {limit} bytes", limit=self.MAX_LENGTH)
         else:
             self.refuse(431, "header line over {limit} bytes", limit=self.MAX_LENGTH)
 
-    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
-        if header == b"Transfer-Encoding" and data.lower() != b"chunked":
+    def chooseTransferDecoder(self, header: bytes, value: bytes) -> bool:
+        if header == b"Transfer-Encoding" and value.lower() != b"chunked":
             # Twisted ignores "identity", which RFC 9112 no longer knows: a
             # front end reading it otherwise would frame the body differently.
-            self.refuse(400, "transfer coding {coding!r}", coding=data)
+            self.refuse(400, "transfer coding {coding!r}", coding=value)
             return False
-        ok = super()._maybeChooseTransferDecoder(header, data)
-        decoder = self._transferDecoder
-        if (
-            ok
-            and isinstance(decoder, _ChunkedTransferDecoder)
-            and not isinstance(decoder, _LimitedChunkedDecoder)
-        ):
-            self._transferDecoder = _LimitedChunkedDecoder(
-                self.site.maxBodySize, decoder.dataCallback, decoder.finishCallback
+        ok = super().chooseTransferDecoder(header, value)
+        if ok and header == b"Transfer-Encoding":
+            # Twisted has just chosen its chunked decoder, the only coding
+            # left: the limited one takes its place.
+            chosen = transferDecoder(self)
+            limited = _LimitedChunkedDecoder(
+                self.site.maxBodySize, chosen.dataCallback, chosen.finishCallback
             )
+            setTransferDecoder(self, limited)
         return ok
 
     def allHeadersReceived(self) -> None:
@@ -282,7 +275,7 @@ class HardenedChannel(HTTPChannel):
         hosts = self.requests[-1].requestHeaders.getRawHeaders(b"Host", [])
         if (
             len(hosts) > 1
-            or (not hosts and self._version == b"HTTP/1.1")
+            or (not hosts and requestVersion(self) == b"HTTP/1.1")
             or (hosts and not _HOST.fullmatch(hosts[0]))
         ):
             self.refuse(400, "{count} Host headers, or a bad one", count=len(hosts))
@@ -320,7 +313,7 @@ class HardenedChannel(HTTPChannel):
         # and finish the request when the transport drains: resumeProducing.
         self.requests.remove(request)
         self._heldRequest = request
-        self._networkProducer.pauseProducing()
+        networkProducer(self).pauseProducing()
         # The idle timeout, which Twisted suspends during a request, runs
         # again: a peer that never reads is closed by it.
         self.setTimeout(self.site.timeOut)
@@ -335,7 +328,7 @@ class HardenedChannel(HTTPChannel):
                 413, "chunked body over {limit} bytes", limit=self.site.maxBodySize
             )
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def badRequest(self) -> None:
         self.refuse(400, "malformed request")
 
     def refuse(self, code: int, why: str, **fields: object) -> None:
