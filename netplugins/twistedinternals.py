@@ -29,7 +29,7 @@ written (route them here next; line numbers as of that time):
   - C{netplugins/service.py:293-294}:
     C{StreamServerEndpointService._waitingForPort}, to learn the port once
     listening;
-  - C{netplugins/mail/smtp.py:514}: C{LineReceiver._buffer}, to put back the
+  - C{netplugins/mail/smtp/server.py:505}: C{LineReceiver._buffer}, to put back the
     bytes read past the end of a message's data, to be parsed once the
     message is delivered (L{lineBuffer} reads it; a setter is needed too: the
     public C{setLineMode(extra)} parses them at once);
