@@ -43,7 +43,7 @@ from netplugins.mail.imap.parse import (
     parseSequenceSet,
     tokenize,
 )
-from netplugins.mail.imap.server import MAX_LOGIN_COMMAND, IMAPFactory
+from netplugins.mail.imap.server import MAX_LOGIN_COMMAND, IMAPConfig, IMAPFactory
 from netplugins.mail.maildir.folder import Folder
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
@@ -90,16 +90,24 @@ def plainMessage(
     ).encode()
 
 
-def makeFactory(root: str, reactor: Any, **kw: Any) -> IMAPFactory:
+def makeFactory(
+    root: str,
+    reactor: Any,
+    store: MaildirStore | None = None,
+    tls: Any = None,
+    **config: Any,
+) -> IMAPFactory:
     """
-    An IMAP factory on a Maildir store under C{root}, with the test users.
+    An IMAP factory on a Maildir store under C{root}, with the test users;
+    C{config} are L{IMAPConfig} fields.
     """
     checker = InMemoryUsernamePasswordDatabaseDontUse(**USERS)
     portal = Portal(MailRealm(LocalUsers(["example.org"], [checker])), [checker])
-    store = kw.pop("store", None) or MaildirStore(
-        root, reactor=reactor, runBlocking=maybeDeferred
+    if store is None:
+        store = MaildirStore(root, reactor=reactor, runBlocking=maybeDeferred)
+    return IMAPFactory(
+        store, portal, config=IMAPConfig(**config), tls=tls, reactor=reactor
     )
-    return IMAPFactory(portal, store, reactor=reactor, **kw)
 
 
 class TLSRecordingTransport(StringTransport):
@@ -259,7 +267,7 @@ class SecurityTests(SynchronousTestCase):
 
     def test_loginDisabledBeforeTLS(self) -> None:
         """Before TLS the server says LOGINDISABLED and refuses LOGIN."""
-        s = Session(self, startTLS=lambda: "context")
+        s = Session(self, tls="context")
         greeting = s.read()
         self.assertIn(b"STARTTLS", greeting)
         self.assertIn(b"LOGINDISABLED", greeting)
@@ -272,7 +280,7 @@ class SecurityTests(SynchronousTestCase):
 
     def test_startTLSInjection(self) -> None:
         """Commands pipelined after STARTTLS in one write are discarded."""
-        s = Session(self, startTLS=lambda: "context")
+        s = Session(self, tls="context")
         s.read()
         reply = s.send(b"a STARTTLS\r\nb LOGIN alice alice-pw\r\n")
         self.assertEqual(reply, b"a OK Begin TLS negotiation now.\r\n")
@@ -794,7 +802,7 @@ class DisciplineTests(SynchronousTestCase):
     def test_stalledStartTLSAborted(self) -> None:
         """A STARTTLS handshake not finished within 10 s is aborted."""
         transport = WatermarkTransport()
-        s = Session(self, transport=transport, startTLS=lambda: "context")
+        s = Session(self, transport=transport, tls="context")
         s.read()
         self.assertEqual(
             s.send(b"a STARTTLS\r\nb NOOP\r\n"), b"a OK Begin TLS negotiation now.\r\n"
@@ -906,9 +914,7 @@ class RealClientTests(TestCase):
         tls = common.serverTLS(reactor)
         self.root = os.path.abspath(self.mktemp())
         self.store = MaildirStore(self.root, reactor=reactor)
-        self.factory = makeFactory(
-            self.root, reactor, store=self.store, startTLS=lambda: tls
-        )
+        self.factory = makeFactory(self.root, reactor, store=self.store, tls=tls)
         port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port  # type: ignore[attr-defined]

@@ -168,10 +168,10 @@ class DeadlineOptionsTests(SynchronousTestCase):
             (
                 smtp.config.preAuthTimeout,
                 pop3.config.preAuthTimeout,
-                imap.preAuthTimeout,
-                smtp.closeGrace,
-                pop3.closeGrace,
-                imap.closeGrace,
+                imap.config.preAuthTimeout,
+                smtp.config.closeGrace,
+                pop3.config.closeGrace,
+                imap.config.closeGrace,
             ),
             (7, 7, 7, 0.5, 0.5, 0.5),
         )

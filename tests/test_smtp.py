@@ -61,8 +61,8 @@ class SMTPTestMixin:
         config.setdefault("hostname", "mx.test")
         factory = SMTPFactory(
             self.world.store,
-            self.world.users,
             self.world.portal,
+            users=self.world.users,
             config=SMTPConfig(**config),
             tls=TLS,
             throttle=self.world.throttle,
@@ -108,8 +108,8 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
         """The server greets with 220 and its host name."""
         factory = SMTPFactory(
             self.world.store,
-            self.world.users,
             self.world.portal,
+            users=self.world.users,
             config=SMTPConfig(hostname="mx.test"),
             reactor=self.world.clock,
         )

@@ -3,6 +3,8 @@ Mail over one Maildir store, one package or module per responsibility:
   - L{netplugins.mail.maildir}: the store (users' Maildirs and their folders);
   - L{netplugins.mail.users}: who the local users are and which Maildir each
     reads, and the realm the protocols log in through;
+  - L{netplugins.mail.factory}: the constructor every protocol's factory
+    shares (store, portal, and a frozen config object);
   - L{netplugins.mail.linesession}: the sessions' shared plumbing (deadlines,
     logins through the throttle);
   - the protocols: L{netplugins.mail.smtp}, L{netplugins.mail.pop3} and

@@ -2,27 +2,23 @@
 What the line-based mail sessions (np-smtp, np-pop3) share: the deadlines,
 holding back pipelined commands while one waits, and logging in through the
 factory's portal and the shared L{LoginThrottle} (L{LineSession}, made by a
-L{LineSessionFactory}).  np-imap, which parses its
-own buffer, shares the login itself: L{loginMailAccount} and
-L{plainCredentials}.
+L{netplugins.mail.factory.MailFactory}).  np-imap, which parses its own
+buffer, shares the login itself: L{loginMailAccount} and L{plainCredentials}.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from netplugins.cred.throttle import LoginThrottle, TooManyAttempts
-from netplugins.mail.maildir.store import MaildirStore
+from netplugins.cred.throttle import TooManyAttempts
 from netplugins.mail.users import IMailAccount, MailAccount
-from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
+from netplugins.session import COMMAND, Discipline
 from netplugins.starttls import isSecure
 
 
@@ -62,8 +58,8 @@ class LineSession(LineReceiver):
     Subclasses give the protocol: C{_timedOut(name)} answers a passed
     deadline, C{_ebUnexpected(reason)} an unexpected failure of a command that
     waited, and C{_cbLoggedIn(result)} / C{_ebLogin(reason)} a login's outcome.
-    Their factory has C{config} (with C{idleTimeout} and
-    C{allowPlaintextAuth}), C{reactor}, C{portal} and C{throttle}.
+    Their factory is a L{netplugins.mail.factory.MailFactory} whose C{config}
+    has C{idleTimeout}, C{allowPlaintextAuth} and C{closeGrace}.
 
     Sessions follow L{netplugins.session}: the next line is taken only while
     the output is under the transport's watermark and no command waits, and
@@ -104,7 +100,7 @@ class LineSession(LineReceiver):
             self.factory.reactor,
             pause=lambda: LineReceiver.pauseProducing(self),
             resume=lambda: LineReceiver.resumeProducing(self),
-            grace=self.factory.closeGrace,
+            grace=self.config.closeGrace,
         )
         self._attempts = self.factory.throttle.connection()
         self._arm("idle", self.config.idleTimeout)
@@ -193,43 +189,3 @@ class LineSession(LineReceiver):
             reason.check(TooManyAttempts)
             or (reason.check(UnauthorizedLogin) and self._attempts.exhausted)
         )
-
-
-class LineSessionFactory(Factory):
-    """
-    Builds L{LineSession}s sharing one store, portal and throttle.
-
-    @cvar configType: makes the default C{config}.
-    @ivar config: how the sessions behave.
-    @ivar tls: the TLS context factory for STARTTLS, or C{None} not to offer it.
-    """
-
-    configType: ClassVar[type[Any]]
-
-    #: Seconds a closed session gets to send what is queued before it is
-    #: aborted (L{netplugins.session.CLOSE_GRACE}).
-    closeGrace = CLOSE_GRACE
-
-    def __init__(
-        self,
-        store: MaildirStore,
-        portal: Any,
-        *,
-        config: Any = None,
-        tls: Any = None,
-        throttle: LoginThrottle | None = None,
-        reactor: Any = None,
-    ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
-        self.store = store
-        self.portal = portal
-        self.config = config or self.configType()
-        self.tls = tls
-        self.reactor = reactor
-        self.throttle = throttle or LoginThrottle(reactor)
-
-    def buildProtocol(self, addr: IAddress | None) -> Any:
-        # Typed Any, not Factory's Protocol | None: callers get the session
-        # class the subclass names as its protocol.
-        return super().buildProtocol(addr)

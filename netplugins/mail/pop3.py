@@ -25,30 +25,33 @@ from base64 import b64decode
 from collections.abc import Callable
 from typing import Any
 
-from attrs import define
+from attrs import frozen
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netplugins.mail.linesession import (
-    LineSession,
-    LineSessionFactory,
-    plainCredentials,
-)
+from netplugins.mail.factory import MailFactory
+from netplugins.mail.linesession import LineSession, plainCredentials
 from netplugins.mail.maildir.errors import MailboxLockedError
 from netplugins.mail.maildir.files import MailboxLock
 from netplugins.mail.maildir.folder import FolderState, Message
 from netplugins.mail.users import MailAccount
+from netplugins.session import CLOSE_GRACE
 from netplugins.starttls import startTLSDiscarding
 
 MAX_LINE = 4096
 
 
-@define
+@frozen
 class POP3Config:
     """
     How a POP3 listener behaves.
+
+    @ivar hostname: the name in the greeting.
+    @ivar allowPlaintextAuth: accept USER/PASS and AUTH before TLS.
+    @ivar closeGrace: seconds a closed session gets to send what is queued
+        before it is aborted.
     """
 
     hostname: str = "localhost"
@@ -56,6 +59,7 @@ class POP3Config:
     maxErrors: int = 20
     idleTimeout: float = 600.0
     preAuthTimeout: float = 120.0
+    closeGrace: float = CLOSE_GRACE
 
 
 def _size(message: Message) -> int:
@@ -435,11 +439,10 @@ class POP3Server(LineSession):
         self._wait(d.addCallbacks(done, failed))
 
 
-class POP3Factory(LineSessionFactory):
+class POP3Factory(MailFactory):
     """
-    Builds L{POP3Server}s sharing one store, portal and throttle.
-
-    @ivar tls: the TLS context factory for STLS, or C{None} not to offer it.
+    Builds L{POP3Server}s sharing one store, portal and throttle; C{tls} is
+    offered with STLS.
     """
 
     protocol = POP3Server  # type: ignore[assignment]

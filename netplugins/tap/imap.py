@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 
-from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT, IMAPFactory
+from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT, IMAPConfig, IMAPFactory
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, resolveCommon, supervised
 from netplugins.tap.mailhost import (
@@ -71,20 +71,20 @@ def imapFactory(
     An IMAP factory on the shared mail parts (STARTTLS from C{parts.tls}, the
     greeting's host name from C{parts.hostname}).
     """
-    tls = parts.tls
-    factory = IMAPFactory(
-        parts.portal,
+    return IMAPFactory(
         parts.store,
-        startTLS=(lambda: tls) if tls is not None else None,
-        allowPlaintextAuth=allowPlaintextAuth,
-        appendLimit=appendLimit,
+        parts.portal,
+        config=IMAPConfig(
+            hostname=parts.hostname,
+            allowPlaintextAuth=allowPlaintextAuth,
+            appendLimit=appendLimit,
+            preAuthTimeout=parts.preAuthTimeout(),
+            closeGrace=parts.closeGrace,
+        ),
+        tls=parts.tls,
         throttle=parts.throttle,
-        hostname=parts.hostname,
         reactor=reactor,
-        preAuthTimeout=parts.preAuthTimeout(),
     )
-    factory.closeGrace = parts.closeGrace
-    return factory
 
 
 def imapListeners(

@@ -68,12 +68,12 @@ def pop3Listeners(
             hostname=parts.hostname,
             allowPlaintextAuth=allowPlaintextAuth,
             preAuthTimeout=parts.preAuthTimeout(),
+            closeGrace=parts.closeGrace,
         ),
         tls=parts.tls,
         throttle=parts.throttle,
         reactor=reactor,
     )
-    factory.closeGrace = parts.closeGrace
     return listeners(parts, common, factory, pop3, pop3s, "np-pop3", reactor)
 
 

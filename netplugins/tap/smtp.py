@@ -122,17 +122,17 @@ def smtpListeners(
             allowPlaintextAuth=allowPlaintextAuth,
             relay=relay,
             preAuthTimeout=parts.preAuthTimeout(),
+            closeGrace=parts.closeGrace,
         )
         factory = SMTPFactory(
             parts.store,
-            parts.users,
             parts.portal,
+            users=parts.users,
             config=config,
             tls=parts.tls,
             throttle=parts.throttle,
             reactor=reactor,
         )
-        factory.closeGrace = parts.closeGrace
         service = listeners(parts, common, factory, plain, secure, name, reactor)
         service.setServiceParent(parent)
     return parent

@@ -125,7 +125,7 @@ class SelectedCommands(SessionBase):
 
         def response(line: bytes) -> None:
             self._stopIdlePoll()
-            self._setTimer(self.factory.idleTimeout)
+            self._setTimer(self.factory.config.idleTimeout)
             if line.strip().upper() == b"DONE":
                 done.callback(b"Idle completed.")
             else:
@@ -133,13 +133,13 @@ class SelectedCommands(SessionBase):
 
         self._continuation = response
         self.sendLine(b"+ idling")
-        self._setTimer(self.factory.idleCommandTimeout)
+        self._setTimer(self.factory.config.idleCommandTimeout)
         if self.selected is not None:
             from twisted.internet.task import LoopingCall
 
             poll = LoopingCall(self._pollIdle)
             poll.clock = self.factory.reactor
-            poll.start(self.factory.pollInterval, now=False)
+            poll.start(self.factory.config.pollInterval, now=False)
             self._idlePoll = poll
         return done
 

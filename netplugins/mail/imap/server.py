@@ -58,13 +58,13 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
+from attrs import field, frozen
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from netplugins.cred.throttle import LoginThrottle
+from netplugins.mail.factory import MailFactory
 from netplugins.mail.imap.mailboxes import MailboxCommands
 from netplugins.mail.imap.parse import (
     Command,
@@ -84,7 +84,6 @@ from netplugins.mail.imap.session import (
 )
 from netplugins.mail.linesession import loginMailAccount, plainCredentials
 from netplugins.mail.maildir.errors import MaildirError
-from netplugins.mail.maildir.store import MaildirStore
 from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 from netplugins.starttls import startTLSDiscarding
 
@@ -194,12 +193,14 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             self.factory.reactor,
             pause=self._pauseReading,
             resume=self._resumeReading,
-            grace=self.factory.closeGrace,
+            grace=self.factory.config.closeGrace,
         )
         self._attempts = self.factory.throttle.connection()
         # From the connection, not the last command: NOOPs do not extend it.
-        self.discipline.callLater(self.factory.preAuthTimeout, self._preAuthTimedOut)
-        hostname = self.factory.hostname.encode("ascii", "replace")
+        self.discipline.callLater(
+            self.factory.config.preAuthTimeout, self._preAuthTimedOut
+        )
+        hostname = self.factory.config.hostname.encode("ascii", "replace")
         capabilities = self.capabilities()
         self.sendLine(
             b"* OK [CAPABILITY %s] %s np-imap ready." % (capabilities, hostname)
@@ -227,10 +228,10 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "NAMESPACE",
             "CHILDREN",
             "ID",
-            f"APPENDLIMIT={self.factory.appendLimit}",
+            f"APPENDLIMIT={self.factory.config.appendLimit}",
         ]
         if self.state == "not authenticated":
-            if not self._tls and self.factory.startTLS is not None:
+            if not self._tls and self.factory.tls is not None:
                 caps.append("STARTTLS")
             if self._loginAllowed():
                 caps.append("AUTH=PLAIN")
@@ -239,7 +240,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         return " ".join(caps).encode()
 
     def _loginAllowed(self) -> bool:
-        return self._tls or self.factory.allowPlaintextAuth
+        return self._tls or self.factory.config.allowPlaintextAuth
 
     def _preAuthTimedOut(self) -> None:
         if self.state != "not authenticated" or self._closing:
@@ -247,7 +248,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self.log.info(
             "np-imap: closing connection from {peer}: no login in {timeout:g} s",
             peer=str(self.transport.getPeer()),
-            timeout=self.factory.preAuthTimeout,
+            timeout=self.factory.config.preAuthTimeout,
         )
         self._untagged(b"BYE Autologout; no login in time")
         self._close("pre-auth deadline passed")
@@ -397,7 +398,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         if name == "APPEND":
             # One message up to the limit; all of APPEND but its message
             # fits in MAX_COMMAND.
-            limit = self.factory.appendLimit
+            limit = self.factory.config.appendLimit
             if size > limit or total > limit + MAX_COMMAND:
                 return b"NO", b"[TOOBIG] Message too large"
             return None
@@ -418,7 +419,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         skip = 3 if name.startswith("UID ") else 2
         command = Command(tag, name, tokens[skip:])
         if self.state != "not authenticated":
-            self._setTimer(self.factory.idleTimeout)
+            self._setTimer(self.factory.config.idleTimeout)
         self._dispatch(command)
 
     def _refusal(self, name: str) -> bytes | None:
@@ -523,14 +524,14 @@ class IMAPServer(MailboxCommands, SelectedCommands):
     # Not authenticated
 
     def do_STARTTLS(self, command: Command) -> None:
-        if self._tls or self.factory.startTLS is None:
+        if self._tls or self.factory.tls is None:
             raise CommandError(
                 "TLS is already active" if self._tls else "STARTTLS is not available"
             )
         # Anything pipelined after STARTTLS came in the clear: never run it.
         startTLSDiscarding(
             self,
-            self.factory.startTLS(),
+            self.factory.tls,
             command.tag.encode() + b" OK Begin TLS negotiation now.\r\n",
             clearBuffer=self._clearBuffer,
             discipline=self.discipline,
@@ -596,7 +597,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self.account = account
         self._logout = logout
         self.state = "authenticated"
-        self._setTimer(self.factory.idleTimeout)
+        self._setTimer(self.factory.config.idleTimeout)
         self.log.info(
             "np-imap: {user} logged in from {peer}",
             user=account.avatarId,
@@ -631,52 +632,43 @@ def _validMailboxArgument(token: Any) -> bool:
     )
 
 
-class IMAPFactory(Factory):
+@frozen
+class IMAPConfig:
     """
-    Builds L{IMAPServer} sessions on one store and one portal.
+    How an IMAP listener behaves.
 
-    @ivar startTLS: makes the context factory for STARTTLS, or C{None} when
-        there is no TLS.
+    @ivar hostname: the host name in the greeting.
     @ivar allowPlaintextAuth: allow LOGIN and AUTHENTICATE before TLS.
     @ivar appendLimit: the largest message APPEND accepts, in octets.
-    @ivar hostname: the host name in the greeting.
+    @ivar preAuthTimeout: seconds from the connection to log in.
+    @ivar idleTimeout: seconds a logged-in session may stay without a command.
+    @ivar idleCommandTimeout: the same, in IDLE.
+    @ivar pollInterval: seconds between looks for new mail in IDLE.
+    @ivar closeGrace: seconds a closed session gets to send what is queued
+        before it is aborted.
+    """
+
+    hostname: str = "localhost"
+    allowPlaintextAuth: bool = False
+    appendLimit: int = field(default=DEFAULT_APPEND_LIMIT)
+    preAuthTimeout: float = PRE_AUTH_TIMEOUT
+    idleTimeout: float = IDLE_TIMEOUT
+    idleCommandTimeout: float = IDLE_COMMAND_TIMEOUT
+    pollInterval: float = POLL_INTERVAL
+    closeGrace: float = CLOSE_GRACE
+
+    @appendLimit.validator
+    def _checkAppendLimit(self, attribute: object, value: int) -> None:
+        if value <= 0:
+            raise ValueError(f"append limit must be positive, not {value}")
+
+
+class IMAPFactory(MailFactory):
+    """
+    Builds L{IMAPServer} sessions on one store and one portal; C{tls} is
+    offered with STARTTLS.
     """
 
     protocol = IMAPServer  # type: ignore[assignment]
-
-    #: Seconds a closed session gets to send what is queued before it is
-    #: aborted (L{netplugins.session.CLOSE_GRACE}).
-    closeGrace = CLOSE_GRACE
-
-    def __init__(
-        self,
-        portal: Any,
-        store: MaildirStore,
-        *,
-        startTLS: Callable[[], Any] | None = None,
-        allowPlaintextAuth: bool = False,
-        appendLimit: int = DEFAULT_APPEND_LIMIT,
-        throttle: LoginThrottle | None = None,
-        preAuthTimeout: float = PRE_AUTH_TIMEOUT,
-        idleTimeout: float = IDLE_TIMEOUT,
-        idleCommandTimeout: float = IDLE_COMMAND_TIMEOUT,
-        pollInterval: float = POLL_INTERVAL,
-        hostname: str = "localhost",
-        reactor: Any = None,
-    ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
-        if appendLimit <= 0:
-            raise ValueError(f"append limit must be positive, not {appendLimit}")
-        self.portal = portal
-        self.store = store
-        self.startTLS = startTLS
-        self.allowPlaintextAuth = allowPlaintextAuth
-        self.appendLimit = appendLimit
-        self.throttle = throttle or LoginThrottle(reactor)
-        self.preAuthTimeout = preAuthTimeout
-        self.idleTimeout = idleTimeout
-        self.idleCommandTimeout = idleCommandTimeout
-        self.pollInterval = pollInterval
-        self.hostname = hostname
-        self.reactor = reactor
+    configType = IMAPConfig
+    config: IMAPConfig

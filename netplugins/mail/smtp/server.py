@@ -48,7 +48,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from attrs import define
+from attrs import frozen
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress
@@ -56,23 +56,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from netplugins.cred.throttle import LoginThrottle
-from netplugins.mail.linesession import (
-    LineSession,
-    LineSessionFactory,
-    plainCredentials,
-)
+from netplugins.mail.factory import MailFactory
+from netplugins.mail.linesession import LineSession, plainCredentials
 from netplugins.mail.maildir.errors import DiskFullError
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.data import MessageReader
 from netplugins.mail.smtp.relay import Relay
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
+from netplugins.session import CLOSE_GRACE
 from netplugins.starttls import startTLSDiscarding
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 MAX_LINE = 4096
 
 
-@define
+@frozen
 class SMTPConfig:
     """
     How an SMTP listener behaves.
@@ -82,6 +80,8 @@ class SMTPConfig:
     @ivar allowPlaintextAuth: offer AUTH before TLS (an operator's opt-out).
     @ivar relay: sends authenticated users' mail for foreign domains on
         (C{relay(sender, recipients, message) -> Deferred}); C{None}: refuse.
+    @ivar closeGrace: seconds a closed session gets to send what is queued
+        before it is aborted.
     """
 
     hostname: str = "localhost"
@@ -94,6 +94,7 @@ class SMTPConfig:
     idleTimeout: float = 300.0
     preAuthTimeout: float = 120.0
     dataTimeout: float = 600.0
+    closeGrace: float = CLOSE_GRACE
 
 
 def _peerHost(peer: IAddress) -> str:
@@ -582,11 +583,11 @@ class SMTPServer(LineSession):
             self.reply(451, "4.3.0", "Error: local delivery failed")
 
 
-class SMTPFactory(LineSessionFactory):
+class SMTPFactory(MailFactory):
     """
     Builds L{SMTPServer}s sharing one store, user table, portal and throttle.
 
-    @ivar tls: the TLS context factory for STARTTLS, or C{None} not to offer it.
+    @ivar users: the local domains and users recipients are resolved against.
     """
 
     protocol = SMTPServer  # type: ignore[assignment]
@@ -596,9 +597,9 @@ class SMTPFactory(LineSessionFactory):
     def __init__(
         self,
         store: MaildirStore,
-        users: LocalUsers,
         portal: Any,
         *,
+        users: LocalUsers,
         config: SMTPConfig | None = None,
         tls: Any = None,
         throttle: LoginThrottle | None = None,
