@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from weakref import WeakSet
 
@@ -50,6 +50,7 @@ from netplugins.cred._input import (
     normaliseCredentials,
 )
 from netplugins.cred._reload import follow
+from netplugins.mail.directory import IMailDirectory
 from netplugins.threads import PoolFullError, deferToBlocking
 
 BCRYPT = "bcrypt"
@@ -417,11 +418,12 @@ def reloadAll() -> Deferred[Any]:
     return DeferredList([checker.reload() for checker in list(_live)])
 
 
-@implementer(ICredentialsChecker)
+@implementer(ICredentialsChecker, IMailDirectory)
 class HtpasswdChecker:
     """
     Check L{IUsernamePassword} credentials (C{str} or C{bytes}) against a
-    password file of bcrypt and argon2id hashes.
+    password file of bcrypt and argon2id hashes; as an L{IMailDirectory}, its
+    users receive mail at their names in every local domain.
 
     @ivar path: the password file.
     """
@@ -572,3 +574,29 @@ class HtpasswdChecker:
             "htpasswd: verification failed for {username!r}", failure, username=name
         )
         return Failure(UnauthorizedLogin(REFUSED))
+
+    # IMailDirectory
+
+    def lookupRecipient(self, address: str) -> Deferred[str | None]:
+        """
+        The user named by C{address}'s local part: exactly, or ignoring case
+        when that names one user only (of the users in force).
+        """
+        local = address.rpartition("@")[0]
+        entries = self._users.entries
+        if local in entries:
+            return succeed(local)
+        folded = [name for name in entries if name.casefold() == local.casefold()]
+        return succeed(folded[0] if len(folded) == 1 else None)
+
+    def mailboxFor(self, avatarId: str) -> Deferred[str | None]:
+        """
+        C{None}: a user's Maildir is named by the user name itself.
+        """
+        return succeed(None)
+
+    def senderAddresses(self, avatarId: str, mailbox: str) -> Deferred[Sequence[str]]:
+        """
+        None: the file records no addresses.
+        """
+        return succeed(())

@@ -1,14 +1,15 @@
 """
 Who the local mail users are, and which Maildir each one reads.
 
-Users come from the shared credential checkers (C{--auth}):
+Users come from the shared credential checkers (C{--auth}) that provide
+L{IMailDirectory}, asked in order; the first that knows an address wins, and
+its answer must be a valid Maildir name.  The two here:
   - C{htpasswd:PATH}: every user in the file receives mail as
     C{user@domain} for each local C{--domain}; the local part must match the
     user name exactly, or case-insensitively when that names one user only.
   - C{ldap:...}: the whole address is looked up in the C{mail} attribute
-    with the checker's search account (L{LDAPChecker.lookupByMail}), so
-    C{alice.smith@example.org} reaches C{uid=alice}; failing that, the local
-    part as a user name (L{LDAPChecker.lookupAttributes}), whose entry's
+    with the checker's search account, so C{alice.smith@example.org} reaches
+    C{uid=alice}; failing that, the local part as a user name, whose entry's
     C{mail} values, if it has any, must include the address.  The Maildir is
     named by the entry's C{uid}.
 Other checkers cannot list their users: addresses are refused for them.
@@ -16,19 +17,20 @@ Other checkers cannot list their users: addresses are refused for them.
 Who may send as whom (L{LocalUsers.maySendAs}, Postfix's
 C{reject_sender_login_mismatch}): a logged-in user may use as envelope sender
 an address that is delivered to their own Maildir (so an htpasswd user
-C{user@} each local domain) or one of their LDAP C{mail} values, and the
-null sender C{<>}.
+C{user@} each local domain) or one their directory gives them (their LDAP
+C{mail} values), and the null sender C{<>}.
 
 The mailbox of a logged-in user (POP3, IMAP, SMTP AUTH) is
-L{LocalUsers.mailboxFor} of the avatar ID: the C{uid} for LDAP (so that
-C{Alice} and C{alice} read the same Maildir), the name itself otherwise.
-L{MailRealm} hands out L{MailAccount} avatars with that mailbox resolved.
+L{LocalUsers.mailboxFor} of the avatar ID: what its directory maps it to (the
+C{uid} for LDAP, so that C{Alice} and C{alice} read the same Maildir), the
+name itself otherwise.  L{MailRealm} hands out L{MailAccount} avatars with
+that mailbox resolved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from attrs import frozen
 from twisted.cred.portal import IRealm
@@ -36,10 +38,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from netplugins.mail.directory import IMailDirectory
 from netplugins.mail.maildir.errors import BadNameError
 from netplugins.mail.maildir.names import checkUserName
 
 MAX_ADDRESS = 254
+
+_T = TypeVar("_T")
 
 
 class IMailAccount(Interface):
@@ -86,18 +91,53 @@ def _text(avatarId: str | bytes) -> str:
     return avatarId
 
 
+def _maildirName(name: str | None) -> str | None:
+    """
+    C{name}, if it can name a Maildir; else C{None}.
+    """
+    if name is None:
+        return None
+    try:
+        return checkUserName(name)
+    except BadNameError:
+        return None
+
+
+def _first(
+    directories: Sequence[IMailDirectory],
+    ask: Callable[[IMailDirectory], Deferred[_T | None]],
+) -> Deferred[_T | None]:
+    """
+    The first answer of C{ask(directory)} that is not C{None}, asking the
+    C{directories} in turn; C{None} when none knows.
+    """
+
+    def askFrom(index: int) -> Deferred[_T | None]:
+        if index == len(directories):
+            return succeed(None)
+        d = ask(directories[index])
+        return d.addCallback(
+            lambda found: found if found is not None else askFrom(index + 1)
+        )
+
+    return askFrom(0)
+
+
 class LocalUsers:
     """
     The local domains and the users the checkers know.
 
     @ivar domains: the local domains, lower case.
+    @ivar directories: the checkers that provide L{IMailDirectory}, in order.
     """
 
     log = Logger()
 
     def __init__(self, domains: Iterable[str], checkers: Sequence[Any]) -> None:
         self.domains = frozenset(d.lower().rstrip(".") for d in domains)
-        self.checkers = [_unwrap(c) for c in checkers]
+        self.directories: list[IMailDirectory] = [
+            c for c in map(_unwrap, checkers) if IMailDirectory.providedBy(c)
+        ]
 
     def isLocal(self, domain: str) -> bool:
         """
@@ -114,65 +154,20 @@ class LocalUsers:
         if parts is None or not self.isLocal(parts[1]):
             return succeed(None)
         local, domain = parts
-        return self._resolve(0, local, f"{local}@{domain}".casefold())
-
-    def _resolve(self, index: int, local: str, address: str) -> Deferred[str | None]:
-        from netplugins.cred.htpasswd import HtpasswdChecker
-        from netplugins.cred.ldap.checker import LDAPChecker
-
-        for i in range(index, len(self.checkers)):
-            checker = self.checkers[i]
-            if isinstance(checker, HtpasswdChecker):
-                found = self._inHtpasswd(checker, local)
-                if found is not None:
-                    return succeed(found)
-            elif isinstance(checker, LDAPChecker):
-                d: Deferred[Any] = checker.lookupByMail(address)
-                d.addCallback(self._cbByMail, checker, local, address)
-                d.addCallback(self._cbNext, i + 1, local, address)
-                return d
-        return succeed(None)
-
-    def _cbByMail(
-        self, user: Any, checker: Any, local: str, address: str
-    ) -> str | Deferred[str | None] | None:
-        if user is not None:
-            return self._cbLDAP(user, address)
-        d: Deferred[Any] = checker.lookupAttributes(local)
-        return d.addCallback(self._cbLDAP, address)
-
-    def _cbNext(
-        self, found: str | None, index: int, local: str, address: str
-    ) -> str | Deferred[str | None] | None:
-        if found is not None:
-            return found
-        return self._resolve(index, local, address)
-
-    @staticmethod
-    def _inHtpasswd(checker: Any, local: str) -> str | None:
-        entries = checker.users.entries
-        if local in entries:
-            return local
-        folded = [name for name in entries if name.casefold() == local.casefold()]
-        return folded[0] if len(folded) == 1 else None
-
-    @staticmethod
-    def _cbLDAP(user: Any, address: str) -> str | None:
-        if user is None:
-            return None
-        mail = [m.casefold() for m in user.mail]
-        if mail and address not in mail:
-            return None
-        try:
-            return checkUserName(user.uid)
-        except BadNameError:
-            return None
+        recipient = f"{local}@{domain}"
+        return _first(
+            self.directories,
+            lambda directory: directory.lookupRecipient(recipient).addCallback(
+                _maildirName
+            ),
+        )
 
     def maySendAs(self, account: MailAccount, address: str) -> Deferred[bool]:
         """
         Whether C{account} may use C{address} as its envelope sender: the null
-        sender, an address delivered to its own Maildir, or one of its LDAP
-        C{mail} values.  Never fails.
+        sender, an address delivered to its own Maildir, or one its directory
+        gives it (L{IMailDirectory.senderAddresses}: its LDAP C{mail} values).
+        Never fails.
         """
         if not address:
             return succeed(True)
@@ -182,35 +177,29 @@ class LocalUsers:
     def _cbMaySendAs(
         self, mailbox: str | None, account: MailAccount, address: str
     ) -> bool | Deferred[bool]:
-        from netplugins.cred.ldap.checker import LDAPChecker
-
         if mailbox is not None and mailbox == account.mailbox:
             return True
-        for checker in self.checkers:
-            if isinstance(checker, LDAPChecker):
-                d: Deferred[Any] = checker.lookupAttributes(account.avatarId)
-                return d.addCallback(
-                    lambda user: (
-                        user is not None
-                        and user.uid == account.mailbox
-                        and address.casefold() in (m.casefold() for m in user.mail)
-                    )
-                )
-        return False
+        folded = address.casefold()
+
+        def holds(addresses: Sequence[str]) -> bool | None:
+            return True if folded in (a.casefold() for a in addresses) else None
+
+        d = _first(
+            self.directories,
+            lambda directory: directory.senderAddresses(
+                account.avatarId, account.mailbox
+            ).addCallback(holds),
+        )
+        return d.addCallback(bool)
 
     def mailboxFor(self, avatarId: str | bytes) -> Deferred[str]:
         """
-        The Maildir name of a logged-in user.
+        The Maildir name of a logged-in user: what the first directory that
+        maps it says (L{IMailDirectory.mailboxFor}), else the avatar ID.
         """
-        from netplugins.cred.ldap.checker import LDAPChecker
-
         name = _text(avatarId)
-        for checker in self.checkers:
-            if isinstance(checker, LDAPChecker):
-                known = checker.attributes.get(name)
-                if known is not None:
-                    return succeed(known.uid)
-        return succeed(name)
+        d = _first(self.directories, lambda directory: directory.mailboxFor(name))
+        return d.addCallback(lambda mailbox: name if mailbox is None else mailbox)
 
 
 @implementer(IRealm)

@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from twisted.cred.checkers import ICredentialsChecker
@@ -43,6 +43,7 @@ from netplugins.cred._reload import follow, reloadWhileAlive
 from netplugins.cred.ldap.config import LDAPConfig, parseArgument
 from netplugins.cred.ldap.connection import RefusedError, describeError
 from netplugins.cred.ldap.directory import Directory, LDAPUser, loadDirectory
+from netplugins.mail.directory import IMailDirectory
 from netplugins.threads import PoolFullError, blockingPool, deferToPool
 
 _T = TypeVar("_T")
@@ -51,10 +52,11 @@ POOL_NAME = "netplugins-ldap"
 MAX_REMEMBERED = 10_000
 
 
-@implementer(ICredentialsChecker)
+@implementer(ICredentialsChecker, IMailDirectory)
 class LDAPChecker:
     """
-    Checks L{IUsernamePassword} credentials by binding to an LDAP directory.
+    Checks L{IUsernamePassword} credentials by binding to an LDAP directory;
+    as an L{IMailDirectory}, finds mail recipients by their C{mail} values.
 
     @ivar attributes: username to the L{LDAPUser} of its last successful
         login (the most recent L{MAX_REMEMBERED}).
@@ -350,3 +352,55 @@ class LDAPChecker:
 
         d.addErrback(failed)
         return d
+
+    # IMailDirectory
+
+    def lookupRecipient(self, address: str) -> Deferred[str | None]:
+        """
+        The C{uid} of the entry whose C{mail} holds C{address}
+        (L{lookupByMail}); failing that, of the entry of the local part as a
+        user name (L{lookupAttributes}), if its C{mail} values, when it has
+        any, include the address.
+        """
+        folded = address.casefold()
+        local = address.rpartition("@")[0]
+        d: Deferred[Any] = self.lookupByMail(folded)
+        return d.addCallback(self._cbRecipientByMail, local, folded)
+
+    def _cbRecipientByMail(
+        self, user: LDAPUser | None, local: str, address: str
+    ) -> str | Deferred[str | None] | None:
+        if user is not None:
+            return _recipient(user, address)
+        d: Deferred[Any] = self.lookupAttributes(local)
+        return d.addCallback(_recipient, address)
+
+    def mailboxFor(self, avatarId: str) -> Deferred[str | None]:
+        """
+        The C{uid} of C{avatarId}'s entry as its last login read it, if any.
+        """
+        known = self.attributes.get(avatarId)
+        return succeed(None if known is None else known.uid)
+
+    def senderAddresses(self, avatarId: str, mailbox: str) -> Deferred[Sequence[str]]:
+        """
+        The C{mail} values of C{avatarId}'s entry, if its C{uid} names
+        C{mailbox}.
+        """
+        d: Deferred[Any] = self.lookupAttributes(avatarId)
+        return d.addCallback(
+            lambda user: user.mail if user is not None and user.uid == mailbox else ()
+        )
+
+
+def _recipient(user: LDAPUser | None, address: str) -> str | None:
+    """
+    The C{uid} of C{user}, unless it has C{mail} values and C{address}
+    (case-folded) is not one of them.
+    """
+    if user is None:
+        return None
+    mail = [m.casefold() for m in user.mail]
+    if mail and address not in mail:
+        return None
+    return user.uid
