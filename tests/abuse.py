@@ -80,10 +80,10 @@ _T = TypeVar("_T")
 
 class _TCPTables:
     """
-    The text of C{/proc/net/tcp} and C{/proc/net/tcp6}, read at most once
-    every L{fresh} seconds however many client threads ask (a busy machine
-    holds thousands of TIME_WAIT lines), searched with one regular
-    expression per local port.
+    The text of C{/proc/net/tcp} and C{/proc/net/tcp6}, shared by all
+    client threads (a busy machine holds thousands of TIME_WAIT lines), read
+    again when it is older than L{fresh} seconds or than what the caller
+    needs, and searched with one regular expression per local port.
     """
 
     fresh = 0.01
@@ -93,9 +93,13 @@ class _TCPTables:
         self._taken = 0.0
         self._text = ""
 
-    def text(self) -> str:
+    def text(self, notBefore: float) -> str:
+        """
+        The tables, read no earlier than C{notBefore} (a C{time.monotonic()}).
+        """
         with self._lock:
-            if time.monotonic() - self._taken > self.fresh:
+            started = time.monotonic()
+            if self._taken < notBefore or started - self._taken > self.fresh:
                 parts = []
                 for name in ("/proc/net/tcp", "/proc/net/tcp6"):
                     try:
@@ -104,17 +108,18 @@ class _TCPTables:
                     except FileNotFoundError:
                         pass
                 self._text = "".join(parts)
-                self._taken = time.monotonic()
+                self._taken = started
             return self._text
 
-    def sockets(self, port: int) -> list[tuple[int, str, str]]:
+    def sockets(self, port: int, notBefore: float) -> list[tuple[int, str, str]]:
         """
         (remote port, state, "tx_queue:rx_queue") of every socket whose local
-        port is C{port}.
+        port is C{port}, in tables read no earlier than C{notBefore}.
         """
+        text = self.text(notBefore)
         return [
             (int(remote, 16), state, queues)
-            for remote, state, queues in _localPort(port).findall(self.text())
+            for remote, state, queues in _localPort(port).findall(text)
         ]
 
 
@@ -131,30 +136,36 @@ def _localPort(port: int) -> re.Pattern[str]:
 _tables = _TCPTables()
 
 
-def _serverSide(port: int, peer: int) -> str | None:
+def _serverSide(port: int, peer: int, notBefore: float) -> str | None:
     """
     The queues ("tx_queue:rx_queue") of the server's ESTABLISHED socket on
-    C{port} connected to C{peer}; C{None} when there is none.
+    C{port} connected to C{peer}, as of C{notBefore} or later; C{None} when
+    there is none.
     """
-    for remote, state, queues in _tables.sockets(port):
+    for remote, state, queues in _tables.sockets(port, notBefore):
         if remote == peer and state == ESTABLISHED:
             return queues
     return None
 
 
-def establishedPeers(port: int) -> set[int]:
+def establishedPeers(port: int, notBefore: float = 0.0) -> set[int]:
     """
     The remote ports of the ESTABLISHED sockets whose local port is C{port}
     (in C{/proc/net/tcp} or C{/proc/net/tcp6}): the server's side of its
     connections on that listening port.
+
+    @param notBefore: a C{time.monotonic()} the tables must be read after
+        (a connection made after a shared read is not in it).
     """
     return {
-        remote for remote, state, _ in _tables.sockets(port) if state == ESTABLISHED
+        remote
+        for remote, state, _ in _tables.sockets(port, notBefore)
+        if state == ESTABLISHED
     }
 
 
 def _listening(port: int) -> bool:
-    return any(state == LISTEN for _, state, _ in _tables.sockets(port))
+    return any(state == LISTEN for _, state, _ in _tables.sockets(port, 0.0))
 
 
 def statusField(pid: int, name: str) -> int:
@@ -353,8 +364,8 @@ def warmUp(
         except (TimeoutError, ConnectionError, ssl.SSLError):
             # Daytime, or a service refusing the payload: warm all the same.
             pass
-    deadline = time.monotonic() + 5
-    while local in establishedPeers(port) and time.monotonic() < deadline:
+    closed = time.monotonic()
+    while local in establishedPeers(port, closed) and time.monotonic() < closed + 5:
         time.sleep(0.02)
 
 
@@ -597,14 +608,15 @@ def secondsUntilServerCloses(
         side left ESTABLISHED, or C{None} if it still was at the timeout.
     """
     peer = sock.getsockname()[1]
-    last = _serverSide(port, peer)
+    connected = time.monotonic()
+    last = _serverSide(port, peer, connected)
     giveUp = since + timeout + (FLOOD_LIMIT if fromQuiet else 0)
     while last is not None:
         now = time.monotonic()
         if now - since > timeout or now > giveUp:
             return None
         time.sleep(0.02)
-        queues = _serverSide(port, peer)
+        queues = _serverSide(port, peer, connected)
         if fromQuiet and queues is not None and queues != last:
             since = max(since, time.monotonic())
         last = queues
@@ -688,10 +700,11 @@ def trickle(
     """
     since = time.monotonic()
     with connect(port, receiveBuffer=None) as sock:
+        connected = time.monotonic()
         local = sock.getsockname()[1]
         sock.sendall(head)
         position = 0
-        while local in establishedPeers(port):
+        while local in establishedPeers(port, connected):
             if time.monotonic() - since > timeout:
                 return None
             try:
