@@ -78,6 +78,22 @@ class DeliveryTests(StoreMixin, SynchronousTestCase):
             self.assertEqual(f.read(), b"Subject: hi\r\n\r\nbody\r\n")
         self.assertIn(",S=21", key)
 
+    def test_maildirsPrivate(self) -> None:
+        """A user's Maildir, its folders and their subdirectories are mode 0700."""
+        store = self.makeStore()
+        self.result(store.deliver("alice", b"x\r\n"))
+        self.result(store.createFolder("alice", "Sent"))
+        base = os.path.join(store.root, "alice")
+        paths = [base, *(os.path.join(base, sub) for sub in ("new", "cur", "tmp"))]
+        paths += [
+            os.path.join(base, name) for name in os.listdir(base) if "Sent" in name
+        ]
+        self.assertEqual(len(paths), 5)
+        self.assertEqual(
+            {path: oct(os.stat(path).st_mode & 0o777) for path in paths},
+            {path: "0o700" for path in paths},
+        )
+
     def test_uniqueNames(self) -> None:
         """Deliveries in the same second get different names."""
         store = self.makeStore()

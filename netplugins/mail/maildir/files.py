@@ -202,6 +202,9 @@ def makeMaildir(path: str, isFolder: bool) -> None:
     Create the Maildir C{path} (C{tmp}, C{new}, C{cur}) if missing; a
     Maildir++ subfolder (C{isFolder}) also gets its C{maildirfolder} file.
     """
+    # makedirs gives its mode to the last directory only: the Maildir itself
+    # is made first, so that it is not listable by other local users either.
+    os.makedirs(path, mode=0o700, exist_ok=True)
     for sub in ("tmp", "new", "cur"):
         os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
     if isFolder:
