@@ -20,8 +20,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.protocol import (
+    DatagramProtocol,
+    Factory,
+    Protocol,
+    connectionDone,
+)
+from twisted.python.failure import Failure
+
+from netplugins.session import CLOSE_GRACE, cancelCall, closeWithin
 
 FORMATS = ("ctime", "rfc3339", "rfc868")
 
@@ -54,10 +62,15 @@ def _checkFormat(format: str) -> str:
 
 class Daytime(Protocol):
     """
-    Send the time and close.
+    Send the time and close; a connection still open C{factory.closeGrace}
+    seconds later is aborted (a TLS close waits for the peer's close_notify,
+    which a client that does not read never sends).
 
     @ivar now: makes the reply.
     """
+
+    factory: DaytimeFactory
+    _closing: IDelayedCall | None = None
 
     def __init__(self, now: Callable[[], bytes]):
         self.now = now
@@ -65,7 +78,12 @@ class Daytime(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.write(self.now())
-        self.transport.loseConnection()
+        self._closing = closeWithin(
+            self.transport, self.factory.closeGrace, self.factory.reactor
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        cancelCall(self._closing)
 
 
 class DaytimeFactory(Factory):
@@ -74,7 +92,12 @@ class DaytimeFactory(Factory):
 
     @ivar format: one of L{FORMATS}.
     @ivar seconds: the clock, seconds since the POSIX epoch.
+    @ivar closeGrace: seconds a connection gets to close before it is aborted.
+    @ivar reactor: times that grace (the global reactor when C{None}).
     """
+
+    closeGrace = CLOSE_GRACE
+    reactor: Any = None
 
     def __init__(self, format: str = "ctime", seconds: Callable[[], float] = time.time):
         self.format = _checkFormat(format)

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import (
     FakeDatagramTransport,
     MemoryReactorClock,
@@ -73,18 +74,31 @@ class ProtocolTests(SynchronousTestCase):
 
     def test_tcp(self) -> None:
         """A connection gets the time and is closed by the server."""
-        protocol = DaytimeFactory("rfc3339", lambda: WHEN).buildProtocol(None)
+        factory = DaytimeFactory("rfc3339", lambda: WHEN)
+        factory.reactor = Clock()
+        protocol = factory.buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
         self.assertEqual(
-            (transport.value(), transport.disconnecting),
-            (b"2024-02-29T13:05:09Z\r\n", True),
+            (transport.value(), transport.disconnecting, transport.disconnected),
+            (b"2024-02-29T13:05:09Z\r\n", True, False),
         )
+
+    def test_lingeringCloseAborted(self) -> None:
+        """A connection still open closeGrace seconds after the time is aborted."""
+        factory = DaytimeFactory("rfc3339", lambda: WHEN)
+        factory.reactor = clock = Clock()
+        factory.closeGrace = 2
+        transport = StringTransport()
+        factory.buildProtocol(None).makeConnection(transport)
+        clock.advance(2)
+        self.assertTrue(transport.disconnected)
 
     def test_clockReadPerConnection(self) -> None:
         """Each connection reads the clock when it is made."""
         now = [WHEN]
         factory = DaytimeFactory("rfc868", lambda: now[0])
+        factory.reactor = Clock()
         replies = []
         for _ in range(2):
             transport = StringTransport()

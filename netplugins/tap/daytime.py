@@ -69,9 +69,12 @@ def daytimeService(
     """
     common = settings.common()
     seconds = time.time if reactor is None else reactor.seconds
+    factory = DaytimeFactory(settings.format, seconds)
+    factory.closeGrace = common.limits.closeGrace
+    factory.reactor = reactor
     listeners = listeningService(
         common,
-        DaytimeFactory(settings.format, seconds),
+        factory,
         datagram=partial(DaytimeDatagram, settings.format, seconds),
         defaultListen=settings.defaultListen,
         name="np-daytime",
