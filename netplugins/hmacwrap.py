@@ -71,6 +71,7 @@ from netplugins.cred.hmac import (
     digestFor,
 )
 from netplugins.endpointargs import unparse
+from netplugins.interfaces import IHandshakeEndpoint
 
 DEFAULT_TIMEOUT = 10.0
 SERVER_PROOF_LABEL = b"netplugins-hmac-server\x00"
@@ -263,7 +264,7 @@ class HMACFactory(ServerFactory):
         return f"HMAC ({inner() if inner else type(self.wrappedFactory).__name__})"
 
 
-@implementer(IStreamServerEndpoint)
+@implementer(IHandshakeEndpoint)
 class HMACServerEndpoint:
     """
     Listens on C{wrapped}, running the handshake on every connection: the

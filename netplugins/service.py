@@ -24,6 +24,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from netplugins.addresses import describe
+from netplugins.interfaces import IHandshakeEndpoint
 from netplugins.limits import ConnectionTracker, Limits, parseNetwork
 from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
 from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSSettings
@@ -420,7 +421,7 @@ def listeningService(
             if secure:
                 wrapped = common.serverTLS(reactor).wrapFactory(factory, reactor)
             endpoint = fastServerFromString(reactor, description, reusePort=isWorker())
-            if hasattr(endpoint, "outerWrapper"):
+            if IHandshakeEndpoint.providedBy(endpoint):
                 # An authenticating endpoint (hmac:) runs its handshake first:
                 # limits must apply before it, not only to clients that passed.
                 endpoint.outerWrapper = tracker.wrapFactory
