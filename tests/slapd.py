@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import ctypes
 import os
 import shutil
 import signal
@@ -24,6 +23,11 @@ import time
 from pathlib import Path
 
 import trustme
+
+# tests/abuse.py and tests/dovecot.py (and a few test modules) still import
+# these two from here.
+from tests.support import dieWithParent as _dieWithParent
+from tests.support import freePort
 
 BASE_DN = "dc=example,dc=org"
 PEOPLE = f"ou=people,{BASE_DN}"
@@ -50,7 +54,6 @@ PASSWORDS = {
 _SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
 _SCHEMA_DIR = Path("/etc/ldap/schema")
 _MODULE_DIR = Path("/usr/lib/ldap")
-_PR_SET_PDEATHSIG = 1
 
 
 def _binary(name: str) -> str:
@@ -65,24 +68,6 @@ def _binary(name: str) -> str:
             "ldap-utils (listed in scripts/debian-packages.txt)"
         )
     return found
-
-
-def _dieWithParent() -> None:
-    # atexit stops slapd on a normal exit; this (Linux) covers a test run
-    # killed outright, so no slapd outlives it.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def freePort() -> int:
-    """
-    A loopback TCP port nobody listens on right now.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ldifValue(attribute: str, value: str) -> str:

@@ -39,8 +39,7 @@ from netplugins.kv.web import MAX_NESTING, kvSite
 from netplugins.service import ListeningService, commonSettings
 from netplugins.tap.kv import KVSettings, Options, kvService
 from tests.pki import PKI
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import freePort, runTwistd, startProcess, waitForPort
 
 
 class MemoryStoreTests(SynchronousTestCase):
@@ -754,31 +753,6 @@ class TLSServiceTests(TestCase):
         return deferToThread(session).addCallback(self.assertEqual, 403)
 
 
-def freePort() -> int:
-    """
-    A TCP port free on 127.0.0.1 right now.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def waitForPort(port: int, process: subprocess.Popen[bytes]) -> None:
-    """
-    Block until something listens on C{port}, or fail if C{process} exits.
-    """
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
 class DurabilityTests(TestCase):
     """
     An acknowledged set survives C{kill -9} of C{twistd -n np-kv}.
@@ -789,26 +763,16 @@ class DurabilityTests(TestCase):
         """Values set before SIGKILL are read back from the SQLite file."""
         path = os.path.abspath(self.mktemp())
         port = freePort()
-        env = {**os.environ, "PYTHONPATH": ROOT}
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        process = runTwistd(
+            self,
+            "np-kv",
+            "--store",
+            f"sqlite:{path}",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        )
 
         def run() -> None:
-            process = subprocess.Popen(
-                [
-                    twistd,
-                    "-n",
-                    "--pidfile=",
-                    "np-kv",
-                    "--store",
-                    f"sqlite:{path}",
-                    "--listen",
-                    f"tcp:{port}:interface=127.0.0.1",
-                ],
-                env=env,
-                cwd=os.path.dirname(path),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
             try:
                 waitForPort(port, process)
                 s = xmlrpc.client.ServerProxy(
@@ -836,7 +800,8 @@ class RedisTests(TestCase):
     def setUp(self) -> Deferred[None]:  # type: ignore[override]
         port = freePort()
         self.url = f"redis://127.0.0.1:{port}/0"
-        process = subprocess.Popen(
+        process = startProcess(
+            self,
             [
                 "redis-server",
                 "--port",
@@ -850,15 +815,8 @@ class RedisTests(TestCase):
                 "--dir",
                 os.path.abspath("."),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            name="redis",
         )
-
-        def stop() -> None:
-            process.terminate()
-            process.wait()
-
-        self.addCleanup(stop)
         return deferToThread(waitForPort, port, process)
 
     def test_sharedBetweenServices(self) -> Deferred[Any]:

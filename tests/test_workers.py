@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -29,8 +27,7 @@ from netplugins.workers import (
     supervise,
     workerArgv,
 )
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import freePort, runTwistd
 
 
 class FakeProcess:
@@ -265,8 +262,7 @@ class HelperTests(SynchronousTestCase):
 
 
 TAC = """
-import os, sys
-sys.path.insert(0, {root!r})
+import os
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import reactor
@@ -291,12 +287,6 @@ listening = StreamServerEndpointService(endpoint, Factory.forProtocol(Pid))
 application = service.Application("workers test")
 supervise(listening, 2, restartDelay=0.2).setServiceParent(application)
 """
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pidsSeen(port: int, want: set[int] | None = None, seconds: float = 30) -> set[int]:
@@ -342,23 +332,8 @@ class RealWorkersTests(TestCase):
         port = freePort()
         tac = os.path.join(directory, "w.tac")
         with open(tac, "w") as f:
-            f.write(TAC.format(root=ROOT, dir=directory, port=port))
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        log = open(os.path.join(directory, "twistd.log"), "wb")
-        self.addCleanup(log.close)
-        supervisor = subprocess.Popen(
-            [sys.executable, twistd, "--nodaemon", "--pidfile=", "-y", tac],
-            cwd=directory,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def cleanup() -> None:
-            if supervisor.poll() is None:
-                supervisor.kill()
-                supervisor.wait()
-
-        self.addCleanup(cleanup)
+            f.write(TAC.format(dir=directory, port=port))
+        supervisor = runTwistd(self, "-y", tac, cwd=directory)
 
         def scenario() -> tuple[set[int], set[int], set[str], int | None, list[int]]:
             first = pidsSeen(port)
@@ -385,8 +360,7 @@ class RealWorkersTests(TestCase):
             self.assertEqual(hups, {f"hup-{p}" for p in second - {min(first)}})
             # twistd ends by re-raising the signal that stopped it.
             self.assertEqual((status, left), (-signal.SIGTERM, []))
-            with open(log.name, "rb") as f:
-                text = f.read().decode()
+            text = supervisor.output()
             for number in (1, 2):
                 self.assertIn(f"worker {number} stopped", text)
 
