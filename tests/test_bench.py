@@ -155,7 +155,7 @@ class MeasureTests(SynchronousTestCase):
         report.write([result], settings, {"CPU": "test"}, check, path)
         text = path.read_text()
         self.assertIn("| 1 KiB x 4 | **bare Twisted**", text)
-        self.assertIn("![", text)
+        self.assertIn(f"![{ECHO.title}](benchmarks/echo.png)", text.splitlines())
         self.assertEqual((out / "benchmarks" / "echo.png").read_bytes()[:4], b"\x89PNG")
 
 

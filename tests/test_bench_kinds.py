@@ -65,13 +65,17 @@ class WrkTests(SynchronousTestCase):
             [microseconds(t) for t in ("12us", "1.5ms", "2.00s", "1m")],
             [12.0, 1500.0, 2e6, 60e6],
         )
-        self.assertRaises(ValueError, microseconds, "12 parsecs")
+        error = self.assertRaises(ValueError, microseconds, "12 parsecs")
+        self.assertEqual(str(error), "not a wrk latency: '12 parsecs'")
 
     def test_noRequests(self) -> None:
         """
         Output without a request count (wrk failed) is an error, not zeros.
         """
-        self.assertRaises(ValueError, parse, "unable to connect\n")
+        error = self.assertRaises(ValueError, parse, "unable to connect\n")
+        self.assertEqual(
+            str(error), "no request count in wrk output:\nunable to connect\n"
+        )
 
 
 class SuiteTableTests(SynchronousTestCase):

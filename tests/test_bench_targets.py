@@ -58,6 +58,14 @@ def row(lines: list[str], title: str) -> str:
     return line
 
 
+def noted(target: targets.Target) -> str:
+    """
+    C{target}'s profile note as its table cell shows it.
+    """
+    assert target.note is not None
+    return f"{target.note.text} *(measured {target.note.measured})*"
+
+
 class TargetTests(SynchronousTestCase):
     """
     Each target judged from a run's medians.
@@ -66,23 +74,29 @@ class TargetTests(SynchronousTestCase):
     def test_bestConfigurationMissed(self) -> None:
         """The best np configuration's ratio is shown; a miss says by how much."""
         result = echoResult(**{"np-echo": 600, "np-epoll": 800, "asyncio": 1000})
-        line = row(targets.targetRows([result]), targets.TARGETS[0].title)
-        self.assertIn("| np-echo, np-epoll reactor | 0.80x |", line)
-        self.assertIn("netplugins np-echo 0.60x; np-echo, np-epoll reactor 0.80x", line)
-        self.assertIn("**missed**, 20% short", line)
-        self.assertIn("(measured 2026-11-22)", line)
+        target = targets.TARGETS[0]
+        self.assertEqual(
+            row(targets.targetRows([result]), target.title),
+            f"| {target.title} | req/s ≥ 1.0x of asyncio | np-echo, np-epoll reactor "
+            "| 0.80x | netplugins np-echo 0.60x; np-echo, np-epoll reactor 0.80x "
+            f"| **missed**, 20% short | {noted(target)} |",
+        )
 
     def test_met(self) -> None:
         """A ratio at the goal is met, and a met target shows no profile note."""
         result = echoResult(**{"np-echo": 1000, "asyncio": 1000})
-        line = row(targets.targetRows([result]), targets.TARGETS[0].title)
-        self.assertIn("**met**", line)
-        self.assertNotIn("profiled", line)
+        title = targets.TARGETS[0].title
+        self.assertEqual(
+            row(targets.targetRows([result]), title),
+            f"| {title} | req/s ≥ 1.0x of asyncio | netplugins np-echo | 1.00x "
+            "| netplugins np-echo 1.00x | **met** |  |",
+        )
 
     def test_cpuTarget(self) -> None:
         """The handshake target compares CPU per request, within 5 %."""
         case = TLS_HANDSHAKES.cases[0]
-        title = targets.TARGETS[5].title
+        target = targets.TARGETS[5]
+        title = target.title
 
         def verdict(mine: float) -> str:
             result = BenchmarkResult(
@@ -95,13 +109,27 @@ class TargetTests(SynchronousTestCase):
             )
             return row(targets.targetRows([result]), title)
 
-        self.assertIn("**met**", verdict(1.04))
-        self.assertIn("**missed**, 5% more CPU per request", verdict(1.10))
+        goal = "CPU/req ≤ 1.05x of openssl s_server | np-echo --listen-tls"
+        self.assertEqual(
+            (verdict(1.04), verdict(1.10)),
+            (
+                f"| {title} | {goal} | CPU/req 1.04x "
+                "| np-echo --listen-tls CPU/req 1.04x | **met** |  |",
+                f"| {title} | {goal} | CPU/req 1.10x "
+                "| np-echo --listen-tls CPU/req 1.10x "
+                "| **missed**, 5% more CPU per request than allowed "
+                f"| {noted(target)} |",
+            ),
+        )
 
     def test_notMeasured(self) -> None:
         """A target whose benchmark is not in the run says so."""
-        line = row(targets.targetRows([]), targets.TARGETS[-1].title)
-        self.assertIn("not measured in this run", line)
+        target = targets.TARGETS[-1]
+        self.assertEqual(
+            row(targets.targetRows([]), target.title),
+            f"| {target.title} | req/s ≥ 1.0x | not measured in this run "
+            f"| - | - | - | {noted(target)} |",
+        )
 
     def test_others(self) -> None:
         """Benchmarks without a target get one line: np ÷ each peer."""
@@ -114,9 +142,10 @@ class TargetTests(SynchronousTestCase):
                 sample("xmlrpc-kv", case, 200, 0.9),
             ],
         )
-        line = row(targets.otherRows([result], []), "kv")
-        self.assertIn(
-            "np-kv --store memory 1.50x SimpleXMLRPCServer + ThreadingMixIn", line
+        self.assertEqual(
+            row(targets.otherRows([result], []), "kv"),
+            "| kv | np-kv --store memory 1.50x "
+            "SimpleXMLRPCServer + ThreadingMixIn |  |",
         )
 
     def test_ldap(self) -> None:
@@ -175,12 +204,18 @@ class ReplacedTests(SynchronousTestCase):
             generated=saved.generated,
             reruns=saved.reruns,
         )
-        text = again.read_text()
-        self.assertIn("| 1 KiB x 50 | **netplugins np-echo** | 900 |", text)
+        lines = again.read_text().splitlines()
         self.assertIn(
-            "`python -m bench --only echo` at now (netplugins commit "
-            "bbb) with the same settings",
-            text,
+            "| 1 KiB x 50 | **netplugins np-echo** | 900 | ±0.0 % | 0.9 | 0.01 "
+            "| 0.02 | 1000.0 | 90% | 50% | 1.00x | 1.00x |",
+            lines,
+        )
+        self.assertIn(
+            "*These figures were measured in a later run of `python -m bench "
+            "--only echo` at now (netplugins commit bbb) with the same settings; "
+            "its load check before the run: quiet: cpu0 1% busy over 2 s "
+            "(threshold 10%).*",
+            lines,
         )
         # The note survives a further round trip through results.json.
         self.assertEqual(

@@ -7,6 +7,7 @@ twistd sharing a port with C{SO_REUSEPORT}.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -223,8 +224,19 @@ class HelperTests(SynchronousTestCase):
 
     def test_checkEndpoint(self) -> None:
         """unix: and port 0 cannot be shared by workers; fixed ports can."""
+        refusals = {}
         for bad in ["unix:/tmp/s", "tcp:0", "tcp:port=0:interface=::1", "udp:0"]:
-            self.assertRaises(ValueError, checkEndpoint, bad)
+            refusals[bad] = str(self.assertRaises(ValueError, checkEndpoint, bad))
+        self.assertEqual(
+            refusals,
+            {
+                "unix:/tmp/s": "--workers cannot share a unix: listener: 'unix:/tmp/s'",
+                "tcp:0": "--workers needs a fixed port, not 0: 'tcp:0'",
+                "tcp:port=0:interface=::1": "--workers needs a fixed port, not 0: "
+                "'tcp:port=0:interface=::1'",
+                "udp:0": "--workers needs a fixed port, not 0: 'udp:0'",
+            },
+        )
         for good in [
             "tcp:8000",
             "tcp6:port=8000",
@@ -360,8 +372,12 @@ class RealWorkersTests(TestCase):
             self.assertEqual(hups, {f"hup-{p}" for p in second - {min(first)}})
             # twistd ends by re-raising the signal that stopped it.
             self.assertEqual((status, left), (-signal.SIGTERM, []))
-            text = supervisor.output()
-            for number in (1, 2):
-                self.assertIn(f"worker {number} stopped", text)
+            # The supervisor's own lines (a worker's are "worker N: ...").
+            stopped = re.findall(
+                r"^\S+ \[[^]]+\] (worker \d+ stopped)$",
+                supervisor.output(),
+                re.MULTILINE,
+            )
+            self.assertEqual(sorted(stopped), ["worker 1 stopped", "worker 2 stopped"])
 
         return deferToThread(scenario).addCallback(check)
