@@ -35,11 +35,14 @@ class WatermarkTransport(StringTransport):
     and resumes it when the test calls L{drain}.
 
     @ivar TLS: claims TLS once C{startTLS} was called.
+    @ivar tlsStarted: the context factory given to C{startTLS}.
+    @ivar writtenInClear: what had been written when C{startTLS} was called.
     @ivar aborted: whether C{abortConnection} was called.
     """
 
     TLS = False
     tlsStarted: Any = None
+    writtenInClear: bytes | None = None
 
     def __init__(self, watermark: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -77,6 +80,7 @@ class WatermarkTransport(StringTransport):
         return data
 
     def startTLS(self, contextFactory: Any) -> None:
+        self.writtenInClear = self.value()
         self.tlsStarted = contextFactory
         self.TLS = True
 
