@@ -125,14 +125,13 @@ def demoService(
     from netplugins.tap.echo import EchoSettings, echoService
     from netplugins.tap.httpbin import HTTPBinSettings, httpbinService
     from netplugins.tap.kv import KVSettings, kvService
-    from netplugins.tap.mail import mailService
+    from netplugins.tap.mail import MailHostSettings, mailService
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
     from netplugins.tap.wsgi import WSGISettings, wsgiService
     from netplugins.tap.zen import ZenSettings, zenService
 
     files = demoFiles(stateDir)
     tls = ServerTLS(TLSSettings(stateDir=stateDir), reactor=reactor)
-    shared: dict[str, Any] = {"tls": tls, "stateDir": stateDir, "reactor": reactor}
     with open(files["authkey"], "rb") as f:
         authkey = f.read().rstrip(b"\n")
     top = _Announcer()
@@ -207,17 +206,21 @@ def demoService(
         # Mail for alice@localhost and bob@localhost, in Maildirs under the
         # state dir; logins over TLS (STARTTLS or implicit) with the demo users.
         mailService(
-            domains=["localhost"],
-            hostname="localhost",
-            smtp=[tcp("smtp")],
-            submission=[tcp("submission")],
-            smtps=[tcp("smtps")],
-            pop3=[tcp("pop3")],
-            pop3s=[tcp("pop3s")],
-            imap=[tcp("imap")],
-            imaps=[tcp("imaps")],
-            auth=[f"htpasswd:{files['htpasswd']}"],
-            **shared,
+            MailHostSettings(
+                domains=("localhost",),
+                hostname="localhost",
+                smtp=(tcp("smtp"),),
+                submission=(tcp("submission"),),
+                smtps=(tcp("smtps"),),
+                pop3=(tcp("pop3"),),
+                pop3s=(tcp("pop3s"),),
+                imap=(tcp("imap"),),
+                imaps=(tcp("imaps"),),
+                auth=(f"htpasswd:{files['htpasswd']}",),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
         ),
     ]:
         service.setServiceParent(top)

@@ -45,14 +45,14 @@ import os
 
 from twisted.application.service import Application
 
-from netplugins.tap.mail import mailService
+from netplugins.tap.mail import MailHostSettings, mailService
 
 env = os.environ.get
 
 STATE_DIR = env("MAILHOST_STATE_DIR", "/var/lib/netplugins")
-DOMAINS = env("MAILHOST_DOMAINS", "example.org").split()
+DOMAINS = tuple(env("MAILHOST_DOMAINS", "example.org").split())
 HOSTNAME = env("MAILHOST_HOSTNAME") or None
-AUTH = env("MAILHOST_AUTH", "ldap:config=/etc/netplugins/ldap.ini").split()
+AUTH = tuple(env("MAILHOST_AUTH", "ldap:config=/etc/netplugins/ldap.ini").split())
 TLS_CERT = env("MAILHOST_TLS_CERT")
 TLS_KEY = env("MAILHOST_TLS_KEY")
 INTERFACE = env("MAILHOST_INTERFACE", "0.0.0.0")
@@ -60,28 +60,30 @@ PORT_BASE = int(env("MAILHOST_PORT_BASE", "0"))
 SMARTHOST = env("MAILHOST_SMARTHOST") or None
 
 
-def endpoint(port: int) -> list[str]:
+def endpoint(port: int) -> tuple[str, ...]:
     """
     The listening endpoint for a well-known port (shifted by PORT_BASE).
     """
     interface = INTERFACE.replace(":", "\\:")
-    return [f"tcp:{PORT_BASE + port}:interface={interface}"]
+    return (f"tcp:{PORT_BASE + port}:interface={interface}",)
 
 
 application = Application("mailhost")
 mailService(
-    domains=DOMAINS,
-    hostname=HOSTNAME,
-    smtp=endpoint(25),
-    submission=endpoint(587),
-    smtps=endpoint(465),
-    imap=endpoint(143),
-    imaps=endpoint(993),
-    pop3=endpoint(110),
-    pop3s=endpoint(995),
-    smarthost=SMARTHOST,
-    auth=AUTH,
-    tlsCert=[TLS_CERT] if TLS_CERT else [],
-    tlsKey=[TLS_KEY] if TLS_KEY else [],
-    stateDir=STATE_DIR,
+    MailHostSettings(
+        domains=DOMAINS,
+        hostname=HOSTNAME,
+        smtp=endpoint(25),
+        submission=endpoint(587),
+        smtps=endpoint(465),
+        imap=endpoint(143),
+        imaps=endpoint(993),
+        pop3=endpoint(110),
+        pop3s=endpoint(995),
+        smarthost=SMARTHOST,
+        auth=AUTH,
+        tlsCert=(TLS_CERT,) if TLS_CERT else (),
+        tlsKey=(TLS_KEY,) if TLS_KEY else (),
+        stateDir=STATE_DIR,
+    )
 ).setServiceParent(application)

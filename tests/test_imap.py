@@ -49,7 +49,13 @@ from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.service import commonSettings
 from netplugins.session import CLOSE_GRACE
-from netplugins.tap.imap import DEFAULT_LISTEN, Options, imapService, makeService
+from netplugins.tap.imap import (
+    DEFAULT_LISTEN,
+    IMAPSettings,
+    Options,
+    imapService,
+    makeService,
+)
 from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.pki import PKI
 from tests.support import WatermarkTransport
@@ -832,33 +838,35 @@ class OptionsTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            (
-                config["maildir-root"],
-                config["domains"],
-                config["append-limit"],
-                config["allow-plaintext-auth"],
+            config.settings,
+            IMAPSettings(
+                maildirRoot="/tmp/m",
+                domains=("ex.org",),
+                appendLimit=1000,
+                allowPlaintextAuth=True,
             ),
-            ("/tmp/m", ["ex.org"], 1000, 1),
         )
         self.assertRaises(
             usage.UsageError, Options().parseOptions, ["--append-limit", "-1"]
         )
 
     def test_keywordTwin(self) -> None:
-        """imapService listens where told and refuses a bad append limit."""
+        """imapService listens where told; IMAPSettings refuses a bad append limit."""
         reactor = MemoryReactorClock()
         service = imapService(
-            maildirRoot=self.mktemp(),
-            domains=["ex.org"],
-            listen=["tcp:1143:interface=127.0.0.1"],
-            allowPlaintextAuth=True,
+            IMAPSettings(
+                maildirRoot=self.mktemp(),
+                domains=("ex.org",),
+                listen=("tcp:1143:interface=127.0.0.1",),
+                allowPlaintextAuth=True,
+            ),
             reactor=reactor,
         )
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual((reactor.tcpServers[0][0], service.name), (1143, "np-imap"))
-        self.assertRaises(ValueError, imapService, appendLimit=0, reactor=reactor)
+        self.assertRaises(ValueError, IMAPSettings, appendLimit=0)
 
     def test_makeService(self) -> None:
         """makeService listens on the default port."""

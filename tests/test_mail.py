@@ -28,7 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netplugins.mail.pop3 import POP3Server
 from netplugins.mail.smtp.server import SMTPServer
 from netplugins.service import listeningPorts
-from netplugins.tap.mail import Options, mailService
+from netplugins.tap.mail import MailHostSettings, Options, mailService
 from tests.mailfixtures import waitForSessions, writeHtpasswd
 from tests.pki import PKI
 
@@ -116,21 +116,27 @@ class OptionsTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            {
-                k: options.get(k)
-                for k in ["smtp", "submission", "imaps", "pop3", "imap"]
-            },
-            {
-                "smtp": ["tcp:25"],
-                "submission": ["tcp:587"],
-                "imaps": ["tcp:993"],
-                "pop3": ["tcp:110"],
-                "imap": None,
-            },
+            options.settings,
+            MailHostSettings(
+                smtp=("tcp:25",),
+                submission=("tcp:587",),
+                imaps=("tcp:993",),
+                pop3=("tcp:110",),
+                domains=("example.org",),
+            ),
         )
         self.assertRaises(
             usage.UsageError, Options().parseOptions, ["--listen", "tcp:25"]
         )
+
+    def test_keywordTwinRefuses(self) -> None:
+        """The twin refuses listen and bad endpoints as the command line does."""
+        self.assertRaises(ValueError, mailService, MailHostSettings(listen=("tcp:25",)))
+        error = self.assertRaises(ValueError, MailHostSettings, imaps=("nope:1",))
+        usageError = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--imaps", "nope:1"]
+        )
+        self.assertEqual(str(error), str(usageError))
 
 
 class DeadlineOptionsTests(SynchronousTestCase):
@@ -147,13 +153,15 @@ class DeadlineOptionsTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         service = mailService(
-            submission=["tcp:587"],
-            pop3=["tcp:110"],
-            imap=["tcp:143"],
-            preAuthTimeout=7,
-            closeGrace=0.5,
-            auth=[f"htpasswd:{writeHtpasswd(directory)}"],
-            stateDir=directory,
+            MailHostSettings(
+                submission=("tcp:587",),
+                pop3=("tcp:110",),
+                imap=("tcp:143",),
+                preAuthTimeout=7,
+                closeGrace=0.5,
+                auth=(f"htpasswd:{writeHtpasswd(directory)}",),
+                stateDir=directory,
+            ),
             reactor=MemoryReactorClock(),
         )
         factories = {}
@@ -192,13 +200,15 @@ class ConnectionCapTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         service = mailService(
-            domains=["example.org"],
-            smtp=["tcp:25"],
-            pop3=["tcp:110"],
-            imap=["tcp:143"],
-            maxConnections=2,
-            auth=[f"htpasswd:{writeHtpasswd(directory)}"],
-            stateDir=directory,
+            MailHostSettings(
+                domains=("example.org",),
+                smtp=("tcp:25",),
+                pop3=("tcp:110",),
+                imap=("tcp:143",),
+                maxConnections=2,
+                auth=(f"htpasswd:{writeHtpasswd(directory)}",),
+                stateDir=directory,
+            ),
             reactor=MemoryReactorClock(),
         )
         factories = {}
@@ -231,18 +241,20 @@ class InProcessTests(TestCase):
         cert, key = pki.serverCertificate("localhost", "127.0.0.1")
         waitForSessions(self, SMTPServer)
         waitForSessions(self, POP3Server)
-        loopback = ["tcp:0:interface=127.0.0.1"]
+        loopback = ("tcp:0:interface=127.0.0.1",)
         service = mailService(
-            domains=["example.org"],
-            hostname="mail.test",
-            smtp=loopback,
-            submission=loopback,
-            pop3=loopback,
-            imap=loopback,
-            tlsCert=[cert],
-            tlsKey=[key],
-            auth=[f"htpasswd:{writeHtpasswd(directory)}"],
-            stateDir=directory,
+            MailHostSettings(
+                domains=("example.org",),
+                hostname="mail.test",
+                smtp=loopback,
+                submission=loopback,
+                pop3=loopback,
+                imap=loopback,
+                tlsCert=(cert,),
+                tlsKey=(key,),
+                auth=(f"htpasswd:{writeHtpasswd(directory)}",),
+                stateDir=directory,
+            )
         )
         service.startService()
         self.addCleanup(service.stopService)

@@ -19,7 +19,7 @@ from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.pop3 import POP3Config, POP3Factory, POP3Server, byteStuff, topOf
 from netplugins.service import listeningPorts
 from netplugins.session import CLOSE_GRACE
-from netplugins.tap.pop3 import Options, pop3Service
+from netplugins.tap.pop3 import Options, POP3Settings, pop3Service
 from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.mailfixtures import (
     MailWorld,
@@ -373,11 +373,11 @@ class OptionsTests(SynchronousTestCase):
     """
 
     def test_parse(self) -> None:
-        """Options parse into their values."""
+        """Options parse into np-pop3's settings."""
         options = Options()
         options.parseOptions(["--maildir-root", "/m", "--allow-plaintext-auth"])
         self.assertEqual(
-            (options["maildir-root"], options["allow-plaintext-auth"]), ("/m", 1)
+            options.settings, POP3Settings(maildirRoot="/m", allowPlaintextAuth=True)
         )
 
 
@@ -396,12 +396,14 @@ class PoplibTests(TestCase):
         store = MaildirStore(root)
         waitForSessions(self, POP3Server)
         service = pop3Service(
-            maildirRoot=root,
-            listen=["tcp:0:interface=127.0.0.1"],
-            tlsCert=[cert],
-            tlsKey=[key],
-            auth=[f"htpasswd:{htpasswd}"],
-            stateDir=directory,
+            POP3Settings(
+                maildirRoot=root,
+                listen=("tcp:0:interface=127.0.0.1",),
+                tlsCert=(cert,),
+                tlsKey=(key,),
+                auth=(f"htpasswd:{htpasswd}",),
+                stateDir=directory,
+            )
         )
         service.startService()
         self.addCleanup(service.stopService)

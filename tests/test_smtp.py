@@ -21,10 +21,11 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.mail.maildir import files
+from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
-from netplugins.service import listeningPorts
+from netplugins.service import listeningPorts, validateEndpoint
 from netplugins.session import CLOSE_GRACE
-from netplugins.tap.smtp import Options, smtpService
+from netplugins.tap.smtp import Options, SMTPSettings, smtpService
 from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.mailfixtures import (
     DOMAIN,
@@ -678,7 +679,7 @@ class OptionsTests(SynchronousTestCase):
     """
 
     def test_parse(self) -> None:
-        """Mail options parse into one dictionary of values."""
+        """Mail options parse into np-smtp's settings."""
         options = Options()
         options.parseOptions(
             [
@@ -698,31 +699,46 @@ class OptionsTests(SynchronousTestCase):
             ]
         )
         self.assertEqual(
-            {
-                k: options[k]
-                for k in [
-                    "domains",
-                    "submission",
-                    "smtps",
-                    "maildir-root",
-                    "smarthost",
-                    "allow-plaintext-auth",
-                ]
-            },
-            {
-                "domains": ["example.org", "example.net"],
-                "submission": ["tcp:587"],
-                "smtps": ["tcp:465"],
-                "maildir-root": "/srv/mail",
-                "smarthost": "relay.test:2525",
-                "allow-plaintext-auth": 1,
-            },
+            options.settings,
+            SMTPSettings(
+                domains=("example.org", "example.net"),
+                submission=("tcp:587",),
+                smtps=("tcp:465",),
+                maildirRoot="/srv/mail",
+                smarthost="relay.test:2525",
+                allowPlaintextAuth=True,
+            ),
         )
 
     def test_badValues(self) -> None:
-        """Bad endpoints and smarthosts are one-line usage errors."""
-        for argv in (["--submission", "nope:1"], ["--smarthost", "h:x"]):
-            self.assertRaises(usage.UsageError, Options().parseOptions, argv)
+        """Bad endpoints and smarthosts are the one-line errors of their checks."""
+        for argv, check in [
+            (["--submission", "nope:1"], lambda: validateEndpoint("nope:1")),
+            (["--smarthost", "h:x"], lambda: smarthostRelay("h:x")),
+        ]:
+            expected = str(self.assertRaises(ValueError, check))
+            error = self.assertRaises(usage.UsageError, Options().parseOptions, argv)
+            self.assertEqual(str(error), expected)
+
+    def test_keywordTwinRefuses(self) -> None:
+        """SMTPSettings refuses bad values with the command line's messages."""
+        refusals: list[dict[str, Any]] = [
+            {"smtps": ("nope:1",)},
+            {"smarthost": "h:x"},
+            {"maxMessageSize": 0},
+        ]
+        messages = [
+            str(self.assertRaises(ValueError, SMTPSettings, **kwargs))
+            for kwargs in refusals
+        ]
+        self.assertEqual(
+            messages,
+            [
+                str(self.assertRaises(ValueError, validateEndpoint, "nope:1")),
+                "--smarthost must be HOST or HOST:PORT, not 'h:x'",
+                "--max-message-size: expected a positive number, not 0",
+            ],
+        )
 
 
 class RealSocketTests(TestCase):
@@ -740,17 +756,20 @@ class RealSocketTests(TestCase):
 
     def start(self, **kwargs: Any) -> dict[str, int]:
         """
-        Start C{smtpService(**kwargs)}; return its ports by listener name.
+        Start C{smtpService(SMTPSettings(**kwargs))}; return its ports by
+        listener name.
         """
-        kwargs.setdefault("listen", ["tcp:0:interface=127.0.0.1"])
+        kwargs.setdefault("listen", ("tcp:0:interface=127.0.0.1",))
         service = smtpService(
-            domains=[DOMAIN],
-            hostname="mx.test",
-            tlsCert=[self.cert],
-            tlsKey=[self.key],
-            auth=[f"htpasswd:{self.htpasswd}"],
-            stateDir=self.directory,
-            **kwargs,
+            SMTPSettings(
+                domains=(DOMAIN,),
+                hostname="mx.test",
+                tlsCert=(self.cert,),
+                tlsKey=(self.key,),
+                auth=(f"htpasswd:{self.htpasswd}",),
+                stateDir=self.directory,
+                **kwargs,
+            )
         )
         service.startService()
         self.addCleanup(service.stopService)
@@ -769,7 +788,7 @@ class RealSocketTests(TestCase):
 
     def test_smtplibSubmission(self) -> Deferred[None]:
         """smtplib: STARTTLS, AUTH and a message with an attachment, stored intact."""
-        ports = self.start(listen=[], submission=["tcp:0:interface=127.0.0.1"])
+        ports = self.start(listen=(), submission=("tcp:0:interface=127.0.0.1",))
         port = ports["np-smtp submission"]
         message = EmailMessage()
         message["From"] = "alice@example.org"
@@ -875,14 +894,16 @@ class RealSocketTests(TestCase):
         """An authenticated user's foreign mail is relayed to the smarthost."""
         remoteRoot = os.path.join(self.directory, "remote")
         remote = smtpService(
-            domains=["remote.test"],
-            hostname="remote.test",
-            tlsCert=[self.cert],
-            tlsKey=[self.key],
-            auth=[f"htpasswd:{self.htpasswd}"],
-            maildirRoot=remoteRoot,
-            listen=["tcp:0:interface=127.0.0.1"],
-            stateDir=self.directory,
+            SMTPSettings(
+                domains=("remote.test",),
+                hostname="remote.test",
+                tlsCert=(self.cert,),
+                tlsKey=(self.key,),
+                auth=(f"htpasswd:{self.htpasswd}",),
+                maildirRoot=remoteRoot,
+                listen=("tcp:0:interface=127.0.0.1",),
+                stateDir=self.directory,
+            )
         )
         remote.startService()
         self.addCleanup(remote.stopService)

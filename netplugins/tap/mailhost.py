@@ -1,9 +1,9 @@
 """
 What the mail plugins (np-smtp, np-pop3, np-imap, np-mail) share on the command
-line and in their keyword twins: the options (L{MailOptionsMixin},
-L{SmarthostOptionsMixin}), the parts one process makes once and every protocol
-uses (L{MailParts}, made by L{mailParts}), and listening with them
-(L{listeners}, L{plainEndpoints}).
+line and in their keyword twins: the settings (L{MailSettings}, and
+L{SmarthostSettings} for the two that relay), the parts one process makes once
+and every protocol uses (L{MailParts}, made by L{mailParts}), and listening
+with them (L{listeners}, L{plainEndpoints}).
 """
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
+import attrs
 from attrs import evolve, frozen
 from twisted.application.service import MultiService
-from twisted.python import usage
 
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.limits.tracker import ConnectionTracker
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.users import LocalUsers, MailRealm
+from netplugins.options import ServiceSettings
 from netplugins.service import Common, listeningService, validateEndpoint
+from netplugins.settings import flag, repeated, setting
 
 DEFAULT_DOMAINS = ("localhost",)
 
@@ -31,78 +33,67 @@ DEFAULT_DOMAINS = ("localhost",)
 PRE_AUTH_TIMEOUT = 120.0
 
 
-class MailOptionsMixin:
+@frozen(kw_only=True)
+class MailSettings(ServiceSettings):
     """
-    C{--maildir-root} and C{--domain}, shared by the mail plugins.
-    """
-
-    usesCheckers = True
-
-    optParameters: ClassVar[list[Any]] = [
-        [
-            "maildir-root",
-            None,
-            None,
-            "The directory of the users' Maildirs (default: <state-dir>/mail).",
-        ],
-        [
-            "hostname",
-            None,
-            None,
-            "The host name in greetings and Received: headers (default: this "
-            "host's name).",
-        ],
-    ]
-
-    def opt_domain(self, name: str) -> None:
-        """
-        A local mail domain; repeatable (default: localhost).
-        """
-        self.setdefault("domains", []).append(name)  # type: ignore[attr-defined]
-
-    def endpoints(self, key: str, description: str) -> None:
-        """
-        Append a validated endpoint C{description} to option C{key}.
-        """
-        try:
-            validateEndpoint(description)
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
-        self.setdefault(key, []).append(description)  # type: ignore[attr-defined]
-
-
-class SmarthostOptionsMixin:
-    """
-    C{--smarthost} and C{--smarthost-ca}, shared by np-smtp and np-mail; their
-    C{postOptions} calls L{checkSmarthost}.
+    The settings every mail plugin takes: the shared ones, where the Maildirs
+    live, the host's name, the local domains and whether passwords may travel
+    in the clear.  Each mail plugin's settings class subclasses it; the
+    single-protocol ones declare C{allowPlaintextAuth} again, to say in
+    C{--help} what it allows in their protocol.
     """
 
-    optParameters: ClassVar[list[Any]] = [
-        [
-            "smarthost",
-            None,
-            None,
-            "HOST[:PORT]: relay authenticated users' mail for other domains there.",
-        ],
-        [
-            "smarthost-ca",
-            None,
-            None,
-            "Verify the smarthost's certificate against these CAs (PEM) instead of "
-            "the system's.",
-        ],
-    ]
+    maildirRoot: str | None = setting(
+        None, "The directory of the users' Maildirs (default: <state-dir>/mail)."
+    )
+    hostname: str | None = setting(
+        None,
+        "The host name in greetings and Received: headers (default: this host's name).",
+    )
+    #: Empty: L{DEFAULT_DOMAINS}.
+    domains: tuple[str, ...] = repeated(
+        "A local mail domain; repeatable (default: localhost).", option="domain"
+    )
+    allowPlaintextAuth: bool = flag(
+        "Accept passwords before STARTTLS/STLS (in the clear)."
+    )
 
-    def checkSmarthost(self) -> None:
+
+@frozen(kw_only=True)
+class SmarthostSettings(MailSettings):
+    """
+    The mail settings of the plugins that take mail for other domains (np-smtp
+    and np-mail): where authenticated users' foreign mail is relayed.
+    """
+
+    smarthost: str | None = setting(
+        None,
+        "HOST[:PORT]: relay authenticated users' mail for other domains there.",
+    )
+    smarthostCA: str | None = setting(
+        None,
+        "Verify the smarthost's certificate against these CAs (PEM) instead of "
+        "the system's.",
+    )
+
+    @smarthost.validator
+    def _relayable(self, attribute: attrs.Attribute[Any], value: str | None) -> None:
         """
-        @raise usage.UsageError: for a malformed C{--smarthost}.
+        Refuse a malformed smarthost, in the relay's own words.
         """
-        smarthost = self["smarthost"]  # type: ignore[index]
-        if smarthost is not None:
-            try:
-                smarthostRelay(smarthost)
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
+        if value is not None:
+            smarthostRelay(value)
+
+
+def checkEndpoints(descriptions: Iterable[str]) -> None:
+    """
+    Refuse an endpoint description no listener could be made from: the
+    check of the mail plugins' per-protocol endpoint settings.
+
+    @raise ValueError: with a one-line message naming the endpoint.
+    """
+    for description in descriptions:
+        validateEndpoint(description)
 
 
 def plainEndpoints(
@@ -151,27 +142,23 @@ class MailParts:
 
 
 def mailParts(
-    common: Common,
-    *,
-    maildirRoot: str | None = None,
-    domains: Iterable[str] = DEFAULT_DOMAINS,
-    hostname: str | None = None,
-    reactor: Any = None,
+    settings: MailSettings, common: Common, *, reactor: Any = None
 ) -> MailParts:
     """
-    Make the shared mail parts from the shared settings.
+    Make the shared mail parts from a mail plugin's settings and their
+    shared part, C{common} (C{settings.common()}, made once by the service).
     """
     if reactor is None:
         from twisted.internet import reactor
-    root = maildirRoot or os.path.join(common.stateDir, "mail")
-    users = LocalUsers(domains or DEFAULT_DOMAINS, common.checkers)
+    root = settings.maildirRoot or os.path.join(common.stateDir, "mail")
+    users = LocalUsers(settings.domains or DEFAULT_DOMAINS, common.checkers)
     return MailParts(
         store=MaildirStore(root, reactor=reactor),
         users=users,
         portal=common.portal(MailRealm(users)),
         throttle=LoginThrottle(reactor),
         tls=common.serverTLS(reactor),
-        hostname=hostname or socket.gethostname() or "localhost",
+        hostname=settings.hostname or socket.gethostname() or "localhost",
         tracker=ConnectionTracker(common.limits, reactor=reactor),
     )
 

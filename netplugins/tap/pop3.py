@@ -1,21 +1,23 @@
 """
-C{twistd np-pop3}: the POP3 service's command line and its keyword twin.
+C{twistd np-pop3}: the POP3 service's settings, its command line and its
+keyword twin, and L{pop3Listeners} for np-mail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
+from attrs import frozen
 from twisted.application.service import MultiService
 
 from netplugins.mail.pop3 import POP3Config, POP3Factory
 from netplugins.options import ServiceOptions
-from netplugins.service import Common, resolveCommon, supervised
+from netplugins.service import Common, supervised
+from netplugins.settings import flag
 from netplugins.tap.mailhost import (
-    DEFAULT_DOMAINS,
-    MailOptionsMixin,
     MailParts,
+    MailSettings,
     listeners,
     mailParts,
     plainEndpoints,
@@ -24,11 +26,26 @@ from netplugins.tap.mailhost import (
 DEFAULT_LISTEN = ("tcp:8110:interface=127.0.0.1",)
 
 
-class Options(MailOptionsMixin, ServiceOptions):
+@frozen(kw_only=True)
+class POP3Settings(MailSettings):
+    """
+    What np-pop3 is told: the shared and mail settings; C{listen} are the
+    STLS endpoints, C{listenTLS} the POP3S ones.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
+
+    allowPlaintextAuth: bool = flag(
+        "Accept USER/PASS and AUTH before STLS (passwords in the clear)."
+    )
+
+
+class Options(ServiceOptions):
     """
     Options for C{twistd np-pop3}.
     """
 
+    settingsType = POP3Settings
     synopsis = "[options]"
     longdesc = (
         "A POP3 server on the users' Maildirs under --maildir-root, logging "
@@ -36,37 +53,30 @@ class Options(MailOptionsMixin, ServiceOptions):
         "--listen-tls endpoints are POP3S (implicit TLS). Passwords are refused "
         "before TLS unless --allow-plaintext-auth."
     )
-    defaultListen = DEFAULT_LISTEN
     tapname = "np-pop3"
-
-    optFlags = [
-        [
-            "allow-plaintext-auth",
-            None,
-            "Accept USER/PASS and AUTH before STLS (passwords in the clear).",
-        ],
-    ]
+    usesCheckers = True
 
 
 def pop3Listeners(
     parts: MailParts,
     common: Common,
+    settings: MailSettings,
     *,
     pop3: Sequence[str] = (),
     pop3s: Sequence[str] = (),
-    allowPlaintextAuth: bool = False,
     reactor: Any = None,
 ) -> MultiService:
     """
-    The POP3 listeners of one process on shared C{parts}: C{pop3} (STLS) and
-    C{pop3s} (implicit TLS) endpoints.
+    The POP3 listeners of one process on shared C{parts}, configured by
+    C{settings} (np-pop3's or np-mail's): C{pop3} (STLS) and C{pop3s}
+    (implicit TLS) endpoints.
     """
     factory = POP3Factory(
         parts.store,
         parts.portal,
         config=POP3Config(
             hostname=parts.hostname,
-            allowPlaintextAuth=allowPlaintextAuth,
+            allowPlaintextAuth=settings.allowPlaintextAuth,
             preAuthTimeout=parts.preAuthTimeout(),
             closeGrace=parts.closeGrace,
         ),
@@ -78,38 +88,22 @@ def pop3Listeners(
 
 
 def pop3Service(
-    *,
-    maildirRoot: str | None = None,
-    domains: Iterable[str] = DEFAULT_DOMAINS,
-    hostname: str | None = None,
-    allowPlaintextAuth: bool = False,
-    common: Common | None = None,
-    reactor: Any = None,
-    **settings: Any,
+    settings: POP3Settings = POP3Settings(), *, reactor: Any = None
 ) -> MultiService:
     """
-    The POP3 service: the keyword twin of C{twistd np-pop3}.
+    The POP3 service: the keyword twin of C{twistd np-pop3} is
+    C{pop3Service(POP3Settings(maildirRoot=..., listen=(...), ...))}.
 
-    @param common: the shared settings, already made; or their keywords
-        (L{netplugins.service.commonSettings}) as C{settings}: C{listen} are
-        the STLS endpoints, C{listenTLS} the POP3S ones.
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings)
-    parts = mailParts(
-        common,
-        maildirRoot=maildirRoot,
-        domains=domains,
-        hostname=hostname,
-        reactor=reactor,
-    )
-    plain = plainEndpoints(common, DEFAULT_LISTEN)
+    common = settings.common()
+    parts = mailParts(settings, common, reactor=reactor)
     service = pop3Listeners(
         parts,
         common,
-        pop3=plain,
+        settings,
+        pop3=plainEndpoints(common, settings.defaultListen),
         pop3s=common.listenTLS,
-        allowPlaintextAuth=allowPlaintextAuth,
         reactor=reactor,
     )
     service.setName("np-pop3")
@@ -120,11 +114,4 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The POP3 service configured by a parsed command line.
     """
-    return pop3Service(
-        maildirRoot=config["maildir-root"],
-        domains=config.get("domains", DEFAULT_DOMAINS),
-        hostname=config["hostname"],
-        allowPlaintextAuth=bool(config["allow-plaintext-auth"]),
-        common=config.common,
-        reactor=reactor,
-    )
+    return pop3Service(config.settings, reactor=reactor)

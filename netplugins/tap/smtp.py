@@ -1,14 +1,16 @@
 """
-C{twistd np-smtp}: the SMTP service's command line and its keyword twin, and
-L{smtpListeners} for np-mail, which shares one store, portal and throttle
-between protocols.
+C{twistd np-smtp}: the SMTP service's settings, its command line and its
+keyword twin, and L{smtpListeners} for np-mail, which shares one store, portal
+and throttle between protocols.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import attrs
+from attrs import frozen
 from twisted.application.service import MultiService
 
 from netplugins.mail.smtp.relay import smarthostRelay
@@ -18,25 +20,66 @@ from netplugins.mail.smtp.server import (
     SMTPFactory,
 )
 from netplugins.options import ServiceOptions, positiveInt
-from netplugins.service import Common, resolveCommon, supervised, validateEndpoint
+from netplugins.service import Common, supervised
+from netplugins.settings import flag, repeated, setting
 from netplugins.tap.mailhost import (
-    DEFAULT_DOMAINS,
-    MailOptionsMixin,
     MailParts,
-    SmarthostOptionsMixin,
+    SmarthostSettings,
+    checkEndpoints,
     listeners,
     mailParts,
     plainEndpoints,
 )
 
+if TYPE_CHECKING:
+    # np-mail's settings carry SMTP's too; netplugins.tap.mail imports this
+    # module.
+    from netplugins.tap.mail import MailHostSettings
+
 DEFAULT_LISTEN = ("tcp:8025:interface=127.0.0.1",)
 
 
-class Options(MailOptionsMixin, SmarthostOptionsMixin, ServiceOptions):
+@frozen(kw_only=True)
+class SMTPSettings(SmarthostSettings):
+    """
+    What np-smtp is told: the shared and mail settings, the submission
+    endpoints (C{listen} and C{listenTLS} take mail like port 25) and the
+    largest message.
+    """
+
+    defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
+
+    submission: tuple[str, ...] = repeated(
+        "A submission endpoint (port 587 style: STARTTLS, AUTH required); repeatable."
+    )
+    smtps: tuple[str, ...] = repeated(
+        "An implicit-TLS submission endpoint (port 465 style, AUTH required); "
+        "repeatable."
+    )
+    maxMessageSize: int = setting(
+        DEFAULT_MAX_MESSAGE_SIZE, "The largest message accepted, in bytes.", positiveInt
+    )
+    allowPlaintextAuth: bool = flag(
+        "Offer AUTH before STARTTLS (passwords in the clear)."
+    )
+
+    @submission.validator
+    @smtps.validator
+    def _listenable(
+        self, attribute: attrs.Attribute[Any], value: tuple[str, ...]
+    ) -> None:
+        """
+        Refuse an endpoint no listener could be made from.
+        """
+        checkEndpoints(value)
+
+
+class Options(ServiceOptions):
     """
     Options for C{twistd np-smtp}.
     """
 
+    settingsType = SMTPSettings
     synopsis = "[options]"
     longdesc = (
         "An ESMTP server delivering to Maildirs: mail for --domain users (from "
@@ -47,67 +90,32 @@ class Options(MailOptionsMixin, SmarthostOptionsMixin, ServiceOptions):
         "(STARTTLS) and --smtps (implicit TLS) endpoints require AUTH. AUTH is "
         "offered only over TLS unless --allow-plaintext-auth."
     )
-    defaultListen = DEFAULT_LISTEN
     tapname = "np-smtp"
-
-    optParameters = [
-        [
-            "max-message-size",
-            None,
-            DEFAULT_MAX_MESSAGE_SIZE,
-            "The largest message accepted, in bytes.",
-            positiveInt,
-        ],
-    ]
-    optFlags = [
-        [
-            "allow-plaintext-auth",
-            None,
-            "Offer AUTH before STARTTLS (passwords in the clear).",
-        ],
-    ]
-
-    def opt_submission(self, description: str) -> None:
-        """
-        A submission endpoint (port 587 style: STARTTLS, AUTH required);
-        repeatable.
-        """
-        self.endpoints("submission", description)
-
-    def opt_smtps(self, description: str) -> None:
-        """
-        An implicit-TLS submission endpoint (port 465 style, AUTH required);
-        repeatable.
-        """
-        self.endpoints("smtps", description)
-
-    def postOptions(self) -> None:
-        super().postOptions()
-        self.checkSmarthost()
+    usesCheckers = True
 
 
 def smtpListeners(
     parts: MailParts,
     common: Common,
+    settings: SMTPSettings | MailHostSettings,
     *,
     smtp: Sequence[str] = (),
     smtpTLS: Sequence[str] = (),
     submission: Sequence[str] = (),
     smtps: Sequence[str] = (),
-    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
-    smarthost: str | None = None,
-    smarthostCA: str | None = None,
-    allowPlaintextAuth: bool = False,
     reactor: Any = None,
 ) -> MultiService:
     """
-    The SMTP listeners of one process, on shared C{parts}: C{smtp} (and
-    C{smtpTLS}, implicit TLS) take mail without requiring AUTH; C{submission}
-    (STARTTLS) and C{smtps} (implicit TLS) require it.
+    The SMTP listeners of one process, on shared C{parts}, configured by
+    C{settings} (np-smtp's or np-mail's): C{smtp} (and C{smtpTLS}, implicit
+    TLS) take mail without requiring AUTH; C{submission} (STARTTLS) and
+    C{smtps} (implicit TLS) require it.
     """
     relay = None
-    if smarthost is not None:
-        relay = smarthostRelay(smarthost, parts.hostname, reactor, caFile=smarthostCA)
+    if settings.smarthost is not None:
+        relay = smarthostRelay(
+            settings.smarthost, parts.hostname, reactor, caFile=settings.smarthostCA
+        )
     parent = MultiService()
     for plain, secure, requireAuth, name in [
         (smtp, smtpTLS, False, "np-smtp"),
@@ -117,9 +125,9 @@ def smtpListeners(
             continue
         config = SMTPConfig(
             hostname=parts.hostname,
-            maxMessageSize=maxMessageSize,
+            maxMessageSize=settings.maxMessageSize,
             requireAuth=requireAuth,
-            allowPlaintextAuth=allowPlaintextAuth,
+            allowPlaintextAuth=settings.allowPlaintextAuth,
             relay=relay,
             preAuthTimeout=parts.preAuthTimeout(),
             closeGrace=parts.closeGrace,
@@ -139,53 +147,28 @@ def smtpListeners(
 
 
 def smtpService(
-    *,
-    maildirRoot: str | None = None,
-    domains: Iterable[str] = DEFAULT_DOMAINS,
-    hostname: str | None = None,
-    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
-    submission: Sequence[str] = (),
-    smtps: Sequence[str] = (),
-    smarthost: str | None = None,
-    smarthostCA: str | None = None,
-    allowPlaintextAuth: bool = False,
-    common: Common | None = None,
-    reactor: Any = None,
-    **settings: Any,
+    settings: SMTPSettings = SMTPSettings(), *, reactor: Any = None
 ) -> MultiService:
     """
-    The SMTP service: the keyword twin of C{twistd np-smtp}.
+    The SMTP service: the keyword twin of C{twistd np-smtp} is
+    C{smtpService(SMTPSettings(domains=(...), submission=(...), ...))};
+    C{listen} and C{listenTLS} are the port-25-style endpoints.
 
-    @param maildirRoot: C{--maildir-root} (default C{<stateDir>/mail}).
-    @param domains: C{--domain}, the local domains.
-    @param submission: C{--submission} endpoints; C{smtps}: C{--smtps}.
-    @param common: the shared settings, already made; or their keywords
-        (L{netplugins.service.commonSettings}) as C{settings}: C{listen} and
-        C{listenTLS} are the port-25-style endpoints.
     @raise ValueError: for a bad value.
     """
-    common = resolveCommon(common, settings)
-    for description in [*submission, *smtps]:
-        validateEndpoint(description)
-    parts = mailParts(
-        common,
-        maildirRoot=maildirRoot,
-        domains=domains,
-        hostname=hostname,
-        reactor=reactor,
+    common = settings.common()
+    parts = mailParts(settings, common, reactor=reactor)
+    plain = plainEndpoints(
+        common, settings.defaultListen, settings.submission, settings.smtps
     )
-    plain = plainEndpoints(common, DEFAULT_LISTEN, submission, smtps)
     service = smtpListeners(
         parts,
         common,
+        settings,
         smtp=plain,
         smtpTLS=common.listenTLS,
-        submission=submission,
-        smtps=smtps,
-        maxMessageSize=maxMessageSize,
-        smarthost=smarthost,
-        smarthostCA=smarthostCA,
-        allowPlaintextAuth=allowPlaintextAuth,
+        submission=settings.submission,
+        smtps=settings.smtps,
         reactor=reactor,
     )
     service.setName("np-smtp")
@@ -196,16 +179,4 @@ def makeService(config: Options, reactor: Any = None) -> MultiService:
     """
     The SMTP service configured by a parsed command line.
     """
-    return smtpService(
-        maildirRoot=config["maildir-root"],
-        domains=config.get("domains", DEFAULT_DOMAINS),
-        hostname=config["hostname"],
-        maxMessageSize=config["max-message-size"],
-        submission=config.get("submission", ()),
-        smtps=config.get("smtps", ()),
-        smarthost=config["smarthost"],
-        smarthostCA=config["smarthost-ca"],
-        allowPlaintextAuth=bool(config["allow-plaintext-auth"]),
-        common=config.common,
-        reactor=reactor,
-    )
+    return smtpService(config.settings, reactor=reactor)
