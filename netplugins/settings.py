@@ -139,18 +139,22 @@ def repeated(
     )
 
 
-def override(base: type, name: str, default: Any) -> Any:
+def override(base: type, name: str, default: Any, *, help: str | None = None) -> Any:
     """
-    A field that is C{base}'s field C{name} with another default: how a
-    service changes a shared setting's default (np-echo's idle timeout) without
+    A field that is C{base}'s field C{name} with another default, or another
+    C{--help} text: how a service changes a shared setting (np-echo's idle
+    timeout, what np-imap's C{--allow-plaintext-auth} allows) without
     declaring it again.
     """
     inherited = attrs.fields_dict(base)[name]
+    metadata = dict(inherited.metadata)
+    if help is not None:
+        metadata[_KEY] = attrs.evolve(metadata[_KEY], help=help)
     return attrs.field(
         default=default,
         validator=inherited.validator,
         converter=inherited.converter,
-        metadata=inherited.metadata,
+        metadata=metadata,
     )
 
 

@@ -15,7 +15,7 @@ from twisted.application.service import MultiService
 from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT, IMAPConfig, IMAPFactory
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, supervised
-from netplugins.settings import flag, setting
+from netplugins.settings import override, setting
 from netplugins.tap.mailhost import (
     MailParts,
     MailSettings,
@@ -47,8 +47,11 @@ class IMAPSettings(MailSettings):
         "The largest message APPEND accepts, in bytes.",
         positiveInt,
     )
-    allowPlaintextAuth: bool = flag(
-        "Allow LOGIN and AUTHENTICATE before STARTTLS (passwords in the clear)."
+    allowPlaintextAuth: bool = override(
+        MailSettings,
+        "allowPlaintextAuth",
+        False,
+        help="Allow LOGIN and AUTHENTICATE before STARTTLS (passwords in the clear).",
     )
 
 

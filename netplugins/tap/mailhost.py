@@ -39,7 +39,7 @@ class MailSettings(ServiceSettings):
     The settings every mail plugin takes: the shared ones, where the Maildirs
     live, the host's name, the local domains and whether passwords may travel
     in the clear.  Each mail plugin's settings class subclasses it; the
-    single-protocol ones declare C{allowPlaintextAuth} again, to say in
+    single-protocol ones override C{allowPlaintextAuth}'s help, to say in
     C{--help} what it allows in their protocol.
     """
 

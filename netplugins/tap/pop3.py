@@ -14,7 +14,7 @@ from twisted.application.service import MultiService
 from netplugins.mail.pop3 import POP3Config, POP3Factory
 from netplugins.options import ServiceOptions
 from netplugins.service import Common, supervised
-from netplugins.settings import flag
+from netplugins.settings import override
 from netplugins.tap.mailhost import (
     MailParts,
     MailSettings,
@@ -35,8 +35,11 @@ class POP3Settings(MailSettings):
 
     defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
 
-    allowPlaintextAuth: bool = flag(
-        "Accept USER/PASS and AUTH before STLS (passwords in the clear)."
+    allowPlaintextAuth: bool = override(
+        MailSettings,
+        "allowPlaintextAuth",
+        False,
+        help="Accept USER/PASS and AUTH before STLS (passwords in the clear).",
     )
 
 

@@ -21,7 +21,7 @@ from netplugins.mail.smtp.server import (
 )
 from netplugins.options import ServiceOptions, positiveInt
 from netplugins.service import Common, supervised
-from netplugins.settings import flag, repeated, setting
+from netplugins.settings import override, repeated, setting
 from netplugins.tap.mailhost import (
     MailParts,
     SmarthostSettings,
@@ -59,8 +59,11 @@ class SMTPSettings(SmarthostSettings):
     maxMessageSize: int = setting(
         DEFAULT_MAX_MESSAGE_SIZE, "The largest message accepted, in bytes.", positiveInt
     )
-    allowPlaintextAuth: bool = flag(
-        "Offer AUTH before STARTTLS (passwords in the clear)."
+    allowPlaintextAuth: bool = override(
+        SmarthostSettings,
+        "allowPlaintextAuth",
+        False,
+        help="Offer AUTH before STARTTLS (passwords in the clear).",
     )
 
     @submission.validator
