@@ -21,14 +21,15 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.python import usage
 
 from netplugins.coerce import choice
+from netplugins.limits import Limits, parseNetwork
 from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
 from netplugins.service import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_STATE_DIR,
     Common,
-    commonSettings,
     parseDatagram,
+    validateEndpoint,
 )
 from netplugins.settings import (
     Setting,
@@ -39,7 +40,8 @@ from netplugins.settings import (
     repeated,
     setting,
 )
-from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS
+from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSSettings
+from netplugins.workers import checkEndpoint
 
 
 def positiveInt(value: str) -> int:
@@ -118,6 +120,33 @@ __all__ = [
 
 
 tlsMinVersionChoice = choice("1.2", "1.3", name="--tls-min-version")
+
+
+def endpoint(description: str) -> str:
+    """
+    Check a C{--listen} endpoint description (a stream endpoint or C{udp:}).
+    """
+    validateEndpoint(description)
+    return description
+
+
+def streamEndpoint(description: str) -> str:
+    """
+    Check a C{--listen-tls} endpoint description: no C{udp:}.
+    """
+    if parseDatagram(description) is not None:
+        raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
+    return endpoint(description)
+
+
+def network(text: str) -> str:
+    """
+    Check a C{--allow}/C{--deny} network.
+    """
+    parseNetwork(text)
+    return text
+
+
 tlsClientCertChoice = choice("optional", "required", name="--tls-client-cert")
 
 
@@ -143,10 +172,12 @@ class ServiceSettings:
         "Listen on this endpoint, speaking in the clear (STARTTLS where the "
         "protocol has it); repeatable.  Any Twisted server endpoint string "
         "(tcp:, tcp6:, unix:, systemd:, haproxy:, ...) or udp:PORT for datagram "
-        "services."
+        "services.",
+        endpoint,
     )
     listenTLS: tuple[str, ...] = repeated(
-        "Listen on this endpoint wrapped in TLS from the --tls-* options; repeatable."
+        "Listen on this endpoint wrapped in TLS from the --tls-* options; repeatable.",
+        streamEndpoint,
     )
     tlsCert: tuple[str, ...] = repeated(
         "A PEM certificate with its chain; repeat with --tls-key for several "
@@ -209,10 +240,12 @@ class ServiceSettings:
         positiveFloat,
     )
     allow: tuple[str, ...] = repeated(
-        "Accept connections only from this network (CIDR, IPv4 or IPv6); repeatable."
+        "Accept connections only from this network (CIDR, IPv4 or IPv6); repeatable.",
+        network,
     )
     deny: tuple[str, ...] = repeated(
-        "Refuse connections from this network (CIDR, IPv4 or IPv6); repeatable."
+        "Refuse connections from this network (CIDR, IPv4 or IPv6); repeatable.",
+        network,
     )
     stateDir: str = setting(
         DEFAULT_STATE_DIR, "Where generated certificates, stores and keys live."
@@ -232,34 +265,70 @@ class ServiceSettings:
     #: A TLS context factory to share with other services.
     tls: ServerTLS | None = None
 
+    def __attrs_post_init__(self) -> None:
+        if len(self.tlsCert) != len(self.tlsKey):
+            raise ValueError("--tls-cert and --tls-key must be given in pairs")
+        if self.tlsClientCert is not None and self.tlsClientCA is None:
+            raise ValueError("--tls-client-cert needs --tls-client-ca")
+        if self.workers > 1:
+            for description in self.listen + self.listenTLS:
+                checkEndpoint(description)
+
     def common(self) -> Common:
         """
-        The shared settings validated and loaded (TLS files read, networks
-        and checkers parsed) for the service layer.
+        The shared settings loaded for the service layer: the checkers made,
+        the networks parsed, the TLS files read (so a bad one is a
+        L{ValueError} now rather than a failure at startup).  A cap, idle
+        timeout or login deadline of 0 is none.
 
         @raise ValueError: with a one-line message, for a bad value.
         """
-        return commonSettings(
+        checkers = list(self.checkers)
+        if self.auth:
+            from twisted.cred import strcred
+
+            for description in self.auth:
+                try:
+                    checkers.append(strcred.makeChecker(description))
+                except Exception as e:
+                    name = description.split(":")[0]
+                    raise ValueError(f"--auth {name}: {e}") from None
+        tlsSettings = TLSSettings(
+            certificates=tuple(zip(self.tlsCert, self.tlsKey, strict=True)),
+            directory=self.tlsDir,
+            clientCA=self.tlsClientCA,
+            clientCert=(
+                self.tlsClientCert
+                or ("required" if self.tlsClientCA is not None else None)
+            ),
+            minVersion=self.tlsMinVersion,
+            stateDir=self.stateDir,
+            handshakeTimeout=self.tlsHandshakeTimeout,
+        )
+        tls = self.tls
+        if tls is None and (
+            self.listenTLS or self.tlsCert or self.tlsDir or self.tlsClientCA
+        ):
+            try:
+                tls = ServerTLS(tlsSettings)
+            except (ValueError, OSError) as e:
+                raise ValueError(f"TLS: {e}") from None
+        return Common(
             listen=self.listen,
             listenTLS=self.listenTLS,
-            tls=self.tls,
-            tlsCert=self.tlsCert,
-            tlsKey=self.tlsKey,
-            tlsDir=self.tlsDir,
-            tlsClientCA=self.tlsClientCA,
-            tlsClientCert=self.tlsClientCert,
-            tlsMinVersion=self.tlsMinVersion,
-            auth=self.auth,
-            checkers=self.checkers,
-            maxConnections=self.maxConnections,
-            maxConnectionsPerIP=self.maxConnectionsPerIP,
-            idleTimeout=self.idleTimeout,
-            preAuthTimeout=self.preAuthTimeout,
-            closeGrace=self.closeGrace,
-            tlsHandshakeTimeout=self.tlsHandshakeTimeout,
-            allow=self.allow,
-            deny=self.deny,
+            tlsSettings=tlsSettings,
+            limits=Limits(
+                maxConnections=self.maxConnections or None,
+                maxConnectionsPerIP=self.maxConnectionsPerIP or None,
+                idleTimeout=self.idleTimeout or None,
+                preAuthTimeout=self.preAuthTimeout or None,
+                closeGrace=self.closeGrace,
+                allow=tuple(parseNetwork(a) for a in self.allow),
+                deny=tuple(parseNetwork(d) for d in self.deny),
+            ),
             stateDir=self.stateDir,
+            checkers=tuple(checkers),
+            tls=tls,
             workers=self.workers,
         )
 

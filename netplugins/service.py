@@ -9,7 +9,7 @@ and the listening (stream endpoints, C{udp:} datagram ports) for all of them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import define, field
@@ -25,11 +25,10 @@ from twisted.logger import Logger
 
 from netplugins.addresses import describe
 from netplugins.interfaces import IHandshakeEndpoint
-from netplugins.limits import ConnectionTracker, Limits, parseNetwork
-from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
-from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSSettings
+from netplugins.limits import ConnectionTracker, Limits
+from netplugins.tls import ServerTLS, TLSSettings
 from netplugins.transport import fastServerFromString, listenUDP
-from netplugins.workers import checkEndpoint, isWorker, supervise
+from netplugins.workers import isWorker, supervise
 
 DEFAULT_STATE_DIR = "var"
 #: Connection caps every service has unless told otherwise (0 or None: no cap).
@@ -41,8 +40,8 @@ DEFAULT_MAX_CONNECTIONS_PER_IP = 64
 class Common:
     """
     What every netplugins service shares: where it listens, its limits, its TLS
-    and its credential checkers.  Build it with L{commonSettings} (the keyword twin
-    of L{netplugins.options.ServiceOptions}).
+    and its credential checkers, loaded for use: made by
+    L{netplugins.options.ServiceSettings.common}.
 
     @ivar listen: endpoint strings spoken in the clear (C{udp:} for datagrams).
     @ivar listenTLS: endpoint strings wrapped in TLS from C{tls}.
@@ -72,138 +71,6 @@ class Common:
         A portal on C{realm} checked by this service's C{--auth} checkers.
         """
         return Portal(realm, list(self.checkers))
-
-
-def commonSettings(
-    *,
-    listen: Iterable[str] = (),
-    listenTLS: Iterable[str] = (),
-    tls: ServerTLS | None = None,
-    tlsCert: Sequence[str] = (),
-    tlsKey: Sequence[str] = (),
-    tlsDir: str | None = None,
-    tlsClientCA: str | None = None,
-    tlsClientCert: str | None = None,
-    tlsMinVersion: str = "1.2",
-    auth: Iterable[str] = (),
-    checkers: Iterable[ICredentialsChecker] = (),
-    maxConnections: int | None = DEFAULT_MAX_CONNECTIONS,
-    maxConnectionsPerIP: int | None = DEFAULT_MAX_CONNECTIONS_PER_IP,
-    idleTimeout: float | None = None,
-    preAuthTimeout: float | None = None,
-    closeGrace: float = DEFAULT_CLOSE_GRACE,
-    tlsHandshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    allow: Iterable[str] = (),
-    deny: Iterable[str] = (),
-    stateDir: str = DEFAULT_STATE_DIR,
-    workers: int = 1,
-) -> Common:
-    """
-    Validate and collect the shared settings: the keyword twin of every shared
-    command-line option (C{--listen-tls} is C{listenTLS}, C{--tls-cert} is
-    C{tlsCert}, ...).  C{tls} shares one L{ServerTLS} between services.
-
-    Connections are capped by default (L{DEFAULT_MAX_CONNECTIONS} in all,
-    L{DEFAULT_MAX_CONNECTIONS_PER_IP} from one address); 0 or C{None} lifts a
-    cap, as it turns the idle timeout off.  TLS files are loaded here, so a
-    bad one is a L{ValueError} now rather than a failure at startup.
-
-    @raise ValueError: with a one-line message, for any bad value.
-    """
-    listen = tuple(listen)
-    listenTLS = tuple(listenTLS)
-    for description in listen + listenTLS:
-        validateEndpoint(description)
-    for description in listenTLS:
-        if parseDatagram(description) is not None:
-            raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
-    maxConnections = maxConnections or None
-    maxConnectionsPerIP = maxConnectionsPerIP or None
-    idleTimeout = idleTimeout or None
-    preAuthTimeout = preAuthTimeout or None
-    if len(tlsCert) != len(tlsKey):
-        raise ValueError("--tls-cert and --tls-key must be given in pairs")
-    if tlsMinVersion not in ("1.2", "1.3"):
-        raise ValueError(f"--tls-min-version must be 1.2 or 1.3, not {tlsMinVersion!r}")
-    if tlsClientCert not in (None, "optional", "required"):
-        raise ValueError("--tls-client-cert must be 'optional' or 'required'")
-    if tlsClientCert is not None and tlsClientCA is None:
-        raise ValueError("--tls-client-cert needs --tls-client-ca")
-    for name, value in [
-        ("--max-connections", maxConnections),
-        ("--max-connections-per-ip", maxConnectionsPerIP),
-        ("--idle-timeout", idleTimeout),
-        ("--preauth-timeout", preAuthTimeout),
-        ("--close-grace", closeGrace),
-        ("--tls-handshake-timeout", tlsHandshakeTimeout),
-    ]:
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} must be positive, not {value}")
-    if workers < 1:
-        raise ValueError(f"--workers must be positive, not {workers}")
-    if workers > 1:
-        for description in listen + listenTLS:
-            checkEndpoint(description)
-    allCheckers = list(checkers)
-    if auth:
-        from twisted.cred import strcred
-
-        for description in auth:
-            try:
-                allCheckers.append(strcred.makeChecker(description))
-            except Exception as e:
-                raise ValueError(f"--auth {description.split(':')[0]}: {e}") from None
-    tlsSettings = TLSSettings(
-        certificates=tuple(zip(tlsCert, tlsKey, strict=True)),
-        directory=tlsDir,
-        clientCA=tlsClientCA,
-        clientCert=(tlsClientCert or ("required" if tlsClientCA is not None else None)),
-        minVersion=tlsMinVersion,
-        stateDir=stateDir,
-        handshakeTimeout=tlsHandshakeTimeout,
-    )
-    if tls is None and (listenTLS or tlsCert or tlsDir or tlsClientCA):
-        try:
-            tls = ServerTLS(tlsSettings)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"TLS: {e}") from None
-    return Common(
-        listen=listen,
-        listenTLS=listenTLS,
-        tlsSettings=tlsSettings,
-        limits=Limits(
-            maxConnections=maxConnections,
-            maxConnectionsPerIP=maxConnectionsPerIP,
-            idleTimeout=idleTimeout,
-            preAuthTimeout=preAuthTimeout,
-            closeGrace=closeGrace,
-            allow=tuple(parseNetwork(a) for a in allow),
-            deny=tuple(parseNetwork(d) for d in deny),
-        ),
-        stateDir=stateDir,
-        checkers=tuple(allCheckers),
-        tls=tls,
-        workers=workers,
-    )
-
-
-def resolveCommon(
-    common: Common | None, settings: dict[str, Any], **defaults: Any
-) -> Common:
-    """
-    The shared settings a service's keyword twin was given: a L{Common} made
-    already, or the keywords of L{commonSettings} — not both.
-
-    @param defaults: the service's own defaults for shared keywords (e.g. an
-        idle timeout), used where C{settings} does not give them.
-    @raise TypeError: for both.
-    @raise ValueError: for a bad setting.
-    """
-    if common is None:
-        return commonSettings(**{**defaults, **settings})
-    if settings:
-        raise TypeError(f"give common or shared settings, not both: {sorted(settings)}")
-    return common
 
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")

@@ -34,7 +34,8 @@ from netplugins.echo import (
     NetstringEcho,
     RawEcho,
 )
-from netplugins.service import ListeningService, commonSettings, listeningService
+from netplugins.options import ServiceSettings
+from netplugins.service import ListeningService, listeningService
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.echo import EchoSettings, Options, echoService, makeService
 from tests.pki import PKI
@@ -589,12 +590,6 @@ class ServiceTests(SynchronousTestCase):
             protocol.dataReceived(b"2:hi,11:")
         self.assertEqual((transport.value(), transport.disconnecting), (b"2:hi,", True))
 
-    def test_commonAndSettings(self) -> None:
-        """Giving both a Common and shared keywords is a TypeError."""
-        self.assertRaises(
-            TypeError, echoService, common=commonSettings(), listen=["tcp:1"]
-        )
-
 
 def exchange(
     family: int, address: Any, data: bytes, expected: int, context: Any = None
@@ -733,12 +728,12 @@ class RealSocketTests(TestCase):
 
         factory = _Recording(EchoFactory("raw"))
         service = listeningService(
-            commonSettings(
-                listen=["tcp:0:interface=127.0.0.1"],
+            ServiceSettings(
+                listen=("tcp:0:interface=127.0.0.1",),
                 maxConnections=5,
                 maxConnectionsPerIP=2,
                 idleTimeout=60,
-            ),
+            ).common(),
             factory,
         )
         service.startService()

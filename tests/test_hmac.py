@@ -48,6 +48,7 @@ from netplugins.hmacwrap import (
     authenticatedName,
     serverProof,
 )
+from netplugins.options import ServiceSettings
 
 ALICE = b"alice's secret"
 BOB = bytes(range(32))
@@ -728,12 +729,12 @@ class ServiceLimitsTests(TestCase):
     """
 
     def listen(self, **settings: Any) -> int:
-        from netplugins.service import commonSettings, listeningPorts, listeningService
+        from netplugins.service import listeningPorts, listeningService
 
         path = writeKeys(self)
-        common = commonSettings(
-            listen=[f"hmac:keyfile={path}:tcp:0:interface=127.0.0.1"], **settings
-        )
+        common = ServiceSettings(
+            listen=(f"hmac:keyfile={path}:tcp:0:interface=127.0.0.1",), **settings
+        ).common()
         self.service = CountingFactory(Echo)
         parent = listeningService(common, self.service, reactor=reactor)
         parent.startService()

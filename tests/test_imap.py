@@ -47,7 +47,7 @@ from netplugins.mail.imap.server import MAX_LOGIN_COMMAND, IMAPConfig, IMAPFacto
 from netplugins.mail.maildir.folder import Folder
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.users import LocalUsers, MailRealm
-from netplugins.service import commonSettings
+from netplugins.options import ServiceSettings
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.imap import (
     DEFAULT_LISTEN,
@@ -916,9 +916,9 @@ class RealClientTests(TestCase):
         pki = PKI(os.path.abspath(self.mktemp()))
         self.caPath = pki.caPath
         cert, key = pki.serverCertificate("localhost", "127.0.0.1")
-        common = commonSettings(
-            tlsCert=[cert], tlsKey=[key], stateDir=os.path.abspath(self.mktemp())
-        )
+        common = ServiceSettings(
+            tlsCert=(cert,), tlsKey=(key,), stateDir=os.path.abspath(self.mktemp())
+        ).common()
         tls = common.serverTLS(reactor)
         self.root = os.path.abspath(self.mktemp())
         self.store = MaildirStore(self.root, reactor=reactor)

@@ -36,7 +36,8 @@ from netplugins.kv.store import (
     parseStore,
 )
 from netplugins.kv.web import MAX_NESTING, kvSite
-from netplugins.service import ListeningService, commonSettings
+from netplugins.options import ServiceSettings
+from netplugins.service import ListeningService
 from netplugins.tap.kv import KVSettings, Options, kvService
 from tests.pki import PKI
 from tests.support import freePort, runTwistd, startProcess, waitForPort
@@ -738,7 +739,7 @@ class TLSServiceTests(TestCase):
         from twisted.internet import reactor as _reactor
 
         reactor: Any = _reactor
-        common = commonSettings(auth=[f"htpasswd:{users}"])
+        common = ServiceSettings(auth=[f"htpasswd:{users}"]).common()
         site = kvSite(MemoryStore(), checkers=common.checkers)
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)

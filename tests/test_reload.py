@@ -25,7 +25,8 @@ from netplugins.cred import htpasswd
 from netplugins.cred.hmac import KeyFile
 from netplugins.cred.htpasswd import HtpasswdChecker
 from netplugins.echo import RawEcho
-from netplugins.service import commonSettings, listeningPorts, listeningService
+from netplugins.options import ServiceSettings
+from netplugins.service import listeningPorts, listeningService
 from netplugins.tls import ServerTLS, TLSSettings, clientSSLContext
 from tests.pki import PKI
 from tests.test_htpasswd import ALICE, BOB, runNow, writeFile
@@ -176,11 +177,11 @@ class ServiceCertificateReloadTests(TestCase):
     def start(self, **tlsSettings: Any) -> int:
         from twisted.internet import reactor
 
-        common = commonSettings(
-            listenTLS=["tcp:0:interface=127.0.0.1"],
+        common = ServiceSettings(
+            listenTLS=("tcp:0:interface=127.0.0.1",),
             maxConnectionsPerIP=None,
             **tlsSettings,
-        )
+        ).common()
         service = listeningService(
             common, Factory.forProtocol(RawEcho), reactor=reactor
         )

@@ -14,10 +14,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from netplugins.limits import Limits
-from netplugins.options import ServiceOptions
+from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.service import (
     DatagramAddress,
-    commonSettings,
     listeningPorts,
     listeningService,
     parseDatagram,
@@ -252,7 +251,7 @@ class ListeningServiceTests(SynchronousTestCase):
         """Without endpoints the service's defaults are used, streams and UDP."""
         reactor = MemoryReactor()
         service = listeningService(
-            commonSettings(),
+            ServiceSettings().common(),
             Factory.forProtocol(Echo),
             datagram=DatagramProtocol(),
             defaultListen=[
@@ -276,7 +275,7 @@ class ListeningServiceTests(SynchronousTestCase):
         """Any explicit endpoint replaces the defaults."""
         reactor = MemoryReactor()
         service = listeningService(
-            commonSettings(listen=[r"tcp:9000:interface=\:\:1"]),
+            ServiceSettings(listen=(r"tcp:9000:interface=\:\:1",)).common(),
             Factory.forProtocol(Echo),
             defaultListen=["tcp:7007"],
             reactor=reactor,
@@ -297,11 +296,13 @@ class ListeningServiceTests(SynchronousTestCase):
         factory = Factory.forProtocol(Echo)
         with self.assertRaises(ValueError):
             listeningService(
-                commonSettings(listen=["udp:1"]), factory, reactor=MemoryReactor()
+                ServiceSettings(listen=("udp:1",)).common(),
+                factory,
+                reactor=MemoryReactor(),
             )
         with self.assertRaises(ValueError):
             listeningService(
-                commonSettings(listen=["tcp:1"]),
+                ServiceSettings(listen=("tcp:1",)).common(),
                 None,
                 datagram=DatagramProtocol(),
                 reactor=MemoryReactor(),

@@ -118,6 +118,19 @@ class KeywordTwinTests(SynchronousTestCase):
         """Repeated fields take any iterable and hold a tuple."""
         self.assertEqual(ToySettings(names=["x"]).names, ("x",))  # type: ignore[arg-type]
 
-    def test_commonValidated(self) -> None:
-        """common() validates the shared settings into the service layer's."""
-        self.assertRaises(ValueError, ToySettings(listen=("nonsense:",)).common)
+    def test_endpointsCheckedOnce(self) -> None:
+        """A bad endpoint is refused when the settings are made, naming it."""
+        error = self.assertRaises(ValueError, ToySettings, listen=("nonsense:",))
+        self.assertEqual(
+            str(error),
+            "--listen: bad endpoint 'nonsense:': Unknown endpoint type: 'nonsense'",
+        )
+        error = self.assertRaises(ValueError, ToySettings, listenTLS=("udp:53",))
+        self.assertEqual(
+            str(error), "--listen-tls: UDP cannot be wrapped in TLS: 'udp:53'"
+        )
+
+    def test_commonLoadsTLS(self) -> None:
+        """common() reads the TLS files, and a missing one is a ValueError."""
+        settings = ToySettings(tlsCert=("/nonexistent.pem",), tlsKey=("/x.key",))
+        self.assertRaises(ValueError, settings.common)
