@@ -370,9 +370,6 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
         checkers; a service that does not refuses C{--auth} rather than
         silently serving everyone.
     @cvar withoutCheckers: why C{--auth} is refused, for the message.
-    @cvar defaultIdleTimeout: C{--idle-timeout} when not given, for plugins
-        whose settings class does not say it (C{None}: the service keeps its
-        own protocol timeouts).
     """
 
     settingsType: ClassVar[type[ServiceSettings]] = ServiceSettings
@@ -380,7 +377,6 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
     speaksUDP: ClassVar[bool] = False
     usesCheckers: ClassVar[bool] = False
     withoutCheckers: ClassVar[str] = "logs nobody in: --auth would protect nothing"
-    defaultIdleTimeout: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -430,23 +426,16 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
             text += "\nWithout --listen or --listen-tls, listens on: {}\n".format(
                 ", ".join(self.defaultListen)
             )
-        idle = self.defaultIdleTimeout
-        if self.settingsType is not ServiceSettings:
-            idle = attrs.fields(self.settingsType).idleTimeout.default
+        idle = attrs.fields(self.settingsType).idleTimeout.default
         if idle:
             text += f"Idle connections close after {idle:g} s.\n"
         return text
 
     def postOptions(self) -> None:
-        extra: dict[str, Any] = {"checkers": tuple(self["credCheckers"])}
-        if (
-            self["idle-timeout"] is None
-            and self.defaultIdleTimeout is not None
-            and self.settingsType is ServiceSettings
-        ):
-            extra["idleTimeout"] = self.defaultIdleTimeout
         try:
-            self.settings = fromOptions(self.settingsType, self, **extra)
+            self.settings = fromOptions(
+                self.settingsType, self, checkers=tuple(self["credCheckers"])
+            )
             self.common: Common = self.settings.common()
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
