@@ -14,5 +14,5 @@ test:
 
 # The benchmark suite; BENCH_ARGS passes options, e.g. BENCH_ARGS=--quick.
 bench:
-	@[ -x $(PYTHON) ] || ./scripts/test tests.test_bench
+	@[ -x $(PYTHON) ] || ./scripts/test bench.tests.test_bench
 	$(PYTHON) -m bench $(BENCH_ARGS)

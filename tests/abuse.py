@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from attrs import define
 
-from tests.slapd import _dieWithParent, freePort
+from tests.support import dieWithParent, freePort
 
 __all__ = [
     "Flood",
@@ -253,7 +253,7 @@ def startServer(
             stdin=subprocess.DEVNULL,
             stdout=stderr,
             stderr=stderr,
-            preexec_fn=_dieWithParent,
+            preexec_fn=dieWithParent,
         )
     server = Server(process, directory, log)
     testCase.addCleanup(server.stop)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.slapd import _dieWithParent, freePort
+from tests.support import dieWithParent, freePort
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -142,7 +142,7 @@ class Dovecot:
             [DOVECOT, "-F", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_dieWithParent,
+            preexec_fn=dieWithParent,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -26,8 +26,7 @@ import trustme
 
 # tests/abuse.py and tests/dovecot.py (and a few test modules) still import
 # these two from here.
-from tests.support import dieWithParent as _dieWithParent
-from tests.support import freePort
+from tests.support import dieWithParent, freePort
 
 BASE_DN = "dc=example,dc=org"
 PEOPLE = f"ou=people,{BASE_DN}"
@@ -259,7 +258,7 @@ class Slapd:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_dieWithParent,
+                preexec_fn=dieWithParent,
             )
             log.close()
             if self._waitListening(deadline):

@@ -798,7 +798,7 @@ class DeadServerTests(_CheckerMixin, TestCase):
         """
         A refused connection fails the login and names the server in the log.
         """
-        from tests.slapd import freePort
+        from tests.support import freePort
 
         port = freePort()
         checker = self.checker(url=f"ldap://127.0.0.1:{port}/{BASE_DN}")

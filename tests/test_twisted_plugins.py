@@ -56,9 +56,9 @@ from tests.slapd import (
     SERVICE_DN,
     SERVICE_PASSWORD,
     WEIRD_UID,
-    freePort,
     sharedSlapd,
 )
+from tests.support import freePort
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
