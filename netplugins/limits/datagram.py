@@ -53,7 +53,7 @@ class _DatagramSources:
         """
         host, port = addr[0], addr[1]
         tracker = self._tracker
-        now = tracker._clock.seconds()
+        now = tracker.clock.seconds()
         source = self._sources.get(host)
         if source is None:
             source = self._newSource(host, now)
@@ -70,7 +70,7 @@ class _DatagramSources:
         source.dropped += 1
         if (
             source.reported is None or now - source.reported >= REPORT_INTERVAL
-        ) and tracker._reports.take(now):
+        ) and tracker.mayReport(now):
             tracker.log.info(
                 "Dropped {count} datagram(s) from {source}: {reason}",
                 count=source.dropped,
@@ -88,8 +88,8 @@ class _DatagramSources:
         """
         refusal = None
         tracker = self._tracker
-        if tracker._allow or tracker._deny:
-            refusal = tracker._refusal(_unmapped(ipaddress.ip_address(host)))
+        if tracker.filters:
+            refusal = tracker.refusal(_unmapped(ipaddress.ip_address(host)))
         limits = tracker.limits
         source = _Source(
             TokenBucket(limits.datagramRate, limits.datagramBurst, now), refusal

@@ -92,9 +92,9 @@ class _Guard:
         self.transport = transport
         peer = transport.getPeer()
         self._ip = _ipOf(peer)
-        refusal = self._tracker._admit(self._ip)
+        refusal = self._tracker.admit(self._ip)
         if refusal is not None:
-            self._tracker._reportRefusal(peer, self._ip, refusal)
+            self._tracker.reportRefusal(peer, self._ip, refusal)
             transport.loseConnection()
             return
         self._admitted = True
@@ -121,7 +121,7 @@ class _Guard:
     def connectionLost(self, reason: Failure) -> None:
         if self._admitted:
             self._admitted = False
-            self._tracker._release(self._ip)
+            self._tracker.release(self._ip)
         if self.wrappedProtocol is not None:
             self.wrappedProtocol.connectionLost(reason)
 
@@ -153,7 +153,7 @@ class _IdleGuard(_Guard):
     _abortCall: Any = None
 
     def _connect(self, protocol: IProtocol, transport: ITransport) -> None:
-        clock = self._tracker._clock
+        clock = self._tracker.clock
         self._seconds = clock.seconds
         self._lastActivity = clock.seconds()
         timeout = self._tracker.limits.idleTimeout
@@ -169,7 +169,7 @@ class _IdleGuard(_Guard):
             self.wrappedProtocol.dataReceived(data)
 
     def _checkIdle(self) -> None:
-        clock = self._tracker._clock
+        clock = self._tracker.clock
         # Writes stamp the wrapper, not the guard: one attribute hop less
         # on every write.
         idle = clock.seconds() - max(self._lastActivity, self._activity._lastWrite)

@@ -31,9 +31,12 @@ from netplugins.ratelimit import (
 
 class ConnectionTracker:
     """
-    Applies one service's L{Limits} to all of its listeners.
+    Applies one service's L{Limits} to all of its listeners: the stream and
+    datagram wrappers ask it L{admit}, L{release}, L{refusal} and
+    L{reportRefusal}, and time themselves with its C{clock}.
 
     @ivar connections: connections open now, all listeners together.
+    @ivar clock: the reactor's clock, for idle deadlines and rate limits.
     """
 
     log = Logger()
@@ -42,7 +45,7 @@ class ConnectionTracker:
         if reactor is None:
             from twisted.internet import reactor
         self.limits = limits
-        self._clock: IReactorTime = reactor
+        self.clock: IReactorTime = reactor
         self._allow = tuple(_unmappedNetwork(n) for n in limits.allow)
         self._deny = tuple(_unmappedNetwork(n) for n in limits.deny)
         self.connections = 0
@@ -74,7 +77,21 @@ class ConnectionTracker:
         """
         return _LimitedDatagram(self._datagrams, protocol)
 
-    def _refusal(self, ip: IPAddress) -> str | None:
+    @property
+    def filters(self) -> bool:
+        """
+        Whether C{--allow} or C{--deny} is set (L{refusal} can refuse).
+        """
+        return bool(self._allow or self._deny)
+
+    def mayReport(self, now: float) -> bool:
+        """
+        Whether one more log line about refused traffic fits the global cap
+        now (and count it).
+        """
+        return self._reports.take(now)
+
+    def refusal(self, ip: IPAddress) -> str | None:
         """
         Why C{--allow}/C{--deny} keep C{ip} out, or C{None}.
         """
@@ -84,14 +101,14 @@ class ConnectionTracker:
             return "address not allowed (--allow)"
         return None
 
-    def _admit(self, ip: IPAddress | None) -> str | None:
+    def admit(self, ip: IPAddress | None) -> str | None:
         """
         Count a new connection from C{ip} (C{None}: not an IP peer), or say why
         it is refused.
         """
         limits = self.limits
         if ip is not None:
-            refusal = self._refusal(ip)
+            refusal = self.refusal(ip)
             if refusal is not None:
                 return refusal
         if limits.maxConnections is not None:
@@ -111,13 +128,13 @@ class ConnectionTracker:
             self._perIP[source] = self._perIP.get(source, 0) + 1
         return None
 
-    def _reportRefusal(self, peer: IAddress, ip: IPAddress | None, reason: str) -> None:
+    def reportRefusal(self, peer: IAddress, ip: IPAddress | None, reason: str) -> None:
         """
         Log a refused connection, at most once per source address per
         L{REPORT_INTERVAL}, counting the ones left unlogged.
         """
         suppressed = self._refusals.report(
-            describe(peer) if ip is None else str(ip), self._clock.seconds()
+            describe(peer) if ip is None else str(ip), self.clock.seconds()
         )
         if suppressed is None:
             return
@@ -136,9 +153,9 @@ class ConnectionTracker:
                 reason=reason,
             )
 
-    def _release(self, ip: IPAddress | None) -> None:
+    def release(self, ip: IPAddress | None) -> None:
         """
-        Forget a connection counted by L{_admit}.
+        Forget a connection counted by L{admit}.
         """
         self.connections -= 1
         if ip is not None:
