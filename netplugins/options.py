@@ -41,6 +41,7 @@ from netplugins.settings import (
     setting,
 )
 from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSSettings
+from netplugins.twistedinternals import coerceDoc
 from netplugins.workers import checkEndpoint
 
 
@@ -397,8 +398,7 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
         for name, doc in list(self.docs.items()):
             if doc:
                 doc = " ".join(doc.split())
-                dispatch = self._dispatch.get(name)
-                if isinstance(dispatch, usage.CoerceParameter) and dispatch.doc:
+                if coerceDoc(self, name):
                     doc = doc.rstrip(".")
                 self.docs[name] = doc
 

@@ -28,6 +28,7 @@ from netplugins.interfaces import IHandshakeEndpoint
 from netplugins.limits import ConnectionTracker, Limits
 from netplugins.tls import ServerTLS, TLSSettings
 from netplugins.transport import fastServerFromString, listenUDP
+from netplugins.twistedinternals import raiseListenFailures, whenListening
 from netplugins.workers import isWorker, supervise
 
 DEFAULT_STATE_DIR = "var"
@@ -154,12 +155,11 @@ class ListeningService(StreamServerEndpointService):
         self.description = description
         self.label = "netplugins"
         self.port: IListeningPort | None = None
-        self._raiseSynchronously = True
+        raiseListenFailures(self)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        assert self._waitingForPort is not None
-        self._waitingForPort.addCallback(self._listening)
+        whenListening(self).addCallback(self._listening)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port

@@ -18,33 +18,22 @@ Methods overridden in subclasses cannot be reached through a function, so the
 two classes here (L{ChunkedDecoder}, L{HookedHTTPChannel}) turn Twisted's
 private hook methods into public ones that netplugins overrides instead.
 
-Still used outside this module, in files that were being reshaped when it was
-written (route them here next; line numbers as of that time):
-
-  - C{netplugins/options.py:335}: C{usage.Options._dispatch}, to tell a
-    coerced parameter's help text from the others;
-  - C{netplugins/service.py:289}:
-    C{StreamServerEndpointService._raiseSynchronously}, so that a failed
-    listen raises from C{privilegedStartService};
-  - C{netplugins/service.py:293-294}:
-    C{StreamServerEndpointService._waitingForPort}, to learn the port once
-    listening;
-  - C{netplugins/mail/smtp/server.py:505}: C{LineReceiver._buffer}, to put back the
-    bytes read past the end of a message's data, to be parsed once the
-    message is delivered (L{lineBuffer} reads it; a setter is needed too: the
-    public C{setLineMode(extra)} parses them at once);
-  - C{netplugins/cred/aio.py:86}: C{super(AsyncioSelectorReactor,
-    self).crash()}, skipping the asyncio reactor's own C{crash} (no
-    underscore, but it relies on that class's place in the reactor's MRO).
+One reliance is not a name and stays where it is:
+C{netplugins/cred/aio.py} calls C{super(AsyncioSelectorReactor, self).crash()},
+skipping the asyncio reactor's own C{crash}; it relies on that class's place
+in the reactor's MRO.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import _newtls, abstract, posixbase, tcp, unix
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IPushProducer
 from twisted.protocols.basic import IntNStringReceiver, LineReceiver
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web import http
 
@@ -419,6 +408,52 @@ def lineBuffer(receiver: LineReceiver) -> bytes:
     and for the start of a request head.
     """
     return receiver._buffer  # type: ignore[attr-defined,no-any-return]
+
+
+def setLineBuffer(receiver: LineReceiver, data: bytes) -> None:
+    """
+    Put C{data} back as what a C{LineReceiver} holds after its last complete
+    line (C{LineReceiver._buffer}), to be parsed when it next reads.  np-smtp
+    hands back the bytes that followed a message's terminating dot, once the
+    message is delivered; the public C{setLineMode(extra)} would parse them at
+    once, before the delivery's answer.
+    """
+    receiver._buffer = data  # type: ignore[attr-defined]
+
+
+def coerceDoc(options: usage.Options, name: str) -> str | None:
+    """
+    The text C{usage.Options} appends to parameter C{name}'s help for its
+    coercer (from C{usage.Options._dispatch}, which maps names to their
+    handlers), or C{None}: the plugins' C{--help} tidies the sentence before
+    it.
+    """
+    dispatch = options._dispatch.get(name)  # type: ignore[attr-defined]
+    if isinstance(dispatch, usage.CoerceParameter) and dispatch.doc:
+        return str(dispatch.doc)
+    return None
+
+
+def raiseListenFailures(service: StreamServerEndpointService) -> None:
+    """
+    Make C{service} raise from C{privilegedStartService} when it cannot
+    listen (C{StreamServerEndpointService._raiseSynchronously}), so that
+    C{twistd} stops with the error instead of logging it and running on
+    without the port.
+    """
+    service._raiseSynchronously = True
+
+
+def whenListening(service: StreamServerEndpointService) -> Deferred[Any]:
+    """
+    The Deferred that fires with C{service}'s listening port once it listens
+    (C{StreamServerEndpointService._waitingForPort}, set by
+    C{privilegedStartService}); the listening log line and C{listeningPorts}
+    read the port from it.
+    """
+    waiting = service._waitingForPort
+    assert waiting is not None, "privilegedStartService has not run"
+    return waiting
 
 
 def requestDisconnected(request: http.Request) -> bool:

@@ -37,7 +37,7 @@ from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClie
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.basic import Int32StringReceiver, LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from twisted.python import log
+from twisted.python import log, usage
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -717,6 +717,77 @@ class HTTPTests(InternalsCase):
             receiver.dataReceived(b"line\r\npart")
             self.assertEqual(ti.lineBuffer(receiver), b"part")
 
+    def test_setLineBuffer(self) -> None:
+        """Bytes put back in LineReceiver._buffer are parsed at the next read."""
+        lines: list[bytes] = []
+        receiver = LineReceiver()
+        receiver.lineReceived = lines.append  # type: ignore[method-assign]
+        receiver.makeConnection(StringTransport())
+        with self.relyingOn(
+            "twisted.protocols.basic.LineReceiver._buffer",
+            "to hand np-smtp the commands pipelined after a message's data",
+        ):
+            ti.setLineBuffer(receiver, b"one\r\ntw")
+            self.assertEqual(lines, [])
+            receiver.dataReceived(b"o\r\n")
+            self.assertEqual(lines, [b"one", b"two"])
+
+    def test_coerceDoc(self) -> None:
+        """usage.Options._dispatch maps a coerced parameter to its coercer."""
+
+        def number(value: str) -> int:
+            return int(value)
+
+        number.coerceDoc = "A number."  # type: ignore[attr-defined]
+
+        class Options(usage.Options):
+            optParameters = [
+                ["size", None, 1, "How big.", number],
+                ["name", None, "x", "Who."],
+            ]
+
+        with self.relyingOn(
+            "twisted.python.usage.Options._dispatch",
+            "to tidy coerced parameters' --help text",
+        ):
+            options = Options()
+            self.assertEqual(
+                (ti.coerceDoc(options, "size"), ti.coerceDoc(options, "name")),
+                ("A number.", None),
+            )
+
+    def test_listeningService(self) -> None:
+        """StreamServerEndpointService's _raiseSynchronously and _waitingForPort."""
+        from twisted.application.internet import StreamServerEndpointService
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+
+        with self.relyingOn(
+            "twisted.application.internet.StreamServerEndpointService."
+            "_raiseSynchronously and _waitingForPort",
+            "to stop twistd when a port cannot be had, and to log the port",
+        ):
+            reactor = MemoryReactorClock()
+            service = StreamServerEndpointService(
+                TCP4ServerEndpoint(reactor, 8080), Factory.forProtocol(Protocol)
+            )
+            ti.raiseListenFailures(service)
+            service.privilegedStartService()
+            port = self.successResultOf(ti.whenListening(service))
+            self.assertEqual(port.getHost().port, 8080)
+
+            class Refusing:
+                def listen(self, factory: Any) -> Any:
+                    from twisted.internet.defer import fail
+
+                    return fail(error.CannotListenError("", 1, OSError("taken")))
+
+            failing = StreamServerEndpointService(
+                Refusing(),
+                Factory.forProtocol(Protocol),  # type: ignore[arg-type]
+            )
+            ti.raiseListenFailures(failing)
+            self.assertRaises(error.CannotListenError, failing.privilegedStartService)
+
     def test_requestDisconnected(self) -> None:
         """Request._disconnected turns true when the connection is lost."""
         channel: Any = DummyChannel()
@@ -865,6 +936,7 @@ _ROUTED = frozenset(
         "_handshakeDone",
         "_maybeChooseTransferDecoder",
         "_networkProducer",
+        "_raiseSynchronously",
         "_receivedHeaderSize",
         "_respondToBadRequestAndDisconnect",
         "_reusePort",
@@ -873,17 +945,15 @@ _ROUTED = frozenset(
         "_tempDataLen",
         "_transferDecoder",
         "_unprocessed",
+        "_waitingForPort",
         "_writeDisconnected",
     }
 )
 
-#: Private Twisted names not routed yet (listed in the docstring of
-#: netplugins.twistedinternals), and the one module each may still be used in.
-#: (usage.Options._dispatch is too generic a name to look for.)
-_PENDING = {
-    "_raiseSynchronously": "service.py",
-    "_waitingForPort": "service.py",
-}
+#: Private Twisted names not routed yet, and the one module each may still be
+#: used in (none now; usage.Options._dispatch, routed too, is too generic a
+#: name to look for).
+_PENDING: dict[str, str] = {}
 
 
 def _isPrivateTwisted(dotted: str) -> bool:

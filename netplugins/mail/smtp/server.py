@@ -65,6 +65,7 @@ from netplugins.mail.smtp.relay import Relay
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
 from netplugins.session import CLOSE_GRACE
 from netplugins.starttls import startTLSDiscarding
+from netplugins.twistedinternals import lineBuffer, setLineBuffer
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 MAX_LINE = 4096
@@ -502,7 +503,7 @@ class SMTPServer(LineSession):
         self.setLineMode()
         # LineReceiver handed all it had to rawDataReceived: what followed the
         # terminator goes back to be parsed as commands once this one is done.
-        self._buffer = rest + self._buffer
+        setLineBuffer(self, rest + lineBuffer(self))
         peer = str(self.transport.getPeer())
         reader, self._reader = self._reader, None
         assert reader is not None
