@@ -19,7 +19,8 @@ from twisted.logger import Logger
 
 from netplugins.addresses import describe
 from netplugins.service import listeningPorts
-from netplugins.tls import ServerTLS, TLSSettings
+from netplugins.tls.identity import TLSSettings
+from netplugins.tls.server import ServerTLS
 
 log = Logger()
 

@@ -21,8 +21,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.python import usage
 
 from netplugins.coerce import choice
-from netplugins.limits import Limits, parseNetwork
-from netplugins.limits.settings import DEFAULT_CLOSE_GRACE
+from netplugins.limits.settings import DEFAULT_CLOSE_GRACE, Limits, parseNetwork
 from netplugins.service import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -40,7 +39,8 @@ from netplugins.settings import (
     repeated,
     setting,
 )
-from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSSettings
+from netplugins.tls.identity import TLSSettings
+from netplugins.tls.server import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS
 from netplugins.twistedinternals import coerceDoc
 from netplugins.workers import checkEndpoint
 

@@ -25,8 +25,10 @@ from twisted.logger import Logger
 
 from netplugins.addresses import describe
 from netplugins.interfaces import IHandshakeEndpoint
-from netplugins.limits import ConnectionTracker, Limits
-from netplugins.tls import ServerTLS, TLSSettings
+from netplugins.limits.settings import Limits
+from netplugins.limits.tracker import ConnectionTracker
+from netplugins.tls.identity import TLSSettings
+from netplugins.tls.server import ServerTLS
 from netplugins.transport import fastServerFromString, listenUDP
 from netplugins.twistedinternals import raiseListenFailures, whenListening
 from netplugins.workers import isWorker, supervise

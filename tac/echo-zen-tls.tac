@@ -8,7 +8,8 @@ from twisted.application.service import Application
 
 from netplugins.tap.echo import EchoSettings, echoService
 from netplugins.tap.zen import ZenSettings, zenService
-from netplugins.tls import ServerTLS, TLSSettings
+from netplugins.tls.server import ServerTLS
+from netplugins.tls.identity import TLSSettings
 
 # Give certificates=(("site.pem", "site.key"),) for a real one; without any, a
 # development certificate is generated under var/tls.

@@ -23,8 +23,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from netplugins.addresses import describe
 from netplugins.cred.hmac import KeyFile
 from netplugins.hmacwrap import HMACFactory
-from netplugins.limits import ConnectionTracker, Limits, parseNetwork
-from netplugins.tls import ServerTLS, TLSSettings
+from netplugins.limits.settings import Limits, parseNetwork
+from netplugins.limits.tracker import ConnectionTracker
+from netplugins.tls.identity import TLSSettings
+from netplugins.tls.server import ServerTLS
 from tests.pki import PKI
 
 PEER4 = IPv4Address("TCP", "192.0.2.7", 40000)

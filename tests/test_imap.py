@@ -56,7 +56,7 @@ from netplugins.tap.imap import (
     imapService,
     makeService,
 )
-from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
+from netplugins.tls.server import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.pki import PKI
 from tests.support import WatermarkTransport
 

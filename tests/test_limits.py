@@ -39,14 +39,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import directlyProvides, implementer
 
-from netplugins.limits import (
-    CLOSE_GRACE,
-    REPORT_INTERVAL,
-    REPORTS_PER_INTERVAL,
-    ConnectionTracker,
-    Limits,
-    parseNetwork,
-)
+from netplugins.limits.settings import Limits, parseNetwork
+from netplugins.limits.stream import CLOSE_GRACE
+from netplugins.limits.tracker import ConnectionTracker
+from netplugins.ratelimit import REPORT_INTERVAL, REPORTS_PER_INTERVAL
 
 
 def v4(host: str, port: int = 40000) -> IPv4Address:

@@ -20,7 +20,7 @@ from netplugins.mail.pop3 import POP3Config, POP3Factory, POP3Server, byteStuff,
 from netplugins.service import listeningPorts
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.pop3 import Options, POP3Settings, pop3Service
-from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
+from netplugins.tls.server import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.mailfixtures import (
     MailWorld,
     TLSStringTransport,

@@ -27,7 +27,9 @@ from netplugins.cred.htpasswd import HtpasswdChecker
 from netplugins.echo import RawEcho
 from netplugins.options import ServiceSettings
 from netplugins.service import listeningPorts, listeningService
-from netplugins.tls import ServerTLS, TLSSettings, clientSSLContext
+from netplugins.tls.client import clientSSLContext
+from netplugins.tls.identity import TLSSettings
+from netplugins.tls.server import ServerTLS
 from tests.pki import PKI
 from tests.test_htpasswd import ALICE, BOB, runNow, writeFile
 from tests.test_tls import isolateReload

@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from netplugins.limits import Limits
+from netplugins.limits.settings import Limits
 from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.service import (
     DatagramAddress,

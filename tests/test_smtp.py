@@ -26,7 +26,7 @@ from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.service import listeningPorts, validateEndpoint
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.smtp import Options, SMTPSettings, smtpService
-from netplugins.tls import DEFAULT_HANDSHAKE_TIMEOUT
+from netplugins.tls.server import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.mailfixtures import (
     DOMAIN,
     MailWorld,

@@ -40,14 +40,11 @@ from zope.interface import implementer
 
 from netplugins import reload
 from netplugins.ratelimit import REPORT_INTERVAL
-from netplugins.tls import (
-    ServerTLS,
-    TLSSettings,
-    clientCreator,
-    clientSSLContext,
-    ensureDevelopmentCertificate,
-    peerIdentity,
-)
+from netplugins.tls.client import clientCreator, clientSSLContext
+from netplugins.tls.devcert import ensureDevelopmentCertificate
+from netplugins.tls.identity import TLSSettings
+from netplugins.tls.peer import peerIdentity
+from netplugins.tls.server import ServerTLS
 from tests.pki import PKI
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 4321)

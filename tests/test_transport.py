@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from netplugins.tls import ServerTLS, TLSSettings
+from netplugins.tls.identity import TLSSettings
+from netplugins.tls.server import ServerTLS
 from netplugins.transport import (
     WriteThroughPort,
     WriteThroughServer,

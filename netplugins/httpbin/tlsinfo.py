@@ -1,7 +1,7 @@
 """
 C{/tls}: what the connection's TLS negotiated, beyond httpbin: protocol
 version, cipher, the SNI name the client sent, and the identity in the client
-certificate when one was presented and verified (L{netplugins.tls.peerIdentity}).
+certificate when one was presented and verified (L{netplugins.tls.peer.peerIdentity}).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from netplugins.httpbin.routing import Context, jsonBody, route
-from netplugins.tls import peerIdentity, tlsConnection
+from netplugins.tls.peer import peerIdentity, tlsConnection
 
 
 def connectionTransport(request: Request) -> Any:

@@ -12,28 +12,3 @@ The package is split by side: L{netplugins.limits.settings} (L{Limits},
 networks), L{netplugins.limits.tracker} (L{ConnectionTracker}),
 L{netplugins.limits.stream} and L{netplugins.limits.datagram} (the wrappers).
 """
-
-from __future__ import annotations
-
-from netplugins.limits.settings import (
-    IGNORED_SOURCE_PORTS,
-    IPAddress,
-    IPNetwork,
-    Limits,
-    parseNetwork,
-)
-from netplugins.limits.stream import CLOSE_GRACE
-from netplugins.limits.tracker import ConnectionTracker
-from netplugins.ratelimit import REPORT_INTERVAL, REPORTS_PER_INTERVAL
-
-__all__ = [
-    "CLOSE_GRACE",
-    "IGNORED_SOURCE_PORTS",
-    "REPORTS_PER_INTERVAL",
-    "REPORT_INTERVAL",
-    "ConnectionTracker",
-    "IPAddress",
-    "IPNetwork",
-    "Limits",
-    "parseNetwork",
-]
