@@ -10,13 +10,9 @@ import imaplib
 import os
 import poplib
 import random
-import signal
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
-import time
 from email.message import EmailMessage
 from typing import Any
 
@@ -31,6 +27,7 @@ from netplugins.service import listeningPorts
 from netplugins.tap.mail import MailHostSettings, Options, mailService
 from tests.mailfixtures import waitForSessions, writeHtpasswd
 from tests.pki import PKI
+from tests.support import runTwistd, waitForPort
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAC = os.path.join(HERE, "tac", "mailhost.tac")
@@ -312,19 +309,6 @@ def freePortBase() -> int:
     raise RuntimeError("no free port range")
 
 
-def waitListening(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"twistd exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
 class MailhostTacTests(SynchronousTestCase):
     """
     C{tac/mailhost.tac} under twistd, against a private slapd.
@@ -358,17 +342,12 @@ class MailhostTacTests(SynchronousTestCase):
                 + "\n"
             )
         base = freePortBase()
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        log = open(os.path.join(directory, "twistd.log"), "wb")
-        self.addCleanup(log.close)
-        process = subprocess.Popen(
-            [twistd, "--nodaemon", "--pidfile=", "--python", TAC],
+        process = runTwistd(
+            self,
+            "--python",
+            TAC,
             cwd=directory,
-            stdout=log,
-            stderr=subprocess.STDOUT,
             env=dict(
-                os.environ,
-                PYTHONPATH=HERE,
                 MAILHOST_STATE_DIR=directory,
                 MAILHOST_DOMAINS="ex.org",
                 MAILHOST_AUTH=f"ldap:config={config}",
@@ -378,15 +357,9 @@ class MailhostTacTests(SynchronousTestCase):
                 MAILHOST_PORT_BASE=str(base),
             ),
         )
-
-        def stop() -> None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=15)
-
-        self.addCleanup(stop)
         ports = {name: base + port for name, port in _PORTS.items()}
         for port in ports.values():
-            waitListening(port, process, 30)
+            waitForPort(port, process)
         context = ssl.create_default_context(cafile=pki.caPath)
         result = roundTrip(
             ports, context, ("alice", "alice-pw"), ("bob", "bob-pw"), "bob@ex.org"
