@@ -320,6 +320,35 @@ def supervised(
     return result
 
 
+def served(
+    common: Common,
+    factory: IProtocolFactory | None,
+    *,
+    name: str,
+    defaultListen: Sequence[str] = (),
+    datagram: Callable[[], DatagramProtocol] | DatagramProtocol | None = None,
+    children: Sequence[IService] = (),
+    reactor: Any = None,
+) -> MultiService:
+    """
+    What a simple service's keyword twin returns: C{factory} (and
+    C{datagram}) listening on C{common}'s endpoints (L{listeningService}),
+    with C{children} (services that start and stop with it), as this process
+    should run it (L{supervised}).
+    """
+    listeners = listeningService(
+        common,
+        factory,
+        datagram=datagram,
+        defaultListen=defaultListen,
+        name=name,
+        reactor=reactor,
+    )
+    for child in children:
+        child.setServiceParent(listeners)
+    return supervised(listeners, common, name=name, reactor=reactor)
+
+
 def listeningPorts(root: IService) -> list[tuple[str, Any, str]]:
     """
     Every port C{root} and its children listen on, as (service, address, what)

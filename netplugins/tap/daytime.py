@@ -16,7 +16,7 @@ from twisted.python import usage
 from netplugins.coerce import choice
 from netplugins.daytime import FORMATS, DaytimeDatagram, DaytimeFactory
 from netplugins.options import ServiceOptions, ServiceSettings
-from netplugins.service import listeningService, supervised
+from netplugins.service import served
 from netplugins.settings import setting
 
 DEFAULT_LISTEN = ("tcp:1313:interface=127.0.0.1", "udp:1313:interface=127.0.0.1")
@@ -72,15 +72,14 @@ def daytimeService(
     factory = DaytimeFactory(settings.format, seconds)
     factory.closeGrace = common.limits.closeGrace
     factory.reactor = reactor
-    listeners = listeningService(
+    return served(
         common,
         factory,
-        datagram=partial(DaytimeDatagram, settings.format, seconds),
-        defaultListen=settings.defaultListen,
         name="np-daytime",
+        defaultListen=settings.defaultListen,
+        datagram=partial(DaytimeDatagram, settings.format, seconds),
         reactor=reactor,
     )
-    return supervised(listeners, common, name="np-daytime", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

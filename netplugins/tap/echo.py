@@ -14,7 +14,7 @@ from twisted.python import usage
 from netplugins.coerce import choice
 from netplugins.echo import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, EchoFactory
 from netplugins.options import ServiceOptions, ServiceSettings, positiveInt
-from netplugins.service import listeningService, supervised
+from netplugins.service import served
 from netplugins.settings import override, setting
 
 #: Idle connections close after this long (--idle-timeout 0: never).
@@ -78,14 +78,13 @@ def echoService(
     factory = EchoFactory(settings.framing, settings.maxMessageSize)
     factory.closeGrace = common.limits.closeGrace
     factory.reactor = reactor
-    listeners = listeningService(
+    return served(
         common,
         factory,
-        defaultListen=settings.defaultListen,
         name="np-echo",
+        defaultListen=settings.defaultListen,
         reactor=reactor,
     )
-    return supervised(listeners, common, name="np-echo", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

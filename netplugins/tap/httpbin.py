@@ -12,7 +12,7 @@ from twisted.application.service import MultiService
 
 from netplugins.httpbin import httpbinResource
 from netplugins.options import ServiceOptions, positiveFloat
-from netplugins.service import listeningService, supervised
+from netplugins.service import served
 from netplugins.settings import setting
 from netplugins.web.auth import RemoteUserRealm
 from netplugins.web.options import HTTPSettings
@@ -78,14 +78,13 @@ def httpbinService(
         maxDelay=settings.maxDelay,
         reactor=reactor,
     )
-    listeners = listeningService(
+    return served(
         common,
         settings.site(resource, reactor=reactor),
-        defaultListen=settings.defaultListen,
         name="np-httpbin",
+        defaultListen=settings.defaultListen,
         reactor=reactor,
     )
-    return supervised(listeners, common, name="np-httpbin", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

@@ -18,7 +18,7 @@ from netplugins.kv.store import KVStore, openStore, parseStore
 from netplugins.kv.web import DEFAULT_MAX_BODY_SIZE, MAX_NESTING, kvSite
 from netplugins.options import ServiceOptions, ServiceSettings, positiveInt
 from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import Common, listeningService, supervised
+from netplugins.service import Common, served
 from netplugins.settings import flag, setting
 
 DEFAULT_LISTEN = ("tcp:15000:interface=127.0.0.1",)
@@ -154,15 +154,14 @@ def kvService(
         closeGrace=common.limits.closeGrace,
         reactor=reactor,
     )
-    service = listeningService(
+    return served(
         common,
         site,
-        defaultListen=settings.defaultListen,
         name="np-kv",
+        defaultListen=settings.defaultListen,
+        children=[_StoreCloser(store)],
         reactor=reactor,
     )
-    _StoreCloser(store).setServiceParent(service)
-    return supervised(service, common, name="np-kv", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

@@ -34,7 +34,7 @@ from netplugins.options import (
     positiveInt,
 )
 from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import listeningService, supervised
+from netplugins.service import served
 from netplugins.settings import setting
 from netplugins.threads import DEFAULT_MAX_THREADS, blockingPool, deferToPool
 
@@ -193,14 +193,13 @@ def mpconnService(
         closeGrace=common.limits.closeGrace,
         reactor=theReactor,
     )
-    listeners = listeningService(
+    return served(
         common,
         factory,
-        defaultListen=settings.defaultListen,
         name="np-mpconn",
+        defaultListen=settings.defaultListen,
         reactor=theReactor,
     )
-    return supervised(listeners, common, name="np-mpconn", reactor=theReactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:

@@ -11,7 +11,7 @@ from attrs import frozen
 from twisted.application.service import MultiService
 
 from netplugins.options import ServiceOptions, ServiceSettings, positiveInt
-from netplugins.service import listeningService, supervised
+from netplugins.service import served
 from netplugins.settings import override, setting
 from netplugins.zen import DEFAULT_MAX_QUESTION_SIZE, ZenFactory
 
@@ -69,14 +69,13 @@ def zenService(
     factory = ZenFactory(settings.maxQuestionSize)
     factory.closeGrace = common.limits.closeGrace
     factory.reactor = reactor
-    listeners = listeningService(
+    return served(
         common,
         factory,
-        defaultListen=settings.defaultListen,
         name="np-zen",
+        defaultListen=settings.defaultListen,
         reactor=reactor,
     )
-    return supervised(listeners, common, name="np-zen", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:
