@@ -72,6 +72,12 @@ def closeWithin(
 
         clock = reactor  # type: ignore[assignment]
     assert clock is not None
+    # A TLS transport shuts down only once no producer is registered (np-echo
+    # and np-zen register themselves).
+    try:
+        transport.unregisterProducer()
+    except RuntimeError:
+        pass  # a test transport with no producer registered
     transport.loseConnection()
     return clock.callLater(grace, _abortLingering, transport, grace)
 

@@ -669,6 +669,35 @@ class RealSocketTests(TestCase):
         )
         return d.addCallback(self.assertEqual, b"over TLS" * 1000)
 
+    def test_tlsRefusalClosesAtOnce(self) -> Deferred[None]:
+        """Over TLS, a line over the limit closes the connection politely, at once."""
+        pki = PKI(os.path.abspath(self.mktemp()))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        port = self.start(
+            framing="line",
+            maxMessageSize=16,
+            listenTLS=["tcp:0:interface=127.0.0.1"],
+            tlsCert=[cert],
+            tlsKey=[key],
+        )
+        context = ssl.create_default_context(cafile=pki.caPath)
+
+        def refused() -> tuple[bytes, float]:
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port.getHost().port)) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.settimeout(30)
+                    tls.sendall(b"x" * 64)
+                    received = tls.recv(100)
+            return received, time.monotonic() - started
+
+        def check(result: tuple[bytes, float]) -> None:
+            received, elapsed = result
+            self.assertEqual(received, b"")
+            self.assertLess(elapsed, CLOSE_GRACE / 2)
+
+        return deferToThread(refused).addCallback(check)
+
     def test_tlsDevelopmentCertificate(self) -> Deferred[None]:
         """--listen-tls alone: the generated development certificate verifies."""
         stateDir = os.path.abspath(self.mktemp())
