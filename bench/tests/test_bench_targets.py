@@ -142,10 +142,12 @@ class TargetTests(SynchronousTestCase):
                 sample("xmlrpc-kv", case, 200, 0.9),
             ],
         )
+        note = targets.NOTES["kv"]
         self.assertEqual(
             row(targets.otherRows([result], []), "kv"),
             "| kv | np-kv --store memory 1.50x "
-            "SimpleXMLRPCServer + ThreadingMixIn |  |",
+            "SimpleXMLRPCServer + ThreadingMixIn "
+            f"| {note.text} *(measured {note.measured})* |",
         )
 
     def test_ldap(self) -> None:
