@@ -27,7 +27,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from typing import Any, TypeVar
 
 from attrs import define
 
-from tests.support import dieWithParent, freePort
+from tests.support import freePort, runTwistd
 
 __all__ = [
     "Flood",
@@ -61,8 +60,6 @@ __all__ = [
 
 MiB = 1024 * 1024
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 #: Seconds without a byte accepted by the kernel after which a flood is
 #: taken as blocked by the server.
@@ -243,28 +240,24 @@ def startServer(
     directory = os.path.abspath(testCase.mktemp())
     os.makedirs(directory, exist_ok=True)
     log = os.path.join(directory, "twistd.log")
-    command = [TWISTD, "-n", "--pidfile=", f"--logfile={log}", tapname]
-    command += ["--state-dir", directory, *args]
-    with open(os.path.join(directory, "stderr"), "wb") as stderr:
-        process = subprocess.Popen(
-            command,
-            cwd=directory,
-            env={**os.environ, "PYTHONPATH": ROOT},
-            stdin=subprocess.DEVNULL,
-            stdout=stderr,
-            stderr=stderr,
-            preexec_fn=dieWithParent,
-        )
+    process = runTwistd(
+        testCase,
+        f"--logfile={log}",
+        tapname,
+        "--state-dir",
+        directory,
+        *args,
+        cwd=directory,
+    )
     server = Server(process, directory, log)
     testCase.addCleanup(server.stop)
     deadline = time.monotonic() + 20
     while not all(_listening(port) for port in ports):
         if not server.running() or time.monotonic() > deadline:
-            with open(os.path.join(directory, "stderr"), errors="replace") as f:
-                output = f.read()
             raise RuntimeError(
                 f"{tapname} did not listen on {list(ports)} "
-                f"(exit status {process.poll()}):\n{output}{server.logTail()}"
+                f"(exit status {process.poll()}):\n{process.output()}"
+                f"{server.logTail()}"
             )
         time.sleep(0.02)
     return server
