@@ -30,10 +30,6 @@ import ftplib
 import os
 import poplib
 import smtplib
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, cast
@@ -58,10 +54,7 @@ from tests.slapd import (
     WEIRD_UID,
     sharedSlapd,
 )
-from tests.support import freePort
-
-ROOT = Path(__file__).resolve().parent.parent
-TWISTD = Path(sys.executable).parent / "twistd"
+from tests.support import freePort, runTwistd, waitForPort
 
 
 def writeUsers(case: SynchronousTestCase) -> str:
@@ -100,48 +93,22 @@ class TwistdFTPWithLDAPTests(SynchronousTestCase):
         # Twisted's ftp tap takes a bare port number and listens on every
         # interface; a free loopback port is the best a test can do.
         self.port = freePort()
-        self.process = subprocess.Popen(
-            [
-                str(TWISTD),
-                "-n",
-                "--pidfile=",
-                f"--logfile={self.log}",
-                "ftp",
-                "--port",
-                str(self.port),
-                "--root",
-                str(work / "anonymous"),
-                "--auth",
-                f"ldap:config={config}",
-            ],
+        self.process = runTwistd(
+            self,
+            f"--logfile={self.log}",
+            "ftp",
+            "--port",
+            str(self.port),
+            "--root",
+            str(work / "anonymous"),
+            "--auth",
+            f"ldap:config={config}",
             cwd=work,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
         )
-        self.addCleanup(self.stop)
-        self.waitListening()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def waitListening(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.fail(f"twistd ftp exited:\n{self.log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.fail(f"twistd ftp is not listening:\n{self.log.read_text()}")
+        try:
+            waitForPort(self.port, self.process)
+        except AssertionError as e:
+            self.fail(f"{e}\n{self.log.read_text()}")
 
     def login(self, user: str, password: str) -> str:
         ftp = ftplib.FTP()
