@@ -134,6 +134,26 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
             ],
         )
 
+    def test_ehloOneWrite(self) -> None:
+        """The whole multi-line EHLO reply goes to the transport in one write."""
+        server, transport = self.connect()
+        writes: list[bytes] = []
+        write = transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        transport.write = counting  # type: ignore[method-assign]
+        server.dataReceived(b"EHLO client.example\r\n")
+        self.assertEqual(
+            writes,
+            [
+                b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n"
+                b"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"
+            ],
+        )
+
     def test_ehloAfterTLS(self) -> None:
         """After STARTTLS, EHLO offers AUTH and no more STARTTLS."""
         server, transport = self.connect()

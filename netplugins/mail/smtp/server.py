@@ -167,6 +167,19 @@ class SMTPServer(LineSession):
             text = f"{enhanced} {text}"
         self.transport.write(f"{code} {text}\r\n".encode("utf-8", "replace"))
 
+    def replyLines(self, code: int, lines: list[str]) -> None:
+        """
+        Send a multi-line reply in one write: clients that read a reply with
+        one C{recv} (sslscan's STARTTLS probe) would otherwise see half of it.
+        """
+        last = len(lines) - 1
+        self.transport.write(
+            "".join(
+                f"{code}{' ' if i == last else '-'}{line}\r\n"
+                for i, line in enumerate(lines)
+            ).encode("utf-8", "replace")
+        )
+
     def _error(self, code: int, enhanced: str, text: str) -> None:
         self.reply(code, enhanced, text)
         self.errors += 1
@@ -247,9 +260,7 @@ class SMTPServer(LineSession):
             lines.append("STARTTLS")
         if self._authAllowed() and self.account is None:
             lines.append("AUTH PLAIN LOGIN")
-        for line in lines[:-1]:
-            self.transport.write(f"250-{line}\r\n".encode())
-        self.transport.write(f"250 {lines[-1]}\r\n".encode())
+        self.replyLines(250, lines)
 
     def smtp_NOOP(self, argument: str) -> None:
         self.reply(250, "2.0.0", "Ok")
