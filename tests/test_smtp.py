@@ -417,9 +417,44 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         for user in ["alice", "bob"]:
             [message] = self.world.newMessages(user)
             headers, _, body = message.partition(b"\r\n\r\n")
-            self.assertTrue(headers.startswith(b"Received: from client.test ("))
+            self.assertTrue(
+                headers.startswith(
+                    b"Return-Path: <x@remote.test>\r\nReceived: from client.test ("
+                )
+            )
             self.assertIn(b"by mx.test (netplugins) with ESMTP id ", headers)
             self.assertEqual(body, b".dot\r\nbody\r\n")
+
+    def test_returnPathNullSender(self) -> None:
+        """The null sender is delivered with C{Return-Path: <>} first."""
+        server, transport = self.connect()
+        self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+            b"Subject: bounce\r\n\r\nbody\r\n.\r\n",
+        )
+        [message] = self.world.newMessages("alice")
+        self.assertTrue(message.startswith(b"Return-Path: <>\r\nReceived: from c ("))
+
+    def test_relayedWithoutReturnPath(self) -> None:
+        """A relayed copy is not final delivery: it gets no C{Return-Path:}."""
+        server, transport = self.secured(relay=self.relay)
+        self.talk(
+            server,
+            transport,
+            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
+        self.talk(
+            server,
+            transport,
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<x@remote.test>\r\n"
+            b"DATA\r\n\r\nbody\r\n.\r\n",
+        )
+        self.assertEqual(
+            [(s, r, d[:10]) for s, r, d in self.relayed],
+            [("alice@example.org", ["x@remote.test"], b"Received: ")],
+        )
 
     def test_unknownLocalUser(self) -> None:
         """An unknown local recipient is refused at RCPT with 550 5.1.1."""
@@ -841,6 +876,7 @@ class RealSocketTests(TestCase):
         def check(refused: dict[str, Any]) -> None:
             self.assertEqual(refused, {})
             [stored] = self.maildirMessages(os.path.join(self.directory, "mail"), "bob")
+            self.assertTrue(stored.startswith(b"Return-Path: <alice@example.org>\r\n"))
             self.assertIn(b"with ESMTPSA id", stored)
             parsed = email.message_from_bytes(stored, policy=email.policy.default)
             [part] = list(parsed.iter_attachments())  # type: ignore[attr-defined]
@@ -906,6 +942,7 @@ class RealSocketTests(TestCase):
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             self.assertIn("250 2.0.0 Ok: queued as", result.stdout)
             [stored] = self.maildirMessages(os.path.join(self.directory, "mail"), "bob")
+            self.assertTrue(stored.startswith(b"Return-Path: <alice@example.org>\r\n"))
             self.assertIn(b"with ESMTPSA id", stored)
 
         return deferToThread(run).addCallback(check)

@@ -23,8 +23,9 @@ Rules it keeps:
     delivered to its Maildir, one of its LDAP C{mail} values, or C{<>};
     any other gets 553 5.7.1.
   - Local domains: recipients resolved at RCPT through L{LocalUsers}, unknown
-    ones refused (550 5.1.1); delivered to each user's INBOX with a
-    C{Received:} header; 250 only once every copy is fsynced.
+    ones refused (550 5.1.1); delivered to each user's INBOX with
+    C{Return-Path:} and C{Received:} headers; 250 only once every copy is
+    fsynced.
   - Foreign domains: refused (550 5.7.1) unless the client authenticated and a
     relay (smarthost) is configured.  No open relay.
   - DATA ends only at CRLF.CRLF after a CRLF-terminated line; a message with a
@@ -554,9 +555,12 @@ class SMTPServer(LineSession):
         users = sorted({user for _, user in self.recipients if user is not None})
         foreign = [address for address, user in self.recipients if user is None]
         sender = self.mailFrom or ""
+        # Final delivery records the envelope sender (RFC 5321 section 4.4);
+        # relayed copies are not final, so they go without it.
+        local = f"Return-Path: <{sender}>\r\n".encode("ascii", "replace") + message
         # One all-or-nothing delivery for the local copies: a 452 must not
         # leave some recipients served (the client will send again).
-        work: list[Deferred[Any]] = [self.factory.store.deliverMany(users, message)]
+        work: list[Deferred[Any]] = [self.factory.store.deliverMany(users, local)]
         if foreign:
             assert self.config.relay is not None
             work.append(self.config.relay(sender, foreign, message))
