@@ -456,6 +456,31 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             [("alice@example.org", ["x@remote.test"], b"Received: ")],
         )
 
+    def test_unicodeRecipient(self) -> None:
+        """A non-ASCII recipient without SMTPUTF8 is refused 553 5.6.7."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\n" + "RCPT TO:<jürgen@example.org>\r\n".encode(),
+        )
+        self.assertEqual(
+            lines[-1], "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+        )
+
+    def test_rcptParameter(self) -> None:
+        """An RCPT parameter such as NOTIFY= (no DSN offered) gets 555 5.5.4."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\n"
+            b"RCPT TO:<alice@example.org> NOTIFY=SUCCESS,FAILURE\r\n",
+        )
+        self.assertEqual(
+            lines[-1], "555 5.5.4 Unsupported option: NOTIFY=SUCCESS,FAILURE"
+        )
+
     def test_unknownLocalUser(self) -> None:
         """An unknown local recipient is refused at RCPT with 550 5.1.1."""
         server, transport = self.connect()
@@ -903,6 +928,26 @@ class RealSocketTests(TestCase):
         return deferToThread(send).addCallback(
             self.assertEqual,
             {"v@victim.test": (550, b"5.7.1 <v@victim.test>: Relay access denied")},
+        )
+
+    def test_smtplibRecipientRefusals(self) -> Deferred[None]:
+        """smtplib: NOTIFY= gets 555 5.5.4, a UTF-8 address 553 5.6.7."""
+        port = self.start()["np-smtp"]
+
+        def send() -> list[tuple[int, bytes]]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.ehlo("client.test")
+                client.mail("")
+                notify = client.rcpt("alice@example.org", ["NOTIFY=FAILURE"])
+                client.send("RCPT TO:<jürgen@example.org>\r\n".encode())
+                return [notify, client.getreply()]
+
+        return deferToThread(send).addCallback(
+            self.assertEqual,
+            [
+                (555, b"5.5.4 Unsupported option: NOTIFY=FAILURE"),
+                (553, b"5.6.7 Must declare SMTPUTF8 to send unicode address"),
+            ],
         )
 
     def test_swaksPipelining(self) -> Deferred[None]:

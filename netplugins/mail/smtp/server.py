@@ -216,7 +216,14 @@ class SMTPServer(LineSession):
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            self._error(500, "5.5.2", "Error: command not recognized")
+            if line[:5].upper() in (b"MAIL ", b"RCPT "):
+                # An internationalised address: what Postfix answers when
+                # the client did not ask for SMTPUTF8 (which is not offered).
+                self._error(
+                    553, "5.6.7", "Must declare SMTPUTF8 to send unicode address"
+                )
+            else:
+                self._error(500, "5.5.2", "Error: command not recognized")
             return
         verb, _, argument = text.partition(" ")
         handler = None
@@ -450,10 +457,15 @@ class SMTPServer(LineSession):
             self._error(503, "5.5.1", "Error: need MAIL command")
             return
         parsed = _parsePath(argument, "TO:")
-        if parsed is None or parsed[1]:
+        if parsed is None:
             self._error(501, "5.5.4", "Syntax: RCPT TO:<address>")
             return
-        address = parsed[0]
+        address, params = parsed
+        if params:
+            # No RCPT parameter is offered (no DSN, so no NOTIFY= or ORCPT=):
+            # RFC 5321 section 4.1.1.11.
+            self._error(555, "5.5.4", f"Unsupported option: {params[0]}")
+            return
         parts = splitAddress(address)
         if parts is None:
             self._error(501, "5.1.3", "Bad recipient address syntax")
