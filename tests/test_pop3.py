@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.cred.htpasswd import hashPassword
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.pop3 import POP3Config, POP3Factory, POP3Server, byteStuff, topOf
 from netplugins.service import listeningPorts
@@ -31,8 +32,17 @@ from tests.pki import PKI
 from tests.support import WatermarkTransport
 
 TLS = object()
+CAROL_PASSWORD = "pässwörd-日本"
 FIRST = b"Subject: one\r\nFrom: x@remote.test\r\n\r\nline 1\r\n.dotted\r\nline 3\r\n"
 SECOND = b"Subject: two\r\n\r\nbody\r\n"
+
+
+def addUser(htpasswd: str, name: str, password: str) -> None:
+    """
+    Add C{name} with C{password} (cheap bcrypt) to the htpasswd file C{htpasswd}.
+    """
+    with open(htpasswd, "a", encoding="utf-8") as f:
+        f.write(f"{name}:{hashPassword(password, cost=4)}\n")
 
 
 class POP3TestMixin:
@@ -159,6 +169,35 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
         self.assertEqual(
             self.talk(server, transport, b"USER alice\r\nPASS nope\r\n")[-1],
             "-ERR [AUTH] Authentication failed",
+        )
+
+    def test_passUTF8(self) -> None:
+        """PASS with a UTF-8 password logs in with the password's own bytes."""
+        addUser(self.world.htpasswd, "carol", CAROL_PASSWORD)
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        line = b"USER carol\r\nPASS " + CAROL_PASSWORD.encode() + b"\r\n"
+        self.assertEqual(
+            self.talk(server, transport, line),
+            ["+OK Send PASS", "+OK 0 messages (0 octets)"],
+        )
+
+    def test_passInvalidUTF8(self) -> None:
+        """PASS with bytes that are not UTF-8 is refused with -ERR."""
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        self.assertEqual(
+            self.talk(server, transport, b"USER alice\r\nPASS \xff\xfe\r\n"),
+            ["+OK Send PASS", "-ERR Invalid UTF-8 in argument"],
+        )
+        self.assertFalse(transport.disconnecting)
+
+    def test_commandStaysASCII(self) -> None:
+        """A non-ASCII command or an argument of another command is refused."""
+        server, transport = self.connect()
+        self.assertEqual(
+            self.talk(server, transport, b"N\xc3\x96OP\r\nAUTH PL\xc3\x84IN\r\n"),
+            ["-ERR Unknown command", "-ERR Invalid ASCII in argument"],
         )
 
     def test_authPlain(self) -> None:
@@ -456,3 +495,41 @@ class PoplibTests(TestCase):
             check(await deferToThread(run))
 
         return Deferred.fromCoroutine(scenario())
+
+    def test_poplibUTF8Password(self) -> Deferred[None]:
+        """poplib's USER/PASS with a non-ASCII password (sent as UTF-8) logs in."""
+        directory = os.path.abspath(self.mktemp())
+        pki = PKI(os.path.join(directory, "pki"))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        htpasswd = writeHtpasswd(directory)
+        addUser(htpasswd, "carol", CAROL_PASSWORD)
+        root = os.path.join(directory, "mail")
+        waitForSessions(self, POP3Server)
+        service = pop3Service(
+            POP3Settings(
+                maildirRoot=root,
+                listen=("tcp:0:interface=127.0.0.1",),
+                tlsCert=(cert,),
+                tlsKey=(key,),
+                auth=(f"htpasswd:{htpasswd}",),
+                stateDir=directory,
+            )
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, address, _)] = listeningPorts(service)
+        context = ssl.create_default_context(cafile=pki.caPath)
+
+        def session() -> tuple[bytes, tuple[int, int]]:
+            client = poplib.POP3("127.0.0.1", address.port, timeout=10)
+            try:
+                client.stls(context)
+                client.user("carol")
+                return client.pass_(CAROL_PASSWORD), client.stat()
+            finally:
+                client.quit()
+
+        def check(result: tuple[bytes, tuple[int, int]]) -> None:
+            self.assertEqual(result, (b"+OK 0 messages (0 octets)", (0, 0)))
+
+        return deferToThread(session).addCallback(check)

@@ -173,13 +173,12 @@ class POP3Server(LineSession):
             pending, self._pending = self._pending, None
             pending(line)
             return
+        rawVerb, _, rawArgument = line.partition(b" ")
         try:
-            text = line.decode("ascii")
+            verb = rawVerb.decode("ascii").upper()
         except UnicodeDecodeError:
             self._error("Unknown command")
             return
-        verb, _, argument = text.partition(" ")
-        verb = verb.upper()
         allowed: tuple[str, ...]
         if self.account is None:
             allowed = ("CAPA", "STLS", "USER", "PASS", "AUTH", "QUIT", "NOOP")
@@ -199,7 +198,16 @@ class POP3Server(LineSession):
         if verb not in allowed:
             self._error("Unknown command or wrong state")
             return
-        getattr(self, "pop_" + verb)(argument.strip())
+        # A user name or password may be UTF-8 (poplib, fetchmail and getmail
+        # send it raw, as IMAP LOGIN and SASL PLAIN carry it); it reaches the
+        # checker as the very bytes sent, stripped of ASCII spaces only.
+        encoding = "utf-8" if verb in ("USER", "PASS") else "ascii"
+        try:
+            argument = rawArgument.strip().decode(encoding)
+        except UnicodeDecodeError:
+            self._error(f"Invalid {encoding.upper()} in argument")
+            return
+        getattr(self, "pop_" + verb)(argument)
 
     # AUTHORIZATION state
 
@@ -231,7 +239,7 @@ class POP3Server(LineSession):
         if not argument:
             self._error("Syntax: USER name")
             return
-        self.user = argument.encode()
+        self.user = argument.encode("utf-8")
         self.ok("Send PASS")
 
     def pop_PASS(self, argument: str) -> None:
@@ -239,7 +247,7 @@ class POP3Server(LineSession):
             self._error("USER first")
             return
         user, self.user = self.user, None
-        self._login(user, argument.encode())
+        self._login(user, argument.encode("utf-8"))
 
     def pop_AUTH(self, argument: str) -> None:
         mechanism, _, initial = argument.partition(" ")
