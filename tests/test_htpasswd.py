@@ -647,6 +647,17 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(first), "bob")
         self.assertEqual(self.successResultOf(second), "bob")
 
+    def test_recipientLookupRereads(self) -> None:
+        """A recipient lookup re-reads a changed file in the runner, as a login does."""
+        writeFile(self.path, f"alice:{ALICE}\nbob:{BOB}\n")
+        d = self.checker.lookupRecipient("Bob@example.org")
+        self.assertEqual([f for f, _, _ in self.runner.calls], [htpasswd._load])
+        self.runner.runAll()
+        self.assertEqual(self.successResultOf(d), "bob")
+        d = self.checker.lookupRecipient("bob@example.org")
+        self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.successResultOf(d), "bob")
+
     def test_reload(self) -> None:
         """
         C{reload()} re-reads the file and reports whether it is in force.

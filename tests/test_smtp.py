@@ -17,9 +17,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.cred.htpasswd import hashPassword
 from netplugins.mail.maildir import files
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
@@ -482,12 +484,17 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         )
 
     def test_unknownLocalUser(self) -> None:
-        """An unknown local recipient is refused at RCPT with 550 5.1.1."""
+        """An unknown local recipient is refused at RCPT with 550 5.1.1, logged."""
         server, transport = self.connect()
-        lines = self.talk(
-            server,
-            transport,
-            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n",
+        with capturedLogs() as events:
+            lines = self.talk(
+                server,
+                transport,
+                b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n",
+            )
+        self.assertEqual(
+            [(e["recipient"], e["peer"]) for e in events if "recipient" in e],
+            [("nobody@example.org", str(transport.getPeer()))],
         )
         self.assertEqual(
             lines[-2:],
@@ -497,6 +504,18 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
                 "554 5.5.1 Error: no valid recipients",
             ],
         )
+
+    def test_userAddedToHtpasswd(self) -> None:
+        """A user added to the htpasswd file receives mail before ever logging in."""
+        with open(self.world.htpasswd, "a") as f:
+            f.write(f"carol:{hashPassword('carol-password', cost=4)}\n")
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<carol@example.org>\r\n",
+        )
+        self.assertEqual(lines[-1], "250 2.1.5 Ok")
 
     def test_noOpenRelay(self) -> None:
         """Unauthenticated mail for a foreign domain is refused with 550 5.7.1."""

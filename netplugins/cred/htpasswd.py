@@ -8,8 +8,9 @@ anything weaker is refused when it is loaded, naming the line, so a server never
 starts half-protected.
 
 Hashing costs tens to hundreds of milliseconds of CPU, so every verification runs
-in the shared blocking pool (L{netplugins.threads}).  The file is re-read when its
-size, mtime or inode changes, and on L{reloadAll} (what a SIGHUP handler calls); a
+in the shared blocking pool (L{netplugins.threads}).  The file is re-read (in
+that pool) when its size, mtime or inode changes, found at a login or a mail
+recipient lookup, and on L{reloadAll} (what a SIGHUP handler calls); a
 file that no longer loads is logged and the previous users stay in force.
 """
 
@@ -390,6 +391,17 @@ def _check(users: Users, name: str, password: str) -> str | None:
     return None if matched else "wrong password"
 
 
+def _recipient(users: Users, local: str) -> str | None:
+    """
+    The user of C{users} that the local part C{local} names, or C{None}.
+    """
+    entries = users.entries
+    if local in entries:
+        return local
+    folded = [name for name in entries if name.casefold() == local.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
 def _forLog(username: object) -> object:
     # Screening refuses over-long names; they must not flood the log either.
     if isinstance(username, str | bytes):
@@ -580,14 +592,11 @@ class HtpasswdChecker:
     def lookupRecipient(self, address: str) -> Deferred[str | None]:
         """
         The user named by C{address}'s local part: exactly, or ignoring case
-        when that names one user only (of the users in force).
+        when that names one user only.  A changed file is re-read first, as a
+        login does, so a user just added receives mail before logging in.
         """
         local = address.rpartition("@")[0]
-        entries = self._users.entries
-        if local in entries:
-            return succeed(local)
-        folded = [name for name in entries if name.casefold() == local.casefold()]
-        return succeed(folded[0] if len(folded) == 1 else None)
+        return self._current().addCallback(_recipient, local)
 
     def mailboxFor(self, avatarId: str) -> Deferred[str | None]:
         """

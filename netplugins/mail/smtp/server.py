@@ -493,6 +493,11 @@ class SMTPServer(LineSession):
         if self._lost:
             return
         if user is None:
+            self.log.info(
+                "np-smtp: unknown recipient <{recipient}> refused for {peer}",
+                recipient=address,
+                peer=str(self.transport.getPeer()),
+            )
             self._error(
                 550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown"
             )
