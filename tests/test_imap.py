@@ -10,6 +10,7 @@ import email
 import email.message
 import imaplib
 import os
+import re
 import socket
 import ssl
 import time
@@ -1047,6 +1048,32 @@ class RealClientTests(TestCase):
                     "flags": (),
                 },
             )
+
+        return deferToThread(session).addCallback(check)
+
+    def test_uidValidityAfterDeleteAndCreate(self) -> Deferred[Any]:
+        """imaplib: a name deleted and created in one second gets a new UIDVALIDITY."""
+
+        def session() -> list[bytes]:
+            c = imaplib.IMAP4("127.0.0.1", self.port)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            replies = []
+            for _ in range(2):
+                c.create("Demo")
+                replies.append(c.append("Demo", None, None, b"Subject: x\r\n\r\n")[1])
+                c.delete("Demo")
+            c.logout()
+            return [r[0] for r in replies]
+
+        def check(replies: list[bytes]) -> None:
+            codes = [re.match(rb"\[APPENDUID (\d+) (\d+)\]", r) for r in replies]
+            [(first, uid1), (second, uid2)] = [
+                (int(m.group(1)), int(m.group(2))) for m in codes if m
+            ]
+            self.assertEqual((uid1, uid2), (1, 1))
+            self.assertGreater(second, first)
+            self.assertLess(second, 2**32)
 
         return deferToThread(session).addCallback(check)
 

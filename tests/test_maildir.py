@@ -22,6 +22,7 @@ from netplugins.mail.maildir.errors import (
     DiskFullError,
     FolderExistsError,
     MailboxLockedError,
+    MaildirError,
     NoSuchFolderError,
 )
 from netplugins.mail.maildir.files import UIDLIST
@@ -270,6 +271,63 @@ class ScanTests(StoreMixin, SynchronousTestCase):
             f.write(b"\xffgarbage")
         state = self.result(inbox.scan())
         self.assertEqual([m.uid for m in state.messages], [1])
+
+    def test_uidValidityNotReusedAfterDelete(self) -> None:
+        """A folder deleted and made again in the second gets a higher UIDVALIDITY."""
+        self.patch(files, "now", lambda: 1796537977)
+        store = self.makeStore()
+        demo = store.folder("alice", "Demo")
+        self.result(store.createFolder("alice", "Demo"))
+        first = self.result(demo.append(b"one")).uid, self.result(demo.scan())
+        self.result(store.deleteFolder("alice", "Demo"))
+        self.result(store.createFolder("alice", "Demo"))
+        second = self.result(demo.append(b"two")).uid, self.result(demo.scan())
+        self.assertEqual((first[0], second[0]), (1, 1))
+        self.assertEqual(first[1].uidValidity, 1796537977)
+        self.assertEqual(second[1].uidValidity, 1796537978)
+
+    def test_uidValidityNotReusedAfterRename(self) -> None:
+        """A folder renamed onto a deleted name of higher UIDVALIDITY gets a new one."""
+        self.patch(files, "now", lambda: 1796537977)
+        store = self.makeStore()
+        for name in ["Old", "Demo"]:
+            self.result(store.createFolder("alice", name))
+            self.result(store.folder("alice", name).append(b"m"))
+        demo = self.result(store.folder("alice", "Demo").scan()).uidValidity
+        self.result(store.deleteFolder("alice", "Demo"))
+        self.result(store.renameFolder("alice", "Old", "Demo"))
+        renamed = self.result(store.folder("alice", "Demo").scan())
+        self.assertEqual(
+            (demo, renamed.uidValidity, [m.uid for m in renamed.messages]),
+            (1796537978, 1796537979, [1]),
+        )
+        # A rename onto a name that never had a higher value keeps its value.
+        self.result(store.renameFolder("alice", "Demo", "New"))
+        moved = self.result(store.folder("alice", "New").scan())
+        self.assertEqual(moved.uidValidity, 1796537979)
+
+    def test_uidValidityRecordedBeforeDelete(self) -> None:
+        """DELETE records a UIDVALIDITY given before the record existed."""
+        self.patch(files, "now", lambda: 1796537977)
+        store = self.makeStore()
+        demo = store.folder("alice", "Demo")
+        self.result(store.createFolder("alice", "Demo"))
+        self.result(demo.scan())
+        os.unlink(os.path.join(store.userPath("alice"), files.UIDVALIDITIES))
+        self.result(store.deleteFolder("alice", "Demo"))
+        self.result(store.createFolder("alice", "Demo"))
+        self.assertEqual(self.result(demo.scan()).uidValidity, 1796537978)
+
+    def test_uidValidity32Bits(self) -> None:
+        """UIDVALIDITY never goes past 32 bits: the store refuses instead."""
+        self.patch(files, "now", lambda: files.MAX_UIDVALIDITY)
+        store = self.makeStore()
+        demo = store.folder("alice", "Demo")
+        self.result(store.createFolder("alice", "Demo"))
+        self.assertEqual(self.result(demo.scan()).uidValidity, 2**32 - 1)
+        self.result(store.deleteFolder("alice", "Demo"))
+        self.result(store.createFolder("alice", "Demo"))
+        self.failureResultOf(demo.scan(), MaildirError)
 
     def test_missingFolder(self) -> None:
         """Scanning a folder that does not exist fails with NoSuchFolderError."""

@@ -1,7 +1,8 @@
 """
 The disk work under the Maildir store (L{netplugins.mail.maildir.store}):
 durable writes (write, fsync, rename, fsync the directory), C{flock} locks, the
-folder's UID list file, and turning C{OSError}s into the store's errors.
+folder's UID list file, the user's record of UIDVALIDITY values given, and
+turning C{OSError}s into the store's errors.
 
 Everything here blocks: the store runs it in its thread pool.
 """
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import secrets
+import time
 
 from netplugins.mail.maildir.errors import DiskFullError, MaildirError
 
 UIDLIST = "netplugins-uidlist"
+UIDVALIDITIES = "netplugins-uidvalidity"
+MAX_UIDVALIDITY = 2**32 - 1
 _UIDLIST_MAGIC = "netplugins-uidlist 1"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -143,6 +148,91 @@ class Uidlist:
             f"{uid} {key}" for key, uid in sorted(self.uids.items(), key=lambda i: i[1])
         )
         replaceFile(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def now() -> int:
+    """
+    The current time in whole seconds (tests replace it to freeze the clock).
+    """
+    return int(time.time())
+
+
+class UidValidities:
+    """
+    The UIDVALIDITY values given to one user's folders, in
+    C{netplugins-uidvalidity} in the user's Maildir: the highest one given, and
+    the highest one each folder name had.
+
+    RFC 3501 section 2.3.1.1 wants a folder name, its UIDVALIDITY and a UID to
+    name one message forever, so a new UID list (a folder created again after
+    a delete, or whose uidlist was lost) must get a value above any its name
+    ever had, even within the second: the clock alone would give the old
+    value again.  Read and rewritten (atomically) under an exclusive C{flock}
+    on C{netplugins-uidvalidity.lock}; taken inside a folder's lock, never
+    around one.
+    """
+
+    def __init__(self, directory: str) -> None:
+        """
+        @param directory: the user's Maildir.
+        """
+        self.path = os.path.join(directory, UIDVALIDITIES)
+
+    def _read(self) -> tuple[int, dict[str, int]]:
+        # A missing or unreadable record leaves the clock as the only floor,
+        # which is what every value was before the record existed.
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                record = json.load(f)
+            names = {str(k): int(v) for k, v in record["names"].items()}
+            return int(record["highest"]), names
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return 0, {}
+
+    def _write(self, highest: int, names: dict[str, int]) -> None:
+        record = {"highest": highest, "names": names}
+        replaceFile(self.path, json.dumps(record, sort_keys=True).encode("utf-8"))
+
+    def _update(self, name: str, validity: int | None) -> int:
+        with Locked(self.path + ".lock"):
+            highest, names = self._read()
+            if validity is None or validity <= names.get(name, 0):
+                validity = max(now(), highest + 1)
+                if validity > MAX_UIDVALIDITY:
+                    raise MaildirError("no 32-bit UIDVALIDITY left")
+            names[name] = validity
+            self._write(max(highest, validity), names)
+            return validity
+
+    def new(self, name: str) -> int:
+        """
+        A UIDVALIDITY for a new UID list of folder C{name}: above every value
+        given to any folder of the user (so above any C{name} ever had), at
+        least the current time, non-zero and 32-bit; recorded before it is
+        returned.
+
+        @raise MaildirError: if 32 bits are used up.
+        """
+        return self._update(name, None)
+
+    def keep(self, name: str, validity: int) -> int:
+        """
+        The UIDVALIDITY of a folder renamed to C{name} that had C{validity}:
+        C{validity} itself if C{name} never had as high a value, else a
+        L{new} one.
+        """
+        return self._update(name, validity)
+
+    def remember(self, name: str, validity: int) -> None:
+        """
+        Record that folder C{name} had C{validity} (it is being deleted: its
+        value may predate this record).
+        """
+        with Locked(self.path + ".lock"):
+            highest, names = self._read()
+            if validity > names.get(name, 0):
+                names[name] = validity
+                self._write(max(highest, validity), names)
 
 
 def replaceFile(path: str, data: bytes) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from netplugins.mail.maildir.files import (
     UIDLIST,
     Locked,
     Uidlist,
+    UidValidities,
     fsyncDirectory,
     fsyncFile,
     storeError,
@@ -112,7 +112,8 @@ class Folder:
     def _loadUids(self) -> Uidlist:
         uidlist = Uidlist.read(os.path.join(self.path, UIDLIST))
         if uidlist is None:
-            uidlist = Uidlist(int(time.time()), 1, {})
+            validities = UidValidities(self.store.userPath(self.user))
+            uidlist = Uidlist(validities.new(self.name), 1, {})
         return uidlist
 
     def _scanLocked(self, claimNew: bool) -> FolderState:

@@ -22,6 +22,11 @@ Guarantees:
     exclusive C{flock} on C{netplugins-uidlist.lock}, so several processes (and
     several threads: C{flock} locks belong to open files) can share a folder.
     An unreadable uidlist starts a new UIDVALIDITY.
+  - I{UIDVALIDITY is never given twice to a name}: a new uidlist's value is
+    above every value the user's folders had (C{netplugins-uidvalidity} in the
+    user's Maildir records them), so a folder deleted and created again
+    within the second, or renamed onto a deleted folder's name, cannot
+    serve an old UID for a new message (RFC 3501 section 2.3.1.1).
   - I{Nothing blocks the reactor}: every method that touches the disk runs in
     a thread pool (C{netplugins-maildir}) and returns a Deferred.
 
@@ -76,8 +81,11 @@ from netplugins.mail.maildir.errors import (
     NoSuchFolderError,
 )
 from netplugins.mail.maildir.files import (
+    UIDLIST,
     Locked,
     MailboxLock,
+    Uidlist,
+    UidValidities,
     fsyncDirectory,
     makeMaildir,
     replaceFile,
@@ -282,10 +290,15 @@ class MaildirStore:
         trash = os.path.join(
             self.userPath(user), "tmp", "deleted-" + secrets.token_hex(8)
         )
+        # Every value given is recorded when given; this records one given
+        # before the record existed.
+        uidlist = Uidlist.read(os.path.join(folder.path, UIDLIST))
         try:
             os.rename(folder.path, trash)
         except FileNotFoundError:
             raise NoSuchFolderError(f"no folder {name!r}") from None
+        if uidlist is not None:
+            UidValidities(self.userPath(user)).remember(folder.name, uidlist.validity)
         shutil.rmtree(trash, ignore_errors=True)
 
     def deleteFolder(self, user: str, name: str) -> Deferred[None]:
@@ -306,18 +319,33 @@ class MaildirStore:
             raise FolderExistsError(f"folder {new!r} exists")
         base = self.userPath(user)
         prefix = "." + old + "."
-        children = [e for e in os.listdir(base) if e.startswith(prefix)]
+        children = [e[len(prefix) :] for e in os.listdir(base) if e.startswith(prefix)]
         os.rename(source.path, target.path)
         for child in children:
             os.rename(
-                os.path.join(base, child),
-                os.path.join(base, "." + new + "." + child[len(prefix) :]),
+                os.path.join(base, prefix + child),
+                os.path.join(base, "." + new + "." + child),
             )
+        validities = UidValidities(base)
+        for moved in [target.name] + [f"{new}.{child}" for child in children]:
+            folder = self.folder(user, moved)
+            if not os.path.isdir(folder.path):
+                continue
+            with folder._lock():
+                path = os.path.join(folder.path, UIDLIST)
+                uidlist = Uidlist.read(path)
+                if uidlist is None:
+                    continue  # its first scan takes a new value
+                validity = validities.keep(folder.name, uidlist.validity)
+                if validity != uidlist.validity:
+                    uidlist.validity = validity
+                    uidlist.write(path)
 
     def renameFolder(self, user: str, old: str, new: str) -> Deferred[None]:
         """
         Rename folder C{old} and its subfolders to C{new}; UIDs and
-        UIDVALIDITY move with them.
+        UIDVALIDITY move with them, but a folder arriving on a name that once
+        had as high a UIDVALIDITY takes a new one.
 
         @raise NoSuchFolderError: or L{FolderExistsError} (in the Deferred).
         """
