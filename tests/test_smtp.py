@@ -517,6 +517,41 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         )
         self.assertEqual(lines[-1], "250 2.1.5 Ok")
 
+    def test_postmaster(self) -> None:
+        """The postmaster, with or without a local domain, any case, is accepted."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<Postmaster>\r\n"
+            b"RCPT TO:<POSTMASTER@Example.ORG>\r\nRCPT TO:<postmaster@mx.test>\r\n"
+            b"RCPT TO:<postmaster@localhost>\r\nRCPT TO:<postmaster@remote.test>\r\n"
+            b"DATA\r\n\r\nhello\r\n.\r\n",
+        )
+        self.assertEqual(
+            lines[7:13],
+            ["250 2.1.5 Ok"] * 4
+            + [
+                "550 5.7.1 <postmaster@remote.test>: Relay access denied",
+                "354 End data with <CR><LF>.<CR><LF>",
+            ],
+        )
+        [message] = self.world.newMessages("postmaster")
+        self.assertTrue(message.endswith(b"\r\n\r\nhello\r\n"))
+
+    def test_postmasterConfigured(self) -> None:
+        """C{SMTPConfig.postmaster} names the Maildir postmaster mail goes to."""
+        server, transport = self.connect(postmaster="alice")
+        self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\n"
+            b"DATA\r\n\r\nhello\r\n.\r\n",
+        )
+        self.assertEqual(len(self.world.newMessages("alice")), 1)
+        self.assertEqual(self.world.newMessages("postmaster"), [])
+        self.assertRaises(ValueError, SMTPConfig, postmaster="../x")
+
     def test_noOpenRelay(self) -> None:
         """Unauthenticated mail for a foreign domain is refused with 550 5.7.1."""
         server, transport = self.connect(relay=self.relay)
@@ -968,6 +1003,26 @@ class RealSocketTests(TestCase):
                 (553, b"5.6.7 Must declare SMTPUTF8 to send unicode address"),
             ],
         )
+
+    def test_smtplibPostmaster(self) -> Deferred[None]:
+        """smtplib: <postmaster> and <postmaster@localhost> are delivered."""
+        port = self.start()["np-smtp"]
+
+        def send() -> dict[str, Any]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                return client.sendmail(
+                    "x@remote.test",
+                    ["postmaster", "Postmaster@localhost"],
+                    b"Subject: hi\r\n\r\nhello\r\n",
+                )
+
+        def check(refused: dict[str, Any]) -> None:
+            self.assertEqual(refused, {})
+            root = os.path.join(self.directory, "mail")
+            [stored] = self.maildirMessages(root, "postmaster")
+            self.assertTrue(stored.startswith(b"Return-Path: <x@remote.test>\r\n"))
+
+        return deferToThread(send).addCallback(check)
 
     def test_swaksPipelining(self) -> Deferred[None]:
         """swaks with PIPELINING, STARTTLS and AUTH delivers one message."""

@@ -26,6 +26,9 @@ Rules it keeps:
     ones refused (550 5.1.1); delivered to each user's INBOX with
     C{Return-Path:} and C{Received:} headers; 250 only once every copy is
     fsynced.
+  - The postmaster (C{<postmaster>}, C{postmaster@} a local domain, the
+    host name or C{localhost}, in any case) is always accepted, for the
+    Maildir C{SMTPConfig.postmaster} names (RFC 5321 section 4.5.1).
   - Foreign domains: refused (550 5.7.1) unless the client authenticated and a
     relay (smarthost) is configured.  No open relay.
   - DATA ends only at CRLF.CRLF after a CRLF-terminated line; a message with a
@@ -49,7 +52,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress
@@ -60,6 +63,7 @@ from netplugins.cred.throttle import LoginThrottle
 from netplugins.mail.factory import MailFactory
 from netplugins.mail.linesession import LineSession, plainCredentials
 from netplugins.mail.maildir.errors import DiskFullError
+from netplugins.mail.maildir.names import checkUserName
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.data import MessageReader
 from netplugins.mail.smtp.relay import Relay
@@ -70,6 +74,10 @@ from netplugins.twistedinternals import lineBuffer, setLineBuffer
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 MAX_LINE = 4096
+
+
+def _maildirName(instance: object, attribute: Any, value: str) -> None:
+    checkUserName(value)
 
 
 @frozen
@@ -84,6 +92,10 @@ class SMTPConfig:
         (C{relay(sender, recipients, message) -> Deferred}); C{None}: refuse.
     @ivar closeGrace: seconds a closed session gets to send what is queued
         before it is aborted.
+    @ivar postmaster: the Maildir that mail for the postmaster goes to
+        (RFC 5321 section 4.5.1): C{<postmaster>}, and C{postmaster@} each
+        local domain, the server's host name and C{localhost}, the local part
+        in any case.  It need not be a user's: name a user to have one read it.
     """
 
     hostname: str = "localhost"
@@ -97,6 +109,7 @@ class SMTPConfig:
     preAuthTimeout: float = 120.0
     dataTimeout: float = 600.0
     closeGrace: float = CLOSE_GRACE
+    postmaster: str = field(default="postmaster", validator=_maildirName)
 
 
 def _peerHost(peer: IAddress) -> str:
@@ -466,6 +479,13 @@ class SMTPServer(LineSession):
             # RFC 5321 section 4.1.1.11.
             self._error(555, "5.5.4", f"Unsupported option: {params[0]}")
             return
+        if self._isPostmaster(address):
+            if len(self.recipients) >= self.config.maxRecipients:
+                self.reply(452, "4.5.3", "Error: too many recipients")
+            else:
+                self.recipients.append((address, self.config.postmaster))
+                self.reply(250, "2.1.5", "Ok")
+            return
         parts = splitAddress(address)
         if parts is None:
             self._error(501, "5.1.3", "Bad recipient address syntax")
@@ -488,6 +508,23 @@ class SMTPServer(LineSession):
         d = self.factory.users.resolve(address)
         d.addCallback(self._cbResolved, address)
         self._wait(d)
+
+    def _isPostmaster(self, address: str) -> bool:
+        """
+        Whether C{address} is the postmaster's, which every SMTP server must
+        accept without a domain (RFC 5321 section 4.5.1).
+        """
+        local, at, domain = address.rpartition("@")
+        if not at:
+            local, domain = address, ""
+        if local.casefold() != "postmaster":
+            return False
+        domain = domain.lower().rstrip(".")
+        return (
+            not at
+            or self.factory.users.isLocal(domain)
+            or domain in ("localhost", self.config.hostname.lower())
+        )
 
     def _cbResolved(self, user: str | None, address: str) -> None:
         if self._lost:
