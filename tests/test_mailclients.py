@@ -1,0 +1,212 @@
+"""
+End-to-end tests of C{twistd np-mail} with real mail clients from Debian:
+fetchmail (POP3 with STLS, a non-ASCII password), getmail6 (POP3-SSL into a
+Maildir, the Return-Path np-smtp records) and mbsync (IMAPS, a folder deleted
+and created again within the second gets a new UIDVALIDITY).
+
+A missing client fails the test: C{scripts/debian-packages.txt} names them.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import shutil
+import smtplib
+import ssl
+import subprocess
+from collections.abc import Sequence
+from email.message import EmailMessage
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from netplugins.cred.htpasswd import hashPassword
+from tests.mailfixtures import PASSWORDS, writeHtpasswd
+from tests.pki import PKI
+from tests.support import freePort, runTwistd, waitForPort
+
+DOMAIN = "example.test"
+
+#: A user whose password is not ASCII (np-pop3 refused it before bc2c058).
+UTF8_USER = "carol"
+UTF8_PASSWORD = "pässwörd"
+
+#: Seconds a client may take for one run.
+CLIENT_TIMEOUT = 30
+
+
+class MailHost:
+    """
+    C{twistd np-mail} in a subprocess of C{testCase}: every endpoint on a free
+    loopback port, a certificate from a test CA, the users of
+    L{tests.mailfixtures.PASSWORDS} plus L{UTF8_USER}, domain L{DOMAIN}.
+
+    @ivar directory: the test's temporary directory (state, clients' files).
+    @ivar caPath: the test CA certificate (PEM), for the clients to trust.
+    @ivar ports: endpoint name (C{"submission"}, C{"pop3"}, ...) to port.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase) -> None:
+        self.directory = Path(testCase.mktemp()).resolve()
+        self.directory.mkdir(parents=True)
+        pki = PKI(str(self.directory / "pki"))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        self.caPath = pki.caPath
+        htpasswd = writeHtpasswd(str(self.directory))
+        with open(htpasswd, "a") as f:
+            f.write(f"{UTF8_USER}:{hashPassword(UTF8_PASSWORD, cost=4)}\n")
+        names = ("smtp", "submission", "pop3", "pop3s", "imap", "imaps")
+        self.ports = {name: freePort() for name in names}
+        endpoints = [
+            f"--{name}=tcp:{port}:interface=127.0.0.1"
+            for name, port in self.ports.items()
+        ]
+        self.process = runTwistd(
+            testCase,
+            "np-mail",
+            f"--state-dir={self.directory / 'state'}",
+            f"--domain={DOMAIN}",
+            f"--auth=htpasswd:{htpasswd}",
+            f"--tls-cert={cert}",
+            f"--tls-key={key}",
+            "--hostname=mail.example.test",
+            *endpoints,
+            cwd=self.directory,
+        )
+        for port in self.ports.values():
+            waitForPort(port, self.process)
+
+    def context(self) -> ssl.SSLContext:
+        """
+        A client TLS context trusting the test CA only.
+        """
+        return ssl.create_default_context(cafile=self.caPath)
+
+    def submit(self, user: str, password: str, message: EmailMessage) -> None:
+        """
+        Send C{message} from C{user}'s own address to its C{To} with smtplib
+        (submission port, STARTTLS, AUTH).
+        """
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=10) as smtp:
+            smtp.starttls(context=self.context())
+            smtp.login(user, password)
+            smtp.send_message(message, from_addr=f"{user}@{DOMAIN}")
+
+    def imap(self, user: str) -> imaplib.IMAP4_SSL:
+        """
+        An imaplib session logged in as C{user} over IMAPS.
+        """
+        session = imaplib.IMAP4_SSL(
+            "127.0.0.1", self.ports["imaps"], ssl_context=self.context(), timeout=10
+        )
+        session.login(user, PASSWORDS[user])
+        return session
+
+
+def message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
+    """
+    A plain text message.
+    """
+    out = EmailMessage()
+    out["From"] = sender
+    out["To"] = to
+    out["Subject"] = subject
+    out["Message-ID"] = f"<{subject.replace(' ', '-')}@{DOMAIN}>"
+    out.set_content(body)
+    return out
+
+
+def runClient(
+    testCase: SynchronousTestCase, argv: Sequence[str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run a mail client with L{CLIENT_TIMEOUT}, output captured; fail the test
+    (with its output) if it is not installed or does not finish in time.
+    """
+    if shutil.which(argv[0]) is None:
+        testCase.fail(
+            f"{argv[0]} is not installed (scripts/debian-packages.txt names its"
+            " package; scripts/test installs it)"
+        )
+    try:
+        return subprocess.run(
+            list(argv),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=CLIENT_TIMEOUT,
+            env={**os.environ, "HOME": str(cwd), "LC_ALL": "C.UTF-8"},
+        )
+    except subprocess.TimeoutExpired as e:
+        testCase.fail(f"{' '.join(argv)} still running after {e.timeout} s:\n{e}")
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    """
+    A client's command, status and output, for a failure message.
+    """
+    return (
+        f"{' '.join(result.args)} exited with {result.returncode}\n"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+
+
+def maildirMessages(maildir: Path) -> list[bytes]:
+    """
+    The messages in C{maildir}'s cur/ and new/, in name order.
+    """
+    return [
+        path.read_bytes()
+        for sub in ("cur", "new")
+        if (maildir / sub).is_dir()
+        for path in sorted((maildir / sub).iterdir())
+    ]
+
+
+class FetchmailTests(SynchronousTestCase):
+    """
+    fetchmail against np-mail's POP3.
+    """
+
+    def test_stlsNonASCIIPassword(self) -> None:
+        """fetchmail: STLS, USER and a UTF-8 PASS log in; the message arrives whole."""
+        host = MailHost(self)
+        sent = message(
+            f"alice@{DOMAIN}", f"{UTF8_USER}@{DOMAIN}", "for fetchmail", "Grüße.\n"
+        )
+        host.submit("alice", PASSWORDS["alice"], sent)
+        delivered = host.directory / "delivered.eml"
+        rc = host.directory / "fetchmailrc"
+        rc.write_text(
+            "set no syslog\n"
+            f"poll localhost via 127.0.0.1 protocol pop3 port {host.ports['pop3']}"
+            " auth password\n"
+            f'  user "{UTF8_USER}" password "{UTF8_PASSWORD}"\n'
+            "  sslproto tls1.2+ sslcommonname localhost\n"
+            f"  sslcertck sslcertfile {host.caPath}\n"
+            f'  mda "cat > {delivered}"\n',
+            encoding="utf-8",
+        )
+        rc.chmod(0o600)
+        result = runClient(
+            self,
+            [
+                "fetchmail",
+                "-v",
+                "--nodetach",
+                "-f",
+                str(rc),
+                "--pidfile",
+                str(host.directory / "fetchmail.pid"),
+            ],
+            host.directory,
+        )
+        self.assertEqual(result.returncode, 0, describe(result))
+        self.assertIn("PASS *", result.stdout, describe(result))
+        self.assertTrue(delivered.exists(), describe(result))
+        # The MDA gets the message with LF line ends, after fetchmail's own
+        # Received: header and np-smtp's trace fields.
+        self.assertIn(sent.as_bytes(), delivered.read_bytes(), describe(result))
