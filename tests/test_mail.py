@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netplugins.mail.pop3 import POP3Server
 from netplugins.mail.smtp.server import SMTPServer
 from netplugins.service import listeningPorts
-from netplugins.tap.mail import MailHostSettings, Options, mailService
+from netplugins.tap.mail import MailHostSettings, Options, mailService, makeService
 from tests.mailfixtures import waitForSessions, writeHtpasswd
 from tests.pki import PKI
 from tests.support import runTwistd, waitForPort
@@ -179,6 +179,54 @@ class DeadlineOptionsTests(SynchronousTestCase):
                 imap.config.closeGrace,
             ),
             (7, 7, 7, 0.5, 0.5, 0.5),
+        )
+
+
+class PostmasterOptionTests(SynchronousTestCase):
+    """
+    C{twistd np-mail --postmaster}.
+    """
+
+    def test_postmasterReachesSMTP(self) -> None:
+        """--postmaster alice reaches the SMTPConfig of SMTP and submission."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from netplugins.service import ListeningService
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        options = Options()
+        options.parseOptions(
+            [
+                "--smtp",
+                "tcp:25",
+                "--submission",
+                "tcp:587",
+                "--postmaster",
+                "alice",
+                "--auth",
+                f"htpasswd:{writeHtpasswd(directory)}",
+                "--state-dir",
+                directory,
+            ]
+        )
+        service = makeService(options, reactor=MemoryReactorClock())
+        postmasters = {}
+        stack: list[Any] = [service]
+        while stack:
+            child = stack.pop()
+            if isinstance(child, ListeningService):
+                postmasters[child.description] = child.factory.config.postmaster
+            stack.extend(getattr(child, "services", []))
+        self.assertEqual(postmasters, {"tcp:25": "alice", "tcp:587": "alice"})
+
+    def test_badPostmaster(self) -> None:
+        """A --postmaster that cannot name a Maildir is a one-line usage error."""
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--postmaster", "../x"]
+        )
+        self.assertEqual(
+            str(error), "Parameter type enforcement failed: bad user name '../x'"
         )
 
 

@@ -27,7 +27,7 @@ from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.service import listeningPorts, validateEndpoint
 from netplugins.session import CLOSE_GRACE
-from netplugins.tap.smtp import Options, SMTPSettings, smtpService
+from netplugins.tap.smtp import Options, SMTPSettings, makeService, smtpService
 from netplugins.tls.server import DEFAULT_HANDSHAKE_TIMEOUT
 from tests.mailfixtures import (
     DOMAIN,
@@ -1021,6 +1021,43 @@ class RealSocketTests(TestCase):
             root = os.path.join(self.directory, "mail")
             [stored] = self.maildirMessages(root, "postmaster")
             self.assertTrue(stored.startswith(b"Return-Path: <x@remote.test>\r\n"))
+
+        return deferToThread(send).addCallback(check)
+
+    def test_smtplibPostmasterOption(self) -> Deferred[None]:
+        """np-smtp --postmaster alice: smtplib's mail to <postmaster> reaches alice."""
+        options = Options()
+        options.parseOptions(
+            [
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--domain",
+                DOMAIN,
+                "--auth",
+                f"htpasswd:{self.htpasswd}",
+                "--state-dir",
+                self.directory,
+                "--postmaster",
+                "alice",
+            ]
+        )
+        service = makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, address, _)] = listeningPorts(service)
+
+        def send() -> dict[str, Any]:
+            with smtplib.SMTP("127.0.0.1", address.port, timeout=10) as client:
+                return client.sendmail(
+                    "x@remote.test", ["postmaster"], b"Subject: hi\r\n\r\nhello\r\n"
+                )
+
+        def check(refused: dict[str, Any]) -> None:
+            self.assertEqual(refused, {})
+            root = os.path.join(self.directory, "mail")
+            [stored] = self.maildirMessages(root, "alice")
+            self.assertIn(b"\r\n\r\nhello\r\n", stored)
+            self.assertFalse(os.path.exists(os.path.join(root, "postmaster")))
 
         return deferToThread(send).addCallback(check)
 

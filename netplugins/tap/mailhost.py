@@ -19,6 +19,7 @@ from twisted.application.service import MultiService
 
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.limits.tracker import ConnectionTracker
+from netplugins.mail.maildir.names import checkUserName
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.users import LocalUsers, MailRealm
@@ -62,9 +63,17 @@ class MailSettings(ServiceSettings):
 @frozen(kw_only=True)
 class SmarthostSettings(MailSettings):
     """
-    The mail settings of the plugins that take mail for other domains (np-smtp
-    and np-mail): where authenticated users' foreign mail is relayed.
+    The mail settings of the plugins that run SMTP (np-smtp and np-mail):
+    where authenticated users' foreign mail is relayed, and the Maildir
+    postmaster mail goes to.
     """
+
+    postmaster: str = setting(
+        "postmaster",
+        "The Maildir that mail for <postmaster> goes to (name a user to have "
+        "them read it).",
+        checkUserName,
+    )
 
     smarthost: str | None = setting(
         None,

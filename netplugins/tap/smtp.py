@@ -134,6 +134,7 @@ def smtpListeners(
             relay=relay,
             preAuthTimeout=parts.preAuthTimeout(),
             closeGrace=parts.closeGrace,
+            postmaster=settings.postmaster,
         )
         factory = SMTPFactory(
             parts.store,
