@@ -9,6 +9,8 @@ A missing client fails the test: C{scripts/debian-packages.txt} names them.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import imaplib
 import os
 import shutil
@@ -210,3 +212,65 @@ class FetchmailTests(SynchronousTestCase):
         # The MDA gets the message with LF line ends, after fetchmail's own
         # Received: header and np-smtp's trace fields.
         self.assertIn(sent.as_bytes(), delivered.read_bytes(), describe(result))
+
+
+class GetmailTests(SynchronousTestCase):
+    """
+    getmail6 against np-mail's POP3S.
+    """
+
+    def test_returnPath(self) -> None:
+        """getmail6 over POP3-SSL: Return-Path: is the SMTP envelope sender."""
+        host = MailHost(self)
+        # The From: header names someone else, so that only the envelope
+        # (MAIL FROM) can have given the Return-Path.
+        sent = message(
+            "Alias <alias@elsewhere.test>", f"bob@{DOMAIN}", "for getmail", "Hi.\n"
+        )
+        host.submit("alice", PASSWORDS["alice"], sent)
+        maildir = host.directory / "Maildir"
+        # getmail refuses to deliver as root: then it delivers as nobody,
+        # who must reach the Maildir (mktemp's directory is private).
+        asRoot = os.geteuid() == 0
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True)
+            if asRoot:
+                (maildir / sub).chmod(0o777)
+        if asRoot:
+            for parent in maildir.parents:
+                if parent == Path.cwd():
+                    break
+                parent.chmod(parent.stat().st_mode | 0o055)
+        rc = host.directory / "getmailrc"
+        rc.write_text(
+            "[retriever]\n"
+            "type = SimplePOP3SSLRetriever\n"
+            "server = 127.0.0.1\n"
+            f"port = {host.ports['pop3s']}\n"
+            "username = bob\n"
+            f"password = {PASSWORDS['bob']}\n"
+            f"ca_certs = {host.caPath}\n"
+            "[destination]\n"
+            "type = Maildir\n"
+            f"path = {maildir}/\n"
+            + ("user = nobody\n" if asRoot else "")
+            + "[options]\n"
+            "verbose = 2\n"
+            "read_all = true\n"
+            "delete = false\n"
+        )
+        result = runClient(
+            self,
+            ["getmail", f"--getmaildir={host.directory}", f"--rcfile={rc}"],
+            host.directory,
+        )
+        self.assertEqual(result.returncode, 0, describe(result))
+        messages = [
+            email.message_from_bytes(raw, policy=email.policy.default)
+            for raw in maildirMessages(maildir)
+        ]
+        self.assertEqual(
+            [(m["Subject"], m.get_all("Return-Path")) for m in messages],
+            [("for getmail", [f"<alice@{DOMAIN}>"])],
+            describe(result),
+        )
