@@ -17,6 +17,7 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+import time
 from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
@@ -274,3 +275,85 @@ class GetmailTests(SynchronousTestCase):
             [("for getmail", [f"<alice@{DOMAIN}>"])],
             describe(result),
         )
+
+
+class MbsyncTests(SynchronousTestCase):
+    """
+    mbsync (isync) against np-mail's IMAPS.
+    """
+
+    def test_folderRecreated(self) -> None:
+        """mbsync: a folder deleted and made again in a second is not synced as old."""
+        host = MailHost(self)
+        local = host.directory / "mail"
+        local.mkdir()
+        rc = host.directory / "mbsyncrc"
+        rc.write_text(
+            "IMAPAccount np\n"
+            "Host localhost\n"
+            f"Port {host.ports['imaps']}\n"
+            "User alice\n"
+            f"Pass {PASSWORDS['alice']}\n"
+            "SSLType IMAPS\n"
+            f"CertificateFile {host.caPath}\n"
+            "\n"
+            "IMAPStore remote\n"
+            "Account np\n"
+            "\n"
+            "MaildirStore local\n"
+            f"Path {local}/\n"
+            f"Inbox {local}/INBOX\n"
+            "SubFolders Verbatim\n"
+            "\n"
+            "Channel demo\n"
+            "Far :remote:\n"
+            "Near :local:\n"
+            "Patterns Demo\n"
+            "Create Near\n"
+            "Sync Pull\n"
+            "SyncState *\n"
+        )
+        argv = ["mbsync", "-V", "-c", str(rc), "demo"]
+        session = host.imap("alice")
+        self.addCleanup(session.logout)
+        # Before 8c2f631 a folder's UIDVALIDITY was the second it was
+        # created in: start at a second's beginning, so that the folder is
+        # created both times within one second, as a fast client does.
+        time.sleep(1 - time.time() % 1)
+        self.assertEqual(session.create("Demo")[0], "OK")
+        appended = [self.append(session, "first")]
+        first = runClient(self, argv, host.directory)
+        self.assertEqual(first.returncode, 0, describe(first))
+        self.assertEqual(subjects(local / "Demo"), ["first"], describe(first))
+        self.assertEqual(session.delete("Demo")[0], "OK")
+        self.assertEqual(session.create("Demo")[0], "OK")
+        appended.append(self.append(session, "second"))
+        second = runClient(self, argv, host.directory)
+        report = f"APPEND replies: {appended}\n{describe(second)}"
+        if second.returncode == 0:
+            self.assertEqual(subjects(local / "Demo"), ["second"], report)
+        else:
+            # mbsync refuses to sync a folder whose UIDVALIDITY changed:
+            # it noticed, and did not keep the old message as current.
+            self.assertRegex(
+                second.stdout + second.stderr, "UIDVALIDITY .*changed", report
+            )
+
+    def append(self, session: imaplib.IMAP4, subject: str) -> bytes:
+        """
+        APPEND a message with C{subject} to Demo; return the reply's text.
+        """
+        sent = message(f"alice@{DOMAIN}", f"alice@{DOMAIN}", subject, "Hi.\n")
+        status, data = session.append("Demo", "", None, sent.as_bytes())
+        self.assertEqual(status, "OK", data)
+        return bytes(data[0])
+
+
+def subjects(maildir: Path) -> list[str]:
+    """
+    The subjects of the messages in C{maildir}, in name order.
+    """
+    return [
+        str(email.message_from_bytes(raw, policy=email.policy.default)["Subject"])
+        for raw in maildirMessages(maildir)
+    ]
