@@ -22,9 +22,11 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.cred.htpasswd import hashPassword
+from netplugins.mail.aliases import AliasFile
 from netplugins.mail.maildir import files
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
+from netplugins.mail.users import LocalUsers
 from netplugins.service import listeningPorts, validateEndpoint
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.smtp import Options, SMTPSettings, makeService, smtpService
@@ -33,6 +35,7 @@ from tests.mailfixtures import (
     DOMAIN,
     MailWorld,
     TLSStringTransport,
+    inline,
     waitForSessions,
     writeHtpasswd,
 )
@@ -807,6 +810,67 @@ class DisciplineTests(SMTPTestMixin, SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
 
 
+class AliasTests(SMTPTestMixin, SynchronousTestCase):
+    """
+    Recipients that are local aliases (C{--aliases}).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        path = self.world.root + "-aliases"
+        with open(path, "w") as f:
+            f.write("team: alice,\n  boss\nboss: bob\nbroken: alice, carol\n")
+            f.write("postmaster: bob\n")
+        self.world.users = LocalUsers(
+            [DOMAIN], [self.world.checker], AliasFile(path, runBlocking=inline)
+        )
+
+    def test_listAlias(self) -> None:
+        """A list alias reaches each Maildir once, with the user also named."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<Team@example.org>\r\n"
+            b"RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: s\r\n\r\nhi\r\n.\r\n",
+        )
+        self.assertEqual(lines[-4:-2], ["250 2.1.5 Ok", "250 2.1.5 Ok"])
+        self.assertTrue(lines[-1].startswith("250 2.0.0 Ok: queued as "))
+        self.assertEqual(
+            [len(self.world.newMessages(user)) for user in ("alice", "bob")], [1, 1]
+        )
+
+    def test_unknownTarget(self) -> None:
+        """An alias to an unknown user is refused at RCPT with 550 5.1.1, logged."""
+        server, transport = self.connect()
+        with capturedLogs() as events:
+            lines = self.talk(
+                server,
+                transport,
+                b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<broken@example.org>\r\n",
+            )
+        self.assertEqual(
+            lines[-1],
+            "550 5.1.1 <broken@example.org>: Recipient address rejected: User unknown",
+        )
+        self.assertIn(
+            ("broken@example.org", "carol@example.org"),
+            [(e["address"], e["unknown"]) for e in events if "unknown" in e],
+        )
+
+    def test_postmasterAlias(self) -> None:
+        """A postmaster alias takes <postmaster> mail to its target."""
+        server, transport = self.connect()
+        self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\n"
+            b"DATA\r\nSubject: s\r\n\r\nhi\r\n.\r\n",
+        )
+        self.assertEqual(len(self.world.newMessages("bob")), 1)
+        self.assertEqual(self.world.newMessages("postmaster"), [])
+
+
 class OptionsTests(SynchronousTestCase):
     """
     C{twistd np-smtp} options.
@@ -1058,6 +1122,42 @@ class RealSocketTests(TestCase):
             [stored] = self.maildirMessages(root, "alice")
             self.assertIn(b"\r\n\r\nhello\r\n", stored)
             self.assertFalse(os.path.exists(os.path.join(root, "postmaster")))
+
+        return deferToThread(send).addCallback(check)
+
+    def test_smtplibAliases(self) -> Deferred[None]:
+        """smtplib to an alias and a list alias: each user's Maildir gets one copy."""
+        aliases = os.path.join(self.directory, "aliases")
+        with open(aliases, "w") as f:
+            f.write("# local names\nboss: alice\nteam: boss,\n\tbob\n")
+        port = self.start(aliases=aliases)["np-smtp"]
+
+        def send() -> list[dict[str, Any]]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                return [
+                    client.sendmail(
+                        "x@remote.test", [to], f"Subject: {to}\r\n\r\nhi\r\n"
+                    )
+                    for to in ("boss@example.org", "team@example.org")
+                ]
+
+        def check(refused: list[dict[str, Any]]) -> None:
+            self.assertEqual(refused, [{}, {}])
+            root = os.path.join(self.directory, "mail")
+            subjects = {
+                user: [
+                    email.message_from_bytes(m)["Subject"]
+                    for m in self.maildirMessages(root, user)
+                ]
+                for user in ("alice", "bob")
+            }
+            self.assertEqual(
+                {user: sorted(found) for user, found in subjects.items()},
+                {
+                    "alice": ["boss@example.org", "team@example.org"],
+                    "bob": ["team@example.org"],
+                },
+            )
 
         return deferToThread(send).addCallback(check)
 

@@ -14,6 +14,11 @@ its answer must be a valid Maildir name.  The two here:
     named by the entry's C{uid}.
 Other checkers cannot list their users: addresses are refused for them.
 
+Local aliases (C{--aliases}, L{netplugins.mail.aliases}) come before users:
+L{LocalUsers.recipients} expands an alias to the Maildirs of its targets,
+and refuses it whole when one target is no user (logged, so the operator
+sees the broken alias).
+
 Who may send as whom (L{LocalUsers.maySendAs}, Postfix's
 C{reject_sender_login_mismatch}): a logged-in user may use as envelope sender
 an address that is delivered to their own Maildir (so an htpasswd user
@@ -34,10 +39,11 @@ from typing import Any, TypeVar
 
 from attrs import frozen
 from twisted.cred.portal import IRealm
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from netplugins.mail.aliases import AliasError, AliasFile, Table, expandAlias
 from netplugins.mail.directory import IMailDirectory
 from netplugins.mail.maildir.errors import BadNameError
 from netplugins.mail.maildir.names import checkUserName
@@ -103,6 +109,10 @@ def _maildirName(name: str | None) -> str | None:
         return None
 
 
+def _listOf(mailbox: str | None) -> list[str] | None:
+    return None if mailbox is None else [mailbox]
+
+
 def _first(
     directories: Sequence[IMailDirectory],
     ask: Callable[[IMailDirectory], Deferred[_T | None]],
@@ -129,15 +139,22 @@ class LocalUsers:
 
     @ivar domains: the local domains, lower case.
     @ivar directories: the checkers that provide L{IMailDirectory}, in order.
+    @ivar aliases: the local aliases, if any.
     """
 
     log = Logger()
 
-    def __init__(self, domains: Iterable[str], checkers: Sequence[Any]) -> None:
+    def __init__(
+        self,
+        domains: Iterable[str],
+        checkers: Sequence[Any],
+        aliases: AliasFile | None = None,
+    ) -> None:
         self.domains = frozenset(d.lower().rstrip(".") for d in domains)
         self.directories: list[IMailDirectory] = [
             c for c in map(_unwrap, checkers) if IMailDirectory.providedBy(c)
         ]
+        self.aliases = aliases
 
     def isLocal(self, domain: str) -> bool:
         """
@@ -161,6 +178,62 @@ class LocalUsers:
                 _maildirName
             ),
         )
+
+    def recipients(self, address: str) -> Deferred[list[str] | None]:
+        """
+        The Maildir names mail for C{address} goes to: its alias's targets'
+        (each once), or the user's it reaches; C{None} to refuse it (not
+        local, no such user, or an alias with a target that is no user).
+        Never fails.
+        """
+        parts = splitAddress(address)
+        if parts is None or not self.isLocal(parts[1]) or self.aliases is None:
+            return self.resolve(address).addCallback(_listOf)
+        d = self.aliases.current()
+        return d.addCallback(self._cbExpand, address, *parts)
+
+    def postmaster(self, fallback: str) -> Deferred[list[str]]:
+        """
+        The Maildir names of the postmaster: the targets of a C{postmaster}
+        alias, else (or when one of those is no user) C{fallback}.  Never
+        fails.
+        """
+        if self.aliases is None or not self.domains:
+            return succeed([fallback])
+        address = f"postmaster@{min(self.domains)}"
+        d = self.aliases.current()
+        d.addCallback(self._cbExpand, address, "postmaster", min(self.domains))
+        return d.addCallback(lambda found: found or [fallback])
+
+    def _cbExpand(
+        self, table: Table, address: str, local: str, domain: str
+    ) -> list[str] | Deferred[list[str] | None] | None:
+        try:
+            targets = expandAlias(table, local, domain, self.isLocal)
+        except AliasError as e:
+            self.log.error(
+                "aliases: <{address}> refused: {error}", address=address, error=e
+            )
+            return None
+        if targets is None:
+            return self.resolve(address).addCallback(_listOf)
+        d = gatherResults([self.resolve(target) for target in targets])
+        return d.addCallback(self._cbTargets, address, targets)
+
+    def _cbTargets(
+        self, mailboxes: list[str | None], address: str, targets: list[str]
+    ) -> list[str] | None:
+        unknown = [
+            t for t, mailbox in zip(targets, mailboxes, strict=True) if mailbox is None
+        ]
+        if unknown:
+            self.log.error(
+                "aliases: <{address}> refused: no user for {unknown}",
+                address=address,
+                unknown=", ".join(unknown),
+            )
+            return None
+        return list(dict.fromkeys(m for m in mailboxes if m is not None))
 
     def maySendAs(self, account: MailAccount, address: str) -> Deferred[bool]:
         """

@@ -19,6 +19,7 @@ from twisted.application.service import MultiService
 
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.limits.tracker import ConnectionTracker
+from netplugins.mail.aliases import AliasFile, checkAliasFile
 from netplugins.mail.maildir.names import checkUserName
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.relay import smarthostRelay
@@ -64,8 +65,8 @@ class MailSettings(ServiceSettings):
 class SmarthostSettings(MailSettings):
     """
     The mail settings of the plugins that run SMTP (np-smtp and np-mail):
-    where authenticated users' foreign mail is relayed, and the Maildir
-    postmaster mail goes to.
+    where authenticated users' foreign mail is relayed, the Maildir
+    postmaster mail goes to, and the local aliases.
     """
 
     postmaster: str = setting(
@@ -73,6 +74,12 @@ class SmarthostSettings(MailSettings):
         "The Maildir that mail for <postmaster> goes to (name a user to have "
         "them read it).",
         checkUserName,
+    )
+    aliases: str | None = setting(
+        None,
+        "An aliases file (/etc/aliases syntax: 'name: user, user@local.domain') "
+        "of local names; re-read when it changes.",
+        checkAliasFile,
     )
 
     smarthost: str | None = setting(
@@ -160,7 +167,10 @@ def mailParts(
     if reactor is None:
         from twisted.internet import reactor
     root = settings.maildirRoot or os.path.join(common.stateDir, "mail")
-    users = LocalUsers(settings.domains or DEFAULT_DOMAINS, common.checkers)
+    aliases = None
+    if isinstance(settings, SmarthostSettings) and settings.aliases is not None:
+        aliases = AliasFile(settings.aliases)
+    users = LocalUsers(settings.domains or DEFAULT_DOMAINS, common.checkers, aliases)
     return MailParts(
         store=MaildirStore(root, reactor=reactor),
         users=users,

@@ -22,13 +22,14 @@ Rules it keeps:
     C{reject_sender_login_mismatch}; L{LocalUsers.maySendAs}): an address
     delivered to its Maildir, one of its LDAP C{mail} values, or C{<>};
     any other gets 553 5.7.1.
-  - Local domains: recipients resolved at RCPT through L{LocalUsers}, unknown
-    ones refused (550 5.1.1); delivered to each user's INBOX with
-    C{Return-Path:} and C{Received:} headers; 250 only once every copy is
-    fsynced.
+  - Local domains: recipients resolved at RCPT through L{LocalUsers}, local
+    aliases expanded, unknown ones refused (550 5.1.1); delivered to each
+    Maildir once, in its INBOX, with C{Return-Path:} and C{Received:}
+    headers; 250 only once every copy is fsynced.
   - The postmaster (C{<postmaster>}, C{postmaster@} a local domain, the
     host name or C{localhost}, in any case) is always accepted, for the
-    Maildir C{SMTPConfig.postmaster} names (RFC 5321 section 4.5.1).
+    targets of a C{postmaster} alias or else the Maildir
+    C{SMTPConfig.postmaster} names (RFC 5321 section 4.5.1).
   - Foreign domains: refused (550 5.7.1) unless the client authenticated and a
     relay (smarthost) is configured.  No open relay.
   - DATA ends only at CRLF.CRLF after a CRLF-terminated line; a message with a
@@ -146,7 +147,8 @@ class SMTPServer(LineSession):
         self.helo: str | None = None
         self.esmtp = False
         self.mailFrom: str | None = None
-        self.recipients: list[tuple[str, str | None]] = []
+        # Each recipient's Maildirs; None: relayed.
+        self.recipients: list[tuple[str, tuple[str, ...] | None]] = []
         self._authPending: Callable[[bytes], None] | None = None
         self._reader: MessageReader | None = None
 
@@ -483,8 +485,8 @@ class SMTPServer(LineSession):
             if len(self.recipients) >= self.config.maxRecipients:
                 self.reply(452, "4.5.3", "Error: too many recipients")
             else:
-                self.recipients.append((address, self.config.postmaster))
-                self.reply(250, "2.1.5", "Ok")
+                postmaster = self.factory.users.postmaster(self.config.postmaster)
+                self._wait(postmaster.addCallback(self._cbResolved, address))
             return
         parts = splitAddress(address)
         if parts is None:
@@ -505,7 +507,7 @@ class SMTPServer(LineSession):
                 )
                 self._error(550, "5.7.1", f"<{address}>: Relay access denied")
             return
-        d = self.factory.users.resolve(address)
+        d = self.factory.users.recipients(address)
         d.addCallback(self._cbResolved, address)
         self._wait(d)
 
@@ -526,10 +528,10 @@ class SMTPServer(LineSession):
             or domain in ("localhost", self.config.hostname.lower())
         )
 
-    def _cbResolved(self, user: str | None, address: str) -> None:
+    def _cbResolved(self, mailboxes: list[str] | None, address: str) -> None:
         if self._lost:
             return
-        if user is None:
+        if mailboxes is None:
             self.log.info(
                 "np-smtp: unknown recipient <{recipient}> refused for {peer}",
                 recipient=address,
@@ -539,7 +541,7 @@ class SMTPServer(LineSession):
                 550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown"
             )
         else:
-            self.recipients.append((address, user))
+            self.recipients.append((address, tuple(mailboxes)))
             self.reply(250, "2.1.5", "Ok")
 
     def smtp_DATA(self, argument: str) -> None:
@@ -606,8 +608,12 @@ class SMTPServer(LineSession):
     def _deliver(self, body: bytes) -> Deferred[None]:
         queueId = secrets.token_hex(6).upper()
         message = self._received(queueId) + body
-        users = sorted({user for _, user in self.recipients if user is not None})
-        foreign = [address for address, user in self.recipients if user is None]
+        users = sorted(
+            {user for _, mailboxes in self.recipients for user in mailboxes or ()}
+        )
+        foreign = [
+            address for address, mailboxes in self.recipients if mailboxes is None
+        ]
         sender = self.mailFrom or ""
         # Final delivery records the envelope sender (RFC 5321 section 4.4);
         # relayed copies are not final, so they go without it.
