@@ -182,22 +182,27 @@ class DeadlineOptionsTests(SynchronousTestCase):
         )
 
 
-class PostmasterOptionTests(SynchronousTestCase):
+class SMTPOptionTests(SynchronousTestCase):
     """
-    C{twistd np-mail --postmaster}.
+    C{twistd np-mail --postmaster} and C{--aliases}.
     """
 
     def test_postmasterReachesSMTP(self) -> None:
-        """--postmaster alice reaches the SMTPConfig of SMTP and submission."""
+        """--postmaster and --aliases reach np-mail's SMTP and submission."""
         from twisted.internet.testing import MemoryReactorClock
 
         from netplugins.service import ListeningService
 
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
+        aliases = os.path.join(directory, "aliases")
+        with open(aliases, "w") as f:
+            f.write("team: alice, bob\n")
         options = Options()
         options.parseOptions(
             [
+                "--aliases",
+                aliases,
                 "--smtp",
                 "tcp:25",
                 "--submission",
@@ -216,9 +221,16 @@ class PostmasterOptionTests(SynchronousTestCase):
         while stack:
             child = stack.pop()
             if isinstance(child, ListeningService):
-                postmasters[child.description] = child.factory.config.postmaster
+                factory = child.factory
+                postmasters[child.description] = (
+                    factory.config.postmaster,
+                    factory.users.aliases.table,
+                )
             stack.extend(getattr(child, "services", []))
-        self.assertEqual(postmasters, {"tcp:25": "alice", "tcp:587": "alice"})
+        team = {"team": ("alice", "bob")}
+        self.assertEqual(
+            postmasters, {"tcp:25": ("alice", team), "tcp:587": ("alice", team)}
+        )
 
     def test_badPostmaster(self) -> None:
         """A --postmaster that cannot name a Maildir is a one-line usage error."""

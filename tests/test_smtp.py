@@ -1161,6 +1161,28 @@ class RealSocketTests(TestCase):
 
         return deferToThread(send).addCallback(check)
 
+    def test_smtplibAliasesReloaded(self) -> Deferred[None]:
+        """An alias added to the running server's file takes mail at the next RCPT."""
+        aliases = os.path.join(self.directory, "aliases")
+        with open(aliases, "w") as f:
+            f.write("boss: alice\n")
+        port = self.start(aliases=aliases)["np-smtp"]
+        with open(aliases, "a") as f:
+            f.write("ops: bob\n")
+        # A later mtime even on file systems with coarse timestamps.
+        os.utime(aliases, (0, os.stat(aliases).st_mtime + 5))
+
+        def send() -> dict[str, Any]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                return client.sendmail("x@remote.test", ["ops@example.org"], b"hi\r\n")
+
+        def check(refused: dict[str, Any]) -> None:
+            self.assertEqual(refused, {})
+            root = os.path.join(self.directory, "mail")
+            self.assertEqual(len(self.maildirMessages(root, "bob")), 1)
+
+        return deferToThread(send).addCallback(check)
+
     def test_swaksPipelining(self) -> Deferred[None]:
         """swaks with PIPELINING, STARTTLS and AUTH delivers one message."""
         port = self.start()["np-smtp"]

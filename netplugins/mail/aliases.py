@@ -16,9 +16,10 @@ user name, as sendmail does for C{alice: alice, backup}).  Programs
 names mailboxes, it never runs anything or writes anywhere.
 
 L{AliasFile} holds the table of one file: loaded when it is made (a bad file
-raises L{AliasError}), re-read when its size, mtime or inode changes, checked
-in the blocking pool at each lookup, as the htpasswd checker does; a new file
-that does not load is logged and the previous table stays in force.
+raises L{AliasError}) and re-read, as the htpasswd checker's file is, when its
+size, mtime or inode changes; the check runs in the blocking pool at each
+lookup, so a slow disk never stalls the reactor.  A new file that does not
+load is logged and the previous table stays in force.
 """
 
 from __future__ import annotations

@@ -195,8 +195,8 @@ class LocalUsers:
     def postmaster(self, fallback: str) -> Deferred[list[str]]:
         """
         The Maildir names of the postmaster: the targets of a C{postmaster}
-        alias, else (or when one of those is no user) C{fallback}.  Never
-        fails.
+        alias (its bare names in the first local domain, in sorted order),
+        else (or when one of those is no user) C{fallback}.  Never fails.
         """
         if self.aliases is None or not self.domains:
             return succeed([fallback])
