@@ -644,6 +644,38 @@ class SessionTests(SynchronousTestCase):
             b"* 2 EXPUNGE\r\ne OK Expunge completed.\r\n",
         )
 
+    def test_move(self) -> None:
+        """MOVE answers COPYUID untagged, then EXPUNGE highest first, then OK."""
+        self.s.send(b"c CREATE Archive\r\ns SELECT INBOX\r\n")
+        reply = self.s.send(b"m MOVE 1,3 Archive\r\n")
+        self.assertRegex(
+            reply,
+            rb"\A\* OK \[COPYUID \d+ 1,3 1:2\] Moved UIDs.\r\n"
+            rb"\* 3 EXPUNGE\r\n\* 1 EXPUNGE\r\nm OK Move completed.\r\n\Z",
+        )
+        self.assertIn(b"* 1 EXISTS", self.s.send(b"s SELECT INBOX\r\n"))
+        self.assertIn(b"* 2 EXISTS", self.s.send(b"s SELECT Archive\r\n"))
+
+    def test_uidMove(self) -> None:
+        """UID MOVE moves by UID; a missing target is NO [TRYCREATE], nothing moved."""
+        self.s.send(b"c CREATE Archive\r\ns SELECT INBOX\r\n")
+        self.assertIn(b"[TRYCREATE]", self.s.send(b"q UID MOVE 1 Nowhere\r\n"))
+        self.assertRegex(
+            self.s.send(b"m UID MOVE 2 Archive\r\n"),
+            rb"\* OK \[COPYUID \d+ 2 1\] Moved UIDs.\r\n\* 2 EXPUNGE\r\n"
+            rb"m OK Move completed.\r\n",
+        )
+        self.assertEqual(
+            self.s.send(b"f UID FETCH 1:* UID\r\n"),
+            b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 3)\r\nf OK Fetch completed.\r\n",
+        )
+
+    def test_moveReadOnly(self) -> None:
+        """MOVE in an EXAMINEd mailbox is NO and MOVE is in CAPABILITY."""
+        self.s.send(b"c CREATE Archive\r\ns EXAMINE INBOX\r\n")
+        self.assertIn(b"m NO [CANNOT]", self.s.send(b"m MOVE 1 Archive\r\n"))
+        self.assertIn(b" MOVE ", self.s.send(b"c CAPABILITY\r\n"))
+
     def test_list(self) -> None:
         """LIST shows implied parents as \\Noselect; LSUB follows SUBSCRIBE."""
         self.s.send(b"c CREATE a.b.c\r\nd SUBSCRIBE a.b.c\r\n")
@@ -758,6 +790,22 @@ class DisciplineTests(SynchronousTestCase):
                 counts.append(transport.value().count(b" FETCH ("))
             transport.drain()
             self.assertEqual(counts, [100, 100, 47])
+
+    def test_moveExpungesWaitForTheClient(self) -> None:
+        """MOVE 1:* writes its next batch of EXPUNGEs only once the client read."""
+        transport = WatermarkTransport()
+        s = Session(self, transport=transport)
+        s.login()
+        for i in range(247):
+            self.successResultOf(s.store.deliver("alice", plainMessage(f"w{i}")))
+        s.send(b"c CREATE Archive\r\ns SELECT INBOX\r\n")
+        transport.watermark = 1024
+        s.protocol.dataReceived(b"m MOVE 1:* Archive\r\n")
+        counts = [transport.value().count(b" EXPUNGE\r\n")]
+        while not transport.value().endswith(b"m OK Move completed.\r\n"):
+            transport.drain()
+            counts.append(transport.value().count(b" EXPUNGE\r\n"))
+        self.assertEqual(counts, [100, 100, 47])
 
     def test_waitingCommandHoldsReading(self) -> None:
         """While a command waits on the store, nothing more is read or parsed."""
@@ -1119,3 +1167,31 @@ class RealClientTests(TestCase):
             self.assertEqual,
             b"a OK Begin TLS negotiation now.\r\nc OK NOOP completed.\r\n",
         )
+
+    def test_imapclientMove(self) -> Deferred[Any]:
+        """IMAPClient: move() uses MOVE, the message leaves INBOX for Archive."""
+
+        def session() -> dict[str, Any]:
+            c = IMAPClient("127.0.0.1", port=self.port, ssl=False)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            c.create_folder("Archive")
+            out: dict[str, Any] = {"move": c.has_capability("MOVE")}
+            c.select_folder("INBOX")
+            c.move([1], "Archive")
+            out["inbox"] = c.search(["ALL"])
+            out["archive"] = c.folder_status("Archive", ["MESSAGES"])[b"MESSAGES"]
+            c.logout()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertEqual(
+                out,
+                {
+                    "move": True,
+                    "inbox": [],
+                    "archive": 1,
+                },
+            )
+
+        return deferToThread(session).addCallback(check)

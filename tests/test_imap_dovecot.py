@@ -111,6 +111,8 @@ SCRIPT: list[str | tuple[str, bytes]] = [
     "UID COPY 1:2 Archive",
     "FETCH 1:* FLAGS",
     "COPY 1 Nowhere",
+    "MOVE 3 Archive",
+    "UID MOVE 1 Nowhere",
     "FETCH 99 FLAGS",
     "EXPUNGE",
     "FETCH 1:* (UID FLAGS)",

@@ -1,7 +1,7 @@
 """
 np-imap's commands on the selected mailbox: SELECT and EXAMINE (which enter
-that state), IDLE, CLOSE, UNSELECT, EXPUNGE, FETCH, STORE, COPY and SEARCH,
-with their UID forms.
+that state), IDLE, CLOSE, UNSELECT, EXPUNGE, FETCH, STORE, COPY, MOVE
+(RFC 6851) and SEARCH, with their UID forms.
 
 FETCH and SEARCH read message contents only when an item needs them, a batch
 of messages per trip to the store's thread pool; FLAGS, UID, INTERNALDATE and
@@ -522,6 +522,78 @@ class SelectedCommands(SessionBase):
 
     def do_UID_COPY(self, command: Command) -> Deferred[bytes]:
         return self.do_COPY(command, byUid=True)
+
+    def do_MOVE(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
+        """
+        Copy into the target, then delete from the source: a Maildir has no
+        atomic move between folders, so a failure between the two leaves
+        both copies, never none.  C{* OK [COPYUID ...]} goes before the
+        EXPUNGE responses, as RFC 6851 asks.
+        """
+        selected = self.selected
+        assert selected is not None
+        if len(command.args) != 2:
+            raise IMAPSyntaxError("MOVE needs a message set and a mailbox")
+        if selected.readOnly:
+            raise CommandError("[CANNOT] Mailbox is read-only.")
+        chosen = self._messagesFor(command.args[0], byUid)
+        targets = [m for _, m in chosen]
+        target = self._folder(mailboxName(command.args[1]))
+        d = target.scan(claimNew=False)
+        d.addErrback(
+            trap, NoSuchFolderError, "[TRYCREATE] Mailbox doesn't exist: " + target.name
+        )
+
+        def cbTarget(state: Any) -> Deferred[None]:
+            copying = selected.folder.copy(targets, target)
+            return copying.addCallback(cbCopied, state.uidValidity)
+
+        def cbCopied(copies: list[Message], uidValidity: int) -> Deferred[None]:
+            if copies:
+                self._untagged(
+                    b"OK [COPYUID %d %s %s] Moved UIDs."
+                    % (
+                        uidValidity,
+                        formatSequenceSet(m.uid for m in targets).encode(),
+                        formatSequenceSet(c.uid for c in copies).encode(),
+                    )
+                )
+            return selected.folder.delete(targets).addCallback(
+                lambda _: self._expunged(selected, {m.uid for m in targets})
+            )
+
+        d.addCallback(cbTarget)
+        return d.addCallback(lambda _: b"Move completed.")
+
+    def do_UID_MOVE(self, command: Command) -> Deferred[bytes]:
+        return self.do_MOVE(command, byUid=True)
+
+    def _expunged(self, selected: Selected, uids: set[int]) -> Deferred[None]:
+        """
+        Forget the messages of C{selected} whose UIDs are C{uids} and send
+        their EXPUNGE responses (highest number first, so the numbers stay
+        valid), L{BATCH_MESSAGES} a write, waiting for the client to read
+        between writes.
+        """
+        numbers = [
+            seq
+            for seq in range(len(selected.messages), 0, -1)
+            if selected.messages[seq - 1].uid in uids
+        ]
+        selected.messages = [m for m in selected.messages if m.uid not in uids]
+        selected.recent -= uids
+        return self._sendExpunges(numbers)
+
+    def _sendExpunges(self, numbers: list[int]) -> Deferred[None]:
+        if not numbers or self._closing:
+            return succeed(None)
+        if self.discipline.outputBlocked:
+            return self._whenWritable().addCallback(
+                lambda _: self._sendExpunges(numbers)
+            )
+        batch, rest = numbers[:BATCH_MESSAGES], numbers[BATCH_MESSAGES:]
+        self._sendLines([[b"* %d EXPUNGE\r\n" % seq] for seq in batch])
+        return self._sendExpunges(rest)
 
     def do_SEARCH(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
         selected = self.selected

@@ -1,6 +1,6 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
-UNSELECT, NAMESPACE, CHILDREN and APPENDLIMIT) on the shared Maildir store.
+UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT and MOVE) on the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
 its edges: it reads commands and literals in one loop that keeps executing
@@ -134,6 +134,8 @@ _SELECTED = frozenset(
         "UID STORE",
         "UID COPY",
         "UID EXPUNGE",
+        "MOVE",
+        "UID MOVE",
     }
 )
 
@@ -154,6 +156,8 @@ _MAILBOX_ARGUMENTS: dict[str, tuple[int, ...]] = {
     "APPEND": (0,),
     "COPY": (1,),
     "UID COPY": (1,),
+    "MOVE": (1,),
+    "UID MOVE": (1,),
 }
 
 
@@ -224,6 +228,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "SASL-IR",
             "IDLE",
             "UIDPLUS",
+            "MOVE",
             "UNSELECT",
             "NAMESPACE",
             "CHILDREN",
