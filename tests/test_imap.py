@@ -16,7 +16,9 @@ import ssl
 import time
 from typing import Any
 
+from attrs import evolve
 from imapclient import IMAPClient
+from imapclient.imapclient import SENT, TRASH
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
@@ -35,6 +37,7 @@ from netplugins.mail.imap.fetch import (
     parseSection,
     sectionContent,
 )
+from netplugins.mail.imap.mailboxes import SPECIAL_USE
 from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
     Literal,
@@ -106,8 +109,10 @@ def makeFactory(
 ) -> IMAPFactory:
     """
     An IMAP factory on a Maildir store under C{root}, with the test users;
-    C{config} are L{IMAPConfig} fields.
+    C{config} are L{IMAPConfig} fields.  Unless C{autoCreate} is given, no
+    mailbox is made at login, so that tests see only those they make.
     """
+    config.setdefault("autoCreate", ())
     checker = InMemoryUsernamePasswordDatabaseDontUse(**USERS)
     portal = Portal(MailRealm(LocalUsers(["example.org"], [checker])), [checker])
     if store is None:
@@ -739,6 +744,77 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.s.read(), b"t NO a\\r\\n* OK b\\0c\r\n")
 
 
+class SpecialUseTests(SynchronousTestCase):
+    """
+    SPECIAL-USE (RFC 6154): the special mailboxes by name, made at login.
+    """
+
+    def setUp(self) -> None:
+        self.s = Session(self, autoCreate=tuple(SPECIAL_USE))
+        self.s.login()
+
+    def test_createdAtLogin(self) -> None:
+        """Login makes the special mailboxes; LIST shows their attributes."""
+        self.assertEqual(
+            self.s.send(b'l LIST "" *\r\n'),
+            b'* LIST (\\HasNoChildren \\Archive) "." Archive\r\n'
+            b'* LIST (\\HasNoChildren \\Drafts) "." Drafts\r\n'
+            b'* LIST (\\HasNoChildren) "." INBOX\r\n'
+            b'* LIST (\\HasNoChildren \\Junk) "." Junk\r\n'
+            b'* LIST (\\HasNoChildren \\Sent) "." Sent\r\n'
+            b'* LIST (\\HasNoChildren \\Trash) "." Trash\r\n'
+            b"l OK List completed.\r\n",
+        )
+
+    def test_secondLoginKeepsThem(self) -> None:
+        """A later login leaves existing special mailboxes and their mail alone."""
+        self.s.send(b"a APPEND Sent {5}\r\nx: y\r\n")
+        other = Session(self, factory=self.s.factory)
+        other.login()
+        self.assertIn(b"MESSAGES 1", other.send(b"s STATUS Sent (MESSAGES)\r\n"))
+
+    def test_listSelection(self) -> None:
+        """LIST (SPECIAL-USE) lists only them, without children unless asked."""
+        self.s.send(b"c CREATE Projects\r\nd CREATE Trash.old\r\n")
+        self.assertEqual(
+            self.s.send(b'l LIST (SPECIAL-USE) "" "*"\r\n'),
+            b'* LIST (\\Archive) "." Archive\r\n'
+            b'* LIST (\\Drafts) "." Drafts\r\n'
+            b'* LIST (\\Junk) "." Junk\r\n'
+            b'* LIST (\\Sent) "." Sent\r\n'
+            b'* LIST (\\Trash) "." Trash\r\n'
+            b"l OK List completed.\r\n",
+        )
+        self.assertEqual(
+            self.s.send(b'm LIST (SPECIAL-USE) "" "T*" RETURN (CHILDREN)\r\n'),
+            b'* LIST (\\HasChildren \\Trash) "." Trash\r\nm OK List completed.\r\n',
+        )
+        self.assertEqual(
+            self.s.send(b'n LIST (SUBSCRIBED) "" "*"\r\n'),
+            b"n BAD unsupported LIST selection option\r\n",
+        )
+
+    def test_createUse(self) -> None:
+        """CREATE (USE ...) is accepted for a standard name, else NO [USEATTR]."""
+        self.s.send(b"d DELETE Sent\r\n")
+        self.assertEqual(
+            self.s.send(b"c CREATE Sent (USE (\\Sent))\r\n"),
+            b"c OK Create completed.\r\n",
+        )
+        self.assertEqual(
+            self.s.send(b"e CREATE Mine (USE (\\Sent))\r\n"),
+            b"e NO [USEATTR] Special-use attributes are given by mailbox name\r\n",
+        )
+        self.assertIn(
+            b"* LIST (\\HasNoChildren \\Sent)", self.s.send(b'l LIST "" Sent\r\n')
+        )
+
+    def test_capability(self) -> None:
+        """CAPABILITY offers SPECIAL-USE and CREATE-SPECIAL-USE."""
+        reply = self.s.send(b"c CAPABILITY\r\n")
+        self.assertIn(b" SPECIAL-USE CREATE-SPECIAL-USE ", reply)
+
+
 class DisciplineTests(SynchronousTestCase):
     """
     The session discipline: no reading past the output watermark or while a
@@ -1025,7 +1101,10 @@ class RealClientTests(TestCase):
                 [
                     "OK",
                     "OK",
-                    [b'(\\HasNoChildren) "." Archive', b'(\\HasNoChildren) "." INBOX'],
+                    [
+                        b'(\\HasNoChildren \\Archive) "." Archive',
+                        b'(\\HasNoChildren) "." INBOX',
+                    ],
                 ],
             )
             self.assertEqual(
@@ -1195,3 +1274,23 @@ class RealClientTests(TestCase):
             )
 
         return deferToThread(session).addCallback(check)
+
+    def test_imapclientSpecialUse(self) -> Deferred[Any]:
+        """IMAPClient: find_special_folder finds Sent and Trash by attribute."""
+        self.factory.config = evolve(self.factory.config, autoCreate=tuple(SPECIAL_USE))
+
+        def session() -> dict[str, Any]:
+            c = IMAPClient("127.0.0.1", port=self.port, ssl=False)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            out = {
+                "sent": c.find_special_folder(SENT),
+                "trash": c.find_special_folder(TRASH),
+                "special": c.has_capability("SPECIAL-USE"),
+            }
+            c.logout()
+            return out
+
+        return deferToThread(session).addCallback(
+            self.assertEqual, {"sent": "Sent", "trash": "Trash", "special": True}
+        )

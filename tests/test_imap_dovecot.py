@@ -13,6 +13,8 @@ two correct servers:
     (each server picks its own);
   - C{\\Recent} and RECENT counts, which depend on which session saw a
     message first;
+  - (not normalised: Dovecot is given np-imap's special-use mailboxes, with
+    C{auto = create}, so LIST agrees on them)
   - the RFC 5530 code NONEXISTENT, which Dovecot gives to DELETE but not
     to SELECT, np-imap to both;
   - C{\\*} in PERMANENTFLAGS (Dovecot stores keywords, np-imap does not);
@@ -33,8 +35,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from netplugins.mail.imap.mailboxes import SPECIAL_USE
 from netplugins.mail.imap.parse import Literal, Token, tokenize
 from netplugins.mail.maildir.store import MaildirStore
+from tests import dovecot
 from tests.dovecot import Dovecot
 from tests.test_imap import MULTIPART, makeFactory
 
@@ -57,20 +61,33 @@ PLAIN = (
 )
 HEADERLESS = b"no header at all"
 
+#: Dovecot's settings for np-imap's special-use mailboxes.
+SPECIAL_USE_CONFIG = (
+    "namespace inbox {\n"
+    + "".join(
+        f"  mailbox {name} {{\n    special_use = {use}\n    auto = create\n  }}\n"
+        for name, use in SPECIAL_USE.items()
+    )
+    + "}\n"
+)
+
 SCRIPT: list[str | tuple[str, bytes]] = [
     ('APPEND INBOX (\\Seen) "07-Feb-1994 21:52:25 -0800" ', MULTIPART),
     ('APPEND INBOX "01-Oct-2024 10:00:00 +0000" ', PLAIN),
     ('APPEND INBOX (\\Flagged) "02-Oct-2024 10:00:00 +0000" ', HEADERLESS),
     ('APPEND INBOX "03-Oct-2024 10:00:00 +0000" ', ALTERNATIVE),
-    "CREATE Archive",
+    "CREATE Projects",
     "CREATE a.b.c",
-    "CREATE Archive",
+    "CREATE Projects",
     'LIST "" *',
     'LIST "" %',
     'LIST "" a.%',
     'LIST "" ""',
     'LIST "" "*%*%*%*%*%*%x"',
-    "SUBSCRIBE Archive",
+    'LIST (SPECIAL-USE) "" *',
+    'LIST (SPECIAL-USE) "" %',
+    'LIST (SPECIAL-USE) "" S*',
+    "SUBSCRIBE Projects",
     'LSUB "" *',
     "STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN)",
     "SELECT INBOX",
@@ -108,16 +125,16 @@ SCRIPT: list[str | tuple[str, bytes]] = [
     "STORE 3 FLAGS (\\Draft \\Flagged)",
     "STORE 1:2 +FLAGS.SILENT (\\Deleted)",
     "UID STORE 4 +FLAGS (\\Seen)",
-    "UID COPY 1:2 Archive",
+    "UID COPY 1:2 Projects",
     "FETCH 1:* FLAGS",
     "COPY 1 Nowhere",
-    "MOVE 3 Archive",
+    "MOVE 3 Projects",
     "UID MOVE 1 Nowhere",
     "FETCH 99 FLAGS",
     "EXPUNGE",
     "FETCH 1:* (UID FLAGS)",
-    "STATUS Archive (MESSAGES UIDNEXT UNSEEN)",
-    "SELECT Archive",
+    "STATUS Projects (MESSAGES UIDNEXT UNSEEN)",
+    "SELECT Projects",
     "FETCH 1:* (UID FLAGS RFC822.SIZE)",
     "EXAMINE INBOX",
     "FETCH 1 BODY[TEXT]",
@@ -126,7 +143,7 @@ SCRIPT: list[str | tuple[str, bytes]] = [
     "CLOSE",
     "RENAME a.b.c x",
     'LIST "" *',
-    "DELETE Archive",
+    "DELETE Projects",
     "DELETE nonexistent",
     "SELECT nonexistent",
     "FETCH 1 FLAGS",
@@ -295,6 +312,8 @@ class DifferentialTests(TestCase):
     def setUp(self) -> None:
         from twisted.internet import reactor
 
+        config = dovecot._config
+        self.patch(dovecot, "_config", lambda *a: config(*a) + SPECIAL_USE_CONFIG)
         self.dovecot = Dovecot({"alice": PASSWORD})
         self.addCleanup(self.dovecot.stop)
         self.dovecot.start()
@@ -304,6 +323,7 @@ class DifferentialTests(TestCase):
             reactor,
             store=MaildirStore(root, reactor=reactor),
             allowPlaintextAuth=True,
+            autoCreate=tuple(SPECIAL_USE),
         )
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)

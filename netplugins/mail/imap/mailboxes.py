@@ -2,6 +2,12 @@
 np-imap's mailbox commands, valid once logged in: CREATE, DELETE, RENAME,
 SUBSCRIBE, UNSUBSCRIBE, NAMESPACE, LIST, LSUB, STATUS and APPEND.
 
+SPECIAL-USE (RFC 6154) is by name, as Dovecot's C{special_use} settings are:
+the mailboxes of L{SPECIAL_USE} carry their attribute in LIST, and
+C{LIST (SPECIAL-USE)} lists only them; the session creates them at login
+(L{netplugins.mail.imap.server.IMAPConfig.autoCreate}).  C{CREATE name (USE
+(...))} is accepted when the attribute is the one that name has.
+
 LIST and LSUB match patterns with L{ListPattern}, which does not backtrack
 (GHSA-8pqf-f4m5-798g) and reads each name once for the name and all its
 parents; APPEND's size was checked when its literal was announced
@@ -27,6 +33,7 @@ from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
     ListPattern,
     Literal,
+    Token,
     astring,
     formatValue,
     mailboxName,
@@ -54,6 +61,15 @@ MAX_MAILBOX_NAME = 250
 #: The most mailboxes (INBOX included), and the most subscriptions, a user
 #: may have; LIST and LSUB go through at most this many names.
 MAX_MAILBOXES = 5000
+
+#: The special-use attribute of each mailbox that has one, by name.
+SPECIAL_USE = {
+    "Drafts": "\\Drafts",
+    "Sent": "\\Sent",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
 
 
 def checkMailboxName(name: str) -> None:
@@ -86,7 +102,12 @@ class MailboxCommands(SessionBase):
     """
 
     def do_CREATE(self, command: Command) -> Deferred[bytes]:
-        name = self._oneMailbox(command).rstrip(DELIMITER)
+        if len(command.args) == 2:
+            # RFC 6154's CREATE-SPECIAL-USE: CREATE name (USE (attributes)).
+            name = mailboxName(command.args[0]).rstrip(DELIMITER)
+            self._checkUse(name, command.args[1])
+        else:
+            name = self._oneMailbox(command).rstrip(DELIMITER)
         if name.upper() == INBOX:
             raise CommandError("[ALREADYEXISTS] Mailbox already exists")
         checkMailboxName(name)
@@ -100,6 +121,28 @@ class MailboxCommands(SessionBase):
         d = self.store.listFolders(self.user).addCallback(cbList)
         d.addErrback(trap, FolderExistsError, "[ALREADYEXISTS] Mailbox already exists")
         return d.addCallback(lambda _: b"Create completed.")
+
+    def _checkUse(self, name: str, parameters: Token) -> None:
+        """
+        Accept C{(USE (attributes))} for C{name} if the attributes are at most
+        the one its name gives it.
+
+        @raise CommandError: C{NO [USEATTR]} for any other attribute.
+        """
+        if (
+            not isinstance(parameters, list)
+            or len(parameters) != 2
+            or not isinstance(parameters[0], str)
+            or parameters[0].upper() != "USE"
+            or not isinstance(parameters[1], list)
+        ):
+            raise IMAPSyntaxError("expected (USE (attributes))")
+        wanted = {astring(a).decode("utf-8", "replace").lower() for a in parameters[1]}
+        own = SPECIAL_USE.get(name, "").lower()
+        if wanted - {own}:
+            raise CommandError(
+                "[USEATTR] Special-use attributes are given by mailbox name"
+            )
 
     def do_DELETE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
@@ -174,26 +217,55 @@ class MailboxCommands(SessionBase):
         return b"Namespace completed."
 
     def do_LIST(self, command: Command) -> Deferred[bytes] | bytes:
-        reference, pattern = self._listArgs(command)
-        if not pattern:
+        args = list(command.args)
+        specialOnly = False
+        # RFC 5258: with selection options, children only if returned.
+        children = True
+        if args and isinstance(args[0], list):
+            # RFC 6154's selection option; no other is offered.
+            options = [str(o).upper() for o in args.pop(0)]
+            if any(o != "SPECIAL-USE" for o in options):
+                raise IMAPSyntaxError("unsupported LIST selection option")
+            specialOnly = bool(options)
+            children = not options
+        if len(args) == 4 and str(args[2]).upper() == "RETURN":
+            # Special-use attributes are always returned.
+            returns = args.pop()
+            args.pop()
+            if not isinstance(returns, list) or any(
+                str(o).upper() not in ("SPECIAL-USE", "CHILDREN") for o in returns
+            ):
+                raise IMAPSyntaxError("unsupported LIST return option")
+            children = children or any(str(o).upper() == "CHILDREN" for o in returns)
+        reference, pattern = self._listArgs(args)
+        if not pattern and not specialOnly:
             self._untagged(b'LIST (\\Noselect) "." ""')
             return b"List completed."
         d = self.store.listFolders(self.user)
-        return d.addCallback(self._cbList, reference + pattern, "LIST")
+        return d.addCallback(
+            self._cbList, reference + pattern, "LIST", specialOnly, children
+        )
 
     def do_LSUB(self, command: Command) -> Deferred[bytes]:
-        reference, pattern = self._listArgs(command)
+        reference, pattern = self._listArgs(list(command.args))
         d = self.store.subscriptions(self.user)
         return d.addCallback(self._cbList, reference + pattern, "LSUB")
 
-    def _listArgs(self, command: Command) -> tuple[str, str]:
-        if len(command.args) != 2:
+    def _listArgs(self, args: list[Token]) -> tuple[str, str]:
+        if len(args) != 2:
             raise IMAPSyntaxError("expected a reference and a pattern")
-        reference = astring(command.args[0]).decode("utf-8", "replace")
-        pattern = astring(command.args[1]).decode("utf-8", "replace")
+        reference = astring(args[0]).decode("utf-8", "replace")
+        pattern = astring(args[1]).decode("utf-8", "replace")
         return reference, pattern
 
-    def _cbList(self, names: list[str], pattern: str, what: str) -> bytes:
+    def _cbList(
+        self,
+        names: list[str],
+        pattern: str,
+        what: str,
+        specialOnly: bool = False,
+        children: bool = True,
+    ) -> bytes:
         if len(names) > MAX_MAILBOXES:
             raise CommandError(f"[LIMIT] More than {MAX_MAILBOXES} mailboxes to list")
         matcher = ListPattern(pattern, DELIMITER)
@@ -208,15 +280,19 @@ class MailboxCommands(SessionBase):
                 found.add(name)
         known = set(existing)
         for name in sorted(found):
+            if specialOnly and (name not in known or name not in SPECIAL_USE):
+                continue
             attributes = []
             if name not in known:
                 attributes.append("\\Noselect")
-            if what == "LIST":
+            if what == "LIST" and children:
                 attributes.append(
                     "\\HasChildren"
                     if _hasChildren(existing, name)
                     else "\\HasNoChildren"
                 )
+            if what == "LIST" and name in known and name in SPECIAL_USE:
+                attributes.append(SPECIAL_USE[name])
             self._untagged(
                 what.encode()
                 + b" "

@@ -1,6 +1,7 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
-UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT and MOVE) on the shared Maildir store.
+UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE and SPECIAL-USE) on the
+shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
 its edges: it reads commands and literals in one loop that keeps executing
@@ -65,7 +66,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 
 from netplugins.mail.factory import MailFactory
-from netplugins.mail.imap.mailboxes import MailboxCommands
+from netplugins.mail.imap.mailboxes import SPECIAL_USE, MailboxCommands
 from netplugins.mail.imap.parse import (
     Command,
     IMAPSyntaxError,
@@ -229,6 +230,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "IDLE",
             "UIDPLUS",
             "MOVE",
+            "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
             "UNSELECT",
             "NAMESPACE",
             "CHILDREN",
@@ -608,8 +611,9 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             user=account.avatarId,
             peer=str(self.transport.getPeer()),
         )
-        # A user who never received mail has an INBOX all the same.
-        d = self.store.ensureUser(self.user)
+        # A user who never received mail has an INBOX all the same, and the
+        # special-use mailboxes, as Dovecot's auto = create makes them.
+        d = self.store.ensureUser(self.user, self.factory.config.autoCreate)
         return d.addCallback(
             lambda _: b"[CAPABILITY " + self.capabilities() + b"] Logged in"
         )
@@ -651,6 +655,8 @@ class IMAPConfig:
     @ivar pollInterval: seconds between looks for new mail in IDLE.
     @ivar closeGrace: seconds a closed session gets to send what is queued
         before it is aborted.
+    @ivar autoCreate: the mailboxes made at each login if missing (by
+        default those of L{SPECIAL_USE}).
     """
 
     hostname: str = "localhost"
@@ -661,6 +667,7 @@ class IMAPConfig:
     idleCommandTimeout: float = IDLE_COMMAND_TIMEOUT
     pollInterval: float = POLL_INTERVAL
     closeGrace: float = CLOSE_GRACE
+    autoCreate: tuple[str, ...] = tuple(SPECIAL_USE)
 
     @appendLimit.validator
     def _checkAppendLimit(self, attribute: object, value: int) -> None:

@@ -228,14 +228,22 @@ class MaildirStore:
         """
         return self._run(self._blockingDeliverMany, list(users), data)
 
-    def _blockingEnsure(self, user: str) -> None:
+    def _blockingEnsure(self, user: str, folders: Sequence[str]) -> None:
         makeMaildir(self.userPath(user), isFolder=False)
+        for name in folders:
+            if not os.path.isdir(self.folder(user, name).path):
+                try:
+                    self._blockingCreate(user, name)
+                except FolderExistsError:
+                    # Another session made it meanwhile.
+                    pass
 
-    def ensureUser(self, user: str) -> Deferred[None]:
+    def ensureUser(self, user: str, folders: Sequence[str] = ()) -> Deferred[None]:
         """
-        Create C{user}'s Maildir if it does not exist.
+        Create C{user}'s Maildir if it does not exist, and each of
+        C{folders} that does not, in one trip to the pool.
         """
-        return self._run(self._blockingEnsure, user)
+        return self._run(self._blockingEnsure, user, folders)
 
     def _blockingList(self, user: str) -> list[str]:
         base = self.userPath(user)
