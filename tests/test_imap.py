@@ -815,6 +815,44 @@ class SpecialUseTests(SynchronousTestCase):
         self.assertIn(b" SPECIAL-USE CREATE-SPECIAL-USE ", reply)
 
 
+class EnableTests(SynchronousTestCase):
+    """
+    ENABLE (RFC 5161), with no extension to enable yet.
+    """
+
+    def test_beforeLogin(self) -> None:
+        """ENABLE before login is BAD."""
+        s = Session(self)
+        s.read()
+        self.assertEqual(
+            s.send(b"e ENABLE CONDSTORE\r\n"),
+            b"e BAD Command not valid in this state\r\n",
+        )
+
+    def test_enablesNothing(self) -> None:
+        """ENABLE after login answers an empty ENABLED; CAPABILITY offers it."""
+        s = Session(self)
+        s.login()
+        self.assertEqual(
+            s.send(b"e ENABLE CONDSTORE UTF8=ACCEPT X-NONE\r\n"),
+            b"* ENABLED\r\ne OK Enabled.\r\n",
+        )
+        self.assertIn(b" ENABLE ", s.send(b"c CAPABILITY\r\n"))
+
+    def test_badArguments(self) -> None:
+        """ENABLE without names, or once a mailbox is selected, is BAD."""
+        s = Session(self)
+        s.login()
+        self.assertEqual(
+            s.send(b"e ENABLE\r\n"), b"e BAD ENABLE needs capability names\r\n"
+        )
+        s.send(b"s SELECT INBOX\r\n")
+        self.assertEqual(
+            s.send(b"f ENABLE X-NONE\r\n"),
+            b"f BAD ENABLE is valid only before SELECT\r\n",
+        )
+
+
 class DisciplineTests(SynchronousTestCase):
     """
     The session discipline: no reading past the output watermark or while a
@@ -1293,4 +1331,19 @@ class RealClientTests(TestCase):
 
         return deferToThread(session).addCallback(
             self.assertEqual, {"sent": "Sent", "trash": "Trash", "special": True}
+        )
+
+    def test_imaplibEnable(self) -> Deferred[Any]:
+        """imaplib: enable() gets OK and an empty ENABLED response."""
+
+        def session() -> list[Any]:
+            c = imaplib.IMAP4("127.0.0.1", self.port)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            out = [c.enable("CONDSTORE"), c.response("ENABLED")]
+            c.logout()
+            return out
+
+        return deferToThread(session).addCallback(
+            self.assertEqual, [("OK", [b"Enabled."]), ("ENABLED", [b""])]
         )

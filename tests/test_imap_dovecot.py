@@ -15,6 +15,8 @@ two correct servers:
     message first;
   - (not normalised: Dovecot is given np-imap's special-use mailboxes, with
     C{auto = create}, so LIST agrees on them)
+  - an empty C{* ENABLED}, which np-imap sends and Dovecot leaves out (RFC
+    5161 allows both);
   - the RFC 5530 code NONEXISTENT, which Dovecot gives to DELETE but not
     to SELECT, np-imap to both;
   - C{\\*} in PERMANENTFLAGS (Dovecot stores keywords, np-imap does not);
@@ -72,6 +74,7 @@ SPECIAL_USE_CONFIG = (
 )
 
 SCRIPT: list[str | tuple[str, bytes]] = [
+    "ENABLE X-NONE",
     ('APPEND INBOX (\\Seen) "07-Feb-1994 21:52:25 -0800" ', MULTIPART),
     ('APPEND INBOX "01-Oct-2024 10:00:00 +0000" ', PLAIN),
     ('APPEND INBOX (\\Flagged) "02-Oct-2024 10:00:00 +0000" ', HEADERLESS),
@@ -243,6 +246,8 @@ def normalise(pieces: list[bytes], tag: bytes) -> Any:
     if len(tokens) >= 3 and str(tokens[2]).upper() == "RECENT":
         return None
     if len(tokens) >= 2 and str(tokens[1]).upper() == "CAPABILITY":
+        return None
+    if len(tokens) == 2 and str(tokens[1]).upper() == "ENABLED":
         return None
     if len(tokens) >= 4 and str(tokens[2]).upper() == "FETCH":
         items = tokens[3]

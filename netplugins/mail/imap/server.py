@@ -1,7 +1,7 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
-UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE and SPECIAL-USE) on the
-shared Maildir store.
+UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE and ENABLE) on
+the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
 its edges: it reads commands and literals in one loop that keeps executing
@@ -118,6 +118,7 @@ _AUTHENTICATED = frozenset(
         "APPEND",
         "IDLE",
         "NAMESPACE",
+        "ENABLE",
     }
 )
 _SELECTED = frozenset(
@@ -232,6 +233,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "MOVE",
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
+            "ENABLE",
             "UNSELECT",
             "NAMESPACE",
             "CHILDREN",
@@ -528,6 +530,21 @@ class IMAPServer(MailboxCommands, SelectedCommands):
     def do_ID(self, command: Command) -> bytes:
         self._untagged(b'ID ("name" "np-imap")')
         return b"ID completed."
+
+    # Authenticated
+
+    def do_ENABLE(self, command: Command) -> bytes:
+        """
+        RFC 5161: enable what is both asked for and known.  No extension
+        here changes responses once enabled, so the answer is always an
+        empty C{* ENABLED}; unknown names are ignored, as the RFC asks.
+        """
+        if self.state != "authenticated":
+            raise IMAPSyntaxError("ENABLE is valid only before SELECT")
+        if not command.args or not all(isinstance(a, str) for a in command.args):
+            raise IMAPSyntaxError("ENABLE needs capability names")
+        self._untagged(b"ENABLED")
+        return b"Enabled."
 
     # Not authenticated
 
