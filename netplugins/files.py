@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_files -*-
 """
-Writing files that running servers read: whole or not at all.
+Files that running servers read: written whole or not at all, and noticed
+when they change.
 """
 
 from __future__ import annotations
@@ -8,6 +9,29 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+
+#: What identifies a file's contents without reading them: device, inode, size
+#: and modification time (a rewrite in place or a rename over it changes one).
+Signature = tuple[int, int, int, int]
+
+
+def signatureOf(st: os.stat_result) -> Signature:
+    """
+    The L{Signature} of a file from its C{stat} (or C{fstat}) result.
+    """
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def fileSignature(path: str) -> Signature | None:
+    """
+    The L{Signature} of C{path} now, or C{None} if it cannot be read.
+    Blocking (one C{stat}).
+    """
+    try:
+        return signatureOf(os.stat(path))
+    except OSError:
+        return None
+
 
 #: The mode of a new file when the caller gives none: secrets are never
 #: readable by others, not even for a moment under a lax umask.

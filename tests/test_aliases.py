@@ -22,6 +22,7 @@ from netplugins.mail.aliases import (
     parseAliases,
 )
 from netplugins.mail.users import LocalUsers
+from netplugins.reload import reloadAll
 from netplugins.tap.smtp import Options
 from tests.mailfixtures import DOMAIN, inline
 from tests.test_mailusers import Directory
@@ -199,6 +200,17 @@ class AliasFileTests(SynchronousTestCase):
         self.write("sales: carol\n")
         self.assertEqual(result(aliases.current()), {"sales": ("carol",)})
         self.assertEqual(self.calls, ["_refresh", "_refresh"])
+
+    def test_reloadsOnSIGHUP(self) -> None:
+        """SIGHUP re-reads the file even when its change went unseen."""
+        aliases = AliasFile(self.path, runBlocking=self.runBlocking)
+        before = os.stat(self.path)
+        with open(self.path, "w") as f:
+            f.write("sales: carol, dan\n")
+        os.utime(self.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        self.assertEqual(result(aliases.current()), {"sales": ("alice", "bob")})
+        reloadAll()
+        self.assertEqual(aliases.table, {"sales": ("carol", "dan")})
 
     def test_badNewFileKeepsOld(self) -> None:
         """A changed file that does not load is logged; the old table stays."""

@@ -51,6 +51,7 @@ from netplugins.cred._input import (
     normaliseCredentials,
 )
 from netplugins.cred._reload import follow
+from netplugins.files import Signature, fileSignature, signatureOf
 from netplugins.mail.directory import IMailDirectory
 from netplugins.threads import PoolFullError, deferToBlocking
 
@@ -338,23 +339,9 @@ def parseHtpasswd(data: bytes, source: str) -> Users:
     return Users.fromEntries(entries)
 
 
-_Signature = tuple[int, int, int, int]
-
-
-def _signature(st: os.stat_result) -> _Signature:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _statSignature(path: str) -> _Signature | None:
-    try:
-        return _signature(os.stat(path))
-    except OSError:
-        return None
-
-
 @frozen
 class _Loaded:
-    signature: _Signature | None
+    signature: Signature | None
     users: Users | None
     error: str | None
 
@@ -365,7 +352,7 @@ def _load(path: str) -> _Loaded:
     """
     try:
         with open(path, "rb") as f:
-            signature = _signature(os.fstat(f.fileno()))
+            signature = signatureOf(os.fstat(f.fileno()))
             data = f.read()
     except OSError as e:
         return _Loaded(None, None, f"{path}: cannot read: {e.strerror}")
@@ -517,7 +504,7 @@ class HtpasswdChecker:
         """
         The users in force, re-reading the file first if it has changed.
         """
-        if self._reloading is None and _statSignature(self.path) == self._signature:
+        if self._reloading is None and fileSignature(self.path) == self._signature:
             return succeed(self._users)
         if self._reloading is not None:
             waiting = follow(self._reloading)

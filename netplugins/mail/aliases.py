@@ -33,7 +33,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netplugins.cred._reload import follow
+from netplugins.cred._reload import follow, reloadWhileAlive
+from netplugins.files import Signature, fileSignature, signatureOf
 from netplugins.threads import deferToBlocking
 
 #: How deep aliases may nest (an alias of an alias is 2).
@@ -157,20 +158,9 @@ def expandAlias(
     return list(found)
 
 
-_Signature = tuple[int, int, int, int]
-
-
-def _statSignature(path: str) -> _Signature | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 @frozen
 class _Loaded:
-    signature: _Signature | None
+    signature: Signature | None
     table: dict[str, tuple[str, ...]] | None
     error: str | None
 
@@ -184,8 +174,8 @@ def _load(path: str) -> _Loaded:
             st = os.fstat(f.fileno())
             data = f.read()
     except OSError as e:
-        return _Loaded(_statSignature(path), None, f"{path}: cannot read: {e.strerror}")
-    signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return _Loaded(fileSignature(path), None, f"{path}: cannot read: {e.strerror}")
+    signature = signatureOf(st)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -196,12 +186,12 @@ def _load(path: str) -> _Loaded:
         return _Loaded(signature, None, str(e))
 
 
-def _refresh(path: str, signature: _Signature | None) -> _Loaded | None:
+def _refresh(path: str, signature: Signature | None) -> _Loaded | None:
     """
     C{path} loaded again if it no longer has C{signature}; else C{None}.
     Blocking; never raises.
     """
-    if _statSignature(path) == signature:
+    if fileSignature(path) == signature:
         return None
     return _load(path)
 
@@ -246,6 +236,7 @@ class AliasFile:
         self._table: Table = loaded.table
         self._signature = loaded.signature
         self._checking: Deferred[None] | None = None
+        reloadWhileAlive(self, AliasFile.reload)
 
     @property
     def table(self) -> Table:
@@ -269,6 +260,14 @@ class AliasFile:
             # Lookups arriving during a check share it.
             waiting = follow(self._checking)
         return waiting.addCallback(lambda _: self._table)
+
+    def reload(self) -> Deferred[Table]:
+        """
+        Re-read the file now, changed or not (what SIGHUP does); a bad file
+        keeps the aliases in force.  Never fails.
+        """
+        self._signature = None
+        return self.current()
 
     def _cbRefreshed(self, loaded: _Loaded | None) -> None:
         self._checking = None
