@@ -28,7 +28,7 @@ a session's memory grow without bound.  FETCH also waits for the output to
 drain between its batches of responses.  Every close (a deadline, LOGOUT, too
 many logins, a line too long) aborts the connection if it does not finish.
 
-Security rules, from SECURITY.md:
+Security rules (docs/security.md, np-imap):
   - STARTTLS discards everything the client sent after the STARTTLS line
     before the handshake;
   - before TLS, CAPABILITY says LOGINDISABLED and LOGIN/AUTHENTICATE are
