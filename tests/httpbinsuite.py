@@ -474,6 +474,15 @@ class HttpbinClientSuite:
         )
         self.assertEqual(int(r.json()["Content-Length"]), len(r.content))
 
+    def test_responseHeadersContentType(self) -> None:
+        """/response-headers sends a requested Content-Type after the JSON one."""
+        wanted = "text/plain; charset=UTF-8"
+        r = self.get("/response-headers", params={"Content-Type": wanted})
+        self.assertEqual(
+            (r.raw.headers.getlist("Content-Type"), r.json()["Content-Type"]),
+            (["application/json", wanted], ["application/json", wanted]),
+        )
+
     def test_cache(self) -> None:
         """/cache is 304 for conditional requests, else 200 with validators."""
         plain = self.get("/cache")

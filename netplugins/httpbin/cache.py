@@ -83,10 +83,12 @@ def responseHeaders(context: Context, request: Request) -> bytes:
     """
     C{/response-headers?Name=value...}: answer with those headers, and a JSON
     body listing every response header, this body's own C{Content-Length}
-    included.  Names must be tokens and values free of control characters,
-    and framing or connection headers (C{Transfer-Encoding},
-    C{Content-Length}, C{Connection}, ...) are not for the client to choose
-    (400), so nothing a client sends can split the response.
+    included.  A requested C{Content-Type} is sent after the body's own
+    C{application/json}, as httpbin sends both.  Names must be tokens and
+    values free of control characters, and framing or connection headers
+    (C{Transfer-Encoding}, C{Content-Length}, C{Connection}, ...) are not for
+    the client to choose (400), so nothing a client sends can split the
+    response.
     """
     pairs = queryPairs(request)
     for name, value in pairs:
@@ -94,9 +96,11 @@ def responseHeaders(context: Context, request: Request) -> bytes:
             raise HttpbinError(400, "invalid header name or value")
         if name.lower() in _FRAMING:
             raise HttpbinError(400, f"{name} is set by the server")
+    # httpbin adds the requested headers after its own JSON Content-Type, so
+    # a requested Content-Type goes out as a second value, after the JSON one.
+    request.setHeader("Content-Type", "application/json")
     for name, value in pairs:
         request.responseHeaders.addRawHeader(name, value)
-    request.setHeader("Content-Type", "application/json")
     # The body lists Content-Length, which depends on the body: grow it until
     # the length it states is its own.
     data = b""
