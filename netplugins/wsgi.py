@@ -8,7 +8,11 @@ service; requests reach it through the hardened HTTP layer
 directories are served under URL prefixes by twisted.web's L{File}, confined to
 their directory: C{..} is refused by L{FilePath}, and symbolic links leading
 out of the directory are answered 404 here, as are names holding NUL or
-invalid UTF-8 (where twisted.web answers 500, or logs a traceback).  Byte
+invalid UTF-8 (where twisted.web answers 500, or logs a traceback).  A
+directory served at the root prefix C{/} (a static site, with or without an
+application) passes what its files do not answer, a missing file or a
+directory without an index, to the application; names refused for
+confinement are answered 404 there and never reach it.  Byte
 ranges are served here too: twisted.web's multi-range producer stalls when a
 part's separator takes a chunk past its buffer, and it accepts any number of
 ranges, overlapping ones included; here at most L{MAX_RANGES}, none
@@ -30,7 +34,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web import http, static
+from twisted.web import http, resource, static
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource
@@ -67,13 +71,15 @@ def loadApplication(spec: str) -> WSGIApplication:
 def parseStatic(spec: str) -> tuple[str, str]:
     """
     Split a C{--static PREFIX=DIR} value into a normalised URL prefix (with a
-    leading C{/}, no trailing one) and an existing directory.
+    leading C{/}, no trailing one, or just C{/} for the root) and an existing
+    directory.
 
     @raise ValueError: with a one-line message.
     """
     prefix, equals, directory = spec.partition("=")
     segments = [s for s in prefix.split("/") if s]
-    if not equals or not segments or not directory:
+    root = prefix.startswith("/") and not segments
+    if not equals or not (segments or root) or not directory:
         raise ValueError(f"--static wants PREFIX=DIR, not {spec!r}")
     if any(s in (".", "..") for s in segments):
         raise ValueError(f"--static prefix may not contain . or ..: {prefix!r}")
@@ -183,11 +189,18 @@ class MultipartRangesProducer(static.StaticProducer):
             self.stopProducing()
 
 
+#: What a L{ConfinedFile} answers a name it refuses for confinement: 404,
+#: as a missing file, but never passed on to an application (L{WSGIRoot}).
+REFUSED = resource.NoResource("File not found.")
+
+
 class ConfinedFile(static.File):
     """
     A static L{File} that never leaves its root directory through a symbolic
     link and never lists a directory, serving byte ranges as described in the
-    module docstring.
+    module docstring.  A missing file is its C{childNotFound}; a name refused
+    for confinement (C{.}, C{..}, NUL, invalid UTF-8, a link out) is
+    L{REFUSED}.
 
     @ivar root: the real path of the directory served.
     """
@@ -209,14 +222,14 @@ class ConfinedFile(static.File):
         try:
             name = path.decode("utf-8")
         except UnicodeDecodeError:
-            return self.childNotFound
-        if "\x00" in name:
-            return self.childNotFound
+            return REFUSED
+        if "\x00" in name or "/" in name or name in (".", ".."):
+            return REFUSED
         child = super().getChild(path, request)
         if isinstance(child, static.File):
             real = os.path.realpath(child.path)
             if real != self.root and not real.startswith(self.root + os.sep):
-                return self.childNotFound
+                return REFUSED
         return child
 
     def directoryListing(self) -> IResource:
@@ -352,21 +365,24 @@ class WSGIApplicationResource(WSGIResource):
 class WSGIRoot(Resource):
     """
     The site root: static directories under their prefixes, the application
-    for everything else.
+    (if any, else 404) for everything else, including what a directory served
+    at C{/} has no file for.
     """
 
     isLeaf = True
 
     def __init__(
-        self, application: IResource, statics: Iterable[tuple[str, str]] = ()
+        self, application: IResource | None, statics: Iterable[tuple[str, str]] = ()
     ) -> None:
         super().__init__()
-        self.application = application
+        self.application: IResource = (
+            application if application is not None else resource.NoResource()
+        )
         # Longest prefix first, so /static/img wins over /static.
         self.statics = sorted(
             (
                 (
-                    tuple(p.encode("utf-8") for p in prefix.strip("/").split("/")),
+                    tuple(p.encode("utf-8") for p in prefix.split("/") if p),
                     ConfinedFile(directory),
                 )
                 for prefix, directory in statics
@@ -378,12 +394,27 @@ class WSGIRoot(Resource):
         segments = tuple(request.postpath)
         for prefix, directory in self.statics:
             if segments[: len(prefix)] == prefix:
+                prepath, postpath = list(request.prepath), list(request.postpath)
                 request.prepath.extend(prefix)
                 del request.postpath[: len(prefix)]
-                request.render(getChildForRequest(directory, request))
-                return NOT_DONE_YET
+                found = getChildForRequest(directory, request)
+                if prefix or not unanswered(directory, found):
+                    request.render(found)
+                    return NOT_DONE_YET
+                request.prepath[:], request.postpath[:] = prepath, postpath
+                break
         request.render(self.application)
         return NOT_DONE_YET
+
+
+def unanswered(directory: ConfinedFile, found: IResource) -> bool:
+    """
+    Whether C{found}, what C{directory} resolved a request's path to, is no
+    file to answer with: a missing one, or a directory without an index.
+    """
+    if found is directory.childNotFound:
+        return True
+    return isinstance(found, static.File) and not found.exists()
 
 
 class WSGIService(MultiService):
@@ -396,7 +427,7 @@ class WSGIService(MultiService):
     def __init__(
         self,
         pool: ThreadPool,
-        resource: WSGIApplicationResource,
+        resource: WSGIApplicationResource | None,
         shutdownTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         site: Any = None,
     ) -> None:
@@ -412,7 +443,9 @@ class WSGIService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         d: Deferred[Any] = super().stopService()
-        d.addCallback(lambda _: self.resource.drain(self.shutdownTimeout))
+        if self.resource is not None:
+            application = self.resource
+            d.addCallback(lambda _: application.drain(self.shutdownTimeout))
         if self.site is not None:
             d.addCallback(lambda _: self.site.closeConnections())
         d.addCallback(lambda _: self.pool.stop())

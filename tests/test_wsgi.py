@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -93,6 +94,8 @@ class OptionsTests(SynchronousTestCase):
             ["--app", "netplugins.examples.pathdispatch:nope"],
             [*app, "--static", "/x=/nonexistent"],
             [*app, "--static", "/../=/tmp"],
+            [*app, "--static", "=/tmp"],
+            ["--static", "/=/nonexistent"],
             [*app, "--threads", "0"],
         ]:
             self.assertRaises(usage.UsageError, Options().parseOptions, argv)
@@ -103,7 +106,74 @@ class OptionsTests(SynchronousTestCase):
             loadApplication("tests.test_wsgi:flaskApp.wsgi_app").__func__,  # type: ignore[attr-defined]
             Flask.wsgi_app,
         )
-        self.assertEqual(parseStatic("a/b/=/")[0], "/a/b")
+        self.assertEqual(
+            (parseStatic("a/b/=/")[0], parseStatic("/=/"), parseStatic("//=/")[0]),
+            ("/a/b", ("/", "/"), "/"),
+        )
+
+
+#: Foundations of Python Network Programming, ch. 11, rscrape1.py as printed;
+#: it crawls the book's tinysite (tests/data/tinysite, the book's files).
+BOOK_RSCRAPE1 = """#!/usr/bin/env python3
+# Foundations of Python Network Programming, Third Edition
+# https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter11/rscrape1.py
+# Recursive scraper built using the Requests library.
+
+import argparse, requests
+from urllib.parse import urljoin, urlsplit
+from lxml import etree
+
+def GET(url):
+    response = requests.get(url)
+    if response.headers.get('Content-Type', '').split(';')[0] != 'text/html':
+        return
+    text = response.text
+    try:
+        html = etree.HTML(text)
+    except Exception as e:
+        print('    {}: {}'.format(e.__class__.__name__, e))
+        return
+    links = html.findall('.//a[@href]')
+    for link in links:
+        yield GET, urljoin(url, link.attrib['href'])
+
+def scrape(start, url_filter):
+    further_work = {start}
+    already_seen = {start}
+    while further_work:
+        call_tuple = further_work.pop()
+        function, url, *etc = call_tuple
+        print(function.__name__, url, *etc)
+        for call_tuple in function(url, *etc):
+            if call_tuple in already_seen:
+                continue
+            already_seen.add(call_tuple)
+            function, url, *etc = call_tuple
+            if not url_filter(url):
+                continue
+            further_work.add(call_tuple)
+
+def main(GET):
+    parser = argparse.ArgumentParser(description='Scrape a simple site.')
+    parser.add_argument('url', help='the URL at which to begin')
+    start_url = parser.parse_args().url
+    starting_netloc = urlsplit(start_url).netloc
+    url_filter = (lambda url: urlsplit(url).netloc == starting_netloc)
+    scrape((GET, start_url), url_filter)
+
+if __name__ == '__main__':
+    main(GET)
+"""
+
+TINYSITE = os.path.join(os.path.dirname(__file__), "data", "tinysite")
+
+
+def recordingApp(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """
+    A WSGI application answering every request with its C{PATH_INFO}.
+    """
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"app " + environ["PATH_INFO"].encode("latin-1")]
 
 
 class ServedTests(TestCase):
@@ -258,20 +328,28 @@ class ServedTests(TestCase):
         )
         self.assertEqual(r.status_code, 403)
 
-    @inlineCallbacks
-    def test_static(self) -> Any:
-        """Static files are served under their prefix; .. and symlinks out are not."""
-        root = self.mktemp()
-        os.makedirs(os.path.join(root, "pub", "sub"))
-        with open(os.path.join(root, "pub", "a.txt"), "w") as f:
+    def confinedTree(self) -> str:
+        """
+        Make a directory to serve (returned, absolute) holding C{a.txt}, an
+        empty C{sub}, a link C{link} to a file outside it and a link
+        C{sub/up} to its parent, which holds C{secret.txt}.
+        """
+        root = os.path.abspath(self.mktemp())
+        served = os.path.join(root, "pub")
+        os.makedirs(os.path.join(served, "sub"))
+        with open(os.path.join(served, "a.txt"), "w") as f:
             f.write("public")
         with open(os.path.join(root, "secret.txt"), "w") as f:
             f.write("secret")
-        os.symlink(os.path.join(root, "secret.txt"), os.path.join(root, "pub", "link"))
-        os.symlink(root, os.path.join(root, "pub", "sub", "up"))
-        base = self.serve(static=[f"/files={os.path.join(root, 'pub')}"])
-        results = {}
-        for path in [
+        os.symlink(os.path.join(root, "secret.txt"), os.path.join(served, "link"))
+        os.symlink(root, os.path.join(served, "sub", "up"))
+        return served
+
+    @inlineCallbacks
+    def test_static(self) -> Any:
+        """Static files are served under their prefix; .. and symlinks out are not."""
+        base = self.serve(static=[f"/files={self.confinedTree()}"])
+        paths = [
             "/files/a.txt",
             "/files/link",
             "/files/sub/up/secret.txt",
@@ -279,25 +357,85 @@ class ServedTests(TestCase):
             "/files/..%2fsecret.txt",
             "/files/sub/",
             "/whoami",
-        ]:
-            out, _, _ = yield _curl(
-                ["-s", "--path-as-is", "-w", " %{http_code}", base + path]
-            )
-            results[path] = out.rsplit(b" ", 1)[-1]
+        ]
+        answers = yield _curlEach(base, paths)
+        results = {path: answer.rsplit(" ", 1)[-1] for path, answer in answers.items()}
         ok = yield deferToThread(requests.get, base + "/files/a.txt")
         self.assertEqual(ok.text, "public")
         self.assertEqual(
             results,
             {
-                "/files/a.txt": b"200",
-                "/files/link": b"404",
-                "/files/sub/up/secret.txt": b"404",
-                "/files/%2e%2e/secret.txt": b"404",
-                "/files/..%2fsecret.txt": b"404",
-                "/files/sub/": b"404",
-                "/whoami": b"200",
+                "/files/a.txt": "200",
+                "/files/link": "404",
+                "/files/sub/up/secret.txt": "404",
+                "/files/%2e%2e/secret.txt": "404",
+                "/files/..%2fsecret.txt": "404",
+                "/files/sub/": "404",
+                "/whoami": "200",
             },
         )
+
+    @inlineCallbacks
+    def test_staticRootBookSite(self) -> Any:
+        """The book's rscrape1.py as printed crawls tinysite served at /."""
+        base = self.serve(static=[f"/={TINYSITE}"])
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "rscrape1.py"), "w") as f:
+            f.write(BOOK_RSCRAPE1)
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable,
+            [os.path.join(directory, "rscrape1.py"), base + "/"],
+            env=os.environ,
+            path=directory,
+        )
+        app = yield deferToThread(requests.get, base + "/whoami")
+        self.assertEqual(
+            (sorted(out.decode().splitlines()), err, code, app.json()["user"]),
+            (
+                [f"GET {base}/", f"GET {base}/page1.html", f"GET {base}/page2.html"],
+                b"",
+                0,
+                None,
+            ),
+        )
+
+    @inlineCallbacks
+    def test_staticRoot(self) -> Any:
+        """At /, what the files do not answer reaches the app; escapes get 404."""
+        base = self.serve(recordingApp, static=[f"/={self.confinedTree()}"])
+        answered = {
+            "/a.txt": "public 200",
+            "/": "app / 200",
+            "/missing": "app /missing 200",
+            "/sub/": "app /sub/ 200",
+            "/a.txt/more": "app /a.txt/more 200",
+        }
+        refused = ["/link", "/sub/up/secret.txt", "/%2e%2e/secret.txt"]
+        refused += ["/..%2fsecret.txt", "/a.txt%00", "/%ff"]
+        results = yield _curlEach(base, [*answered, *refused])
+        self.assertEqual({path: results.pop(path) for path in answered}, answered)
+        # What remains never reached the app: the files' own 404 page.
+        self.assertEqual(
+            {path: answer.rsplit(" ", 1)[-1] for path, answer in results.items()},
+            dict.fromkeys(refused, "404"),
+        )
+        self.assertNotIn("app ", "".join(results.values()))
+
+    @inlineCallbacks
+    def test_staticRootAlone(self) -> Any:
+        """--static /=DIR without --app serves the files, 404 for the rest."""
+        config = Options()
+        config.parseOptions(["--static", f"/={TINYSITE}"])
+        self.assertEqual(config.settings.static, (f"/={TINYSITE}",))
+        base = self.serve(None, static=[f"/={TINYSITE}"])
+        index = yield deferToThread(requests.get, base + "/")
+        missing = yield deferToThread(requests.get, base + "/whoami")
+        self.assertEqual(
+            (index.status_code, "<title>The Index</title>" in index.text),
+            (200, True),
+        )
+        self.assertEqual(missing.status_code, 404)
 
     def serveFile(self) -> bytes:
         """
@@ -433,6 +571,7 @@ class ServedTests(TestCase):
         release.clear()
         base = self.serve(shutdownTimeout=10)
         response = deferToThread(requests.get, base + "/slow")
+        assert self.service.resource is not None
         while not self.service.resource.inFlight:
             yield deferToThread(release.wait, 0.01)
         stopped: Deferred[Any] = self.service.stopService()
@@ -457,6 +596,21 @@ class ServedTests(TestCase):
 
 def _curl(args: list[str]) -> Deferred[tuple[bytes, bytes, int]]:
     return getProcessOutputAndValue("curl", args, env=os.environ)
+
+
+@inlineCallbacks
+def _curlEach(base: str, paths: list[str]) -> Any:
+    """
+    GET each of C{paths} under C{base} with curl, as sent (C{--path-as-is});
+    a dict of each path's answer, its body then a space and its status code.
+    """
+    answers = {}
+    for path in paths:
+        out, _, _ = yield _curl(
+            ["-s", "--path-as-is", "-w", " %{http_code}", base + path]
+        )
+        answers[path] = out.decode("latin-1")
+    return answers
 
 
 def _connects(port: int) -> bool:

@@ -92,7 +92,9 @@ class Options(ServiceOptions):
                 if isinstance(spec, str):
                     parseStatic(spec)
             if settings.app is None:
-                raise ValueError(_APP_REQUIRED)
+                if not settings.static:
+                    raise ValueError(_APP_REQUIRED)
+                return
             application = loadApplication(settings.app)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
@@ -106,19 +108,27 @@ def wsgiService(
     The WSGI hosting service: the keyword twin of C{twistd np-wsgi} is
     C{wsgiService(WSGISettings(app=..., listen=(...), ...))}.
 
-    @raise ValueError: for a bad value, or neither C{app} nor C{application}.
+    Without C{app} or C{application}, the static directories answer alone
+    (404 for what they have no file for).
+
+    @raise ValueError: for a bad value, or neither C{app}, C{application} nor
+        C{static}.
     """
     if reactor is None:
         from twisted.internet import reactor
     common = settings.common()
     application = settings.application
-    if application is None:
-        if settings.app is None:
-            raise ValueError(_APP_REQUIRED)
+    if application is None and settings.app is not None:
         application = loadApplication(settings.app)
+    if application is None and not settings.static:
+        raise ValueError(_APP_REQUIRED)
     statics = [parseStatic(s) if isinstance(s, str) else s for s in settings.static]
     pool = threadPool(settings.threads)
-    resource = WSGIApplicationResource(reactor, pool, application)
+    resource = (
+        None
+        if application is None
+        else WSGIApplicationResource(reactor, pool, application)
+    )
     root: Any = WSGIRoot(resource, statics)
     if common.checkers:
         root = requireBasicAuth(
