@@ -284,12 +284,32 @@ class RPCMode:
 
     def respond(self, payload: bytes) -> bytes | Deferred[bytes]:
         """
-        The reply to one request, now or later.
+        The reply to one request, now or later, in the form it came in.
+
+        Recipe 11.8 as printed sends C{pickle.dumps((name, args, kwargs))}
+        with C{Connection.send}, which pickles those bytes once more, and
+        reads its reply with C{pickle.loads(connection.recv())}: a request
+        that unpickles to C{bytes} is unpickled again (through the same
+        allowlist) and its reply is pickled twice.  A request sent with
+        C{send_bytes} is pickled once, and so is its reply.
 
         @raise RefusedPickleError: if the request is not plain data.
         @raise BadRequestError: if it is not C{(str, tuple, dict)}.
         """
         request = safeLoads(payload, maxNesting=self.maxNesting)
+        if type(request) is not bytes:
+            return self.answer(request)
+        reply = self.answer(safeLoads(request, maxNesting=self.maxNesting))
+        if isinstance(reply, Deferred):
+            return reply.addCallback(pickle.dumps, REPLY_PROTOCOL)
+        return pickle.dumps(reply, REPLY_PROTOCOL)
+
+    def answer(self, request: object) -> bytes | Deferred[bytes]:
+        """
+        The pickled reply to one unpickled request, now or later.
+
+        @raise BadRequestError: if it is not C{(str, tuple, dict)}.
+        """
         if not (
             type(request) is tuple
             and len(request) == 3

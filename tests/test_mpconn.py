@@ -22,7 +22,7 @@ import time
 from multiprocessing import AuthenticationError, connection
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.internet.threads import deferToThread
@@ -57,6 +57,7 @@ from netplugins.tap.mpconn import (
     mpconnService,
 )
 from tests.pki import PKI
+from tests.support import ROOT, runTwistd, waitForPort
 
 KEY = b"peekaboo"
 
@@ -77,6 +78,7 @@ def _python(version: str) -> str:
     return f"python{version}-not-found (install Python {version} or pyenv's)"
 
 
+PYTHON311 = _python("3.11")
 PYTHON312 = _python("3.12")
 PYTHON313 = _python("3.13")
 
@@ -646,6 +648,45 @@ class RPCTests(SynchronousTestCase):
         call(wire, "sub", x=2, y=3)
         self.assertEqual(self.replies(wire), [5, -1])
 
+    def test_pickledTwice(self) -> None:
+        """A request pickled twice, as the printed recipe sends, is answered so."""
+        _, transport, wire, _ = self.rpc()
+        requests: list[Any] = [("add", (2, 3), {}), ("nope", (), {})]
+        for request in requests:
+            wire.send_bytes(pickle.dumps(pickle.dumps(request)))
+        call(wire, "sub", 2, 3)
+        added, unknown, subtracted = wire.frames()
+        error = pickle.loads(pickle.loads(unknown))
+        self.assertEqual(
+            (
+                pickle.loads(pickle.loads(added)),
+                (type(error), error.args),
+                pickle.loads(subtracted),
+                transport.disconnecting,
+            ),
+            (5, (KeyError, ("nope",)), -1, False),
+        )
+
+    def test_pickledTwiceLater(self) -> None:
+        """A blocking call pickled twice gets its later reply pickled twice."""
+        _, _, wire, pool = self.rpc()
+        wire.send_bytes(pickle.dumps(pickle.dumps(("whereAmI", (), {}))))
+        [(_, _, d)] = pool.calls
+        d.callback("pool")
+        [reply] = wire.frames()
+        self.assertEqual(pickle.loads(pickle.loads(reply)), "pool")
+
+    def test_pickledTwiceRefused(self) -> None:
+        """An os.system pickle inside the bytes is refused too: closed, never run."""
+        marker = os.path.abspath(self.mktemp())
+        _, transport, wire, _ = self.rpc()
+        request: Any = ("add", (System(f"touch {marker}"), 1), {})
+        wire.send_bytes(pickle.dumps(pickle.dumps(request)))
+        self.assertEqual(
+            (wire.frames(), transport.disconnecting, os.path.exists(marker)),
+            ([], True, False),
+        )
+
     def test_unknown(self) -> None:
         """An unknown name gets KeyError(name), as the recipe's handler sends."""
         _, transport, wire, _ = self.rpc()
@@ -1016,22 +1057,100 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
-CLIENT = """
-import json, pickle, sys
-from multiprocessing.connection import Client
+#: Python Cookbook recipe 11.8's client, rpcclient.py as printed: its
+#: example connects to localhost:17000 with the key b"peekaboo".
+COOKBOOK_RPCCLIENT = """import pickle
 
-# Python Cookbook, recipe 11.8, unmodified.
 class RPCProxy:
     def __init__(self, connection):
         self._connection = connection
     def __getattr__(self, name):
         def do_rpc(*args, **kwargs):
-            self._connection.send_bytes(pickle.dumps((name, args, kwargs)))
-            result = pickle.loads(self._connection.recv_bytes())
+            self._connection.send(pickle.dumps((name, args, kwargs)))
+            result = pickle.loads(self._connection.recv())
             if isinstance(result, Exception):
                 raise result
             return result
         return do_rpc
+
+# Example use
+from multiprocessing.connection import Client
+c = Client(('localhost', 17000), authkey=b'peekaboo')
+proxy = RPCProxy(c)
+print(proxy.add(2, 3))
+print(proxy.sub(2, 3))
+try:
+    proxy.sub([1, 2], 4)
+except Exception as e:
+    print(e)
+"""
+
+#: The recipe's RPCProxy class as printed (rpcclient.py up to its example).
+COOKBOOK_RPCPROXY = COOKBOOK_RPCCLIENT[: COOKBOOK_RPCCLIENT.index("# Example use")]
+
+#: Recipe 11.8's server, rpcserver.py as printed; it serves at import.
+COOKBOOK_RPCSERVER = """# rpcserver.py
+
+import pickle
+class RPCHandler:
+    def __init__(self):
+        self._functions = { }
+
+    def register_function(self, func):
+        self._functions[func.__name__] = func
+
+    def handle_connection(self, connection):
+        try:
+            while True:
+                # Receive a message
+                func_name, args, kwargs = pickle.loads(connection.recv())
+                # Run the RPC and send a response
+                try:
+                    r = self._functions[func_name](*args,**kwargs)
+                    connection.send(pickle.dumps(r))
+                except Exception as e:
+                    connection.send(pickle.dumps(e))
+        except EOFError:
+             pass
+
+# Example use
+from multiprocessing.connection import Listener
+from threading import Thread
+
+def rpc_server(handler, address, authkey):
+    sock = Listener(address, authkey=authkey)
+    while True:
+        client = sock.accept()
+        t = Thread(target=handler.handle_connection, args=(client,))
+        t.daemon = True
+        t.start()
+
+# Some remote functions
+def add(x, y):
+    return x + y
+
+def sub(x, y):
+    return x - y
+
+# Register with a handler
+handler = RPCHandler()
+handler.register_function(add)
+handler.register_function(sub)
+
+# Run the server
+rpc_server(handler, ('localhost', 17000), authkey=b'peekaboo')
+"""
+
+#: Its RPCHandler with the example's functions registered, as a module that
+#: C{--functions cookbookrpc:handler} loads: the server without its last
+#: statement, which would serve at import.
+COOKBOOK_RPCHANDLER = COOKBOOK_RPCSERVER[: COOKBOOK_RPCSERVER.index("# Run the server")]
+
+CLIENT = (
+    COOKBOOK_RPCPROXY
+    + """
+import json, sys
+from multiprocessing.connection import Client
 
 mode, address, key = sys.argv[1], sys.argv[2], sys.argv[3].encode()
 if ":" in address:
@@ -1064,6 +1183,7 @@ else:
         out.append(repr(e))
 json.dump(out, sys.stdout)
 """
+)
 
 RPC_EXPECTED = [
     5,
@@ -1076,7 +1196,8 @@ RPC_EXPECTED = [
 class RealSocketTests(TestCase):
     """
     The standard library's own client, over real TCP and UNIX sockets, from
-    Python 3.11 (in a thread) and 3.12 and 3.13 (in subprocesses).
+    Python 3.11 (in a thread and in subprocesses) and 3.12 and 3.13 (in
+    subprocesses).
     """
 
     def listen(self, mode: str = "echo", unix: bool = False, **kwargs: Any) -> Any:
@@ -1140,13 +1261,18 @@ class RealSocketTests(TestCase):
         d.addCallback(self.assertEqual, ["hello", 42, [1, 2, 3, 4, 5]])
         return d
 
+    def test_cookbookRPC311(self) -> Deferred[None]:
+        """The recipe's RPCProxy as printed from Python 3.11 (HMAC-MD5) over TCP."""
+        d = self.runClient(PYTHON311, "rpc", self.listen("rpc"))
+        return d.addCallback(self.assertEqual, RPC_EXPECTED)
+
     def test_cookbookRPC312(self) -> Deferred[None]:
-        """The recipe's unmodified RPCProxy from Python 3.12 ({sha256}) over TCP."""
+        """The recipe's RPCProxy as printed from Python 3.12 ({sha256}) over TCP."""
         d = self.runClient(PYTHON312, "rpc", self.listen("rpc"))
         return d.addCallback(self.assertEqual, RPC_EXPECTED)
 
     def test_cookbookRPC313UNIX(self) -> Deferred[None]:
-        """The RPCProxy from Python 3.13 over a UNIX socket."""
+        """The recipe's RPCProxy as printed from Python 3.13 over a UNIX socket."""
         d = self.runClient(PYTHON313, "rpc", self.listen("rpc", unix=True))
         return d.addCallback(self.assertEqual, RPC_EXPECTED)
 
@@ -1224,6 +1350,56 @@ class RealSocketTests(TestCase):
                 return c.recv()  # type: ignore[no-any-return]
 
         return deferToThread(session).addCallback(self.assertEqual, payload)
+
+
+class CookbookAsPrintedTests(TestCase):
+    """
+    Recipe 11.8's two files as printed: C{twistd np-mpconn --mode rpc} serves
+    the printed C{RPCHandler}'s functions where the printed client connects,
+    127.0.0.1:17000 (that port must be free), with the key C{b"peekaboo"}.
+    """
+
+    @inlineCallbacks
+    def test_printedClient(self) -> Any:
+        """rpcclient.py as printed prints the book's lines on 3.11, 3.12, 3.13."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        files = {
+            "cookbookrpc.py": COOKBOOK_RPCHANDLER,
+            "rpcclient.py": COOKBOOK_RPCCLIENT,
+            "authkey": "peekaboo\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(text)
+        port = 17000
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as e:
+                self.fail(f"the printed client needs 127.0.0.1:{port}, taken: {e}")
+        process = runTwistd(
+            self,
+            "np-mpconn",
+            "--mode=rpc",
+            "--functions=cookbookrpc:handler",
+            f"--authkey-file={os.path.join(directory, 'authkey')}",
+            f"--listen=tcp:{port}:interface=127.0.0.1",
+            env={"PYTHONPATH": os.pathsep.join([str(ROOT), directory])},
+        )
+        yield deferToThread(waitForPort, port, process)
+        printed = []
+        for python in [PYTHON311, PYTHON312, PYTHON313]:
+            out, err, code = yield getProcessOutputAndValue(
+                python, [os.path.join(directory, "rpcclient.py")], env={}
+            )
+            printed.append((python, out.decode(), err, code))
+        expected = "5\n-1\nunsupported operand type(s) for -: 'list' and 'int'\n"
+        self.assertEqual(
+            printed,
+            [(python, expected, b"", 0) for python, _, _, _ in printed],
+        )
 
 
 class _TLSConnection:
