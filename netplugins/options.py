@@ -28,7 +28,6 @@ from netplugins.service import (
     DEFAULT_STATE_DIR,
     Common,
     parseDatagram,
-    validateEndpoint,
 )
 from netplugins.settings import (
     Setting,
@@ -125,19 +124,31 @@ tlsMinVersionChoice = choice("1.2", "1.3", name="--tls-min-version")
 
 def endpoint(description: str) -> str:
     """
-    Check a C{--listen} endpoint description (a stream endpoint or C{udp:}).
+    A listen endpoint description spoken in the clear (C{--listen}, np-mail's
+    C{--smtp}, ...): a stream endpoint or C{udp:}.  It is parsed, once, when
+    the settings are loaded (L{ServiceSettings.common}); a C{udp:} one is
+    checked here already.
     """
-    validateEndpoint(description)
+    parseDatagram(description)
     return description
 
 
-def streamEndpoint(description: str) -> str:
+def tlsEndpoint(description: str) -> str:
     """
-    Check a C{--listen-tls} endpoint description: no C{udp:}.
+    A listen endpoint description wrapped in the service's TLS
+    (C{--listen-tls}, np-mail's C{--smtps}, ...): no C{udp:}.  Parsed when
+    the settings are loaded, as L{endpoint}.
     """
     if parseDatagram(description) is not None:
         raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
-    return endpoint(description)
+    return description
+
+
+#: The coercers of endpoint settings, and whether their listeners wrap TLS.
+_LISTENING: dict[Callable[[str], Any] | None, bool] = {
+    endpoint: False,
+    tlsEndpoint: True,
+}
 
 
 def network(text: str) -> str:
@@ -178,7 +189,7 @@ class ServiceSettings:
     )
     listenTLS: tuple[str, ...] = repeated(
         "Listen on this endpoint wrapped in TLS from the --tls-* options; repeatable.",
-        streamEndpoint,
+        tlsEndpoint,
     )
     tlsCert: tuple[str, ...] = repeated(
         "A PEM certificate with its chain; repeat with --tls-key for several "
@@ -265,6 +276,8 @@ class ServiceSettings:
     )
     #: A TLS context factory to share with other services.
     tls: ServerTLS | None = None
+    #: What L{common} loaded, made on its first call.
+    _loaded: Common | None = field(default=None, init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.tlsCert) != len(self.tlsKey):
@@ -277,13 +290,33 @@ class ServiceSettings:
 
     def common(self) -> Common:
         """
-        The shared settings loaded for the service layer: the checkers made,
-        the networks parsed, the TLS files read (so a bad one is a
-        L{ValueError} now rather than a failure at startup).  A cap, idle
-        timeout or login deadline of 0 is none.
+        The shared settings loaded for the service layer, once (the command
+        line's check and the keyword twin get the same value): the checkers
+        made, the networks parsed, the TLS files read and every endpoint
+        setting parsed into its L{Listener} (so a bad one is a L{ValueError}
+        now rather than a failure at startup).  A cap, idle timeout or login
+        deadline of 0 is none.
 
         @raise ValueError: with a one-line message, for a bad value.
         """
+        if self._loaded is None:
+            common = self._load()
+            for attribute, declaration in declared(type(self)):
+                secure = _LISTENING.get(declaration.coerce)
+                if secure is None:
+                    continue
+                for description in getattr(self, attribute.name):
+                    try:
+                        common.listener(description, secure=secure)
+                    except ValueError as e:
+                        raise ValueError(
+                            f"--{declaration.name(attribute.name)}: {e}"
+                        ) from None
+            object.__setattr__(self, "_loaded", common)
+        assert self._loaded is not None
+        return self._loaded
+
+    def _load(self) -> Common:
         checkers = list(self.checkers)
         if self.auth:
             from twisted.cred import strcred

@@ -12,14 +12,18 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -29,7 +33,7 @@ from netplugins.limits.settings import Limits
 from netplugins.limits.tracker import ConnectionTracker
 from netplugins.tls.identity import TLSSettings
 from netplugins.tls.server import ServerTLS
-from netplugins.transport import fastServerFromString, listenUDP
+from netplugins.transport import WriteThroughReactor, listenUDP
 from netplugins.twistedinternals import raiseListenFailures, whenListening
 from netplugins.workers import isWorker, supervise
 
@@ -50,6 +54,8 @@ class Common:
     @ivar listenTLS: endpoint strings wrapped in TLS from C{tls}.
     @ivar tls: the server TLS context factory, shared by every listener and by
         STARTTLS; made from C{tlsSettings} on first use unless given.
+    @ivar listeners: every endpoint string parsed so far, by (string, whether
+        wrapped in TLS): L{listener} parses each once.
     """
 
     listen: tuple[str, ...] = ()
@@ -60,6 +66,20 @@ class Common:
     checkers: tuple[ICredentialsChecker, ...] = ()
     tls: ServerTLS | None = None
     workers: int = 1
+    listeners: dict[tuple[str, bool], Listener] = field(factory=dict)
+
+    def listener(self, description: str, *, secure: bool = False) -> Listener:
+        """
+        C{description} parsed (L{Listener.parse}), once: the same value for the
+        same description, however many services listen on it.
+
+        @raise ValueError: with a one-line message.
+        """
+        key = (description, secure)
+        parsed = self.listeners.get(key)
+        if parsed is None:
+            parsed = self.listeners[key] = Listener.parse(description, secure=secure)
+        return parsed
 
     def serverTLS(self, reactor: Any = None) -> ServerTLS:
         """
@@ -123,24 +143,54 @@ def parseDatagram(description: str) -> DatagramAddress | None:
     return DatagramAddress(port, interface)
 
 
-class _ValidationReactor:
+@frozen(eq=False)
+class Listener:
     """
-    Stands in for the reactor while endpoint strings are only being checked.
+    One listen description, parsed: a C{udp:} port's address, or the stream
+    endpoint Twisted's (and netplugins') endpoint parsers made of it, on a
+    stand-in reactor that L{bound} binds to the service's.  An C{nptls:}
+    endpoint has read its certificate files here, once.
+
+    @ivar description: the string, as given (for the logs).
+    @ivar secure: whether the listener wraps it in the service's TLS
+        (C{--listen-tls}, the implicit-TLS mail endpoints).
     """
 
+    description: str
+    secure: bool = False
+    address: DatagramAddress | None = None
+    endpoint: IStreamServerEndpoint | None = None
+    _reactor: WriteThroughReactor | None = None
 
-def validateEndpoint(description: str) -> None:
-    """
-    Check a listen description without listening.
+    @classmethod
+    def parse(cls, description: str, *, secure: bool = False) -> Listener:
+        """
+        Parse C{description}: C{udp:...} or any stream endpoint string.
 
-    @raise ValueError: with a one-line message.
-    """
-    if parseDatagram(description) is not None:
-        return
-    try:
-        serverFromString(_ValidationReactor(), description)
-    except Exception as e:
-        raise ValueError(f"bad endpoint {description!r}: {e}") from None
+        @raise ValueError: with a one-line message, for a bad description or
+            a C{udp:} one to be wrapped in TLS.
+        """
+        address = parseDatagram(description)
+        if address is not None:
+            if secure:
+                raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
+            return cls(description, secure, address)
+        reactor = WriteThroughReactor()
+        try:
+            endpoint = serverFromString(reactor, description)
+        except Exception as e:
+            raise ValueError(f"bad endpoint {description!r}: {e}") from None
+        return cls(description, secure, None, endpoint, reactor)
+
+    def bound(self, reactor: Any) -> IStreamServerEndpoint:
+        """
+        The stream endpoint, listening with C{reactor} (with C{SO_REUSEPORT}
+        in a worker process): the reactor of the last service made from it.
+        """
+        if self.endpoint is None or self._reactor is None:
+            raise ValueError(f"not a stream endpoint: {self.description!r}")
+        self._reactor.bind(reactor, reusePort=isWorker())
+        return self.endpoint
 
 
 class ListeningService(StreamServerEndpointService):
@@ -265,12 +315,11 @@ def listeningService(
     described = [(d, False) for d in plain] + [(d, True) for d in common.listenTLS]
     for description, secure in described:
         child: ListeningService | DatagramService
-        address = parseDatagram(description)
+        listener = common.listener(description, secure=secure)
+        address = listener.address
         if address is not None:
             if datagram is None:
                 raise ValueError(f"{name} does not speak UDP: {description!r}")
-            if secure:
-                raise ValueError(f"UDP cannot be wrapped in TLS: {description!r}")
             if isinstance(datagram, DatagramProtocol):
                 if datagramUsed:
                     raise ValueError(
@@ -289,7 +338,7 @@ def listeningService(
             wrapped = factory
             if secure:
                 wrapped = common.serverTLS(reactor).wrapFactory(factory, reactor)
-            endpoint = fastServerFromString(reactor, description, reusePort=isWorker())
+            endpoint = listener.bound(reactor)
             if IHandshakeEndpoint.providedBy(endpoint):
                 # An authenticating endpoint (hmac:) runs its handshake first:
                 # limits must apply before it, not only to clients that passed.

@@ -339,6 +339,9 @@ def listenUDP(
     return listening
 
 
+_UNBOUND = "no reactor yet (an endpoint listens once its service is made for one)"
+
+
 class WriteThroughReactor:
     """
     A stand-in for a reactor whose stream listening methods make write-through
@@ -347,20 +350,43 @@ class WriteThroughReactor:
     is not a POSIX file-descriptor reactor (a test's C{MemoryReactor}) is
     left to listen its own way.
 
-    @ivar reactor: the real reactor.
+    Made without a reactor, it stands in for the one that is bound later
+    (L{bind}): an endpoint string is parsed once, when the settings are
+    loaded, and its endpoint listens with whatever reactor the service is
+    made for (L{netplugins.service.Listener}).
+
+    @ivar reactor: the real reactor, or C{None} until bound.
     @ivar reusePort: listen on TCP with C{SO_REUSEPORT} (for workers).
     """
 
-    def __init__(self, reactor: Any, *, reusePort: bool = False):
+    def __init__(self, reactor: Any = None, *, reusePort: bool = False):
+        self._reactor: Any = None
+        self.reusePort = reusePort
+        self.posix = False
+        if reactor is not None:
+            self.bind(reactor, reusePort=reusePort)
+
+    def bind(self, reactor: Any, *, reusePort: bool = False) -> None:
+        """
+        Stand in for C{reactor} from now on.
+        """
         from twisted.internet.posixbase import PosixReactorBase
 
-        self.reactor = reactor
+        self._reactor = reactor
         self.reusePort = reusePort
         self.posix = isinstance(reactor, PosixReactorBase)
         directlyProvides(self, providedBy(reactor))
 
+    @property
+    def reactor(self) -> Any:
+        if self._reactor is None:
+            raise RuntimeError(_UNBOUND)
+        return self._reactor
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.reactor, name)
+        if name.startswith("__") or self.__dict__.get("_reactor") is None:
+            raise AttributeError(f"{name}: {_UNBOUND}")
+        return getattr(self._reactor, name)
 
     def listenTCP(
         self,

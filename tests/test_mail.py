@@ -129,7 +129,9 @@ class OptionsTests(SynchronousTestCase):
     def test_keywordTwinRefuses(self) -> None:
         """The twin refuses listen and bad endpoints as the command line does."""
         self.assertRaises(ValueError, mailService, MailHostSettings(listen=("tcp:25",)))
-        error = self.assertRaises(ValueError, MailHostSettings, imaps=("nope:1",))
+        error = self.assertRaises(
+            ValueError, MailHostSettings(imaps=("nope:1",)).common
+        )
         usageError = self.assertRaises(
             usage.UsageError, Options().parseOptions, ["--imaps", "nope:1"]
         )

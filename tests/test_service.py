@@ -6,6 +6,7 @@ their validation and the listening glue.
 from __future__ import annotations
 
 from ipaddress import ip_network
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -13,10 +14,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+import netplugins.tls.endpoint
 from netplugins.limits.settings import Limits
 from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.service import (
     DatagramAddress,
+    Listener,
     listeningPorts,
     listeningService,
     parseDatagram,
@@ -307,3 +310,70 @@ class ListeningServiceTests(SynchronousTestCase):
                 datagram=DatagramProtocol(),
                 reactor=MemoryReactor(),
             )
+
+
+class ParseOnceTests(SynchronousTestCase):
+    """
+    Endpoint strings and TLS files are parsed and read once, on the way from
+    the command line to the listening port.
+    """
+
+    def test_commonLoadedOnce(self) -> None:
+        """common() is loaded once: the command line's check and the twin share it."""
+        options = ServiceOptions()
+        options.parseOptions(["--listen", "tcp:0"])
+        self.assertIs(options.settings.common(), options.common)
+
+    def test_endpointParsedOnce(self) -> None:
+        """An nptls: endpoint reads its files once, and that endpoint listens."""
+        made: list[object] = []
+        original = netplugins.tls.endpoint.ServerTLS
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            made.append(args)
+            return original(*args, **kwargs)
+
+        self.patch(netplugins.tls.endpoint, "ServerTLS", counting)
+        cert, key = PKI(self.mktemp()).serverCertificate("localhost")
+        description = f"nptls:cert={cert}:key={key}:tcp:8443:interface=127.0.0.1"
+        options = ServiceOptions()
+        options.parseOptions(["--listen", description])
+        reactor = MemoryReactor()
+        service = listeningService(
+            options.settings.common(), Factory.forProtocol(Echo), reactor=reactor
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            (
+                len(made),
+                [(port, interface) for port, _, _, interface in reactor.tcpServers],
+                [child.endpoint for child in service],  # type: ignore[attr-defined]
+            ),
+            (
+                1,
+                [(8443, "127.0.0.1")],
+                [options.common.listener(description).endpoint],
+            ),
+        )
+
+    def test_boundToEachService(self) -> None:
+        """One parsed endpoint listens with the reactor of the service made from it."""
+        common = ServiceSettings(listen=("tcp:7007",)).common()
+        first, second = MemoryReactor(), MemoryReactor()
+        for reactor in (first, second):
+            service = listeningService(
+                common, Factory.forProtocol(Echo), reactor=reactor
+            )
+            service.startService()
+            self.addCleanup(service.stopService)
+        self.assertEqual((len(first.tcpServers), len(second.tcpServers)), (1, 1))
+
+    def test_unboundEndpoint(self) -> None:
+        """A parsed endpoint used before a service binds it says so."""
+        listener = Listener.parse("tcp:7007")
+        assert listener.endpoint is not None
+        failure = self.failureResultOf(
+            listener.endpoint.listen(Factory.forProtocol(Echo)), RuntimeError
+        )
+        self.assertIn("no reactor yet", str(failure.value))

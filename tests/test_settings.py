@@ -119,8 +119,8 @@ class KeywordTwinTests(SynchronousTestCase):
         self.assertEqual(ToySettings(names=["x"]).names, ("x",))  # type: ignore[arg-type]
 
     def test_endpointsCheckedOnce(self) -> None:
-        """A bad endpoint is refused when the settings are made, naming it."""
-        error = self.assertRaises(ValueError, ToySettings, listen=("nonsense:",))
+        """A bad endpoint is refused when the settings are loaded, naming it."""
+        error = self.assertRaises(ValueError, ToySettings(listen=("nonsense:",)).common)
         self.assertEqual(
             str(error),
             "--listen: bad endpoint 'nonsense:': Unknown endpoint type: 'nonsense'",

@@ -27,7 +27,7 @@ from netplugins.mail.maildir import files
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.mail.users import LocalUsers
-from netplugins.service import listeningPorts, validateEndpoint
+from netplugins.service import Listener, listeningPorts
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.smtp import Options, SMTPSettings, makeService, smtpService
 from netplugins.tls.server import DEFAULT_HANDSHAKE_TIMEOUT
@@ -911,28 +911,33 @@ class OptionsTests(SynchronousTestCase):
     def test_badValues(self) -> None:
         """Bad endpoints and smarthosts are the one-line errors of their checks."""
         for argv, check in [
-            (["--submission", "nope:1"], lambda: validateEndpoint("nope:1")),
+            (["--submission", "nope:1"], lambda: Listener.parse("nope:1")),
             (["--smarthost", "h:x"], lambda: smarthostRelay("h:x")),
         ]:
             expected = str(self.assertRaises(ValueError, check))
+            if argv[0] == "--submission":
+                expected = f"--submission: {expected}"
             error = self.assertRaises(usage.UsageError, Options().parseOptions, argv)
             self.assertEqual(str(error), expected)
 
     def test_keywordTwinRefuses(self) -> None:
         """SMTPSettings refuses bad values with the command line's messages."""
+
+        def load(**kwargs: Any) -> None:
+            SMTPSettings(**kwargs).common()
+
         refusals: list[dict[str, Any]] = [
             {"smtps": ("nope:1",)},
             {"smarthost": "h:x"},
             {"maxMessageSize": 0},
         ]
         messages = [
-            str(self.assertRaises(ValueError, SMTPSettings, **kwargs))
-            for kwargs in refusals
+            str(self.assertRaises(ValueError, load, **kwargs)) for kwargs in refusals
         ]
         self.assertEqual(
             messages,
             [
-                str(self.assertRaises(ValueError, validateEndpoint, "nope:1")),
+                "--smtps: bad endpoint 'nope:1': Unknown endpoint type: 'nope'",
                 "--smarthost must be HOST or HOST:PORT, not 'h:x'",
                 "--max-message-size: expected a positive number, not 0",
             ],

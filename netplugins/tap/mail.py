@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 from attrs import frozen
 from twisted.application.service import MultiService
 from twisted.python import usage
 
 from netplugins.mail.imap.server import DEFAULT_APPEND_LIMIT
 from netplugins.mail.smtp.server import DEFAULT_MAX_MESSAGE_SIZE
-from netplugins.options import ServiceOptions, positiveInt
+from netplugins.options import ServiceOptions, endpoint, positiveInt, tlsEndpoint
 from netplugins.service import supervised
 from netplugins.settings import repeated, setting
 from netplugins.tap.imap import imapListeners
-from netplugins.tap.mailhost import SmarthostSettings, checkEndpoints, mailParts
+from netplugins.tap.mailhost import SmarthostSettings, mailParts
 from netplugins.tap.pop3 import pop3Listeners
 from netplugins.tap.smtp import smtpListeners
 
@@ -43,18 +42,26 @@ class MailHostSettings(SmarthostSettings):
     """
 
     smtp: tuple[str, ...] = repeated(
-        "SMTP endpoint (port 25 style, STARTTLS offered); repeatable."
+        "SMTP endpoint (port 25 style, STARTTLS offered); repeatable.", endpoint
     )
     submission: tuple[str, ...] = repeated(
-        "Submission endpoint (STARTTLS, AUTH required); repeatable."
+        "Submission endpoint (STARTTLS, AUTH required); repeatable.", endpoint
     )
     smtps: tuple[str, ...] = repeated(
-        "Implicit-TLS submission endpoint (AUTH required); repeatable."
+        "Implicit-TLS submission endpoint (AUTH required); repeatable.", tlsEndpoint
     )
-    pop3: tuple[str, ...] = repeated("POP3 endpoint (STLS offered); repeatable.")
-    pop3s: tuple[str, ...] = repeated("POP3S endpoint (implicit TLS); repeatable.")
-    imap: tuple[str, ...] = repeated("IMAP endpoint (STARTTLS offered); repeatable.")
-    imaps: tuple[str, ...] = repeated("IMAPS endpoint (implicit TLS); repeatable.")
+    pop3: tuple[str, ...] = repeated(
+        "POP3 endpoint (STLS offered); repeatable.", endpoint
+    )
+    pop3s: tuple[str, ...] = repeated(
+        "POP3S endpoint (implicit TLS); repeatable.", tlsEndpoint
+    )
+    imap: tuple[str, ...] = repeated(
+        "IMAP endpoint (STARTTLS offered); repeatable.", endpoint
+    )
+    imaps: tuple[str, ...] = repeated(
+        "IMAPS endpoint (implicit TLS); repeatable.", tlsEndpoint
+    )
     maxMessageSize: int = setting(
         DEFAULT_MAX_MESSAGE_SIZE,
         "The largest message SMTP accepts, in bytes.",
@@ -65,21 +72,6 @@ class MailHostSettings(SmarthostSettings):
         "The largest message IMAP APPEND accepts, in bytes.",
         positiveInt,
     )
-
-    @smtp.validator
-    @submission.validator
-    @smtps.validator
-    @pop3.validator
-    @pop3s.validator
-    @imap.validator
-    @imaps.validator
-    def _listenable(
-        self, attribute: attrs.Attribute[Any], value: tuple[str, ...]
-    ) -> None:
-        """
-        Refuse an endpoint no listener could be made from.
-        """
-        checkEndpoints(value)
 
     def endpoints(self) -> dict[str, tuple[str, ...]]:
         """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -25,7 +25,7 @@ from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.options import ServiceSettings
-from netplugins.service import Common, listeningService, validateEndpoint
+from netplugins.service import Common, listeningService
 from netplugins.settings import flag, repeated, setting
 
 DEFAULT_DOMAINS = ("localhost",)
@@ -99,17 +99,6 @@ class SmarthostSettings(MailSettings):
         """
         if value is not None:
             smarthostRelay(value)
-
-
-def checkEndpoints(descriptions: Iterable[str]) -> None:
-    """
-    Refuse an endpoint description no listener could be made from: the
-    check of the mail plugins' per-protocol endpoint settings.
-
-    @raise ValueError: with a one-line message naming the endpoint.
-    """
-    for description in descriptions:
-        validateEndpoint(description)
 
 
 def plainEndpoints(

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import attrs
 from attrs import frozen
 from twisted.application.service import MultiService
 
@@ -19,13 +18,12 @@ from netplugins.mail.smtp.server import (
     SMTPConfig,
     SMTPFactory,
 )
-from netplugins.options import ServiceOptions, positiveInt
+from netplugins.options import ServiceOptions, endpoint, positiveInt, tlsEndpoint
 from netplugins.service import Common, supervised
 from netplugins.settings import override, repeated, setting
 from netplugins.tap.mailhost import (
     MailParts,
     SmarthostSettings,
-    checkEndpoints,
     listeners,
     mailParts,
     plainEndpoints,
@@ -50,11 +48,13 @@ class SMTPSettings(SmarthostSettings):
     defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
 
     submission: tuple[str, ...] = repeated(
-        "A submission endpoint (port 587 style: STARTTLS, AUTH required); repeatable."
+        "A submission endpoint (port 587 style: STARTTLS, AUTH required); repeatable.",
+        endpoint,
     )
     smtps: tuple[str, ...] = repeated(
         "An implicit-TLS submission endpoint (port 465 style, AUTH required); "
-        "repeatable."
+        "repeatable.",
+        tlsEndpoint,
     )
     maxMessageSize: int = setting(
         DEFAULT_MAX_MESSAGE_SIZE, "The largest message accepted, in bytes.", positiveInt
@@ -65,16 +65,6 @@ class SMTPSettings(SmarthostSettings):
         False,
         help="Offer AUTH before STARTTLS (passwords in the clear).",
     )
-
-    @submission.validator
-    @smtps.validator
-    def _listenable(
-        self, attribute: attrs.Attribute[Any], value: tuple[str, ...]
-    ) -> None:
-        """
-        Refuse an endpoint no listener could be made from.
-        """
-        checkEndpoints(value)
 
 
 class Options(ServiceOptions):
