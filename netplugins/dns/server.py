@@ -1,0 +1,400 @@
+# -*- test-case-name: tests.test_dns -*-
+"""
+The DNS server: L{Engine} turns a query's bytes into the reply's bytes,
+L{DNSDatagram} speaks UDP and L{DNSStream} TCP (RFC 7766: two-byte length
+prefixes, pipelined queries answered as they come).
+
+Bad input never raises: fewer than 12 bytes or a response is dropped, a
+message dnspython cannot parse (compression loops, long labels, trailing
+junk, QDCOUNT other than 1) gets FORMERR, an unknown opcode NOTIMP, an EDNS
+version other than 0 BADVERS, a name outside our zones REFUSED (unless the
+client may recurse).
+
+Answers from the zones depend only on the query's bytes, so the engine keeps
+the last ones it made by query bytes (less the ID): a repeated question costs
+one dictionary look-up.  The cache is emptied when a zone changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsig
+from dns.name import Name
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import (
+    DatagramProtocol,
+    Factory,
+    Protocol,
+    connectionDone,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from netplugins.dns.answer import answer, findZone
+from netplugins.dns.rrl import DROP, SLIP, ResponseRateLimiter
+from netplugins.dns.zone import Zone
+from netplugins.limits.settings import IPNetwork
+from netplugins.session import CLOSE_GRACE, Discipline
+
+#: The EDNS payload we advertise and the most we send over UDP (the DNS flag
+#: day 2020 value): more risks IP fragmentation.
+DEFAULT_PAYLOAD = 1232
+
+#: A UDP answer to a query without EDNS is at most this long (RFC 1035).
+CLASSIC_PAYLOAD = 512
+
+#: The most answers the engine remembers by query bytes.
+CACHE_SIZE = 10000
+
+#: Queries longer than this are never cached (a question is short).
+_CACHEABLE_QUERY = 512
+
+_HEADER = struct.Struct("!HHHHHH")
+_QR = 0x8000
+_TC = 0x0200
+_RD_CD = 0x0100 | 0x0010
+_OPCODE = 0x7800
+
+Send = Callable[[bytes], None]
+
+
+def errorReply(data: bytes, rcode: int) -> bytes:
+    """
+    A bare reply (header only) to the query C{data}: for messages too broken
+    to answer with their question.
+    """
+    ident, flags = struct.unpack_from("!HH", data)
+    flags = _QR | (flags & (_OPCODE | 0x0100)) | (rcode & 0xF)
+    return _HEADER.pack(ident, flags, 0, 0, 0, 0)
+
+
+def truncatedReply(reply: bytes) -> bytes:
+    """
+    C{reply} cut down to its header and question, with TC set: what a rate
+    limited client gets instead of the answer (so it retries over TCP).
+    """
+    ident, flags, qdcount, _, _, _ = _HEADER.unpack_from(reply)
+    end = _HEADER.size
+    if qdcount:
+        # The question's name is the first one of the message: never
+        # compressed, so it ends at its first zero length byte.
+        while end < len(reply) and reply[end] != 0:
+            end += reply[end] + 1
+        end += 5
+    return (
+        _HEADER.pack(ident, flags | _TC, min(qdcount, 1), 0, 0, 0)
+        + reply[_HEADER.size : end]
+    )
+
+
+def _inNetworks(host: str, networks: Sequence[IPNetwork]) -> bool:
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class Engine:
+    """
+    Answers queries from the zones it holds.
+
+    @ivar zones: origin to L{Zone}; replace it with L{setZone}.
+    @ivar nsid: the NSID (RFC 5001) sent to clients that ask, if any.
+    @ivar payload: the EDNS payload size advertised and the UDP maximum.
+    @ivar keyring: TSIG key name to L{dns.tsig.Key}.
+    @ivar transferNetworks: who may transfer zones (with a TSIG key).
+    @ivar recursionNetworks: who may have questions outside our zones
+        forwarded.
+    @ivar forwarder: does the forwarding, when set.
+    @ivar transfers: answers AXFR and IXFR, when set.
+    @ivar secondary: takes NOTIFY messages for zones served as a secondary.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        zones: dict[Name, Zone] | None = None,
+        *,
+        nsid: bytes | None = None,
+        payload: int = DEFAULT_PAYLOAD,
+        keyring: dict[Name, dns.tsig.Key] | None = None,
+        transferNetworks: Sequence[IPNetwork] = (),
+        recursionNetworks: Sequence[IPNetwork] = (),
+        forwarder: Any = None,
+        transfers: Any = None,
+        secondary: Any = None,
+    ):
+        self.zones: dict[Name, Zone] = dict(zones or {})
+        self.nsid = nsid
+        self.payload = payload
+        self.keyring = dict(keyring or {})
+        self.transferNetworks = tuple(transferNetworks)
+        self.recursionNetworks = tuple(recursionNetworks)
+        self.forwarder = forwarder
+        self.transfers = transfers
+        self.secondary = secondary
+        self._cache: dict[bytes, bytes] = {}
+
+    def setZone(self, zone: Zone) -> None:
+        """
+        Serve C{zone} (replacing the one with its origin).
+        """
+        self.zones[zone.origin] = zone
+        self._cache.clear()
+
+    def handle(self, data: bytes, host: str, tcp: bool, send: Send) -> None:
+        """
+        Answer the query C{data} from C{host}: call C{send} with each reply
+        message (none for a message not to be answered, several for a zone
+        transfer, later for a forwarded question).
+        """
+        if len(data) < _HEADER.size:
+            return
+        key = data[2:] + (b"T" if tcp else b"U")
+        cached = self._cache.get(key)
+        if cached is not None:
+            send(data[:2] + cached)
+            return
+        if data[2] & 0x80:
+            return  # a response: answering it could start a loop
+        try:
+            reply, cacheable = self._answer(data, host, tcp, send)
+        except Exception:
+            self.log.failure("Query from {peer} failed", peer=host)
+            reply, cacheable = errorReply(data, dns.rcode.SERVFAIL), False
+        if reply is None:
+            return
+        if cacheable and len(data) <= _CACHEABLE_QUERY:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = reply[2:]
+        send(reply)
+
+    def _answer(
+        self, data: bytes, host: str, tcp: bool, send: Send
+    ) -> tuple[bytes | None, bool]:
+        """
+        The reply to C{data} and whether it may be cached by query bytes.
+        """
+        try:
+            query = dns.message.from_wire(
+                data, keyring=self.keyring or None, continue_on_error=False
+            )
+        except dns.message.UnknownTSIGKey:
+            return errorReply(data, dns.rcode.NOTAUTH), False
+        except dns.tsig.PeerError:
+            return errorReply(data, dns.rcode.NOTAUTH), False
+        except (dns.exception.DNSException, ValueError, IndexError, struct.error):
+            return errorReply(data, dns.rcode.FORMERR), False
+        opcode = query.opcode()
+        if len(query.question) != 1:
+            return errorReply(data, dns.rcode.FORMERR), False
+        if opcode == dns.opcode.NOTIFY:
+            return self._notify(query, host), False
+        if opcode != dns.opcode.QUERY:
+            return self._reply(query, dns.rcode.NOTIMP, tcp), False
+        if query.edns > 0:
+            return self._reply(query, dns.rcode.BADVERS, tcp), False
+        question = query.question[0]
+        qtype = question.rdtype
+        if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            self._transfer(query, host, tcp, send)
+            return None, False
+        if qtype in (dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY):
+            return self._reply(query, dns.rcode.FORMERR, tcp), False
+        zone = None
+        if question.rdclass == dns.rdataclass.IN:
+            zone = findZone(self.zones, question.name, qtype)
+        if zone is None:
+            if self.forwarder is not None and _inNetworks(host, self.recursionNetworks):
+                self.forwarder.forward(query, tcp, send, self)
+                return None, False
+            return self._reply(query, dns.rcode.REFUSED, tcp), (
+                not self.recursionNetworks and not query.had_tsig
+            )
+        dnssec = bool(query.ednsflags & dns.flags.DO)
+        found = answer(zone, question.name, qtype, dnssec)
+        response = self._response(query, found.rcode)
+        if found.aa:
+            response.flags |= dns.flags.AA
+        response.answer = found.answer
+        response.authority = found.authority
+        response.additional = found.additional
+        return self.render(response, query, tcp), not query.had_tsig
+
+    def _response(
+        self, query: dns.message.Message, rcode: dns.rcode.Rcode
+    ) -> dns.message.Message:
+        response = dns.message.make_response(query, our_payload=self.payload)
+        response.flags |= query.flags & dns.flags.CD
+        response.set_rcode(rcode)
+        if query.edns >= 0:
+            response.use_edns(
+                0,
+                query.ednsflags & dns.flags.DO,
+                self.payload,
+                query.payload,
+                options=self._options(query),
+            )
+        return response
+
+    def _options(self, query: dns.message.Message) -> list[dns.edns.Option]:
+        options: list[dns.edns.Option] = []
+        if self.nsid is not None and any(
+            o.otype == dns.edns.NSID for o in query.options
+        ):
+            options.append(dns.edns.NSIDOption(self.nsid))
+        return options
+
+    def _reply(
+        self, query: dns.message.Message, rcode: dns.rcode.Rcode, tcp: bool
+    ) -> bytes:
+        return self.render(self._response(query, rcode), query, tcp)
+
+    def render(
+        self, response: dns.message.Message, query: dns.message.Message, tcp: bool
+    ) -> bytes:
+        """
+        C{response} in wire form: over UDP no longer than the client's EDNS
+        payload (512 without EDNS) nor ours, whole RRsets dropped with TC set
+        past that.
+        """
+        if tcp:
+            limit = 65535
+        elif query.edns >= 0:
+            limit = max(CLASSIC_PAYLOAD, min(query.payload, self.payload))
+        else:
+            limit = CLASSIC_PAYLOAD
+        return response.to_wire(max_size=limit, prefer_truncation=True)
+
+    def _notify(self, query: dns.message.Message, host: str) -> bytes | None:
+        if self.secondary is not None:
+            return self.secondary.notified(query, host, self)  # type: ignore[no-any-return]
+        return self._reply(query, dns.rcode.REFUSED, True)
+
+    def _transfer(
+        self, query: dns.message.Message, host: str, tcp: bool, send: Send
+    ) -> None:
+        if self.transfers is None:
+            send(self._reply(query, dns.rcode.REFUSED, tcp))
+            return
+        self.transfers.transfer(query, host, tcp, send, self)
+
+
+class DNSDatagram(DatagramProtocol):
+    """
+    DNS over UDP: one reply datagram per query, rate limited per source
+    network when C{rrl} is set.
+    """
+
+    log = Logger()
+
+    def __init__(self, engine: Engine, rrl: ResponseRateLimiter | None = None):
+        self.engine = engine
+        self.rrl = rrl
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        host = addr[0]
+        verdict = 0 if self.rrl is None else self.rrl.check(host)
+        if verdict == DROP:
+            return
+        transport = self.transport
+        assert transport is not None
+
+        def send(reply: bytes) -> None:
+            if verdict == SLIP:
+                reply = truncatedReply(reply)
+            transport.write(reply, addr)
+
+        self.engine.handle(datagram, host, False, send)
+
+
+class DNSStream(Protocol):
+    """
+    DNS over TCP (RFC 7766): length-prefixed queries, pipelined, answered in
+    the order they arrive (forwarded ones when their answer comes).  Reading
+    stops while the replies already queued are over the transport's
+    watermark, so a client that never reads holds at most one message it
+    sent plus the replies queued.
+    """
+
+    factory: DNSStreamFactory
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._host = ""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        peer = self.transport.getPeer()
+        self._host = getattr(peer, "host", "")
+        self.discipline = Discipline(
+            self.transport,
+            self.factory.clock,
+            pause=self.transport.pauseProducing,  # type: ignore[attr-defined]
+            resume=self._resume,
+            grace=self.factory.closeGrace,
+        )
+
+    def _resume(self) -> None:
+        assert self.transport is not None
+        self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self._process()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        while self.discipline.reading and len(self._buffer) >= 2:
+            (length,) = struct.unpack_from("!H", self._buffer)
+            if len(self._buffer) < 2 + length:
+                return
+            message = self._buffer[2 : 2 + length]
+            self._buffer = self._buffer[2 + length :]
+            self.factory.engine.handle(message, self._host, True, self._send)
+
+    def _send(self, reply: bytes) -> None:
+        if self.transport is not None and not self.discipline.closing:
+            self.transport.write(struct.pack("!H", len(reply)) + reply)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.discipline.lost()
+
+
+class DNSStreamFactory(Factory):
+    """
+    Builds L{DNSStream}s answering from C{engine}.
+    """
+
+    closeGrace = CLOSE_GRACE
+
+    def __init__(self, engine: Engine, clock: Any = None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.engine = engine
+        self.clock = clock
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        protocol = DNSStream()
+        protocol.factory = self
+        return protocol

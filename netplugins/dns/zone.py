@@ -1,0 +1,227 @@
+# -*- test-case-name: tests.test_dns -*-
+"""
+Zones: a BIND zone file loaded with dnspython (C{$ORIGIN}, C{$TTL},
+C{$INCLUDE}, C{$GENERATE}) and indexed once, at load, for the answer logic:
+which names exist (empty non-terminals included), where the delegations,
+DNAMEs and wildcards are, the RRSIGs of each RRset, and the NSEC and NSEC3
+chains in canonical order for denial of existence.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+import dns.dnssec
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.rrset
+import dns.zone
+from dns.name import Name
+from dns.rdatatype import RdataType
+from dns.rrset import RRset
+
+SOA = RdataType.SOA
+NS = RdataType.NS
+CNAME = RdataType.CNAME
+DNAME = RdataType.DNAME
+RRSIG = RdataType.RRSIG
+NSEC = RdataType.NSEC
+NSEC3 = RdataType.NSEC3
+NSEC3PARAM = RdataType.NSEC3PARAM
+DS = RdataType.DS
+A = RdataType.A
+AAAA = RdataType.AAAA
+
+#: The most records a zone may hold: a bound on the memory one file costs.
+MAX_RECORDS = 1_000_000
+
+
+class ZoneError(Exception):
+    """
+    A zone file that cannot be served; the message says why, in one line.
+    """
+
+
+class Node:
+    """
+    The RRsets at one owner name, by type, and their signatures, by the type
+    they cover.
+    """
+
+    __slots__ = ("rrsets", "sigs")
+
+    def __init__(self) -> None:
+        self.rrsets: dict[int, RRset] = {}
+        self.sigs: dict[int, RRset] = {}
+
+
+class Zone:
+    """
+    One zone, indexed for answering.  Immutable once made: a reload makes a
+    new one and swaps it in.
+
+    @ivar origin: the apex.
+    @ivar serial: the SOA serial.
+    @ivar soa: the apex SOA RRset.
+    @ivar negativeSOA: the SOA as negative answers carry it: its TTL is the
+        smaller of its own TTL and its MINIMUM field (RFC 2308 section 3).
+    @ivar nodes: every owner name with data (names below a delegation only
+        serve as glue).
+    @ivar names: every name that exists, empty non-terminals included.
+    @ivar cuts: the delegation points (NS below the apex).
+    @ivar dnames: the owners of DNAME records.
+    @ivar nsec: NSEC owner names in canonical order.
+    @ivar nsec3: NSEC3 hashes (base32hex, upper case) in order, to the owner.
+    @ivar nsec3param: the NSEC3PARAM rdata, when the zone has NSEC3.
+    @ivar records: how many records the zone holds.
+    @ivar signed: whether the apex SOA has an RRSIG.
+    """
+
+    def __init__(self, zone: dns.zone.Zone):
+        origin = zone.origin
+        assert origin is not None
+        self.origin: Name = origin
+        self.nodes: dict[Name, Node] = {}
+        self.names: set[Name] = {origin}
+        self.cuts: set[Name] = set()
+        self.dnames: set[Name] = set()
+        self.records = 0
+        nsec: list[Name] = []
+        nsec3: dict[str, Name] = {}
+        self.nsec3param: dns.rdata.Rdata | None = None
+        for name, node in zone.nodes.items():
+            if not name.is_absolute():
+                name = name.derelativize(origin)
+            entry = Node()
+            for rdataset in node.rdatasets:
+                self.records += len(rdataset)
+                rrset = dns.rrset.RRset(
+                    name, rdataset.rdclass, rdataset.rdtype, rdataset.covers
+                )
+                rrset.update(rdataset)
+                if rdataset.rdtype == RRSIG:
+                    entry.sigs[rdataset.covers] = rrset
+                else:
+                    entry.rrsets[rdataset.rdtype] = rrset
+            if not entry.rrsets and not entry.sigs:
+                continue
+            self.nodes[name] = entry
+            if NS in entry.rrsets and name != origin:
+                self.cuts.add(name)
+            if DNAME in entry.rrsets:
+                self.dnames.add(name)
+            if NSEC in entry.rrsets:
+                nsec.append(name)
+            if NSEC3 in entry.rrsets:
+                nsec3[name.labels[0].decode("ascii").upper()] = name
+            if NSEC3PARAM in entry.rrsets and name == origin:
+                self.nsec3param = entry.rrsets[NSEC3PARAM][0]
+            if NSEC3 in entry.rrsets and len(entry.rrsets) == 1:
+                # NSEC3 owners are hashes, not names of the zone's tree.
+                continue
+            while name != origin and name not in self.names:
+                self.names.add(name)
+                name = name.parent()
+        if self.records > MAX_RECORDS:
+            raise ZoneError(f"more than {MAX_RECORDS} records")
+        apex = self.nodes.get(origin)
+        if apex is None or SOA not in apex.rrsets:
+            raise ZoneError(f"no SOA record at {origin}")
+        self.soa: RRset = apex.rrsets[SOA]
+        soa = self.soa[0]
+        assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
+        self.serial: int = soa.serial
+        self.negativeSOA = dns.rrset.RRset(origin, self.soa.rdclass, SOA)
+        self.negativeSOA.update(self.soa)
+        self.negativeSOA.ttl = min(self.soa.ttl, soa.minimum)
+        #: the SOA's RRSIG with the negative answer's TTL, if signed
+        self.negativeSOASig: RRset | None = None
+        sig = apex.sigs.get(SOA)
+        #: whether the zone is signed: DNSSEC records go only with its answers
+        self.signed = sig is not None
+        if sig is not None:
+            self.negativeSOASig = dns.rrset.RRset(origin, sig.rdclass, RRSIG, SOA)
+            self.negativeSOASig.update(sig)
+            self.negativeSOASig.ttl = self.negativeSOA.ttl
+        self.nsec: list[Name] = sorted(nsec)
+        self._nsec3Hashes: list[str] = sorted(nsec3)
+        self.nsec3: dict[str, Name] = nsec3
+
+    def __repr__(self) -> str:
+        return f"<Zone {self.origin} serial {self.serial}>"
+
+    def rrsets(self) -> Iterator[RRset]:
+        """
+        Every RRset of the zone, signatures included, the apex SOA first.
+        """
+        yield self.soa
+        for node in self.nodes.values():
+            for rrset in node.rrsets.values():
+                if rrset is not self.soa:
+                    yield rrset
+            yield from node.sigs.values()
+
+    def covering(self, name: Name) -> Name | None:
+        """
+        The owner of the NSEC record that covers or matches C{name}: the last
+        one not after it in canonical order (the last of all wraps around).
+        """
+        if not self.nsec:
+            return None
+        i = bisect.bisect_right(self.nsec, name)
+        return self.nsec[i - 1]
+
+    def hashed(self, name: Name) -> str | None:
+        """
+        C{name}'s NSEC3 hash with the zone's parameters, or C{None} without
+        NSEC3.
+        """
+        param = self.nsec3param
+        if param is None:
+            return None
+        return dns.dnssec.nsec3_hash(
+            name,
+            param.salt,  # type: ignore[attr-defined]
+            param.iterations,  # type: ignore[attr-defined]
+            param.algorithm,  # type: ignore[attr-defined]
+        ).upper()
+
+    def nsec3Matching(self, name: Name) -> Name | None:
+        """
+        The owner of the NSEC3 record whose hash is C{name}'s, if any.
+        """
+        digest = self.hashed(name)
+        return None if digest is None else self.nsec3.get(digest)
+
+    def nsec3Covering(self, name: Name) -> Name | None:
+        """
+        The owner of the NSEC3 record whose hash range covers C{name}'s hash.
+        """
+        digest = self.hashed(name)
+        if digest is None or not self._nsec3Hashes:
+            return None
+        i = bisect.bisect_left(self._nsec3Hashes, digest)
+        return self.nsec3[self._nsec3Hashes[i - 1]]
+
+
+def loadZone(origin: str | Name, path: str) -> Zone:
+    """
+    Read the BIND zone file C{path} for C{origin} and index it.  Blocking:
+    call it in a thread.
+
+    @raise ZoneError: with a one-line reason, for a file that cannot be
+        served (unreadable, a syntax error, no SOA at the origin, too big).
+    """
+    if isinstance(origin, str):
+        origin = dns.name.from_text(origin)
+    try:
+        zone = dns.zone.from_file(
+            path, origin, relativize=False, check_origin=True, allow_include=True
+        )
+    except (OSError, dns.exception.DNSException, ValueError, UnicodeError) as e:
+        raise ZoneError(f"{path}: {e}") from None
+    return Zone(zone)
