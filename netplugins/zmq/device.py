@@ -1,0 +1,326 @@
+"""
+ZeroMQ devices on the reactor: what C{zmq.proxy} does, without a thread.
+
+A device binds two sockets, a frontend and a backend, and moves whole
+multipart messages between them:
+
+  - C{queue}: ROUTER frontend (REQ and DEALER clients), DEALER backend (REP
+    and DEALER workers); requests go back, replies come forth with their
+    envelopes;
+  - C{forwarder}: XSUB frontend (PUB publishers), XPUB backend (SUB
+    subscribers); messages go back, subscriptions come forth;
+  - C{streamer}: PULL frontend (PUSH producers), PUSH backend (PULL
+    consumers); one way.
+
+High-water marks hold: when the output socket would block (C{zmq.Again} on a
+C{NOBLOCK} send) the message is held, the input side is no longer read, and
+the send is tried again when the output socket wakes; the unread input
+fills the input's own high-water mark and its peers block in turn, as they
+would on a device that blocks.  Nothing is dropped by a queue or a streamer;
+the ROUTER frontend refuses to route a reply to a client that is gone
+(C{ROUTER_MANDATORY}), and that reply is dropped and logged.  A forwarder's
+XPUB drops messages for a subscriber over its high-water mark, as PUB
+sockets do.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.logger import Logger
+from zmq.utils.monitor import parse_monitor_message
+
+from netplugins.zmq.bridge import Drainer, _reactor, events
+
+#: What each device binds at its frontend and its backend, and whether
+#: messages also flow from the backend to the frontend.
+DEVICES: dict[str, tuple[int, int, bool]] = {
+    "queue": (zmq.ROUTER, zmq.DEALER, True),
+    "forwarder": (zmq.XSUB, zmq.XPUB, True),
+    "streamer": (zmq.PULL, zmq.PUSH, False),
+}
+
+DEFAULT_HWM = 1000
+#: The largest frame accepted from a peer (ZMQ_MAXMSGSIZE): a bigger one
+#: closes that peer's connection before the frame is allocated.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+#: Monitor events logged: handshakes that failed (wrong CURVE key, bad
+#: greeting, refused by the ZAP handler).
+_HANDSHAKE_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake failed (protocol error)",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake refused (authentication)",
+}
+
+
+class _Route:
+    """
+    One direction of a device: messages from C{source} to C{target}, with
+    at most one message held while the target would block.
+    """
+
+    log = Logger()
+
+    def __init__(self, name: str, source: zmq.Socket[Any], target: zmq.Socket[Any]):
+        self.name = name
+        self.source = source
+        self.target = target
+        self.held: list[bytes] | None = None
+        self.moved = 0
+
+    def move(self, budget: int) -> int:
+        """
+        Move up to C{budget} messages; stop when the source has none or the
+        target would block (holding the message it took).
+
+        @return: how many were moved.
+        """
+        count = 0
+        source, target = self.source, self.target
+        while count < budget:
+            if self.held is None:
+                try:
+                    self.held = source.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+            try:
+                target.send_multipart(self.held, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError as e:
+                if e.errno != errno.EHOSTUNREACH:
+                    raise
+                # ROUTER_MANDATORY: the client this reply is for has gone.
+                self.log.info(
+                    "{route}: dropping a reply for a client that is gone",
+                    route=self.name,
+                )
+            self.held = None
+            count += 1
+        self.moved += count
+        return count
+
+    def ready(self) -> bool:
+        """
+        Whether a move could do something now, from C{zmq.EVENTS}.
+        """
+        if self.held is not None:
+            return bool(events(self.target) & zmq.POLLOUT)
+        return bool(events(self.source) & zmq.POLLIN)
+
+
+@frozen
+class Security:
+    """
+    How a device's sockets secure their connections.
+
+    @ivar curveSecretKey: the server's CURVE secret key (Z85), or C{None}.
+    @ivar curvePublicKey: its public key (Z85).
+    @ivar plain: whether clients log in with ZeroMQ PLAIN (checked by the
+        ZAP handler).
+    """
+
+    curveSecretKey: bytes | None = None
+    curvePublicKey: bytes | None = None
+    plain: bool = False
+
+    def apply(self, socket: zmq.Socket[Any]) -> None:
+        """
+        Set the mechanism on C{socket}, before it binds.
+        """
+        if self.curveSecretKey is not None:
+            socket.setsockopt(zmq.CURVE_SERVER, 1)
+            socket.setsockopt(zmq.CURVE_SECRETKEY, self.curveSecretKey)
+            socket.setsockopt(zmq.CURVE_PUBLICKEY, self.curvePublicKey or b"")
+        elif self.plain:
+            socket.setsockopt(zmq.PLAIN_SERVER, 1)
+        if self.curveSecretKey is not None or self.plain:
+            # With a domain, every handshake goes to the ZAP handler.
+            socket.setsockopt(zmq.ZAP_DOMAIN, b"np-zmq")
+
+
+class Device(Service):
+    """
+    A ZeroMQ device as a Twisted service: binds C{frontend} and C{backend}
+    when started, forwards on the reactor thread, closes both (and its
+    context) when stopped.
+
+    @ivar frontendEndpoint: the frontend's bound endpoint once started
+        (a C{tcp://HOST:*} wildcard resolved to its port).
+    @ivar backendEndpoint: the same for the backend.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        kind: str,
+        frontend: str,
+        backend: str,
+        *,
+        hwm: int = DEFAULT_HWM,
+        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        security: Security = Security(),
+        zap: Callable[[zmq.Context[Any]], Service] | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if kind not in DEVICES:
+            raise ValueError(f"unknown device {kind!r}")
+        self.kind = kind
+        self.frontend = frontend
+        self.backend = backend
+        self.hwm = hwm
+        self.maxMessageSize = maxMessageSize
+        self.security = security
+        self._makeZAP = zap
+        self._reactor = _reactor(reactor)
+        self.frontendEndpoint: str | None = None
+        self.backendEndpoint: str | None = None
+        self.routes: list[_Route] = []
+        self._context: zmq.Context[Any] | None = None
+        self._zap: Service | None = None
+        self._drainer: Drainer | None = None
+        self._monitor: Drainer | None = None
+        self._monitors: list[tuple[str, zmq.Socket[Any]]] = []
+
+    def _socket(self, kind: int, endpoint: str) -> tuple[zmq.Socket[Any], str]:
+        assert self._context is not None
+        socket = self._context.socket(kind)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, self.hwm)
+        socket.setsockopt(zmq.RCVHWM, self.hwm)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.maxMessageSize)
+        if kind == zmq.ROUTER:
+            socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.security.apply(socket)
+        monitor = socket.get_monitor_socket(
+            sum(_HANDSHAKE_FAILURES) | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
+        try:
+            socket.bind(endpoint)
+        except zmq.ZMQError as e:
+            raise ValueError(f"cannot bind {endpoint}: {e}") from None
+        bound = socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._monitors.append((bound, monitor))
+        return socket, bound
+
+    def startService(self) -> None:
+        super().startService()
+        frontKind, backKind, both = DEVICES[self.kind]
+        self._context = zmq.Context()
+        try:
+            if self._makeZAP is not None:
+                self._zap = self._makeZAP(self._context)
+                self._zap.startService()
+            front, self.frontendEndpoint = self._socket(frontKind, self.frontend)
+            back, self.backendEndpoint = self._socket(backKind, self.backend)
+        except Exception:
+            self._close()
+            raise
+        self.routes = [_Route(f"np-zmq {self.kind} frontend to backend", front, back)]
+        if both:
+            self.routes.append(
+                _Route(f"np-zmq {self.kind} backend to frontend", back, front)
+            )
+        self._drainer = Drainer(self._turn, self._reactor)
+        self._drainer.watch(front, back)
+        self._monitor = Drainer(self._monitorTurn, self._reactor)
+        self._monitor.watch(*(socket for _, socket in self._monitors))
+        self._monitor.start()
+        self._drainer.start()
+        self.log.info(
+            "np-zmq {kind} device: frontend {frontType} bound to {frontend}, "
+            "backend {backType} bound to {backend}, high-water mark {hwm}",
+            kind=self.kind,
+            frontType=zmq.SocketType(frontKind).name,
+            frontend=self.frontendEndpoint,
+            backType=zmq.SocketType(backKind).name,
+            backend=self.backendEndpoint,
+            hwm=self.hwm,
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._close()
+
+    def _close(self) -> None:
+        for drainer in (self._drainer, self._monitor):
+            if drainer is not None:
+                drainer.stop()
+        self._drainer = self._monitor = None
+        if self._zap is not None and self._zap.running:
+            self._zap.stopService()
+        self._zap = None
+        self._monitors = []
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
+
+    def _turn(self, budget: int) -> bool:
+        left = budget
+        while True:
+            moved = sum(route.move(left) for route in self.routes)
+            left -= moved
+            if left <= 0:
+                return True
+            if moved:
+                continue
+            # Everything would block: zmq.EVENTS again, after the last send
+            # and receive, before trusting the descriptors to wake us.
+            if not any(route.ready() for route in self.routes):
+                return False
+
+    def _monitorTurn(self, budget: int) -> bool:
+        count = 0
+        while count < budget:
+            got = 0
+            for endpoint, monitor in self._monitors:
+                try:
+                    message = monitor.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                self._logEvent(endpoint, dict(parse_monitor_message(message)))
+                got += 1
+            count += got
+            if not got and not any(
+                events(monitor) & zmq.POLLIN for _, monitor in self._monitors
+            ):
+                return False
+        return True
+
+    def _logEvent(self, endpoint: str, event: dict[str, Any]) -> None:
+        what = _HANDSHAKE_FAILURES.get(event["event"])
+        if what is None:
+            self.log.debug(
+                "np-zmq {kind}: handshake on {endpoint}",
+                kind=self.kind,
+                endpoint=endpoint,
+            )
+            return
+        self.log.warn(
+            "np-zmq {kind}: {what} on {endpoint}: {code}",
+            kind=self.kind,
+            what=what,
+            endpoint=endpoint,
+            code=(
+                f"ZAP status {event['value']}"
+                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                else _describe(event["value"])
+            ),
+        )
+
+
+def _describe(code: int) -> str:
+    for name in dir(zmq):
+        if name.startswith("PROTOCOL_ERROR_") and getattr(zmq, name) == code:
+            return name.removeprefix("PROTOCOL_ERROR_").replace("_", " ").lower()
+    try:
+        return zmq.strerror(code)
+    except Exception:
+        return str(code)
