@@ -35,8 +35,9 @@ from netplugins.kv.store import (
     SQLiteStore,
     parseStore,
 )
-from netplugins.kv.web import MAX_NESTING, kvSite
+from netplugins.kv.web import kvSite
 from netplugins.options import ServiceSettings
+from netplugins.rpc.web import MAX_NESTING
 from netplugins.service import ListeningService
 from netplugins.tap.kv import KVSettings, Options, kvService
 from tests.pki import PKI
@@ -132,7 +133,7 @@ class OptionsTests(SynchronousTestCase):
         )
 
     def test_nestingMessage(self) -> None:
-        """Too deep a nesting is the same one-line error in Python and argv."""
+        """Too deep a nesting is one line, the same in Python and argv."""
         message = (
             f"maximum nesting must be at most {MAX_NESTING} (deeper values could "
             f"not be read back), not {MAX_NESTING + 1}"
@@ -143,7 +144,13 @@ class OptionsTests(SynchronousTestCase):
             Options().parseOptions,
             ["--max-nesting", str(MAX_NESTING + 1)],
         )
-        self.assertEqual((str(error), str(usageError)), (message, message))
+        self.assertEqual(
+            (str(error), str(usageError)),
+            (
+                f"--max-nesting: {message}",
+                f"Parameter type enforcement failed: {message}",
+            ),
+        )
 
 
 class SQLiteStoreTests(TestCase):

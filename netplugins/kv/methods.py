@@ -2,57 +2,35 @@
 The calls C{np-kv} answers, shared by its XML-RPC and JSON-RPC faces: the
 Cookbook's C{get set delete exists keys}, with an optional TTL on C{set}.
 
-Errors are L{RPCError}s with the codes both XML-RPC (the fault code
-interoperability specification) and JSON-RPC 2.0 use, plus L{KEY_NOT_FOUND}
-from the range both leave to servers.
+Errors are L{RPCError}s with the shared codes, plus L{KEY_NOT_FOUND}.  A
+value holding an integer outside 64 bits is refused at C{set}: XML-RPC could
+not send it back (C{<i8>} is its widest integer).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from netplugins.kv.store import KeyMissingError, KVStore
+from netplugins.rpc.methods import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    Method,
+    RPCError,
+    outsideI8,
+)
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
 #: A missing (or expired) key.
 KEY_NOT_FOUND = -32001
 
 MAX_KEY_LENGTH = 1024
 #: Ten years: longer TTLs are a mistake, and keep expiry times finite.
 MAX_TTL = 10 * 365 * 24 * 3600
-
-
-class RPCError(Exception):
-    """
-    An error reply: a code and a message for the client, never a traceback.
-    """
-
-    def __init__(self, code: int, message: str):
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-
-@frozen
-class Method:
-    """
-    One call: its parameters' XML-RPC types (for C{system.methodSignature})
-    and help text.
-    """
-
-    name: str
-    signatures: tuple[tuple[str, ...], ...]
-    help: str
 
 
 METHODS = {
@@ -70,6 +48,14 @@ METHODS = {
         ),
         Method("keys", (("array",),), "keys(): every stored key, sorted."),
     ]
+}
+#: The names JSON-RPC clients may give parameters by, in order.
+PARAMETER_NAMES = {
+    "get": ("key",),
+    "set": ("key", "value", "ttl"),
+    "delete": ("key",),
+    "exists": ("key",),
+    "keys": (),
 }
 
 
@@ -105,6 +91,17 @@ def _arity(name: str, params: list[Any], low: int, high: int) -> None:
         )
 
 
+def _positional(name: str, params: dict[str, Any]) -> list[Any]:
+    names = PARAMETER_NAMES[name]
+    unknown = set(params) - set(names)
+    if unknown:
+        raise RPCError(INVALID_PARAMS, f"unknown parameters: {sorted(unknown)}")
+    given = [n for n in names if n in params]
+    if given != list(names[: len(given)]):
+        raise RPCError(INVALID_PARAMS, f"{name} takes {', '.join(names)} in order")
+    return [params[n] for n in given]
+
+
 def _ebMissing(failure: Failure) -> Any:
     failure.trap(KeyMissingError)
     assert failure.value is not None
@@ -126,9 +123,13 @@ class KVMethods:
             "keys": self.keys,
         }
 
-    def call(self, name: str, params: list[Any]) -> Deferred[Any]:
+    def describe(self) -> Mapping[str, Method]:
+        return METHODS
+
+    def call(self, name: str, params: list[Any] | dict[str, Any]) -> Deferred[Any]:
         """
-        Run C{name(*params)}.
+        Run C{name(*params)}; named parameters are those of
+        L{PARAMETER_NAMES}, a leading run of them.
 
         @raise RPCError: at once for an unknown method or bad parameters; a
             missing key fails the Deferred with one.
@@ -136,6 +137,8 @@ class KVMethods:
         call = self._calls.get(name)
         if call is None:
             raise RPCError(METHOD_NOT_FOUND, f"no such method: {name!r}")
+        if isinstance(params, dict):
+            params = _positional(name, params)
         return call(params)
 
     def get(self, params: list[Any]) -> Deferred[Any]:
@@ -145,6 +148,11 @@ class KVMethods:
     def set(self, params: list[Any]) -> Deferred[Any]:
         _arity("set", params, 2, 3)
         ttl = _ttl(params[2]) if len(params) == 3 else None
+        if outsideI8(params[1]):
+            raise RPCError(
+                INVALID_PARAMS,
+                "integers must fit in 64 bits (XML-RPC's i8) to be read back",
+            )
         return self.store.set(_key(params[0]), params[1], ttl)
 
     def delete(self, params: list[Any]) -> Deferred[Any]:

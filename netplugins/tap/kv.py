@@ -7,18 +7,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import attrs
 from attrs import frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from netplugins.kv.jsonrpc import DEFAULT_MAX_BATCH
 from netplugins.kv.store import KVStore, openStore, parseStore
-from netplugins.kv.web import DEFAULT_MAX_BODY_SIZE, MAX_NESTING, kvSite
+from netplugins.kv.web import DEFAULT_MAX_BODY_SIZE, kvSite
 from netplugins.options import ServiceOptions, ServiceSettings, positiveInt
-from netplugins.safepickle import DEFAULT_MAX_NESTING
-from netplugins.service import Common, served
+from netplugins.rpc.settings import batchSetting, nestingSetting, noNilFlag
+from netplugins.rpc.web import checkPlaintextAuth
+from netplugins.service import served
 from netplugins.settings import flag, setting
 
 DEFAULT_LISTEN = ("tcp:15000:interface=127.0.0.1",)
@@ -27,8 +26,9 @@ DEFAULT_LISTEN = ("tcp:15000:interface=127.0.0.1",)
 @frozen(kw_only=True)
 class KVSettings(ServiceSettings):
     """
-    What np-kv is told: the shared settings, the store, the request limits
-    and whether credentials may travel in the clear.
+    What np-kv is told: the shared settings, the store, the request limits,
+    whether credentials may travel in the clear and whether XML-RPC answers
+    may carry C{<nil/>}.
     """
 
     defaultListen: ClassVar[tuple[str, ...]] = DEFAULT_LISTEN
@@ -46,28 +46,9 @@ class KVSettings(ServiceSettings):
         "The largest request body, in bytes (413 beyond).",
         positiveInt,
     )
-    maxNesting: int = setting(
-        DEFAULT_MAX_NESTING,
-        f"How deeply arrays and structs may nest in a request (at most {MAX_NESTING}).",
-        positiveInt,
-    )
-    maxBatch: int = setting(
-        DEFAULT_MAX_BATCH,
-        "The most calls in one JSON-RPC batch or system.multicall.",
-        positiveInt,
-    )
-
-    @maxNesting.validator
-    def _readableBack(self, attribute: attrs.Attribute[int], value: int) -> None:
-        """
-        Refuse nesting deeper than L{MAX_NESTING}: values np-kv would store
-        but could not send back.
-        """
-        if value > MAX_NESTING:
-            raise ValueError(
-                f"maximum nesting must be at most {MAX_NESTING} (deeper values "
-                f"could not be read back), not {value}"
-            )
+    maxNesting: int = nestingSetting()
+    maxBatch: int = batchSetting()
+    noNil: bool = noNilFlag("set and delete answer")
 
 
 class Options(ServiceOptions):
@@ -82,6 +63,7 @@ class Options(ServiceOptions):
         "get, set, delete, exists and keys (xmlrpc.client.ServerProxy(url, "
         "allow_none=True)) plus system.listMethods, methodHelp, methodSignature "
         "and multicall; JSON-RPC 2.0 at /jsonrpc with the same methods. "
+        "set and delete answer nil (<nil/>), or true with --no-nil. "
         "set(key, value, ttl) expires a key after ttl seconds. --store memory "
         "keeps data in the process; sqlite:PATH in one durable file (the "
         "default, under the state directory); redis://HOST:PORT/DB in a Redis "
@@ -96,23 +78,9 @@ class Options(ServiceOptions):
         settings: KVSettings = self.settings
         try:
             parseStore(settings.store, self.common.stateDir)
-            checkPlaintextAuth(self.common, settings.allowPlaintextAuth)
+            checkPlaintextAuth(self.common, settings.allowPlaintextAuth, DEFAULT_LISTEN)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-
-
-def checkPlaintextAuth(common: Common, allowPlaintextAuth: bool) -> None:
-    """
-    Refuse credential checkers on a cleartext listener unless allowed.
-
-    @raise ValueError: if refused.
-    """
-    plain = common.listen or (() if common.listenTLS else DEFAULT_LISTEN)
-    if common.checkers and plain and not allowPlaintextAuth:
-        raise ValueError(
-            "--auth over cleartext --listen sends passwords in the clear: "
-            "use --listen-tls, or --allow-plaintext-auth"
-        )
 
 
 class _StoreCloser(Service):
@@ -139,7 +107,7 @@ def kvService(
     @raise ValueError: for a bad value.
     """
     common = settings.common()
-    checkPlaintextAuth(common, settings.allowPlaintextAuth)
+    checkPlaintextAuth(common, settings.allowPlaintextAuth, settings.defaultListen)
     if store is None:
         store = openStore(
             settings.store, common.stateDir, reactor, maxNesting=settings.maxNesting
@@ -149,6 +117,7 @@ def kvService(
         maxBodySize=settings.maxBodySize,
         maxNesting=settings.maxNesting,
         maxBatch=settings.maxBatch,
+        allowNone=not settings.noNil,
         checkers=common.checkers,
         allowPlaintextAuth=settings.allowPlaintextAuth,
         closeGrace=common.limits.closeGrace,

@@ -1,19 +1,22 @@
 """
-C{np-kv}'s XML-RPC face, at C{/RPC2}: the Cookbook's C{KeyValueServer} calls
-plus C{system.listMethods}, C{system.methodHelp}, C{system.methodSignature} and
+The XML-RPC face, at C{/RPC2}: a set of L{Methods} plus
+C{system.listMethods}, C{system.methodHelp}, C{system.methodSignature} and
 C{system.multicall}.
 
 Requests are parsed with defusedxml's expat parser (no DTDs, no entities: no
 billion laughs, no XXE) feeding the standard library's C{Unmarshaller}, with
 the element depth bounded while parsing and the value nesting checked after.
-Bytes travel as C{base64} (C{xmlrpc.client.Binary}), C{None} as C{<nil/>}.
-Every error is a fault with one of the codes in L{netplugins.kv.methods}, never
-a traceback.
+Bytes travel as C{base64} (C{xmlrpc.client.Binary}), C{None} as C{<nil/>}
+(or, with C{allowNone} false, a C{None} result as C{true} and a nested one as
+a fault), integers past 32 bits as C{<i8>} (past 64, a fault).  Every error
+is a fault with one of the codes in L{netplugins.rpc.methods}, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import xmlrpc.client
+from collections.abc import Callable
 from typing import Any
 
 from defusedxml.xmlrpc import DefusedExpatParser
@@ -22,15 +25,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from netplugins.kv.body import RPCResource
-from netplugins.kv.methods import (
+from netplugins.rpc.body import RPCResource
+from netplugins.rpc.methods import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    MAX_I8,
     METHOD_NOT_FOUND,
-    METHODS,
+    MIN_I8,
     PARSE_ERROR,
-    KVMethods,
+    Methods,
     RPCError,
 )
 from netplugins.safepickle import DEFAULT_MAX_NESTING, RefusedPickleError, checkNesting
@@ -104,13 +108,36 @@ def parseCall(
     return name, list(params)
 
 
-def dumpResponse(result: Any) -> bytes:
+class _Marshaller(xmlrpc.client.Marshaller):
+    """
+    The standard library's marshaller, with C{<i8>} for integers past 32 bits
+    (it refuses them).
+    """
+
+    dispatch = dict(xmlrpc.client.Marshaller.dispatch)
+
+    def dump_long(self, value: Any, write: Callable[[str], object]) -> None:
+        if xmlrpc.client.MININT <= value <= xmlrpc.client.MAXINT:
+            tag = "int"
+        elif MIN_I8 <= value <= MAX_I8:
+            tag = "i8"
+        else:
+            raise OverflowError("int exceeds XML-RPC limits")
+        write(f"<value><{tag}>{int(value)}</{tag}></value>\n")
+
+    dispatch[int] = dump_long  # type: ignore[assignment]
+
+
+def dumpResponse(result: Any, allowNone: bool = True) -> bytes:
     """
     An XML-RPC C{methodResponse}, or a fault for a value XML-RPC cannot carry.
+
+    @param allowNone: whether C{None} may go as C{<nil/>}, an extension.
     """
     try:
-        return xmlrpc.client.dumps(
-            (result,), methodresponse=True, allow_none=True
+        params = _Marshaller("utf-8", allowNone).dumps((result,))
+        return (
+            "<?xml version='1.0'?>\n<methodResponse>\n" + params + "</methodResponse>\n"
         ).encode("utf-8")
     except (OverflowError, TypeError, ValueError, RecursionError) as e:
         return dumpFault(
@@ -123,7 +150,7 @@ def dumpFault(error: RPCError) -> bytes:
     An XML-RPC fault response.
     """
     return xmlrpc.client.dumps(
-        xmlrpc.client.Fault(error.code, error.message), methodresponse=True
+        xmlrpc.client.Fault(error.faultCode, error.message), methodresponse=True
     ).encode("utf-8")
 
 
@@ -138,13 +165,19 @@ class XMLRPCResource(RPCResource):
 
     def __init__(
         self,
-        methods: KVMethods,
+        methods: Methods,
         *,
         maxNesting: int = DEFAULT_MAX_NESTING,
         maxCalls: int = DEFAULT_MAX_CALLS,
+        allowNone: bool = True,
     ):
+        """
+        @param allowNone: whether C{None} may go as C{<nil/>}; if not, a call
+            returning C{None} answers C{true}, as spec-strict clients expect.
+        """
         super().__init__(methods, maxNesting=maxNesting)
         self.maxCalls = maxCalls
+        self.allowNone = allowNone
 
     def answer(self, body: bytes, request: Request) -> Deferred[bytes | None]:
         try:
@@ -152,13 +185,23 @@ class XMLRPCResource(RPCResource):
             d = self.dispatch(name, params)
         except RPCError as e:
             d = fail(e)
-        return d.addCallbacks(dumpResponse, self._ebFault, errbackArgs=(request,))
+        return d.addCallbacks(
+            lambda result: dumpResponse(self._plain(result), self.allowNone),
+            self._ebFault,
+            errbackArgs=(request,),
+        )
+
+    def _plain(self, result: Any) -> Any:
+        """
+        A call's result as answered: C{None} is C{True} without C{<nil/>}.
+        """
+        return True if result is None and not self.allowNone else result
 
     def _ebFault(self, failure: Failure, request: Request) -> bytes:
         if isinstance(failure.value, RPCError):
             return dumpFault(failure.value)
         self.log.failure(
-            "np-kv: XML-RPC call from {peer} failed",
+            "XML-RPC call from {peer} failed",
             failure=failure,
             peer=str(request.getClientAddress()),
         )
@@ -175,7 +218,7 @@ class XMLRPCResource(RPCResource):
                 raise RPCError(INVALID_PARAMS, "system.multicall takes one array")
             return self.multicall(params[0])
         if name == "system.listMethods":
-            return succeed(sorted([*METHODS, *SYSTEM_METHODS]))
+            return succeed(sorted([*self.methods.describe(), *SYSTEM_METHODS]))
         if name in ("system.methodHelp", "system.methodSignature"):
             if len(params) != 1 or not isinstance(params[0], str):
                 raise RPCError(INVALID_PARAMS, f"{name} takes one method name")
@@ -186,10 +229,13 @@ class XMLRPCResource(RPCResource):
         """
         Help or signatures for C{method}.
         """
-        if method in METHODS:
+        described = self.methods.describe().get(method)
+        if described is not None:
             if what == "system.methodHelp":
-                return METHODS[method].help
-            return [list(s) for s in METHODS[method].signatures]
+                return described.help
+            if described.signatures is None:
+                return "signatures not supported"
+            return [list(s) for s in described.signatures]
         if method in SYSTEM_METHODS:
             if what == "system.methodHelp":
                 return SYSTEM_METHODS[method]
@@ -220,7 +266,7 @@ class XMLRPCResource(RPCResource):
                 d = maybeDeferred(
                     self.dispatch, call["methodName"], call.get("params", [])
                 )
-            d.addCallbacks(lambda result: [result], self._faultStruct)
+            d.addCallbacks(lambda result: [self._plain(result)], self._faultStruct)
             results.append(d)
         return gatherResults(results)
 
@@ -228,6 +274,6 @@ class XMLRPCResource(RPCResource):
         if isinstance(failure.value, RPCError):
             error = failure.value
         else:
-            self.log.failure("np-kv: call in a multicall failed", failure=failure)
+            self.log.failure("XML-RPC call in a multicall failed", failure=failure)
             error = RPCError(INTERNAL_ERROR, "internal error")
-        return {"faultCode": error.code, "faultString": error.message}
+        return {"faultCode": error.faultCode, "faultString": error.message}

@@ -1,18 +1,25 @@
 """
-C{np-kv}'s JSON-RPC 2.0 face, at C{/jsonrpc}: the same C{get set delete exists
-keys} (and C{system.listMethods}), with positional or named parameters
-(C{key}, C{value}, C{ttl}), batches and notifications.
+The JSON-RPC 2.0 face, at C{/jsonrpc}: a set of L{Methods} (and
+C{system.listMethods}), with positional or named parameters, batches and
+notifications.
 
 JSON has no bytes or dates, so they travel as one-member objects:
-C{{"$base64": "..."}} for bytes (either way: a JSON client stores bytes by
-sending one) and C{{"$datetime": "ISO 8601"}} for the dates XML-RPC clients
-store (returned only).  A stored value JSON cannot carry at all (a struct
-XML-RPC clients keyed by something other than strings, a NaN) is answered
-with an internal error (-32603) for that call.
+C{{"$base64": "..."}} for bytes (either way: a JSON client passes bytes by
+sending one) and C{{"$datetime": "ISO 8601"}} for dates (returned only).  A
+value JSON cannot carry at all (a struct XML-RPC clients keyed by something
+other than strings, a NaN, a set) is answered with an internal error
+(-32603) for that call.
 
-Request ids are answered back as sent when they are strings, numbers
-(integers or finite floats) or C{null}; any other id makes the request
-invalid (-32600, answered with id C{null}, and not run).
+A request that is not a valid Request object (JSON-RPC 2.0 section 4: no
+C{"jsonrpc": "2.0"}, a C{method} that is not a string, C{params} neither an
+array nor an object, an C{id} neither a string, a number nor null) is
+answered with -32600 and id C{null} (section 5: the id could not be
+detected), even without an id: only a valid request without an id is a
+notification, run and never answered (section 4.1).  Ids are answered as
+sent (section 5: "MUST be the same"), fractional numbers included: the
+specification says clients SHOULD NOT send them, not that servers refuse
+them; a number too large for a float (C{1e400}) cannot be sent back as it
+came and is refused.
 
 Parsing is bounded: C{NaN}/C{Infinity} and integers over 4300 digits are parse
 errors (-32700), as is nesting deep enough to exhaust the parser's stack;
@@ -28,32 +35,23 @@ import json
 import math
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from netplugins.kv.body import RPCResource
-from netplugins.kv.methods import (
+from netplugins.rpc.body import RPCResource
+from netplugins.rpc.methods import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
-    METHODS,
     PARSE_ERROR,
-    KVMethods,
+    Methods,
     RPCError,
 )
 from netplugins.safepickle import DEFAULT_MAX_NESTING, RefusedPickleError, checkNesting
 
 DEFAULT_MAX_BATCH = 100
-PARAMETER_NAMES = {
-    "get": ("key",),
-    "set": ("key", "value", "ttl"),
-    "delete": ("key",),
-    "exists": ("key",),
-    "keys": (),
-    "system.listMethods": (),
-}
 _NO_ID = object()
 
 
@@ -141,6 +139,19 @@ def _validID(requestID: Any) -> bool:
     return type(requestID) is float and math.isfinite(requestID)
 
 
+def _validRequest(request: Any) -> bool:
+    """
+    Whether C{request} is a Request object (section 4).
+    """
+    return (
+        isinstance(request, dict)
+        and request.get("jsonrpc") == "2.0"
+        and isinstance(request.get("method"), str)
+        and isinstance(request.get("params", []), list | dict)
+        and _validID(request.get("id"))
+    )
+
+
 def _error(error: RPCError, requestID: Any) -> dict[str, Any]:
     return {
         "jsonrpc": "2.0",
@@ -172,7 +183,7 @@ class JSONRPCResource(RPCResource):
 
     def __init__(
         self,
-        methods: KVMethods,
+        methods: Methods,
         *,
         maxNesting: int = DEFAULT_MAX_NESTING,
         maxBatch: int = DEFAULT_MAX_BATCH,
@@ -216,64 +227,33 @@ class JSONRPCResource(RPCResource):
         """
         The response object to one request, or C{None} for a notification.
         """
-        requestID = request.get("id", _NO_ID) if isinstance(request, dict) else None
-        if requestID is not _NO_ID and not _validID(requestID):
-            return succeed(
-                _error(
-                    RPCError(
-                        INVALID_REQUEST,
-                        "Invalid Request: id must be a string, a number or null",
-                    ),
-                    None,
-                )
-            )
-        try:
-            name, params = self._validate(request)
-            d = self._call(name, params)
-        except RPCError as e:
-            d = fail(e)
+        if not _validRequest(request):
+            return succeed(_error(RPCError(INVALID_REQUEST, "Invalid Request"), None))
+        requestID = request.get("id", _NO_ID)
+        d = maybeDeferred(self._call, request["method"], request.get("params", []))
         if requestID is _NO_ID:
-            return d.addCallbacks(lambda _: None, lambda _: None)
+            return d.addCallbacks(lambda _: None, self._ebNotification)
         d.addCallback(
             lambda result: {"jsonrpc": "2.0", "result": toJSON(result), "id": requestID}
         )
         d.addErrback(self._ebInternal, requestID)
         return d
 
-    def _validate(self, request: Any) -> tuple[str, list[Any]]:
-        if (
-            not isinstance(request, dict)
-            or request.get("jsonrpc") != "2.0"
-            or not isinstance(request.get("method"), str)
-            or not isinstance(request.get("params", []), list | dict)
-        ):
-            raise RPCError(INVALID_REQUEST, "Invalid Request")
-        name = request["method"]
-        params = request.get("params", [])
-        if isinstance(params, dict):
-            names = PARAMETER_NAMES.get(name)
-            if names is None:
-                return name, []
-            unknown = set(params) - set(names)
-            if unknown:
-                raise RPCError(INVALID_PARAMS, f"unknown parameters: {sorted(unknown)}")
-            given = [n for n in names if n in params]
-            if given != list(names[: len(given)]):
-                raise RPCError(
-                    INVALID_PARAMS, f"{name} takes {', '.join(names)} in order"
-                )
-            params = [params[n] for n in given]
-        return name, [fromJSON(p) for p in params]
-
-    def _call(self, name: str, params: list[Any]) -> Deferred[Any]:
+    def _call(self, name: str, params: list[Any] | dict[str, Any]) -> Deferred[Any]:
         if name == "system.listMethods":
             if params:
                 raise RPCError(INVALID_PARAMS, "system.listMethods takes no parameters")
-            return succeed(sorted([*METHODS, "system.listMethods"]))
-        return self.methods.call(name, params)
+            return succeed(sorted([*self.methods.describe(), "system.listMethods"]))
+        if isinstance(params, dict):
+            return self.methods.call(name, {k: fromJSON(v) for k, v in params.items()})
+        return self.methods.call(name, [fromJSON(p) for p in params])
+
+    def _ebNotification(self, failure: Failure) -> None:
+        if not isinstance(failure.value, RPCError):
+            self.log.failure("JSON-RPC notification failed", failure=failure)
 
     def _ebInternal(self, failure: Failure, requestID: Any) -> dict[str, Any]:
         if isinstance(failure.value, RPCError):
             return _error(failure.value, requestID)
-        self.log.failure("np-kv: JSON-RPC call failed", failure=failure)
+        self.log.failure("JSON-RPC call failed", failure=failure)
         return _error(RPCError(INTERNAL_ERROR, "Internal error"), requestID)

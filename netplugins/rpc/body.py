@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from netplugins.kv.methods import KVMethods
+from netplugins.rpc.methods import Methods
 from netplugins.safepickle import DEFAULT_MAX_NESTING
 from netplugins.twistedinternals import requestDisconnected
 from netplugins.web.http import DEFAULT_MAX_BODY_SIZE
@@ -91,7 +91,7 @@ class RPCResource(Resource):
     protocolName: ClassVar[str] = "RPC"
     contentType: ClassVar[bytes] = b"application/octet-stream"
 
-    def __init__(self, methods: KVMethods, *, maxNesting: int = DEFAULT_MAX_NESTING):
+    def __init__(self, methods: Methods, *, maxNesting: int = DEFAULT_MAX_NESTING):
         super().__init__()
         self.methods = methods
         self.maxNesting = maxNesting
