@@ -202,7 +202,7 @@ def zmqService(
             )
 
     service = MultiService()
-    service.setName("np-zmq")
+    service.setName(f"np-zmq {settings.device} {settings.frontend}")
     Device(
         settings.device,
         settings.frontend,

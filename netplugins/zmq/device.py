@@ -50,6 +50,9 @@ DEFAULT_HWM = 1000
 #: closes that peer's connection before the frame is allocated.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
+#: Seconds between two log lines about the same kind of failed handshake.
+LOG_INTERVAL = 10.0
+
 #: Monitor events logged: handshakes that failed (wrong CURVE key, bad
 #: greeting, refused by the ZAP handler).
 _HANDSHAKE_FAILURES = {
@@ -188,6 +191,7 @@ class Device(Service):
         self._drainer: Drainer | None = None
         self._monitor: Drainer | None = None
         self._monitors: list[tuple[str, zmq.Socket[Any]]] = []
+        self._logged: dict[tuple[str, str], tuple[float | None, int]] = {}
 
     def _socket(self, kind: int, endpoint: str) -> tuple[zmq.Socket[Any], str]:
         assert self._context is not None
@@ -199,9 +203,7 @@ class Device(Service):
         if kind == zmq.ROUTER:
             socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.security.apply(socket)
-        monitor = socket.get_monitor_socket(
-            sum(_HANDSHAKE_FAILURES) | zmq.EVENT_HANDSHAKE_SUCCEEDED
-        )
+        monitor = socket.get_monitor_socket(sum(_HANDSHAKE_FAILURES))
         try:
             socket.bind(endpoint)
         except zmq.ZMQError as e:
@@ -295,16 +297,18 @@ class Device(Service):
         return True
 
     def _logEvent(self, endpoint: str, event: dict[str, Any]) -> None:
-        what = _HANDSHAKE_FAILURES.get(event["event"])
-        if what is None:
-            self.log.debug(
-                "np-zmq {kind}: handshake on {endpoint}",
-                kind=self.kind,
-                endpoint=endpoint,
-            )
+        what = _HANDSHAKE_FAILURES.get(event["event"], "monitor event")
+        # A refused peer reconnects every 100 ms or so: one line per kind
+        # of failure and endpoint per LOG_INTERVAL, with the count since.
+        key = (endpoint, what)
+        now = self._reactor.seconds()
+        last, unlogged = self._logged.get(key, (None, 0))
+        if last is not None and now - last < LOG_INTERVAL:
+            self._logged[key] = (last, unlogged + 1)
             return
+        self._logged[key] = (now, 0)
         self.log.warn(
-            "np-zmq {kind}: {what} on {endpoint}: {code}",
+            "np-zmq {kind}: {what} on {endpoint}: {code}{since}",
             kind=self.kind,
             what=what,
             endpoint=endpoint,
@@ -313,6 +317,7 @@ class Device(Service):
                 if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
                 else _describe(event["value"])
             ),
+            since=f" ({unlogged} more since the last line)" if unlogged else "",
         )
 
 
