@@ -246,7 +246,6 @@ class Engine:
     ) -> dns.message.Message:
         response = dns.message.make_response(query, our_payload=self.payload)
         response.flags |= query.flags & dns.flags.CD
-        response.set_rcode(rcode)
         if query.edns >= 0:
             response.use_edns(
                 0,
@@ -255,6 +254,8 @@ class Engine:
                 query.payload,
                 options=self._options(query),
             )
+        # After use_edns, which would clear an extended RCODE's upper bits.
+        response.set_rcode(rcode)
         return response
 
     def _options(self, query: dns.message.Message) -> list[dns.edns.Option]:
