@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 import xmlrpc.client
@@ -41,6 +40,7 @@ from netplugins.rpc.web import MAX_NESTING
 from netplugins.service import ListeningService
 from netplugins.tap.kv import KVSettings, Options, kvService
 from tests.pki import PKI
+from tests.rpcclients import runScript, xmlrpcCall
 from tests.support import freePort, runTwistd, startProcess, waitForPort
 
 
@@ -202,20 +202,6 @@ print(s.get('spam'))
 s.delete('spam')
 print(s.exists('spam'))
 """
-
-
-def xmlrpcCall(url: str, body: bytes, headers: dict[str, str] | None = None) -> Any:
-    """
-    POST C{body} with curl; return (HTTP status, body).  A server that does
-    not answer within 10 seconds fails the call.
-    """
-    args = ["curl", "-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}"]
-    args += ["--data-binary", "@-", url]
-    for name, value in (headers or {}).items():
-        args[1:1] = ["-H", f"{name}: {value}"]
-    out = subprocess.run(args, input=body, capture_output=True, check=True).stdout
-    body, _, code = out.rpartition(b"\n")
-    return int(code), body
 
 
 class ServiceTests(TestCase):
@@ -590,6 +576,153 @@ class ServiceTests(TestCase):
             Options().parseOptions(
                 ["--auth", "memory:alice:secret", "--store", "memory"]
             )
+
+    def test_i8(self) -> Deferred[Any]:
+        """
+        A value stored as <i8> (or a big JSON integer) is read back as <i8>
+        by XML-RPC and JSON-RPC; past 64 bits it is refused at set (-32602).
+        """
+        base = self.listen()
+        setI8 = (
+            b"<methodCall><methodName>set</methodName><params>"
+            b"<param><value><string>x</string></value></param>"
+            b"<param><value><i8>1099511627776</i8></value></param>"
+            b"</params></methodCall>"
+        )
+        get = xmlrpc.client.dumps(("x",), "get").encode()
+
+        def jsonCall(method: str, *params: Any) -> Any:
+            request = {"jsonrpc": "2.0", "method": method, "params": params, "id": 1}
+            answer = xmlrpcCall(base + "/jsonrpc", json.dumps(request).encode())[1]
+            return json.loads(answer)
+
+        def run() -> list[Any]:
+            xmlrpcCall(base + "/RPC2", setI8)
+            first = xmlrpcCall(base + "/RPC2", get)[1]
+            out: list[Any] = [b"<i8>1099511627776</i8>" in first]
+            out.append(jsonCall("get", "x")["result"])
+            jsonCall("set", "x", -(2**63))
+            out.append(xmlrpc.client.loads(xmlrpcCall(base + "/RPC2", get)[1])[0])
+            out.append(jsonCall("set", "y", [2**64])["error"]["code"])
+            out.append(jsonCall("exists", "y")["result"])
+            return out
+
+        return deferToThread(run).addCallback(
+            self.assertEqual, [True, 2**40, (-(2**63),), -32602, False]
+        )
+
+    def test_noNil(self) -> Deferred[Any]:
+        """
+        set and delete answer <nil/>; with noNil, true, and a stored None is a
+        fault; JSON-RPC answers null either way.
+        """
+        plain, strict = self.listen(), self.listen(noNil=True)
+
+        def run() -> list[Any]:
+            out: list[Any] = []
+            for url in [plain, strict]:
+                s: Any = xmlrpc.client.ServerProxy(url, allow_none=True)
+                out += [s.set("k", None), s.delete("k"), s.set("n", None)]
+                try:
+                    out.append(s.get("n"))
+                except xmlrpc.client.Fault as f:
+                    out.append(f.faultCode)
+                request = {"jsonrpc": "2.0", "method": "set", "params": ["k", 1]}
+                request["id"] = 1
+                answer = xmlrpcCall(url + "/jsonrpc", json.dumps(request).encode())
+                out.append(json.loads(answer[1])["result"])
+            return out
+
+        return deferToThread(run).addCallback(
+            self.assertEqual,
+            [None, None, None, None, None, True, True, True, -32603, None],
+        )
+
+    def test_jsonInvalidRequest(self) -> Deferred[Any]:
+        """
+        A Request object whose method is not a string gets -32600 with id
+        null, with or without an id (section 7), never HTTP 204, and runs
+        nothing.
+        """
+        url = self.listen() + "/jsonrpc"
+        invalid = {
+            "jsonrpc": "2.0",
+            "error": {"code": -32600, "message": "Invalid Request"},
+            "id": None,
+        }
+        bodies = [
+            b'{"jsonrpc": "2.0", "method": 1, "id": 1}',
+            b'{"jsonrpc": "2.0", "method": 1, "params": "bar"}',
+            b'{"jsonrpc": "2.0", "method": "set", "params": ["o", 1], "id": {}}',
+        ]
+        keys = b'{"jsonrpc": "2.0", "method": "keys", "id": 2}'
+
+        def run() -> list[Any]:
+            out: list[Any] = []
+            for body in bodies:
+                code, answer = xmlrpcCall(url, body)
+                out.append((code, json.loads(answer)))
+            out.append(json.loads(xmlrpcCall(url, keys)[1])["result"])
+            return out
+
+        return deferToThread(run).addCallback(
+            self.assertEqual, [(200, invalid)] * 3 + [[]]
+        )
+
+    def test_perlAndRuby(self) -> Deferred[Any]:
+        """
+        Perl RPC::XML stores an <i8> and reads it back; Ruby's xmlrpc client
+        sets, reads and deletes with noNil.
+        """
+        plain, strict = self.listen(), self.listen(noNil=True)
+        directory = self.mktemp()
+        os.makedirs(directory)
+        perl = PERL_KV.replace("URL", plain + "/RPC2")
+        ruby = RUBY_KV.replace("URL", strict + "/RPC2")
+
+        def run() -> list[Any]:
+            return [
+                runScript(directory, "kv.pl", perl),
+                runScript(directory, "kv.rb", ruby),
+            ]
+
+        return deferToThread(run).addCallback(
+            self.assertEqual,
+            [
+                ("i8 1099511627776\nbar\nfoo\n-32001\n", "", 0),
+                ('true\n{"a"=>[1, 2.5]}\ntrue\ntrue\nfalse\n[]\n', "", 0),
+            ],
+        )
+
+
+PERL_KV = """\
+use strict;
+use warnings;
+use RPC::XML;
+use RPC::XML::Client;
+
+my $client = RPC::XML::Client->new('URL');
+$client->send_request('set', 'big', RPC::XML::i8->new('1099511627776'));
+my $r = $client->send_request('get', 'big');
+print $r->type, ' ', $r->value, "\\n";
+$client->send_request('set', 'foo', 'bar');
+print $client->send_request('get', 'foo')->value, "\\n";
+print join(',', @{$client->send_request('keys')->value}) =~ s/big,//r, "\\n";
+$r = $client->send_request('get', 'nope');
+print $r->code, "\\n";
+"""
+
+RUBY_KV = """\
+require "xmlrpc/client"
+
+server = XMLRPC::Client.new2("URL")
+p server.call("set", "k", {"a" => [1, 2.5]})
+p server.call("get", "k")
+p server.call("exists", "k")
+p server.call("delete", "k")
+p server.call("exists", "k")
+p server.call("keys")
+"""
 
 
 class NestingTests(TestCase):

@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import xmlrpc.client
@@ -30,7 +28,7 @@ from netplugins.mpconn import blocking
 from netplugins.rpc.methods import RPCError
 from netplugins.rpc.web import MAX_NESTING
 from netplugins.tap.rpc import Options, RPCSettings, rpcService
-from tests.test_kv import xmlrpcCall
+from tests.rpcclients import runScript, xmlrpcCall
 
 # Foundations of Python Network Programming, 3rd ed., py3/chapter18, as
 # printed.
@@ -360,26 +358,6 @@ def _portFree(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def runScript(directory: str, name: str, source: str, *args: str) -> Any:
-    """
-    Run C{source} as the program C{name} in C{directory}; return (stdout,
-    last line of stderr, exit code).
-    """
-    path = os.path.abspath(os.path.join(directory, name))
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(source)
-    interpreter = {".py": sys.executable, ".pl": "perl", ".rb": "ruby"}
-    done = subprocess.run(
-        [interpreter[os.path.splitext(name)[1]], path, *args],
-        capture_output=True,
-        timeout=60,
-        cwd=directory,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
-    )
-    errors = done.stderr.decode("utf-8").strip().splitlines()
-    return done.stdout.decode("utf-8"), errors[-1] if errors else "", done.returncode
 
 
 class BookProgramTests(_Served, TestCase):

@@ -172,8 +172,10 @@ class XMLRPCResource(RPCResource):
         allowNone: bool = True,
     ):
         """
-        @param allowNone: whether C{None} may go as C{<nil/>}; if not, a call
-            returning C{None} answers C{true}, as spec-strict clients expect.
+        @param allowNone: whether C{None} may go as C{<nil/>}; if not, a
+            method that returns nothing (its signatures return C{nil}, or it
+            has none, as a registry's function) answers C{true} instead, as
+            spec-strict clients expect, and any other C{None} is a fault.
         """
         super().__init__(methods, maxNesting=maxNesting)
         self.maxCalls = maxCalls
@@ -186,16 +188,25 @@ class XMLRPCResource(RPCResource):
         except RPCError as e:
             d = fail(e)
         return d.addCallbacks(
-            lambda result: dumpResponse(self._plain(result), self.allowNone),
+            lambda result: dumpResponse(self._plain(result, name), self.allowNone),
             self._ebFault,
             errbackArgs=(request,),
         )
 
-    def _plain(self, result: Any) -> Any:
+    def _plain(self, result: Any, name: str) -> Any:
         """
-        A call's result as answered: C{None} is C{True} without C{<nil/>}.
+        The result of C{name} as answered: without C{<nil/>}, C{True} when
+        C{name} returns nothing.
         """
-        return True if result is None and not self.allowNone else result
+        if result is not None or self.allowNone:
+            return result
+        described = self.methods.describe().get(name)
+        if described is None:
+            return result
+        signatures = described.signatures
+        if signatures is None or all(s[0] == "nil" for s in signatures):
+            return True
+        return result
 
     def _ebFault(self, failure: Failure, request: Request) -> bytes:
         if isinstance(failure.value, RPCError):
@@ -266,7 +277,13 @@ class XMLRPCResource(RPCResource):
                 d = maybeDeferred(
                     self.dispatch, call["methodName"], call.get("params", [])
                 )
-            d.addCallbacks(lambda result: [self._plain(result)], self._faultStruct)
+            d.addCallbacks(
+                lambda result, name: [self._plain(result, name)],
+                self._faultStruct,
+                callbackArgs=(
+                    call.get("methodName") if isinstance(call, dict) else "",
+                ),
+            )
             results.append(d)
         return gatherResults(results)
 
