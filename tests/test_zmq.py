@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from netplugins.cred.htpasswd import hashPassword
 from netplugins.tap.zmq import Options, ZMQSettings, zmqService
+from netplugins.zmq import device as device_module
 from netplugins.zmq.device import Device
 from netplugins.zmq.security import PUBLIC_KEY_FILE, SECRET_KEY_FILE, serverKeys
 from tests.support import runTwistd
@@ -303,6 +304,44 @@ class QueueTests(DeviceTestCase):
             return received
 
         self.assertEqual((yield self.inThread(run)), count)
+
+    @inlineCallbacks
+    def test_clientNeverReads(self) -> Any:
+        """
+        A DEALER client that sends requests and never reads its replies
+        holds up the other clients' replies for at most HOLD_TIMEOUT; its
+        own are then dropped, and that is logged.
+        """
+        self.patch(device_module, "HOLD_TIMEOUT", 0.5)
+        log = LogCapture(self)
+        device = self.device(device="queue", hwm=2)
+        payload = b"x" * 65536
+
+        def run(context: zmq.Context[Any]) -> bytes:
+            worker = socket(context, zmq.DEALER, device.backendEndpoint or "")
+            hostile = socket(
+                context,
+                zmq.DEALER,
+                device.frontendEndpoint or "",
+                rcvhwm=1,
+                rcvbuf=4096,
+            )
+            for _ in range(300):
+                hostile.send_multipart([b"", payload])
+            polite = socket(context, zmq.REQ, device.frontendEndpoint or "")
+            polite.send(b"ping")
+            deadline = time.monotonic() + PATIENCE / 1000
+            while time.monotonic() < deadline:
+                if polite.poll(10):
+                    return bytes(polite.recv())
+                while worker.poll(0):
+                    worker.send_multipart(worker.recv_multipart())
+            raise AssertionError("the polite client got no reply")
+
+        reply = yield self.inThread(run)
+        self.assertEqual(reply, b"ping")
+        yield log.waitFor("has not read its replies for 0.5 s")
+        self.assertGreater(device.routes[1].dropped, 0)
 
 
 class ForwarderTests(DeviceTestCase):

@@ -50,6 +50,13 @@ DEFAULT_HWM = 1000
 #: closes that peer's connection before the frame is allocated.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
+#: Seconds between tries of a reply held for a queue client that does not
+#: read, and after which it is dropped (see L{_Route}).
+HOLD_RETRY = 0.05
+HOLD_TIMEOUT = 5.0
+#: Clients remembered as not reading (their replies dropped at once).
+MAX_STALLED = 10000
+
 #: Seconds between two log lines about the same kind of failed handshake.
 LOG_INTERVAL = 10.0
 
@@ -66,23 +73,43 @@ class _Route:
     """
     One direction of a device: messages from C{source} to C{target}, with
     at most one message held while the target would block.
+
+    A ROUTER target (replies to a queue's clients) blocks for one client at
+    a time, and its C{zmq.POLLOUT} says only that I{some} client can take a
+    message: a held reply is retried every L{HOLD_RETRY} seconds rather than
+    on C{zmq.POLLOUT}, and dropped (and logged) after L{HOLD_TIMEOUT}, so
+    that a client that never reads stalls the other clients' replies for
+    that long once; later replies to that client are dropped at once while
+    it still does not read.
     """
 
     log = Logger()
 
-    def __init__(self, name: str, source: zmq.Socket[Any], target: zmq.Socket[Any]):
+    def __init__(
+        self,
+        name: str,
+        source: zmq.Socket[Any],
+        target: zmq.Socket[Any],
+        clock: Any,
+        routing: bool = False,
+    ):
         self.name = name
         self.source = source
         self.target = target
+        self.clock = clock
+        self.routing = routing
         self.held: list[bytes] | None = None
+        self.heldSince: float | None = None
+        self.stalled: set[bytes] = set()
         self.moved = 0
+        self.dropped = 0
 
     def move(self, budget: int) -> int:
         """
         Move up to C{budget} messages; stop when the source has none or the
         target would block (holding the message it took).
 
-        @return: how many were moved.
+        @return: how many were moved (or dropped).
         """
         count = 0
         source, target = self.source, self.target
@@ -95,7 +122,9 @@ class _Route:
             try:
                 target.send_multipart(self.held, zmq.NOBLOCK)
             except zmq.Again:
-                break
+                if not self.routing or not self._giveUp(self.held[0]):
+                    break
+                self.dropped += 1
             except zmq.ZMQError as e:
                 if e.errno != errno.EHOSTUNREACH:
                     raise
@@ -104,18 +133,51 @@ class _Route:
                     "{route}: dropping a reply for a client that is gone",
                     route=self.name,
                 )
+                self.dropped += 1
+            else:
+                if self.routing and self.stalled:
+                    self.stalled.discard(self.held[0])
+                self.moved += 1
             self.held = None
+            self.heldSince = None
             count += 1
-        self.moved += count
         return count
+
+    def _giveUp(self, peer: bytes) -> bool:
+        """
+        Whether to drop the reply held for C{peer}, whose pipe is full.
+        """
+        if peer in self.stalled:
+            return True
+        now = self.clock.seconds()
+        if self.heldSince is None:
+            self.heldSince = now
+            return False
+        if now - self.heldSince < HOLD_TIMEOUT:
+            return False
+        if len(self.stalled) >= MAX_STALLED:
+            self.stalled.clear()
+        self.stalled.add(peer)
+        self.log.warn(
+            "{route}: a client has not read its replies for {timeout:g} s: "
+            "dropping them until it reads",
+            route=self.name,
+            timeout=HOLD_TIMEOUT,
+        )
+        return True
 
     def ready(self) -> bool:
         """
         Whether a move could do something now, from C{zmq.EVENTS}.
         """
+        # Both sockets, always: reading zmq.EVENTS processes their commands
+        # (a send that failed may have skipped them) and re-arms their
+        # descriptors, which would otherwise stay readable.
+        sourceEvents, targetEvents = events(self.source), events(self.target)
         if self.held is not None:
-            return bool(events(self.target) & zmq.POLLOUT)
-        return bool(events(self.source) & zmq.POLLIN)
+            # A ROUTER's POLLOUT may be another client's: retried on a timer.
+            return not self.routing and bool(targetEvents & zmq.POLLOUT)
+        return bool(sourceEvents & zmq.POLLIN)
 
 
 @frozen
@@ -192,6 +254,7 @@ class Device(Service):
         self._monitor: Drainer | None = None
         self._monitors: list[tuple[str, zmq.Socket[Any]]] = []
         self._logged: dict[tuple[str, str], tuple[float | None, int]] = {}
+        self._retry: Any = None
 
     def _socket(self, kind: int, endpoint: str) -> tuple[zmq.Socket[Any], str]:
         assert self._context is not None
@@ -225,10 +288,19 @@ class Device(Service):
         except Exception:
             self._close()
             raise
-        self.routes = [_Route(f"np-zmq {self.kind} frontend to backend", front, back)]
+        clock = self._reactor
+        self.routes = [
+            _Route(f"np-zmq {self.kind} frontend to backend", front, back, clock)
+        ]
         if both:
             self.routes.append(
-                _Route(f"np-zmq {self.kind} backend to frontend", back, front)
+                _Route(
+                    f"np-zmq {self.kind} backend to frontend",
+                    back,
+                    front,
+                    clock,
+                    routing=frontKind == zmq.ROUTER,
+                )
             )
         self._drainer = Drainer(self._turn, self._reactor)
         self._drainer.watch(front, back)
@@ -252,6 +324,8 @@ class Device(Service):
         self._close()
 
     def _close(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         for drainer in (self._drainer, self._monitor):
             if drainer is not None:
                 drainer.stop()
@@ -276,7 +350,19 @@ class Device(Service):
             # Everything would block: zmq.EVENTS again, after the last send
             # and receive, before trusting the descriptors to wake us.
             if not any(route.ready() for route in self.routes):
+                self._retryHeld()
                 return False
+
+    def _retryHeld(self) -> None:
+        """
+        Wake again soon if a reply is held for a ROUTER client.
+        """
+        if not any(route.routing and route.held for route in self.routes):
+            return
+        if self._retry is None or not self._retry.active():
+            drainer = self._drainer
+            if drainer is not None:
+                self._retry = self._reactor.callLater(HOLD_RETRY, drainer.wake)
 
     def _monitorTurn(self, budget: int) -> bool:
         count = 0

@@ -35,7 +35,7 @@ from zope.interface import Interface, implementer
 
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.files import writeAtomically
-from netplugins.zmq.bridge import Drainer, _reactor
+from netplugins.zmq.bridge import Drainer, _reactor, events
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 #: The files of the server's key pair in the state directory, in the
@@ -170,6 +170,8 @@ class ZAPHandler(Service):
         assert socket is not None
         for _ in range(budget):
             if self.pending >= MAX_PENDING:
+                # Re-arm the descriptor; an answer sent wakes us again.
+                events(socket)
                 return False
             try:
                 request = socket.recv_multipart(zmq.NOBLOCK)
