@@ -205,17 +205,23 @@ remote-control:
 
 
 def startNSD(
-    testCase: Any, zones: dict[str, Path], directory: Path, extra: str = ""
+    testCase: Any,
+    zones: dict[str, Path],
+    directory: Path,
+    extra: str = "",
+    port: int | None = None,
 ) -> tuple[LoggedProcess, int]:
     """
     Start NSD in the foreground on a free loopback port serving C{zones}
     (stopped at cleanup).
 
     @param extra: more nsd.conf text (keys, zone options).
+    @param port: the port, by default a free one.
     @return: the process and its port.
     """
     nsd = need("nsd")
-    port = freePort()
+    if port is None:
+        port = freePort()
     zoneText = "".join(
         f'zone:\n  name: {origin}\n  zonefile: "{path}"\n'
         for origin, path in zones.items()

@@ -100,7 +100,7 @@ def truncatedReply(reply: bytes) -> bytes:
     )
 
 
-def _inNetworks(host: str, networks: Sequence[IPNetwork]) -> bool:
+def inNetworks(host: str, networks: Sequence[IPNetwork]) -> bool:
     if not networks:
         return False
     try:
@@ -211,29 +211,29 @@ class Engine:
         if opcode == dns.opcode.NOTIFY:
             return self._notify(query, host), False
         if opcode != dns.opcode.QUERY:
-            return self._reply(query, dns.rcode.NOTIMP, tcp), False
+            return self.reply(query, dns.rcode.NOTIMP, tcp), False
         if query.edns > 0:
-            return self._reply(query, dns.rcode.BADVERS, tcp), False
+            return self.reply(query, dns.rcode.BADVERS, tcp), False
         question = query.question[0]
         qtype = question.rdtype
         if qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
             self._transfer(query, host, tcp, send)
             return None, False
         if qtype in (dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY):
-            return self._reply(query, dns.rcode.FORMERR, tcp), False
+            return self.reply(query, dns.rcode.FORMERR, tcp), False
         zone = None
         if question.rdclass == dns.rdataclass.IN:
             zone = findZone(self.zones, question.name, qtype)
         if zone is None:
-            if self.forwarder is not None and _inNetworks(host, self.recursionNetworks):
+            if self.forwarder is not None and inNetworks(host, self.recursionNetworks):
                 self.forwarder.forward(query, tcp, send, self)
                 return None, False
-            return self._reply(query, dns.rcode.REFUSED, tcp), (
+            return self.reply(query, dns.rcode.REFUSED, tcp), (
                 not self.recursionNetworks and not query.had_tsig
             )
         dnssec = bool(query.ednsflags & dns.flags.DO)
         found = answer(zone, question.name, qtype, dnssec)
-        response = self._response(query, found.rcode)
+        response = self.response(query, found.rcode)
         if found.aa:
             response.flags |= dns.flags.AA
         response.answer = found.answer
@@ -241,9 +241,14 @@ class Engine:
         response.additional = found.additional
         return self.render(response, query, tcp), not query.had_tsig
 
-    def _response(
+    def response(
         self, query: dns.message.Message, rcode: dns.rcode.Rcode
     ) -> dns.message.Message:
+        """
+        The skeleton of the reply to C{query}: its question, RD and CD
+        copied, C{rcode}, and EDNS (our payload, DO copied, NSID) if the
+        query had it.
+        """
         response = dns.message.make_response(query, our_payload=self.payload)
         response.flags |= query.flags & dns.flags.CD
         if query.edns >= 0:
@@ -266,10 +271,13 @@ class Engine:
             options.append(dns.edns.NSIDOption(self.nsid))
         return options
 
-    def _reply(
+    def reply(
         self, query: dns.message.Message, rcode: dns.rcode.Rcode, tcp: bool
     ) -> bytes:
-        return self.render(self._response(query, rcode), query, tcp)
+        """
+        A reply to C{query} with C{rcode} and no records, in wire form.
+        """
+        return self.render(self.response(query, rcode), query, tcp)
 
     def render(
         self, response: dns.message.Message, query: dns.message.Message, tcp: bool
@@ -290,13 +298,13 @@ class Engine:
     def _notify(self, query: dns.message.Message, host: str) -> bytes | None:
         if self.secondary is not None:
             return self.secondary.notified(query, host, self)  # type: ignore[no-any-return]
-        return self._reply(query, dns.rcode.REFUSED, True)
+        return self.reply(query, dns.rcode.REFUSED, True)
 
     def _transfer(
         self, query: dns.message.Message, host: str, tcp: bool, send: Send
     ) -> None:
         if self.transfers is None:
-            send(self._reply(query, dns.rcode.REFUSED, tcp))
+            send(self.reply(query, dns.rcode.REFUSED, tcp))
             return
         self.transfers.transfer(query, host, tcp, send, self)
 

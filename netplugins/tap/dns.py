@@ -18,6 +18,7 @@ from twisted.python import usage
 
 from netplugins.dns.rrl import DEFAULT_RATE, ResponseRateLimiter
 from netplugins.dns.server import DNSDatagram, DNSStreamFactory, Engine
+from netplugins.dns.transfer import Notifier, Transfers
 from netplugins.dns.zone import ZoneError
 from netplugins.dns.zonefiles import ZoneFile, ZoneFiles
 from netplugins.limits.settings import parseNetwork
@@ -247,6 +248,7 @@ def dnsService(
         keyring=keyring,
         transferNetworks=[parseNetwork(n) for n in settings.allowTransfer],
         recursionNetworks=[parseNetwork(n) for n in settings.recursionAllow],
+        transfers=Transfers(),
     )
     files = []
     for spec in settings.zone:
@@ -263,6 +265,14 @@ def dnsService(
     factory = DNSStreamFactory(engine, reactor)
     factory.closeGrace = common.limits.closeGrace
     children: list[Any] = [zoneFiles]
+    if settings.notify:
+        notifier = Notifier(
+            [splitHostPort(n) for n in settings.notify],
+            reactor,
+            next(iter(keyring.values()), None),
+        )
+        zoneFiles.installed.append(notifier.notify)
+        children.append(notifier)
     return served(
         common,
         factory,
