@@ -407,6 +407,30 @@ class StreamerTests(DeviceTestCase):
         self.assertEqual(got, [[b"from", b"0"], [b"from", b"1"]])
 
     @inlineCallbacks
+    def test_maxMessageSize(self) -> Any:
+        """
+        A frame over --max-message-size never reaches the consumer; other
+        producers go on being served.
+        """
+        device = self.device(device="streamer", maxMessageSize=1024)
+
+        def run(context: zmq.Context[Any]) -> list[bytes]:
+            consumer = socket(context, zmq.PULL, device.backendEndpoint or "")
+            big = socket(context, zmq.PUSH, device.frontendEndpoint or "")
+            big.send(b"x" * 1025)
+            small = socket(context, zmq.PUSH, device.frontendEndpoint or "")
+            small.send(b"y" * 1024)
+            got = [consumer.recv()]
+            consumer.setsockopt(zmq.RCVTIMEO, 500)
+            try:
+                got.append(consumer.recv())
+            except zmq.Again:
+                pass
+            return got
+
+        self.assertEqual((yield self.inThread(run)), [b"y" * 1024])
+
+    @inlineCallbacks
     def test_millionAtHighWaterMark(self) -> Any:
         """
         1 000 000 small messages pushed in bursts by a process whose
