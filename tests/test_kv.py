@@ -578,10 +578,7 @@ class ServiceTests(TestCase):
             )
 
     def test_i8(self) -> Deferred[Any]:
-        """
-        A value stored as <i8> (or a big JSON integer) is read back as <i8>
-        by XML-RPC and JSON-RPC; past 64 bits it is refused at set (-32602).
-        """
+        """<i8> and big JSON integers read back as <i8>; past 64 bits, set is -32602."""
         base = self.listen()
         setI8 = (
             b"<methodCall><methodName>set</methodName><params>"
@@ -612,10 +609,7 @@ class ServiceTests(TestCase):
         )
 
     def test_noNil(self) -> Deferred[Any]:
-        """
-        set and delete answer <nil/>; with noNil, true, and a stored None is a
-        fault; JSON-RPC answers null either way.
-        """
+        """set/delete answer nil, or true with noNil (a stored None then a fault)."""
         plain, strict = self.listen(), self.listen(noNil=True)
 
         def run() -> list[Any]:
@@ -627,8 +621,8 @@ class ServiceTests(TestCase):
                     out.append(s.get("n"))
                 except xmlrpc.client.Fault as f:
                     out.append(f.faultCode)
-                request = {"jsonrpc": "2.0", "method": "set", "params": ["k", 1]}
-                request["id"] = 1
+                request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1}
+                request.update(method="set", params=["k", 1])
                 answer = xmlrpcCall(url + "/jsonrpc", json.dumps(request).encode())
                 out.append(json.loads(answer[1])["result"])
             return out
@@ -639,11 +633,7 @@ class ServiceTests(TestCase):
         )
 
     def test_jsonInvalidRequest(self) -> Deferred[Any]:
-        """
-        A Request object whose method is not a string gets -32600 with id
-        null, with or without an id (section 7), never HTTP 204, and runs
-        nothing.
-        """
+        """method 1, with or without id: -32600 id null (not 204), nothing run."""
         url = self.listen() + "/jsonrpc"
         invalid = {
             "jsonrpc": "2.0",
@@ -670,10 +660,7 @@ class ServiceTests(TestCase):
         )
 
     def test_perlAndRuby(self) -> Deferred[Any]:
-        """
-        Perl RPC::XML stores an <i8> and reads it back; Ruby's xmlrpc client
-        sets, reads and deletes with noNil.
-        """
+        """Perl RPC::XML stores and reads an <i8>; Ruby's client works with noNil."""
         plain, strict = self.listen(), self.listen(noNil=True)
         directory = self.mktemp()
         os.makedirs(directory)

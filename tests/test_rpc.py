@@ -449,11 +449,7 @@ class ServiceTests(_Served, TestCase):
     """
 
     def test_faults(self) -> Deferred[Any]:
-        """
-        A function's exception is SimpleXMLRPCServer's fault 1 and JSON-RPC
-        -32000 with the same text; bad parameters -32602, unknown -32601, an
-        RPCError its own code, an unsendable value -32603 (no traceback).
-        """
+        """An exception is fault 1 / -32000 (SimpleXMLRPCServer); others keep codes."""
         url = self.listen()
 
         def run() -> list[Any]:
@@ -514,10 +510,7 @@ class ServiceTests(_Served, TestCase):
         return deferToThread(run).addCallback(self.assertEqual, [True, False, 1, "a"])
 
     def test_nil(self) -> Deferred[Any]:
-        """
-        None is <nil/> by default; with noNil a None result is true, a nested
-        None a fault, in multicall too, and JSON-RPC still says null.
-        """
+        """None is <nil/>; with noNil a None result is true, a nested one a fault."""
         plain, strict = self.listen(), self.listen(noNil=True)
 
         def run() -> list[Any]:
@@ -543,10 +536,7 @@ class ServiceTests(_Served, TestCase):
         )
 
     def test_i8(self) -> Deferred[Any]:
-        """
-        An integer past 32 bits goes back as <i8>; past 64 bits it is a fault
-        over XML-RPC, and echoed exactly over JSON-RPC.
-        """
+        """Integers past 32 bits answer <i8>; past 64, a fault (XML), exact (JSON)."""
         url = self.listen()
 
         def call(value: str) -> bytes:
@@ -576,12 +566,7 @@ class ServiceTests(_Served, TestCase):
         )
 
     def test_jsonRequests(self) -> Deferred[Any]:
-        """
-        JSON-RPC 2.0 sections 4, 5 and 7: an invalid Request object is -32600
-        with id null even without an id (not 204), and is not run; an object
-        id is refused; 1.5 is echoed; notifications run unanswered; named
-        parameters are keyword arguments.
-        """
+        """Invalid Requests: -32600 id null, unrun; id 1.5 echoed; notifications run."""
         url = self.listen() + "/jsonrpc"
         del RECORDED[:]
         bodies = [
@@ -667,10 +652,7 @@ class ServiceTests(_Served, TestCase):
         )
 
     def test_ruby(self) -> Deferred[Any]:
-        """
-        Ruby's xmlrpc client reads <i8>, structs and faults; it refuses
-        <nil/>, and with noNil gets true instead.
-        """
+        """Ruby reads <i8>, structs and faults; refuses <nil/>; noNil sends true."""
         plain, strict = self.listen(), self.listen(noNil=True)
         directory = self.mktemp()
         os.makedirs(directory)

@@ -96,10 +96,7 @@ class RPCTests(HTTPTestCase):
         self.assertHugeBodyRefused(port, server, "/jsonrpc", [401, 413])
 
     def test_deepNesting(self) -> None:
-        """
-        20 000 nested XML-RPC arrays and 10**5 JSON brackets are faults, not
-        tracebacks, in bounded memory; the server answers on.
-        """
+        """20 000-deep XML, 10**5 JSON brackets: faults, memory bounded, no trace."""
         port, server = self.servePlain()
         xml = (
             b"<methodCall><methodName>big</methodName><params><param>"
