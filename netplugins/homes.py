@@ -45,8 +45,10 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 from attrs import frozen
+from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from zope.interface import Interface, implementer
 
 from netplugins.threads import blockingPool, deferToPool
 
@@ -312,6 +314,14 @@ class _Located:
         self.close()
 
 
+class IJail(Interface):
+    """
+    A logged-in user of the file services, as their L{Jail}: the avatar
+    interface L{JailRealm} serves (np-ftp's; SFTP adapts it).
+    """
+
+
+@implementer(IJail)
 class Jail:
     """
     A user's filesystem view: every path resolved inside L{home}.  See the
@@ -771,3 +781,24 @@ def _directoryOf(user: Any, name: str) -> str:
 def _makeHome(path: str) -> None:
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+@implementer(IRealm)
+class JailRealm:
+    """
+    Hands out the L{Jail} of each user a checker logged in, for L{IJail}.
+    """
+
+    def __init__(self, store: HomeStore) -> None:
+        self.store = store
+
+    def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Any:
+        """
+        C{(IJail, jail, logout)}; fails with L{NoHomeError} when the user
+        has no home.
+        """
+        if IJail not in interfaces:
+            raise NotImplementedError("only IJail avatars")
+        return self.store.jailFor(avatarId).addCallback(
+            lambda jail: (IJail, jail, lambda: None)
+        )

@@ -1,0 +1,557 @@
+"""
+np-ftp's data connections and the transfers over them.
+
+A session gets its data connection from a L{PassivePort} (C{PASV}, C{EPSV}:
+a listener on a port of the passive range that accepts one connection, from
+the control connection's peer address only; anything else is closed and
+logged) or an L{ActivePort} (C{PORT}, C{EPRT}: a connection made at the
+transfer to an address the session checked: the control peer's, a port of
+1024 or more, RFC 2577).  C{PROT P} wraps the connection in TLS, the server
+side of the handshake whichever side connected (RFC 4217).
+
+Transfers are producers: a L{Sender} reads the next chunk (in the thread
+pool) only while the data connection's transport is not paused, and a
+L{Receiver} stops reading the socket while more than L{RECEIVE_HIGH} bytes
+wait to be written, so a slow peer or a slow disk never grows memory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import CannotListenError, ConnectionLost
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IListeningPort,
+    IPushProducer,
+)
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netplugins.addresses import describe
+
+#: Bytes read from a file per chunk of a download.
+CHUNK = 256 * 1024
+#: Received bytes waiting for the disk before the socket stops being read.
+RECEIVE_HIGH = 1024 * 1024
+#: Bytes a data connection may send before its transfer starts.
+EARLY_LIMIT = 64 * 1024
+
+
+def sameHost(a: str, b: str) -> bool:
+    """
+    Whether C{a} and C{b} are the same IP address (IPv4-mapped IPv6 as IPv4).
+    """
+    try:
+        x, y = (
+            ipaddress.ip_address(a.split("%")[0]),
+            ipaddress.ip_address(b.split("%")[0]),
+        )
+    except ValueError:
+        return a == b
+    if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped is not None:
+        x = x.ipv4_mapped
+    if isinstance(y, ipaddress.IPv6Address) and y.ipv4_mapped is not None:
+        y = y.ipv4_mapped
+    return x == y
+
+
+_LOST = Failure(ConnectionLost("data connection lost"))
+_LONE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class ToNetwork:
+    """
+    TYPE A downloads: a lone LF becomes CRLF (CRLF stays), across chunks.
+    """
+
+    def __init__(self) -> None:
+        self._afterCR = False
+
+    def __call__(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        if self._afterCR and data[:1] == b"\n":
+            head, data = b"\n", data[1:]
+        else:
+            head = b""
+        self._afterCR = data[-1:] == b"\r" or (not data and self._afterCR)
+        return head + _LONE_LF.sub(b"\r\n", data)
+
+
+class FromNetwork:
+    """
+    TYPE A uploads: CRLF becomes LF, across chunks.
+    """
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def __call__(self, data: bytes) -> bytes:
+        data = self._carry + data
+        self._carry = b""
+        if data.endswith(b"\r"):
+            data, self._carry = data[:-1], b"\r"
+        return data.replace(b"\r\n", b"\n")
+
+    def flush(self) -> bytes:
+        carry, self._carry = self._carry, b""
+        return carry
+
+
+@implementer(IHandshakeListener)
+class DataChannel(Protocol):
+    """
+    One data connection.  It tells L{whenMade} when it is up (and, with TLS,
+    L{handshaken} when the handshake is done), keeps what arrives before its
+    transfer (at most L{EARLY_LIMIT} bytes, then stops reading), and hands
+    everything to its transfer.
+    """
+
+    transport: Any
+
+    def __init__(self, made: Deferred[DataChannel]) -> None:
+        self.whenMade = made
+        self.handshaken: Deferred[None] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
+        self.transfer: Any = None
+        self.early: list[bytes] = []
+        self._earlySize = 0
+        self.gone = False
+
+    def connectionMade(self) -> None:
+        made, self.whenMade = self.whenMade, Deferred()
+        if not made.called:
+            made.callback(self)
+
+    def handshakeCompleted(self) -> None:
+        if not self.handshaken.called:
+            self.handshaken.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.transfer is not None:
+            self.transfer.dataReceived(data)
+            return
+        self.early.append(data)
+        self._earlySize += len(data)
+        if self._earlySize > EARLY_LIMIT:
+            self.transport.pauseProducing()
+
+    def connectionLost(self, reason: Failure = _LOST) -> None:  # type: ignore[override]
+        self.gone = True
+        self.reason = reason
+        if not self.handshaken.called:
+            self.handshaken.errback(reason)
+            self.handshaken.addErrback(lambda _: None)
+        if self.transfer is not None:
+            self.transfer.connectionLost(reason)
+        self.lost.callback(None)
+
+    def close(self) -> None:
+        """
+        Close after what was written.
+        """
+        if not self.gone:
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """
+        Drop the connection now.
+        """
+        if not self.gone:
+            self.transport.abortConnection()
+
+
+class _ChannelFactory(Factory):
+    def __init__(self, made: Deferred[DataChannel]) -> None:
+        self.made = made
+
+    def buildProtocol(self, addr: IAddress | None) -> DataChannel:
+        return DataChannel(self.made)
+
+
+class PassivePort(Factory):
+    """
+    A PASV/EPSV listener: the first connection from C{peerHost} is the data
+    connection; the port closes then, at L{close}, or after C{timeout}.
+
+    @ivar port: the port number listened on.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        peerHost: str,
+        *,
+        wrap: Callable[[], Any] | None,
+        ports: tuple[int, int] | None,
+        timeout: float,
+    ) -> None:
+        """
+        @param wrap: returns the TLS wrapping factory to use for the
+            connection (C{None}, or returning C{None}: in the clear), asked
+            when the connection arrives.
+        @param ports: the passive range (inclusive), or C{None} for any.
+        @raise CannotListenError: when every port of the range is taken.
+        """
+        self.reactor = reactor
+        self.peerHost = peerHost
+        self.wrap = wrap
+        self.made: Deferred[DataChannel] = Deferred()
+        self._channels = _ChannelFactory(self.made)
+        self._listening: IListeningPort | None = self._listen(host, ports)
+        self.port: int = self._listening.getHost().port  # type: ignore[attr-defined]
+        self._timer = reactor.callLater(timeout, self._timedOut)
+
+    def _listen(self, host: str, ports: tuple[int, int] | None) -> IListeningPort:
+        if ports is None:
+            return self.reactor.listenTCP(0, self, interface=host)  # type: ignore[no-any-return]
+        low, high = ports
+        start = random.randint(low, high)  # noqa: S311 (spreading, not secrecy)
+        for offset in range(high - low + 1):
+            number = low + (start - low + offset) % (high - low + 1)
+            try:
+                return self.reactor.listenTCP(number, self, interface=host)  # type: ignore[no-any-return]
+            except CannotListenError:
+                continue
+        raise CannotListenError(host, f"{low}-{high}", "every passive port is taken")
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        if not sameHost(getattr(addr, "host", ""), self.peerHost):
+            self.log.warn(
+                "np-ftp: refused a data connection from {peer}: not the control "
+                "connection's address {expected}",
+                peer=describe(addr),
+                expected=self.peerHost,
+            )
+            return None
+        if self._listening is None or self.made.called:
+            return None
+        self._stop()
+        wrapper = self.wrap() if self.wrap is not None else None
+        if wrapper is not None:
+            return wrapper(self._channels).buildProtocol(addr)
+        return self._channels.buildProtocol(addr)
+
+    def _timedOut(self) -> None:
+        self._stop()
+        if not self.made.called:
+            self.made.errback(CancelledError("no data connection in time"))
+
+    def _stop(self) -> None:
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.stopListening()
+        if self._timer.active():
+            self._timer.cancel()
+
+    def connect(self) -> Deferred[DataChannel]:
+        """
+        The data connection, when it arrives.
+        """
+        return self.made
+
+    def close(self) -> None:
+        """
+        Stop waiting for the data connection.
+        """
+        self._stop()
+        if not self.made.called:
+            self.made.errback(CancelledError("closed"))
+            self.made.addErrback(lambda _: None)
+
+
+class _ActiveFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, made: Deferred[DataChannel]) -> None:
+        self.made = made
+
+    def buildProtocol(self, addr: IAddress | None) -> DataChannel:
+        return DataChannel(self.made)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not self.made.called:
+            self.made.errback(reason)
+
+
+class ActivePort:
+    """
+    A PORT/EPRT address, connected to at the transfer.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        *,
+        bindHost: str,
+        wrap: Callable[[], Any] | None,
+        timeout: float,
+    ) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.bindHost = bindHost
+        self.wrap = wrap
+        self.timeout = timeout
+        self._connector: Any = None
+
+    def connect(self) -> Deferred[DataChannel]:
+        """
+        Connect to the client's address; the data connection.
+        """
+        made: Deferred[DataChannel] = Deferred()
+        factory: Any = _ActiveFactory(made)
+        wrapper = self.wrap() if self.wrap is not None else None
+        if wrapper is not None:
+            factory = wrapper(factory)
+        self._connector = self.reactor.connectTCP(
+            self.host,
+            self.port,
+            factory,
+            timeout=self.timeout,
+            bindAddress=(self.bindHost, 0),
+        )
+        return made
+
+    def close(self) -> None:
+        """
+        Stop connecting.
+        """
+        connector, self._connector = self._connector, None
+        if connector is not None and getattr(connector, "state", "") == "connecting":
+            connector.stopConnecting()
+
+
+@implementer(IPushProducer)
+class Sender:
+    """
+    Sends what C{read} gives (a chunk, C{b""} at the end) over a data
+    connection, asking for the next chunk only while its transport is not
+    paused.
+    """
+
+    def __init__(
+        self,
+        channel: DataChannel,
+        read: Callable[[], Deferred[bytes]],
+        convert: Callable[[bytes], bytes] | None = None,
+        progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.read = read
+        self.convert = convert
+        self.progress = progress
+        self.sent = 0
+        self.done: Deferred[int] = Deferred()
+        self._paused = False
+        self._waiting = False
+        self._stopped = False
+
+    def start(self) -> Deferred[int]:
+        """
+        Send everything; fires with the byte count once the last byte was
+        written (the connection is then closed by the caller).
+        """
+        self.channel.transfer = self
+        self.channel.transport.registerProducer(self, True)
+        self._next()
+        return self.done
+
+    def _next(self) -> None:
+        while not self._stopped:
+            if self._paused:
+                self._waiting = True
+                return
+            d = self.read()
+            if not d.called:
+                d.addCallbacks(self._cbRead, self._ebRead)
+                d.addCallback(lambda more: self._next() if more else None)
+                return
+            result: list[Any] = []
+            d.addBoth(result.append)
+            if isinstance(result[0], Failure):
+                self._ebRead(result[0])
+                return
+            if not self._cbRead(result[0]):
+                return
+
+    def _cbRead(self, data: bytes) -> bool:
+        if self._stopped:
+            return False
+        if not data:
+            self._finish()
+            return False
+        if self.convert is not None:
+            data = self.convert(data)
+        self.sent += len(data)
+        self.channel.transport.write(data)
+        if self.progress is not None:
+            self.progress()
+        return True
+
+    def _ebRead(self, reason: Failure) -> None:
+        self._stopped = True
+        self._unregister()
+        if not self.done.called:
+            self.done.errback(reason)
+
+    def _finish(self) -> None:
+        self._stopped = True
+        self._unregister()
+        if not self.done.called:
+            self.done.callback(self.sent)
+
+    def _unregister(self) -> None:
+        if not self.channel.gone:
+            self.channel.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._waiting:
+            self._waiting = False
+            self._next()
+
+    def stopProducing(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            if not self.done.called:
+                self.done.errback(ConnectionLost("data connection lost"))
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        A download's peer has nothing to say; ignore it.
+        """
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.stopProducing()
+
+
+class Receiver:
+    """
+    Writes what a data connection brings with C{write} (run in the pool),
+    one batch at a time; the socket is not read while more than
+    L{RECEIVE_HIGH} bytes wait.  Fires L{done} with the byte count once the
+    peer closed and everything is written.
+    """
+
+    def __init__(
+        self,
+        channel: DataChannel,
+        write: Callable[[bytes], Deferred[Any]],
+        convert: FromNetwork | None = None,
+        progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.write = write
+        self.convert = convert
+        self.progress = progress
+        self.received = 0
+        self.done: Deferred[int] = Deferred()
+        self._pending: list[bytes] = []
+        self._pendingSize = 0
+        self._writing = False
+        self._paused = False
+        self._ended = False
+        self._failed = False
+
+    def start(self) -> Deferred[int]:
+        channel = self.channel
+        channel.transfer = self
+        early, channel.early = channel.early, []
+        for data in early:
+            self.dataReceived(data)
+        if channel.gone:
+            self.connectionLost(Failure(ConnectionLost()))
+        elif not self._paused:
+            channel.transport.resumeProducing()
+        return self.done
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._failed:
+            return
+        self.received += len(data)
+        if self.convert is not None:
+            data = self.convert(data)
+        self._pending.append(data)
+        self._pendingSize += len(data)
+        if self._pendingSize > RECEIVE_HIGH and not self._paused:
+            self._paused = True
+            self.channel.transport.pauseProducing()
+        if not self._writing:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._failed:
+            return
+        if not self._pending:
+            self._writing = False
+            if self._ended:
+                self._finish()
+            return
+        batch = b"".join(self._pending)
+        self._pending, self._pendingSize = [], 0
+        self._writing = True
+        if self._paused and not self.channel.gone:
+            self._paused = False
+            self.channel.transport.resumeProducing()
+        if self.progress is not None:
+            self.progress()
+        d = self.write(batch)
+        d.addCallbacks(lambda _: self._flush(), self._ebWrite)
+
+    def _ebWrite(self, reason: Failure) -> None:
+        self._failed = True
+        self._writing = False
+        self.channel.abort()
+        if not self.done.called:
+            self.done.errback(reason)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.convert is not None:
+            rest = self.convert.flush()
+            if rest:
+                self._pending.append(rest)
+        if not self._writing:
+            self._flush()
+
+    def _finish(self) -> None:
+        if not self.done.called:
+            self.done.callback(self.received)
+
+
+def memoryReader(data: bytes, chunk: int = 64 * 1024) -> Callable[[], Deferred[bytes]]:
+    """
+    A C{read} for L{Sender} over bytes already in memory (a listing).
+    """
+    view = memoryview(data)
+    position = 0
+
+    def read() -> Deferred[bytes]:
+        nonlocal position
+        piece = bytes(view[position : position + chunk])
+        position += len(piece)
+        return succeed(piece)
+
+    return read

@@ -1,0 +1,72 @@
+"""
+The FTPS contexts: the shared TLS profile (L{netplugins.tls.server}) with a
+server-side session cache, so that data connections can resume the control
+connection's session (RFC 4217 section 10.2; vsftpd and FileZilla Server
+require it, so that a data connection cannot be taken over by another
+client).
+
+Data connections must not carry TLS 1.3 session tickets: a client that only
+writes (an upload) leaves the ticket unread, and closing a socket with unread
+data sends a reset that truncates the upload on the server (Debian's lftp
+4.9.2; OpenSSL issue 7948).  OpenSSL's answer, C{SSL_set_num_tickets(0)}, is
+wrapped neither by pyOpenSSL nor by cryptography's bindings, and a TLS 1.3
+resumption always sends a ticket.  So np-ftp's contexts stop at TLS 1.2,
+where C{OP_NO_TICKET} means no ticket at all and sessions resume by ID from
+the cache; C{--tls-min-version 1.3} lifts the cap, and data connections then
+carry one ticket each (documented in C{docs/ftp.md}).
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from netplugins.tls.identity import Identity
+from netplugins.tls.server import ServerTLS
+
+#: The session ID context of np-ftp's sessions: resumed only by np-ftp.
+SESSION_CONTEXT = b"np-ftp"
+
+
+class FTPServerTLS(ServerTLS):
+    """
+    L{ServerTLS} for FTPS: a server-side session cache, TLS 1.2 at most
+    unless the minimum is 1.3.
+    """
+
+    def _makeContext(
+        self, identity: Identity, clientCAs: list[x509.Certificate]
+    ) -> SSL.Context:
+        context = super()._makeContext(identity, clientCAs)
+        context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+        context.set_session_id(SESSION_CONTEXT)
+        if self.settings.minVersion != "1.3":
+            context.set_max_proto_version(SSL.TLS1_2_VERSION)
+        return context
+
+
+def resumes(data: SSL.Connection, control: SSL.Connection) -> bool:
+    """
+    Whether the data connection C{data} resumed the TLS session of the
+    control connection C{control}: with TLS 1.2, the very session (by
+    identity in the cache); with TLS 1.3, a resumption (its new session
+    cannot be compared with the control connection's).
+
+    Reads pyOpenSSL privates, since pyOpenSSL wraps neither
+    C{SSL_session_reused} nor a way to compare sessions:
+    C{Connection._ssl} (the C{SSL *}), C{Session._session} (the
+    C{SSL_SESSION *}) and C{OpenSSL._util.lib} (cryptography's bindings).
+    C{tests/test_ftp.py} pins them; if they go, every resumption looks
+    missing and C{--tls-session-reuse required} refuses every protected
+    transfer.
+    """
+    from OpenSSL._util import lib
+
+    if not lib.SSL_session_reused(data._ssl):  # type: ignore[attr-defined]
+        return False
+    if data.get_protocol_version_name() != "TLSv1.2":
+        return True
+    mine, theirs = data.get_session(), control.get_session()
+    if mine is None or theirs is None:
+        return False
+    return bool(mine._session == theirs._session)  # type: ignore[attr-defined]
