@@ -36,6 +36,7 @@ DEMO_PORTS = {
     "zen-tls": 1061,
     "mpconn": 25000,
     "kv": 15000,
+    "rpc": 17001,
     "httpbin": 8000,
     "httpbin-tls": 8443,
     "wsgi": 8080,
@@ -128,6 +129,7 @@ def demoService(
     from netplugins.tap.kv import KVSettings, kvService
     from netplugins.tap.mail import MailHostSettings, mailService
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
+    from netplugins.tap.rpc import RPCSettings, rpcService
     from netplugins.tap.wsgi import WSGISettings, wsgiService
     from netplugins.tap.zen import ZenSettings, zenService
 
@@ -179,6 +181,12 @@ def demoService(
         ),
         kvService(
             KVSettings(listen=(tcp("kv"),), tls=tls, stateDir=stateDir),
+            reactor=reactor,
+        ),
+        # Foundations ch. 18's functions (addtogether, quadratic, remote_repr,
+        # lengths) over XML-RPC (/RPC2) and JSON-RPC 2.0 (/jsonrpc).
+        rpcService(
+            RPCSettings(listen=(tcp("rpc"),), tls=tls, stateDir=stateDir),
             reactor=reactor,
         ),
         # /protected takes the demo users (over TLS; Basic auth in the clear is

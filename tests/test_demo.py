@@ -80,6 +80,7 @@ class DemoTests(TestCase):
                 ("np-mpconn", "tcp"),
                 ("np-pop3", "TLS tcp"),
                 ("np-pop3", "tcp"),
+                ("np-rpc", "tcp"),
                 ("np-smtp", "tcp"),
                 ("np-smtp submission", "TLS tcp"),
                 ("np-smtp submission", "tcp"),
@@ -165,6 +166,20 @@ class DemoTests(TestCase):
             (yield deferToThread(client)),
             (["foo", "spam"], "bar", [1, 2, 3], False),
         )
+
+    @inlineCallbacks
+    def test_rpc(self) -> Any:
+        """np-rpc serves the book's functions to xmlrpc.client and jsonrpclib."""
+        import jsonrpclib  # type: ignore[import-untyped]
+
+        host, port = self.port("np-rpc", "tcp")
+
+        def client() -> tuple[object, ...]:
+            xml = ServerProxy(f"http://{host}:{port}/RPC2")
+            json = jsonrpclib.Server(f"http://{host}:{port}/jsonrpc")
+            return (xml.addtogether(1, 2), json.lengths([1]))
+
+        self.assertEqual((yield deferToThread(client)), (3, [[1, [1]]]))
 
     @inlineCallbacks
     def test_tls(self) -> Any:
