@@ -373,7 +373,8 @@ class StreamTests(SynchronousTestCase):
     """
 
     def connect(self) -> tuple[DNSStream, WatermarkTransport]:
-        factory = DNSStreamFactory(makeEngine(self), Clock())
+        self.clock = Clock()
+        factory = DNSStreamFactory(makeEngine(self), self.clock)
         protocol = factory.buildProtocol(None)
         assert isinstance(protocol, DNSStream)
         transport = WatermarkTransport(watermark=4096)
@@ -398,6 +399,17 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(
             [r.rcode() for r in replies], [dns.rcode.NOERROR, dns.rcode.NXDOMAIN]
         )
+
+    def test_messageDeadline(self) -> None:
+        """A message begun but unfinished at its deadline closes the connection."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"\x00\x20abc")
+        for _ in range(9):
+            self.clock.advance(1)
+            protocol.dataReceived(b"x")
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
 
     def test_neverReads(self) -> None:
         """A client that never reads stops being read once replies pile up."""

@@ -33,7 +33,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
 from dns.name import Name
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import (
     DatagramProtocol,
     Factory,
@@ -47,7 +47,7 @@ from netplugins.dns.answer import answer, findZone
 from netplugins.dns.rrl import DROP, SLIP, ResponseRateLimiter
 from netplugins.dns.zone import Zone
 from netplugins.limits.settings import IPNetwork
-from netplugins.session import CLOSE_GRACE, Discipline
+from netplugins.session import CLOSE_GRACE, Discipline, cancelCall
 
 #: The EDNS payload we advertise and the most we send over UDP (the DNS flag
 #: day 2020 value): more risks IP fragmentation.
@@ -55,6 +55,9 @@ DEFAULT_PAYLOAD = 1232
 
 #: A UDP answer to a query without EDNS is at most this long (RFC 1035).
 CLASSIC_PAYLOAD = 512
+
+#: Seconds a TCP client has to send a whole message once it began it.
+MESSAGE_TIMEOUT = 10.0
 
 #: The most answers the engine remembers by query bytes.
 CACHE_SIZE = 10000
@@ -351,6 +354,7 @@ class DNSStream(Protocol):
     def __init__(self) -> None:
         self._buffer = b""
         self._host = ""
+        self._deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -377,25 +381,43 @@ class DNSStream(Protocol):
         while self.discipline.reading and len(self._buffer) >= 2:
             (length,) = struct.unpack_from("!H", self._buffer)
             if len(self._buffer) < 2 + length:
-                return
+                break
             message = self._buffer[2 : 2 + length]
             self._buffer = self._buffer[2 + length :]
             self.factory.engine.handle(message, self._host, True, self._send)
+        # A message must arrive whole within the deadline of its first byte:
+        # the idle timeout alone would let a client trickle a byte at a time.
+        if not self._buffer:
+            cancelCall(self._deadline)
+            self._deadline = None
+        elif self._deadline is None or not self._deadline.active():
+            self._deadline = self.factory.clock.callLater(
+                self.factory.messageTimeout, self._late
+            )
+
+    def _late(self) -> None:
+        self.discipline.close(
+            f"no whole message within {self.factory.messageTimeout:g} s"
+        )
 
     def _send(self, reply: bytes) -> None:
         if self.transport is not None and not self.discipline.closing:
             self.transport.write(struct.pack("!H", len(reply)) + reply)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        cancelCall(self._deadline)
         self.discipline.lost()
 
 
 class DNSStreamFactory(Factory):
     """
     Builds L{DNSStream}s answering from C{engine}.
+
+    @ivar messageTimeout: seconds from a message's first byte to its last.
     """
 
     closeGrace = CLOSE_GRACE
+    messageTimeout = MESSAGE_TIMEOUT
 
     def __init__(self, engine: Engine, clock: Any = None):
         if clock is None:

@@ -264,6 +264,8 @@ def dnsService(
         rrl = ResponseRateLimiter(settings.rrl, reactor)
     factory = DNSStreamFactory(engine, reactor)
     factory.closeGrace = common.limits.closeGrace
+    if common.limits.idleTimeout is not None:
+        factory.messageTimeout = common.limits.idleTimeout
     children: list[Any] = [zoneFiles]
     if settings.notify:
         notifier = Notifier(
