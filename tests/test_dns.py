@@ -520,6 +520,12 @@ class OptionsTests(SynchronousTestCase):
              ("10.0.0.0/8",), 0, ("udp:5353", "tcp:5353")),
         )  # fmt: skip
 
+    def test_recursionNeedsUpstream(self) -> None:
+        """--recursion-allow without --forward is refused."""
+        self.assertRaises(
+            ValueError, dnsService, DNSSettings(recursionAllow=("10.0.0.0/8",))
+        )
+
     def test_badValues(self) -> None:
         """Malformed values are one-line usage errors."""
         for argv in (

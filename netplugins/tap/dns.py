@@ -16,6 +16,7 @@ from attrs import frozen
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from netplugins.dns.forward import Forwarder
 from netplugins.dns.rrl import DEFAULT_RATE, ResponseRateLimiter
 from netplugins.dns.server import DNSDatagram, DNSStreamFactory, Engine
 from netplugins.dns.transfer import Notifier, Transfers
@@ -239,6 +240,11 @@ def dnsService(
             common.limits, datagramRate=DATAGRAM_RATE, datagramBurst=int(DATAGRAM_RATE)
         ),
     )
+    if settings.recursionAllow and not settings.forward:
+        raise ValueError("--recursion-allow needs a --forward upstream")
+    forwarder = None
+    if settings.forward:
+        forwarder = Forwarder([splitHostPort(f) for f in settings.forward], reactor)
     keyring = {}
     for spec in settings.tsigKey:
         key = readTSIGKey(spec)
@@ -249,6 +255,7 @@ def dnsService(
         transferNetworks=[parseNetwork(n) for n in settings.allowTransfer],
         recursionNetworks=[parseNetwork(n) for n in settings.recursionAllow],
         transfers=Transfers(),
+        forwarder=forwarder,
     )
     files = []
     for spec in settings.zone:
