@@ -12,10 +12,13 @@ import smtplib
 import ssl
 import subprocess
 from base64 import b64encode
+from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
 from twisted.python import usage
@@ -24,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netplugins.cred.htpasswd import hashPassword
 from netplugins.mail.aliases import AliasFile
 from netplugins.mail.maildir import files
+from netplugins.mail.smtp.queue import RelayQueue
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory, SMTPServer
 from netplugins.mail.users import LocalUsers
@@ -44,12 +48,44 @@ from tests.support import WatermarkTransport
 
 TLS = object()
 
+_T = TypeVar("_T")
+
 
 def plain(user: str, password: str) -> str:
     """
     An AUTH PLAIN initial response.
     """
     return b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+async def eventually(check: Callable[[], _T | None], timeout: float = 20.0) -> _T:
+    """
+    Poll C{check} on the reactor until it returns something, or fail.
+    """
+    waited = 0.0
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if waited > timeout:
+            raise AssertionError(f"still nothing after {timeout} s")
+        await deferLater(reactor, 0.05, lambda: None)
+        waited += 0.05
+
+
+def maildirMessages(root: str, user: str) -> list[bytes]:
+    """
+    The messages in C{new/} of C{user}'s Maildir under C{root}, in name order
+    (none if it has no Maildir yet).
+    """
+    directory = os.path.join(root, user, "new")
+    if not os.path.isdir(directory):
+        return []
+    out = []
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            out.append(f.read())
+    return out
 
 
 class SMTPTestMixin:
@@ -81,9 +117,29 @@ class SMTPTestMixin:
         transport.clear()
         return server, transport
 
-    def relay(self, sender: str, recipients: list[str], data: bytes) -> Deferred[None]:
+    def relay(self, sender: str, recipients: list[str], data: bytes) -> Deferred[Any]:
         self.relayed.append((sender, recipients, data))
-        return succeed(None)
+        return succeed((len(recipients), [(r, 250, b"Ok") for r in recipients]))
+
+    def relayQueue(self, **kwargs: Any) -> RelayQueue:
+        """
+        A started relay queue sending with L{relay}, its disk work inline,
+        under C{<world>/queue}.
+        """
+        queue = RelayQueue(
+            os.path.join(self.world.root, "..", "queue"),
+            self.relay,
+            store=self.world.store,
+            users=self.world.users,
+            hostname="mx.test",
+            smarthost="relay.test:25",
+            reactor=self.world.clock,
+            runBlocking=inline,
+            **kwargs,
+        )
+        queue.startService()
+        self.addCleanup(queue.stopService)  # type: ignore[attr-defined]
+        return queue
 
     def talk(
         self, server: SMTPServer, transport: TLSStringTransport, data: bytes
@@ -444,7 +500,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
 
     def test_relayedWithoutReturnPath(self) -> None:
         """A relayed copy is not final delivery: it gets no C{Return-Path:}."""
-        server, transport = self.secured(relay=self.relay)
+        server, transport = self.secured(queue=self.relayQueue())
         self.talk(
             server,
             transport,
@@ -557,7 +613,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
 
     def test_noOpenRelay(self) -> None:
         """Unauthenticated mail for a foreign domain is refused with 550 5.7.1."""
-        server, transport = self.connect(relay=self.relay)
+        server, transport = self.connect(queue=self.relayQueue())
         lines = self.talk(
             server,
             transport,
@@ -582,7 +638,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
 
     def test_authenticatedRelay(self) -> None:
         """Authenticated users relay foreign mail through the configured relay."""
-        server, transport = self.secured(relay=self.relay)
+        server, transport = self.secured(queue=self.relayQueue())
         self.talk(
             server,
             transport,
@@ -982,12 +1038,7 @@ class RealSocketTests(TestCase):
         return ssl.create_default_context(cafile=self.pki.caPath)
 
     def maildirMessages(self, root: str, user: str) -> list[bytes]:
-        directory = os.path.join(root, user, "new")
-        out = []
-        for name in sorted(os.listdir(directory)):
-            with open(os.path.join(directory, name), "rb") as f:
-                out.append(f.read())
-        return out
+        return maildirMessages(root, user)
 
     def test_smtplibSubmission(self) -> Deferred[None]:
         """smtplib: STARTTLS, AUTH and a message with an attachment, stored intact."""
@@ -1262,15 +1313,17 @@ class RealSocketTests(TestCase):
                     b"Subject: r\r\n\r\n.leading dot\r\nx\r\n",
                 )
 
-        def check(refused: Any) -> None:
+        async def check(refused: Any) -> None:
             self.assertEqual(refused, {})
+            bob = os.path.join(remoteRoot, "bob", "new")
+            await eventually(lambda: os.path.isdir(bob) or None)
             [stored] = self.maildirMessages(remoteRoot, "bob")
             self.assertIn(b"by remote.test", stored)
             self.assertIn(b"by mx.test", stored)
             self.assertIn(b"(netplugins) with ESMTPS id", stored)
             self.assertTrue(stored.endswith(b"\r\n\r\n.leading dot\r\nx\r\n"))
 
-        return deferToThread(send).addCallback(check)
+        return deferToThread(send).addCallback(lambda r: ensureDeferred(check(r)))
 
     def test_startTLSInjectionSocket(self) -> Deferred[None]:
         """Over a real socket, a NOOP sent with STARTTLS is never answered."""

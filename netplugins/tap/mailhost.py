@@ -22,9 +22,15 @@ from netplugins.limits.tracker import ConnectionTracker
 from netplugins.mail.aliases import AliasFile, checkAliasFile
 from netplugins.mail.maildir.names import checkUserName
 from netplugins.mail.maildir.store import MaildirStore
+from netplugins.mail.smtp.queue import (
+    DEFAULT_LIFETIME,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MIN_BACKOFF,
+)
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.users import LocalUsers, MailRealm
-from netplugins.options import ServiceSettings
+from netplugins.options import ServiceSettings, positiveFloat, positiveInt
 from netplugins.service import Common, listeningService
 from netplugins.settings import flag, repeated, setting
 
@@ -65,8 +71,8 @@ class MailSettings(ServiceSettings):
 class SmarthostSettings(MailSettings):
     """
     The mail settings of the plugins that run SMTP (np-smtp and np-mail):
-    where authenticated users' foreign mail is relayed, the Maildir
-    postmaster mail goes to, and the local aliases.
+    where authenticated users' foreign mail is relayed and how long it is
+    queued, the Maildir postmaster mail goes to, and the local aliases.
     """
 
     postmaster: str = setting(
@@ -90,6 +96,28 @@ class SmarthostSettings(MailSettings):
         None,
         "Verify the smarthost's certificate against these CAs (PEM) instead of "
         "the system's.",
+    )
+    queueLifetime: float = setting(
+        DEFAULT_LIFETIME,
+        "Seconds relayed mail may wait in the queue (<state-dir>/queue) before "
+        "it is bounced (default: 5 days).",
+        positiveFloat,
+    )
+    queueMinBackoff: float = setting(
+        DEFAULT_MIN_BACKOFF,
+        "Seconds before the first retry of deferred relayed mail; each retry "
+        "waits twice as long, up to --queue-max-backoff.",
+        positiveFloat,
+    )
+    queueMaxBackoff: float = setting(
+        DEFAULT_MAX_BACKOFF,
+        "The longest wait between two tries of deferred relayed mail, in seconds.",
+        positiveFloat,
+    )
+    queueMaxSize: int = setting(
+        DEFAULT_MAX_SIZE,
+        "The most bytes the relay queue holds; beyond, relayed mail gets 452.",
+        positiveInt,
     )
 
     @smarthost.validator

@@ -6,12 +6,14 @@ and throttle between protocols.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from attrs import frozen
 from twisted.application.service import MultiService
 
+from netplugins.mail.smtp.queue import RelayQueue
 from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -78,7 +80,9 @@ class Options(ServiceOptions):
         "An ESMTP server delivering to Maildirs: mail for --domain users (from "
         "the --auth checkers: htpasswd users, LDAP mail attributes) is stored "
         "durably under --maildir-root; mail for other domains is refused unless "
-        "the client authenticated and --smarthost is set. --listen endpoints "
+        "the client authenticated and --smarthost is set, and then queued under "
+        "<state-dir>/queue until the smarthost takes it (retried with backoff, "
+        "bounced after --queue-lifetime). --listen endpoints "
         "take mail like port 25 (STARTTLS offered, AUTH optional); --submission "
         "(STARTTLS) and --smtps (implicit TLS) endpoints require AUTH. AUTH is "
         "offered only over TLS unless --allow-plaintext-auth."
@@ -102,14 +106,32 @@ def smtpListeners(
     The SMTP listeners of one process, on shared C{parts}, configured by
     C{settings} (np-smtp's or np-mail's): C{smtp} (and C{smtpTLS}, implicit
     TLS) take mail without requiring AUTH; C{submission} (STARTTLS) and
-    C{smtps} (implicit TLS) require it.
+    C{smtps} (implicit TLS) require it.  With a smarthost, the relay queue
+    (under C{<state-dir>/queue}) is a child service, shared by all of them.
     """
-    relay = None
-    if settings.smarthost is not None:
-        relay = smarthostRelay(
-            settings.smarthost, parts.hostname, reactor, caFile=settings.smarthostCA
-        )
     parent = MultiService()
+    queue = None
+    if settings.smarthost is not None:
+        queue = RelayQueue(
+            os.path.join(common.stateDir, "queue"),
+            smarthostRelay(
+                settings.smarthost,
+                parts.hostname,
+                reactor,
+                caFile=settings.smarthostCA,
+            ),
+            store=parts.store,
+            users=parts.users,
+            hostname=parts.hostname,
+            smarthost=settings.smarthost,
+            lifetime=settings.queueLifetime,
+            minBackoff=settings.queueMinBackoff,
+            maxBackoff=settings.queueMaxBackoff,
+            maxSize=settings.queueMaxSize,
+            reactor=reactor,
+        )
+        queue.setName("np-smtp queue")
+        queue.setServiceParent(parent)
     for plain, secure, requireAuth, name in [
         (smtp, smtpTLS, False, "np-smtp"),
         (submission, smtps, True, "np-smtp submission"),
@@ -121,7 +143,7 @@ def smtpListeners(
             maxMessageSize=settings.maxMessageSize,
             requireAuth=requireAuth,
             allowPlaintextAuth=settings.allowPlaintextAuth,
-            relay=relay,
+            queue=queue,
             preAuthTimeout=parts.preAuthTimeout(),
             closeGrace=parts.closeGrace,
             postmaster=settings.postmaster,

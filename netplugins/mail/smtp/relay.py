@@ -1,7 +1,8 @@
 """
-The smarthost relay of np-smtp (L{netplugins.mail.smtp.server}): authenticated users'
-mail for foreign domains, handed to one upstream server with Twisted's ESMTP
-client (STARTTLS when offered, the certificate checked).
+The smarthost relay of np-smtp: how the relay queue
+(L{netplugins.mail.smtp.queue}) hands authenticated users' mail for foreign
+domains to one upstream server, with Twisted's ESMTP client (STARTTLS when
+offered, the certificate checked).
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-#: Sends a message on: C{relay(sender, recipients, message) -> Deferred}.
+#: Sends a message on: C{relay(sender, recipients, message) -> Deferred}, which
+#: fires with Twisted's C{(numOk, [(address, code, reply), ...])} or fails
+#: (C{SMTPDeliveryError} carries the replies); cancelling it drops the
+#: connection.
 Relay = Callable[[str, list[str], bytes], Deferred[Any]]
+
+#: Seconds to connect, and to wait for each reply of the smarthost.
+RELAY_TIMEOUT = 300.0
 
 
 def smarthostRelay(
@@ -22,11 +29,13 @@ def smarthostRelay(
     reactor: Any = None,
     *,
     caFile: str | None = None,
+    timeout: float = RELAY_TIMEOUT,
 ) -> Relay:
     """
     A relay that hands messages to C{smarthost} (C{host} or C{host:port},
     port 25 by default) with Twisted's ESMTP client: STARTTLS when offered,
-    its certificate checked against C{caFile} (else the system's CAs).
+    its certificate checked against C{caFile} (else the system's CAs), read
+    once, at the first message.
 
     @raise ValueError: for a malformed C{smarthost}.
     """
@@ -45,12 +54,8 @@ def smarthostRelay(
         nonlocal reactor
         if reactor is None:
             from twisted.internet import reactor
-        trust = None
-        if caFile is not None:
-            with open(caFile, "rb") as f:
-                trust = tssl.Certificate.loadPEM(f.read())
-        context = tssl.optionsForClientTLS(host, trustRoot=trust)
-        done: Deferred[Any] = Deferred()
+        context = tssl.optionsForClientTLS(host, trustRoot=_trust(caFile))
+        result: Deferred[Any] = Deferred()
         factory = ESMTPSenderFactory(
             None,
             None,
@@ -58,8 +63,9 @@ def smarthostRelay(
             recipients,
             # Twisted's client turns LF into CRLF itself.
             BytesIO(message.replace(b"\r\n", b"\n")),
-            done,
+            result,
             retries=0,
+            timeout=timeout,
             contextFactory=context,
             requireAuthentication=False,
             requireTransportSecurity=False,
@@ -67,10 +73,32 @@ def smarthostRelay(
         )
         factory.protocol = _relaySender()
         factory.domain = hostname.encode("ascii", "replace")
-        reactor.connectTCP(host, int(port), factory)
+        connector = reactor.connectTCP(host, int(port), factory, timeout=timeout)
+
+        def cancel(d: Deferred[Any]) -> None:
+            # The factory must not report the lost connection to a Deferred
+            # already cancelled.
+            factory.sendFinished = True
+            connector.disconnect()
+
+        done: Deferred[Any] = Deferred(cancel)
+        result.addBoth(lambda outcome: None if done.called else done.callback(outcome))
         return done
 
     return relay
+
+
+@cache
+def _trust(caFile: str | None) -> Any:
+    """
+    The certificate of C{caFile} (C{None}: the system's CAs).
+    """
+    if caFile is None:
+        return None
+    from twisted.internet import ssl as tssl
+
+    with open(caFile, "rb") as f:
+        return tssl.Certificate.loadPEM(f.read())
 
 
 @cache

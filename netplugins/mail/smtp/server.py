@@ -31,7 +31,10 @@ Rules it keeps:
     targets of a C{postmaster} alias or else the Maildir
     C{SMTPConfig.postmaster} names (RFC 5321 section 4.5.1).
   - Foreign domains: refused (550 5.7.1) unless the client authenticated and a
-    relay (smarthost) is configured.  No open relay.
+    relay queue (C{--smarthost}) is configured.  No open relay.  The relayed
+    copy is staged in the queue, the local copies delivered, then the queued
+    one committed before 250; a failed local delivery discards it, so a
+    retry duplicates nothing (L{netplugins.mail.smtp.queue}).
   - DATA ends only at CRLF.CRLF after a CRLF-terminated line; a message with a
     bare LF or CR anywhere is consumed to that end and refused (550 5.5.2), so
     C{<LF>.<LF>} smuggling cannot start a second transaction.
@@ -40,8 +43,8 @@ Rules it keeps:
     deadline reset per command (not per byte), a whole-DATA deadline.
   - A full disk answers 452 4.3.1 and leaves nothing in C{new/}.
 
-The DATA reader is L{netplugins.mail.smtp.data}, the smarthost relay
-L{netplugins.mail.smtp.relay}.
+The DATA reader is L{netplugins.mail.smtp.data}, the relay queue
+L{netplugins.mail.smtp.queue}.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from typing import Any
 
 from attrs import field, frozen
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -67,7 +70,7 @@ from netplugins.mail.maildir.errors import DiskFullError
 from netplugins.mail.maildir.names import checkUserName
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.data import MessageReader
-from netplugins.mail.smtp.relay import Relay
+from netplugins.mail.smtp.queue import RelayQueue
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
 from netplugins.session import CLOSE_GRACE
 from netplugins.starttls import startTLSDiscarding
@@ -89,8 +92,8 @@ class SMTPConfig:
     @ivar hostname: the name in the greeting and in C{Received:}.
     @ivar requireAuth: submission: MAIL only after AUTH.
     @ivar allowPlaintextAuth: offer AUTH before TLS (an operator's opt-out).
-    @ivar relay: sends authenticated users' mail for foreign domains on
-        (C{relay(sender, recipients, message) -> Deferred}); C{None}: refuse.
+    @ivar queue: holds authenticated users' mail for foreign domains until
+        the smarthost takes it; C{None}: refuse such mail.
     @ivar closeGrace: seconds a closed session gets to send what is queued
         before it is aborted.
     @ivar postmaster: the Maildir that mail for the postmaster goes to
@@ -105,7 +108,7 @@ class SMTPConfig:
     maxErrors: int = 20
     requireAuth: bool = False
     allowPlaintextAuth: bool = False
-    relay: Relay | None = None
+    queue: RelayQueue | None = None
     idleTimeout: float = 300.0
     preAuthTimeout: float = 120.0
     dataTimeout: float = 600.0
@@ -496,7 +499,7 @@ class SMTPServer(LineSession):
             self.reply(452, "4.5.3", "Error: too many recipients")
             return
         if not self.factory.users.isLocal(parts[1]):
-            if self.account is not None and self.config.relay is not None:
+            if self.account is not None and self.config.queue is not None:
                 self.recipients.append((address, None))
                 self.reply(250, "2.1.5", "Ok")
             else:
@@ -605,7 +608,7 @@ class SMTPServer(LineSession):
             f"{recipient}; {formatdate(localtime=True)}\r\n"
         ).encode("ascii", "replace")
 
-    def _deliver(self, body: bytes) -> Deferred[None]:
+    def _deliver(self, body: bytes) -> Deferred[Any]:
         queueId = secrets.token_hex(6).upper()
         message = self._received(queueId) + body
         users = sorted(
@@ -620,11 +623,14 @@ class SMTPServer(LineSession):
         local = f"Return-Path: <{sender}>\r\n".encode("ascii", "replace") + message
         # One all-or-nothing delivery for the local copies: a 452 must not
         # leave some recipients served (the client will send again).
-        work: list[Deferred[Any]] = [self.factory.store.deliverMany(users, local)]
-        if foreign:
-            assert self.config.relay is not None
-            work.append(self.config.relay(sender, foreign, message))
-        d: Deferred[Any] = gatherResults(work, consumeErrors=True)
+        store, queue = self.factory.store, self.config.queue
+        d: Deferred[Any]
+        if not foreign:
+            d = store.deliverMany(users, local)
+        else:
+            assert queue is not None
+            d = queue.stage(queueId, sender, foreign, message)
+            d.addCallback(lambda _: _deliverStaged(store, queue, queueId, users, local))
         d.addCallbacks(
             self._cbDelivered,
             self._ebDelivered,
@@ -645,18 +651,39 @@ class SMTPServer(LineSession):
             self.reply(250, "2.0.0", f"Ok: queued as {queueId}")
 
     def _ebDelivered(self, reason: Failure, queueId: str) -> None:
-        error = reason.value
-        cause = getattr(error, "subFailure", None)
-        if cause is not None:
-            reason = cause
         if reason.check(DiskFullError):
-            self.log.error("np-smtp: {queueId} refused: disk full", queueId=queueId)
+            # The disk, or the relay queue (QueueFullError), is full.
+            self.log.error(
+                "np-smtp: {queueId} refused: {error}",
+                queueId=queueId,
+                error=str(reason.value),
+            )
             if not self._lost:
                 self.reply(452, "4.3.1", "Error: insufficient system storage")
             return
         self.log.failure("np-smtp: {queueId} not delivered", reason, queueId=queueId)
         if not self._lost:
             self.reply(451, "4.3.0", "Error: local delivery failed")
+
+
+def _deliverStaged(
+    store: MaildirStore,
+    queue: RelayQueue,
+    queueId: str,
+    users: list[str],
+    local: bytes,
+) -> Deferred[None]:
+    """
+    Deliver the local copies of a message whose relayed copy is staged, then
+    commit that; if the local delivery fails, discard it.
+    """
+
+    def discard(reason: Failure) -> Deferred[Any]:
+        return queue.discard(queueId).addBoth(lambda _: reason)
+
+    d: Deferred[Any] = store.deliverMany(users, local)
+    d.addCallbacks(lambda _: queue.commit(queueId), discard)
+    return d
 
 
 class SMTPFactory(MailFactory):
