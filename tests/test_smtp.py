@@ -914,6 +914,22 @@ class AliasTests(SMTPTestMixin, SynchronousTestCase):
             [(e["address"], e["unknown"]) for e in events if "unknown" in e],
         )
 
+    def test_aliasAsSender(self) -> None:
+        """A user may send as an alias reaching them; not as one that does not."""
+        server, transport = self.secured()
+        self.talk(
+            server,
+            transport,
+            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
+        answers = [
+            self.talk(server, transport, f"MAIL FROM:<{sender}>\r\nRSET\r\n".encode())
+            for sender in ("Team@example.org", "boss@example.org", "broken@example.org")
+        ]
+        self.assertEqual(
+            [lines[0][:9] for lines in answers], ["250 2.1.0", "553 5.7.1", "553 5.7.1"]
+        )
+
     def test_postmasterAlias(self) -> None:
         """A postmaster alias takes <postmaster> mail to its target."""
         server, transport = self.connect()
@@ -1216,6 +1232,33 @@ class RealSocketTests(TestCase):
             )
 
         return deferToThread(send).addCallback(check)
+
+    def test_smtplibAliasAsSender(self) -> Deferred[None]:
+        """smtplib: alice, logged in, sends as her alias; bob cannot."""
+        aliases = os.path.join(self.directory, "aliases")
+        with open(aliases, "w") as f:
+            f.write("sales: alice\n")
+        port = self.start(aliases=aliases)["np-smtp"]
+
+        def send(user: str) -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.starttls(context=self.context())
+                client.login(user, f"{user}-password")
+                try:
+                    return client.sendmail(
+                        "sales@example.org",
+                        ["bob@example.org"],
+                        b"Subject: s\r\n\r\nx\r\n",
+                    )
+                except smtplib.SMTPSenderRefused as e:
+                    return e.smtp_code
+
+        def check(results: list[Any]) -> None:
+            self.assertEqual(results, [{}, 553])
+            [stored] = self.maildirMessages(os.path.join(self.directory, "mail"), "bob")
+            self.assertTrue(stored.startswith(b"Return-Path: <sales@example.org>\r\n"))
+
+        return deferToThread(lambda: [send("alice"), send("bob")]).addCallback(check)
 
     def test_smtplibAliasesReloaded(self) -> Deferred[None]:
         """An alias added to the running server's file takes mail at the next RCPT."""

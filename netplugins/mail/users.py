@@ -22,8 +22,11 @@ sees the broken alias).
 Who may send as whom (L{LocalUsers.maySendAs}, Postfix's
 C{reject_sender_login_mismatch}): a logged-in user may use as envelope sender
 an address that is delivered to their own Maildir (so an htpasswd user
-C{user@} each local domain) or one their directory gives them (their LDAP
-C{mail} values), and the null sender C{<>}.
+C{user@} each local domain, and a local alias of theirs: one whose expansion
+reaches their Maildir, a list alias for each of its members, as Postfix
+does with the alias map as C{smtpd_sender_login_maps}) or one their
+directory gives them (their LDAP C{mail} values), and the null sender
+C{<>}.
 
 The mailbox of a logged-in user (POP3, IMAP, SMTP AUTH) is
 L{LocalUsers.mailboxFor} of the avatar ID: what its directory maps it to (the
@@ -238,19 +241,20 @@ class LocalUsers:
     def maySendAs(self, account: MailAccount, address: str) -> Deferred[bool]:
         """
         Whether C{account} may use C{address} as its envelope sender: the null
-        sender, an address delivered to its own Maildir, or one its directory
-        gives it (L{IMailDirectory.senderAddresses}: its LDAP C{mail} values).
-        Never fails.
+        sender, an address delivered to its own Maildir (its own, or an alias
+        that reaches it), or one its directory gives it
+        (L{IMailDirectory.senderAddresses}: its LDAP C{mail} values).  Never
+        fails.
         """
         if not address:
             return succeed(True)
-        d: Deferred[Any] = self.resolve(address)
+        d: Deferred[Any] = self.recipients(address)
         return d.addCallback(self._cbMaySendAs, account, address)
 
     def _cbMaySendAs(
-        self, mailbox: str | None, account: MailAccount, address: str
+        self, mailboxes: list[str] | None, account: MailAccount, address: str
     ) -> bool | Deferred[bool]:
-        if mailbox is not None and mailbox == account.mailbox:
+        if mailboxes is not None and account.mailbox in mailboxes:
             return True
         folded = address.casefold()
 
