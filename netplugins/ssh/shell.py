@@ -416,12 +416,18 @@ class InteractiveShell:
         self._buffer = b""
         self._running = False
         self._ended = False
+        self._started = False
         if pty:
             shell.newline = b"\r\n"
 
     def start(self) -> None:
+        """
+        Show the first prompt and run what was typed before.
+        """
+        self._started = True
         if self.pty:
             self.shell.output.write(self.prompt)
+        self._next()
 
     def dataReceived(self, data: bytes) -> None:
         if self._ended:
@@ -484,7 +490,7 @@ class InteractiveShell:
         return bytes(line)
 
     def _next(self) -> None:
-        while not self._running and not self._ended:
+        while self._started and not self._running and not self._ended:
             line = self._takeLine()
             if line is None:
                 return

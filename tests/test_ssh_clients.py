@@ -1,0 +1,675 @@
+"""
+np-ssh against clients nobody here wrote, over real sockets: OpenSSH's
+C{ssh} (exec, a C{-tt} shell, every cipher and key exchange it shares with
+np-ssh), C{sftp -b}, C{scp} (SFTP underneath, in OpenSSH 9), paramiko
+running the book's chapter 16 programs exactly as printed, asyncssh, and
+C{ssh-audit}.
+
+The book's programs connect to port 22 of the host named on their command
+line, as the user named there, by key (C{client.connect(hostname,
+username=username)}: paramiko looks for C{~/.ssh/id_*}).  The tests give
+them what they take without editing them: np-ssh listens on port 22 of a
+loopback address of its own (127.x.y.z, all of them reach the loopback
+interface on Linux; binding port 22 needs root, which the test machines
+have), C{HOME} is a directory whose C{.ssh/id_ed25519} is alice's key
+(listed in the server's C{--authorized-keys-dir}), and no agent is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import TestCase
+
+from tests.sshsupport import PASSWORD, USER, SSHServer, openssh, startSSH
+
+#: Foundations of Python Network Programming, 3rd ed., py3/chapter16/ssh_simple.py,
+#: as printed.
+SSH_SIMPLE = r"""#!/usr/bin/env python3
+# Foundations of Python Network Programming, Third Edition
+# https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter16/ssh_simple.py
+# Using SSH like Telnet: connecting and running two commands
+
+import argparse, paramiko, sys
+
+class AllowAnythingPolicy(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        return
+
+def main(hostname, username):
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(AllowAnythingPolicy())
+    client.connect(hostname, username=username)  # password='')
+
+    channel = client.invoke_shell()
+    stdin = channel.makefile('wb')
+    stdout = channel.makefile('rb')
+
+    stdin.write(b'echo Hello, world\rexit\r')
+    output = stdout.read()
+    client.close()
+
+    sys.stdout.buffer.write(output)
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='Connect over SSH')
+    parser.add_argument('hostname', help='Remote machine name')
+    parser.add_argument('username', help='Username on the remote machine')
+    args = parser.parse_args()
+    main(args.hostname, args.username)
+"""
+
+#: Foundations of Python Network Programming, 3rd ed., py3/chapter16/ssh_commands.py,
+#: as printed.
+SSH_COMMANDS = r"""#!/usr/bin/env python3
+# Foundations of Python Network Programming, Third Edition
+# https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter16/ssh_commands.py
+# Running three separate commands, and reading three separate outputs
+
+import argparse, paramiko
+
+class AllowAnythingPolicy(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        return
+
+def main(hostname, username):
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(AllowAnythingPolicy())
+    client.connect(hostname, username=username)  # password='')
+
+    for command in 'echo "Hello, world!"', 'uname', 'uptime':
+        stdin, stdout, stderr = client.exec_command(command)
+        stdin.close()
+        print(repr(stdout.read()))
+        stdout.close()
+        stderr.close()
+
+    client.close()
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='Connect over SSH')
+    parser.add_argument('hostname', help='Remote machine name')
+    parser.add_argument('username', help='Username on the remote machine')
+    args = parser.parse_args()
+    main(args.hostname, args.username)
+"""
+
+#: Foundations of Python Network Programming, 3rd ed., py3/chapter16/ssh_threads.py,
+#: as printed.
+SSH_THREADS = r"""#!/usr/bin/env python3
+# Foundations of Python Network Programming, Third Edition
+# https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter16/ssh_threads.py
+# Running two remote commands simultaneously in different channels
+
+import argparse, paramiko, threading
+
+class AllowAnythingPolicy(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        return
+
+def main(hostname, username):
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(AllowAnythingPolicy())
+    client.connect(hostname, username=username)  # password='')
+
+    def read_until_EOF(fileobj):
+        s = fileobj.readline()
+        while s:
+            print(s.strip())
+            s = fileobj.readline()
+
+    ioe1 = client.exec_command('echo One;sleep 2;echo Two;sleep 1;echo Three')
+    ioe2 = client.exec_command('echo A;sleep 1;echo B;sleep 2;echo C')
+    thread1 = threading.Thread(target=read_until_EOF, args=(ioe1[1],))
+    thread2 = threading.Thread(target=read_until_EOF, args=(ioe2[1],))
+    thread1.start()
+    thread2.start()
+    thread1.join()
+    thread2.join()
+
+    client.close()
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='Connect over SSH')
+    parser.add_argument('hostname', help='Remote machine name')
+    parser.add_argument('username', help='Username on the remote machine')
+    args = parser.parse_args()
+    main(args.hostname, args.username)
+"""
+
+#: Foundations of Python Network Programming, 3rd ed., py3/chapter16/sftp_get.py,
+#: as printed.
+SFTP_GET = r"""#!/usr/bin/env python3
+# Foundations of Python Network Programming, Third Edition
+# https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter16/sftp_get.py
+# Fetching files with SFTP
+
+import argparse, functools, paramiko
+
+class AllowAnythingPolicy(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        return
+
+def main(hostname, username, filenames):
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(AllowAnythingPolicy())
+    client.connect(hostname, username=username)  # password='')
+
+    def print_status(filename, bytes_so_far, bytes_total):
+        percent = 100. * bytes_so_far / bytes_total
+        print('Transfer of %r is at %d/%d bytes (%.1f%%)' % (
+            filename, bytes_so_far, bytes_total, percent))
+
+    sftp = client.open_sftp()
+    for filename in filenames:
+        if filename.endswith('.copy'):
+            continue
+        callback = functools.partial(print_status, filename)
+        sftp.get(filename, filename + '.copy', callback=callback)
+    client.close()
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='Copy files over SSH')
+    parser.add_argument('hostname', help='Remote machine name')
+    parser.add_argument('username', help='Username on the remote machine')
+    parser.add_argument('filename', nargs='+', help='Filenames to fetch')
+    args = parser.parse_args()
+    main(args.hostname, args.username, args.filename)
+"""
+
+ASYNCSSH_CLIENT = """
+import asyncio, sys
+import asyncssh
+
+async def main(port, password):
+    async with asyncssh.connect(
+        "127.0.0.1", port, username="alice", password=password,
+        known_hosts=None, client_keys=None, agent_path=None,
+    ) as conn:
+        result = await conn.run('echo "$USER" says hi; whoami', check=True)
+        print(result.stdout, end="")
+        async with conn.start_sftp_client() as sftp:
+            print(sorted(await sftp.listdir(".")))
+            print(await sftp.realpath(".."))
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+"""
+
+TIMEOUT = 30
+
+
+def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, capture_output=True, timeout=TIMEOUT, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+class OpenSSHTests(TestCase):
+    """
+    OpenSSH's clients against twistd np-ssh.
+    """
+
+    def ssh(
+        self, server: SSHServer, *args: str, stdin: bytes = b""
+    ) -> subprocess.CompletedProcess[bytes]:
+        return run(
+            [openssh("ssh"), *server.openssh(), f"{USER}@127.0.0.1", *args], input=stdin
+        )
+
+    def test_exec(self) -> None:
+        """ssh runs a command line in the built-in shell and gets its exit status."""
+        server = startSSH(self, "--shell", "builtin")
+        result = self.ssh(
+            server, 'echo "Hello, world!"; whoami; pwd; echo $USER; exit 3'
+        )
+        self.assertEqual(
+            (result.stdout, result.returncode), (b"Hello, world!\nalice\n/\nalice\n", 3)
+        )
+
+    def test_everyAlgorithm(self) -> None:
+        """Each cipher, MAC and key exchange OpenSSH 9.2 shares with np-ssh works."""
+        server = startSSH(self, "--shell", "builtin")
+        choices = [
+            ("Ciphers", "chacha20-poly1305@openssh.com"),
+            ("Ciphers", "aes256-gcm@openssh.com"),
+            ("Ciphers", "aes128-gcm@openssh.com"),
+            ("Ciphers", "aes256-ctr"),
+            ("Ciphers", "aes128-ctr"),
+            ("MACs", "hmac-sha2-512-etm@openssh.com"),
+            ("MACs", "hmac-sha2-256-etm@openssh.com"),
+            ("KexAlgorithms", "curve25519-sha256"),
+            ("KexAlgorithms", "curve25519-sha256@libssh.org"),
+            ("KexAlgorithms", "diffie-hellman-group16-sha512"),
+            ("KexAlgorithms", "diffie-hellman-group18-sha512"),
+            ("HostKeyAlgorithms", "ssh-ed25519"),
+            ("HostKeyAlgorithms", "rsa-sha2-512"),
+            ("HostKeyAlgorithms", "rsa-sha2-256"),
+        ]
+        outputs = []
+        for option, name in choices:
+            extra = ["-o", f"{option}={name}"]
+            if option == "MACs":
+                extra += ["-o", "Ciphers=aes256-ctr"]
+            result = run(
+                [
+                    openssh("ssh"),
+                    *server.openssh(*extra),
+                    f"{USER}@127.0.0.1",
+                    "echo",
+                    name,
+                ]
+            )
+            outputs.append(result.stdout.decode() + result.stderr.decode())
+        self.assertEqual(outputs, [name + "\n" for _, name in choices])
+
+    def test_legacyRefused(self) -> None:
+        """SHA-1 host key signatures, CBC, plain MACs and SHA-1/NIST kex are refused."""
+        server = startSSH(self, "--shell", "builtin")
+        refused = [
+            ("HostKeyAlgorithms", "ssh-rsa"),
+            ("Ciphers", "aes128-cbc"),
+            ("MACs", "hmac-sha1"),
+            ("MACs", "hmac-sha2-256"),
+            ("KexAlgorithms", "diffie-hellman-group14-sha1"),
+            ("KexAlgorithms", "ecdh-sha2-nistp256"),
+        ]
+        codes = []
+        for option, name in refused:
+            extra = ["-o", f"{option}={name}"]
+            if option == "MACs":
+                extra += ["-o", "Ciphers=aes128-ctr"]
+            codes.append(
+                run(
+                    [
+                        openssh("ssh"),
+                        *server.openssh(*extra),
+                        f"{USER}@127.0.0.1",
+                        "true",
+                    ]
+                ).returncode
+            )
+        self.assertEqual(codes, [255] * len(refused))
+
+    def test_ttyShell(self) -> None:
+        """ssh -tt gets a prompt, the typed line echoed and CR LF line ends."""
+        server = startSSH(self, "--shell", "builtin")
+        result = self.ssh(server, "-tt", stdin=b"echo 'one  two' $HOME\rexit 5\r")
+        self.assertEqual(
+            (result.stdout, result.returncode),
+            (b"$ echo 'one  two' $HOME\r\none  two /\r\n$ exit 5\r\n", 5),
+        )
+
+    def test_shellOffByDefault(self) -> None:
+        """Without --shell builtin, exec and shell requests are refused."""
+        server = startSSH(self)
+        result = self.ssh(server, "echo", "hi")
+        self.assertEqual((result.stdout, result.returncode), (b"", 255))
+        self.assertIn(b"failed", result.stderr)
+
+    def test_forceCommand(self) -> None:
+        """--force-command replaces the command, given as SSH_ORIGINAL_COMMAND."""
+        server = startSSH(
+            self, "--force-command", 'echo "forced: $SSH_ORIGINAL_COMMAND"; exit 7'
+        )
+        result = self.ssh(server, "rm", "-rf", "/")
+        self.assertEqual((result.stdout, result.returncode), (b"forced: rm -rf /\n", 7))
+
+    def test_noForwarding(self) -> None:
+        """Local port forwarding is refused while the session goes on."""
+        server = startSSH(self, "--shell", "builtin")
+        result = run(
+            [
+                openssh("ssh"),
+                *server.openssh(
+                    "-o", "ExitOnForwardFailure=yes", "-L", f"0:127.0.0.1:{server.port}"
+                ),
+                f"{USER}@127.0.0.1",
+                "echo",
+                "session",
+            ]
+        )
+        self.assertEqual(result.returncode, 255)
+        result = run(
+            [
+                openssh("ssh"),
+                *server.openssh("-W", f"127.0.0.1:{server.port}"),
+                f"{USER}@127.0.0.1",
+            ]
+        )
+        self.assertIn(b"stdio forwarding failed", result.stderr + result.stdout)
+
+    def test_sftpBatch(self) -> None:
+        """sftp -b uploads, renames and downloads in the home, which it sees as /."""
+        server = startSSH(self)
+        client = server.directory / "client"
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        (client / "big.bin").write_bytes(data)
+        batch = client / "batch"
+        batch.write_text(
+            "put big.bin\nmkdir d\nrename big.bin d/moved.bin\nls d\npwd\n"
+            "get d/moved.bin back.bin\ndf\n"
+        )
+        result = run(
+            [
+                openssh("sftp"),
+                *server.openssh("-b", str(batch), port="-P"),
+                f"{USER}@127.0.0.1",
+            ],
+            cwd=client,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"Remote working directory: /\n", result.stdout)
+        self.assertEqual((client / "back.bin").read_bytes(), data)
+        self.assertEqual((server.home / "d" / "moved.bin").read_bytes(), data)
+
+    def test_jailEscapes(self) -> None:
+        """..; absolute paths, links, a rename and an upload out stay in the home."""
+        server = startSSH(self)
+        outside = server.directory / "secret.txt"
+        outside.write_text("secret")
+        (server.home / "mine.txt").write_text("mine")
+        os.symlink(str(outside), server.home / "link")
+        os.symlink("../../secret.txt", server.home / "relative")
+        client = server.directory / "client"
+        (client / "upload.txt").write_text("upload")
+        before = sorted(p.name for p in server.directory.iterdir())
+        attempts = [
+            "get ../secret.txt a",
+            "get ../../secret.txt a",
+            f"get {outside} a",
+            "get link a",
+            "get relative a",
+            "symlink ../../secret.txt made",
+            # These succeed, inside the home: .. stops at its top.
+            "rename mine.txt ../../moved.txt",
+            "put upload.txt ../../uploaded.txt",
+        ]
+        codes = []
+        for attempt in attempts:
+            batch = client / "batch"
+            batch.write_text(attempt + "\n")
+            result = run(
+                [
+                    openssh("sftp"),
+                    *server.openssh("-b", str(batch), port="-P"),
+                    f"{USER}@127.0.0.1",
+                ],
+                cwd=client,
+            )
+            codes.append(result.returncode)
+        self.assertEqual(
+            (
+                codes,
+                sorted(p.name for p in server.directory.iterdir()),
+                sorted(p.name for p in server.home.iterdir()),
+                outside.read_text(),
+                (client / "a").exists(),
+            ),
+            (
+                [1, 1, 1, 1, 1, 1, 0, 0],
+                before,
+                ["link", "moved.txt", "relative", "uploaded.txt"],
+                "secret",
+                False,
+            ),
+        )
+
+    def test_realpathNeverShowsHost(self) -> None:
+        """realpath of .. answers a path inside the home, never the host's."""
+        server = startSSH(self)
+        (server.home / "d").mkdir()
+        batch = server.directory / "client" / "batch"
+        batch.write_text("cd ..\npwd\ncd d\ncd ../../..\npwd\n")
+        result = run(
+            [
+                openssh("sftp"),
+                *server.openssh("-b", str(batch), port="-P"),
+                f"{USER}@127.0.0.1",
+            ]
+        )
+        self.assertEqual(
+            result.stdout.count(b"Remote working directory: /\n"), 2, result.stdout
+        )
+        self.assertNotIn(str(server.home).encode(), result.stdout + result.stderr)
+
+    def test_scp(self) -> None:
+        """scp copies a file up (with -p) and back (SFTP underneath)."""
+        server = startSSH(self)
+        client = server.directory / "client"
+        data = os.urandom(1024 * 1024 + 3)
+        (client / "up.bin").write_bytes(data)
+        os.utime(client / "up.bin", (1_000_000_000, 1_000_000_000))
+        up = run(
+            [
+                openssh("scp"),
+                *server.openssh(port="-P"),
+                "-p",
+                "up.bin",
+                f"{USER}@127.0.0.1:copy.bin",
+            ],
+            cwd=client,
+        )
+        down = run(
+            [
+                openssh("scp"),
+                *server.openssh(port="-P"),
+                f"{USER}@127.0.0.1:copy.bin",
+                "down.bin",
+            ],
+            cwd=client,
+        )
+        self.assertEqual(
+            (
+                up.returncode,
+                down.returncode,
+                (client / "down.bin").read_bytes() == data,
+                (server.home / "copy.bin").stat().st_mtime,
+            ),
+            (0, 0, True, 1_000_000_000),
+            up.stderr + down.stderr,
+        )
+
+    def test_passwordLogin(self) -> None:
+        """OpenSSH logs in with a password over keyboard-interactive (SSH_ASKPASS)."""
+        server = startSSH(self, "--shell", "builtin")
+        askpass = server.directory / "askpass"
+        askpass.write_text(f"#!/bin/sh\necho '{PASSWORD}'\n")
+        askpass.chmod(0o700)
+        argv = [openssh("ssh"), *server.openssh(), f"{USER}@127.0.0.1", "whoami"]
+        argv[argv.index("BatchMode=yes")] = "BatchMode=no"
+        argv[argv.index("IdentitiesOnly=yes")] = "PubkeyAuthentication=no"
+        result = run(
+            argv,
+            env={
+                **os.environ,
+                "SSH_ASKPASS": str(askpass),
+                "SSH_ASKPASS_REQUIRE": "force",
+                "DISPLAY": ":0",
+            },
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(
+            (result.stdout, result.returncode), (b"alice\n", 0), result.stderr
+        )
+
+
+class AuditTests(TestCase):
+    """
+    ssh-audit's view of np-ssh's algorithms.
+    """
+
+    def test_audit(self) -> None:
+        """ssh-audit: no failure, no warning but non-PQ kex ones, strict kex."""
+        server = startSSH(self)
+        result = run(
+            [
+                sys.executable,
+                "-m",
+                "ssh_audit",
+                "--skip-rate-test",
+                "-j",
+                "-p",
+                str(server.port),
+                "127.0.0.1",
+            ]
+        )
+        report = json.loads(result.stdout)
+        failures = []
+        warnings = []
+        for section in ("kex", "key", "enc", "mac"):
+            for entry in report[section]:
+                notes = entry.get("notes", {})
+                failures += [(entry["algorithm"], n) for n in notes.get("fail", [])]
+                warnings += [
+                    (entry["algorithm"], n)
+                    for n in notes.get("warn", [])
+                    if "post-quantum" not in n
+                ]
+        kex = [entry["algorithm"] for entry in report["kex"]]
+        self.assertEqual(
+            (failures, warnings, "kex-strict-s-v00@openssh.com" in kex, kex[0]),
+            ([], [], True, "mlkem768x25519-sha256"),
+        )
+        self.assertEqual(
+            sorted(entry["algorithm"] for entry in report["enc"]),
+            [
+                "aes128-ctr",
+                "aes128-gcm@openssh.com",
+                "aes192-ctr",
+                "aes256-ctr",
+                "aes256-gcm@openssh.com",
+                "chacha20-poly1305@openssh.com",
+            ],
+        )
+
+
+class PythonClientTests(TestCase):
+    """
+    paramiko (the book's programs) and asyncssh against twistd np-ssh.
+    """
+
+    def bookServer(self) -> tuple[SSHServer, dict[str, str]]:
+        """
+        np-ssh on port 22 of a loopback address of its own, and an
+        environment whose HOME holds alice's key as ~/.ssh/id_ed25519.
+        """
+        for _ in range(5):
+            octets = [random.randint(1, 254) for _ in range(3)]
+            host = "127.{}.{}.{}".format(*octets)
+            try:
+                server = startSSH(self, "--shell", "builtin", host=host, port=22)
+            except AssertionError:
+                continue
+            break
+        else:
+            raise AssertionError(
+                "np-ssh could not listen on port 22 of a loopback address"
+            )
+        home = server.directory / "home"
+        (home / ".ssh").mkdir(parents=True)
+        (home / ".ssh" / "id_ed25519").write_bytes(Path(server.key).read_bytes())
+        (home / ".ssh" / "id_ed25519").chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+        env["HOME"] = str(home)
+        return server, env
+
+    def book(
+        self, program: str, env: dict[str, str], *args: str, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return run([sys.executable, "-c", program, *args], env=env, cwd=cwd)
+
+    def test_bookPrograms(self) -> None:
+        """ssh_simple, ssh_commands, ssh_threads and sftp_get run as printed."""
+        server, env = self.bookServer()
+        simple = self.book(SSH_SIMPLE, env, server.host, USER)
+        commands = self.book(SSH_COMMANDS, env, server.host, USER)
+        started = time.monotonic()
+        threads = self.book(SSH_THREADS, env, server.host, USER)
+        elapsed = time.monotonic() - started
+        data = os.urandom(300_000)
+        (server.home / "remote.bin").write_bytes(data)
+        (server.home / "note.txt").write_text("note\n")
+        client = server.directory / "client"
+        sftp = self.book(
+            SFTP_GET, env, server.host, USER, "remote.bin", "note.txt", cwd=client
+        )
+        self.assertEqual(
+            simple.stdout,
+            b"$ echo Hello, world\r\nHello, world\r\n$ exit\r\n",
+            simple.stderr,
+        )
+        lines = commands.stdout.decode().splitlines()
+        self.assertEqual(
+            lines[:2],
+            ["b'Hello, world!\\n'", f"b'{os.uname().sysname}\\n'"],
+            commands.stderr,
+        )
+        self.assertRegex(lines[2], r"^b' \d\d:\d\d:\d\d up .*load average: .*\\n'$")
+        # Both commands' output arrives as produced, interleaved by their
+        # sleeps (lines due at the same second may come in either order).
+        words = threads.stdout.decode().split()
+        self.assertEqual(
+            (
+                sorted(words),
+                [w for w in words if w in ("One", "Two", "Three")],
+                [w for w in words if w in ("A", "B", "C")],
+                words.index("B") < words.index("Two"),
+            ),
+            (
+                sorted(["One", "Two", "Three", "A", "B", "C"]),
+                ["One", "Two", "Three"],
+                ["A", "B", "C"],
+                True,
+            ),
+            threads.stderr,
+        )
+        self.assertLess(elapsed, 10)
+        self.assertEqual(
+            (
+                (client / "remote.bin.copy").read_bytes() == data,
+                (client / "note.txt.copy").read_text(),
+            ),
+            (True, "note\n"),
+            sftp.stderr,
+        )
+        self.assertIn(
+            b"Transfer of 'remote.bin' is at 300000/300000 bytes (100.0%)", sftp.stdout
+        )
+
+    def test_asyncssh(self) -> None:
+        """asyncssh logs in by password, runs a command, lists the home over SFTP."""
+        server = startSSH(self, "--shell", "builtin")
+        (server.home / "file.txt").write_text("x")
+        result = run(
+            [sys.executable, "-c", ASYNCSSH_CLIENT, str(server.port), PASSWORD]
+        )
+        self.assertEqual(
+            result.stdout.decode(),
+            "alice says hi\nalice\n['file.txt']\n/\n",
+            result.stderr,
+        )
+
+    def test_paramikoAlgorithms(self) -> None:
+        """paramiko negotiates strict kex and an encrypt-then-MAC or AEAD mode."""
+        server = startSSH(self, "--shell", "builtin")
+        program = (
+            "import paramiko, sys\n"
+            "c = paramiko.SSHClient()\n"
+            "c.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n"
+            "c.connect('127.0.0.1', int(sys.argv[1]), username='alice',"
+            " password=sys.argv[2],"
+            " look_for_keys=False, allow_agent=False)\n"
+            "t = c.get_transport()\n"
+            "print(t.agreed_on_strict_kex, t.remote_cipher, t.host_key_type)\n"
+            "print(c.exec_command('whoami')[1].read())\n"
+        )
+        result = run([sys.executable, "-c", program, str(server.port), PASSWORD])
+        self.assertEqual(
+            result.stdout.decode().splitlines(),
+            ["True aes128-ctr ssh-ed25519", "b'alice\\n'"],
+            result.stderr,
+        )
