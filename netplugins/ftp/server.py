@@ -1079,7 +1079,9 @@ class FTPServer(LineReceiver):
             self._closeData(abort=True)
             self.reply(_reply(reason))
 
-        d.addCallbacks(then, failed)
+        # The transfer itself does not hold reading: ABOR and STAT must get
+        # through while it runs (see lineReceived).
+        d.addCallbacks(lambda result: _ignore(then(result)), failed)
         self._wait(d)
 
     def _run(
@@ -1160,11 +1162,15 @@ class FTPServer(LineReceiver):
         self.log.info(
             "np-ftp: transfer for {peer} ended early: {why}",
             peer=describe(self.transport.getPeer()),
-            why=f"{reason.type.__name__}: {reason.getErrorMessage()}",
+            why=f"{type(reason.value).__name__}: {reason.getErrorMessage()}",
         )
         channel = state.get("channel")
         if channel is not None:
-            channel.abort()
+            if reason.check(_NoReuseError):
+                # Let the client finish its handshake and see the refusal.
+                channel.close()
+            else:
+                channel.abort()
         if state.get("aborted"):
             self.reply("426 Connection closed; transfer aborted.")
             self.reply("226 ABOR successful.")
@@ -1216,6 +1222,10 @@ class _NoReuseError(Exception):
     A protected data connection did not resume the control connection's TLS
     session.
     """
+
+
+def _ignore(result: object) -> None:
+    return None
 
 
 def _telnet(line: bytes) -> bytes:

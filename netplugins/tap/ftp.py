@@ -49,6 +49,16 @@ def portRange(value: str) -> tuple[int, int]:
     return first, last
 
 
+def checkPortRange(value: str) -> str:
+    """
+    Check C{LOW-HIGH} (L{portRange}) and keep it as given.
+
+    @raise ValueError: with one line.
+    """
+    portRange(value)
+    return value
+
+
 def ipv4Address(value: str) -> str:
     """
     Check an IPv4 address (what PASV replies can carry).
@@ -112,7 +122,7 @@ class FTPSettings(ServiceSettings):
         None,
         "LOW-HIGH: the ports PASV/EPSV listen on (split among --workers; "
         "default: any free port).",
-        portRange,
+        checkPortRange,
     )
     masquerade: str | None = setting(
         None, "The IPv4 address PASV replies give (behind NAT).", ipv4Address
