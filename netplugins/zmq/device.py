@@ -98,7 +98,7 @@ class _Route:
         self.target = target
         self.clock = clock
         self.routing = routing
-        self.held: list[bytes] | None = None
+        self.held: list[zmq.Frame] | None = None
         self.heldSince: float | None = None
         self.stalled: set[bytes] = set()
         self.moved = 0
@@ -116,13 +116,22 @@ class _Route:
         while count < budget:
             if self.held is None:
                 try:
-                    self.held = source.recv_multipart(zmq.NOBLOCK)
+                    frame = source.recv(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                held = [frame]
+                # The other parts of a message arrive with its first.
+                while frame.more:
+                    frame = source.recv(zmq.NOBLOCK, copy=False)
+                    held.append(frame)
+                self.held = held
             try:
-                target.send_multipart(self.held, zmq.NOBLOCK)
+                if len(self.held) == 1:
+                    target.send(self.held[0], zmq.NOBLOCK, copy=False)
+                else:
+                    target.send_multipart(self.held, zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                if not self.routing or not self._giveUp(self.held[0]):
+                if not self.routing or not self._giveUp(self.held[0].bytes):
                     break
                 self.dropped += 1
             except zmq.ZMQError as e:
@@ -136,7 +145,7 @@ class _Route:
                 self.dropped += 1
             else:
                 if self.routing and self.stalled:
-                    self.stalled.discard(self.held[0])
+                    self.stalled.discard(self.held[0].bytes)
                 self.moved += 1
             self.held = None
             self.heldSince = None
