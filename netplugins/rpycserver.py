@@ -96,7 +96,10 @@ class FrameTooLargeError(Exception):
 class BoundedChannel(Channel):  # type: ignore[misc]
     """
     RPyC's channel, refusing a frame longer than C{maxFrameSize} before
-    reading it, and one that decompresses to more.
+    reading it, and one that decompresses to more.  A refused frame closes
+    the stream first: RPyC's C{close} then says goodbye to the peer and
+    waits for its answer (up to C{sync_request_timeout}), which a peer
+    sending garbage would never give.
     """
 
     __slots__ = ("maxFrameSize",)
@@ -109,6 +112,7 @@ class BoundedChannel(Channel):  # type: ignore[misc]
         header = self.stream.read(self.FRAME_HEADER.size)
         length, compressed = self.FRAME_HEADER.unpack(header)
         if length > self.maxFrameSize:
+            self.stream.close()
             raise FrameTooLargeError(f"a frame of {length} bytes")
         data: bytes = self.stream.read(length + len(self.FLUSHER))
         data = data[: -len(self.FLUSHER)]
@@ -116,6 +120,7 @@ class BoundedChannel(Channel):  # type: ignore[misc]
             inflater = zlib.decompressobj()
             data = inflater.decompress(data, self.maxFrameSize)
             if inflater.unconsumed_tail:
+                self.stream.close()
                 raise FrameTooLargeError("a frame inflating past the limit")
         return data
 

@@ -166,6 +166,9 @@ class _Bytes:
     def read(self, count: int) -> bytes:
         return self.data.read(count)
 
+    def close(self) -> None:
+        self.data.close()
+
     def write(self, data: bytes) -> None:
         self.written += data
 
@@ -190,8 +193,10 @@ class ChannelTests(SynchronousTestCase):
     def test_tooLong(self) -> None:
         """A frame header over the limit is refused before its body is read."""
         header = Channel.FRAME_HEADER.pack(0xFFFFFFF0, 0)
-        channel = BoundedChannel(_Bytes(header), maxFrameSize=5000)
+        stream = _Bytes(header)
+        channel = BoundedChannel(stream, maxFrameSize=5000)
         self.assertRaises(FrameTooLargeError, channel.recv)
+        self.assertTrue(stream.data.closed)
 
     def test_inflatesTooMuch(self) -> None:
         """A small compressed frame inflating past the limit is refused."""
