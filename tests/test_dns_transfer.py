@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.dns.transfer import _serialNewer
+from netplugins.tap.dns import DNSSettings, dnsService
 from tests import dnsfixtures
 from tests.dnsfixtures import PLAIN, need, zoneText
 from tests.support import freePort, runTwistd, waitForPort
@@ -188,6 +189,51 @@ class TransferTests(TestCase):
         def scenario() -> list[Any]:
             seen: list[Any] = [waitFor(1)]
             # A new serial in the file: np-dns notices it, reloads, notifies.
+            self.zone.write_text(zoneText(PLAIN, 2) + GENERATED)
+            seen.append(waitFor(2))
+            return seen
+
+        return deferToThread(scenario).addCallback(self.assertEqual, [True, True])
+
+    def test_secondary(self) -> Deferred[None]:
+        """np-dns as a secondary transfers serial 1, then serial 2 after a NOTIFY."""
+        secondaryPort = freePort()
+        port = self.start(
+            "--allow-transfer", "127.0.0.0/8", "--notify", f"127.0.0.1:{secondaryPort}"
+        )
+        secret = self.directory / "xfr.secret"
+        service = dnsService(
+            DNSSettings(
+                secondary=(f"{PLAIN}=127.0.0.1:{port}",),
+                tsigKey=(f"{KEY}:hmac-sha256:{secret}",),
+                listen=(f"udp:{secondaryPort}:interface=127.0.0.1",),
+                rrl=0,
+            )
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def serial() -> int | None:
+            reply = dns.query.udp(
+                dns.message.make_query(PLAIN, "SOA"),
+                "127.0.0.1",
+                port=secondaryPort,
+                timeout=2,
+            )
+            for rrset in reply.answer:
+                return rrset[0].serial  # type: ignore[no-any-return]
+            return None
+
+        def waitFor(value: int) -> bool:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if serial() == value:
+                    return True
+                time.sleep(0.2)
+            return False
+
+        def scenario() -> list[bool]:
+            seen = [waitFor(1)]
             self.zone.write_text(zoneText(PLAIN, 2) + GENERATED)
             seen.append(waitFor(2))
             return seen

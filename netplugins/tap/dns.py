@@ -18,12 +18,13 @@ from twisted.python import usage
 
 from netplugins.dns.forward import Forwarder
 from netplugins.dns.rrl import DEFAULT_RATE, ResponseRateLimiter
+from netplugins.dns.secondary import Secondaries
 from netplugins.dns.server import DNSDatagram, DNSStreamFactory, Engine
 from netplugins.dns.transfer import Notifier, Transfers
 from netplugins.dns.zone import ZoneError
 from netplugins.dns.zonefiles import ZoneFile, ZoneFiles
 from netplugins.limits.settings import parseNetwork
-from netplugins.options import ServiceOptions, ServiceSettings, limitInt
+from netplugins.options import ServiceOptions, ServiceSettings, limitInt, network
 from netplugins.service import served
 from netplugins.settings import override, repeated, setting
 
@@ -91,14 +92,6 @@ def hostPort(text: str) -> str:
     return text
 
 
-def cidr(text: str) -> str:
-    """
-    Check a network.
-    """
-    parseNetwork(text)
-    return text
-
-
 def secondarySpec(text: str) -> str:
     """
     Check a C{--secondary ORIGIN=PRIMARY} (PRIMARY is HOST:PORT).
@@ -162,7 +155,7 @@ class DNSSettings(ServiceSettings):
     allowTransfer: tuple[str, ...] = repeated(
         "Let this network (CIDR) transfer the zones (AXFR, IXFR) with a "
         "--tsig-key; repeatable.  Nobody may by default.",
-        cidr,
+        network,
     )
     tsigKey: tuple[str, ...] = repeated(
         "A TSIG key NAME:ALGORITHM:SECRET-FILE (the file holds the base64 "
@@ -187,7 +180,7 @@ class DNSSettings(ServiceSettings):
     recursionAllow: tuple[str, ...] = repeated(
         "Clients in this network (CIDR) may have questions forwarded; "
         "repeatable.  Everyone else gets REFUSED outside our zones.",
-        cidr,
+        network,
     )
     rrl: int = setting(
         DEFAULT_RATE,
@@ -266,6 +259,17 @@ def dnsService(
         zoneFiles.loadNow()
     except ZoneError as e:
         raise ValueError(f"--zone: {e}") from None
+    secondaries = []
+    for spec in settings.secondary:
+        origin, _, primary = spec.partition("=")
+        name = _originName(origin)
+        if any(f.origin == name for f in files):
+            raise ValueError(f"{origin} is given by both --zone and --secondary")
+        secondaries.append((name, *splitHostPort(primary)))
+    if secondaries:
+        engine.secondary = Secondaries(
+            secondaries, engine, reactor, next(iter(keyring.values()), None)
+        )
     rrl = None
     if settings.rrl:
         rrl = ResponseRateLimiter(settings.rrl, reactor)
@@ -274,6 +278,8 @@ def dnsService(
     if common.limits.idleTimeout is not None:
         factory.messageTimeout = common.limits.idleTimeout
     children: list[Any] = [zoneFiles]
+    if engine.secondary is not None:
+        children.append(engine.secondary)
     if settings.notify:
         notifier = Notifier(
             [splitHostPort(n) for n in settings.notify],
