@@ -991,3 +991,135 @@ def _privateTwistedUses(tree: ast.AST, module: str) -> Iterator[tuple[int, str]]
             continue
         if name in _ROUTED or _PENDING.get(name, module) != module:
             yield line, name
+
+
+class ConchTests(InternalsCase):
+    """
+    twisted.conch.ssh: what np-ssh (L{netplugins.ssh}) relies on.
+    """
+
+    def test_fixedGroupKeyExchange(self) -> None:
+        """
+        _kex._kexAlgorithms takes a new fixed group that isFixedGroup,
+        getDHGeneratorAndPrime and getHashProcessor then answer for.
+        """
+        from hashlib import sha512
+
+        from twisted.conch.ssh import _kex
+
+        with self.relyingOn(
+            "twisted.conch.ssh._kex._kexAlgorithms", "to add DH group16/18-sha512"
+        ):
+            ti.addFixedGroupKeyExchange(b"test-group-sha512", 2, 23, sha512)
+            self.addCleanup(_kex._kexAlgorithms.pop, b"test-group-sha512")
+            self.assertEqual(
+                (
+                    _kex.isFixedGroup(b"test-group-sha512"),
+                    _kex.getDHGeneratorAndPrime(b"test-group-sha512"),
+                    _kex.getHashProcessor(b"test-group-sha512"),
+                ),
+                (True, (2, 23), sha512),
+            )
+
+    def test_keyExchangeHolds(self) -> None:
+        """
+        After KEXINIT is sent, a service request waits (held, then sent by
+        _newKeys) while key exchange messages do not.
+        """
+        from twisted.conch.ssh import transport
+
+        t = ti.HookedSSHServerTransport()
+        sent: list[int] = []
+        t.sendPacket = lambda kind, payload: sent.append(kind)  # type: ignore[method-assign]
+        with self.relyingOn(
+            "SSHTransportBase._keyExchangeState and _blockedByKeyExchange",
+            "to hold messages in np-ssh's packet layer",
+        ):
+            self.assertFalse(t.keyExchangeHolds(transport.MSG_SERVICE_REQUEST))
+            t._keyExchangeState = t._KEY_EXCHANGE_REQUESTED
+            t._blockedByKeyExchange = []
+            self.assertEqual(
+                (
+                    t.keyExchangeHolds(transport.MSG_SERVICE_ACCEPT),
+                    t.keyExchangeHolds(transport.MSG_KEXDH_REPLY),
+                ),
+                (True, False),
+            )
+            t.holdForKeyExchange(transport.MSG_SERVICE_ACCEPT, b"")
+            t.nextEncryptions = t.currentEncryptions = None  # type: ignore[assignment]
+            t.outgoingCompressionType = t.incomingCompressionType = b"none"
+            t.adoptNewKeys()
+            self.assertEqual(
+                (sent, t.keyExchangeHolds(transport.MSG_SERVICE_ACCEPT)),
+                ([transport.MSG_SERVICE_ACCEPT], False),
+            )
+
+    def test_userAuthHooks(self) -> None:
+        """
+        serviceStarted sets _cancelLoginTimeout; _ebBadAuth is the final
+        errback, taking the failure.
+        """
+        from twisted.conch.ssh.userauth import SSHUserAuthServer
+
+        with self.relyingOn(
+            "SSHUserAuthServer._cancelLoginTimeout and _ebBadAuth",
+            "to replace conch's login window and attempt count",
+        ):
+            self.assertCalledAs(SSHUserAuthServer._ebBadAuth, ["self", "reason"])
+            self.assertIn(
+                "self._cancelLoginTimeout = self.clock.callLater",
+                inspect.getsource(SSHUserAuthServer.serviceStarted),
+            )
+            server = ti.HookedUserAuthServer()
+            call = MemoryReactorClock().callLater(10, lambda: None)
+            server._cancelLoginTimeout = call
+            server.cancelConchLoginTimeout()
+            self.assertEqual((call.active(), server._cancelLoginTimeout), (False, None))
+
+    def test_fileTransferHooks(self) -> None:
+        """
+        FileTransferServer's _sendStatus, _packAttributes, _parseAttributes
+        and _ebStatus keep their shapes; attributes round-trip.
+        """
+        from twisted.conch.ssh.filetransfer import FileTransferServer
+
+        with self.relyingOn(
+            "FileTransferServer._sendStatus, _packAttributes, _parseAttributes, "
+            "_ebStatus",
+            "for np-ssh's SFTP extensions and error replies",
+        ):
+            self.assertCalledAs(
+                FileTransferServer._sendStatus,
+                ["self", "requestId", "code", "message", "lang"],
+            )
+            self.assertCalledAs(
+                FileTransferServer._ebStatus, ["self", "reason", "requestId", "msg"]
+            )
+            server = ti.HookedFileTransferServer.__new__(ti.HookedFileTransferServer)
+            attrs = {"size": 5, "permissions": 0o100644, "atime": 1, "mtime": 2}
+            self.assertEqual(
+                server.parseAttributes(server.packAttributes(attrs) + b"rest"),
+                (attrs, b"rest"),
+            )
+            transport = StringTransport()
+            server.makeConnection(transport)
+            server.sendStatus(b"\0\0\0\1", 2, b"gone")
+            self.assertEqual(
+                transport.value(),
+                b"\0\0\0\x15\x65\0\0\0\1\0\0\0\2\0\0\0\4gone\0\0\0\0",
+            )
+
+
+_ROUTED = _ROUTED | {
+    "_allowedKeyExchangeMessageType",
+    "_blockedByKeyExchange",
+    "_cancelLoginTimeout",
+    "_ebBadAuth",
+    "_ebStatus",
+    "_kexAlgorithms",
+    "_keyExchangeState",
+    "_newKeys",
+    "_packAttributes",
+    "_parseAttributes",
+    "_sendStatus",
+}
