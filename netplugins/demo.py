@@ -14,7 +14,7 @@ import os
 import secrets
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 
 from netplugins.addresses import describe
@@ -48,6 +48,8 @@ DEMO_PORTS = {
     "pop3s": 8995,
     "imap": 8143,
     "imaps": 8993,
+    "zmq-frontend": 5559,
+    "zmq-backend": 5560,
 }
 
 
@@ -92,6 +94,22 @@ def _where(address: Any) -> str:
     return f"{getattr(address, 'type', 'UNIX'):<4} {describe(address)}"
 
 
+def zmqDevices(root: IService) -> list[Any]:
+    """
+    The np-zmq devices under C{root}: ZeroMQ binds their endpoints, not
+    Twisted, so L{listeningPorts} does not list them.
+    """
+    from netplugins.zmq.device import Device
+
+    found, stack = [], [root]
+    while stack:
+        service = stack.pop()
+        if isinstance(service, Device):
+            found.append(service)
+        stack.extend(getattr(service, "services", []))
+    return found
+
+
 class _Announcer(MultiService):
     """
     Starts its children, then logs one table of every listening port.
@@ -99,11 +117,16 @@ class _Announcer(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        rows = listeningPorts(self)
+        rows = [
+            (name, _where(address), what)
+            for name, address, what in listeningPorts(self)
+        ]
+        for device in zmqDevices(self):
+            rows.append((f"np-zmq {device.kind}", "ZMQ", device.frontendEndpoint))
+            rows.append((f"np-zmq {device.kind}", "ZMQ", device.backendEndpoint))
         width = max((len(name) for name, _, _ in rows), default=0)
         table = "\n".join(
-            f"  {name:<{width}}  {_where(address):<22}  {what}"
-            for name, address, what in rows
+            f"  {name:<{width}}  {where:<22}  {what}" for name, where, what in rows
         )
         log.info("netplugins demo listening:\n{table}", table=table, rows=rows)
 
@@ -123,6 +146,9 @@ def demoService(
     def tcp(name: str) -> str:
         return f"tcp:{port[name]}:interface=127.0.0.1"
 
+    def zmqTCP(name: str) -> str:
+        return f"tcp://127.0.0.1:{port[name] or '*'}"
+
     from netplugins.tap.daytime import DaytimeSettings, daytimeService
     from netplugins.tap.echo import EchoSettings, echoService
     from netplugins.tap.httpbin import HTTPBinSettings, httpbinService
@@ -132,6 +158,7 @@ def demoService(
     from netplugins.tap.rpc import RPCSettings, rpcService
     from netplugins.tap.wsgi import WSGISettings, wsgiService
     from netplugins.tap.zen import ZenSettings, zenService
+    from netplugins.tap.zmq import ZMQSettings, zmqService
 
     files = demoFiles(stateDir)
     tls = ServerTLS(TLSSettings(stateDir=stateDir), reactor=reactor)
@@ -227,6 +254,17 @@ def demoService(
                 imaps=(tcp("imaps"),),
                 auth=(f"htpasswd:{files['htpasswd']}",),
                 tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
+        ),
+        # A ZeroMQ queue device (ROUTER/DEALER): REQ clients on 5559, REP
+        # workers on 5560, in the clear on loopback.
+        zmqService(
+            ZMQSettings(
+                device="queue",
+                frontend=zmqTCP("zmq-frontend"),
+                backend=zmqTCP("zmq-backend"),
                 stateDir=stateDir,
             ),
             reactor=reactor,

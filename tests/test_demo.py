@@ -18,7 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from netplugins.demo import DEMO_PORTS, demoFiles, demoService
+from netplugins.demo import DEMO_PORTS, demoFiles, demoService, zmqDevices
 from netplugins.service import listeningPorts
 
 
@@ -180,6 +180,32 @@ class DemoTests(TestCase):
             return (xml.addtogether(1, 2), json.lengths([1]))
 
         self.assertEqual((yield deferToThread(client)), (3, [[1, [1]]]))
+
+    @inlineCallbacks
+    def test_zmq(self) -> Any:
+        """A pyzmq REQ client reaches a REP worker through the np-zmq queue."""
+        import zmq
+
+        [device] = zmqDevices(self.service)
+
+        def roundTrip() -> tuple[bytes, bytes]:
+            context = zmq.Context()
+            try:
+                worker = context.socket(zmq.REP)
+                client = context.socket(zmq.REQ)
+                for s in (worker, client):
+                    s.setsockopt(zmq.LINGER, 0)
+                    s.setsockopt(zmq.RCVTIMEO, 10000)
+                worker.connect(device.backendEndpoint)
+                client.connect(device.frontendEndpoint)
+                client.send(b"ping")
+                request = worker.recv()
+                worker.send(b"pong")
+                return request, client.recv()
+            finally:
+                context.destroy(linger=0)
+
+        self.assertEqual((yield deferToThread(roundTrip)), (b"ping", b"pong"))
 
     @inlineCallbacks
     def test_tls(self) -> Any:
