@@ -113,7 +113,7 @@ class OptionsTests(SynchronousTestCase):
 
 
 #: Foundations of Python Network Programming, ch. 11, rscrape1.py as printed;
-#: it crawls the book's tinysite (tests/data/tinysite, the book's files).
+#: it crawls a small site like the book's tinysite (L{writeTinySite}).
 BOOK_RSCRAPE1 = """#!/usr/bin/env python3
 # Foundations of Python Network Programming, Third Edition
 # https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter11/rscrape1.py
@@ -165,7 +165,30 @@ if __name__ == '__main__':
     main(GET)
 """
 
-TINYSITE = os.path.join(os.path.dirname(__file__), "data", "tinysite")
+
+def writeTinySite(directory: str) -> str:
+    """
+    A small static site of the book's tinysite's shape, written here: an
+    index linking two pages in its HTML, one reached only through a form and
+    one only through JavaScript (which a scraper without them never finds).
+    """
+    pages = {
+        "index.html": (
+            "<html><head><title>Index</title></head><body>"
+            '<p><a href="/page1.html">page 1</a> and <a href="/page2.html">page 2</a>'
+            '<form action="/search.html"><input name="q" type="hidden" value="A">'
+            "</form><script>fetch('/further.html')</script></body></html>"
+        ),
+        "page1.html": "<html><body><p>Page 1</p></body></html>",
+        "page2.html": '<html><body><p>Page 2, <a href="/">home</a></p></body></html>',
+        "search.html": "<html><body><p>Found it.</p></body></html>",
+        "further.html": "<html><body><p>Later.</p></body></html>",
+    }
+    os.makedirs(directory)
+    for name, text in pages.items():
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(text)
+    return directory
 
 
 def recordingApp(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -377,8 +400,9 @@ class ServedTests(TestCase):
 
     @inlineCallbacks
     def test_staticRootBookSite(self) -> Any:
-        """The book's rscrape1.py as printed crawls tinysite served at /."""
-        base = self.serve(static=[f"/={TINYSITE}"])
+        """The book's rscrape1.py as printed crawls a tiny site served at /."""
+        site = writeTinySite(os.path.abspath(self.mktemp()))
+        base = self.serve(static=[f"/={site}"])
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         with open(os.path.join(directory, "rscrape1.py"), "w") as f:
@@ -425,14 +449,15 @@ class ServedTests(TestCase):
     @inlineCallbacks
     def test_staticRootAlone(self) -> Any:
         """--static /=DIR without --app serves the files, 404 for the rest."""
+        site = writeTinySite(os.path.abspath(self.mktemp()))
         config = Options()
-        config.parseOptions(["--static", f"/={TINYSITE}"])
-        self.assertEqual(config.settings.static, (f"/={TINYSITE}",))
-        base = self.serve(None, static=[f"/={TINYSITE}"])
+        config.parseOptions(["--static", f"/={site}"])
+        self.assertEqual(config.settings.static, (f"/={site}",))
+        base = self.serve(None, static=[f"/={site}"])
         index = yield deferToThread(requests.get, base + "/")
         missing = yield deferToThread(requests.get, base + "/whoami")
         self.assertEqual(
-            (index.status_code, "<title>The Index</title>" in index.text),
+            (index.status_code, "<title>Index</title>" in index.text),
             (200, True),
         )
         self.assertEqual(missing.status_code, 404)
