@@ -125,7 +125,12 @@ class ZoneFiles(Service):
     ) -> tuple[Zone, Signature | None] | None:
         if not force and fileSignature(zoneFile.path) == zoneFile.signature:
             return None
-        return _load(zoneFile.origin, zoneFile.path)
+        try:
+            return _load(zoneFile.origin, zoneFile.path)
+        except ZoneError as e:
+            # Do not try the same broken file again until it changes.
+            e.signature = fileSignature(zoneFile.path)  # type: ignore[attr-defined]
+            raise
 
     def _loaded(
         self,
@@ -160,8 +165,7 @@ class ZoneFiles(Service):
 
     def _failed(self, failure: Any, zoneFile: ZoneFile) -> None:
         if failure.check(ZoneError):
-            # Do not try the same broken file again until it changes.
-            zoneFile.signature = fileSignature(zoneFile.path)
+            zoneFile.signature = getattr(failure.value, "signature", None)
             self.log.error(
                 "Zone {origin} keeps serial {serial}: {reason}",
                 origin=str(zoneFile.origin),
