@@ -191,6 +191,8 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
                 "250-SIZE 10485760",
                 "250-8BITMIME",
                 "250-ENHANCEDSTATUSCODES",
+                "250-CHUNKING",
+                "250-SMTPUTF8",
                 "250 STARTTLS",
             ],
         )
@@ -211,7 +213,8 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
             writes,
             [
                 b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n"
-                b"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"
+                b"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n"
+                b"250-SMTPUTF8\r\n250 STARTTLS\r\n"
             ],
         )
 
@@ -258,7 +261,7 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
                 transport,
                 b"EHLO c\r\nNOOP\r\nRSET\r\nVRFY alice\r\nHELP\r\nXYZZY\r\n"
                 b"\xff\r\nQUIT\r\n",
-            )[6:],
+            )[8:],
             [
                 "250 2.0.0 Ok",
                 "250 2.0.0 Ok",
@@ -471,10 +474,10 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"RCPT TO:<alice@example.org>\r\nRCPT TO:<BOB@Example.ORG>\r\nDATA\r\n"
             b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
         )
-        self.assertEqual(lines[6:9], ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
-        self.assertEqual(lines[9], "354 End data with <CR><LF>.<CR><LF>")
-        self.assertTrue(lines[10].startswith("250 2.0.0 Ok: queued as "))
-        self.assertEqual(lines[11], "221 2.0.0 Bye")
+        self.assertEqual(lines[8:11], ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
+        self.assertEqual(lines[11], "354 End data with <CR><LF>.<CR><LF>")
+        self.assertTrue(lines[12].startswith("250 2.0.0 Ok: queued as "))
+        self.assertEqual(lines[13], "221 2.0.0 Bye")
         for user in ["alice", "bob"]:
             [message] = self.world.newMessages(user)
             headers, _, body = message.partition(b"\r\n\r\n")
@@ -588,7 +591,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"DATA\r\n\r\nhello\r\n.\r\n",
         )
         self.assertEqual(
-            lines[7:13],
+            lines[9:15],
             ["250 2.1.5 Ok"] * 4
             + [
                 "550 5.7.1 <postmaster@remote.test>: Relay access denied",
@@ -667,7 +670,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"RCPT TO:<bob@example.org>\r\nDATA\r\nsmuggled\r\n.\r\nNOOP\r\n",
         )
         self.assertEqual(
-            lines[8:],
+            lines[10:],
             [
                 "354 End data with <CR><LF>.<CR><LF>",
                 "550 5.5.2 Error: bare <LF> or <CR> received",
@@ -794,7 +797,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nRCPT TO:alice\r\nMAIL FROM:<> X=Y\r\n",
         )
         self.assertEqual(
-            [lines[0], *lines[7:]],
+            [lines[0], *lines[9:]],
             [
                 "503 Error: send HELO/EHLO first",
                 "503 5.5.1 Error: need MAIL command",

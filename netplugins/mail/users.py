@@ -74,12 +74,17 @@ class MailAccount:
     mailbox: str
 
 
-def splitAddress(address: str) -> tuple[str, str] | None:
+def splitAddress(address: str, utf8: bool = False) -> tuple[str, str] | None:
     """
     An address's local part and lower-cased domain, or C{None} if it is not
-    a plain C{local@domain} of printable ASCII.
+    a plain C{local@domain} of printable ASCII (or, with C{utf8}, of
+    printable characters: an RFC 6531 address), at most L{MAX_ADDRESS} octets.
     """
-    if len(address) > MAX_ADDRESS or not address.isascii() or not address.isprintable():
+    if (
+        len(address.encode("utf-8")) > MAX_ADDRESS
+        or not (utf8 or address.isascii())
+        or not address.isprintable()
+    ):
         return None
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain or " " in address or "<" in address:

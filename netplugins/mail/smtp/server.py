@@ -11,8 +11,12 @@ is emptied (see L{netplugins.starttls}) or when the protocol pauses.
 
 Rules it keeps:
   - Extensions: SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS,
-    AUTH PLAIN LOGIN.  Pipelined commands are answered in order: a command
-    that waits (a recipient lookup, a login, a delivery) pauses the parser.
+    AUTH PLAIN LOGIN, CHUNKING (RFC 3030 C{BDAT}; not BINARYMIME) and
+    SMTPUTF8 (RFC 6531: with C{MAIL FROM:<...> SMTPUTF8}, UTF-8 addresses;
+    without it they get 553 5.6.7, as from Postfix; they are never relayed,
+    Twisted's client being ASCII-only).  Pipelined commands are answered in
+    order: a command that waits (a recipient lookup, a login, a delivery)
+    pauses the parser.
   - STARTTLS throws away whatever the client pipelined after it, and forgets
     the session (EHLO, AUTH, transaction).
   - AUTH only over TLS (unless C{allowPlaintextAuth}), through the portal and
@@ -37,7 +41,9 @@ Rules it keeps:
     retry duplicates nothing (L{netplugins.mail.smtp.queue}).
   - DATA ends only at CRLF.CRLF after a CRLF-terminated line; a message with a
     bare LF or CR anywhere is consumed to that end and refused (550 5.5.2), so
-    C{<LF>.<LF>} smuggling cannot start a second transaction.
+    C{<LF>.<LF>} smuggling cannot start a second transaction.  A BDAT chunk is
+    read by its count, whatever the command's fate (a refused one is read and
+    dropped, so the stream stays in step); its message obeys the same rules.
   - Limits: C{maxMessageSize} (552 5.3.4, announced as SIZE), command lines
     of L{MAX_LINE} bytes, C{maxRecipients}, C{maxErrors} bad commands, an idle
     deadline reset per command (not per byte), a whole-DATA deadline.
@@ -50,13 +56,14 @@ L{netplugins.mail.smtp.queue}.
 from __future__ import annotations
 
 import binascii
+import re
 import secrets
 from base64 import b64decode
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from attrs import field, frozen
+from attrs import define, field, frozen
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
@@ -116,6 +123,26 @@ class SMTPConfig:
     postmaster: str = field(default="postmaster", validator=_maildirName)
 
 
+#: A CR not before LF, or an LF not after CR.
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+@define
+class _Chunk:
+    """
+    The BDAT chunk being read: its size, the octets still to read, whether
+    it is the last, and the reply refusing it (read and dropped) if any.
+    """
+
+    size: int
+    last: bool
+    refusal: tuple[int, str, str] | None
+    left: int = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.left = self.size
+
+
 def _peerHost(peer: IAddress) -> str:
     return str(getattr(peer, "host", "unknown"))
 
@@ -154,6 +181,13 @@ class SMTPServer(LineSession):
         self.recipients: list[tuple[str, tuple[str, ...] | None]] = []
         self._authPending: Callable[[bytes], None] | None = None
         self._reader: MessageReader | None = None
+        # RFC 6531: this transaction's MAIL asked for SMTPUTF8.
+        self.smtputf8 = False
+        # BDAT: the chunks so far (None: no BDAT yet in this transaction),
+        # their size, and the chunk being read.
+        self._chunks: list[bytes] | None = None
+        self._chunksSize = 0
+        self._chunk: _Chunk | None = None
 
     # Connection and timers
 
@@ -234,15 +268,16 @@ class SMTPServer(LineSession):
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            if line[:5].upper() in (b"MAIL ", b"RCPT "):
-                # An internationalised address: what Postfix answers when
-                # the client did not ask for SMTPUTF8 (which is not offered).
-                self._error(
-                    553, "5.6.7", "Must declare SMTPUTF8 to send unicode address"
-                )
-            else:
+            if line[:5].upper() not in (b"MAIL ", b"RCPT "):
                 self._error(500, "5.5.2", "Error: command not recognized")
-            return
+                return
+            # An internationalised address (RFC 6531): MAIL and RCPT check
+            # that the transaction asked for SMTPUTF8.
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                self._error(501, "5.5.2", "Error: invalid UTF-8 in command")
+                return
         verb, _, argument = text.partition(" ")
         handler = None
         if verb.isalpha():
@@ -257,6 +292,15 @@ class SMTPServer(LineSession):
     def _resetTransaction(self) -> None:
         self.mailFrom = None
         self.recipients = []
+        self.smtputf8 = False
+        self._chunks = None
+        self._chunksSize = 0
+        # BDAT's deadline runs from the first chunk to the last.
+        self._disarm("data")
+
+    def _refuseUnicode(self) -> None:
+        # What Postfix answers when the client did not ask for SMTPUTF8.
+        self._error(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 
     def smtp_HELO(self, argument: str) -> None:
         self._greeted(argument, esmtp=False)
@@ -281,6 +325,8 @@ class SMTPServer(LineSession):
             f"SIZE {self.config.maxMessageSize}",
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+            "SMTPUTF8",
         ]
         if self.factory.tls is not None and not self.secure:
             lines.append("STARTTLS")
@@ -425,7 +471,11 @@ class SMTPServer(LineSession):
             self._error(501, "5.5.4", "Syntax: MAIL FROM:<address>")
             return
         address, params = parsed
-        if address and splitAddress(address) is None:
+        utf8 = any(param.upper() == "SMTPUTF8" for param in params)
+        if not (utf8 or address.isascii()):
+            self._refuseUnicode()
+            return
+        if address and splitAddress(address, utf8) is None:
             self._error(501, "5.1.7", "Bad sender address syntax")
             return
         for param in params:
@@ -437,19 +487,19 @@ class SMTPServer(LineSession):
                     return
             elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
                 pass
-            elif key == "AUTH":
+            elif key == "AUTH" or (key == "SMTPUTF8" and not value):
                 pass
             else:
                 self._error(555, "5.5.4", f"Unsupported option: {param}")
                 return
         if self.account is None:
-            self._cbSender(True, address)
+            self._cbSender(True, address, utf8)
             return
         d = self.factory.users.maySendAs(self.account, address)
-        d.addCallback(self._cbSender, address)
+        d.addCallback(self._cbSender, address, utf8)
         self._wait(d)
 
-    def _cbSender(self, allowed: bool, address: str) -> None:
+    def _cbSender(self, allowed: bool, address: str, utf8: bool) -> None:
         if self._lost:
             return
         if not allowed:
@@ -468,6 +518,7 @@ class SMTPServer(LineSession):
             )
             return
         self.mailFrom = address
+        self.smtputf8 = utf8
         self.reply(250, "2.1.0", "Ok")
 
     def smtp_RCPT(self, argument: str) -> None:
@@ -479,6 +530,9 @@ class SMTPServer(LineSession):
             self._error(501, "5.5.4", "Syntax: RCPT TO:<address>")
             return
         address, params = parsed
+        if not (self.smtputf8 or address.isascii()):
+            self._refuseUnicode()
+            return
         if params:
             # No RCPT parameter is offered (no DSN, so no NOTIFY= or ORCPT=):
             # RFC 5321 section 4.1.1.11.
@@ -491,7 +545,7 @@ class SMTPServer(LineSession):
                 postmaster = self.factory.users.postmaster(self.config.postmaster)
                 self._wait(postmaster.addCallback(self._cbResolved, address))
             return
-        parts = splitAddress(address)
+        parts = splitAddress(address, self.smtputf8)
         if parts is None:
             self._error(501, "5.1.3", "Bad recipient address syntax")
             return
@@ -499,7 +553,11 @@ class SMTPServer(LineSession):
             self.reply(452, "4.5.3", "Error: too many recipients")
             return
         if not self.factory.users.isLocal(parts[1]):
-            if self.account is not None and self.config.queue is not None:
+            if not (address.isascii() and (self.mailFrom or "").isascii()):
+                self._error(
+                    553, "5.6.7", f"<{address}>: cannot relay unicode addresses"
+                )
+            elif self.account is not None and self.config.queue is not None:
                 self.recipients.append((address, None))
                 self.reply(250, "2.1.5", "Ok")
             else:
@@ -554,6 +612,8 @@ class SMTPServer(LineSession):
             self._error(503, "5.5.1", "Error: need MAIL command")
         elif not self.recipients:
             self._error(554, "5.5.1", "Error: no valid recipients")
+        elif self._chunks is not None:
+            self._error(503, "5.5.1", "Error: DATA after BDAT")
         else:
             self._reader = MessageReader(self.config.maxMessageSize)
             self.setRawMode()
@@ -562,19 +622,92 @@ class SMTPServer(LineSession):
 
     # DATA
 
+    def smtp_BDAT(self, argument: str) -> None:
+        size, _, last = argument.partition(" ")
+        if not size.isdigit() or len(size) > 18 or last.upper() not in ("", "LAST"):
+            # The chunk's length is unknown: what follows is read as commands.
+            self._error(501, "5.5.4", "Syntax: BDAT size [LAST]")
+            return
+        refusal = None
+        if self.mailFrom is None:
+            refusal = (503, "5.5.1", "Error: need MAIL command")
+        elif not self.recipients:
+            refusal = (554, "5.5.1", "Error: no valid recipients")
+        elif self._chunks is None:
+            self._chunks = []
+        self._chunk = _Chunk(int(size), bool(last), refusal)
+        if "data" not in self._timers:
+            # One deadline for all the transaction's chunks, as for DATA.
+            self._arm("data", self.config.dataTimeout)
+        if self._chunk.left:
+            self.setRawMode()
+        else:
+            self._endOfChunk(b"")
+
     def rawDataReceived(self, data: bytes) -> None:
         self._arm("idle", self.config.idleTimeout)
+        if self._chunk is not None:
+            self._chunkReceived(data)
+            return
         assert self._reader is not None
         rest = self._reader.feed(data)
         if rest is not None:
             self._endOfData(rest)
 
-    def _endOfData(self, rest: bytes) -> None:
-        self._disarm("data")
+    def _chunkReceived(self, data: bytes) -> None:
+        chunk = self._chunk
+        assert chunk is not None
+        part, rest = data[: chunk.left], data[chunk.left :]
+        chunk.left -= len(part)
+        if chunk.refusal is None and self._chunks is not None:
+            # Past the size limit the bytes are counted, not kept.
+            self._chunksSize += len(part)
+            if self._chunksSize > self.config.maxMessageSize:
+                self._chunks = []
+            else:
+                self._chunks.append(part)
+        if not chunk.left:
+            self._endOfChunk(rest)
+
+    def _endOfChunk(self, rest: bytes) -> None:
+        chunk, self._chunk = self._chunk, None
+        assert chunk is not None
+        self._resumeCommands(rest, chunk.last or self._chunks is None)
+        if chunk.refusal is not None:
+            self._error(*chunk.refusal)
+            return
+        if not chunk.last:
+            self.reply(250, "2.0.0", f"{chunk.size} octets received")
+            return
+        assert self._chunks is not None
+        message = b"".join(self._chunks)
+        if self._chunksSize > self.config.maxMessageSize:
+            self._resetTransaction()
+            self._error(552, "5.3.4", "Error: message file too big")
+        elif _BARE.search(message) is not None:
+            self.log.warn(
+                "np-smtp: refused a message with a bare LF or CR from {peer}",
+                peer=str(self.transport.getPeer()),
+            )
+            self._resetTransaction()
+            self._error(550, "5.5.2", "Error: bare <LF> or <CR> received")
+        else:
+            self._wait(self._deliver(message))
+
+    def _resumeCommands(self, rest: bytes, done: bool = True) -> None:
+        """
+        Back to reading commands after a message or a chunk (C{done}: the
+        last, whose deadline ends).
+        """
+        if done:
+            self._disarm("data")
         self.setLineMode()
         # LineReceiver handed all it had to rawDataReceived: what followed the
-        # terminator goes back to be parsed as commands once this one is done.
+        # message goes back to be parsed as commands once this one is done.
         setLineBuffer(self, rest + lineBuffer(self))
+
+    def _endOfData(self, rest: bytes) -> None:
+        self._resumeCommands(rest)
         peer = str(self.transport.getPeer())
         reader, self._reader = self._reader, None
         assert reader is not None
@@ -594,7 +727,8 @@ class SMTPServer(LineSession):
 
     def _received(self, queueId: str) -> bytes:
         peer = self.transport.getPeer()
-        protocol = "ESMTP" if self.esmtp else "SMTP"
+        # RFC 6531 section 3.7.4: UTF8SMTP for an SMTPUTF8 transaction.
+        protocol = "UTF8SMTP" if self.smtputf8 else "ESMTP" if self.esmtp else "SMTP"
         if self.secure:
             protocol += "S"
         if self.account is not None:
@@ -606,7 +740,7 @@ class SMTPServer(LineSession):
             f"Received: from {self.helo} ([{_peerHost(peer)}])\r\n"
             f"\tby {self.config.hostname} (netplugins) with {protocol} id {queueId}"
             f"{recipient}; {formatdate(localtime=True)}\r\n"
-        ).encode("ascii", "replace")
+        ).encode()
 
     def _deliver(self, body: bytes) -> Deferred[Any]:
         queueId = secrets.token_hex(6).upper()
@@ -620,7 +754,7 @@ class SMTPServer(LineSession):
         sender = self.mailFrom or ""
         # Final delivery records the envelope sender (RFC 5321 section 4.4);
         # relayed copies are not final, so they go without it.
-        local = f"Return-Path: <{sender}>\r\n".encode("ascii", "replace") + message
+        local = f"Return-Path: <{sender}>\r\n".encode() + message
         # One all-or-nothing delivery for the local copies: a 452 must not
         # leave some recipients served (the client will send again).
         store, queue = self.factory.store, self.config.queue
