@@ -48,6 +48,9 @@ DEMO_PORTS = {
     "pop3s": 8995,
     "imap": 8143,
     "imaps": 8993,
+    "ftp": 2121,
+    "ftps": 9990,
+    "rpyc": 18861,
     "zmq-frontend": 5559,
     "zmq-backend": 5560,
 }
@@ -151,11 +154,13 @@ def demoService(
 
     from netplugins.tap.daytime import DaytimeSettings, daytimeService
     from netplugins.tap.echo import EchoSettings, echoService
+    from netplugins.tap.ftp import FTPSettings, ftpService
     from netplugins.tap.httpbin import HTTPBinSettings, httpbinService
     from netplugins.tap.kv import KVSettings, kvService
     from netplugins.tap.mail import MailHostSettings, mailService
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
     from netplugins.tap.rpc import RPCSettings, rpcService
+    from netplugins.tap.rpyc import RPyCSettings, rpycService
     from netplugins.tap.wsgi import WSGISettings, wsgiService
     from netplugins.tap.zen import ZenSettings, zenService
     from netplugins.tap.zmq import ZMQSettings, zmqService
@@ -253,6 +258,32 @@ def demoService(
                 imap=(tcp("imap"),),
                 imaps=(tcp("imaps"),),
                 auth=(f"htpasswd:{files['htpasswd']}",),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
+        ),
+        # Foundations ch. 18's RPyC line counter, where its rpyc_client.py
+        # connects (RPyC's own port).
+        rpycService(
+            RPyCSettings(
+                service="netplugins.examples.bookrpyc:LineCounterService",
+                listen=(tcp("rpyc"),),
+                tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
+        ),
+        # FTP for the demo users, each jailed in a home under the state dir
+        # (made at their first login); passwords only after AUTH TLS (or on
+        # the implicit-TLS port). Python's ftplib cannot resume the control
+        # connection's TLS session on data connections: reuse is optional.
+        ftpService(
+            FTPSettings(
+                listen=(tcp("ftp"),),
+                listenTLS=(tcp("ftps"),),
+                auth=(f"htpasswd:{files['htpasswd']}",),
+                tlsSessionReuse="optional",
                 tls=tls,
                 stateDir=stateDir,
             ),
