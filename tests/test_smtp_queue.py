@@ -621,6 +621,6 @@ class AiosmtpdSmarthostTests(TestCase):
             [report] = await eventually(lambda: self.aliceMail() or None)
             _, blocks = deliveryStatus(report)
             self.assertEqual(blocks[1]["Status"], "4.4.7")
-            self.assertEqual(self.queueFiles(), [])
+            await eventually(lambda: self.queueFiles() == [] or None)
 
         return ensureDeferred(run())
