@@ -13,11 +13,14 @@ np-memcache refuses them) and several bad commands pipelined in one write
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.mailfixtures import PASSWORDS, writeHtpasswd
 from tests.support import LoggedProcess, freePort, runTwistd, startProcess, waitForPort
 
 #: Ends every script: its reply marks the end of the answers.
@@ -228,3 +231,89 @@ def _statNames(reply: bytes) -> set[bytes]:
         assert line.startswith(b"STAT "), reply
         names.add(line.split(b" ")[1])
     return names
+
+
+#: Conversations with servers requiring memcached's ASCII authentication: a
+#: step is sent once the previous one's one-line reply came (memcached keeps
+#: only the last reply of several refused in one read); each ends logged in
+#: (as alice), with commands ended by the sentinel.
+AUTH_SCRIPTS: list[list[bytes]] = [
+    [
+        b"get a\r\n",
+        b"set x 0 0 20\r\nalice alice-password\r\n",
+        b"set a 0 0 1\r\nx\r\n",
+    ],
+    [
+        b"set x 0 0 5\r\nalice\r\n",
+        b"bogus\r\n",
+        b"set x 0 0 1\r\nabc",
+        b"set x 0 0 20\r\nalice alice-password\r\n",
+        b"get a\r\n",
+    ],
+    [b"set x 0 0 9\r\nalice bad\r\n", b"set x 0 0 20\r\nalice alice-password\r\n"],
+]
+
+
+def _converse(port: int, steps: list[bytes]) -> list[bytes]:
+    """
+    Send each of C{steps} after the previous one's reply line; the last one
+    with the sentinel, read up to its reply.
+    """
+    replies = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            s.sendall(step + (SENTINEL if last else b""))
+            end = b"MN\r\n" if last else b"\r\n"
+            data = b""
+            while not data.endswith(end):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            replies.append(data)
+    return replies
+
+
+class AuthenticationDifferentialTests(SynchronousTestCase):
+    """
+    memcached with C{-Y} (ASCII authentication) and np-memcache with C{--auth}.
+    """
+
+    def test_scripts(self) -> None:
+        """Logins, refusals and errors before login get the same bytes."""
+        memcached = shutil.which("memcached")
+        if memcached is None:
+            self.fail("memcached (Debian package memcached) not found")
+        # memcached reads it after dropping privileges to nobody.
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        os.chmod(directory, 0o755)
+        authfile = os.path.join(directory, "authfile")
+        with open(authfile, "w") as f:
+            f.write(f"alice:{PASSWORDS['alice']}\n")
+        os.chmod(authfile, 0o644)
+        memcachedPort, port = freePort(), freePort()
+        process = startProcess(
+            self,
+            [
+                *(memcached, "-l", "127.0.0.1", "-p", str(memcachedPort)),
+                *("-U", "0", "-t", "1", "-u", "nobody", "-Y", authfile),
+            ],
+            name="memcached",
+        )
+        twistd = runTwistd(
+            self,
+            "np-memcache",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--auth",
+            f"htpasswd:{writeHtpasswd(directory)}",
+            "--allow-plaintext-auth",
+            "--state-dir",
+            self.mktemp(),
+        )
+        waitForPort(memcachedPort, process)
+        waitForPort(port, twistd)
+        for steps in AUTH_SCRIPTS:
+            self.assertEqual(_converse(port, steps), _converse(memcachedPort, steps))

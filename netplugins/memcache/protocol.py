@@ -787,12 +787,18 @@ class MemcacheProtocol(MetaCommands, Protocol):
 
     def _ebLogin(self, failure: Failure) -> None:
         self._authPending -= 1
-        failure.trap(UnauthorizedLogin)
         self.store.stats["auth_errors"] += 1
-        self.log.info(
-            "np-memcache: failed login from {peer}",
-            peer=describe(self.transport.getPeer()),
-        )
+        if failure.check(UnauthorizedLogin):
+            self.log.info(
+                "np-memcache: failed login from {peer}",
+                peer=describe(self.transport.getPeer()),
+            )
+        else:
+            self.log.failure(
+                "np-memcache: login from {peer} failed",
+                failure,
+                peer=describe(self.transport.getPeer()),
+            )
         self._afterLogin(b"CLIENT_ERROR authentication failure\r\n")
         if self._attempts.exhausted and not self._closing:
             self._close("too many failed logins")
