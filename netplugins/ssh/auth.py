@@ -160,7 +160,7 @@ class UserAuthServer(HookedUserAuthServer):
         self.cancelConchLoginTimeout()
         factory: Any = self.transport.factory
         self.throttle = factory.throttle
-        self.attempts = self.throttle.connection()
+        self.attempts = self.transport.loginAttempts
         if b"password" in self.supportedAuthentications:
             self.supportedAuthentications.append(b"keyboard-interactive")
 

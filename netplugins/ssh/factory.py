@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.conch.ssh import connection
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.cred.portal import Portal
 
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.ssh.auth import UserAuthServer
 from netplugins.ssh.hostkeys import HostKeys
+from netplugins.ssh.session import SessionConnection
 from netplugins.ssh.transport import HOST_KEY_ALGORITHMS, ModernServerTransport
 from netplugins.twistedinternals import addFixedGroupKeyExchange
 
@@ -52,7 +52,7 @@ class SSHServerFactory(SSHFactory):
     protocol = ModernServerTransport
     services = {
         b"ssh-userauth": UserAuthServer,
-        b"ssh-connection": connection.SSHConnection,
+        b"ssh-connection": SessionConnection,
     }
 
     def __init__(

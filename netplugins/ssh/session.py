@@ -14,11 +14,11 @@ from typing import Any
 
 from attrs import frozen
 from twisted.conch.avatar import ConchUser
-from twisted.conch.error import ConchError
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import connection
 from twisted.conch.ssh.channel import SSHChannel
-from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.common import NS, getNS
+from twisted.conch.ssh.transport import DISCONNECT_PROTOCOL_ERROR
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred, succeed
@@ -49,9 +49,37 @@ class SessionPolicy:
     sftp: bool = True
 
 
+class SessionConnection(connection.SSHConnection):
+    """
+    Conch's ssh-connection service with at most L{MAX_CHANNELS} channels
+    open at once: one more is refused as OpenSSH's MaxSessions refuses it.
+    """
+
+    transport: Any
+
+    def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
+        if len(self.channels) >= MAX_CHANNELS:
+            try:
+                (senderChannel,) = struct.unpack(">L", getNS(packet)[1][:4])
+            except Exception:
+                self.transport.sendDisconnect(
+                    DISCONNECT_PROTOCOL_ERROR, b"bad CHANNEL_OPEN"
+                )
+                return
+            self.transport.sendPacket(
+                connection.MSG_CHANNEL_OPEN_FAILURE,
+                struct.pack(">2L", senderChannel, connection.OPEN_RESOURCE_SHORTAGE)
+                + NS(b"too many channels")
+                + NS(b""),
+            )
+            return
+        super().ssh_CHANNEL_OPEN(packet)
+
+
 class SSHUser(ConchUser):
     """
-    A logged-in user: session channels only, at most L{MAX_CHANNELS}.
+    A logged-in user: session channels only (at most L{MAX_CHANNELS}, see
+    L{SessionConnection}).
     """
 
     def __init__(
@@ -63,14 +91,6 @@ class SSHUser(ConchUser):
         self.policy = policy
         self.reactor = reactor
         self.channelLookup[b"session"] = SessionChannel
-
-    def lookupChannel(
-        self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
-    ) -> Any:
-        conn = getattr(self, "conn", None)
-        if conn is not None and len(conn.channels) >= MAX_CHANNELS:
-            raise ConchError(connection.OPEN_RESOURCE_SHORTAGE, "too many channels")
-        return super().lookupChannel(channelType, windowSize, maxPacket, data)
 
     def logout(self) -> None:
         """

@@ -346,8 +346,8 @@ class SFTPServer(HookedFileTransferServer):
             self._close()
             return
         self.buf += data
-        while len(self.buf) >= 9:
-            length, kind, _requestId = struct.unpack("!LBL", self.buf[:9])
+        while len(self.buf) >= 4:
+            (length,) = struct.unpack("!L", self.buf[:4])
             if length > MAX_PACKET or length < 5:
                 self.log.info(
                     "closing SFTP channel: packet of {length} bytes", length=length
@@ -357,6 +357,7 @@ class SFTPServer(HookedFileTransferServer):
                 return
             if len(self.buf) < 4 + length:
                 return
+            kind = self.buf[4]
             packet, self.buf = self.buf[5 : 4 + length], self.buf[4 + length :]
             name = self.packetTypes.get(kind)
             handler = getattr(self, f"packet_{name}", None) if name else None

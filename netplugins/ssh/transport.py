@@ -126,6 +126,9 @@ class ModernServerTransport(HookedSSHServerTransport):
             grace=factory.closeGrace,
         )
         self._loginCall = clock.callLater(factory.loginTimeout, self._loginExpired)
+        # Counted here, not in the ssh-userauth service: a client may ask
+        # for that service again (paramiko does before each method).
+        self.loginAttempts = factory.throttle.connection()
         # Strict key exchange is offered in the first KEXINIT only.
         self.supportedKeyExchanges = [*self.supportedKeyExchanges, STRICT_SERVER]
         self.transport.write(self.ourVersionString + b"\r\n")
