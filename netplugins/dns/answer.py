@@ -63,13 +63,11 @@ class Answer:
 
     @staticmethod
     def _add(section: list[RRset], rrsets: Iterable[RRset | None]) -> None:
+        # The zone's RRsets are shared objects, and the ones made per answer
+        # (wildcard copies, DNAME's CNAME) are made once: identity is enough
+        # to keep a section free of duplicates.
         for rrset in rrsets:
-            if rrset is not None and not any(
-                r.name == rrset.name
-                and r.rdtype == rrset.rdtype
-                and r.covers == rrset.covers
-                for r in section
-            ):
+            if rrset is not None and not any(r is rrset for r in section):
                 section.append(rrset)
 
 

@@ -43,8 +43,9 @@ from twisted.internet.protocol import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netplugins.dns.answer import answer, findZone
+from netplugins.dns.answer import Answer, answer, findZone
 from netplugins.dns.rrl import DROP, SLIP, ResponseRateLimiter
+from netplugins.dns.wire import Renderer, optRecord, recordBytes
 from netplugins.dns.zone import Zone
 from netplugins.limits.settings import IPNetwork
 from netplugins.session import CLOSE_GRACE, Discipline, cancelCall
@@ -68,6 +69,7 @@ _CACHEABLE_QUERY = 512
 _HEADER = struct.Struct("!HHHHHH")
 _QR = 0x8000
 _TC = 0x0200
+_AA = 0x0400
 _RD_CD = 0x0100 | 0x0010
 _OPCODE = 0x7800
 
@@ -236,6 +238,8 @@ class Engine:
             )
         dnssec = bool(query.ednsflags & dns.flags.DO)
         found = answer(zone, question.name, qtype, dnssec)
+        if not query.had_tsig and found.rcode < 16:
+            return self._renderAnswer(data, query, zone, found, tcp), True
         response = self.response(query, found.rcode)
         if found.aa:
             response.flags |= dns.flags.AA
@@ -252,7 +256,14 @@ class Engine:
         copied, C{rcode}, and EDNS (our payload, DO copied, NSID) if the
         query had it.
         """
-        response = dns.message.make_response(query, our_payload=self.payload)
+        if query.had_tsig:
+            # make_response sets the reply up to be signed with the query's key.
+            response = dns.message.make_response(query, our_payload=self.payload)
+        else:
+            response = dns.message.Message(id=query.id)
+            response.flags = dns.flags.QR | (query.flags & dns.flags.RD)
+            response.set_opcode(query.opcode())
+            response.question = list(query.question)
         response.flags |= query.flags & dns.flags.CD
         if query.edns >= 0:
             response.use_edns(
@@ -265,6 +276,53 @@ class Engine:
         # After use_edns, which would clear an extended RCODE's upper bits.
         response.set_rcode(rcode)
         return response
+
+    def _renderAnswer(
+        self,
+        data: bytes,
+        query: dns.message.Message,
+        zone: Zone,
+        found: Answer,
+        tcp: bool,
+    ) -> bytes:
+        """
+        The reply carrying C{found}, rendered by L{netplugins.dns.wire}: as
+        L{render} would, in a fraction of the time.
+        """
+        (flags,) = struct.unpack_from("!H", data, 2)
+        flags = _QR | (flags & (_OPCODE | _RD_CD)) | found.rcode
+        if found.aa:
+            flags |= _AA
+        question = query.question[0]
+        qname = question.name.to_wire()
+        assert qname is not None
+        renderer = Renderer(
+            data[:2] + struct.pack("!H", flags) + bytes(8),
+            qname + struct.pack("!HH", question.rdtype, question.rdclass),
+            question.name,
+        )
+        opt = None
+        if query.edns >= 0:
+            options = b""
+            if self.nsid is not None and any(
+                o.otype == dns.edns.NSID for o in query.options
+            ):
+                options = struct.pack("!HH", dns.edns.NSID, len(self.nsid)) + self.nsid
+            opt = optRecord(self.payload, query.ednsflags & dns.flags.DO, options)
+        limit = self._limit(query, tcp) - (0 if opt is None else len(opt))
+        wire = zone.wire
+        for section, rrsets in (
+            (1, found.answer),
+            (2, found.authority),
+            (3, found.additional),
+        ):
+            for rrset in rrsets:
+                records = wire.get(id(rrset))
+                if records is None:
+                    records = recordBytes(rrset)
+                if not renderer.add(section, rrset, records, limit):
+                    return renderer.finish(opt)
+        return renderer.finish(opt)
 
     def _options(self, query: dns.message.Message) -> list[dns.edns.Option]:
         options: list[dns.edns.Option] = []
@@ -290,13 +348,19 @@ class Engine:
         payload (512 without EDNS) nor ours, whole RRsets dropped with TC set
         past that.
         """
+        return response.to_wire(
+            max_size=self._limit(query, tcp), prefer_truncation=True
+        )
+
+    def _limit(self, query: dns.message.Message, tcp: bool) -> int:
+        """
+        The most bytes a reply to C{query} may have.
+        """
         if tcp:
-            limit = 65535
-        elif query.edns >= 0:
-            limit = max(CLASSIC_PAYLOAD, min(query.payload, self.payload))
-        else:
-            limit = CLASSIC_PAYLOAD
-        return response.to_wire(max_size=limit, prefer_truncation=True)
+            return 65535
+        if query.edns >= 0:
+            return max(CLASSIC_PAYLOAD, min(query.payload, self.payload))
+        return CLASSIC_PAYLOAD
 
     def _notify(self, query: dns.message.Message, host: str) -> bytes | None:
         if self.secondary is not None:

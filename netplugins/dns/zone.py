@@ -24,6 +24,8 @@ from dns.name import Name
 from dns.rdatatype import RdataType
 from dns.rrset import RRset
 
+from netplugins.dns.wire import Record, recordBytes
+
 SOA = RdataType.SOA
 NS = RdataType.NS
 CNAME = RdataType.CNAME
@@ -79,6 +81,7 @@ class Zone:
     @ivar nsec3param: the NSEC3PARAM rdata, when the zone has NSEC3.
     @ivar records: how many records the zone holds.
     @ivar signed: whether the apex SOA has an RRSIG.
+    @ivar wire: each RRset's records in wire form, by the RRset's id.
     """
 
     def __init__(self, zone: dns.zone.Zone):
@@ -147,6 +150,17 @@ class Zone:
             self.negativeSOASig = dns.rrset.RRset(origin, sig.rdclass, RRSIG, SOA)
             self.negativeSOASig.update(sig)
             self.negativeSOASig.ttl = self.negativeSOA.ttl
+        #: each RRset's records in wire form (L{netplugins.dns.wire}), by
+        #: the id of the RRset, which lives as long as the zone
+        self.wire: dict[int, tuple[Record, ...]] = {
+            id(rrset): recordBytes(rrset)
+            for node in self.nodes.values()
+            for rrsets in (node.rrsets, node.sigs)
+            for rrset in rrsets.values()
+        }
+        for extra in (self.negativeSOA, self.negativeSOASig):
+            if extra is not None:
+                self.wire[id(extra)] = recordBytes(extra)
         self.nsec: list[Name] = sorted(nsec)
         self._nsec3Hashes: list[str] = sorted(nsec3)
         self.nsec3: dict[str, Name] = nsec3
