@@ -127,11 +127,17 @@ def waitForListener(
 
 
 def startSSH(
-    testCase: Any, *extra: str, host: str = "127.0.0.1", port: int | None = None
+    testCase: Any,
+    *extra: str,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    hostKeys: list[str] | None = None,
 ) -> SSHServer:
     """
     Start C{twistd np-ssh} for C{testCase} with alice's key authorized
     and her password in an htpasswd file; her home is made.
+
+    @param hostKeys: host key files (default: L{hostKeyFiles}).
     """
     directory = Path(testCase.mktemp()).resolve()
     (directory / "keys").mkdir(parents=True)
@@ -159,7 +165,7 @@ def startSSH(
         "--auth",
         f"htpasswd:{directory / 'users'}",
     ]
-    for path in hostKeyFiles():
+    for path in hostKeyFiles() if hostKeys is None else hostKeys:
         args += ["--host-key", path]
     process = runTwistd(testCase, *args, *extra)
     waitForListener(host, port, process)

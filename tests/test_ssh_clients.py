@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -494,6 +495,48 @@ class OpenSSHTests(TestCase):
         )
         self.assertEqual(
             (result.stdout, result.returncode), (b"alice\n", 0), result.stderr
+        )
+
+
+class HostKeyReloadTests(TestCase):
+    """
+    Host keys on SIGHUP, seen by ssh-keyscan.
+    """
+
+    def test_sighup(self) -> None:
+        """After SIGHUP new connections see the replaced host key."""
+        keys = Path(self.mktemp()).resolve()
+        keys.mkdir()
+        key = keys / "host_ed25519"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+        server = startSSH(self, hostKeys=[str(key)])
+
+        def scanned() -> bytes:
+            result = run(
+                [
+                    openssh("ssh-keyscan"),
+                    "-t",
+                    "ed25519",
+                    "-p",
+                    str(server.port),
+                    "127.0.0.1",
+                ]
+            )
+            return result.stdout.split()[-1]
+
+        before = scanned()
+        key.unlink()
+        key.with_suffix(".pub").unlink()
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        after = scanned()
+        while after == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+            after = scanned()
+        self.assertEqual(
+            (before == after, after),
+            (False, key.with_suffix(".pub").read_bytes().split()[1]),
         )
 
 

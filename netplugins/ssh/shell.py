@@ -156,6 +156,34 @@ def parse(line: str, variables: dict[str, str]) -> list[list[str]]:
     return [command for command in commands if command]
 
 
+def splitCommands(line: str) -> list[str]:
+    """
+    The C{;}-separated commands of a line, unexpanded (expanded as each
+    runs, so that C{$?} is the previous command's status).
+    """
+    commands = []
+    start = 0
+    quote = ""
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"':
+                i += 1
+        elif c in "'\"":
+            quote = c
+        elif c == "\\":
+            i += 1
+        elif c == ";":
+            commands.append(line[start:i])
+            start = i + 1
+        i += 1
+    commands.append(line[start:])
+    return commands
+
+
 def uptimeText(now: float | None = None) -> str:
     """
     What C{uptime} prints: the time, how long the host has been up, the
@@ -235,11 +263,12 @@ class Shell:
             C{exit} or C{exec} ends the shell.
         """
         try:
-            commands = parse(line, self.variables)
+            parse(line, self.variables)
         except ShellSyntaxError as e:
             self._err(f"sh: syntax error: {e}\n")
             self.variables["?"] = "2"
             return succeed(2)
+        commands = splitCommands(line)
         if len(commands) > MAX_COMMANDS:
             self._err("sh: too many commands\n")
             return succeed(2)
@@ -248,20 +277,19 @@ class Shell:
         except ExitShell:
             return fail()
 
-    def _runFrom(
-        self, commands: list[list[str]], index: int, status: int
-    ) -> Deferred[int]:
+    def _runFrom(self, commands: list[str], index: int, status: int) -> Deferred[int]:
         while index < len(commands):
-            result = self.command(commands[index])
+            words = parse(commands[index], self.variables)
             index += 1
+            if not words:
+                continue
+            result = self.command(words[0])
             if isinstance(result, Deferred):
                 return result.addCallback(self._continue, commands, index)
             status = self._record(result)
         return succeed(status)
 
-    def _continue(
-        self, status: int, commands: list[list[str]], index: int
-    ) -> Deferred[int]:
+    def _continue(self, status: int, commands: list[str], index: int) -> Deferred[int]:
         return self._runFrom(commands, index, self._record(status))
 
     def _record(self, status: int) -> int:
