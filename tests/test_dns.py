@@ -20,6 +20,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -35,7 +36,7 @@ from netplugins.dns.rrl import DROP, SEND, SLIP, ResponseRateLimiter, sourceNetw
 from netplugins.dns.server import DNSStream, DNSStreamFactory, Engine
 from netplugins.dns.zone import ZoneError, loadZone
 from netplugins.dns.zonefiles import ZoneFile, ZoneFiles
-from netplugins.tap.dns import DNSSettings, Options, dnsService
+from netplugins.tap.dns import DNSSettings, Options, dnsService, makeService
 from tests import dnsfixtures
 from tests.dnsfixtures import PLAIN, need, questions, writeZones, zoneText
 from tests.support import WatermarkTransport, freePort, runTwistd, waitForPort
@@ -177,6 +178,12 @@ class AnswerTests(SynchronousTestCase):
         message = query("example.org", "A")
         message.set_opcode(dns.opcode.Opcode(15))  # type: ignore[attr-defined]
         self.assertEqual(askMessage(self.engine, message).rcode(), dns.rcode.NOTIMP)
+
+    def test_notifyRefused(self) -> None:
+        """NOTIFY to a server with no secondary zones is REFUSED."""
+        message = query("example.org", "SOA")
+        message.set_opcode(dns.opcode.NOTIFY)
+        self.assertEqual(askMessage(self.engine, message).rcode(), dns.rcode.REFUSED)
 
     def test_badVersion(self) -> None:
         """EDNS version 1 gets BADVERS with an OPT of version 0."""
@@ -519,6 +526,15 @@ class OptionsTests(SynchronousTestCase):
              ("127.0.0.1:5300",), ("example.net=127.0.0.1:5301",), ("127.0.0.1:53",),
              ("10.0.0.0/8",), 0, ("udp:5353", "tcp:5353")),
         )  # fmt: skip
+
+    def test_badZoneFile(self) -> None:
+        """A zone file that does not load is a one-line usage error at start."""
+        path = Path(self.mktemp())
+        path.write_text("not a zone\n")
+        options = Options()
+        options.parseOptions(["--zone", f"example.org={path}"])
+        error = self.assertRaises(usage.UsageError, makeService, options)
+        self.assertIn(str(path), str(error))
 
     def test_recursionNeedsUpstream(self) -> None:
         """--recursion-allow without --forward is refused."""
