@@ -230,6 +230,14 @@ def parseFlags(
     return flags, None
 
 
+#: The C{mg} flags L{MetaCommands._plainMg} answers, as bits.
+_PLAIN_MG = {ord(flag): 1 << i for i, flag in enumerate("vkstcfhlquO")}
+_VALUE_BIT = _PLAIN_MG[ord("v")]
+_QUIET_BIT = _PLAIN_MG[ord("q")]
+_NO_UPDATE_BIT = _PLAIN_MG[ord("u")]
+_OPAQUE_BIT = _PLAIN_MG[ord("O")]
+
+
 def _key(key: bytes, binary: bool) -> bytes:
     """
     A key as the C{k} flag returns it.
@@ -340,6 +348,87 @@ class MetaCommands:
         )
 
     def meta_mg(self, tokens: list[bytes], out: list[bytes]) -> None:
+        if not self._plainMg(tokens, out):
+            self._mg(tokens, out)
+
+    def _plainMg(self, tokens: list[bytes], out: list[bytes]) -> bool:
+        """
+        The common C{mg}: a printable key and only flags that return fields
+        (C{v k s t c f h l}), C{q}, C{u} and opaques, answered without the
+        general flag parsing; C{False} for any other, left to L{_mg}.
+        """
+        if len(tokens) < 2 or len(tokens) + 1 > MAX_META_TOKENS:
+            return False
+        key = tokens[1]
+        if len(key) > KEY_MAX_LENGTH or _badKey(key):
+            return False
+        seen = 0
+        for i in range(2, len(tokens)):
+            token = tokens[i]
+            bit = _PLAIN_MG.get(token[0])
+            if (
+                bit is None
+                or seen & bit
+                or (len(token) > 1 and bit != _OPAQUE_BIT)
+                or len(token) > MAX_OPAQUE
+            ):
+                return False
+            seen |= bit
+        store = self.store
+        stats = store.stats
+        stats["cmd_get"] += 1
+        it = store.peek(key)
+        if it is None:
+            stats["get_misses"] += 1
+            if not seen & _QUIET_BIT:
+                parts = [b"EN"]
+                _opaqueAndKey(MetaFlags(key, tokens[2:]), parts)
+                parts.append(b"\r\n")
+                out.append(b"".join(parts))
+            return True
+        stats["get_hits"] += 1
+        data = it.data
+        if seen == _VALUE_BIT and not it.stale and not it.tokenSent:
+            out.append(b"VA %d\r\n" % (len(data) - 2))
+        else:
+            parts = [b"VA %d" % (len(data) - 2) if seen & _VALUE_BIT else b"HD"]
+            now = store.now
+            for i in range(2, len(tokens)):
+                o = tokens[i][0]
+                if o == 115:  # s
+                    parts.append(b" s%d" % (len(data) - 2))
+                elif o == 116:  # t
+                    parts.append(
+                        b" t-1" if it.exptime == 0 else b" t%d" % (it.exptime - now)
+                    )
+                elif o == 99:  # c
+                    parts.append(b" c%d" % it.cas)
+                elif o == 102:  # f
+                    parts.append(b" f%d" % it.flags)
+                elif o == 108:  # l
+                    parts.append(b" l%d" % (now - it.time))
+                elif o == 104:  # h
+                    parts.append(b" h1" if it.fetched else b" h0")
+                elif o == 79:  # O
+                    parts.append(b" " + tokens[i])
+                elif o == 107:  # k
+                    parts.append(_key(it.key, it.binaryKey))
+            if it.tokenSent:
+                parts.append(b" Z")
+            if it.stale:
+                parts.append(b" X")
+                if not it.tokenSent:
+                    parts.append(b" W")
+                    it.tokenSent = True
+            parts.append(b"\r\n")
+            out.append(b"".join(parts))
+        if seen & _VALUE_BIT:
+            out.append(data)
+        if not seen & _NO_UPDATE_BIT:
+            store.bump(it)
+        return True
+
+    def _mg(self, tokens: list[bytes], out: list[bytes]) -> None:
         flags = self._metaStart(
             tokens, out, b"CLIENT_ERROR options flags are too long\r\n"
         )

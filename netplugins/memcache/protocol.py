@@ -716,18 +716,10 @@ class MemcacheProtocol(MetaCommands, Protocol):
 
     def _other(self, tokens: list[bytes], out: list[bytes]) -> None:
         """
-        A command not in the dispatch table: the meta commands, then
-        memcached's refusals.
+        A command not in the dispatch table: memcached's refusals.
         """
-        command = tokens[0]
-        if len(command) < 2:
+        if len(tokens[0]) < 2:
             out.append(_ERROR)
-        elif len(command) == 2 and command[0] == 109:  # m
-            meta = _META.get(command)
-            if meta is None:
-                out.append(_ERROR)
-            else:
-                meta(self, tokens, out)
         elif tokens[-1].startswith(b"HTTP/"):
             self._close("an HTTP request")
         else:
@@ -859,9 +851,6 @@ _DISPATCH: dict[bytes, Callable[[MemcacheProtocol, list[bytes], list[bytes]], No
     b"shutdown": MemcacheProtocol.do_shutdown,
     b"cache_memlimit": MemcacheProtocol.do_cache_memlimit,
     b"stats": MemcacheProtocol.do_stats,
-}
-
-_META: dict[bytes, Callable[[MemcacheProtocol, list[bytes], list[bytes]], None]] = {
     b"mg": MemcacheProtocol.meta_mg,
     b"ms": MemcacheProtocol.meta_ms,
     b"md": MemcacheProtocol.meta_md,
