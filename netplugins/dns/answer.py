@@ -31,6 +31,7 @@ from netplugins.dns.zone import (
     A,
     Node,
     Zone,
+    nameKey,
 )
 
 #: The longest CNAME/DNAME chain followed within a zone.
@@ -147,7 +148,7 @@ def answer(zone: Zone, qname: Name, qtype: int, dnssec: bool) -> Answer:
     if result.complete:
         # As NSD does (and BIND without minimal-responses): a positive
         # answer names the zone's servers, with their addresses.
-        apex = zone.nodes[zone.origin]
+        apex = zone.nodes[zone.originKey]
         ns = apex.rrsets.get(NS)
         if ns is not None and not any(r is ns for r in result.answer):
             result._add(result.authority, _signed(apex, NS, dnssec))
@@ -162,27 +163,27 @@ def _step(
     One name of a chain: add what the zone says about C{qname} to
     C{result}; return the name a CNAME or DNAME leads to, if any.
     """
-    origin = zone.origin
-    ancestors: list[Name] = []
-    name = qname
-    while name != origin:
-        ancestors.append(name)
-        name = name.parent()
-    encloser = origin
-    for name in reversed(ancestors):
-        if name in zone.cuts and not (name == qname and qtype == DS):
-            _referral(zone, name, dnssec, result)
+    # Names as keys (lower-cased label tuples): the walk makes no Name.
+    key = nameKey(qname)
+    labels = qname.labels
+    depth = len(key) - len(zone.originKey)
+    found = 0  # how many labels below the origin the closest encloser has
+    for i in range(depth - 1, -1, -1):
+        suffix = key[i:]
+        if suffix in zone.cuts and not (i == 0 and qtype == DS):
+            _referral(zone, Name(labels[i:]), dnssec, result)
             return None
-        if name in zone.dnames and name != qname:
-            return _dname(zone, qname, name, dnssec, result)
-        if name not in zone.names:
+        if i and suffix in zone.dnames:
+            return _dname(zone, qname, Name(labels[i:]), dnssec, result)
+        if suffix not in zone.names:
             break
-        encloser = name
-    if encloser == qname:
-        node = zone.nodes.get(qname)
+        found = depth - i
+    if found == depth:
+        node = zone.nodes.get(key)
         return _fromNode(zone, qname, qname, node, qtype, dnssec, result)
+    encloser = Name(labels[depth - found :])
     wildcard = Name((_WILD, *encloser.labels))
-    node = zone.nodes.get(wildcard)
+    node = zone.nodes.get((_WILD, *key[depth - found :]))
     if node is not None:
         following = _fromNode(zone, qname, wildcard, node, qtype, dnssec, result)
         if dnssec:
@@ -232,7 +233,7 @@ def _fromNode(
     if qtype in rrsets:
         # A DS answered from the parent side of a cut says nothing of the
         # zone's servers (NSD adds none).
-        result.complete = not (qtype == DS and owner in zone.cuts)
+        result.complete = not (qtype == DS and nameKey(owner) in zone.cuts)
         found = own(_signed(node, qtype, dnssec))
         result._add(result.answer, found)
         _additional(zone, rrsets[qtype], dnssec, result)
@@ -279,7 +280,7 @@ def _additional(zone: Zone, rrset: RRset, dnssec: bool, result: Answer) -> None:
         return
     for rdata in rrset:
         target = getattr(rdata, field)
-        node = zone.nodes.get(target)
+        node = zone.node(target)
         if node is not None:
             result._add(result.additional, _signed(node, A, dnssec))
             result._add(result.additional, _signed(node, AAAA, dnssec))
@@ -299,7 +300,8 @@ def _referral(zone: Zone, cut: Name, dnssec: bool, result: Answer) -> None:
     A referral to the delegation at C{cut}: its NS, with DNSSEC its DS or the
     proof that there is none, and the glue.
     """
-    node = zone.nodes[cut]
+    node = zone.node(cut)
+    assert node is not None
     if not result.answer:
         result.aa = False
     ns = node.rrsets[NS]
@@ -322,7 +324,7 @@ def _referral(zone: Zone, cut: Name, dnssec: bool, result: Answer) -> None:
             result._add(result.authority, _signed(node, NSEC, True))
     for rdata in ns:
         target = rdata.target  # type: ignore[attr-defined]
-        glue = zone.nodes.get(target)
+        glue = zone.node(target)
         if glue is not None:
             result._add(result.additional, _signed(glue, A, False))
             result._add(result.additional, _signed(glue, AAAA, False))
@@ -335,7 +337,8 @@ def _dname(
     The DNAME at C{owner} and the CNAME it synthesizes for C{qname} (RFC
     6672); YXDOMAIN when the new name would be too long.
     """
-    node = zone.nodes[owner]
+    node = zone.node(owner)
+    assert node is not None
     dname = node.rrsets[DNAME]
     result._add(result.answer, _signed(node, DNAME, dnssec))
     try:
@@ -372,11 +375,11 @@ def _nsec(zone: Zone, name: Name) -> list[RRset | None]:
     owner = zone.covering(name)
     if owner is None:
         return []
-    return _signed(zone.nodes.get(owner), NSEC, True)
+    return _signed(zone.node(owner), NSEC, True)
 
 
 def _nsec3At(zone: Zone, owner: Name) -> list[RRset | None]:
-    return _signed(zone.nodes.get(owner), NSEC3, True)
+    return _signed(zone.node(owner), NSEC3, True)
 
 
 def _nsec3(zone: Zone, name: Name, covering: bool) -> list[RRset | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from typing import TypeAlias
 
 import dns.dnssec
 import dns.exception
@@ -48,6 +49,19 @@ class ZoneError(Exception):
     """
 
 
+#: A name as the zone's tables key it: its labels, lower-cased (hashing a
+#: tuple of bytes is much cheaper than hashing a Name, which lowers its
+#: labels each time).
+Key: TypeAlias = tuple[bytes, ...]
+
+
+def nameKey(name: Name) -> Key:
+    """
+    The L{Key} of C{name}.
+    """
+    return tuple(label.lower() for label in name.labels)
+
+
 class Node:
     """
     The RRsets at one owner name, by type, and their signatures, by the type
@@ -71,11 +85,12 @@ class Zone:
     @ivar soa: the apex SOA RRset.
     @ivar negativeSOA: the SOA as negative answers carry it: its TTL is the
         smaller of its own TTL and its MINIMUM field (RFC 2308 section 3).
-    @ivar nodes: every owner name with data (names below a delegation only
-        serve as glue).
-    @ivar names: every name that exists, empty non-terminals included.
-    @ivar cuts: the delegation points (NS below the apex).
-    @ivar dnames: the owners of DNAME records.
+    @ivar nodes: every owner name with data, by L{Key} (names below a
+        delegation only serve as glue).
+    @ivar names: the L{Key} of every name that exists, empty non-terminals
+        included.
+    @ivar cuts: the delegation points (NS below the apex), as keys.
+    @ivar dnames: the owners of DNAME records, as keys.
     @ivar nsec: NSEC owner names in canonical order.
     @ivar nsec3: NSEC3 hashes (base32hex, upper case) in order, to the owner.
     @ivar nsec3param: the NSEC3PARAM rdata, when the zone has NSEC3.
@@ -88,14 +103,16 @@ class Zone:
         origin = zone.origin
         assert origin is not None
         self.origin: Name = origin
-        self.nodes: dict[Name, Node] = {}
-        self.names: set[Name] = {origin}
-        self.cuts: set[Name] = set()
-        self.dnames: set[Name] = set()
+        self.originKey = nameKey(origin)
+        self.nodes: dict[Key, Node] = {}
+        self.names: set[Key] = {self.originKey}
+        self.cuts: set[Key] = set()
+        self.dnames: set[Key] = set()
         self.records = 0
         nsec: list[Name] = []
         nsec3: dict[str, Name] = {}
         self.nsec3param: dns.rdata.Rdata | None = None
+        depth = len(self.originKey)
         for name, node in zone.nodes.items():
             if not name.is_absolute():
                 name = name.derelativize(origin)
@@ -112,11 +129,12 @@ class Zone:
                     entry.rrsets[rdataset.rdtype] = rrset
             if not entry.rrsets and not entry.sigs:
                 continue
-            self.nodes[name] = entry
+            key = nameKey(name)
+            self.nodes[key] = entry
             if NS in entry.rrsets and name != origin:
-                self.cuts.add(name)
+                self.cuts.add(key)
             if DNAME in entry.rrsets:
-                self.dnames.add(name)
+                self.dnames.add(key)
             if NSEC in entry.rrsets:
                 nsec.append(name)
             if NSEC3 in entry.rrsets:
@@ -126,12 +144,14 @@ class Zone:
             if NSEC3 in entry.rrsets and len(entry.rrsets) == 1:
                 # NSEC3 owners are hashes, not names of the zone's tree.
                 continue
-            while name != origin and name not in self.names:
-                self.names.add(name)
-                name = name.parent()
+            # The name and every name between it and the origin exist.
+            for i in range(len(key) - depth):
+                if key[i:] in self.names:
+                    break
+                self.names.add(key[i:])
         if self.records > MAX_RECORDS:
             raise ZoneError(f"more than {MAX_RECORDS} records")
-        apex = self.nodes.get(origin)
+        apex = self.nodes.get(self.originKey)
         if apex is None or SOA not in apex.rrsets:
             raise ZoneError(f"no SOA record at {origin}")
         self.soa: RRset = apex.rrsets[SOA]
@@ -167,6 +187,12 @@ class Zone:
 
     def __repr__(self) -> str:
         return f"<Zone {self.origin} serial {self.serial}>"
+
+    def node(self, name: Name) -> Node | None:
+        """
+        The node at C{name}, if it has data.
+        """
+        return self.nodes.get(nameKey(name))
 
     def rrsets(self) -> Iterator[RRset]:
         """
