@@ -51,6 +51,21 @@ def freePort() -> int:
         return int(probe.getsockname()[1])
 
 
+def freePorts(count: int) -> list[int]:
+    """
+    C{count} different TCP ports on 127.0.0.1 that nothing listens on right
+    now (held together while chosen, so they differ).
+    """
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def start(
     argv: Sequence[str], log: Path, stdout: int | IO[bytes] | None = None
 ) -> subprocess.Popen[bytes]:

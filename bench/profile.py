@@ -48,7 +48,9 @@ def ownTime(raw: str) -> tuple[collections.Counter[str], int]:
     return own, total
 
 
-def loadArgv(benchmark: Benchmark, case: Case, port: int, seconds: float) -> list[str]:
+def loadArgv(
+    benchmark: Benchmark, case: Case, port: int, seconds: float, port2: int = 0
+) -> list[str]:
     """
     The load generator's argv for one case, as L{bench.run.measure} builds it.
     """
@@ -59,6 +61,7 @@ def loadArgv(benchmark: Benchmark, case: Case, port: int, seconds: float) -> lis
             port,
             case.framing,
             program=program,
+            port2=port2,
             connections=case.connections,
             size=case.size,
             warmup=1,
@@ -96,11 +99,17 @@ def profile(
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         raise SystemExit("py-spy is missing: pip install -e '.[dev]'")
-    port = processes.freePort()
+    port, port2 = processes.freePorts(2)
     out.mkdir(parents=True, exist_ok=True)
     server = processes.start(
         processes.pinned(
-            expand(benchmark.contender(contender).command, port, case.framing), 0
+            expand(
+                benchmark.contender(contender).command,
+                port,
+                case.framing,
+                port2=port2,
+            ),
+            0,
         ),
         out / f"{benchmark.name}-{contender}.server.log",
     )
@@ -159,7 +168,7 @@ def profile(
     try:
         processes.waitForPort(server, port)
         loadgen.run(
-            processes.pinned(loadArgv(benchmark, case, port, seconds + 1), 1),
+            processes.pinned(loadArgv(benchmark, case, port, seconds + 1, port2), 1),
             out / f"{benchmark.name}-{contender}.loadgen.log",
             timeout=seconds + 40,
             onMeasuring=onMeasuring,

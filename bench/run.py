@@ -185,7 +185,9 @@ def expand(
     """
     Fill a contender's argv template: C{{python}}, C{{twistd}}, C{{port}},
     C{{framing}}, C{{out}} (C{bench/out}, where prepared files and peer
-    virtualenvs live), C{{venvs}} (C{bench/out/venvs}), and C{extra}.
+    virtualenvs live), C{{venvs}} (C{bench/out/venvs}), and C{extra}
+    (L{measure} gives C{{port2}}, a second free port, for servers that
+    listen on two).
     """
     bin = Path(sys.executable).parent
     out = loadgen.OUT.resolve()
@@ -239,11 +241,11 @@ def measure(
         loadgen.build(benchmark.loadgen, settings.out) if benchmark.loadgen else ""
     )
     logs = settings.out / "logs"
-    port = processes.freePort()
+    port, port2 = processes.freePorts(2)
     tag = f"{benchmark.name}-{contender.name}-{case.size}-{repetition}-{attempt}"
     server = processes.start(
         processes.pinned(
-            expand(contender.command, port, case.framing),
+            expand(contender.command, port, case.framing, port2=port2),
             settings.serverCPU
             if contender.serverCPUs is None
             else contender.serverCPUs,
@@ -279,6 +281,7 @@ def measure(
                 port,
                 case.framing,
                 program=program,
+                port2=port2,
                 connections=case.connections,
                 size=case.size,
                 warmup=settings.warmup,

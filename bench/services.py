@@ -510,6 +510,63 @@ IMAP = Benchmark(
     ),
 )
 
+ZMQ = Benchmark(
+    name="zmq",
+    title="ZeroMQ: np-zmq streamer against pyzmq's zmq.proxy",
+    loadgen="",
+    load=clients("zmqstream", "--backend-port", "{port2}"),
+    primary="np-zmq",
+    contenders=(
+        Contender(
+            "np-zmq",
+            "np-zmq --device streamer",
+            (
+                *TWISTD,
+                "np-zmq",
+                "--device",
+                "streamer",
+                "--frontend",
+                "tcp://127.0.0.1:{port}",
+                "--backend",
+                "tcp://127.0.0.1:{port2}",
+            ),
+            probe=("{twistd}", "np-zmq", "--help"),
+        ),
+        Contender(
+            "zmq-proxy",
+            "zmq.proxy(PULL, PUSH), one process",
+            (
+                "{python}",
+                "-m",
+                "bench.peers.zmq_proxy",
+                "--port",
+                "{port}",
+                "--backend-port",
+                "{port2}",
+            ),
+        ),
+    ),
+    cases=(Case(10, connections=1), Case(1000, connections=1)),
+    notes=(
+        "One producer process PUSHes 10-byte or 1000-byte messages into the "
+        "device's PULL frontend as fast as it takes them, and one consumer "
+        "process PULLs them from its PUSH backend (bench/clients/zmqstream.py, "
+        "pyzmq, both on the load generator's CPU); a request is one message "
+        "delivered in the measured window, checked against what was sent. "
+        "np-zmq is `twistd np-zmq --device streamer` with its defaults "
+        "(high-water mark 1000, 1 MiB frame limit), moving messages on the "
+        "reactor thread (netplugins/zmq/bridge.py); the peer is pyzmq's "
+        "`zmq.proxy` between a bound PULL and a bound PUSH in one process "
+        "(bench/peers/zmq_proxy.py, libzmq's default high-water mark, also "
+        "1000), which moves them in C without the GIL. Both bind on "
+        "127.0.0.1 and use one libzmq I/O thread. No latency is reported: "
+        "under a saturating stream a message's time through is the time it "
+        "waits in the queues (the high-water marks and the sockets' kernel "
+        "buffers), not the device's speed. The load generator is Python: "
+        "see *loadgen CPU* for how close it came to its core."
+    ),
+)
+
 SERVICES: tuple[Benchmark, ...] = (
     HTTPBIN,
     WSGI,
@@ -520,4 +577,5 @@ SERVICES: tuple[Benchmark, ...] = (
     MPCONN,
     SMTP,
     IMAP,
+    ZMQ,
 )

@@ -4,7 +4,8 @@ in it.  A new contender is one L{Contender} line in L{BENCHMARKS}; a new
 benchmark is one L{Benchmark} (and a load generator in C{bench/loadgen/}).
 
 Server commands are argv templates; the runner fills in C{{python}} (this
-interpreter), C{{twistd}} (the twistd beside it), C{{port}} and C{{framing}}.
+interpreter), C{{twistd}} (the twistd beside it), C{{port}} and C{{framing}}
+(and C{{port2}}, a second free port, for servers that listen on two).
 Every server listens on 127.0.0.1 only.
 """
 

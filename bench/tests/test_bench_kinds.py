@@ -87,7 +87,9 @@ class SuiteTableTests(SynchronousTestCase):
         """Contender names are unique and every template fills in completely."""
         # Every benchmark has unique contender names including its primary, and every
         # server, probe and load template fills in completely.
-        fields = dict(program="p", connections=1, size=1, warmup=0, duration=1)
+        fields = dict(
+            program="p", port2=1235, connections=1, size=1, warmup=0, duration=1
+        )
         for benchmark in BENCHMARKS:
             names = [c.name for c in benchmark.contenders]
             self.assertEqual(len(names), len(set(names)), benchmark.name)

@@ -124,7 +124,7 @@ class TargetTests(SynchronousTestCase):
 
     def test_notMeasured(self) -> None:
         """A target whose benchmark is not in the run says so."""
-        target = targets.TARGETS[-1]
+        [target] = [t for t in targets.TARGETS if t.benchmark == "zen"]
         self.assertEqual(
             row(targets.targetRows([]), target.title),
             f"| {target.title} | req/s ≥ 1.0x | not measured in this run "
