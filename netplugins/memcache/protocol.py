@@ -326,9 +326,28 @@ class MemcacheProtocol(MetaCommands, Protocol):
             if not noreply:
                 out.append(_BAD_FORMAT)
             return
-        flags = strtoul32(tokens[2])
-        exptime = strtol32(tokens[3])
-        length = strtol32(tokens[4])
+        flagsToken, exptimeToken, lengthToken = tokens[2], tokens[3], tokens[4]
+        flags: int | None
+        exptime: int | None
+        length: int | None
+        if (
+            len(flagsToken) < 10
+            and len(exptimeToken) < 10
+            and len(lengthToken) < 10
+            and flagsToken.isdigit()
+            and exptimeToken.isdigit()
+            and lengthToken.isdigit()
+        ):
+            # Nine digits at most: no 32-bit truncation to apply.
+            flags, exptime, length = (
+                int(flagsToken),
+                int(exptimeToken),
+                int(lengthToken),
+            )
+        else:
+            flags = strtoul32(flagsToken)
+            exptime = strtol32(exptimeToken)
+            length = strtol32(lengthToken)
         cas = 0
         if flags is None or exptime is None or length is None:
             if not noreply:
@@ -352,12 +371,21 @@ class MemcacheProtocol(MetaCommands, Protocol):
                 out.append(_BAD_FORMAT)
             return
         store = self.store
-        if not self._fits(key, flags, length, out, noreply):
+        total = itemTotal(len(key), flags, length)
+        if (total > store.maxItemSize or total > store.memoryLimit) and not self._fits(
+            key, flags, length, out, noreply
+        ):
             if mode == SET:
                 store.unlink(key)
             return
         self._pending = Pending(
-            mode, key, flags, store.absolute(exptime), length, cas, noreply
+            mode,
+            key,
+            flags,
+            store.absolute(exptime) if exptime else 0,
+            length,
+            cas,
+            noreply,
         )
 
     def _fits(

@@ -291,16 +291,18 @@ class Store:
 
         @return: L{STORED}, L{EXISTS}, L{NOT_FOUND} or L{NOT_STORED}.
         """
+        if mode == SET:
+            return STORED if self.link(it) else NOT_STORED
         old = self.peek(it.key)
         given = it.cas
         if old is None:
-            if mode == SET or mode == ADD:
+            if mode == ADD:
                 return STORED if self.link(it) else NOT_STORED
             if mode == CAS:
                 self.stats["cas_misses"] += 1
                 return NOT_FOUND
             return NOT_STORED
-        if mode == SET or mode == REPLACE:
+        if mode == REPLACE:
             return STORED if self.link(it) else NOT_STORED
         if mode == ADD:
             self.items.move_to_end(old.key)
