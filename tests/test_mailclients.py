@@ -1,8 +1,11 @@
 """
 End-to-end tests of C{twistd np-mail} with real mail clients from Debian:
 fetchmail (POP3 with STLS, a non-ASCII password), getmail6 (POP3-SSL into a
-Maildir, the Return-Path np-smtp records) and mbsync (IMAPS, a folder deleted
-and created again within the second gets a new UIDVALIDITY).
+Maildir, the Return-Path np-smtp records), mbsync (IMAPS, a folder deleted
+and created again within the second gets a new UIDVALIDITY), offlineimap
+(a two-way IMAPS sync), neomutt (batch sending through submission, and its
+IMAPS index driven in a pseudo-terminal), msmtp and s-nail (submission with
+STARTTLS and AUTH).
 
 A missing client fails the test: C{scripts/debian-packages.txt} names them.
 """
@@ -11,12 +14,17 @@ from __future__ import annotations
 
 import email
 import email.policy
+import fcntl
 import imaplib
 import os
+import pty
+import select
 import shutil
 import smtplib
 import ssl
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -120,23 +128,35 @@ def message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
     return out
 
 
-def runClient(
-    testCase: SynchronousTestCase, argv: Sequence[str], cwd: Path
-) -> subprocess.CompletedProcess[str]:
+def requireClient(testCase: SynchronousTestCase, name: str) -> None:
     """
-    Run a mail client with L{CLIENT_TIMEOUT}, output captured; fail the test
-    (with its output) if it is not installed or does not finish in time.
+    Fail the test if the client program C{name} is not installed.
     """
-    if shutil.which(argv[0]) is None:
+    if shutil.which(name) is None:
         testCase.fail(
-            f"{argv[0]} is not installed (scripts/debian-packages.txt names its"
+            f"{name} is not installed (scripts/debian-packages.txt names its"
             " package; scripts/test installs it)"
         )
+
+
+def runClient(
+    testCase: SynchronousTestCase,
+    argv: Sequence[str],
+    cwd: Path,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run a mail client with L{CLIENT_TIMEOUT}, output captured, C{input} (if
+    given) on its standard input; fail the test (with its output) if it is
+    not installed or does not finish in time.
+    """
+    requireClient(testCase, argv[0])
     try:
         return subprocess.run(
             list(argv),
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             text=True,
             errors="replace",
@@ -145,6 +165,76 @@ def runClient(
         )
     except subprocess.TimeoutExpired as e:
         testCase.fail(f"{' '.join(argv)} still running after {e.timeout} s:\n{e}")
+
+
+def runInTerminal(
+    testCase: SynchronousTestCase, argv: Sequence[str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run a full-screen client (neomutt) on a pseudo-terminal of 40x120, its
+    screen output drained until it exits, within L{CLIENT_TIMEOUT}; the
+    result's C{stdout} is that output.  Fail as L{runClient} does.
+    """
+    requireClient(testCase, argv[0])
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            start_new_session=True,
+            env={**os.environ, "HOME": str(cwd), "TERM": "xterm", "LC_ALL": "C.UTF-8"},
+        )
+    finally:
+        os.close(terminal)
+    screen = bytearray()
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    try:
+        while process.poll() is None or select.select([controller], [], [], 0)[0]:
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                testCase.fail(
+                    f"{' '.join(argv)} still running after {CLIENT_TIMEOUT} s:\n"
+                    + screen.decode(errors="replace")
+                )
+            if select.select([controller], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: the terminal's last holder is gone
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+    finally:
+        os.close(controller)
+    return subprocess.CompletedProcess(
+        list(argv), process.wait(), screen.decode(errors="replace"), ""
+    )
+
+
+def inbox(host: MailHost, user: str) -> list[tuple[str, list[bytes]]]:
+    """
+    C{(subject, flags)} of each message in C{user}'s INBOX, read with imaplib.
+    """
+    session = host.imap(user)
+    try:
+        session.select("INBOX", readonly=True)
+        status, data = session.fetch("1:*", "(FLAGS BODY.PEEK[HEADER])")
+        if status != "OK" or data == [None]:
+            return []
+        out = []
+        for item in data:
+            if isinstance(item, tuple):
+                flags = imaplib.ParseFlags(item[0])
+                parsed = email.message_from_bytes(item[1], policy=email.policy.default)
+                out.append((str(parsed["Subject"]), sorted(flags)))
+        return out
+    finally:
+        session.logout()
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:
@@ -357,3 +447,221 @@ def subjects(maildir: Path) -> list[str]:
         str(email.message_from_bytes(raw, policy=email.policy.default)["Subject"])
         for raw in maildirMessages(maildir)
     ]
+
+
+class OfflineimapTests(SynchronousTestCase):
+    """
+    offlineimap (offlineimap3) against np-mail's IMAPS.
+    """
+
+    def test_twoWaySync(self) -> None:
+        """offlineimap: mail comes down, a local flag and a local message go up."""
+        host = MailHost(self)
+        for subject in ("first", "second"):
+            host.submit(
+                "alice",
+                PASSWORDS["alice"],
+                message(f"alice@{DOMAIN}", f"bob@{DOMAIN}", subject, "Hi.\n"),
+            )
+        local = host.directory / "mail"
+        rc = host.directory / "offlineimaprc"
+        rc.write_text(
+            "[general]\n"
+            "accounts = np\n"
+            f"metadata = {host.directory / 'offlineimap'}\n"
+            "\n"
+            "[Account np]\n"
+            "localrepository = local\n"
+            "remoterepository = remote\n"
+            "\n"
+            "[Repository local]\n"
+            "type = Maildir\n"
+            f"localfolders = {local}\n"
+            "\n"
+            "[Repository remote]\n"
+            "type = IMAP\n"
+            "remotehost = localhost\n"
+            f"remoteport = {host.ports['imaps']}\n"
+            "remoteuser = bob\n"
+            f"remotepass = {PASSWORDS['bob']}\n"
+            "ssl = yes\n"
+            f"sslcacertfile = {host.caPath}\n"
+            "tls_level = tls_secure\n"
+            "ssl_version = tls1_2\n"
+            "folderfilter = lambda name: name == 'INBOX'\n"
+        )
+        argv = ["offlineimap", "-c", str(rc), "-o", "-u", "basic"]
+        first = runClient(self, argv, host.directory)
+        self.assertEqual(first.returncode, 0, describe(first))
+        self.assertEqual(
+            subjects(local / "INBOX"), ["first", "second"], describe(first)
+        )
+        # Mark "second" seen locally (Maildir info ",S" in cur/) and write a
+        # message of our own into the local INBOX.
+        for path in (local / "INBOX" / "new").iterdir():
+            if b"Subject: second" in path.read_bytes():
+                path.rename(local / "INBOX" / "cur" / f"{path.name}S")
+        drafted = message(f"bob@{DOMAIN}", f"bob@{DOMAIN}", "written locally", "Me.\n")
+        (local / "INBOX" / "new" / "1.local").write_bytes(drafted.as_bytes())
+        second = runClient(self, argv, host.directory)
+        self.assertEqual(second.returncode, 0, describe(second))
+        self.assertEqual(
+            inbox(host, "bob"),
+            [("first", []), ("second", [b"\\Seen"]), ("written locally", [])],
+            describe(second),
+        )
+
+
+class NeomuttTests(SynchronousTestCase):
+    """
+    neomutt against np-mail: batch sending through submission, and its IMAPS
+    index driven by pushed keys in a pseudo-terminal.
+    """
+
+    def muttrc(self, host: MailHost, user: str) -> Path:
+        """
+        A neomutt configuration for C{user}: IMAPS INBOX, submission with
+        STARTTLS, the test CA trusted, no prompts.
+        """
+        rc = host.directory / f"muttrc-{user}"
+        rc.write_text(
+            f'set from = "{user}@{DOMAIN}"\n'
+            f'set smtp_url = "smtp://{user}@localhost:{host.ports["submission"]}/"\n'
+            f'set smtp_pass = "{PASSWORDS[user]}"\n'
+            f'set imap_user = "{user}"\n'
+            f'set imap_pass = "{PASSWORDS[user]}"\n'
+            f'set folder = "imaps://localhost:{host.ports["imaps"]}/"\n'
+            'set spoolfile = "+INBOX"\n'
+            "set ssl_starttls = yes\n"
+            "set ssl_force_tls = yes\n"
+            f'set ssl_ca_certificates_file = "{host.caPath}"\n'
+            f'set certificate_file = "{host.directory / "mutt-certificates"}"\n'
+            'set record = ""\n'
+            'set header_cache = ""\n'
+            'set message_cachedir = ""\n'
+            'set charset = "utf-8"\n'
+            "set wait_key = no\n"
+            "set quit = yes\n"
+            "set move = no\n"
+            "set mark_old = no\n"
+            "set sort = date-sent\n"
+        )
+        return rc
+
+    def test_batchSend(self) -> None:
+        """neomutt -s in batch mode: submission, STARTTLS, AUTH; delivered."""
+        host = MailHost(self)
+        rc = self.muttrc(host, "alice")
+        result = runClient(
+            self,
+            ["neomutt", "-n", "-F", str(rc), "-s", "from neomutt", f"bob@{DOMAIN}"],
+            host.directory,
+            input="Grüße aus neomutt.\n",
+        )
+        self.assertEqual(result.returncode, 0, describe(result))
+        self.assertEqual(inbox(host, "bob"), [("from neomutt", [])], describe(result))
+
+    def test_imapsIndex(self) -> None:
+        """neomutt over IMAPS: every message piped out whole, one flagged."""
+        host = MailHost(self)
+        sent = [
+            message(f"alice@{DOMAIN}", f"bob@{DOMAIN}", subject, f"{subject} body\n")
+            for subject in ("first", "second")
+        ]
+        for each in sent:
+            host.submit("alice", PASSWORDS["alice"], each)
+            time.sleep(1.05)  # distinct Date: seconds, for sort = date-sent
+        rc = self.muttrc(host, "bob")
+        piped = host.directory / "piped.mbox"
+        keys = (
+            "<tag-pattern>~A<enter>"
+            f"<tag-prefix><pipe-message>cat >> {piped}<enter>"
+            "<first-entry><flag-message><sync-mailbox><quit>"
+        )
+        result = runInTerminal(
+            self,
+            ["neomutt", "-n", "-F", str(rc), "-e", f'push "{keys}"'],
+            host.directory,
+        )
+        self.assertEqual(result.returncode, 0, describe(result))
+        self.assertTrue(piped.exists(), describe(result))
+        out = piped.read_bytes()
+        for each in sent:
+            self.assertIn(each.as_bytes(), out, describe(result))
+        self.assertEqual(
+            inbox(host, "bob"),
+            [("first", [b"\\Flagged"]), ("second", [])],
+            describe(result),
+        )
+
+
+class SubmissionClientTests(SynchronousTestCase):
+    """
+    msmtp and s-nail sending through np-mail's submission port (STARTTLS,
+    AUTH, the test CA trusted and the name checked).
+    """
+
+    def test_msmtp(self) -> None:
+        """msmtp -t: STARTTLS, AUTH PLAIN, recipients from the headers."""
+        host = MailHost(self)
+        rc = host.directory / "msmtprc"
+        rc.write_text(
+            "account np\n"
+            "host localhost\n"
+            f"port {host.ports['submission']}\n"
+            "tls on\n"
+            "tls_starttls on\n"
+            f"tls_trust_file {host.caPath}\n"
+            "auth on\n"
+            "user alice\n"
+            f"password {PASSWORDS['alice']}\n"
+            f"from alice@{DOMAIN}\n"
+            "account default : np\n"
+        )
+        rc.chmod(0o600)
+        sent = message(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "from msmtp", "Hi.\n")
+        result = runClient(
+            self,
+            ["msmtp", "-C", str(rc), "-v", "-t"],
+            host.directory,
+            input=sent.as_string(),
+        )
+        self.assertEqual(result.returncode, 0, describe(result))
+        self.assertIn("--> STARTTLS", result.stdout, describe(result))
+        self.assertEqual(inbox(host, "bob"), [("from msmtp", [])], describe(result))
+
+    def test_sNail(self) -> None:
+        """s-nail -#: smtp-use-starttls, AUTH, a UTF-8 body; delivered."""
+        host = MailHost(self)
+        result = runClient(
+            self,
+            [
+                "s-nail",
+                "-:/",
+                "-#",
+                "-S",
+                "v15-compat",
+                "-S",
+                "sendwait",
+                "-S",
+                f"mta=smtp://alice:{PASSWORDS['alice']}@localhost:"
+                f"{host.ports['submission']}",
+                "-S",
+                "smtp-use-starttls",
+                "-S",
+                f"tls-ca-file={host.caPath}",
+                "-S",
+                "tls-ca-no-defaults",
+                "-S",
+                f"from=alice@{DOMAIN}",
+                "-S",
+                "ttycharset=utf-8",
+                "-s",
+                "from s-nail",
+                f"bob@{DOMAIN}",
+            ],
+            host.directory,
+            input="Grüße aus s-nail.\n",
+        )
+        self.assertEqual(result.returncode, 0, describe(result))
+        self.assertEqual(inbox(host, "bob"), [("from s-nail", [])], describe(result))
