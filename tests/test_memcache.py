@@ -400,6 +400,28 @@ class SessionTests(SynchronousTestCase):
             transport.drain()
         self.assertFalse(transport.producerPaused)
 
+    def test_multiGetWaitsForReader(self) -> None:
+        """A multi-get of large values stops between values while the client
+        does not read, and its answer ends whole and in order once it does."""
+        protocol, transport, _ = connect(watermark=64 * 1024)
+        value = b"y" * 50_000
+        for i in range(4):
+            protocol.dataReceived(b"set k%d 0 0 50000\r\n%s\r\n" % (i, value))
+        transport.drain()
+        keys = b" ".join(b"k%d" % (i % 4) for i in range(40))
+        protocol.dataReceived(b"get " + keys + b"\r\nmn\r\n")
+        self.assertTrue(transport.producerPaused)
+        self.assertLess(len(transport.value()), 64 * 1024 + WRITE_BATCH + 50_100)
+        received = b""
+        for _ in range(100):
+            received += transport.drain()
+            if received.endswith(b"MN\r\n"):
+                break
+        expected = b"".join(
+            b"VALUE k%d 0 50000\r\n%s\r\n" % (i % 4, value) for i in range(40)
+        )
+        self.assertEqual(received, expected + b"END\r\nMN\r\n")
+
     def test_longLineCloses(self) -> None:
         """A command line with no newline after 2048 bytes closes the
         connection; a long get line is allowed."""
