@@ -472,6 +472,19 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertIn("would hold a different cache", str(error))
 
+    def test_udpRefused(self) -> None:
+        """No UDP listener, from the command line or the keyword twin."""
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--listen", "udp:11211"]
+        )
+        self.assertIn("does not speak UDP", str(error))
+        self.assertRaises(
+            ValueError,
+            memcacheService,
+            MemcacheSettings(listen=("udp:11211",)),
+            reactor=MemoryReactorClock(),
+        )
+
     def test_plaintextAuthRefused(self) -> None:
         """--auth over a cleartext listener is refused unless allowed."""
         error = self.assertRaises(
