@@ -283,6 +283,8 @@ class OptionsTests(SynchronousTestCase):
                 "date",
                 "--preauth-timeout",
                 "30",
+                "--telnet",
+                "tcp:2323:interface=127.0.0.1",
             ]
         )
         self.assertEqual(
@@ -292,6 +294,7 @@ class OptionsTests(SynchronousTestCase):
                 shell="builtin",
                 forceCommand="date",
                 preAuthTimeout=30.0,
+                telnet="tcp:2323:interface=127.0.0.1",
             ),
         )
 
@@ -301,7 +304,9 @@ class OptionsTests(SynchronousTestCase):
             ["--shell", "bash"],
             ["--root", "relative/{user}"],
             ["--host-key", "/nonexistent"],
-            ["--telnet", "tcp:2323"],
+            ["--shell", "builtin", "--telnet", "tcp:2323"],
+            ["--shell", "builtin", "--telnet", "tcp:2323:interface=0.0.0.0"],
+            ["--telnet", "tcp:2323:interface=127.0.0.1"],
             ["--authorized-keys-dir", "/nonexistent"],
         ):
             error = self.assertRaises(usage.UsageError, Options().parseOptions, argv)

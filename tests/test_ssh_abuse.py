@@ -18,7 +18,9 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ClientCreator, Protocol, connectionDone
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from netplugins.cred.throttle import LoginThrottle
@@ -122,13 +124,25 @@ class HostileClientTests(TestCase):
         )
 
     def test_loginWindow(self) -> None:
-        """A client that never logs in loses the connection at --preauth-timeout."""
-        server = startSSH(self, "--preauth-timeout", "1", "--close-grace", "1")
+        """A client that never logs in (SSH, telnet) is dropped at --preauth-timeout."""
+        telnetPort = freePort()
+        server = startSSH(
+            self,
+            "--preauth-timeout",
+            "1",
+            "--close-grace",
+            "1",
+            "--shell",
+            "builtin",
+            "--telnet",
+            f"tcp:{telnetPort}:interface=127.0.0.1",
+        )
         quiet = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         talked = handshake(server.port)
+        telnet = socket.create_connection(("127.0.0.1", telnetPort), timeout=10)
         started = time.monotonic()
-        seconds = [secondsUntilEOF(s, started, 10)[0] for s in (quiet, talked)]
-        self.assertEqual([s is not None and s < 4 for s in seconds], [True, True])
+        seconds = [secondsUntilEOF(s, started, 10)[0] for s in (quiet, talked, telnet)]
+        self.assertEqual([s is not None and s < 4 for s in seconds], [True] * 3)
 
     def test_strictKexFirstPacket(self) -> None:
         """With strict kex, a packet before the client's KEXINIT ends the connection."""
@@ -219,7 +233,7 @@ class InProcessTests(TestCase):
 
     timeout = 60
 
-    def service(self) -> int:
+    def service(self, telnetPort: int | None = None) -> int:
         directory = Path(self.mktemp()).resolve()
         (directory / "homes" / USER).mkdir(parents=True)
         import bcrypt
@@ -234,6 +248,10 @@ class InProcessTests(TestCase):
             stateDir=str(directory / "state"),
             root=str(directory / "homes" / "{user}"),
             throttle=LoginThrottle(reactor, baseDelay=0.01, maxDelay=0.01),
+            shell="builtin",
+            telnet=(
+                None if telnetPort is None else f"tcp:{telnetPort}:interface=127.0.0.1"
+            ),
         )
         service = sshService(settings, reactor=reactor)
         service.startService()
@@ -275,3 +293,26 @@ class InProcessTests(TestCase):
         self.assertEqual(
             out.decode().splitlines(), ["refused at 11 4", "sftp closed True True"], err
         )
+
+    @inlineCallbacks
+    def test_telnetAttempts(self) -> Any:
+        """Telnet answers six wrong passwords with Login incorrect, then hangs up."""
+        telnetPort = freePort()
+        self.service(telnetPort)
+        received: list[bytes] = []
+        done: Deferred[None] = Deferred()
+
+        class Guesser(Protocol):
+            def connectionMade(self) -> None:
+                assert self.transport is not None
+                self.transport.write(b"alice\r\nwrong\r\n" * 8)
+
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                done.callback(None)
+
+        yield ClientCreator(reactor, Guesser).connectTCP("127.0.0.1", telnetPort)
+        yield done
+        self.assertEqual(b"".join(received).count(b"Login incorrect"), 6)

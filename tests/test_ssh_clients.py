@@ -184,6 +184,86 @@ if __name__ == '__main__':
     main(args.hostname, args.username, args.filename)
 """
 
+#: Foundations of Python Network Programming, 3rd ed., py3/chapter16/telnet_login.py,
+#: as printed.
+TELNET_LOGIN = r"""#!/usr/bin/env python3
+# Foundations of Python Network Programming, Third Edition
+# https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter16/telnet_login.py
+# Connect to localhost, watch for a login prompt, and try logging in
+
+import argparse, getpass, telnetlib
+
+def main(hostname, username, password):
+    t = telnetlib.Telnet(hostname)
+    # t.set_debuglevel(1)        # uncomment to get debug messages
+    t.read_until(b'login:')
+    t.write(username.encode('utf-8'))
+    t.write(b'\r')
+    t.read_until(b'assword:')    # first letter might be 'p' or 'P'
+    t.write(password.encode('utf-8'))
+    t.write(b'\r')
+    n, match, previous_text = t.expect([br'Login incorrect', br'\$'], 10)
+    if n == 0:
+        print('Username and password failed - giving up')
+    else:
+        t.write(b'exec uptime\r')
+        print(t.read_all().decode('utf-8'))  # read until socket closes
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='Use Telnet to log in')
+    parser.add_argument('hostname', help='Remote host to telnet to')
+    parser.add_argument('username', help='Remote username')
+    args = parser.parse_args()
+    password = getpass.getpass('Password: ')
+    main(args.hostname, args.username, password)
+"""
+
+#: Foundations of Python Network Programming, 3rd ed., py3/chapter16/telnet_codes.py,
+#: as printed.
+TELNET_CODES = r"""#!/usr/bin/env python3
+# Foundations of Python Network Programming, Third Edition
+# https://github.com/brandon-rhodes/fopnp/blob/m/py3/chapter16/telnet_codes.py
+# How your code might look if you intercept Telnet options yourself
+
+import argparse, getpass
+from telnetlib import Telnet, IAC, DO, DONT, WILL, WONT, SB, SE, TTYPE
+
+def process_option(tsocket, command, option):
+    if command == DO and option == TTYPE:
+        tsocket.sendall(IAC + WILL + TTYPE)
+        print('Sending terminal type "mypython"')
+        tsocket.sendall(IAC + SB + TTYPE + b'\0' + b'mypython' + IAC + SE)
+    elif command in (DO, DONT):
+        print('Will not', ord(option))
+        tsocket.sendall(IAC + WONT + option)
+    elif command in (WILL, WONT):
+        print('Do not', ord(option))
+        tsocket.sendall(IAC + DONT + option)
+
+def main(hostname, username, password):
+    t = Telnet(hostname)
+    # t.set_debuglevel(1)        # uncomment to get debug messages
+    t.set_option_negotiation_callback(process_option)
+    t.read_until(b'login:', 10)
+    t.write(username.encode('utf-8') + b'\r')
+    t.read_until(b'assword:', 10)    # first letter might be 'p' or 'P'
+    t.write(password.encode('utf-8') + b'\r')
+    n, match, previous_text = t.expect([br'Login incorrect', br'\$'], 10)
+    if n == 0:
+        print("Username and password failed - giving up")
+    else:
+        t.write(b'exec echo My terminal type is $TERM\n')
+        print(t.read_all().decode('ascii'))
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='Use Telnet to log in')
+    parser.add_argument('hostname', help='Remote host to telnet to')
+    parser.add_argument('username', help='Remote username')
+    args = parser.parse_args()
+    password = getpass.getpass()
+    main(args.hostname, args.username, password)
+"""
+
 ASYNCSSH_CLIENT = """
 import asyncio, sys
 import asyncssh
@@ -595,16 +675,20 @@ class PythonClientTests(TestCase):
     paramiko (the book's programs) and asyncssh against twistd np-ssh.
     """
 
-    def bookServer(self) -> tuple[SSHServer, dict[str, str]]:
+    def bookServer(self, telnet: bool = False) -> tuple[SSHServer, dict[str, str]]:
         """
-        np-ssh on port 22 of a loopback address of its own, and an
-        environment whose HOME holds alice's key as ~/.ssh/id_ed25519.
+        np-ssh on port 22 (and telnet on 23) of a loopback address of its
+        own, and an environment whose HOME holds alice's key as
+        ~/.ssh/id_ed25519.
         """
         for _ in range(5):
             octets = [random.randint(1, 254) for _ in range(3)]
             host = "127.{}.{}.{}".format(*octets)
+            extra = ["--telnet", f"tcp:23:interface={host}"] if telnet else []
             try:
-                server = startSSH(self, "--shell", "builtin", host=host, port=22)
+                server = startSSH(
+                    self, "--shell", "builtin", *extra, host=host, port=22
+                )
             except AssertionError:
                 continue
             break
@@ -681,6 +765,39 @@ class PythonClientTests(TestCase):
         )
         self.assertIn(
             b"Transfer of 'remote.bin' is at 300000/300000 bytes (100.0%)", sftp.stdout
+        )
+
+    def test_bookTelnet(self) -> None:
+        """telnet_login.py and telnet_codes.py run as printed against --telnet."""
+        server, env = self.bookServer(telnet=True)
+
+        def book(program: str, password: str) -> subprocess.CompletedProcess[bytes]:
+            # getpass reads standard input when there is no terminal.
+            return run(
+                [sys.executable, "-W", "ignore", "-c", program, server.host, USER],
+                input=password.encode() + b"\n",
+                env=env,
+                start_new_session=True,
+            )
+
+        login = book(TELNET_LOGIN, PASSWORD)
+        codes = book(TELNET_CODES, PASSWORD)
+        wrong = book(TELNET_LOGIN, "wrong")
+        self.assertRegex(
+            login.stdout.decode(), r"^ *\d\d:\d\d:\d\d up .*load average: .*\n\n$"
+        )
+        self.assertEqual(
+            (codes.stdout.decode().splitlines(), wrong.stdout),
+            (
+                [
+                    'Sending terminal type "mypython"',
+                    "Do not 1",
+                    " My terminal type is mypython",
+                    "",
+                ],
+                b"Username and password failed - giving up\n",
+            ),
+            codes.stderr,
         )
 
     def test_asyncssh(self) -> None:

@@ -433,13 +433,23 @@ class InteractiveShell:
         are echoed, CR or LF ends a line, a prompt is shown and output LF
         becomes CR LF.
     @param done: called once with the exit status when the shell ends.
+    @param echo: whether to echo typed lines (default: C{pty}; a telnet
+        client echoes them itself).
     """
 
     prompt = b"$ "
 
-    def __init__(self, shell: Shell, pty: bool, done: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        shell: Shell,
+        pty: bool,
+        done: Callable[[int], None],
+        *,
+        echo: bool | None = None,
+    ) -> None:
         self.shell = shell
         self.pty = pty
+        self.echo = pty if echo is None else echo
         self.done = done
         self._buffer = b""
         self._running = False
@@ -513,7 +523,7 @@ class InteractiveShell:
             if line:
                 self._buffer = bytes(line) + self._buffer
             return None if line else b"\x04"
-        if self.pty:
+        if self.echo:
             self.shell.output.write(bytes(line) + b"\r\n")
         return bytes(line)
 

@@ -9,17 +9,19 @@ import os
 from typing import Any, ClassVar
 
 import attrs
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
 from netplugins.coerce import choice
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.homes import HomeStore, checkRootTemplate
+from netplugins.limits.tracker import ConnectionTracker
 from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.reload import onReload
-from netplugins.service import served
+from netplugins.service import listeningService, supervised
 from netplugins.settings import repeated, setting
+from netplugins.ssh.telnet import checkTelnetEndpoint
 
 DEFAULT_LISTEN = ("tcp:8022:interface=127.0.0.1",)
 SHELLS = ("builtin", "none")
@@ -83,15 +85,18 @@ class SSHSettings(ServiceSettings):
     )
     telnet: str | None = setting(
         None,
-        "ENDPOINT: serve the built-in shell over telnet too (loopback or TLS only).",
+        "ENDPOINT: serve the built-in shell over telnet too, with a login "
+        "dialogue (for the book's telnet examples); a loopback, unix: or "
+        "ssl:/tls: endpoint only, as passwords cross it in the clear.",
+        checkTelnetEndpoint,
     )
     #: The login throttle (keyword twin only; tests pass short delays).
     throttle: LoginThrottle | None = field(default=None)
 
     @telnet.validator
-    def _noTelnetYet(self, attribute: attrs.Attribute[Any], value: str | None) -> None:
-        if value is not None:
-            raise ValueError("--telnet is not available yet")
+    def _telnetShell(self, attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value is not None and self.shell != "builtin":
+            raise ValueError("--telnet serves the built-in shell: add --shell builtin")
 
 
 class Options(ServiceOptions):
@@ -153,6 +158,7 @@ def sshService(
     from netplugins.ssh.factory import LOGIN_TIMEOUT, SSHServerFactory
     from netplugins.ssh.hostkeys import HostKeys
     from netplugins.ssh.session import SessionPolicy, SSHRealm
+    from netplugins.ssh.telnet import TelnetFactory
 
     common = settings.common()
     root = settings.root or os.path.join(
@@ -178,14 +184,32 @@ def sshService(
         closeGrace=common.limits.closeGrace,
         reactor=reactor,
     )
-    return served(
+    tracker = ConnectionTracker(common.limits, reactor=reactor)
+    listeners = listeningService(
         common,
         factory,
         name="np-ssh",
         defaultListen=settings.defaultListen,
-        children=[_HostKeyReload(hostKeys)],
         reactor=reactor,
+        tracker=tracker,
     )
+    if settings.telnet is not None:
+        telnet = TelnetFactory(
+            portal,
+            factory.throttle,
+            loginTimeout=factory.loginTimeout,
+            closeGrace=factory.closeGrace,
+            reactor=reactor,
+        )
+        listeningService(
+            evolve(common, listen=(settings.telnet,), listenTLS=(), tls=None),
+            telnet,
+            name="np-ssh telnet",
+            reactor=reactor,
+            tracker=tracker,
+        ).setServiceParent(listeners)
+    _HostKeyReload(hostKeys).setServiceParent(listeners)
+    return supervised(listeners, common, name="np-ssh", reactor=reactor)
 
 
 def makeService(config: Options, reactor: Any = None) -> MultiService:
