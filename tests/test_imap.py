@@ -1068,27 +1068,41 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+def serveOverTLS(case: Any) -> None:
+    """
+    Serve np-imap with STARTTLS on a loopback port for test C{case}, setting
+    its C{caPath}, C{root}, C{store}, C{factory} and C{port}.
+    """
+    from twisted.internet import reactor
+
+    pki = PKI(os.path.abspath(case.mktemp()))
+    case.caPath = pki.caPath
+    cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+    common = ServiceSettings(
+        tlsCert=(cert,), tlsKey=(key,), stateDir=os.path.abspath(case.mktemp())
+    ).common()
+    tls = common.serverTLS(reactor)
+    case.root = os.path.abspath(case.mktemp())
+    case.store = MaildirStore(case.root, reactor=reactor)
+    case.factory = makeFactory(case.root, reactor, store=case.store, tls=tls)
+    port = reactor.listenTCP(0, case.factory, interface="127.0.0.1")  # type: ignore[arg-type]
+    case.addCleanup(port.stopListening)
+    case.port = port.getHost().port  # type: ignore[attr-defined]
+
+
 class RealClientTests(TestCase):
     """
     np-imap over TCP with imaplib and IMAPClient.
     """
 
-    def setUp(self) -> None:
-        from twisted.internet import reactor
+    caPath: str
+    root: str
+    store: MaildirStore
+    factory: IMAPFactory
+    port: int
 
-        pki = PKI(os.path.abspath(self.mktemp()))
-        self.caPath = pki.caPath
-        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
-        common = ServiceSettings(
-            tlsCert=(cert,), tlsKey=(key,), stateDir=os.path.abspath(self.mktemp())
-        ).common()
-        tls = common.serverTLS(reactor)
-        self.root = os.path.abspath(self.mktemp())
-        self.store = MaildirStore(self.root, reactor=reactor)
-        self.factory = makeFactory(self.root, reactor, store=self.store, tls=tls)
-        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")  # type: ignore[arg-type]
-        self.addCleanup(port.stopListening)
-        self.port = port.getHost().port  # type: ignore[attr-defined]
+    def setUp(self) -> None:
+        serveOverTLS(self)
         # Scanned once so that it has UID 1 before the tests APPEND.
         d = self.store.deliver("alice", MULTIPART)
         return d.addCallback(  # type: ignore[return-value]

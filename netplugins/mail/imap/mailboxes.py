@@ -8,6 +8,9 @@ C{LIST (SPECIAL-USE)} lists only them; the session creates them at login
 (L{netplugins.mail.imap.server.IMAPConfig.autoCreate}).  C{CREATE name (USE
 (...))} is accepted when the attribute is the one that name has.
 
+RENAME of INBOX moves its messages into the new mailbox and leaves INBOX
+empty (RFC 3501 section 6.3.5).
+
 LIST and LSUB match patterns with L{ListPattern}, which does not backtrack
 (GHSA-8pqf-f4m5-798g) and reads each name once for the name and all its
 parents; APPEND's size was checked when its literal was announced
@@ -46,9 +49,14 @@ from netplugins.mail.imap.session import (
     mailboxValue,
     noSuchMailbox,
     parseDateTime,
+    splitFlags,
     trap,
 )
-from netplugins.mail.maildir.errors import FolderExistsError, NoSuchFolderError
+from netplugins.mail.maildir.errors import (
+    FolderExistsError,
+    KeywordLimitError,
+    NoSuchFolderError,
+)
 from netplugins.mail.maildir.folder import Message
 from netplugins.mail.maildir.names import INBOX
 
@@ -167,11 +175,13 @@ class MailboxCommands(SessionBase):
         if len(command.args) != 2:
             raise IMAPSyntaxError("RENAME needs two mailbox names")
         old, new = (mailboxName(a) for a in command.args)
-        if INBOX in (old.upper(), new.upper()):
-            raise CommandError("[CANNOT] INBOX can't be renamed here.")
+        if new.upper() == INBOX:
+            raise CommandError("[ALREADYEXISTS] INBOX exists.")
         self._folder(old)
         self._folder(new)
         checkMailboxName(new)
+        if old == INBOX:
+            return self._renameInbox(new)
 
         def cbList(names: list[str]) -> Deferred[None]:
             # Children move too: their new names must fit as well.
@@ -184,6 +194,23 @@ class MailboxCommands(SessionBase):
         d.addErrback(
             trap, NoSuchFolderError, f"[NONEXISTENT] Mailbox doesn't exist: {old}"
         )
+        d.addErrback(
+            trap, FolderExistsError, "[ALREADYEXISTS] Target mailbox already exists"
+        )
+        return d.addCallback(lambda _: b"Rename completed.")
+
+    def _renameInbox(self, new: str) -> Deferred[bytes]:
+        """
+        RFC 3501 section 6.3.5: INBOX's messages move to a new mailbox
+        C{new}; INBOX stays, empty.
+        """
+
+        def cbList(names: list[str]) -> Deferred[None]:
+            if len(names) >= MAX_MAILBOXES:
+                raise CommandError(f"[LIMIT] At most {MAX_MAILBOXES} mailboxes")
+            return self.store.renameInbox(self.user, new)
+
+        d = self.store.listFolders(self.user).addCallback(cbList)
         d.addErrback(
             trap, FolderExistsError, "[ALREADYEXISTS] Target mailbox already exists"
         )
@@ -349,11 +376,13 @@ class MailboxCommands(SessionBase):
                 when = parseDateTime(extra)
             else:
                 raise IMAPSyntaxError("unexpected APPEND argument")
+        keywords = splitFlags(flags)
         folder = self._folder(name)
-        d = folder.append(data, lettersFor(flags), when)
+        d = folder.append(data, lettersFor(flags), when, keywords)
         d.addErrback(
             trap, NoSuchFolderError, "[TRYCREATE] Mailbox doesn't exist: " + name
         )
+        d.addErrback(trap, KeywordLimitError, "[LIMIT] Too many keywords")
         return d.addCallback(self._cbAppend, folder)
 
     def _cbAppend(self, message: Message, folder: Any) -> Deferred[bytes]:

@@ -36,16 +36,15 @@ from netplugins.mail.imap.parse import (
 )
 from netplugins.mail.imap.search import Candidate, matches, parseSearch
 from netplugins.mail.imap.session import (
-    SYSTEM_FLAGS,
     CommandError,
     Selected,
     SessionBase,
-    flagsOf,
     lettersFor,
     noSuchMailbox,
+    splitFlags,
     trap,
 )
-from netplugins.mail.maildir.errors import NoSuchFolderError
+from netplugins.mail.maildir.errors import KeywordLimitError, NoSuchFolderError
 from netplugins.mail.maildir.folder import Message
 
 #: A FETCH or SEARCH reads message contents in batches of at most this many
@@ -103,12 +102,10 @@ class SelectedCommands(SessionBase):
             list(state.messages),
             {m.uid for m in state.messages if m.recent},
         )
+        selected.keywords = state.keywords
         self.selected = selected
         self.state = "selected"
-        flags = formatValue(list(SYSTEM_FLAGS))
-        self._untagged(b"FLAGS " + flags)
-        permanent = b"()" if readOnly else flags
-        self._untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags permitted.")
+        self._sendFlags(selected)
         self._untagged(b"%d EXISTS" % len(selected.messages))
         self._untagged(b"%d RECENT" % len(selected.recent))
         for seq, message in enumerate(selected.messages, 1):
@@ -387,10 +384,7 @@ class SelectedCommands(SessionBase):
             if item.name == "UID":
                 out.append(b"UID %d" % message.uid)
             elif item.name == "FLAGS":
-                out.append(
-                    b"FLAGS "
-                    + formatValue(flagsOf(message, message.uid in selected.recent))
-                )
+                out.append(b"FLAGS " + formatValue(selected.flagsOf(message)))
             elif item.name == "INTERNALDATE":
                 out.append(
                     b"INTERNALDATE "
@@ -406,10 +400,7 @@ class SelectedCommands(SessionBase):
         if flagsChanged and "FLAGS" not in names:
             if len(out) > 1:
                 out.append(b" ")
-            out.append(
-                b"FLAGS "
-                + formatValue(flagsOf(message, message.uid in selected.recent))
-            )
+            out.append(b"FLAGS " + formatValue(selected.flagsOf(message)))
         out.append(b")\r\n")
         return out
 
@@ -425,13 +416,34 @@ class SelectedCommands(SessionBase):
             raise IMAPSyntaxError("invalid STORE item")
         raw = command.args[2]
         flagTokens = raw if isinstance(raw, list) else [raw]
-        letters = lettersFor(
-            [astring(f).decode("utf-8", "replace") for f in flagTokens]
-        )
+        names = [astring(f).decode("utf-8", "replace") for f in flagTokens]
+        keywords = splitFlags(names)
         targets = self._messagesFor(command.args[0], byUid)
         if selected.readOnly:
             # Nothing changes in an EXAMINEd mailbox; Dovecot says OK too.
             return succeed(b"Store completed.")
+        missing = [k for k in keywords if k not in selected.keywords]
+        if missing and mode != "-FLAGS":
+            d = selected.folder.addKeywords(missing)
+            d.addErrback(trap, KeywordLimitError, "[LIMIT] Too many keywords")
+            d.addCallback(lambda known: self._reportKeywords(selected, known))
+        else:
+            d = succeed(None)
+        d.addCallback(
+            lambda _: self._storeFlags(selected, targets, mode, names, silent, byUid)
+        )
+        return d.addCallback(lambda _: b"Store completed.")
+
+    def _storeFlags(
+        self,
+        selected: Selected,
+        targets: list[tuple[int, Message]],
+        mode: str,
+        names: list[str],
+        silent: bool,
+        byUid: bool,
+    ) -> Deferred[None]:
+        letters = lettersFor(names, selected.keywords)
         groups: dict[str, list[tuple[int, Message]]] = {}
         for seq, message in targets:
             if mode == "FLAGS":
@@ -444,8 +456,7 @@ class SelectedCommands(SessionBase):
         d: Deferred[Any] = succeed(None)
         for new, members in groups.items():
             d.addCallback(self._storeGroup, selected, new, members)
-        d.addCallback(lambda _: self._reportStored(targets, silent, byUid))
-        return d.addCallback(lambda _: b"Store completed.")
+        return d.addCallback(lambda _: self._reportStored(targets, silent, byUid))
 
     def _storeGroup(
         self,
@@ -484,7 +495,7 @@ class SelectedCommands(SessionBase):
                 % (
                     seq,
                     uid,
-                    formatValue(flagsOf(message, message.uid in selected.recent)),
+                    formatValue(selected.flagsOf(message)),
                 )
             )
 
@@ -615,7 +626,7 @@ class SelectedCommands(SessionBase):
             candidate = Candidate(
                 seq,
                 message.uid,
-                frozenset(flagsOf(message, message.uid in selected.recent)),
+                frozenset(selected.flagsOf(message)),
                 message.internalDate,
                 self._sizeOf(message, content),
                 parseEntity(content) if content is not None else None,

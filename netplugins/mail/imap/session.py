@@ -31,8 +31,9 @@ from netplugins.mail.imap.parse import (
     parseSequenceSet,
 )
 from netplugins.mail.maildir.errors import MaildirError, NoSuchFolderError
-from netplugins.mail.maildir.folder import Message
-from netplugins.mail.maildir.names import IMAP_FLAGS
+from netplugins.mail.maildir.files import MAX_KEYWORDS
+from netplugins.mail.maildir.folder import Message, keywordNames
+from netplugins.mail.maildir.names import IMAP_FLAGS, KEYWORD_LETTERS
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.session import Discipline
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 DELIMITER = "."
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SYSTEM_LOWER = frozenset(f.lower() for f in SYSTEM_FLAGS)
 _LETTER_FLAGS = {letter: flag for flag, letter in IMAP_FLAGS.items()}
 _ATOM_NAME = re.compile(r"[A-Za-z0-9._&+,\-~!$'/:;<=>?@^`|#]+\Z")
 _DATE_TIME = re.compile(
@@ -54,23 +56,56 @@ _MONTHS = {
 }
 
 
-def flagsOf(message: Message, recent: bool = False) -> list[str]:
+#: The longest keyword (a custom flag) a client may give, in octets.
+MAX_KEYWORD = 100
+_KEYWORD = re.compile(
+    r"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]{1," + str(MAX_KEYWORD) + r"}\Z"
+)
+
+
+def flagsOf(
+    message: Message, recent: bool = False, keywords: Sequence[str] = ()
+) -> list[str]:
     """
-    The IMAP flags of a stored message.
+    The IMAP flags of a stored message; C{keywords} are its folder's (the
+    name of letter C{a} first).
     """
     flags = [_LETTER_FLAGS[c] for c in message.flags if c in _LETTER_FLAGS]
+    flags += keywordNames(message.flags, keywords)
     if recent:
         flags.append("\\Recent")
     return flags
 
 
-def lettersFor(flags: Sequence[str]) -> str:
+def lettersFor(flags: Sequence[str], keywords: Sequence[str] = ()) -> str:
     """
-    Maildir letters for IMAP flags; keywords (unsupported: PERMANENTFLAGS
-    does not offer C{\\*}) and C{\\Recent} are dropped.
+    Maildir letters for IMAP flags: system flags' letters, and those of the
+    keywords among C{keywords} (the folder's, by index); other keywords and
+    C{\\Recent} are dropped.
     """
     byName = {f.lower(): letter for f, letter in IMAP_FLAGS.items()}
-    return "".join(sorted({byName[f.lower()] for f in flags if f.lower() in byName}))
+    letters = {byName[f.lower()] for f in flags if f.lower() in byName}
+    letters.update(KEYWORD_LETTERS[keywords.index(f)] for f in flags if f in keywords)
+    return "".join(sorted(letters))
+
+
+def splitFlags(flags: Sequence[str]) -> list[str]:
+    """
+    The keywords among C{flags} (flags not starting with a backslash).
+
+    @raise IMAPSyntaxError: for a keyword that is not an atom, or longer than
+        L{MAX_KEYWORD}, or an unknown system flag.
+    """
+    out = []
+    for flag in flags:
+        if flag.startswith("\\"):
+            if flag.lower() not in _SYSTEM_LOWER and flag.lower() != "\\recent":
+                raise IMAPSyntaxError("unknown system flag")
+            continue
+        if not _KEYWORD.match(flag):
+            raise IMAPSyntaxError("invalid keyword")
+        out.append(flag)
+    return list(dict.fromkeys(out))
 
 
 def parseDateTime(value: bytes) -> float:
@@ -126,6 +161,7 @@ class Selected:
 
     @ivar messages: the messages by sequence number minus one.
     @ivar recent: the UIDs this session reports as C{\\Recent}.
+    @ivar keywords: the folder's keywords as last reported (C{* FLAGS}).
     """
 
     folder: Any
@@ -134,6 +170,13 @@ class Selected:
     uidNext: int
     messages: list[Message]
     recent: set[int] = field(factory=set)
+    keywords: tuple[str, ...] = ()
+
+    def flagsOf(self, message: Message) -> list[str]:
+        """
+        The IMAP flags of C{message}, C{\\Recent} and keywords included.
+        """
+        return flagsOf(message, message.uid in self.recent, self.keywords)
 
 
 def failed(error: Exception) -> Deferred[bytes]:
@@ -264,6 +307,7 @@ class SessionBase(Protocol):
         def cbScan(state: Any) -> None:
             if self.selected is not selected:
                 return
+            self._reportKeywords(selected, state.keywords)
             now = {m.uid: m for m in state.messages}
             for seq in range(len(selected.messages), 0, -1):
                 if selected.messages[seq - 1].uid not in now:
@@ -277,7 +321,7 @@ class SessionBase(Protocol):
                 kept.append(new)
                 if new.flags != old.flags:
                     seq = len(kept)
-                    flags = formatValue(flagsOf(new, new.uid in selected.recent))
+                    flags = formatValue(selected.flagsOf(new))
                     self._untagged(b"%d FETCH (FLAGS %s)" % (seq, flags))
             added = [m for m in state.messages if m.uid not in known]
             selected.messages = kept + added
@@ -288,6 +332,27 @@ class SessionBase(Protocol):
                 self._untagged(b"%d RECENT" % len(selected.recent))
 
         return selected.folder.scan(claimNew=not selected.readOnly).addCallback(cbScan)
+
+    def _reportKeywords(self, selected: Selected, keywords: tuple[str, ...]) -> None:
+        """
+        Tell the client of keywords new to C{selected} (C{* FLAGS} and
+        C{PERMANENTFLAGS}, as Dovecot does).
+        """
+        if keywords == selected.keywords:
+            return
+        selected.keywords = keywords
+        self._sendFlags(selected)
+
+    def _sendFlags(self, selected: Selected) -> None:
+        flags = list(SYSTEM_FLAGS) + list(selected.keywords)
+        self._untagged(b"FLAGS " + formatValue(flags))
+        if selected.readOnly:
+            permanent = b"()"
+        else:
+            if len(selected.keywords) < MAX_KEYWORDS:
+                flags.append("\\*")
+            permanent = formatValue(flags)
+        self._untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags permitted.")
 
     def _messagesFor(self, token: Token, byUid: bool) -> list[tuple[int, Message]]:
         selected = self.selected

@@ -41,3 +41,9 @@ class MailboxLockedError(MaildirError):
     """
     Another session holds the mailbox's lock.
     """
+
+
+class KeywordLimitError(MaildirError):
+    """
+    A folder's keywords are all taken (26: one letter each): no new one.
+    """

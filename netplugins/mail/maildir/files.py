@@ -20,6 +20,10 @@ from netplugins.mail.maildir.errors import DiskFullError, MaildirError
 
 UIDLIST = "netplugins-uidlist"
 UIDVALIDITIES = "netplugins-uidvalidity"
+#: A folder's keywords, one C{<index> <name>} a line, as Dovecot keeps them:
+#: index I{n} is the flag letter C{a + n} in message names.
+KEYWORDS = "dovecot-keywords"
+MAX_KEYWORDS = 26
 MAX_UIDVALIDITY = 2**32 - 1
 _UIDLIST_MAGIC = "netplugins-uidlist 1"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -148,6 +152,38 @@ class Uidlist:
             f"{uid} {key}" for key, uid in sorted(self.uids.items(), key=lambda i: i[1])
         )
         replaceFile(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def readKeywords(folder: str) -> list[str]:
+    """
+    The keywords of the folder at C{folder}, by index (at most
+    L{MAX_KEYWORDS}); a missing or unreadable file holds none, and lines
+    that do not parse are skipped (their letters then name no keyword).
+    """
+    try:
+        with open(os.path.join(folder, KEYWORDS), "rb") as f:
+            data = f.read(64 * 1024)
+    except OSError:
+        return []
+    names: dict[int, str] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        index, _, name = line.partition(" ")
+        if index.isdigit() and int(index) < MAX_KEYWORDS and name:
+            names.setdefault(int(index), name)
+    keywords: list[str] = []
+    for position in range(MAX_KEYWORDS):
+        if position not in names:
+            break
+        keywords.append(names[position])
+    return keywords
+
+
+def writeKeywords(folder: str, keywords: list[str]) -> None:
+    """
+    Replace the keywords file of the folder at C{folder}, atomically.
+    """
+    data = "".join(f"{i} {name}\n" for i, name in enumerate(keywords))
+    replaceFile(os.path.join(folder, KEYWORDS), data.encode("utf-8"))
 
 
 def now() -> int:

@@ -14,19 +14,27 @@ from typing import TYPE_CHECKING
 from attrs import evolve, frozen
 from twisted.internet.defer import Deferred
 
-from netplugins.mail.maildir.errors import MaildirError, NoSuchFolderError
+from netplugins.mail.maildir.errors import (
+    KeywordLimitError,
+    MaildirError,
+    NoSuchFolderError,
+)
 from netplugins.mail.maildir.files import (
+    MAX_KEYWORDS,
     UIDLIST,
     Locked,
     Uidlist,
     UidValidities,
     fsyncDirectory,
     fsyncFile,
+    readKeywords,
     storeError,
     unlinkQuietly,
+    writeKeywords,
     writeNew,
 )
 from netplugins.mail.maildir.names import (
+    KEYWORD_LETTERS,
     arrivalOrder,
     normaliseFlags,
     sizeFromKey,
@@ -72,13 +80,34 @@ class Message:
 @frozen
 class FolderState:
     """
-    What a scan saw: the folder's UIDVALIDITY and next UID, and its messages
-    sorted by UID.
+    What a scan saw: the folder's UIDVALIDITY and next UID, its messages
+    sorted by UID, and its keywords by index (letter C{a} is the first).
     """
 
     uidValidity: int
     uidNext: int
     messages: tuple[Message, ...]
+    keywords: tuple[str, ...] = ()
+
+
+def keywordNames(flags: str, keywords: Sequence[str]) -> list[str]:
+    """
+    The keywords the letters of C{flags} name in a folder whose keywords are
+    C{keywords}; a letter naming none is left out.
+    """
+    out = []
+    for letter in flags:
+        index = KEYWORD_LETTERS.find(letter)
+        if 0 <= index < len(keywords):
+            out.append(keywords[index])
+    return out
+
+
+def systemLetters(flags: str) -> str:
+    """
+    C{flags} without its keyword letters.
+    """
+    return "".join(c for c in flags if c not in KEYWORD_LETTERS)
 
 
 class Folder:
@@ -176,7 +205,36 @@ class Folder:
                 )
             )
         messages.sort(key=lambda m: m.uid)
-        return FolderState(uidlist.validity, uidlist.nextUid, tuple(messages))
+        return FolderState(
+            uidlist.validity,
+            uidlist.nextUid,
+            tuple(messages),
+            tuple(readKeywords(self.path)),
+        )
+
+    def _keywordLettersLocked(self, names: Sequence[str]) -> str:
+        """
+        The letters of keywords C{names}, those the folder lacks added to its
+        keywords file (under the folder's lock).
+
+        @raise KeywordLimitError: if that would make more than 26.
+        """
+        keywords = readKeywords(self.path)
+        missing = [n for n in dict.fromkeys(names) if n not in keywords]
+        if missing:
+            if len(keywords) + len(missing) > MAX_KEYWORDS:
+                raise KeywordLimitError(
+                    f"at most {MAX_KEYWORDS} keywords in {self.name!r}"
+                )
+            keywords += missing
+            writeKeywords(self.path, keywords)
+        return "".join(KEYWORD_LETTERS[keywords.index(n)] for n in names)
+
+    def _blockingAddKeywords(self, names: Sequence[str]) -> tuple[str, ...]:
+        self._requireExists()
+        with self._lock():
+            self._keywordLettersLocked(names)
+            return tuple(readKeywords(self.path))
 
     def _blockingScan(self, claimNew: bool) -> FolderState:
         self._requireExists()
@@ -215,6 +273,9 @@ class Folder:
         flags = normaliseFlags(flags)
         updated = []
         with self._lock():
+            # A keyword letter naming none of the folder's keywords is dropped.
+            known = KEYWORD_LETTERS[: len(readKeywords(self.path))]
+            flags = "".join(c for c in flags if c not in KEYWORD_LETTERS or c in known)
             for message in messages:
                 try:
                     path = self._locate(message)
@@ -244,10 +305,12 @@ class Folder:
         source: Message | None,
         flags: str,
         internalDate: float | None,
+        keywords: Sequence[str] = (),
     ) -> Message:
         """
         Put a message into C{cur/} with a UID: C{data}, or a link to (else a
-        copy of) the file of C{source}, a message of this store.
+        copy of) the file of C{source}, a message of this store; with
+        C{flags} (letters) and C{keywords} (names).
         """
         self._requireExists()
         flags = normaliseFlags(flags)
@@ -274,8 +337,10 @@ class Folder:
                 writeNew(tmp, data)
             if internalDate is not None:
                 os.utime(tmp, (internalDate, internalDate))
-            target = os.path.join(self.path, "cur", f"{key}:2,{flags}")
             with self._lock():
+                if keywords:
+                    flags = normaliseFlags(flags + self._keywordLettersLocked(keywords))
+                target = os.path.join(self.path, "cur", f"{key}:2,{flags}")
                 os.rename(tmp, target)
                 fsyncDirectory(os.path.join(self.path, "cur"))
                 # The scan numbers it after every message already there.
@@ -283,10 +348,55 @@ class Folder:
         except OSError as e:
             unlinkQuietly(tmp)
             raise storeError(e, f"storing into {self.name!r}") from e
+        except BaseException:
+            unlinkQuietly(tmp)
+            raise
         for message in state.messages:
             if message.key == key:
                 return message
         raise MaildirError(f"message stored into {self.name!r} vanished")
+
+    def _blockingAppendMany(
+        self, items: Sequence[tuple[bytes, str, float | None, Sequence[str]]]
+    ) -> list[Message]:
+        """
+        Store every one of C{items} (data, flag letters, date, keywords) or
+        none: all are written and fsynced in C{tmp/} before the first is
+        renamed into C{cur/}, under one lock, UIDs in order.
+        """
+        self._requireExists()
+        staged: list[tuple[str, str, str, Sequence[str]]] = []  # key, tmp, flags
+        moved: list[str] = []
+        try:
+            for data, flags, internalDate, keywords in items:
+                key = self.store._names.make(len(data), wireSize(data), internalDate)
+                tmp = os.path.join(self.path, "tmp", key)
+                writeNew(tmp, data)
+                staged.append((key, tmp, normaliseFlags(flags), keywords))
+                if internalDate is not None:
+                    os.utime(tmp, (internalDate, internalDate))
+            with self._lock():
+                for key, tmp, flags, keywords in staged:
+                    if keywords:
+                        flags = normaliseFlags(
+                            flags + self._keywordLettersLocked(keywords)
+                        )
+                    target = os.path.join(self.path, "cur", f"{key}:2,{flags}")
+                    os.rename(tmp, target)
+                    moved.append(target)
+                fsyncDirectory(os.path.join(self.path, "cur"))
+                state = self._scanLocked(claimNew=False)
+        except BaseException as e:
+            for path in moved + [tmp for _, tmp, _, _ in staged]:
+                unlinkQuietly(path)
+            if isinstance(e, OSError):
+                raise storeError(e, f"storing into {self.name!r}") from e
+            raise
+        byKey = {m.key: m for m in state.messages}
+        stored = [byKey.get(key) for key, _, _, _ in staged]
+        if any(m is None for m in stored):
+            raise MaildirError(f"message stored into {self.name!r} vanished")
+        return [m for m in stored if m is not None]
 
     # The public, Deferred API.
 
@@ -334,16 +444,46 @@ class Folder:
         return self.store._run(self._blockingDelete, list(messages))
 
     def append(
-        self, data: bytes, flags: str = "", internalDate: float | None = None
+        self,
+        data: bytes,
+        flags: str = "",
+        internalDate: float | None = None,
+        keywords: Sequence[str] = (),
     ) -> Deferred[Message]:
         """
         Store C{data} durably (fsync, rename, fsync) straight into C{cur/}
-        with C{flags}, and give it a UID.
+        with C{flags} and C{keywords} (names, added to the folder's keywords
+        if new), and give it a UID.
 
         @return: the stored message (for UIDPLUS's APPENDUID).
         @raise DiskFullError: (in the Deferred) with nothing left behind.
+        @raise KeywordLimitError: (in the Deferred) likewise.
         """
-        return self.store._run(self._blockingStore, data, None, flags, internalDate)
+        return self.store._run(
+            self._blockingStore, data, None, flags, internalDate, tuple(keywords)
+        )
+
+    def appendMany(
+        self, items: Sequence[tuple[bytes, str, float | None, Sequence[str]]]
+    ) -> Deferred[list[Message]]:
+        """
+        Store each of C{items} (data, flag letters, date or C{None}, keyword
+        names) as L{append} does, all or nothing (IMAP MULTIAPPEND): on any
+        failure none is left in the folder.
+
+        @return: the stored messages, in order, with ascending UIDs.
+        """
+        return self.store._run(self._blockingAppendMany, list(items))
+
+    def addKeywords(self, names: Sequence[str]) -> Deferred[tuple[str, ...]]:
+        """
+        Give the folder keywords C{names} (those it lacks get the next
+        letters, durably).
+
+        @return: all the folder's keywords, by index.
+        @raise KeywordLimitError: (in the Deferred) beyond 26, adding none.
+        """
+        return self.store._run(self._blockingAddKeywords, list(names))
 
     def copy(
         self, messages: Sequence[Message], target: Folder
@@ -355,14 +495,29 @@ class Folder:
         """
 
         def copyAll() -> list[Message]:
+            # Keyword letters are the folder's own: carried over by name.
+            keywords = readKeywords(self.path)
             copies = []
             for message in messages:
                 source = evolve(message, path=self._locate(message))
-                copies.append(
-                    target._blockingStore(
-                        None, source, message.flags, message.internalDate
+                names = keywordNames(message.flags, keywords)
+                letters = systemLetters(message.flags)
+                try:
+                    copy = target._blockingStore(
+                        None, source, letters, message.internalDate, names
                     )
-                )
+                except KeywordLimitError:
+                    # The target's keywords are all taken: those it has go
+                    # with the copy, the others are lost.
+                    known = readKeywords(target.path)
+                    copy = target._blockingStore(
+                        None,
+                        source,
+                        letters,
+                        message.internalDate,
+                        [n for n in names if n in known],
+                    )
+                copies.append(copy)
             return copies
 
         return self.store._run(copyAll)

@@ -22,6 +22,11 @@ INBOX = "INBOX"
 #: Maildir's standard flag letters.
 FLAG_LETTERS = "DFPRST"
 
+#: The letters of keywords (IMAP's custom flags), as Dovecot writes them: the
+#: keyword with index I{n} in the folder's C{dovecot-keywords} is letter
+#: C{a + n}, so a folder holds at most 26 of them.
+KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
 #: IMAP system flags and their Maildir letters (P, "passed", has no IMAP flag).
 IMAP_FLAGS = {
     "\\Draft": "D",
@@ -34,9 +39,10 @@ IMAP_FLAGS = {
 
 def normaliseFlags(flags: Iterable[str]) -> str:
     """
-    Maildir flag letters, deduplicated and sorted; unknown letters dropped.
+    Maildir flag letters (keyword letters included), deduplicated and
+    sorted; unknown letters dropped.
     """
-    return "".join(sorted(set(flags) & set(FLAG_LETTERS)))
+    return "".join(sorted(set(flags) & set(FLAG_LETTERS + KEYWORD_LETTERS)))
 
 
 def checkUserName(user: str) -> str:

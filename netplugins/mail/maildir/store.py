@@ -12,7 +12,10 @@ Guarantees:
     under a unique name, fsyncs the file, renames it into C{new/} and fsyncs
     C{new/}; only then does its Deferred fire.  Any error (a full disk:
     L{DiskFullError}) removes the C{tmp/} file and leaves nothing in C{new/}.
-  - I{Flags} live in the name's info suffix (C{<key>:2,FS}), letters sorted.
+  - I{Flags} live in the name's info suffix (C{<key>:2,FS}), letters sorted;
+    keywords (IMAP's custom flags) as lower-case letters there, C{a} for the
+    first line of the folder's C{dovecot-keywords}, as Dovecot has them (26
+    at most).
   - I{Sizes} live in the name too, as Dovecot writes them: C{,S=} the file's
     size, C{,W=} its size with CRLF line ends (what IMAP's RFC822.SIZE and
     POP3's octet counts report), so listing a folder reads no message.
@@ -81,6 +84,7 @@ from netplugins.mail.maildir.errors import (
     NoSuchFolderError,
 )
 from netplugins.mail.maildir.files import (
+    KEYWORDS,
     UIDLIST,
     Locked,
     MailboxLock,
@@ -289,6 +293,42 @@ class MaildirStore:
         @raise FolderExistsError: (in the Deferred) if it exists.
         """
         return self._run(self._blockingCreate, user, name)
+
+    def _blockingRenameInbox(self, user: str, new: str) -> None:
+        inbox = self.folder(user)
+        self._blockingCreate(user, new)
+        target = self.folder(user, new)
+        # Under INBOX's lock, so no scan numbers a message half moved; the
+        # new folder is not known to anyone yet.
+        with inbox._lock():
+            keywords = os.path.join(inbox.path, KEYWORDS)
+            if os.path.exists(keywords):
+                shutil.copyfile(keywords, os.path.join(target.path, KEYWORDS))
+            for sub in ("cur", "new"):
+                source = os.path.join(inbox.path, sub)
+                for entry in os.listdir(source):
+                    if entry.startswith("."):
+                        continue
+                    try:
+                        os.rename(
+                            os.path.join(source, entry),
+                            os.path.join(target.path, sub, entry),
+                        )
+                    except FileNotFoundError:
+                        continue  # expunged meanwhile
+                fsyncDirectory(os.path.join(target.path, sub))
+                fsyncDirectory(source)
+            inbox._scanLocked(claimNew=False)
+
+    def renameInbox(self, user: str, new: str) -> Deferred[None]:
+        """
+        IMAP's RENAME of INBOX (RFC 3501 section 6.3.5): create folder
+        C{new} and move every message of INBOX into it (flags, keywords and
+        dates kept, new UIDs); INBOX stays, empty.
+
+        @raise FolderExistsError: (in the Deferred) if C{new} exists.
+        """
+        return self._run(self._blockingRenameInbox, user, new)
 
     def _blockingDeleteFolder(self, user: str, name: str) -> None:
         folder = self.folder(user, name)

@@ -1,0 +1,231 @@
+"""
+Tests for np-imap's extensions beyond those of L{tests.test_imap}: keywords
+(custom flags), RENAME of INBOX, MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED and
+LIST-STATUS; in memory, and with imaplib and IMAPClient over TCP.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import ssl
+from typing import Any
+
+from imapclient import IMAPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netplugins.mail.maildir.files import KEYWORDS
+from netplugins.mail.maildir.store import MaildirStore
+from tests.test_imap import Session, plainMessage, serveOverTLS
+
+
+class KeywordTests(SynchronousTestCase):
+    """
+    Keywords are stored with the Maildir, as Dovecot stores them.
+    """
+
+    def setUp(self) -> None:
+        self.s = Session(self)
+        self.s.login()
+        for i in range(2):
+            self.successResultOf(self.s.store.deliver("alice", plainMessage(f"m{i}")))
+        self.s.send(b"s SELECT INBOX\r\n")
+
+    def test_permanentFlags(self) -> None:
+        """SELECT offers \\* in PERMANENTFLAGS; EXAMINE offers nothing."""
+        reply = self.s.send(b"s SELECT INBOX\r\n")
+        self.assertIn(
+            b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft"
+            b" \\*)]",
+            reply,
+        )
+        self.assertIn(b"* OK [PERMANENTFLAGS ()]", self.s.send(b"e EXAMINE INBOX\r\n"))
+
+    def test_storeNewKeyword(self) -> None:
+        """A new keyword is announced in FLAGS and PERMANENTFLAGS, then FETCHed."""
+        reply = self.s.send(b"t STORE 1 +FLAGS ($Forwarded Work)\r\n")
+        self.assertEqual(
+            reply,
+            b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded"
+            b" Work)\r\n"
+            b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft"
+            b" $Forwarded Work \\*)] Flags permitted.\r\n"
+            b"* 1 FETCH (FLAGS ($Forwarded Work \\Recent))\r\n"
+            b"t OK Store completed.\r\n",
+        )
+        keywords = os.path.join(self.s.root, "alice", KEYWORDS)
+        with open(keywords) as f:
+            self.assertEqual(f.read(), "0 $Forwarded\n1 Work\n")
+        self.assertEqual(
+            sorted(
+                n.split(":2,")[1]
+                for n in os.listdir(os.path.join(self.s.root, "alice", "cur"))
+            ),
+            ["", "ab"],
+        )
+        reply = self.s.send(b"u STORE 1 -FLAGS (Work)\r\n")
+        self.assertIn(b"* 1 FETCH (FLAGS ($Forwarded \\Recent))", reply)
+        self.assertNotIn(b"* FLAGS", reply)
+
+    def test_keptAcrossSessions(self) -> None:
+        """Another session sees the keywords in FLAGS, FETCH and SEARCH KEYWORD."""
+        self.s.send(b"t STORE 2 FLAGS (\\Seen Work)\r\n")
+        other = Session(self, root=self.s.root)
+        other.login()
+        reply = other.send(b"s SELECT INBOX\r\n")
+        self.assertIn(
+            b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft Work)\r\n", reply
+        )
+        self.assertIn(
+            b"* 2 FETCH (FLAGS (\\Seen Work))", other.send(b"f FETCH 2 FLAGS\r\n")
+        )
+        self.assertIn(b"* SEARCH 2\r\n", other.send(b"k SEARCH KEYWORD Work\r\n"))
+        self.assertIn(b"* SEARCH 1\r\n", other.send(b"k SEARCH UNKEYWORD Work\r\n"))
+
+    def test_otherSessionsTold(self) -> None:
+        """A selected session learns of a new keyword at NOOP, FLAGS first."""
+        other = Session(self, root=self.s.root)
+        other.login()
+        other.send(b"s SELECT INBOX\r\n")
+        self.s.send(b"t STORE 1 +FLAGS (Later)\r\n")
+        reply = other.send(b"n NOOP\r\n")
+        self.assertRegex(
+            reply,
+            rb"\A\* FLAGS \(.* Later\)\r\n\* OK \[PERMANENTFLAGS \(.* Later \\\*\)\]"
+            rb".*\r\n\* 1 FETCH \(FLAGS \(Later\)\)\r\n",
+        )
+
+    def test_appendAndCopyCarryKeywords(self) -> None:
+        """APPEND stores keywords; COPY gives them the target's own letters."""
+        self.s.send(b"c CREATE Archive\r\n")
+        self.s.send(b"k STORE 1 +FLAGS (First)\r\n")
+        self.assertIn(
+            b"a OK [APPENDUID",
+            self.s.send(b"a APPEND Archive (Second \\Seen) {3}\r\nx\r\n\r\n"),
+        )
+        self.s.send(b"c COPY 1 Archive\r\n")
+        reply = self.s.send(b"s SELECT Archive\r\n")
+        self.assertIn(b"Second First)", reply)
+        reply = self.s.send(b"f FETCH 1:* FLAGS\r\n")
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Seen Second))", reply)
+        self.assertIn(b"* 2 FETCH (FLAGS (First))", reply)
+
+    def test_bounds(self) -> None:
+        """26 keywords a mailbox (then NO [LIMIT], \\* gone); bad ones are BAD."""
+        names = b" ".join(b"k%d" % i for i in range(26))
+        reply = self.s.send(b"t STORE 1 +FLAGS (" + names + b")\r\n")
+        self.assertIn(b"t OK", reply)
+        self.assertNotIn(b"\\*)]", reply)
+        self.assertIn(
+            b"u NO [LIMIT]", self.s.send(b"u STORE 2 +FLAGS (one-too-many)\r\n")
+        )
+        self.assertIn(b"v OK", self.s.send(b"v STORE 2 +FLAGS (k25)\r\n"))
+        long = b"x" * 101
+        self.assertIn(b"w BAD", self.s.send(b"w STORE 1 +FLAGS (" + long + b")\r\n"))
+        self.assertIn(b"x BAD", self.s.send(b"x STORE 1 +FLAGS (\\Bogus)\r\n"))
+        self.assertIn(b"y BAD", self.s.send(b'y STORE 1 +FLAGS ("a b")\r\n'))
+
+
+class RenameInboxTests(SynchronousTestCase):
+    """
+    RENAME INBOX moves its messages to a new mailbox; INBOX stays, empty.
+    """
+
+    def test_renameInbox(self) -> None:
+        """The messages move with their flags and keywords; INBOX is empty."""
+        s = Session(self)
+        s.login()
+        for i in range(3):
+            self.successResultOf(s.store.deliver("alice", plainMessage(f"m{i}")))
+        s.send(b"s SELECT INBOX\r\n")
+        s.send(b"t STORE 2 +FLAGS (\\Flagged Work)\r\n")
+        s.send(b"u UNSELECT\r\n")
+        self.successResultOf(s.store.deliver("alice", plainMessage("m3")))
+        self.assertEqual(
+            s.send(b"r RENAME inbox Old\r\n"), b"r OK Rename completed.\r\n"
+        )
+        self.assertIn(b"* 0 EXISTS", s.send(b"s SELECT INBOX\r\n"))
+        reply = s.send(b"e EXAMINE Old\r\n")
+        self.assertIn(b"* 4 EXISTS", reply)
+        self.assertIn(b"* OK [UIDNEXT 5]", reply)
+        reply = s.send(b"f FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+        self.assertEqual(
+            re.findall(rb"Subject: (m\d)", reply), [b"m0", b"m1", b"m2", b"m3"]
+        )
+        self.assertIn(b"* 2 FETCH (FLAGS (\\Flagged Work)", reply)
+        self.assertIn(b"[ALREADYEXISTS]", s.send(b"r RENAME INBOX Old\r\n"))
+        self.assertIn(b"[ALREADYEXISTS]", s.send(b"r RENAME Old INBOX\r\n"))
+        self.assertIn(b"t OK", s.send(b"t RENAME INBOX Old2\r\n"))
+        self.assertIn(b"* 0 EXISTS", s.send(b"e EXAMINE Old2\r\n"))
+
+
+class ExtensionClientTests(TestCase):
+    """
+    The extensions with imaplib and IMAPClient over TCP (STARTTLS).
+    """
+
+    caPath: str
+    root: str
+    store: MaildirStore
+    factory: Any
+    port: int
+
+    def setUp(self) -> None:
+        serveOverTLS(self)
+        return self.store.deliver(  # type: ignore[return-value]
+            "alice", plainMessage("hello")
+        )
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.caPath)
+
+    def imapclient(self) -> IMAPClient:
+        c = IMAPClient("127.0.0.1", port=self.port, ssl=False)
+        c.starttls(self.context())
+        c.login("alice", "alice-pw")
+        return c
+
+    def test_imapclientKeywords(self) -> Deferred[Any]:
+        """IMAPClient: add_flags with a keyword, get_flags and a new session see it."""
+
+        def session() -> dict[str, Any]:
+            c = self.imapclient()
+            selected = c.select_folder("INBOX")
+            out: dict[str, Any] = {"permanent": selected[b"PERMANENTFLAGS"]}
+            c.add_flags([1], ["$Label1", "\\Seen"])
+            c.logout()
+            c = self.imapclient()
+            selected = c.select_folder("INBOX")
+            out["flags"] = selected[b"FLAGS"]
+            out["fetched"] = c.get_flags([1])
+            out["search"] = c.search(["KEYWORD", "$Label1"])
+            c.logout()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertIn(b"\\*", out["permanent"])
+            self.assertIn(b"$Label1", out["flags"])
+            self.assertEqual(out["fetched"], {1: (b"\\Seen", b"$Label1")})
+            self.assertEqual(out["search"], [1])
+
+        return deferToThread(session).addCallback(check)
+
+    def test_imaplibRenameInbox(self) -> Deferred[Any]:
+        """imaplib: rename('INBOX', ...) empties INBOX into the new mailbox."""
+
+        def session() -> list[Any]:
+            c = imaplib.IMAP4("127.0.0.1", self.port)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            out: list[Any] = [c.rename("INBOX", "Saved")[0]]
+            out.append(c.select("INBOX"))
+            out.append(c.select("Saved", readonly=True))
+            c.logout()
+            return out
+
+        return deferToThread(session).addCallback(
+            self.assertEqual, ["OK", ("OK", [b"0"]), ("OK", [b"1"])]
+        )
