@@ -103,11 +103,9 @@ def parseProcessTree(text: str) -> tuple[int, int]:
     return int(fields[1]), sum(int(f) for f in fields[11:15])
 
 
-def treeCpuSeconds(pid: int) -> float:
+def _processTree() -> tuple[dict[int, list[int]], dict[int, int]]:
     """
-    The CPU time process C{pid} and all its descendants have used so far,
-    the children they reaped included: a server that forks workers (gunicorn,
-    Dovecot, C{--workers}) is charged for all of them.
+    Every process's children and CPU ticks (L{parseProcessTree}).
     """
     children: dict[int, list[int]] = {}
     ticks: dict[int, int] = {}
@@ -120,12 +118,55 @@ def treeCpuSeconds(pid: int) -> float:
             continue  # gone meanwhile
         children.setdefault(parent, []).append(int(entry.name))
         ticks[int(entry.name)] = used
-    total, todo = 0, [pid]
+    return children, ticks
+
+
+def _descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
+    """
+    C{pid} and every process below it.
+    """
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += ticks.get(current, 0)
+        found.append(current)
         todo.extend(children.get(current, ()))
-    return total / CLOCK_TICKS
+    return found
+
+
+def treeCpuSeconds(pid: int) -> float:
+    """
+    The CPU time process C{pid} and all its descendants have used so far,
+    the children they reaped included: a server that forks workers (gunicorn,
+    Dovecot, C{--workers}) is charged for all of them.
+    """
+    children, ticks = _processTree()
+    return sum(ticks.get(p, 0) for p in _descendants(pid, children)) / CLOCK_TICKS
+
+
+def parsePeakRss(text: str) -> int:
+    """
+    The peak resident set (C{VmHWM}) in bytes from a C{/proc/PID/status}
+    text; 0 when absent (a kernel thread, a zombie).
+    """
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def treePeakRss(pid: int) -> int:
+    """
+    The peak resident sets of process C{pid} and its live descendants, in
+    bytes, added up: what a server (and its workers) held at most so far.
+    """
+    children, _ = _processTree()
+    total = 0
+    for process in _descendants(pid, children):
+        try:
+            total += parsePeakRss(Path(f"/proc/{process}/status").read_text())
+        except OSError:
+            continue  # gone meanwhile
+    return total
 
 
 @frozen

@@ -7,6 +7,7 @@ and used as the contenders' probes (exit status 0: ready):
     python -m bench.prepare tool NAME     # a program on PATH (wrk, ...)
     python -m bench.prepare mpconn-key    # the authkey file
     python -m bench.prepare mail          # users, Maildirs of 1,000 messages
+    python -m bench.prepare ftp           # the FTP root (and the certificate)
 
 Peers that pin their own dependencies (httpbin pins Flask and Werkzeug) get a
 virtualenv each under C{bench/out/venvs/}, so the development one is left
@@ -28,16 +29,23 @@ VENVS = {
     "wsgi": ("flask", "gunicorn"),
     "aiohttp": ("aiohttp", "uvloop"),
     "aiosmtpd": ("aiosmtpd",),
+    # pyftpdlib's TLS_FTPHandler needs pyOpenSSL.
+    "pyftpdlib": ("pyftpdlib", "pyopenssl"),
 }
 
 TLS = OUT / "tls"
 MPCONN_KEY = OUT / "mpconn.key"
 MAIL = OUT / "mail"
+FTP = OUT / "ftp"
 
 # The mail benchmarks' user: password, Maildir, 1,000 messages in INBOX.
 MAIL_USER = "bench"
 MAIL_PASSWORD = "bench-password"
 MAIL_MESSAGES = 1000
+
+# The FTP benchmarks' user.
+FTP_USER = "bench"
+FTP_PASSWORD = "bench-password"
 
 
 def venv(name: str) -> Path:
@@ -142,6 +150,18 @@ def mail() -> Path:
     return MAIL
 
 
+def ftp() -> Path:
+    """
+    C{bench/out/ftp/root}, the directory both FTP servers serve (the load
+    client uploads what it downloads), C{passwd} (the user's password in
+    the clear, for np-ftp's C{file:} checker) and the shared certificate.
+    """
+    tls()
+    (FTP / "root").mkdir(parents=True, exist_ok=True)
+    (FTP / "passwd").write_text(f"{FTP_USER}:{FTP_PASSWORD}\n")
+    return FTP
+
+
 def main(argv: list[str]) -> int:
     what, *rest = argv or ["help"]
     if what == "venv" and rest:
@@ -156,6 +176,8 @@ def main(argv: list[str]) -> int:
         mpconnKey()
     elif what == "mail":
         mail()
+    elif what == "ftp":
+        ftp()
     else:
         print(__doc__, file=sys.stderr)
         return 2

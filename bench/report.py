@@ -6,6 +6,7 @@ machine, the method and the load check, plus the raw samples as JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -29,7 +30,10 @@ def _ms(microseconds: float) -> str:
 
 
 def _ratio(mine: float, theirs: float) -> str:
-    return f"{mine / theirs:.2f}x" if theirs else "-"
+    # No request in a window makes CPU per request infinite: no ratio then.
+    if not theirs or not math.isfinite(mine / theirs):
+        return "-"
+    return f"{mine / theirs:.2f}x"
 
 
 def table(result: BenchmarkResult) -> list[str]:
@@ -40,15 +44,20 @@ def table(result: BenchmarkResult) -> list[str]:
     labels = {c.name: c.label for c in result.benchmark.contenders}
     summaries = result.summaries()
     primary = {s.case: s for s in summaries if s.contender == result.primary}
+    # Runs saved before the server's memory was read have no RSS column.
+    rss = any(s.serverRSS for s in summaries)
     lines = [
-        f"| case | server | req/s | spread | MiB/s | p50 ms | p99 ms "
-        f"| server CPU µs/req | server CPU | loadgen CPU "
-        f"| {result.primary} req/s ÷ this | {result.primary} CPU/req ÷ this |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | server | req/s | spread | MiB/s | p50 ms | p99 ms "
+        "| server CPU µs/req | server CPU | loadgen CPU "
+        + ("| server peak RSS MiB " if rss else "")
+        + f"| {result.primary} req/s ÷ this | {result.primary} CPU/req ÷ this |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (2 + rss),
     ]
     for s in summaries:
         mine = primary.get(s.case)
-        spread = (s.highest - s.lowest) / s.requestsPerSecond * 100
+        rate = _ratio(mine.requestsPerSecond, s.requestsPerSecond) if mine else "-"
+        rps = s.requestsPerSecond
+        spread = (s.highest - s.lowest) / rps * 100 if rps else 0.0
         name = labels[s.contender]
         if s.contender == result.primary:
             name = f"**{name}**"
@@ -60,7 +69,8 @@ def table(result: BenchmarkResult) -> list[str]:
             f"| ±{spread / 2:.1f} % | {s.mibPerSecond:,.1f} | {_ms(s.p50)} "
             f"| {_ms(s.p99)} | {s.cpuPerRequest:.1f} | {s.serverLoad:.0%} "
             f"| {s.loadgenLoad:.0%} "
-            f"| {_ratio(mine.requestsPerSecond, s.requestsPerSecond) if mine else '-'} "
+            + (f"| {s.serverRSS / 2**20:,.1f} " if rss else "")
+            + f"| {rate} "
             f"| {_ratio(mine.cpuPerRequest, s.cpuPerRequest) if mine else '-'} |"
         )
     return lines

@@ -62,6 +62,8 @@ class Sample:
     @ivar steal: the fraction of CPU time the hypervisor took in the window.
     @ivar attempt: how many tries this measurement took (the kept one is the
         last unless every try was flagged).
+    @ivar serverRSS: the server's peak resident set in bytes when the
+        window closed (its process tree's, startup included; 0: not read).
     """
 
     contender: str
@@ -78,6 +80,7 @@ class Sample:
     foreign: float
     steal: float
     attempt: int = 1
+    serverRSS: int = 0
 
     @property
     def flagged(self) -> bool:
@@ -111,6 +114,7 @@ class Summary:
     samples: int
     flagged: int
     retried: int
+    serverRSS: float = 0.0
 
 
 def summarise(samples: Sequence[Sample]) -> Summary:
@@ -137,6 +141,7 @@ def summarise(samples: Sequence[Sample]) -> Summary:
         samples=len(samples),
         flagged=sum(s.flagged for s in samples),
         retried=sum(s.attempt - 1 for s in samples),
+        serverRSS=median(s.serverRSS for s in samples),
     )
 
 
@@ -294,6 +299,7 @@ def measure(
             onMeasuring=onMeasuring,
         )
         serverCPU = machine.treeCpuSeconds(server.pid) - float(start["server"])  # type: ignore[arg-type]
+        serverRSS = machine.treePeakRss(server.pid)
         after = machine.readCpuTimes()
     finally:
         processes.stop(server)
@@ -323,6 +329,7 @@ def measure(
         foreign=max(0.0, busy - ours) / duration if duration else 0.0,
         steal=(after["cpu"].steal - before["cpu"].steal) / window,
         attempt=attempt,
+        serverRSS=serverRSS,
     )
 
 

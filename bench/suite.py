@@ -223,7 +223,8 @@ ECHO = Benchmark(
 
 # Every other service against its peers (HTTP, TLS, zen, kv, mpconn, mail)
 # lives in bench/services.py; imported here, once the classes above exist.
+from bench.ftp import FTP_BENCHMARKS  # noqa: E402
 from bench.memcache import MEMCACHE  # noqa: E402
 from bench.services import SERVICES  # noqa: E402
 
-BENCHMARKS: tuple[Benchmark, ...] = (ECHO, *SERVICES, *MEMCACHE)
+BENCHMARKS: tuple[Benchmark, ...] = (ECHO, *SERVICES, *MEMCACHE, *FTP_BENCHMARKS)

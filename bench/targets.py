@@ -266,7 +266,8 @@ def _best(
     target: Target, summaries: dict[tuple[str, str], Summary], candidates: list[str]
 ) -> tuple[str, float] | None:
     theirs = summaries.get((target.case, target.peer))
-    if theirs is None:
+    # A peer that finished no request in the window has no ratio.
+    if theirs is None or not theirs.requestsPerSecond:
         return None
     best: tuple[str, float] | None = None
     for name in candidates:
