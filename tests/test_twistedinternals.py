@@ -49,6 +49,7 @@ import netplugins
 import twisted
 from netplugins import twistedinternals as ti
 from netplugins.transport import _WriteThroughBypass
+from netplugins.twistedinternals import conch
 
 TWISTED = twisted.__version__
 
@@ -898,6 +899,25 @@ class DeclarationTests(SynchronousTestCase):
             "move the bound in setup.cfg once they pass",
         )
 
+    def test_noReactorInstalled(self) -> None:
+        """
+        Importing the internals and the service layer installs no reactor, so
+        C{twistd --reactor NAME} can choose one (only np-ssh's conch part,
+        L{netplugins.twistedinternals.conch}, may install the default one).
+        """
+        import subprocess
+        import sys
+
+        program = (
+            "import sys, netplugins.twistedinternals, netplugins.options, "
+            "netplugins.service, netplugins.tap.echo\n"
+            "print('twisted.internet.reactor' in sys.modules)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, check=True
+        )
+        self.assertEqual(result.stdout, "False\n")
+
     def test_onlyHere(self) -> None:
         """
         No other netplugins module imports a private Twisted module or name,
@@ -910,7 +930,7 @@ class DeclarationTests(SynchronousTestCase):
             for name in sorted(names):
                 path = os.path.join(directory, name)
                 module = os.path.relpath(path, root)
-                if not name.endswith(".py") or module == "twistedinternals.py":
+                if not name.endswith(".py") or module.startswith("twistedinternals"):
                     continue
                 with open(path, encoding="utf-8") as f:
                     tree = ast.parse(f.read(), path)
@@ -1010,7 +1030,7 @@ class ConchTests(InternalsCase):
         with self.relyingOn(
             "twisted.conch.ssh._kex._kexAlgorithms", "to add DH group16/18-sha512"
         ):
-            ti.addFixedGroupKeyExchange(b"test-group-sha512", 2, 23, sha512)
+            conch.addFixedGroupKeyExchange(b"test-group-sha512", 2, 23, sha512)
             self.addCleanup(_kex._kexAlgorithms.pop, b"test-group-sha512")
             self.assertEqual(
                 (
@@ -1028,7 +1048,7 @@ class ConchTests(InternalsCase):
         """
         from twisted.conch.ssh import transport
 
-        t = ti.HookedSSHServerTransport()
+        t = conch.HookedSSHServerTransport()
         sent: list[int] = []
         t.sendPacket = lambda kind, payload: sent.append(kind)  # type: ignore[method-assign]
         with self.relyingOn(
@@ -1070,7 +1090,7 @@ class ConchTests(InternalsCase):
                 "self._cancelLoginTimeout = self.clock.callLater",
                 inspect.getsource(SSHUserAuthServer.serviceStarted),
             )
-            server = ti.HookedUserAuthServer()
+            server = conch.HookedUserAuthServer()
             call = MemoryReactorClock().callLater(10, lambda: None)
             server._cancelLoginTimeout = call
             server.cancelConchLoginTimeout()
@@ -1095,7 +1115,8 @@ class ConchTests(InternalsCase):
             self.assertCalledAs(
                 FileTransferServer._ebStatus, ["self", "reason", "requestId", "msg"]
             )
-            server = ti.HookedFileTransferServer.__new__(ti.HookedFileTransferServer)
+            hooked = conch.HookedFileTransferServer
+            server = hooked.__new__(hooked)
             attrs = {"size": 5, "permissions": 0o100644, "atime": 1, "mtime": 2}
             self.assertEqual(
                 server.parseAttributes(server.packAttributes(attrs) + b"rest"),

@@ -33,7 +33,7 @@ from zope.interface import implementer
 from netplugins.addresses import describe
 from netplugins.cred.throttle import TooManyAttempts
 from netplugins.threads import deferToBlocking
-from netplugins.twistedinternals import HookedUserAuthServer
+from netplugins.twistedinternals.conch import HookedUserAuthServer
 
 #: Signature algorithms accepted for users' keys (nothing with SHA-1 or DSA).
 USER_KEY_ALGORITHMS = frozenset(

@@ -15,7 +15,7 @@ from netplugins.ssh.auth import UserAuthServer
 from netplugins.ssh.hostkeys import HostKeys
 from netplugins.ssh.session import SessionConnection
 from netplugins.ssh.transport import HOST_KEY_ALGORITHMS, ModernServerTransport
-from netplugins.twistedinternals import addFixedGroupKeyExchange
+from netplugins.twistedinternals.conch import addFixedGroupKeyExchange
 
 #: Seconds a connection may take to log in unless told otherwise.
 LOGIN_TIMEOUT = 120.0

@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netplugins.homes import HomeFile, Jail
-from netplugins.twistedinternals import HookedFileTransferServer
+from netplugins.twistedinternals.conch import HookedFileTransferServer
 
 _T = TypeVar("_T")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.conch.ssh import transport
 from twisted.conch.ssh.common import getNS
-from twisted.conch.ssh.transport import SSHCiphers
+from twisted.conch.ssh.transport import SSHCiphers, SSHTransportBase
 from twisted.logger import Logger
 
 from netplugins.addresses import describe
@@ -34,18 +34,24 @@ from netplugins.ssh.packets import (
     padded,
     validLength,
 )
-from netplugins.twistedinternals import HookedSSHServerTransport
+from netplugins.twistedinternals.conch import HookedSSHServerTransport
 
 STRICT_SERVER = b"kex-strict-s-v00@openssh.com"
 STRICT_CLIENT = b"kex-strict-c-v00@openssh.com"
 
-#: Key exchanges in order of preference.
+#: Key exchanges in order of preference: ML-KEM only when the installed
+#: cryptography has it (conch's own list says), the DH groups always (np-ssh
+#: adds them to conch).
 KEY_EXCHANGES = [
-    b"mlkem768x25519-sha256",
-    b"curve25519-sha256",
-    b"curve25519-sha256@libssh.org",
-    b"diffie-hellman-group18-sha512",
-    b"diffie-hellman-group16-sha512",
+    name
+    for name in [
+        b"mlkem768x25519-sha256",
+        b"curve25519-sha256",
+        b"curve25519-sha256@libssh.org",
+        b"diffie-hellman-group18-sha512",
+        b"diffie-hellman-group16-sha512",
+    ]
+    if name in SSHTransportBase.supportedKeyExchanges or name.startswith(b"diffie-")
 ]
 
 #: Host key signature algorithms, given keys of their types.
