@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.mail.imap import server
 from netplugins.mail.maildir.files import KEYWORDS
 from netplugins.mail.maildir.store import MaildirStore
 from tests.test_imap import Session, plainMessage, serveOverTLS
@@ -162,6 +163,86 @@ class RenameInboxTests(SynchronousTestCase):
         self.assertIn(b"* 0 EXISTS", s.send(b"e EXAMINE Old2\r\n"))
 
 
+class MultiappendTests(SynchronousTestCase):
+    """
+    MULTIAPPEND (RFC 3502): several messages in one APPEND, all or nothing.
+    """
+
+    def setUp(self) -> None:
+        self.s = Session(self, appendLimit=100)
+        self.s.login()
+        self.s.send(b"c CREATE Box\r\n")
+
+    def status(self) -> bytes:
+        return self.s.send(b"s STATUS Box (MESSAGES UIDNEXT)\r\n").split(b"\r\n")[0]
+
+    def test_capability(self) -> None:
+        """CAPABILITY lists MULTIAPPEND."""
+        self.assertIn(b" MULTIAPPEND ", self.s.send(b"c CAPABILITY\r\n"))
+
+    def test_multiappend(self) -> None:
+        """Each message gets its flags and date; APPENDUID names the UIDs in order."""
+        self.s.send(b"a APPEND Box (\\Seen) {5}\r\n")
+        reply = self.s.send(
+            b'first (\\Flagged Work) "04-Oct-2024 10:00:00 +0000" {6}\r\n'
+        )
+        self.assertEqual(reply, b"+ Ready for literal data\r\n")
+        reply = self.s.send(b"second {5+}\r\nthird\r\n")
+        self.assertRegex(
+            reply, rb"\Aa OK \[APPENDUID \d+ 1:3\] Append completed.\r\n\Z"
+        )
+        self.s.send(b"e EXAMINE Box\r\n")
+        reply = self.s.send(b"f FETCH 1:* (FLAGS INTERNALDATE BODY[])\r\n")
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Seen) ", reply)
+        self.assertIn(
+            b'* 2 FETCH (FLAGS (\\Flagged Work) INTERNALDATE "04-Oct-2024 10:00:00'
+            b' +0000" BODY[] {6}\r\nsecond)',
+            reply,
+        )
+        self.assertIn(b"BODY[] {5}\r\nthird)", reply)
+
+    def test_allOrNothing(self) -> None:
+        """A bad message, or keywords over the limit, stores none of them."""
+        before = self.status()
+        reply = self.s.send(b"a APPEND Box {5+}\r\nfirst {3+}\r\nx\x00y\r\n")
+        self.assertIn(b"a BAD", reply)
+        reply = self.s.send(b'a APPEND Box {5+}\r\nfirst "32-Oct-2024" {3+}\r\nxyz\r\n')
+        self.assertIn(b"a BAD", reply)
+        many = b" ".join(b"k%d" % i for i in range(20))
+        more = b" ".join(b"j%d" % i for i in range(10))
+        reply = self.s.send(
+            b"a APPEND Box ("
+            + many
+            + b") {5+}\r\nfirst ("
+            + more
+            + b") {3+}\r\nxyz\r\n"
+        )
+        self.assertIn(b"a NO [LIMIT]", reply)
+        self.assertEqual(self.status(), before)
+        self.assertIn(b"(MESSAGES 0 UIDNEXT 1)", before)
+        self.assertIn(
+            b"[TRYCREATE]", self.s.send(b"a APPEND Nowhere {1+}\r\nx {1+}\r\ny\r\n")
+        )
+
+    def test_limits(self) -> None:
+        """Messages within APPENDLIMIT, twice it together, else NO before reading."""
+        reply = self.s.send(b"a APPEND Box {100+}\r\n" + b"x" * 100 + b" {60}\r\n")
+        self.assertEqual(reply, b"+ Ready for literal data\r\n")
+        reply = self.s.send(b"y" * 60 + b" {41}\r\n")
+        self.assertEqual(reply, b"a NO [TOOBIG] Messages too large together\r\n")
+        self.assertIn(
+            b"b NO [TOOBIG] Message too large", self.s.send(b"b APPEND Box {101}\r\n")
+        )
+        self.assertIn(b"(MESSAGES 0 ", self.status())
+
+    def test_count(self) -> None:
+        """At most MAX_MULTIAPPEND messages in one APPEND."""
+        self.patch(server, "MAX_MULTIAPPEND", 3)
+        reply = self.s.send(b"a APPEND Box {1+}\r\nx {1+}\r\ny {1+}\r\nz {1}\r\n")
+        self.assertEqual(reply, b"a NO [LIMIT] Too many messages in one APPEND\r\n")
+        self.assertIn(b"(MESSAGES 0 ", self.status())
+
+
 class ExtensionClientTests(TestCase):
     """
     The extensions with imaplib and IMAPClient over TCP (STARTTLS).
@@ -229,3 +310,43 @@ class ExtensionClientTests(TestCase):
         return deferToThread(session).addCallback(
             self.assertEqual, ["OK", ("OK", [b"0"]), ("OK", [b"1"])]
         )
+
+    def test_imapclientMultiappend(self) -> Deferred[Any]:
+        """IMAPClient: multiappend() stores its messages in order with their flags."""
+
+        def session() -> dict[str, Any]:
+            c = self.imapclient()
+            c.create_folder("Box")
+            out: dict[str, Any] = {"capability": c.has_capability("MULTIAPPEND")}
+            out["reply"] = c.multiappend(
+                "Box",
+                [
+                    {"msg": plainMessage("one"), "flags": ["\\Seen"]},
+                    plainMessage("two"),
+                    {"msg": plainMessage("three"), "flags": ["Work"]},
+                ],
+            )
+            c.select_folder("Box", readonly=True)
+            fetched = c.fetch(
+                [1, 2, 3], ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]
+            )
+            out["messages"] = [
+                (m[b"FLAGS"], m[b"BODY[HEADER.FIELDS (SUBJECT)]"].strip())
+                for _, m in sorted(fetched.items())
+            ]
+            c.logout()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertTrue(out["capability"])
+            self.assertRegex(repr(out["reply"]), r"\[APPENDUID \d+ 1:3\]")
+            self.assertEqual(
+                out["messages"],
+                [
+                    ((b"\\Seen",), b"Subject: one"),
+                    ((), b"Subject: two"),
+                    ((b"Work",), b"Subject: three"),
+                ],
+            )
+
+        return deferToThread(session).addCallback(check)

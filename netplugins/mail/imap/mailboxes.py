@@ -38,6 +38,7 @@ from netplugins.mail.imap.parse import (
     Literal,
     Token,
     astring,
+    formatSequenceSet,
     formatValue,
     mailboxName,
 )
@@ -359,40 +360,48 @@ class MailboxCommands(SessionBase):
         return d.addCallback(cbScan)
 
     def do_APPEND(self, command: Command) -> Deferred[bytes]:
+        """
+        APPEND, and MULTIAPPEND (RFC 3502): several messages, each with its
+        own flags and date, stored all or nothing.
+        """
         args = list(command.args)
-        if len(args) < 2 or not isinstance(args[-1], Literal):
+        if len(args) < 2:
             raise IMAPSyntaxError("APPEND needs a mailbox and a literal message")
         name = mailboxName(args[0])
-        data = bytes(args[-1])
-        if b"\x00" in data:
-            # RFC 3501's literals hold CHAR8, which leaves NUL out.
-            raise IMAPSyntaxError("NUL octets are not allowed in a message")
-        flags: list[str] = []
+        items = []
+        flags: list[str] | None = None
         when: float | None = None
-        for extra in args[1:-1]:
-            if isinstance(extra, list) and not flags:
+        for extra in args[1:]:
+            if isinstance(extra, Literal):
+                if b"\x00" in extra:
+                    # RFC 3501's literals hold CHAR8, which leaves NUL out.
+                    raise IMAPSyntaxError("NUL octets are not allowed in a message")
+                flags = flags or []
+                items.append((bytes(extra), lettersFor(flags), when, splitFlags(flags)))
+                flags, when = None, None
+            elif isinstance(extra, list) and flags is None and when is None:
                 flags = [astring(f).decode("utf-8", "replace") for f in extra]
             elif isinstance(extra, bytes) and when is None:
                 when = parseDateTime(extra)
             else:
                 raise IMAPSyntaxError("unexpected APPEND argument")
-        keywords = splitFlags(flags)
+        if not items or flags is not None or when is not None:
+            raise IMAPSyntaxError("APPEND needs a literal message")
         folder = self._folder(name)
-        d = folder.append(data, lettersFor(flags), when, keywords)
+        d = folder.appendMany(items)
         d.addErrback(
             trap, NoSuchFolderError, "[TRYCREATE] Mailbox doesn't exist: " + name
         )
         d.addErrback(trap, KeywordLimitError, "[LIMIT] Too many keywords")
         return d.addCallback(self._cbAppend, folder)
 
-    def _cbAppend(self, message: Message, folder: Any) -> Deferred[bytes]:
+    def _cbAppend(self, messages: list[Message], folder: Any) -> Deferred[bytes]:
         selected = self.selected
         if selected is not None and selected.folder.path == folder.path:
             d = self._refresh().addCallback(lambda _: selected.uidValidity)
         else:
             d = folder.scan(claimNew=False).addCallback(lambda s: s.uidValidity)
+        uids = formatSequenceSet(m.uid for m in messages).encode()
         return d.addCallback(
-            lambda validity: (
-                b"[APPENDUID %d %d] Append completed." % (validity, message.uid)
-            )
+            lambda validity: b"[APPENDUID %d %s] Append completed." % (validity, uids)
         )

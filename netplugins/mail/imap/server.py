@@ -1,6 +1,7 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
-UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE and ENABLE) on
+UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE and
+MULTIAPPEND) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -39,7 +40,9 @@ Security rules (docs/security.md, np-imap):
   - a literal's size is checked when it is announced, before a byte of it is
     read: malformed is BAD; before login a command's literals are bounded by
     L{MAX_LOGIN_COMMAND} (enough for LOGIN's arguments), after it an APPEND's
-    message by the APPENDLIMIT and every other command by L{MAX_COMMAND}.
+    message by the APPENDLIMIT (a MULTIAPPEND's L{MAX_MULTIAPPEND} messages
+    by L{MULTIAPPEND_FACTOR} times it together) and every other command by
+    L{MAX_COMMAND}.
     Over the bound, a synchronizing literal gets a tagged BAD (or
     C{NO [TOOBIG]} for APPEND) instead of the continuation, so the client
     sends nothing; a LITERAL+ one is on its way and cannot be skipped
@@ -95,6 +98,11 @@ MAX_COMMAND = 64 * 1024
 #: commands into 4 KiB too).
 MAX_LOGIN_COMMAND = 4 * 1024
 DEFAULT_APPEND_LIMIT = 25 * 1024 * 1024
+#: MULTIAPPEND (RFC 3502): the most messages one APPEND may carry, and how
+#: many times the APPENDLIMIT they may hold together (the command is held in
+#: memory until its last message arrives, then stored all or nothing).
+MAX_MULTIAPPEND = 1000
+MULTIAPPEND_FACTOR = 2
 PRE_AUTH_TIMEOUT = 120.0
 IDLE_TIMEOUT = 30 * 60.0
 IDLE_COMMAND_TIMEOUT = 2 * 60 * 60.0
@@ -174,6 +182,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self._buffer = bytearray()
         self._pieces: list[bytes] = []
         self._commandSize = 0
+        self._literals = 0
+        self._literalBytes = 0
         self._head: tuple[str, str] | None = None
         self._literal: tuple[int, list[bytes]] | None = None
         self._running = False
@@ -238,6 +248,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "NAMESPACE",
             "CHILDREN",
             "ID",
+            "MULTIAPPEND",
             f"APPENDLIMIT={self.factory.config.appendLimit}",
         ]
         if self.state == "not authenticated":
@@ -339,6 +350,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
     def _resetCommand(self) -> None:
         self._pieces = []
         self._commandSize = 0
+        self._literals = 0
+        self._literalBytes = 0
         self._head = None
 
     def _lineReceived(self, line: bytes) -> None:
@@ -390,6 +403,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
                 self._tagged(tag, b"BAD", refused)
                 return
         self._literal = (announced.size, [])
+        self._literals += 1
+        self._literalBytes += announced.size
         if announced.synchronising:
             self.sendLine(b"+ Ready for literal data")
 
@@ -406,11 +421,18 @@ class IMAPServer(MailboxCommands, SelectedCommands):
                 return b"BAD", b"Literal too large before login"
             return None
         if name == "APPEND":
-            # One message up to the limit; all of APPEND but its message
+            # Each message up to the limit, MULTIAPPEND's together up to
+            # MULTIAPPEND_FACTOR times it; all of APPEND but its messages
             # fits in MAX_COMMAND.
             limit = self.factory.config.appendLimit
-            if size > limit or total > limit + MAX_COMMAND:
+            if size > limit:
                 return b"NO", b"[TOOBIG] Message too large"
+            if self._literals >= MAX_MULTIAPPEND:
+                return b"NO", b"[LIMIT] Too many messages in one APPEND"
+            if self._literalBytes + size > MULTIAPPEND_FACTOR * limit:
+                return b"NO", b"[TOOBIG] Messages too large together"
+            if total > MULTIAPPEND_FACTOR * limit + MAX_COMMAND:
+                return b"NO", b"[TOOBIG] Command too large"
             return None
         if total > MAX_COMMAND:
             return b"BAD", b"Command too long"

@@ -376,6 +376,9 @@ class Folder:
                 if internalDate is not None:
                     os.utime(tmp, (internalDate, internalDate))
             with self._lock():
+                # Messages already there are numbered first; these then get
+                # their UIDs in the order given, whatever their dates.
+                self._scanLocked(claimNew=False)
                 for key, tmp, flags, keywords in staged:
                     if keywords:
                         flags = normaliseFlags(
@@ -385,6 +388,11 @@ class Folder:
                     os.rename(tmp, target)
                     moved.append(target)
                 fsyncDirectory(os.path.join(self.path, "cur"))
+                uidlist = self._loadUids()
+                for key, _, _, _ in staged:
+                    uidlist.uids[key] = uidlist.nextUid
+                    uidlist.nextUid += 1
+                uidlist.write(os.path.join(self.path, UIDLIST))
                 state = self._scanLocked(claimNew=False)
         except BaseException as e:
             for path in moved + [tmp for _, tmp, _, _ in staged]:
