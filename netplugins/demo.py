@@ -26,6 +26,19 @@ log = Logger()
 
 DEMO_USERS = {"alice": "alice-password", "bob": "bob-password"}
 
+#: The zone np-dns serves in the demo.
+DEMO_ZONE = """\
+$ORIGIN demo.test.
+$TTL 300
+@      IN SOA   ns hostmaster 1 7200 3600 1209600 300
+       IN NS    ns
+       IN MX    10 mail
+ns     IN A     127.0.0.1
+mail   IN A     127.0.0.1
+www    IN CNAME mail
+*.wild IN TXT   "wildcard"
+"""
+
 #: Where the demo listens on 127.0.0.1; tests pass 0s for free ports.
 DEMO_PORTS = {
     "echo": 7007,
@@ -51,6 +64,7 @@ DEMO_PORTS = {
     "ftp": 2121,
     "ftps": 9990,
     "rpyc": 18861,
+    "dns": 5353,
     "zmq-frontend": 5559,
     "zmq-backend": 5560,
 }
@@ -66,9 +80,11 @@ def _writeOnce(path: str, make: Any) -> str:
 
 def demoFiles(stateDir: str) -> dict[str, str]:
     """
-    Make (once) the demo's password file, HMAC key file and mpconn authkey.
+    Make (once) the demo's password file, HMAC key file, DNS zone file and
+    mpconn authkey.
 
-    @return: their paths by name: C{htpasswd}, C{hmackeys}, C{authkey}.
+    @return: their paths by name: C{htpasswd}, C{hmackeys}, C{zone},
+        C{authkey}.
     """
     from netplugins.cred.htpasswd import hashPassword
 
@@ -85,6 +101,9 @@ def demoFiles(stateDir: str) -> dict[str, str]:
         "hmackeys": _writeOnce(
             os.path.join(stateDir, "demo.hmackeys"),
             lambda: f"demo:hex:{secrets.token_hex(32)}\n".encode(),
+        ),
+        "zone": _writeOnce(
+            os.path.join(stateDir, "demo.test.zone"), lambda: DEMO_ZONE.encode()
         ),
         "authkey": _writeOnce(
             os.path.join(stateDir, "mpconn.authkey"),
@@ -153,6 +172,7 @@ def demoService(
         return f"tcp://127.0.0.1:{port[name] or '*'}"
 
     from netplugins.tap.daytime import DaytimeSettings, daytimeService
+    from netplugins.tap.dns import DNSSettings, dnsService
     from netplugins.tap.echo import EchoSettings, echoService
     from netplugins.tap.ftp import FTPSettings, ftpService
     from netplugins.tap.httpbin import HTTPBinSettings, httpbinService
@@ -285,6 +305,19 @@ def demoService(
                 auth=(f"htpasswd:{files['htpasswd']}",),
                 tlsSessionReuse="optional",
                 tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
+        ),
+        # Authoritative DNS for demo.test (www is a CNAME to mail, *.wild a
+        # wildcard), UDP and TCP on one port.
+        dnsService(
+            DNSSettings(
+                zone=(f"demo.test={files['zone']}",),
+                listen=(
+                    f"udp:{port['dns']}:interface=127.0.0.1",
+                    tcp("dns"),
+                ),
                 stateDir=stateDir,
             ),
             reactor=reactor,

@@ -68,6 +68,8 @@ class DemoTests(TestCase):
             [
                 ("np-daytime", "tcp"),
                 ("np-daytime", "udp"),
+                ("np-dns", "tcp"),
+                ("np-dns", "udp"),
                 ("np-echo", "TLS tcp"),
                 ("np-echo", "hmac"),
                 ("np-echo", "tcp"),
@@ -231,6 +233,36 @@ class DemoTests(TestCase):
             return count, seen
 
         self.assertEqual((yield deferToThread(client)), (2, ["one\n", "two\n"]))
+
+    @inlineCallbacks
+    def test_dns(self) -> Any:
+        """dnspython gets the demo zone's CNAME chain over UDP and TCP, with AA."""
+        import dns.flags
+        import dns.message
+        import dns.query
+
+        def ask(query: Any, kind: str) -> tuple[object, ...]:
+            host, port = self.port("np-dns", kind)
+            send = dns.query.udp if kind == "udp" else dns.query.tcp
+            answer = send(query, host, port=port, timeout=10)
+            return (
+                answer.rcode(),
+                bool(answer.flags & dns.flags.AA),
+                [rrset.to_text() for rrset in answer.answer],
+            )
+
+        query = dns.message.make_query("www.demo.test", "A")
+        udp = yield deferToThread(ask, query, "udp")
+        tcp = yield deferToThread(ask, query, "tcp")
+        expected = (
+            0,
+            True,
+            [
+                "www.demo.test. 300 IN CNAME mail.demo.test.",
+                "mail.demo.test. 300 IN A 127.0.0.1",
+            ],
+        )
+        self.assertEqual((udp, tcp), (expected, expected))
 
     @inlineCallbacks
     def test_zmq(self) -> Any:
