@@ -193,6 +193,7 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
                 "250-ENHANCEDSTATUSCODES",
                 "250-CHUNKING",
                 "250-SMTPUTF8",
+                "250-DSN",
                 "250 STARTTLS",
             ],
         )
@@ -214,7 +215,7 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
             [
                 b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n"
                 b"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n"
-                b"250-SMTPUTF8\r\n250 STARTTLS\r\n"
+                b"250-SMTPUTF8\r\n250-DSN\r\n250 STARTTLS\r\n"
             ],
         )
 
@@ -261,7 +262,7 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
                 transport,
                 b"EHLO c\r\nNOOP\r\nRSET\r\nVRFY alice\r\nHELP\r\nXYZZY\r\n"
                 b"\xff\r\nQUIT\r\n",
-            )[8:],
+            )[9:],
             [
                 "250 2.0.0 Ok",
                 "250 2.0.0 Ok",
@@ -474,10 +475,10 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"RCPT TO:<alice@example.org>\r\nRCPT TO:<BOB@Example.ORG>\r\nDATA\r\n"
             b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
         )
-        self.assertEqual(lines[8:11], ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
-        self.assertEqual(lines[11], "354 End data with <CR><LF>.<CR><LF>")
-        self.assertTrue(lines[12].startswith("250 2.0.0 Ok: queued as "))
-        self.assertEqual(lines[13], "221 2.0.0 Bye")
+        self.assertEqual(lines[9:12], ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
+        self.assertEqual(lines[12], "354 End data with <CR><LF>.<CR><LF>")
+        self.assertTrue(lines[13].startswith("250 2.0.0 Ok: queued as "))
+        self.assertEqual(lines[14], "221 2.0.0 Bye")
         for user in ["alice", "bob"]:
             [message] = self.world.newMessages(user)
             headers, _, body = message.partition(b"\r\n\r\n")
@@ -533,16 +534,20 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
         )
 
     def test_rcptParameter(self) -> None:
-        """An RCPT parameter such as NOTIFY= (no DSN offered) gets 555 5.5.4."""
+        """NOTIFY= after HELO (no extension offered) or an unknown one: 555 5.5.4."""
         server, transport = self.connect()
         lines = self.talk(
             server,
             transport,
+            b"HELO c\r\nMAIL FROM:<>\r\n"
+            b"RCPT TO:<alice@example.org> NOTIFY=SUCCESS,FAILURE\r\n"
             b"EHLO c\r\nMAIL FROM:<>\r\n"
+            b"RCPT TO:<alice@example.org> XFOO=1\r\n"
             b"RCPT TO:<alice@example.org> NOTIFY=SUCCESS,FAILURE\r\n",
         )
+        self.assertEqual(lines[2], "555 Unsupported option: NOTIFY=SUCCESS,FAILURE")
         self.assertEqual(
-            lines[-1], "555 5.5.4 Unsupported option: NOTIFY=SUCCESS,FAILURE"
+            lines[-2:], ["555 5.5.4 Unsupported option: XFOO=1", "250 2.1.5 Ok"]
         )
 
     def test_unknownLocalUser(self) -> None:
@@ -591,7 +596,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"DATA\r\n\r\nhello\r\n.\r\n",
         )
         self.assertEqual(
-            lines[9:15],
+            lines[10:16],
             ["250 2.1.5 Ok"] * 4
             + [
                 "550 5.7.1 <postmaster@remote.test>: Relay access denied",
@@ -670,7 +675,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"RCPT TO:<bob@example.org>\r\nDATA\r\nsmuggled\r\n.\r\nNOOP\r\n",
         )
         self.assertEqual(
-            lines[10:],
+            lines[11:],
             [
                 "354 End data with <CR><LF>.<CR><LF>",
                 "550 5.5.2 Error: bare <LF> or <CR> received",
@@ -797,7 +802,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nRCPT TO:alice\r\nMAIL FROM:<> X=Y\r\n",
         )
         self.assertEqual(
-            [lines[0], *lines[9:]],
+            [lines[0], *lines[10:]],
             [
                 "503 Error: send HELO/EHLO first",
                 "503 5.5.1 Error: need MAIL command",
@@ -1124,21 +1129,21 @@ class RealSocketTests(TestCase):
         )
 
     def test_smtplibRecipientRefusals(self) -> Deferred[None]:
-        """smtplib: NOTIFY= gets 555 5.5.4, a UTF-8 address 553 5.6.7."""
+        """smtplib: an unknown RCPT option gets 555 5.5.4, a UTF-8 address 553 5.6.7."""
         port = self.start()["np-smtp"]
 
         def send() -> list[tuple[int, bytes]]:
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
                 client.ehlo("client.test")
                 client.mail("")
-                notify = client.rcpt("alice@example.org", ["NOTIFY=FAILURE"])
+                notify = client.rcpt("alice@example.org", ["XFOO=1"])
                 client.send("RCPT TO:<jürgen@example.org>\r\n".encode())
                 return [notify, client.getreply()]
 
         return deferToThread(send).addCallback(
             self.assertEqual,
             [
-                (555, b"5.5.4 Unsupported option: NOTIFY=FAILURE"),
+                (555, b"5.5.4 Unsupported option: XFOO=1"),
                 (553, b"5.6.7 Must declare SMTPUTF8 to send unicode address"),
             ],
         )

@@ -1,6 +1,7 @@
 """
-Tests for np-smtp's SMTPUTF8 (RFC 6531) and CHUNKING/BDAT (RFC 3030): in
-memory, then smtplib over a real socket.
+Tests for np-smtp's SMTPUTF8 (RFC 6531), CHUNKING/BDAT (RFC 3030) and the
+DSN extension's parameters (RFC 3461; the relay queue's reports are tested in
+L{tests.test_smtp_queue}): in memory, then smtplib over a real socket.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import email.policy
 import os
 import smtplib
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.mail.smtp.dsn import decodeXtext, parseNotify, parseOrcpt
+from netplugins.mail.smtp.queuedir import Envelope
 from netplugins.mail.smtp.server import SMTPServer
 from netplugins.service import listeningPorts
 from netplugins.tap.smtp import SMTPSettings, smtpService
@@ -38,7 +41,7 @@ class SMTPUTF8Tests(SMTPTestMixin, SynchronousTestCase):
             "RCPT TO:<alice@example.org>\r\n"
             "DATA\r\nSubject: Grüße\r\n\r\nhi\r\n.\r\n".encode(),
         )
-        self.assertEqual(lines[8:10], ["250 2.1.0 Ok", "250 2.1.5 Ok"])
+        self.assertEqual(lines[9:11], ["250 2.1.0 Ok", "250 2.1.5 Ok"])
         self.assertTrue(lines[-1].startswith("250 2.0.0 Ok: queued as "))
         [message] = self.world.newMessages("alice")
         self.assertTrue(
@@ -57,7 +60,7 @@ class SMTPUTF8Tests(SMTPTestMixin, SynchronousTestCase):
             "RCPT TO:<jürgen@example.org>\r\n".encode(),
         )
         self.assertEqual(
-            lines[8:],
+            lines[9:],
             [
                 "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
                 "250 2.1.0 Ok",
@@ -93,6 +96,164 @@ class SMTPUTF8Tests(SMTPTestMixin, SynchronousTestCase):
                 "250 2.1.5 Ok",
             ],
         )
+
+
+class DSNParameterTests(SMTPTestMixin, SynchronousTestCase):
+    """
+    RET=, ENVID=, NOTIFY= and ORCPT= (RFC 3461): parsed, bounded, kept.
+    """
+
+    def authenticated(self, **config: Any) -> tuple[SMTPServer, Any]:
+        server, transport = self.secured(**config)
+        self.talk(
+            server,
+            transport,
+            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
+        return server, transport
+
+    def test_keptInQueueEnvelope(self) -> None:
+        """The relayed message's envelope keeps RET, ENVID, NOTIFY and ORCPT."""
+        queue = self.relayQueue()
+        queue.relay = lambda *a: Deferred()  # never answers: stays queued
+        server, transport = self.authenticated(queue=queue)
+        lines = self.talk(
+            server,
+            transport,
+            b"MAIL FROM:<alice@example.org> RET=hdrs ENVID=QQ+2B1\r\n"
+            b"RCPT TO:<x@remote.test> NOTIFY=success,DELAY"
+            b" ORCPT=rfc822;X+2Bo@remote.test\r\n"
+            b"RCPT TO:<y@remote.test> NOTIFY=NEVER\r\n"
+            b"RCPT TO:<z@remote.test>\r\n"
+            b"DATA\r\nhi\r\n.\r\n",
+        )
+        self.assertTrue(lines[-1].startswith("250 2.0.0 Ok: queued as "), lines)
+        [queueId] = queue.queued()
+        with open(os.path.join(queue.directory.path, queueId), "rb") as f:
+            envelope = Envelope.decode(f.readline())
+        self.assertEqual((envelope.ret, envelope.envid), ("HDRS", "QQ+1"))
+        self.assertEqual(
+            [(r.address, r.notify, r.orcpt) for r in envelope.recipients],
+            [
+                ("x@remote.test", ("SUCCESS", "DELAY"), "rfc822;X+o@remote.test"),
+                ("y@remote.test", (), None),
+                ("z@remote.test", None, None),
+            ],
+        )
+
+    def test_badParameters(self) -> None:
+        """Malformed, repeated, overlong or control-character values get 501."""
+        server, transport = self.connect()
+        self.talk(server, transport, b"EHLO c\r\n")
+        mail = [
+            b"RET=PARTIAL",
+            b"RET=FULL RET=HDRS",
+            b"ENVID=" + b"x" * 101,
+            b"ENVID=a+0Db",
+            b"ENVID=a+zz",
+            b"ENVID=a=b",
+            b"ENVID=",
+        ]
+        for param in mail:
+            self.assertEqual(
+                self.talk(
+                    server, transport, b"MAIL FROM:<a@b.test> " + param + b"\r\n"
+                ),
+                [f"501 5.5.4 Bad {param[: param.index(b'=')].decode()} parameter"],
+                param,
+            )
+        self.assertEqual(
+            self.talk(
+                server, transport, b"MAIL FROM:<a@b.test> ENVID=" + b"x" * 100 + b"\r\n"
+            ),
+            ["250 2.1.0 Ok"],
+        )
+        rcpt = [
+            b"NOTIFY=NEVER,SUCCESS",
+            b"NOTIFY=SUCCESS,SUCCESS",
+            b"NOTIFY=SOMETIMES",
+            b"NOTIFY=",
+            b"NOTIFY=FAILURE NOTIFY=DELAY",
+            b"ORCPT=alice@example.org",
+            b"ORCPT=rfc822;",
+            b"ORCPT=rfc822;" + b"a" * 494,
+            b"ORCPT=rfc822;a+0Ab@example.org",
+            b"ORCPT=;a@example.org",
+        ]
+        for param in rcpt:
+            self.assertEqual(
+                self.talk(
+                    server, transport, b"RCPT TO:<alice@example.org> " + param + b"\r\n"
+                ),
+                [f"501 5.5.4 Bad {param[: param.index(b'=')].decode()} parameter"],
+                param,
+            )
+
+    def test_localSuccess(self) -> None:
+        """NOTIFY=SUCCESS to a local user: the local sender gets a delivered DSN."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<alice@example.org> ENVID=env-1\r\n"
+            b"RCPT TO:<bob@example.org> NOTIFY=SUCCESS ORCPT=rfc822;Bob@Example.org\r\n"
+            b"RCPT TO:<postmaster> NOTIFY=FAILURE\r\n"
+            b"DATA\r\nSubject: hi\r\n\r\nhi\r\n.\r\n",
+        )
+        self.assertTrue(lines[-1].startswith("250 2.0.0 Ok: queued as "), lines)
+        [report] = self.world.newMessages("alice")
+        parsed = email.message_from_bytes(report, policy=email.policy.default)
+        self.assertEqual(parsed["Subject"], "Successful Mail Delivery Report")
+        [status] = [
+            part
+            for part in parsed.walk()
+            if part.get_content_type() == "message/delivery-status"
+        ]
+        perMessage, *blocks = cast("list[Any]", status.get_payload())
+        self.assertEqual(perMessage["Original-Envelope-Id"], "env-1")
+        self.assertEqual(
+            [
+                (
+                    b["Original-Recipient"],
+                    b["Final-Recipient"],
+                    b["Action"],
+                    b["Status"],
+                )
+                for b in blocks
+            ],
+            [
+                (
+                    "rfc822;Bob@Example.org",
+                    "rfc822; bob@example.org",
+                    "delivered",
+                    "2.0.0",
+                )
+            ],
+        )
+
+    def test_noSuccessForStrangers(self) -> None:
+        """An unauthenticated foreign sender gets no delivered DSN."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<carol@remote.test>\r\n"
+            b"RCPT TO:<bob@example.org> NOTIFY=SUCCESS\r\n"
+            b"DATA\r\nhi\r\n.\r\n",
+        )
+        self.assertTrue(lines[-1].startswith("250 2.0.0 Ok: queued as "), lines)
+        self.assertEqual(len(self.world.newMessages("bob")), 1)
+        self.assertEqual(self.relayed, [])
+
+    def test_xtext(self) -> None:
+        """xtext decodes +XX within its limit; NOTIFY and ORCPT parse."""
+        self.assertEqual(decodeXtext("a+2Bb+3Dc", 100), "a+b=c")
+        self.assertIsNone(decodeXtext("a+2b", 100))
+        self.assertIsNone(decodeXtext("abc", 2))
+        self.assertIsNone(decodeXtext("caf\u00e9", 100))
+        self.assertEqual(parseNotify("never"), ())
+        self.assertEqual(parseNotify("delay,failure"), ("DELAY", "FAILURE"))
+        self.assertEqual(parseOrcpt("utf-8;a@b"), "utf-8;a@b")
 
 
 class ChunkingTests(SMTPTestMixin, SynchronousTestCase):
@@ -141,7 +302,7 @@ class ChunkingTests(SMTPTestMixin, SynchronousTestCase):
             server, transport, b"EHLO c\r\nBDAT 6 LAST\r\nNOOP\r\nNOOP\r\n"
         )
         self.assertEqual(
-            lines[8:], ["503 5.5.1 Error: need MAIL command", "250 2.0.0 Ok"]
+            lines[9:], ["503 5.5.1 Error: need MAIL command", "250 2.0.0 Ok"]
         )
 
     def test_dataAfterBDAT(self) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import shutil
 import smtplib
 import ssl
+import subprocess
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -229,6 +231,89 @@ class QueueMemoryTests(SMTPTestMixin, SynchronousTestCase):
             any("a bounce was not delivered" in e["log_format"] for e in events)
         )
 
+    def test_notifyNever(self) -> None:
+        """NOTIFY=NEVER: a refused recipient is not reported; others are."""
+        queue = self.queue()
+        self.answers = [lambda recipients: refused(550, b"5.1.1 gone", [])]
+        recipients = [Recipient("a@remote.test", notify=()), Recipient("b@remote.test")]
+        queue.enqueue("AAAAAAAAAAC0", "alice@example.org", recipients, MESSAGE)
+        [report] = self.world.newMessages("alice")
+        _, blocks = deliveryStatus(report)
+        self.assertEqual(
+            [b["Final-Recipient"] for b in blocks[1:]], ["rfc822; b@remote.test"]
+        )
+        self.answers = [lambda recipients: refused(550, b"5.1.1 gone", [])]
+        queue.enqueue("AAAAAAAAAAC1", "alice@example.org", recipients[:1], MESSAGE)
+        self.assertEqual(len(self.world.newMessages("alice")), 1)
+        self.assertEqual(self.files(), [])
+
+    def test_notifySuccessRelayed(self) -> None:
+        """NOTIFY=SUCCESS: the smarthost took it: relayed, ENVID and ORCPT echoed."""
+        queue = self.queue()
+        recipients = [
+            Recipient(
+                "a@remote.test", notify=("SUCCESS",), orcpt="rfc822;A@remote.test"
+            ),
+            Recipient("b@remote.test"),
+        ]
+        queue.enqueue(
+            "AAAAAAAAAAC2", "alice@example.org", recipients, MESSAGE, envid="e-1"
+        )
+        [report] = self.world.newMessages("alice")
+        parsed, blocks = deliveryStatus(report)
+        self.assertEqual(parsed["Subject"], "Successful Mail Delivery Report")
+        self.assertEqual(blocks[0]["Original-Envelope-Id"], "e-1")
+        self.assertEqual(
+            [
+                (
+                    b["Original-Recipient"],
+                    b["Final-Recipient"],
+                    b["Action"],
+                    b["Status"],
+                )
+                for b in blocks[1:]
+            ],
+            [("rfc822;A@remote.test", "rfc822; a@remote.test", "relayed", "2.0.0")],
+        )
+        self.assertEqual(blocks[1]["Remote-MTA"], "dns; relay.test:25")
+        self.assertEqual(self.files(), [])
+
+    def test_notifyDelay(self) -> None:
+        """NOTIFY=DELAY: one delayed DSN after the first deferral, none after."""
+        queue = self.queue()
+        busy = lambda recipients: refused(451, b"4.3.0 busy", [])  # noqa: E731
+        self.answers = [busy, busy]
+        recipients = [Recipient("a@remote.test", notify=("DELAY",))]
+        queue.enqueue("AAAAAAAAAAC3", "alice@example.org", recipients, MESSAGE)
+        [report] = self.world.newMessages("alice")
+        parsed, blocks = deliveryStatus(report)
+        self.assertEqual(parsed["Subject"], "Delayed Mail (still being retried)")
+        self.assertEqual(
+            (blocks[1]["Action"], blocks[1]["Status"]), ("delayed", "4.3.0")
+        )
+        self.assertIn("Will-Retry-Until", blocks[1])
+        self.world.clock.advance(300)
+        self.world.clock.advance(600)
+        self.assertEqual(len(self.sent), 3)
+        self.assertEqual(len(self.world.newMessages("alice")), 1)
+        self.assertEqual(self.files(), [])
+
+    def test_returnFull(self) -> None:
+        """RET=FULL returns the whole message in a failure DSN; HDRS the headers."""
+        queue = self.queue()
+        for queueId, ret in [("AAAAAAAAAAC4", "FULL"), ("AAAAAAAAAAC5", "HDRS")]:
+            self.answers = [lambda recipients: refused(550, b"5.1.1 gone", [])]
+            queue.enqueue(
+                queueId, "alice@example.org", ["a@remote.test"], MESSAGE, ret=ret
+            )
+        full, headers = self.world.newMessages("alice")
+        parsed = email.message_from_bytes(full, policy=email.policy.default)
+        types = [part.get_content_type() for part in parsed.walk()]
+        self.assertIn("message/rfc822", types)
+        self.assertIn(MESSAGE, full)
+        self.assertIn(b"Content-Type: text/rfc822-headers", headers)
+        self.assertNotIn(b"hello", headers)
+
     def test_full(self) -> None:
         """Past its size the queue refuses new mail; the space frees on delivery."""
         queue = self.queue(maxSize=len(MESSAGE) + 10)
@@ -300,6 +385,15 @@ class QueueDirectoryTests(SynchronousTestCase):
         found = directory.prepare()
         self.assertEqual(os.listdir(os.path.join(path, "tmp")), [])
         self.assertEqual([(i, n) for i, n, _ in found], [("0123456789AD", 42.0)])
+
+    def test_envelopeBeforeDSN(self) -> None:
+        """An envelope written before DSN (four recipient fields) still reads."""
+        envelope = Envelope.decode(
+            b'{"sender": "a@x.test", "arrival": 1.0, "attempts": 0,'
+            b' "recipients": [["b@y.test", "pending", "", false]], "nextAttempt": 2}\n'
+        )
+        self.assertEqual(envelope.recipients, [Recipient("b@y.test")])
+        self.assertEqual((envelope.ret, envelope.envid), (None, None))
 
     def test_badQueueId(self) -> None:
         """A queue ID is 12 upper-case hex digits: no path can be named."""
@@ -621,6 +715,112 @@ class AiosmtpdSmarthostTests(TestCase):
             [report] = await eventually(lambda: self.aliceMail() or None)
             _, blocks = deliveryStatus(report)
             self.assertEqual(blocks[1]["Status"], "4.4.7")
+            await eventually(lambda: self.queueFiles() == [] or None)
+
+        return ensureDeferred(run())
+
+    def test_smtplibDSN(self) -> Deferred[None]:
+        """smtplib's RET/ENVID/NOTIFY/ORCPT: aiosmtpd takes it, alice gets "relayed"."""
+
+        def send(port: int) -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.starttls(
+                    context=ssl.create_default_context(cafile=self.pki.caPath)
+                )
+                client.login("alice", "alice-password")
+                self.assertTrue(client.has_extn("dsn"))
+                return client.sendmail(
+                    "alice@example.org",
+                    ["x@remote.test"],
+                    MESSAGE,
+                    mail_options=["RET=HDRS", "ENVID=msg+2B1"],
+                    rcpt_options=[
+                        "NOTIFY=SUCCESS,FAILURE",
+                        "ORCPT=rfc822;X@remote.test",
+                    ],
+                )
+
+        async def run() -> None:
+            self.startSmarthost()
+            port = self.start()
+            self.assertEqual(await deferToThread(send, port), {})
+            [report] = await eventually(lambda: self.aliceMail() or None)
+            # aiosmtpd offers no DSN: the report says where the trail ends.
+            self.assertEqual(self.sink.envelopes[0].rcpt_options, [])
+            _, blocks = deliveryStatus(report)
+            self.assertEqual(blocks[0]["Original-Envelope-Id"], "msg+1")
+            self.assertEqual(
+                [(b["Original-Recipient"], b["Action"]) for b in blocks[1:]],
+                [("rfc822;X@remote.test", "relayed")],
+            )
+            await eventually(lambda: self.queueFiles() == [] or None)
+
+        return ensureDeferred(run())
+
+    def test_msmtpDSN(self) -> Deferred[None]:
+        """msmtp --dsn-notify=success,failure --dsn-return=full: relayed, bounced."""
+        if shutil.which("msmtp") is None:
+            self.fail("msmtp is not installed (scripts/debian-packages.txt names it)")
+        rc = os.path.join(self.directory, "msmtprc")
+
+        def send(port: int) -> subprocess.CompletedProcess[str]:
+            with open(rc, "w") as f:
+                f.write(
+                    f"account np\nhost localhost\nport {port}\ntls on\n"
+                    f"tls_starttls on\ntls_trust_file {self.pki.caPath}\n"
+                    "auth on\nuser alice\npassword alice-password\n"
+                    "from alice@example.org\naccount default : np\n"
+                )
+            os.chmod(rc, 0o600)
+            return subprocess.run(
+                [
+                    "msmtp",
+                    "-C",
+                    rc,
+                    "-v",
+                    "--dsn-notify=success,failure",
+                    "--dsn-return=full",
+                    "x@remote.test",
+                    "nobody@remote.test",
+                ],
+                input=MESSAGE.decode(),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+
+        async def run() -> None:
+            self.sink.refuse["nobody@remote.test"] = "550 5.1.1 No such user here"
+            self.startSmarthost()
+            port = self.start()
+            result = await deferToThread(send, port)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            self.assertIn("NOTIFY=SUCCESS,FAILURE", result.stdout)
+            reports = await eventually(
+                lambda: mail if len(mail := self.aliceMail()) == 2 else None
+            )
+            parsed = [deliveryStatus(report) for report in reports]
+            self.assertEqual(
+                sorted(
+                    (p["Subject"], b[1]["Final-Recipient"], b[1]["Action"])
+                    for p, b in parsed
+                ),
+                [
+                    (
+                        "Successful Mail Delivery Report",
+                        "rfc822; x@remote.test",
+                        "relayed",
+                    ),
+                    (
+                        "Undelivered Mail Returned to Sender",
+                        "rfc822; nobody@remote.test",
+                        "failed",
+                    ),
+                ],
+            )
+            [bounce] = [r for r in reports if b"Undelivered" in r]
+            self.assertIn(b"Content-Type: message/rfc822", bounce)
+            self.assertIn(b"\r\n\r\nhello\r\n", bounce)
             await eventually(lambda: self.queueFiles() == [] or None)
 
         return ensureDeferred(run())

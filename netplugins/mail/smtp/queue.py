@@ -19,6 +19,13 @@ before the 250 reply until the smarthost took it or the sender was told.
     (L{netplugins.mail.smtp.dsn}) from C{<>}: delivered to the sender's
     Maildir when the sender is local, else queued for the smarthost.  A
     bounce (null sender) that fails is logged and dropped, never bounced.
+  - The sender's DSN requests (RFC 3461, kept in the envelope) are
+    honoured: C{NOTIFY=NEVER} recipients are never reported, C{FAILURE}
+    ones (and those without C{NOTIFY=}) when they fail, C{DELAY} ones once,
+    after their first deferral, and C{SUCCESS} ones get a C{relayed} report
+    when the smarthost takes them (it is not asked for DSNs: Twisted's
+    client sends no DSN parameters).  A failure report returns the message
+    with C{RET=FULL}, else its headers; C{ENVID} and C{ORCPT} are echoed.
   - The queue holds at most C{maxSize} bytes and L{MAX_MESSAGES} messages:
     beyond, new mail is refused 452 4.3.1 before the 250.
   - The queue survives a restart: at start the directory is read, due
@@ -38,7 +45,7 @@ from twisted.python.failure import Failure
 
 from netplugins.mail.maildir.errors import DiskFullError
 from netplugins.mail.maildir.store import MaildirStore
-from netplugins.mail.smtp.dsn import EXPIRED, deliveryReport
+from netplugins.mail.smtp.dsn import DELAY, EXPIRED, FAILURE, SUCCESS, deliveryReport
 from netplugins.mail.smtp.queuedir import (
     FAILED,
     PENDING,
@@ -238,10 +245,21 @@ class RelayQueue(Service):
     # Taking messages in
 
     def stage(
-        self, queueId: str, sender: str, recipients: Sequence[str], message: bytes
+        self,
+        queueId: str,
+        sender: str,
+        recipients: Sequence[str | Recipient],
+        message: bytes,
+        *,
+        ret: str | None = None,
+        envid: str | None = None,
     ) -> Deferred[None]:
         """
-        Write a message durably for C{recipients}, not yet to be sent.
+        Write a message durably for C{recipients} (addresses, or
+        L{Recipient}s with their DSN requests), not yet to be sent.
+
+        @param ret: the sender's C{RET=} (C{FULL} or C{HDRS}), if given.
+        @param envid: the sender's C{ENVID=} (decoded), if given.
 
         @raise QueueFullError: (in the Deferred) when the queue is full.
         @raise DiskFullError: likewise, when the disk is.
@@ -263,7 +281,12 @@ class RelayQueue(Service):
         self._bytes += size
         now = self._now()
         envelope = Envelope(
-            sender, [Recipient(r) for r in recipients], arrival=now, nextAttempt=now
+            sender,
+            [r if isinstance(r, Recipient) else Recipient(r) for r in recipients],
+            arrival=now,
+            nextAttempt=now,
+            ret=ret,
+            envid=envid,
         )
         d = self._run(self.directory.stage, queueId, envelope, message)
         d.addErrback(self._ebStage, queueId)
@@ -302,12 +325,17 @@ class RelayQueue(Service):
         return self._run(self.directory.discard, queueId)
 
     def enqueue(
-        self, queueId: str, sender: str, recipients: Sequence[str], message: bytes
+        self,
+        queueId: str,
+        sender: str,
+        recipients: Sequence[str | Recipient],
+        message: bytes,
+        **dsn: str | None,
     ) -> Deferred[None]:
         """
-        Stage and commit a message.
+        Stage and commit a message (C{dsn}: L{stage}'s C{ret} and C{envid}).
         """
-        d = self.stage(queueId, sender, recipients, message)
+        d = self.stage(queueId, sender, recipients, message, **dsn)
         return d.addCallback(lambda _: self.commit(queueId))
 
     # The delivery loop
@@ -403,6 +431,7 @@ class RelayQueue(Service):
             return self._run(self.directory.release, claim)
         outcome = replies(result, pending)
         envelope.attempts += 1
+        relayed = []
         for recipient in envelope.recipients:
             if recipient.address not in outcome:
                 continue
@@ -410,6 +439,8 @@ class RelayQueue(Service):
             recipient.reply, recipient.remote = reply, remote
             if 200 <= code < 300:
                 recipient.status = SENT
+                if recipient.notifies(SUCCESS):
+                    relayed.append(recipient)
             elif 500 <= code < 600:
                 recipient.status = FAILED
             self.log.info(
@@ -434,9 +465,28 @@ class RelayQueue(Service):
                 queueId=queueId,
                 attempts=envelope.attempts,
             )
+        delayed = [
+            r
+            for r in envelope.recipients
+            if r.status == PENDING and r.notifies(DELAY) and not r.delayed
+        ]
+        for recipient in delayed:
+            recipient.delayed = True
+        d: Deferred[Any] = succeed(None)
+        if envelope.sender and (relayed or delayed):
+            # Success and delay reports are not retried: the next step
+            # (another attempt, or the end) does not wait for them to work.
+            d = self._report(claim, relayed=relayed, delayed=delayed)
+            d.addErrback(
+                lambda reason: self.log.failure(
+                    "np-smtp queue: {queueId}: DSN not sent",
+                    reason,
+                    queueId=queueId,
+                )
+            )
         if not envelope.pending():
-            return self._finish(claim)
-        return self._retryLater(claim)
+            return d.addCallback(lambda _: self._finish(claim))
+        return d.addCallback(lambda _: self._retryLater(claim))
 
     def _retryLater(self, claim: Claim) -> Deferred[None]:
         envelope = claim.envelope
@@ -453,7 +503,9 @@ class RelayQueue(Service):
         the message.
         """
         envelope = claim.envelope
-        failed = [r for r in envelope.recipients if r.status == FAILED]
+        failed = [
+            r for r in envelope.recipients if r.status == FAILED and r.notifies(FAILURE)
+        ]
         if not failed:
             return self._remove(claim)
         if not envelope.sender:
@@ -464,7 +516,7 @@ class RelayQueue(Service):
                 recipients=", ".join(f"<{r.address}>" for r in failed),
             )
             return self._remove(claim)
-        d = self._bounce(claim, failed)
+        d = self._report(claim, failed=failed)
         # Only a failed DSN is retried: a failure to remove is the attempt's.
         d.addCallbacks(
             cast(Any, lambda _: self._remove(claim)),
@@ -490,13 +542,12 @@ class RelayQueue(Service):
         if entry is not None:
             self._bytes -= entry.size
 
-    def _bounce(self, claim: Claim, failed: list[Recipient]) -> Deferred[Any]:
+    def _report(self, claim: Claim, **recipients: list[Recipient]) -> Deferred[Any]:
         """
-        Send the sender the DSN for C{failed}: to their Maildir when local,
-        else through the queue.
+        Send the sender a DSN about C{recipients} (L{deliveryReport}'s
+        C{failed}, C{delayed}, C{relayed}): to their Maildir when local, else
+        through the queue.
         """
-        import secrets
-
         envelope = claim.envelope
         report = deliveryReport(
             hostname=self.hostname,
@@ -504,36 +555,72 @@ class RelayQueue(Service):
             sender=envelope.sender,
             queueId=claim.queueId,
             arrival=envelope.arrival,
-            failed=failed,
             message=claim.message,
+            ret=envelope.ret,
+            envid=envelope.envid,
+            retryUntil=envelope.arrival + self.lifetime,
+            **recipients,
         )
-        parts = splitAddress(envelope.sender)
-        if parts is None or not self.users.isLocal(parts[1]):
-            bounceId = secrets.token_hex(6).upper()
-            self.log.info(
-                "np-smtp queue: {queueId}: DSN {bounceId} queued for <{sender}>",
-                queueId=claim.queueId,
-                bounceId=bounceId,
-                sender=envelope.sender,
-            )
-            return self.enqueue(bounceId, "", [envelope.sender], report)
-        d: Deferred[Any] = self.users.recipients(envelope.sender)
-        d.addCallback(self._cbLocalSender, claim.queueId, envelope.sender, report)
-        return d
+        return sendReport(
+            report,
+            envelope.sender,
+            claim.queueId,
+            store=self.store,
+            users=self.users,
+            queue=self,
+        )
 
-    def _cbLocalSender(
-        self, mailboxes: list[str] | None, queueId: str, sender: str, report: bytes
-    ) -> Deferred[Any]:
+
+def sendReport(
+    report: bytes,
+    sender: str,
+    queueId: str,
+    *,
+    store: MaildirStore,
+    users: LocalUsers,
+    queue: RelayQueue | None,
+) -> Deferred[Any]:
+    """
+    Send the DSN C{report} about message C{queueId} to C{sender}: into
+    their Maildir when the address is local, else through C{queue} (from
+    C{<>}); without a queue a report for a foreign sender is logged and
+    dropped.
+    """
+    import secrets
+
+    log = RelayQueue.log
+    parts = splitAddress(sender)
+    if parts is None or not users.isLocal(parts[1]):
+        if queue is None:
+            log.warn(
+                "np-smtp: {queueId}: DSN for <{sender}> dropped: no relay queue",
+                queueId=queueId,
+                sender=sender,
+            )
+            return succeed(None)
+        bounceId = secrets.token_hex(6).upper()
+        log.info(
+            "np-smtp queue: {queueId}: DSN {bounceId} queued for <{sender}>",
+            queueId=queueId,
+            bounceId=bounceId,
+            sender=sender,
+        )
+        return queue.enqueue(bounceId, "", [sender], report)
+
+    def delivered(mailboxes: list[str] | None) -> Deferred[Any]:
         if mailboxes is None:
-            self.log.error(
+            log.error(
                 "np-smtp queue: {queueId}: DSN dropped: no local user <{sender}>",
                 queueId=queueId,
                 sender=sender,
             )
             return succeed(None)
-        self.log.info(
+        log.info(
             "np-smtp queue: {queueId}: DSN delivered to <{sender}>",
             queueId=queueId,
             sender=sender,
         )
-        return self.store.deliverMany(mailboxes, b"Return-Path: <>\r\n" + report)
+        return store.deliverMany(mailboxes, b"Return-Path: <>\r\n" + report)
+
+    d: Deferred[Any] = users.recipients(sender)
+    return d.addCallback(delivered)

@@ -54,12 +54,27 @@ class Recipient:
     @ivar reply: the last reply about it (C{550 5.1.1 ...}), or why it was
         deferred.
     @ivar remote: whether C{reply} came from the smarthost.
+    @ivar notify: the DSN events (RFC 3461 C{NOTIFY=}) the sender asked to
+        hear of: C{SUCCESS}, C{FAILURE}, C{DELAY}; empty for C{NEVER};
+        C{None} when not given (failures only).
+    @ivar orcpt: the original recipient (C{ORCPT=}, decoded: C{rfc822;addr}).
+    @ivar delayed: whether the sender was told of a delay already.
     """
 
     address: str
     status: str = PENDING
     reply: str = ""
     remote: bool = False
+    notify: tuple[str, ...] | None = None
+    orcpt: str | None = None
+    delayed: bool = False
+
+    def notifies(self, event: str) -> bool:
+        """
+        Whether the sender wants a DSN for C{event} (C{SUCCESS}, C{FAILURE}
+        or C{DELAY}) about this recipient.
+        """
+        return event in (self.notify if self.notify is not None else ("FAILURE",))
 
 
 @define
@@ -69,6 +84,9 @@ class Envelope:
 
     @ivar arrival: when it was accepted (POSIX time).
     @ivar nextAttempt: when to try again (POSIX time).
+    @ivar ret: what a failure DSN returns (RFC 3461 C{RET=}): C{FULL} the
+        message, else (C{HDRS}, or C{None}: not given) its headers.
+    @ivar envid: the sender's envelope identifier (C{ENVID=}, decoded).
     """
 
     sender: str
@@ -76,6 +94,8 @@ class Envelope:
     arrival: float
     attempts: int = 0
     nextAttempt: float = 0.0
+    ret: str | None = None
+    envid: str | None = None
 
     def pending(self) -> list[str]:
         """
@@ -92,12 +112,22 @@ class Envelope:
                 {
                     "sender": self.sender,
                     "recipients": [
-                        [r.address, r.status, r.reply, r.remote]
+                        [
+                            r.address,
+                            r.status,
+                            r.reply,
+                            r.remote,
+                            None if r.notify is None else list(r.notify),
+                            r.orcpt,
+                            r.delayed,
+                        ]
                         for r in self.recipients
                     ],
                     "arrival": self.arrival,
                     "attempts": self.attempts,
                     "nextAttempt": self.nextAttempt,
+                    "ret": self.ret,
+                    "envid": self.envid,
                 },
                 ensure_ascii=True,
             ).encode("ascii")
@@ -115,16 +145,45 @@ class Envelope:
             data: Any = json.loads(line)
             return cls(
                 sender=str(data["sender"]),
-                recipients=[
-                    Recipient(str(a), str(s), str(r), bool(m))
-                    for a, s, r, m in data["recipients"]
-                ],
+                recipients=[_recipient(*fields) for fields in data["recipients"]],
                 arrival=float(data["arrival"]),
                 attempts=int(data["attempts"]),
                 nextAttempt=float(data["nextAttempt"]),
+                ret=_optional(data.get("ret")),
+                envid=_optional(data.get("envid")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"bad queue envelope: {e}") from None
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _recipient(
+    address: object,
+    status: object,
+    reply: object,
+    remote: object,
+    notify: object = None,
+    orcpt: object = None,
+    delayed: object = False,
+) -> Recipient:
+    """
+    A recipient from its envelope fields (the DSN ones are absent from
+    files queued before DSN was offered).
+    """
+    if notify is not None and not isinstance(notify, list):
+        raise ValueError(f"bad NOTIFY {notify!r}")
+    return Recipient(
+        str(address),
+        str(status),
+        str(reply),
+        bool(remote),
+        None if notify is None else tuple(str(n) for n in notify),
+        _optional(orcpt),
+        bool(delayed),
+    )
 
 
 @define

@@ -11,12 +11,16 @@ is emptied (see L{netplugins.starttls}) or when the protocol pauses.
 
 Rules it keeps:
   - Extensions: SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS,
-    AUTH PLAIN LOGIN, CHUNKING (RFC 3030 C{BDAT}; not BINARYMIME) and
+    AUTH PLAIN LOGIN, CHUNKING (RFC 3030 C{BDAT}; not BINARYMIME),
     SMTPUTF8 (RFC 6531: with C{MAIL FROM:<...> SMTPUTF8}, UTF-8 addresses;
     without it they get 553 5.6.7, as from Postfix; they are never relayed,
-    Twisted's client being ASCII-only).  Pipelined commands are answered in
-    order: a command that waits (a recipient lookup, a login, a delivery)
-    pauses the parser.
+    Twisted's client being ASCII-only) and DSN (RFC 3461: C{RET=} and
+    C{ENVID=} on MAIL, C{NOTIFY=} and C{ORCPT=} on RCPT, kept in the relay
+    queue's envelope, which honours them; a local delivery is reported to a
+    sender who asked for C{SUCCESS} when the sender is local or the client
+    authenticated, so that a stranger cannot aim reports at others).
+    Pipelined commands are answered in order: a command that waits (a
+    recipient lookup, a login, a delivery) pauses the parser.
   - STARTTLS throws away whatever the client pipelined after it, and forgets
     the session (EHLO, AUTH, transaction).
   - AUTH only over TLS (unless C{allowPlaintextAuth}), through the portal and
@@ -77,7 +81,16 @@ from netplugins.mail.maildir.errors import DiskFullError
 from netplugins.mail.maildir.names import checkUserName
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.data import MessageReader
-from netplugins.mail.smtp.queue import RelayQueue
+from netplugins.mail.smtp.dsn import (
+    MAX_ENVID,
+    SUCCESS,
+    decodeXtext,
+    deliveryReport,
+    parseNotify,
+    parseOrcpt,
+)
+from netplugins.mail.smtp.queue import RelayQueue, sendReport
+from netplugins.mail.smtp.queuedir import SENT, Recipient
 from netplugins.mail.users import LocalUsers, MailAccount, splitAddress
 from netplugins.session import CLOSE_GRACE
 from netplugins.starttls import startTLSDiscarding
@@ -125,6 +138,25 @@ class SMTPConfig:
 
 #: A CR not before LF, or an LF not after CR.
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+@frozen
+class _Rcpt:
+    """
+    An accepted recipient: its address, its Maildirs (C{None}: relayed),
+    and its DSN requests (L{Recipient.notify}, L{Recipient.orcpt}).
+    """
+
+    address: str
+    mailboxes: tuple[str, ...] | None
+    notify: tuple[str, ...] | None = None
+    orcpt: str | None = None
+
+    def notifies(self, event: str) -> bool:
+        """
+        Whether the sender asked for a DSN on C{event} (L{Recipient.notifies}).
+        """
+        return Recipient(self.address, notify=self.notify).notifies(event)
 
 
 @define
@@ -177,8 +209,10 @@ class SMTPServer(LineSession):
         self.helo: str | None = None
         self.esmtp = False
         self.mailFrom: str | None = None
-        # Each recipient's Maildirs; None: relayed.
-        self.recipients: list[tuple[str, tuple[str, ...] | None]] = []
+        self.recipients: list[_Rcpt] = []
+        # RFC 3461: this transaction's RET= and ENVID= (decoded).
+        self.dsnRet: str | None = None
+        self.dsnEnvid: str | None = None
         self._authPending: Callable[[bytes], None] | None = None
         self._reader: MessageReader | None = None
         # RFC 6531: this transaction's MAIL asked for SMTPUTF8.
@@ -292,6 +326,8 @@ class SMTPServer(LineSession):
     def _resetTransaction(self) -> None:
         self.mailFrom = None
         self.recipients = []
+        self.dsnRet = None
+        self.dsnEnvid = None
         self.smtputf8 = False
         self._chunks = None
         self._chunksSize = 0
@@ -327,6 +363,7 @@ class SMTPServer(LineSession):
             "ENHANCEDSTATUSCODES",
             "CHUNKING",
             "SMTPUTF8",
+            "DSN",
         ]
         if self.factory.tls is not None and not self.secure:
             lines.append("STARTTLS")
@@ -478,6 +515,7 @@ class SMTPServer(LineSession):
         if address and splitAddress(address, utf8) is None:
             self._error(501, "5.1.7", "Bad sender address syntax")
             return
+        dsn: dict[str, str] = {}
         for param in params:
             key, _, value = param.partition("=")
             key = key.upper()
@@ -489,17 +527,35 @@ class SMTPServer(LineSession):
                 pass
             elif key == "AUTH" or (key == "SMTPUTF8" and not value):
                 pass
+            elif key in ("RET", "ENVID") and self.esmtp:
+                decoded = (
+                    (value.upper() if value.upper() in ("FULL", "HDRS") else None)
+                    if key == "RET"
+                    else decodeXtext(value, MAX_ENVID)
+                )
+                if key in dsn or not decoded:
+                    self._error(501, "5.5.4", f"Bad {key} parameter")
+                    return
+                dsn[key] = decoded
             else:
                 self._error(555, "5.5.4", f"Unsupported option: {param}")
                 return
+        ret, envid = dsn.get("RET"), dsn.get("ENVID")
         if self.account is None:
-            self._cbSender(True, address, utf8)
+            self._cbSender(True, address, utf8, ret, envid)
             return
         d = self.factory.users.maySendAs(self.account, address)
-        d.addCallback(self._cbSender, address, utf8)
+        d.addCallback(self._cbSender, address, utf8, ret, envid)
         self._wait(d)
 
-    def _cbSender(self, allowed: bool, address: str, utf8: bool) -> None:
+    def _cbSender(
+        self,
+        allowed: bool,
+        address: str,
+        utf8: bool,
+        ret: str | None,
+        envid: str | None,
+    ) -> None:
         if self._lost:
             return
         if not allowed:
@@ -519,6 +575,7 @@ class SMTPServer(LineSession):
             return
         self.mailFrom = address
         self.smtputf8 = utf8
+        self.dsnRet, self.dsnEnvid = ret, envid
         self.reply(250, "2.1.0", "Ok")
 
     def smtp_RCPT(self, argument: str) -> None:
@@ -533,17 +590,17 @@ class SMTPServer(LineSession):
         if not (self.smtputf8 or address.isascii()):
             self._refuseUnicode()
             return
-        if params:
-            # No RCPT parameter is offered (no DSN, so no NOTIFY= or ORCPT=):
-            # RFC 5321 section 4.1.1.11.
-            self._error(555, "5.5.4", f"Unsupported option: {params[0]}")
+        dsn = self._rcptParameters(params)
+        if dsn is None:
             return
+        notify, orcpt = dsn
         if self._isPostmaster(address):
             if len(self.recipients) >= self.config.maxRecipients:
                 self.reply(452, "4.5.3", "Error: too many recipients")
             else:
                 postmaster = self.factory.users.postmaster(self.config.postmaster)
-                self._wait(postmaster.addCallback(self._cbResolved, address))
+                postmaster.addCallback(self._cbResolved, address, notify, orcpt)
+                self._wait(postmaster)
             return
         parts = splitAddress(address, self.smtputf8)
         if parts is None:
@@ -558,7 +615,7 @@ class SMTPServer(LineSession):
                     553, "5.6.7", f"<{address}>: cannot relay unicode addresses"
                 )
             elif self.account is not None and self.config.queue is not None:
-                self.recipients.append((address, None))
+                self.recipients.append(_Rcpt(address, None, notify, orcpt))
                 self.reply(250, "2.1.5", "Ok")
             else:
                 self.log.info(
@@ -569,8 +626,38 @@ class SMTPServer(LineSession):
                 self._error(550, "5.7.1", f"<{address}>: Relay access denied")
             return
         d = self.factory.users.recipients(address)
-        d.addCallback(self._cbResolved, address)
+        d.addCallback(self._cbResolved, address, notify, orcpt)
         self._wait(d)
+
+    def _rcptParameters(
+        self, params: list[str]
+    ) -> tuple[tuple[str, ...] | None, str | None] | None:
+        """
+        RCPT's DSN parameters (C{NOTIFY=}, C{ORCPT=}) as (events, original
+        recipient); C{None} (refused) for a malformed, repeated or unknown
+        parameter, or any after HELO, which offered no extension (RFC 5321
+        section 4.1.1.11).
+        """
+        notify: tuple[str, ...] | None = None
+        orcpt: str | None = None
+        seen = set()
+        for param in params:
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key not in ("NOTIFY", "ORCPT") or not self.esmtp:
+                self._error(555, "5.5.4", f"Unsupported option: {param}")
+                return None
+            if key == "NOTIFY":
+                notify = parseNotify(value)
+                parsed: object = notify
+            else:
+                orcpt = parseOrcpt(value)
+                parsed = orcpt
+            if key in seen or parsed is None:
+                self._error(501, "5.5.4", f"Bad {key} parameter")
+                return None
+            seen.add(key)
+        return notify, orcpt
 
     def _isPostmaster(self, address: str) -> bool:
         """
@@ -589,7 +676,13 @@ class SMTPServer(LineSession):
             or domain in ("localhost", self.config.hostname.lower())
         )
 
-    def _cbResolved(self, mailboxes: list[str] | None, address: str) -> None:
+    def _cbResolved(
+        self,
+        mailboxes: list[str] | None,
+        address: str,
+        notify: tuple[str, ...] | None,
+        orcpt: str | None,
+    ) -> None:
         if self._lost:
             return
         if mailboxes is None:
@@ -602,7 +695,7 @@ class SMTPServer(LineSession):
                 550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown"
             )
         else:
-            self.recipients.append((address, tuple(mailboxes)))
+            self.recipients.append(_Rcpt(address, tuple(mailboxes), notify, orcpt))
             self.reply(250, "2.1.5", "Ok")
 
     def smtp_DATA(self, argument: str) -> None:
@@ -735,7 +828,7 @@ class SMTPServer(LineSession):
             protocol += "A"
         recipient = ""
         if len(self.recipients) == 1:
-            recipient = f"\r\n\tfor <{self.recipients[0][0]}>"
+            recipient = f"\r\n\tfor <{self.recipients[0].address}>"
         return (
             f"Received: from {self.helo} ([{_peerHost(peer)}])\r\n"
             f"\tby {self.config.hostname} (netplugins) with {protocol} id {queueId}"
@@ -745,13 +838,20 @@ class SMTPServer(LineSession):
     def _deliver(self, body: bytes) -> Deferred[Any]:
         queueId = secrets.token_hex(6).upper()
         message = self._received(queueId) + body
-        users = sorted(
-            {user for _, mailboxes in self.recipients for user in mailboxes or ()}
-        )
+        users = sorted({user for r in self.recipients for user in r.mailboxes or ()})
         foreign = [
-            address for address, mailboxes in self.recipients if mailboxes is None
+            Recipient(r.address, notify=r.notify, orcpt=r.orcpt)
+            for r in self.recipients
+            if r.mailboxes is None
         ]
         sender = self.mailFrom or ""
+        # RFC 3461 section 5.2.2: a final delivery the sender asked to hear
+        # of is reported as delivered.
+        delivered = [
+            Recipient(r.address, SENT, notify=r.notify, orcpt=r.orcpt)
+            for r in self.recipients
+            if r.mailboxes is not None and r.notifies(SUCCESS)
+        ]
         # Final delivery records the envelope sender (RFC 5321 section 4.4);
         # relayed copies are not final, so they go without it.
         local = f"Return-Path: <{sender}>\r\n".encode() + message
@@ -763,7 +863,9 @@ class SMTPServer(LineSession):
             d = store.deliverMany(users, local)
         else:
             assert queue is not None
-            d = queue.stage(queueId, sender, foreign, message)
+            d = queue.stage(
+                queueId, sender, foreign, message, ret=self.dsnRet, envid=self.dsnEnvid
+            )
             d.addCallback(lambda _: _deliverStaged(store, queue, queueId, users, local))
         d.addCallbacks(
             self._cbDelivered,
@@ -771,10 +873,71 @@ class SMTPServer(LineSession):
             callbackArgs=(queueId, len(message)),
             errbackArgs=(queueId,),
         )
+        if sender and delivered:
+            d.addCallback(
+                self._reportDelivered,
+                queueId,
+                sender,
+                delivered,
+                message,
+                self.dsnEnvid,
+                self.account is not None,
+            )
         self._resetTransaction()
         return d
 
-    def _cbDelivered(self, result: object, queueId: str, size: int) -> None:
+    def _reportDelivered(
+        self,
+        accepted: object,
+        queueId: str,
+        sender: str,
+        delivered: list[Recipient],
+        message: bytes,
+        envid: str | None,
+        authenticated: bool,
+    ) -> None:
+        """
+        Send C{sender} a DSN saying C{delivered} got the message (once the
+        client got its 250); only to a local sender or from an
+        authenticated client.
+        """
+        if not accepted:
+            return
+        parts = splitAddress(sender, True)
+        users = self.factory.users
+        if not (authenticated or (parts and users.isLocal(parts[1]))):
+            self.log.info(
+                "np-smtp: {queueId}: no DSN for <{sender}>: not local, "
+                "client not authenticated",
+                queueId=queueId,
+                sender=sender,
+            )
+            return
+        report = deliveryReport(
+            hostname=self.config.hostname,
+            smarthost="",
+            sender=sender,
+            queueId=queueId,
+            arrival=self.factory.reactor.seconds(),
+            message=message,
+            delivered=delivered,
+            envid=envid,
+        )
+        d = sendReport(
+            report,
+            sender,
+            queueId,
+            store=self.factory.store,
+            users=users,
+            queue=self.config.queue,
+        )
+        d.addErrback(
+            lambda reason: self.log.failure(
+                "np-smtp: {queueId}: DSN not sent", reason, queueId=queueId
+            )
+        )
+
+    def _cbDelivered(self, result: object, queueId: str, size: int) -> bool:
         self.log.info(
             "np-smtp: {queueId} accepted, {size} bytes from {peer}",
             queueId=queueId,
@@ -783,6 +946,7 @@ class SMTPServer(LineSession):
         )
         if not self._lost:
             self.reply(250, "2.0.0", f"Ok: queued as {queueId}")
+        return True
 
     def _ebDelivered(self, reason: Failure, queueId: str) -> None:
         if reason.check(DiskFullError):
