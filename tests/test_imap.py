@@ -817,7 +817,7 @@ class SpecialUseTests(SynchronousTestCase):
 
 class EnableTests(SynchronousTestCase):
     """
-    ENABLE (RFC 5161), with no extension to enable yet.
+    ENABLE (RFC 5161).
     """
 
     def test_beforeLogin(self) -> None:
@@ -829,13 +829,19 @@ class EnableTests(SynchronousTestCase):
             b"e BAD Command not valid in this state\r\n",
         )
 
-    def test_enablesNothing(self) -> None:
-        """ENABLE after login answers an empty ENABLED; CAPABILITY offers it."""
+    def test_enablesWhatIsKnown(self) -> None:
+        """ENABLE names what it enabled, once; unknown names are ignored."""
         s = Session(self)
         s.login()
         self.assertEqual(
-            s.send(b"e ENABLE CONDSTORE UTF8=ACCEPT X-NONE\r\n"),
-            b"* ENABLED\r\ne OK Enabled.\r\n",
+            s.send(b"e ENABLE X-NONE\r\n"), b"* ENABLED\r\ne OK Enabled.\r\n"
+        )
+        self.assertEqual(
+            s.send(b"e ENABLE utf8=accept X-NONE\r\n"),
+            b"* ENABLED UTF8=ACCEPT\r\ne OK Enabled.\r\n",
+        )
+        self.assertEqual(
+            s.send(b"e ENABLE UTF8=ACCEPT\r\n"), b"* ENABLED\r\ne OK Enabled.\r\n"
         )
         self.assertIn(b" ENABLE ", s.send(b"c CAPABILITY\r\n"))
 

@@ -243,6 +243,51 @@ class MultiappendTests(SynchronousTestCase):
         self.assertIn(b"(MESSAGES 0 ", self.status())
 
 
+class UTF8AcceptTests(SynchronousTestCase):
+    """
+    UTF8=ACCEPT (RFC 6855): mailbox names in UTF-8 once enabled.
+    """
+
+    def setUp(self) -> None:
+        self.s = Session(self)
+        self.s.login()
+
+    def test_namesBothWays(self) -> None:
+        """Names made in UTF-8 are stored as modified UTF-7, which others see."""
+        self.assertIn(b" UTF8=ACCEPT ", self.s.send(b"c CAPABILITY\r\n"))
+        self.s.send(b"e ENABLE UTF8=ACCEPT\r\n")
+        self.assertIn(b"c OK", self.s.send('c CREATE "Entwürfe"\r\n'.encode()))
+        self.assertIn(b"d OK", self.s.send('d CREATE "日本語.台北"\r\n'.encode()))
+        self.assertIn(b"d OK", self.s.send(b'd CREATE "a&b"\r\n'))
+        folders = os.listdir(os.path.join(self.s.root, "alice"))
+        self.assertEqual(
+            sorted(f for f in folders if f.startswith(".")),
+            [".&ZeVnLIqe-.&U,BTFw-", ".Entw&APw-rfe", ".a&-b"],
+        )
+        reply = self.s.send(b'l LIST "" "*"\r\n')
+        self.assertIn('* LIST (\\HasNoChildren) "." "Entwürfe"\r\n'.encode(), reply)
+        self.assertIn(
+            '* LIST (\\Noselect \\HasChildren) "." "日本語"\r\n'.encode(), reply
+        )
+        self.assertIn(b'* LIST (\\HasNoChildren) "." a&b\r\n', reply)
+        reply = self.s.send('l LIST "" "日本語.%"\r\n'.encode())
+        self.assertIn('"日本語.台北"\r\nl OK'.encode(), reply)
+        reply = self.s.send('s STATUS "Entwürfe" (MESSAGES)\r\n'.encode())
+        self.assertIn('* STATUS "Entwürfe" (MESSAGES 0)'.encode(), reply)
+        self.assertIn(b"s OK", self.s.send('s SELECT "Entwürfe"\r\n'.encode()))
+        other = Session(self, root=self.s.root)
+        other.login()
+        reply = other.send(b'l LIST "" *\r\n')
+        self.assertIn(b'"." Entw&APw-rfe\r\n', reply)
+        self.assertIn(b'"." a&-b\r\n', reply)
+        self.assertIn(b"OK", other.send(b"s SELECT Entw&APw-rfe\r\n"))
+
+    def test_badUTF8(self) -> None:
+        """A name that is not UTF-8 is BAD."""
+        self.s.send(b"e ENABLE UTF8=ACCEPT\r\n")
+        self.assertIn(b"c BAD", self.s.send(b'c CREATE "\xff\xfe"\r\n'))
+
+
 class ExtensionClientTests(TestCase):
     """
     The extensions with imaplib and IMAPClient over TCP (STARTTLS).
@@ -350,3 +395,34 @@ class ExtensionClientTests(TestCase):
             )
 
         return deferToThread(session).addCallback(check)
+
+    def test_imaplibUTF8(self) -> Deferred[Any]:
+        """imaplib: UTF-8 names after enable('UTF8=ACCEPT'); others see UTF-7."""
+
+        def session() -> list[Any]:
+            c = imaplib.IMAP4("127.0.0.1", self.port)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            out: list[Any] = [c.enable("UTF8=ACCEPT")[0], c.utf8_enabled]
+            out.append(c.create('"Brouillons été"')[0])
+            out.append(c.list('""', '"Brouillons*"')[1])
+            out.append(c.select('"Brouillons été"')[0])
+            c.logout()
+            c = imaplib.IMAP4("127.0.0.1", self.port)
+            c.starttls(self.context())
+            c.login("alice", "alice-pw")
+            out.append(c.list('""', '"Brouillons*"')[1])
+            c.logout()
+            return out
+
+        return deferToThread(session).addCallback(
+            self.assertEqual,
+            [
+                "OK",
+                True,
+                "OK",
+                ['(\\HasNoChildren) "." "Brouillons été"'.encode()],
+                "OK",
+                [b'(\\HasNoChildren) "." "Brouillons &AOk-t&AOk-"'],
+            ],
+        )

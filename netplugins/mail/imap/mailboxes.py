@@ -38,16 +38,15 @@ from netplugins.mail.imap.parse import (
     Literal,
     Token,
     astring,
+    encodeModifiedUTF7,
     formatSequenceSet,
     formatValue,
-    mailboxName,
 )
 from netplugins.mail.imap.session import (
     DELIMITER,
     CommandError,
     SessionBase,
     lettersFor,
-    mailboxValue,
     noSuchMailbox,
     parseDateTime,
     splitFlags,
@@ -113,7 +112,7 @@ class MailboxCommands(SessionBase):
     def do_CREATE(self, command: Command) -> Deferred[bytes]:
         if len(command.args) == 2:
             # RFC 6154's CREATE-SPECIAL-USE: CREATE name (USE (attributes)).
-            name = mailboxName(command.args[0]).rstrip(DELIMITER)
+            name = self._mailboxName(command.args[0]).rstrip(DELIMITER)
             self._checkUse(name, command.args[1])
         else:
             name = self._oneMailbox(command).rstrip(DELIMITER)
@@ -175,7 +174,7 @@ class MailboxCommands(SessionBase):
     def do_RENAME(self, command: Command) -> Deferred[bytes]:
         if len(command.args) != 2:
             raise IMAPSyntaxError("RENAME needs two mailbox names")
-        old, new = (mailboxName(a) for a in command.args)
+        old, new = (self._mailboxName(a) for a in command.args)
         if new.upper() == INBOX:
             raise CommandError("[ALREADYEXISTS] INBOX exists.")
         self._folder(old)
@@ -220,7 +219,7 @@ class MailboxCommands(SessionBase):
     def _oneMailbox(self, command: Command) -> str:
         if len(command.args) != 1:
             raise IMAPSyntaxError("expected a mailbox name")
-        return mailboxName(command.args[0])
+        return self._mailboxName(command.args[0])
 
     def do_SUBSCRIBE(self, command: Command) -> Deferred[bytes]:
         name = self._oneMailbox(command)
@@ -284,6 +283,9 @@ class MailboxCommands(SessionBase):
             raise IMAPSyntaxError("expected a reference and a pattern")
         reference = astring(args[0]).decode("utf-8", "replace")
         pattern = astring(args[1]).decode("utf-8", "replace")
+        if self.utf8:
+            # Wildcards are ASCII: they stay as they are.
+            return encodeModifiedUTF7(reference), encodeModifiedUTF7(pattern)
         return reference, pattern
 
     def _cbList(
@@ -324,16 +326,16 @@ class MailboxCommands(SessionBase):
             self._untagged(
                 what.encode()
                 + b" "
-                + formatValue([attributes, DELIMITER.encode(), mailboxValue(name)])[
-                    1:-1
-                ]
+                + formatValue(
+                    [attributes, DELIMITER.encode(), self._mailboxValue(name)]
+                )[1:-1]
             )
         return what.capitalize().encode() + b" completed."
 
     def do_STATUS(self, command: Command) -> Deferred[bytes]:
         if len(command.args) != 2 or not isinstance(command.args[1], list):
             raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
-        name = mailboxName(command.args[0])
+        name = self._mailboxName(command.args[0])
         items = [str(i).upper() for i in command.args[1]]
         known = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"}
         if not items or any(i not in known for i in items):
@@ -353,7 +355,10 @@ class MailboxCommands(SessionBase):
             for item in items:
                 out += [item, values[item]]
             self._untagged(
-                b"STATUS " + formatValue(mailboxValue(name)) + b" " + formatValue(out)
+                b"STATUS "
+                + formatValue(self._mailboxValue(name))
+                + b" "
+                + formatValue(out)
             )
             return b"Status completed."
 
@@ -367,7 +372,7 @@ class MailboxCommands(SessionBase):
         args = list(command.args)
         if len(args) < 2:
             raise IMAPSyntaxError("APPEND needs a mailbox and a literal message")
-        name = mailboxName(args[0])
+        name = self._mailboxName(args[0])
         items = []
         flags: list[str] | None = None
         when: float | None = None

@@ -17,6 +17,7 @@ compute without limit:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from typing import Union
@@ -300,6 +301,58 @@ def mailboxName(token: Token) -> str:
     if name.upper() == "INBOX" or name.upper().startswith("INBOX."):
         name = "INBOX" + name[5:]
     return name
+
+
+def encodeModifiedUTF7(name: str) -> str:
+    """
+    C{name} in IMAP's modified UTF-7 (RFC 3501 section 5.1.3): how mailbox
+    names are stored and how clients without UTF8=ACCEPT see them.
+    """
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            data = "".join(run).encode("utf-16-be", "surrogatepass")
+            encoded = base64.b64encode(data).decode("ascii").rstrip("=")
+            out.append("&" + encoded.replace("/", ",") + "-")
+            run.clear()
+
+    for c in name:
+        if " " <= c <= "~":
+            flush()
+            out.append("&-" if c == "&" else c)
+        else:
+            run.append(c)
+    flush()
+    return "".join(out)
+
+
+_MODIFIED_BASE64 = re.compile(r"&([A-Za-z0-9+,]*)-")
+
+
+def decodeModifiedUTF7(name: str) -> str:
+    """
+    The text of C{name}, a mailbox name in modified UTF-7.
+
+    @raise ValueError: if it is not valid modified UTF-7.
+    """
+
+    def decode(match: re.Match[str]) -> str:
+        encoded = match.group(1)
+        if not encoded:
+            return "&"
+        data = base64.b64decode(
+            encoded.replace(",", "/") + "=" * (-len(encoded) % 4), validate=True
+        )
+        return data.decode("utf-16-be")
+
+    if any(not " " <= c <= "~" for c in name):
+        raise ValueError("not modified UTF-7")
+    text = _MODIFIED_BASE64.sub(decode, name)
+    if encodeModifiedUTF7(text) != name:
+        raise ValueError("not modified UTF-7")
+    return text
 
 
 # Sequence sets

@@ -32,7 +32,6 @@ from netplugins.mail.imap.parse import (
     astring,
     formatSequenceSet,
     formatValue,
-    mailboxName,
 )
 from netplugins.mail.imap.search import Candidate, matches, parseSearch
 from netplugins.mail.imap.session import (
@@ -85,7 +84,7 @@ class SelectedCommands(SessionBase):
             self._untagged(b"OK [CLOSED] Previous mailbox closed.")
         self.selected = None
         self.state = "authenticated"
-        folder = self._folder(mailboxName(command.args[0]))
+        folder = self._folder(self._mailboxName(command.args[0]))
         d = folder.scan(claimNew=not readOnly)
         d.addErrback(noSuchMailbox)
         return d.addCallback(self._cbSelect, folder, readOnly)
@@ -508,7 +507,7 @@ class SelectedCommands(SessionBase):
         if len(command.args) != 2:
             raise IMAPSyntaxError("COPY needs a message set and a mailbox")
         targets = [m for _, m in self._messagesFor(command.args[0], byUid)]
-        target = self._folder(mailboxName(command.args[1]))
+        target = self._folder(self._mailboxName(command.args[1]))
         d = target.scan(claimNew=False)
         d.addErrback(
             trap, NoSuchFolderError, "[TRYCREATE] Mailbox doesn't exist: " + target.name
@@ -549,7 +548,7 @@ class SelectedCommands(SessionBase):
             raise CommandError("[CANNOT] Mailbox is read-only.")
         chosen = self._messagesFor(command.args[0], byUid)
         targets = [m for _, m in chosen]
-        target = self._folder(mailboxName(command.args[1]))
+        target = self._folder(self._mailboxName(command.args[1]))
         d = target.scan(claimNew=False)
         d.addErrback(
             trap, NoSuchFolderError, "[TRYCREATE] Mailbox doesn't exist: " + target.name

@@ -1,7 +1,7 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
-UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE and
-MULTIAPPEND) on
+UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE,
+MULTIAPPEND and UTF8=ACCEPT) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -49,7 +49,9 @@ Security rules (docs/security.md, np-imap):
     safely, so the connection is closed with BYE, as Dovecot does;
   - a synchronizing literal of a command not valid in the current state is
     refused at once, without the continuation;
-  - mailbox names holding CR, LF or NUL are refused before the command runs,
+  - mailbox names holding CR, LF or NUL are refused before the command runs
+    (with UTF8=ACCEPT enabled, names that are not UTF-8 are BAD; they are
+    stored in modified UTF-7 either way),
     and no tagged response text can hold those bytes;
   - 120 seconds to log in, counted from the connection (commands do not
     extend it); then 30 minutes idle (counted from the last complete command,
@@ -110,6 +112,9 @@ POLL_INTERVAL = 2.0
 
 # Commands and the states they are allowed in.
 _ANY = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
+
+#: What ENABLE (RFC 5161) can enable.
+ENABLE = ("UTF8=ACCEPT",)
 _NOT_AUTHENTICATED = frozenset({"STARTTLS", "LOGIN", "AUTHENTICATE"})
 _AUTHENTICATED = frozenset(
     {
@@ -199,6 +204,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self._idlePoll: Any = None
         self._attempts: Any = None
         self._sizes: dict[tuple[int, str], int] = {}
+        self.enabled: set[str] = set()
+        self.utf8 = False
 
     # Connection
 
@@ -244,6 +251,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
             "ENABLE",
+            "UTF8=ACCEPT",
             "UNSELECT",
             "NAMESPACE",
             "CHILDREN",
@@ -557,15 +565,23 @@ class IMAPServer(MailboxCommands, SelectedCommands):
 
     def do_ENABLE(self, command: Command) -> bytes:
         """
-        RFC 5161: enable what is both asked for and known.  No extension
-        here changes responses once enabled, so the answer is always an
-        empty C{* ENABLED}; unknown names are ignored, as the RFC asks.
+        RFC 5161: enable what is both asked for and known (L{ENABLE}), and
+        say so in C{* ENABLED}; unknown names are ignored, as the RFC asks.
         """
         if self.state != "authenticated":
             raise IMAPSyntaxError("ENABLE is valid only before SELECT")
         if not command.args or not all(isinstance(a, str) for a in command.args):
             raise IMAPSyntaxError("ENABLE needs capability names")
-        self._untagged(b"ENABLED")
+        enabled = []
+        for name in command.args:
+            assert isinstance(name, str)
+            extension = name.upper()
+            if extension in ENABLE and extension not in self.enabled:
+                self.enabled.add(extension)
+                enabled.append(extension)
+        if "UTF8=ACCEPT" in self.enabled:
+            self.utf8 = True
+        self._untagged(" ".join(["ENABLED", *enabled]).encode())
         return b"Enabled."
 
     # Not authenticated

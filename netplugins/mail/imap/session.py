@@ -26,8 +26,13 @@ from twisted.python.failure import Failure
 
 from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
+    Literal,
+    Raw,
     Token,
+    decodeModifiedUTF7,
+    encodeModifiedUTF7,
     formatValue,
+    mailboxName,
     parseSequenceSet,
 )
 from netplugins.mail.maildir.errors import MaildirError, NoSuchFolderError
@@ -141,6 +146,7 @@ def mailboxValue(name: str) -> Token:
 #: What a mailbox name may not hold: it would end the response line it is
 #: echoed in (or the store's one-a-line files).
 _LINE_BREAKING = re.compile(rb"[\r\n\x00]")
+_UTF8_QUOTABLE = re.compile(rb"[^\x00\r\n]{0,1024}\Z")
 
 
 def validMailboxName(name: bytes) -> bool:
@@ -223,6 +229,9 @@ class SessionBase(Protocol):
     _timer: Any
     _idlePoll: Any
     _sizes: dict[tuple[int, str], int]
+    #: Whether the client enabled UTF8=ACCEPT (RFC 6855): mailbox names are
+    #: UTF-8 both ways, stored in modified UTF-7 all the same.
+    utf8: bool = False
 
     def sendLine(self, line: bytes) -> None:
         if not self._closing:
@@ -286,6 +295,31 @@ class SessionBase(Protocol):
     @property
     def user(self) -> str:
         return str(self.account.mailbox)
+
+    def _mailboxName(self, token: Token) -> str:
+        """
+        A mailbox argument as the store names it (modified UTF-7).
+        """
+        name = mailboxName(token)
+        return encodeModifiedUTF7(name) if self.utf8 else name
+
+    def _mailboxValue(self, name: str) -> Token:
+        """
+        A stored mailbox name as this client reads it: as stored, or in
+        UTF-8 (a quoted string) once UTF8=ACCEPT is enabled.
+        """
+        if not self.utf8:
+            return mailboxValue(name)
+        try:
+            text = decodeModifiedUTF7(name)
+        except ValueError:
+            text = name  # made by other means: shown as it is
+        if _ATOM_NAME.match(text):
+            return text
+        data = text.encode("utf-8")
+        if _UTF8_QUOTABLE.match(data):
+            return Raw(b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"')
+        return Literal(data)
 
     def _folder(self, name: str) -> Any:
         try:
