@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -316,3 +317,75 @@ class InProcessTests(TestCase):
         yield ClientCreator(reactor, Guesser).connectTCP("127.0.0.1", telnetPort)
         yield done
         self.assertEqual(b"".join(received).count(b"Login incorrect"), 6)
+
+
+PIPELINED_READS = """
+import socket, struct, sys, time, paramiko
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", int(sys.argv[1]), username="alice", key_filename=sys.argv[2],
+          look_for_keys=False, allow_agent=False)
+channel = c.get_transport().open_session()
+channel.invoke_subsystem("sftp")
+buffered = b""
+
+def take(n):
+    global buffered
+    while len(buffered) < n:
+        chunk = channel.recv(65536)
+        if not chunk:
+            raise SystemExit("closed")
+        buffered += chunk
+    out, buffered = buffered[:n], buffered[n:]
+    return out
+
+def reply():
+    (n,) = struct.unpack(">L", take(4))
+    return take(n)
+
+def request(kind, body):
+    channel.sendall(struct.pack(">LB", len(body) + 1, kind) + body)
+
+request(1, struct.pack(">L", 3))
+reply()
+request(3, struct.pack(">LL", 1, 3) + b"big" + struct.pack(">LL", 1, 0))
+answer = reply()
+(size,) = struct.unpack(">L", answer[5:9])
+handle = answer[9 : 9 + size]
+channel.settimeout(3)
+sent = 0
+try:
+    for i in range(20000):
+        body = struct.pack(">LL", i + 2, len(handle)) + handle
+        request(5, body + struct.pack(">QL", 0, 255 * 1024))
+        sent += 1
+except socket.timeout:
+    pass
+print("sent", sent)
+sys.stdout.flush()
+time.sleep(2)
+print("done")
+"""
+
+
+class PipelineTests(TestCase):
+    """
+    A client that asks for more than it reads.
+    """
+
+    def test_readsNeverRead(self) -> None:
+        """READs whose replies are never read: the server stops taking them."""
+        server = startSSH(self)
+        (server.home / "big").write_bytes(os.urandom(1024 * 1024))
+        before = statusField(server.process.pid, "VmRSS")
+        result = subprocess.run(
+            [sys.executable, "-c", PIPELINED_READS, str(server.port), server.key],
+            capture_output=True,
+            timeout=60,
+        )
+        growth = statusField(server.process.pid, "VmRSS") - before
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(
+            (lines[-1:], growth < 64 * MiB), (["done"], True), result.stderr
+        )
+        self.assertLess(int(lines[0].split()[-1]), 20000)

@@ -75,6 +75,15 @@ class SessionConnection(connection.SSHConnection):
             return
         super().ssh_CHANNEL_OPEN(packet)
 
+    def adjustWindow(self, channel: Any, bytesToAdd: int) -> None:
+        # Conch reopens a channel's window as data arrives, whether or not
+        # the channel consumed it: a channel that holds input keeps the
+        # window closed until it takes it (SessionChannel.releaseWindow).
+        if isinstance(channel, SessionChannel) and channel.holdsInput():
+            channel.heldWindow += bytesToAdd
+            return
+        super().adjustWindow(channel, bytesToAdd)
+
 
 class SSHUser(ConchUser):
     """
@@ -349,6 +358,32 @@ class SessionChannel(SSHChannel):
         self.finished = True
         self.conn.sendEOF(self)
         self.loseConnection()
+
+    heldWindow = 0
+
+    def holdsInput(self) -> bool:
+        """
+        Whether the program has more input waiting than it takes: then the
+        window is not reopened.
+        """
+        from netplugins.ssh.sftp import MAX_QUEUED_INPUT, SFTPServer
+
+        program = self.program
+        return isinstance(program, SFTPServer) and len(program.buf) > MAX_QUEUED_INPUT
+
+    def releaseWindow(self) -> None:
+        """
+        Reopen the window held while the program caught up.
+        """
+        if self.heldWindow and not self.holdsInput():
+            held, self.heldWindow = self.heldWindow, 0
+            self.conn.adjustWindow(self, held)
+
+    def addWindowBytes(self, data: int) -> None:
+        super().addWindowBytes(data)
+        resume = getattr(self.program, "resumeRequests", None)
+        if resume is not None:
+            resume()
 
     def stopWriting(self) -> None:
         if self.process is not None:

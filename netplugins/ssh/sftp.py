@@ -7,9 +7,12 @@ C{pread} and writes a per-handle lock, so pipelined requests on one
 handle do not race.
 
 Bounds: a request packet over L{MAX_PACKET} closes the channel; a read
-returns at most L{MAX_READ} bytes; at most L{MAX_HANDLES} handles are open;
-a client that lets more than L{MAX_QUEUED_OUTPUT} bytes of replies pile up
-in the channel (its window closed) loses the channel.
+returns at most L{MAX_READ} bytes; at most L{MAX_HANDLES} handles are open.
+Requests are taken one after another while fewer than L{MAX_IN_FLIGHT} are
+being answered and less than L{MAX_QUEUED_OUTPUT} of replies wait for the
+client's window; past that they wait, and once L{MAX_QUEUED_INPUT} bytes
+of them wait the channel's window is not reopened, so the client stops
+sending (L{netplugins.ssh.session.SessionConnection}).
 
 Extensions: posix-rename@openssh.com, statvfs@openssh.com,
 fstatvfs@openssh.com, fsync@openssh.com, limits@openssh.com,
@@ -54,6 +57,11 @@ MAX_READ = 256 * 1024 - 1024
 MAX_WRITE = 256 * 1024 - 1024
 MAX_HANDLES = 256
 MAX_QUEUED_OUTPUT = 4 * 1024 * 1024
+#: Requests being answered at once, at most (OpenSSH's sftp client keeps 64
+#: reads going).
+MAX_IN_FLIGHT = 64
+#: Unparsed requests past which the channel's window stops reopening.
+MAX_QUEUED_INPUT = 2 * MAX_PACKET
 #: The mode bits a client may set: no setuid, setgid or sticky bit.
 PERMISSION_BITS = 0o777
 
@@ -339,14 +347,50 @@ class SFTPServer(HookedFileTransferServer):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def dataReceived(self, data: bytes) -> None:
+    inFlight = 0
+    _processing = False
+
+    def _outputQueued(self) -> int:
         channel = getattr(self.transport, "channel", None)
-        if channel is not None and len(channel.buf) > MAX_QUEUED_OUTPUT:
-            self.log.info("closing SFTP channel: client lets replies pile up")
-            self._close()
+        return len(channel.buf) if channel is not None else 0
+
+    @property
+    def holding(self) -> bool:
+        """
+        Whether requests wait: too many are being answered, or the replies
+        wait for the client's window.
+        """
+        return (
+            self.inFlight >= MAX_IN_FLIGHT or self._outputQueued() > MAX_QUEUED_OUTPUT
+        )
+
+    def sendPacket(self, kind: int, data: bytes) -> None:
+        # Every request gets one reply.
+        self.inFlight = max(0, self.inFlight - 1)
+        super().sendPacket(kind, data)
+        self.resumeRequests()
+
+    def resumeRequests(self) -> None:
+        """
+        Take the requests waiting, as far as the limits allow.
+        """
+        if self._processing:
             return
+        self._processing = True
+        try:
+            self._process()
+        finally:
+            self._processing = False
+        channel = getattr(self.transport, "channel", None)
+        if channel is not None:
+            channel.releaseWindow()
+
+    def dataReceived(self, data: bytes) -> None:
         self.buf += data
-        while len(self.buf) >= 4:
+        self.resumeRequests()
+
+    def _process(self) -> None:
+        while len(self.buf) >= 4 and not self.holding:
             (length,) = struct.unpack("!L", self.buf[:4])
             if length > MAX_PACKET or length < 5:
                 self.log.info(
@@ -359,6 +403,7 @@ class SFTPServer(HookedFileTransferServer):
                 return
             kind = self.buf[4]
             packet, self.buf = self.buf[5 : 4 + length], self.buf[4 + length :]
+            self.inFlight += 1
             name = self.packetTypes.get(kind)
             handler = getattr(self, f"packet_{name}", None) if name else None
             if handler is None:
