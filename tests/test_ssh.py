@@ -205,14 +205,17 @@ class HostKeyTests(SynchronousTestCase):
         )
 
     def test_weakRefused(self) -> None:
-        """RSA under 3072 bits, ECDSA and public keys are refused with one line."""
+        """Weak, ECDSA, public and non-key files are refused in one line, unquoted."""
         directory = Path(self.mktemp())
         directory.mkdir()
         weak = keygen(directory / "rsa", "-t", "rsa", "-b", "2048")
         ecdsa = keygen(directory / "ecdsa", "-t", "ecdsa")
-        for path in (weak, ecdsa, weak.with_suffix(".pub")):
+        secret = directory / "secret"
+        secret.write_text("password: hunter2\n")
+        for path in (weak, ecdsa, weak.with_suffix(".pub"), secret):
             error = self.assertRaises(ValueError, loadHostKeys, [str(path)])
             self.assertNotIn("\n", str(error))
+            self.assertNotIn("hunter2", str(error))
 
     def test_reload(self) -> None:
         """reload reads the new key; a bad file keeps the old one."""

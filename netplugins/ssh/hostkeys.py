@@ -12,7 +12,12 @@ from collections.abc import Sequence
 
 from attrs import frozen
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+from twisted.conch.ssh.keys import (
+    BadKeyError,
+    EncryptedKeyError,
+    FingerprintFormats,
+    Key,
+)
 from twisted.logger import Logger
 
 from netplugins.files import writeAtomically
@@ -75,8 +80,13 @@ def loadHostKeys(paths: Sequence[str]) -> HostKeySet:
     for path in paths:
         try:
             key = Key.fromFile(path)
-        except (OSError, BadKeyError, ValueError) as e:
-            raise ValueError(f"host key {path}: {e}") from None
+        except OSError as e:
+            raise ValueError(f"host key {path}: {e.strerror or e}") from None
+        except EncryptedKeyError:
+            raise ValueError(f"host key {path}: encrypted with a passphrase") from None
+        except (BadKeyError, ValueError):
+            # Conch's message quotes the file: never show a secret's bytes.
+            raise ValueError(f"host key {path}: not a private key file") from None
         kind = checkHostKey(key, path)
         if kind in private:
             raise ValueError(f"{path}: a second {kind.decode()} host key")

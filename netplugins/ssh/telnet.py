@@ -60,11 +60,6 @@ def checkTelnetEndpoint(description: str) -> str:
     )
 
 
-checkTelnetEndpoint.coerceDoc = (  # type: ignore[attr-defined]
-    "A loopback, unix: or TLS endpoint."
-)
-
-
 class TelnetLogin(TelnetProtocol):
     """
     One telnet session: the login dialogue, then the built-in shell.

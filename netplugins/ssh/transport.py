@@ -288,6 +288,16 @@ class ModernServerTransport(HookedSSHServerTransport):
         self._initialKex = False
         self.adoptNewKeys()
 
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        # Conch logs every peer's DISCONNECT as an error, a client that
+        # simply says goodbye included.
+        self.log.info(
+            "{peer} disconnected: {description} (code {code})",
+            peer=describe(self.transport.getPeer()),
+            description=description.decode("utf-8", "replace")[:200],
+            code=reasonCode,
+        )
+
     def setService(self, service: Any) -> None:
         super().setService(service)
         if service.name == b"ssh-connection":
