@@ -335,6 +335,61 @@ class FtplibTests(TestCase):
 
         return deferToThread(talk).addCallback(check)
 
+    def test_sendfile(self) -> Any:
+        """Binary RETR in the clear goes by sendfile, byte-exact, REST too; not TLS."""
+        server = _Server(self, tlsRequired="none", tlsSessionReuse="optional")
+        data = blob(20_000_003)
+        with open(os.path.join(server.home, "big.bin"), "wb") as f:
+            f.write(data)
+        with open(os.path.join(server.home, "text"), "wb") as f:
+            f.write(b"one\ntwo\n")
+        calls: list[int] = []
+        sendfile = os.sendfile
+
+        def counted(out: int, file: int, offset: int | None, count: int) -> int:
+            moved = sendfile(out, file, offset, count)
+            calls.append(moved)
+            return moved
+
+        self.patch(os, "sendfile", counted)
+
+        def talk() -> tuple[bytes, bytes, int, bytes, list[str], int]:
+            client = ftplib.FTP()
+            client.connect("127.0.0.1", server.port, timeout=10)
+            client.login("alice", PASSWORD)
+            whole, part = io.BytesIO(), io.BytesIO()
+            client.retrbinary("RETR big.bin", whole.write)
+            client.retrbinary("RETR big.bin", part.write, rest=12_345_678)
+            plain = len(calls)
+            # Converting line ends, and over TLS, the file is read instead.
+            lines: list[str] = []
+            client.retrlines("RETR text", lines.append)
+            client.quit()
+            secure = server.tls()
+            tls = io.BytesIO()
+            secure.retrbinary("RETR big.bin", tls.write)
+            secure.quit()
+            return (
+                whole.getvalue(),
+                part.getvalue(),
+                plain,
+                tls.getvalue(),
+                lines,
+                len(calls),
+            )
+
+        def check(result: tuple[bytes, bytes, int, bytes, list[str], int]) -> None:
+            whole, part, plain, tls, lines, total = result
+            self.assertEqual(whole, data)
+            self.assertEqual(part, data[12_345_678:])
+            self.assertEqual(tls, data)
+            self.assertEqual(lines, ["one", "two"])
+            self.assertGreaterEqual(plain, 2)
+            self.assertEqual(sum(calls), len(data) * 2 - 12_345_678)
+            self.assertEqual(total, plain)
+
+        return deferToThread(talk).addCallback(check)
+
     def test_sessionReuseRequired(self) -> Any:
         """By default a data connection that does not resume TLS is refused."""
         server = _Server(self)
@@ -435,26 +490,31 @@ class FtplibTests(TestCase):
         return d
 
     def test_abort(self) -> Any:
-        """ABOR during a download ends it; the session goes on."""
+        """ABOR during a download (ASCII, and binary by sendfile) ends it."""
         server = _Server(self, tlsRequired="none")
         with open(os.path.join(server.pub, "big"), "wb") as f:
             f.write(b"x" * 50_000_000)
 
-        def talk() -> str:
+        def talk() -> list[str]:
             client = ftplib.FTP()
             client.connect("127.0.0.1", server.port, timeout=10)
             client.login()
-            conn = client.transfercmd("RETR big")
-            conn.recv(1000)
-            response = client.abort()
-            conn.close()
-            while not response.startswith("226"):
-                response = client.getresp()
-            result = client.sendcmd("NOOP")
+            results = []
+            for kind in ("A", "I"):
+                client.voidcmd(f"TYPE {kind}")
+                conn = client.transfercmd("RETR big")
+                conn.recv(1000)
+                response = client.abort()
+                conn.close()
+                while not response.startswith("226"):
+                    response = client.getresp()
+                results.append(client.sendcmd("NOOP"))
             client.quit()
-            return result
+            return results
 
-        return deferToThread(talk).addCallback(self.assertEqual, "200 NOOP ok.")
+        return deferToThread(talk).addCallback(
+            self.assertEqual, ["200 NOOP ok.", "200 NOOP ok."]
+        )
 
 
 def _bookProgram(name: str) -> str:
@@ -1001,6 +1061,31 @@ class ClientsTests(TestCase):
 
         def check(_: object) -> None:
             for name in ("a.bin", "b.bin", "c.bin"):
+                with open(os.path.join(self.base, name), "rb") as f:
+                    self.assertEqual(
+                        hashlib.sha256(f.read()).digest(),
+                        hashlib.sha256(data).digest(),
+                        name,
+                    )
+
+        return d.addCallback(check)
+
+    def test_curlClear(self) -> Any:
+        """curl, TLS for the login only, downloads byte-exact (sendfile), -C - too."""
+        # --ftp-ssl-control: AUTH TLS for the control connection, PROT C for
+        # the data connection, which np-ftp's default --tls-required allows.
+        data = blob(30_000_001)
+        with open(os.path.join(self.home, "big.bin"), "wb") as f:
+            f.write(data)
+        with open(os.path.join(self.base, "part.bin"), "wb") as f:
+            f.write(data[:7_000_000])
+        url = f"ftp://127.0.0.1:{self.port}/big.bin"
+        curl = ("curl", "-sS", "-k", "-u", f"alice:{PASSWORD}", "--ftp-ssl-control")
+        d = self.tool(*curl, url, "-o", "whole.bin")
+        d.addCallback(lambda _: self.tool(*curl, "-C", "-", url, "-o", "part.bin"))
+
+        def check(_: object) -> None:
+            for name in ("whole.bin", "part.bin"):
                 with open(os.path.join(self.base, name), "rb") as f:
                     self.assertEqual(
                         hashlib.sha256(f.read()).digest(),

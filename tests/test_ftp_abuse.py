@@ -6,11 +6,18 @@ bounded and deadlines close the socket.
 
 from __future__ import annotations
 
+import ftplib
 import os
+import socket
+import time
 from typing import ClassVar
 
 from tests import test_abuse
-from tests.abuse import MiB
+from tests.abuse import MiB, RSSWatch, Server
+from tests.mailfixtures import PASSWORDS
+
+#: A download far larger than any buffer the server may hold for it.
+BIG = 256 * MiB
 
 
 class FTPTests(test_abuse.MailTestCase):
@@ -27,7 +34,25 @@ class FTPTests(test_abuse.MailTestCase):
     def options(self) -> list[str]:
         homes = os.path.abspath(self.mktemp())
         os.makedirs(homes)
+        self.home = os.path.join(homes, "alice")
+        os.makedirs(self.home)
         return [*super().options(), "--root", os.path.join(homes, "{user}")]
+
+    def loggedIn(self, port: int) -> ftplib.FTP:
+        """
+        An ftplib session of alice's, in the clear, in binary mode.
+        """
+        client = ftplib.FTP()
+        client.connect("127.0.0.1", port, timeout=10)
+        client.login("alice", PASSWORDS["alice"])
+        client.voidcmd("TYPE I")
+        return client
+
+    def serveClear(self, *args: str) -> tuple[int, Server]:
+        """
+        np-ftp allowing passwords without TLS.
+        """
+        return self.servePlain("--tls-required", "none", *args)
 
     def test_neverReads(self) -> None:
         """Pipelined HELP and FEAT before login, never read: bounded."""
@@ -54,3 +79,34 @@ class FTPTests(test_abuse.MailTestCase):
     def test_deadlines(self) -> None:
         """Short deadlines close idle and flooding sessions, socket and all."""
         self.deadlines(self.floodsFast)
+
+    def test_slowReaderBounded(self) -> None:
+        """A 256 MiB RETR in the clear whose reader stalls keeps RSS bounded."""
+        # The download goes out with sendfile: what the reader does not take
+        # stays in the file, not in the server; read later, it is all there.
+        port, server = self.serveClear()
+        with open(os.path.join(self.home, "big"), "wb") as f:
+            f.truncate(BIG)
+            f.seek(BIG // 2)
+            f.write(b"middle")
+        client = self.loggedIn(port)
+        watch = RSSWatch(server)
+        conn = client.transfercmd("RETR big")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            watch.sample()
+            time.sleep(0.1)
+        self.assertLess(watch.growth, 16 * MiB, watch.describe())
+        received, middle = 0, b""
+        conn.settimeout(30)
+        while chunk := conn.recv(1 << 20):
+            if received <= BIG // 2 < received + len(chunk):
+                middle = chunk[BIG // 2 - received :][:6]
+            received += len(chunk)
+            watch.sample()
+        conn.close()
+        self.assertEqual(client.voidresp()[:3], "226")
+        self.assertEqual((received, middle), (BIG, b"middle"))
+        self.assertLess(watch.growth, 16 * MiB, watch.describe())
+        client.quit()

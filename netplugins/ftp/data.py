@@ -12,12 +12,17 @@ side of the handshake whichever side connected (RFC 4217).
 Transfers are producers: a L{Sender} reads the next chunk (in the thread
 pool) only while the data connection's transport is not paused, and a
 L{Receiver} stops reading the socket while more than L{RECEIVE_HIGH} bytes
-wait to be written, so a slow peer or a slow disk never grows memory.
+wait to be written, so a slow peer or a slow disk never grows memory.  A
+binary download over a connection in the clear is a L{FileSender}: the
+kernel copies the file to the socket (C{sendfile}), no byte passing through
+Python.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import random
 import re
 from collections.abc import Callable
@@ -29,6 +34,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IHandshakeListener,
     IListeningPort,
+    IPullProducer,
     IPushProducer,
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -44,6 +50,12 @@ CHUNK = 256 * 1024
 RECEIVE_HIGH = 1024 * 1024
 #: Bytes a data connection may send before its transfer starts.
 EARLY_LIMIT = 64 * 1024
+#: The most bytes one sendfile call is asked to move (it moves what the
+#: socket's buffer takes).
+SENDFILE_CHUNK = 4 * 1024 * 1024
+#: sendfile's errors for a file or socket it cannot copy between: the
+#: download falls back to reads, when no byte was sent yet.
+_NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 def sameHost(a: str, b: str) -> bool:
@@ -435,6 +447,153 @@ class Sender:
             self._stopped = True
             if not self.done.called:
                 self.done.errback(ConnectionLost("data connection lost"))
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        A download's peer has nothing to say; ignore it.
+        """
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.stopProducing()
+
+
+@implementer(IPullProducer)
+class FileSender:
+    """
+    Sends C{file} from C{offset} to C{end} (its size when opened; less if
+    it shrinks) over a data connection in the clear with C{os.sendfile}:
+    the kernel copies from the page cache to the socket, as much as the
+    socket's buffer takes per call, so nothing is buffered in the process
+    however slowly the peer reads.
+
+    It is the transport's pull producer: Twisted asks it for more
+    (C{resumeProducing}) once the transport is writable with nothing
+    buffered, which C{startWriting} after each call arranges.  Each call runs
+    in C{inPool} (a cold page cache reads the disk there, never on the
+    reactor) on a duplicate of the socket's descriptor, so a connection
+    closed meanwhile never leaves the call writing to a reused descriptor
+    number; L{done} fires only once no call is running, so the file can be
+    closed then.
+
+    @ivar fallback: what sends the file instead if C{sendfile} refuses the
+        pair at the first call (a file system without it).
+    """
+
+    def __init__(
+        self,
+        channel: DataChannel,
+        file: Any,
+        offset: int,
+        end: int,
+        inPool: Callable[..., Deferred[Any]],
+        progress: Callable[[], None] | None = None,
+        fallback: Callable[[], Deferred[int]] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.file = file
+        self.offset = offset
+        self.end = end
+        self.inPool = inPool
+        self.progress = progress
+        self.fallback = fallback
+        self.sent = 0
+        self.done: Deferred[int] = Deferred()
+        self._socket = -1
+        self._busy = False
+        self._stopped = False
+        self._outcome: Failure | None = None
+
+    def start(self) -> Deferred[int]:
+        """
+        Send the file; fires with the byte count once the last byte was
+        handed to the kernel (the caller then closes the connection).
+        """
+        self.channel.transfer = self
+        transport = self.channel.transport
+        self._socket = os.dup(transport.getHandle().fileno())
+        # A pull producer is asked for its first data at once.
+        transport.registerProducer(self, False)
+        return self.done
+
+    def _send(self) -> int | None:
+        # In the pool.  None: the socket's buffer is full.
+        count = min(SENDFILE_CHUNK, self.end - self.offset)
+        try:
+            return os.sendfile(self._socket, self.file.fileno(), self.offset, count)
+        except BlockingIOError:
+            return None
+
+    def resumeProducing(self) -> None:
+        if self._busy or self._stopped:
+            return
+        if self.offset >= self.end:
+            self._stopped = True
+            self._end()
+            return
+        self._busy = True
+        self.inPool(self._send).addCallbacks(self._sent, self._failed)
+
+    def _sent(self, count: int | None) -> None:
+        self._busy = False
+        if count:
+            self.offset += count
+            self.sent += count
+            if self.progress is not None:
+                self.progress()
+        if count == 0 or self.offset >= self.end:
+            # All of it is the kernel's, even if the peer, having read it,
+            # closed before this call's answer came back.
+            self._stopped = True
+            self._outcome = None
+            self._end()
+            return
+        if self._stopped:
+            self._end()
+            return
+        # Writable with nothing buffered: Twisted calls resumeProducing.
+        self.channel.transport.startWriting()
+
+    def _failed(self, reason: Failure) -> None:
+        self._busy = False
+        error = getattr(reason.value, "errno", None)
+        if (
+            not self._stopped
+            and not self.sent
+            and error in _NO_SENDFILE
+            and self.fallback is not None
+        ):
+            self._stopped = True
+            self._release()
+            self.fallback().chainDeferred(self.done)
+            return
+        if self._outcome is None:
+            self._outcome = reason
+        self._stopped = True
+        self._end()
+
+    def _release(self) -> None:
+        if not self.channel.gone:
+            self.channel.transport.unregisterProducer()
+        if self._socket >= 0:
+            os.close(self._socket)
+            self._socket = -1
+
+    def _end(self) -> None:
+        self._release()
+        if self.done.called:
+            return
+        if self._outcome is not None:
+            self.done.errback(self._outcome)
+        else:
+            self.done.callback(self.sent)
+
+    def stopProducing(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._outcome = Failure(ConnectionLost("data connection lost"))
+        if not self._busy:
+            self._end()
 
     def dataReceived(self, data: bytes) -> None:
         """

@@ -54,6 +54,7 @@ from netplugins.ftp.data import (
     CHUNK,
     ActivePort,
     DataChannel,
+    FileSender,
     FromNetwork,
     PassivePort,
     Receiver,
@@ -918,10 +919,28 @@ class FTPServer(LineReceiver):
 
             convert = None if self.binary else ToNetwork()
             mode = "BINARY" if self.binary else "ASCII"
+
+            def send(channel: DataChannel) -> Deferred[int]:
+                def reads() -> Deferred[int]:
+                    return Sender(channel, read, convert, self._progress).start()
+
+                if not self.binary or isSecure(channel.transport):
+                    return reads()
+                # In the clear and unchanged: the kernel copies it.
+                return FileSender(
+                    channel,
+                    file,
+                    offset,
+                    size,
+                    jail.inPool,
+                    self._progress,
+                    fallback=reads,
+                ).start()
+
             return self._run(
                 f"150 Opening {mode} mode data connection for {argument} "
                 f"({size} bytes).",
-                lambda channel: Sender(channel, read, convert, self._progress).start(),
+                send,
                 close=lambda: jail.inPool(file.close),
             )
 
