@@ -120,6 +120,8 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
                 "PIPELINING",
                 "AUTH-RESP-CODE",
                 "STLS",
+                "UTF8",
+                "LANG",
                 "IMPLEMENTATION netplugins",
                 ".",
             ],
@@ -136,6 +138,34 @@ class AuthorizationTests(POP3TestMixin, SynchronousTestCase):
         self.assertIn("USER", lines)
         self.assertIn("SASL PLAIN", lines)
         self.assertNotIn("STLS", lines)
+
+    def test_utf8AndLang(self) -> None:
+        """UTF8 before login only; LANG lists and takes en, refuses others."""
+        server, transport = self.connect()
+        self.talk(server, transport, b"STLS\r\n")
+        self.assertIn("UTF8 USER", self.talk(server, transport, b"CAPA\r\n"))
+        self.assertEqual(
+            self.talk(
+                server,
+                transport,
+                b"UTF8 now\r\nUTF8\r\nLANG\r\nLANG *\r\nLANG fr\r\n",
+            ),
+            [
+                "-ERR Syntax: UTF8",
+                "+OK UTF8 enabled",
+                "+OK Language listing follows",
+                "en English",
+                ".",
+                "+OK en Language changed",
+                "-ERR Invalid language",
+            ],
+        )
+        self.assertTrue(server.utf8)
+        self.talk(server, transport, b"USER alice\r\nPASS alice-password\r\n")
+        self.assertEqual(
+            self.talk(server, transport, b"UTF8\r\nLANG EN\r\n"),
+            ["-ERR Unknown command or wrong state", "+OK en Language changed"],
+        )
 
     def test_loginBeforeTLS(self) -> None:
         """USER and AUTH before TLS are refused."""
@@ -533,3 +563,55 @@ class PoplibTests(TestCase):
             self.assertEqual(result, (b"+OK 0 messages (0 octets)", (0, 0)))
 
         return deferToThread(session).addCallback(check)
+
+    def test_poplibUTF8Mode(self) -> Deferred[None]:
+        """poplib: CAPA's UTF8 USER, utf8(), then a UTF-8 header retrieved intact."""
+        directory = os.path.abspath(self.mktemp())
+        pki = PKI(os.path.join(directory, "pki"))
+        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+        htpasswd = writeHtpasswd(directory)
+        addUser(htpasswd, "carol", CAROL_PASSWORD)
+        root = os.path.join(directory, "mail")
+        store = MaildirStore(root)
+        waitForSessions(self, POP3Server)
+        service = pop3Service(
+            POP3Settings(
+                maildirRoot=root,
+                listen=("tcp:0:interface=127.0.0.1",),
+                tlsCert=(cert,),
+                tlsKey=(key,),
+                auth=(f"htpasswd:{htpasswd}",),
+                stateDir=directory,
+            )
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(_, address, _)] = listeningPorts(service)
+        context = ssl.create_default_context(cafile=pki.caPath)
+        message = (
+            "From: jürgen@bücher.test\r\nSubject: Grüße\r\n\r\nHallo.\r\n".encode()
+        )
+
+        def session() -> tuple[dict[str, list[str]], bytes, list[bytes]]:
+            client = poplib.POP3("127.0.0.1", address.port, timeout=10)
+            try:
+                client.stls(context)
+                caps = client.capa()
+                enabled = client.utf8()
+                client.user("carol")
+                client.pass_(CAROL_PASSWORD)
+                return caps, enabled, client.retr(1)[1]
+            finally:
+                client.quit()
+
+        def check(result: tuple[dict[str, list[str]], bytes, list[bytes]]) -> None:
+            caps, enabled, lines = result
+            self.assertEqual((caps["UTF8"], caps["LANG"]), (["USER"], []))
+            self.assertEqual(enabled, b"+OK UTF8 enabled")
+            self.assertEqual(b"\r\n".join(lines) + b"\r\n", message)
+
+        async def scenario() -> None:
+            await store.deliver("carol", message)
+            check(await deferToThread(session))
+
+        return Deferred.fromCoroutine(scenario())

@@ -1,5 +1,5 @@
 """
-np-pop3: a POP3 server (RFC 1939, 2449, 2595, 5034) on the Maildir store.
+np-pop3: a POP3 server (RFC 1939, 2449, 2595, 5034, 6856) on the Maildir store.
 
 Written on L{LineReceiver} rather than C{twisted.mail.pop3.POP3} for the same
 reasons as L{netplugins.mail.smtp.server}: STLS must throw away pipelined input
@@ -14,6 +14,11 @@ Rules it keeps:
   - The message list is fixed at login.  DELE only marks; deletions happen at
     QUIT (the UPDATE state), never when the connection just drops.
   - UIDL is C{<uidvalidity>.<uid>}: stable across sessions and processes.
+  - RFC 6856: CAPA says C{UTF8 USER} (USER and PASS take UTF-8, as they
+    always did) and C{LANG}; the C{UTF8} command (before login) enables
+    UTF-8 mode, in which messages with UTF-8 headers (mail that came with
+    SMTPUTF8) are what the client asked for; without it they are served as
+    stored (no RFC 6857 downgrade).  C{LANG} knows one language, C{en}.
   - Limits: command lines of L{MAX_LINE} bytes, C{maxErrors} bad commands, an
     idle deadline reset per command, a pre-auth deadline, at most 6 logins.
 """
@@ -111,6 +116,8 @@ class POP3Server(LineSession):
         self.deleted: set[int] = set()
         self._lock: MailboxLock | None = None
         self._pending: Callable[[bytes], None] | None = None
+        # RFC 6856: the client issued UTF8.
+        self.utf8 = False
 
     @property
     def config(self) -> POP3Config:
@@ -181,7 +188,17 @@ class POP3Server(LineSession):
             return
         allowed: tuple[str, ...]
         if self.account is None:
-            allowed = ("CAPA", "STLS", "USER", "PASS", "AUTH", "QUIT", "NOOP")
+            allowed = (
+                "CAPA",
+                "STLS",
+                "USER",
+                "PASS",
+                "AUTH",
+                "QUIT",
+                "NOOP",
+                "UTF8",
+                "LANG",
+            )
         else:
             allowed = (
                 "CAPA",
@@ -194,6 +211,7 @@ class POP3Server(LineSession):
                 "RSET",
                 "NOOP",
                 "QUIT",
+                "LANG",
             )
         if verb not in allowed:
             self._error("Unknown command or wrong state")
@@ -218,11 +236,33 @@ class POP3Server(LineSession):
                 capabilities.append("STLS")
             if self._authAllowed():
                 capabilities += ["USER", "SASL PLAIN"]
-        capabilities.append("IMPLEMENTATION netplugins")
+        # USER: user names and passwords may be UTF-8 (RFC 6856 section 2).
+        capabilities += [
+            "UTF8 USER" if "USER" in capabilities else "UTF8",
+            "LANG",
+            "IMPLEMENTATION netplugins",
+        ]
         self.ok("Capability list follows")
         self.transport.write(
             b"".join(c.encode() + b"\r\n" for c in capabilities) + b".\r\n"
         )
+
+    def pop_UTF8(self, argument: str) -> None:
+        if argument:
+            self._error("Syntax: UTF8")
+            return
+        self.utf8 = True
+        self.ok("UTF8 enabled")
+
+    def pop_LANG(self, argument: str) -> None:
+        # RFC 6856 section 3, with one language: English.
+        if not argument:
+            self.ok("Language listing follows")
+            self.transport.write(b"en English\r\n.\r\n")
+        elif argument.lower() in ("en", "*"):
+            self.ok("en Language changed")
+        else:
+            self._error("Invalid language")
 
     def pop_STLS(self, argument: str) -> None:
         if self.factory.tls is None or self.secure:
