@@ -20,6 +20,35 @@ from tests.mailfixtures import PASSWORDS
 BIG = 256 * MiB
 
 
+def listeningSockets(pid: int) -> int:
+    """
+    How many TCP sockets process C{pid} has listening (IPv4 and IPv6).
+    """
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                # st 0A is LISTEN; field 9 the inode.
+                count += fields[3] == "0A" and fields[9] in inodes
+    return count
+
+
+def openFiles(pid: int) -> int:
+    """
+    How many descriptors process C{pid} has open.
+    """
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 class FTPTests(test_abuse.MailTestCase):
     """
     C{twistd np-ftp}.
@@ -110,3 +139,42 @@ class FTPTests(test_abuse.MailTestCase):
         self.assertEqual((received, middle), (BIG, b"middle"))
         self.assertLess(watch.growth, 16 * MiB, watch.describe())
         client.quit()
+
+    def test_passiveFlood(self) -> None:
+        """PASV and EPSV floods hold one passive port per session, no more."""
+        # 10 sessions each ask 100 times: each request closes the session's
+        # previous passive port, so the server never listens on more than its
+        # own port and one per session, and its descriptors do not pile up.
+        port, server = self.serveClear()
+        clients = [self.loggedIn(port) for _ in range(10)]
+        before = openFiles(server.pid)
+        watch = RSSWatch(server)
+        last = []
+        for client in clients:
+            for i in range(100):
+                if i % 2:
+                    reply = client.sendcmd("EPSV")
+                    self.assertEqual(reply[:3], "229", reply)
+                else:
+                    reply = client.sendcmd("PASV")
+                    self.assertEqual(reply[:3], "227", reply)
+            last.append(reply)
+            watch.sample()
+        # A port is closed on the reactor's next turn after the next request.
+        deadline = time.monotonic() + 2
+        while listeningSockets(server.pid) > 1 + len(clients):
+            self.assertLess(time.monotonic(), deadline, "passive ports pile up")
+            time.sleep(0.05)
+        self.assertLessEqual(openFiles(server.pid), before + len(clients))
+        self.assertLess(watch.growth, 16 * MiB, watch.describe())
+        # The last port each session was given still works.
+        with open(os.path.join(self.home, "f"), "wb") as f:
+            f.write(b"data")
+        client = clients[0]
+        number = int(last[0].split("|")[3])
+        with socket.create_connection(("127.0.0.1", number), timeout=10) as conn:
+            client.sendcmd("RETR f")
+            self.assertEqual(conn.recv(100), b"data")
+        self.assertEqual(client.voidresp()[:3], "226")
+        for client in clients:
+            client.quit()
