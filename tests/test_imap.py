@@ -790,7 +790,7 @@ class SpecialUseTests(SynchronousTestCase):
             b'* LIST (\\HasChildren \\Trash) "." Trash\r\nm OK List completed.\r\n',
         )
         self.assertEqual(
-            self.s.send(b'n LIST (SUBSCRIBED) "" "*"\r\n'),
+            self.s.send(b'n LIST (X-NONE) "" "*"\r\n'),
             b"n BAD unsupported LIST selection option\r\n",
         )
 

@@ -90,7 +90,18 @@ SCRIPT: list[str | tuple[str, bytes]] = [
     'LIST (SPECIAL-USE) "" %',
     'LIST (SPECIAL-USE) "" S*',
     "SUBSCRIBE Projects",
+    "SUBSCRIBE a.b.c",
     'LSUB "" *',
+    'LIST (SUBSCRIBED) "" *',
+    'LIST (SUBSCRIBED) "" * RETURN (CHILDREN)',
+    'LIST (SUBSCRIBED RECURSIVEMATCH) "" %',
+    'LIST (SUBSCRIBED RECURSIVEMATCH) "" a.%',
+    'LIST () "" % RETURN (SUBSCRIBED)',
+    'LIST "" (INBOX Projects a.*) RETURN (SUBSCRIBED CHILDREN)',
+    'LIST "" % RETURN (STATUS (MESSAGES UNSEEN UIDNEXT))',
+    'LIST "" * RETURN (CHILDREN STATUS (MESSAGES))',
+    'LIST (RECURSIVEMATCH) "" *',
+    'LIST (X-NONE) "" *',
     "STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN)",
     "SELECT INBOX",
     "FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)",
@@ -281,6 +292,8 @@ def normalise(pieces: list[bytes], tag: bytes) -> Any:
             sorted(str(a) for a in attributes),
             tokens[3],
             tokens[4],
+            # RFC 5258's extended data (CHILDINFO).
+            *tokens[5:],
         )
     return tuple(tokens)
 
@@ -300,10 +313,10 @@ def runScript(port: int) -> list[list[Any]]:
             tag = b"t%d" % (len(results) + 1)
             normalised = [normalise(r, tag) for r in responses]
             normalised = [n for n in normalised if n is not None]
-            lists = sorted(
-                (n for n in normalised if n[0] in ("LIST", "LSUB")), key=repr
-            )
-            others = [n for n in normalised if n[0] not in ("LIST", "LSUB")]
+            # LIST-STATUS's STATUS lines follow LIST's order, which differs.
+            listing = ("LIST", "LSUB", "STATUS")
+            lists = sorted((n for n in normalised if n[0] in listing), key=repr)
+            others = [n for n in normalised if n[0] not in listing]
             results.append(lists + others)
         client.command("LOGOUT")
         return results

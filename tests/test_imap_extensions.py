@@ -288,6 +288,70 @@ class UTF8AcceptTests(SynchronousTestCase):
         self.assertIn(b"c BAD", self.s.send(b'c CREATE "\xff\xfe"\r\n'))
 
 
+class ListExtendedTests(SynchronousTestCase):
+    """
+    LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819).
+    """
+
+    def setUp(self) -> None:
+        self.s = Session(self)
+        self.s.login()
+        self.s.send(b"c CREATE Work.Done\r\nc CREATE Sent\r\n")
+        self.s.send(b"u SUBSCRIBE Work.Done\r\nu SUBSCRIBE Gone\r\n")
+        for i in range(2):
+            self.successResultOf(self.s.store.deliver("alice", plainMessage(f"m{i}")))
+
+    def test_capability(self) -> None:
+        """CAPABILITY lists LIST-EXTENDED and LIST-STATUS."""
+        reply = self.s.send(b"c CAPABILITY\r\n")
+        self.assertIn(b" LIST-EXTENDED LIST-STATUS ", reply)
+
+    def test_subscribed(self) -> None:
+        """(SUBSCRIBED) lists subscriptions, \\NonExistent ones too; CHILDINFO."""
+        self.assertEqual(
+            self.s.send(b'l LIST (SUBSCRIBED) "" *\r\n'),
+            b'* LIST (\\NonExistent \\Subscribed) "." Gone\r\n'
+            b'* LIST (\\Subscribed) "." Work.Done\r\n'
+            b"l OK List completed.\r\n",
+        )
+        self.assertEqual(
+            self.s.send(b'l LIST (SUBSCRIBED RECURSIVEMATCH) "" %\r\n'),
+            b'* LIST (\\NonExistent \\Subscribed) "." Gone\r\n'
+            b'* LIST (\\NonExistent) "." Work (CHILDINFO ("SUBSCRIBED"))\r\n'
+            b"l OK List completed.\r\n",
+        )
+
+    def test_patternsAndReturns(self) -> None:
+        """Several patterns, RETURN (SUBSCRIBED CHILDREN SPECIAL-USE)."""
+        self.assertEqual(
+            self.s.send(
+                b'l LIST "" (INBOX Work Sent)'
+                b" RETURN (SUBSCRIBED CHILDREN SPECIAL-USE)\r\n"
+            ),
+            b'* LIST (\\HasNoChildren) "." INBOX\r\n'
+            b'* LIST (\\HasNoChildren \\Sent) "." Sent\r\n'
+            b'* LIST (\\NonExistent \\HasChildren) "." Work\r\n'
+            b"l OK List completed.\r\n",
+        )
+        self.assertIn(b"l BAD", self.s.send(b'l LIST (RECURSIVEMATCH) "" *\r\n'))
+        self.assertIn(b"l BAD", self.s.send(b'l LIST "" * RETURN (STATUS ())\r\n'))
+        self.assertIn(b"l BAD", self.s.send(b'l LIST "" () \r\n'))
+
+    def test_status(self) -> None:
+        """RETURN (STATUS ...) follows each selectable mailbox's LIST with STATUS."""
+        self.assertEqual(
+            self.s.send(b'l LIST "" * RETURN (STATUS (MESSAGES UNSEEN))\r\n'),
+            b'* LIST () "." INBOX\r\n'
+            b"* STATUS INBOX (MESSAGES 2 UNSEEN 2)\r\n"
+            b'* LIST () "." Sent\r\n'
+            b"* STATUS Sent (MESSAGES 0 UNSEEN 0)\r\n"
+            b'* LIST (\\NonExistent) "." Work\r\n'
+            b'* LIST () "." Work.Done\r\n'
+            b"* STATUS Work.Done (MESSAGES 0 UNSEEN 0)\r\n"
+            b"l OK List completed.\r\n",
+        )
+
+
 class ExtensionClientTests(TestCase):
     """
     The extensions with imaplib and IMAPClient over TCP (STARTTLS).
@@ -426,3 +490,35 @@ class ExtensionClientTests(TestCase):
                 [b'(\\HasNoChildren) "." "Brouillons &AOk-t&AOk-"'],
             ],
         )
+
+    def test_listStatusClients(self) -> Deferred[Any]:
+        """IMAPClient's list_sub_folders; imaplib's list() with RETURN (STATUS)."""
+
+        def session() -> dict[str, Any]:
+            c = self.imapclient()
+            c.create_folder("Work")
+            c.subscribe_folder("Work")
+            out: dict[str, Any] = {"lsub": c.list_sub_folders()}
+            c.logout()
+            i = imaplib.IMAP4("127.0.0.1", self.port)
+            i.starttls(self.context())
+            i.login("alice", "alice-pw")
+            out["list"] = i.list('""', "* RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))")
+            out["status"] = i.response("STATUS")
+            i.logout()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertEqual(out["lsub"], [((), b".", "Work")])
+            self.assertEqual(
+                out["list"], ("OK", [b'() "." INBOX', b'(\\Subscribed) "." Work'])
+            )
+            self.assertEqual(
+                out["status"],
+                (
+                    "STATUS",
+                    [b"INBOX (MESSAGES 1 UNSEEN 1)", b"Work (MESSAGES 0 UNSEEN 0)"],
+                ),
+            )
+
+        return deferToThread(session).addCallback(check)

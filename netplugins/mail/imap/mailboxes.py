@@ -8,6 +8,11 @@ C{LIST (SPECIAL-USE)} lists only them; the session creates them at login
 (L{netplugins.mail.imap.server.IMAPConfig.autoCreate}).  C{CREATE name (USE
 (...))} is accepted when the attribute is the one that name has.
 
+LIST takes RFC 5258's extended forms (selection options SUBSCRIBED, REMOTE,
+RECURSIVEMATCH, SPECIAL-USE; several patterns; return options SUBSCRIBED,
+CHILDREN, SPECIAL-USE) and RFC 5819's RETURN (STATUS (...)), whose STATUS
+lines are made one mailbox scan at a time, waiting for the client to read.
+
 RENAME of INBOX moves its messages into the new mailbox and leaves INBOX
 empty (RFC 3501 section 6.3.5).
 
@@ -29,7 +34,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
 
 from netplugins.mail.imap.parse import (
     Command,
@@ -102,6 +108,42 @@ def _hasChildren(names: list[str], name: str) -> bool:
     below = name + DELIMITER
     i = bisect_left(names, below)
     return i < len(names) and names[i].startswith(below)
+
+
+def statusItems(token: Token) -> list[str]:
+    """
+    STATUS's item names.
+
+    @raise IMAPSyntaxError: for none, or an unknown one.
+    """
+    if not isinstance(token, list):
+        raise IMAPSyntaxError("expected a list of STATUS items")
+    items = [str(i).upper() for i in token]
+    if not items or any(i not in _STATUS_ITEMS for i in items):
+        raise IMAPSyntaxError("unknown STATUS item")
+    return items
+
+
+_STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
+
+
+@define
+class ListQuery:
+    """
+    What a LIST asks for (RFC 5258's options).
+    """
+
+    subscribedOnly: bool = False
+    specialOnly: bool = False
+    recursive: bool = False
+    extended: bool = False
+    children: bool = True
+    returnChildren: bool = False
+    special: bool = True
+    returnSpecial: bool = False
+    subscribed: bool = False
+    status: list[str] | None = None
+    existing: list[str] = field(factory=list)
 
 
 class MailboxCommands(SessionBase):
@@ -244,34 +286,176 @@ class MailboxCommands(SessionBase):
         return b"Namespace completed."
 
     def do_LIST(self, command: Command) -> Deferred[bytes] | bytes:
+        """
+        LIST, with RFC 5258's extended forms (selection options SUBSCRIBED,
+        REMOTE, RECURSIVEMATCH and SPECIAL-USE; several patterns; return
+        options SUBSCRIBED, CHILDREN, SPECIAL-USE and RFC 5819's STATUS).
+        """
         args = list(command.args)
-        specialOnly = False
-        # RFC 5258: with selection options, children only if returned.
-        children = True
+        query = ListQuery()
         if args and isinstance(args[0], list):
-            # RFC 6154's selection option; no other is offered.
-            options = [str(o).upper() for o in args.pop(0)]
-            if any(o != "SPECIAL-USE" for o in options):
+            options = {str(o).upper() for o in args.pop(0)}
+            if options - {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
                 raise IMAPSyntaxError("unsupported LIST selection option")
-            specialOnly = bool(options)
-            children = not options
+            if "RECURSIVEMATCH" in options and not options - {
+                "RECURSIVEMATCH",
+                "REMOTE",
+            }:
+                raise IMAPSyntaxError("RECURSIVEMATCH needs another option")
+            query.subscribedOnly = "SUBSCRIBED" in options
+            query.specialOnly = "SPECIAL-USE" in options
+            query.recursive = "RECURSIVEMATCH" in options
+            query.extended = True
+            query.subscribed = query.subscribedOnly
         if len(args) == 4 and str(args[2]).upper() == "RETURN":
-            # Special-use attributes are always returned.
             returns = args.pop()
             args.pop()
-            if not isinstance(returns, list) or any(
-                str(o).upper() not in ("SPECIAL-USE", "CHILDREN") for o in returns
-            ):
-                raise IMAPSyntaxError("unsupported LIST return option")
-            children = children or any(str(o).upper() == "CHILDREN" for o in returns)
-        reference, pattern = self._listArgs(args)
-        if not pattern and not specialOnly:
+            query.extended = True
+            self._listReturns(query, returns)
+        if query.extended:
+            # RFC 5258: the extended LIST says only what it is asked.
+            query.children = query.returnChildren
+            query.special = query.specialOnly or query.returnSpecial
+        if len(args) != 2:
+            raise IMAPSyntaxError("expected a reference and a pattern")
+        patterns = args[1] if isinstance(args[1], list) else [args[1]]
+        if not patterns:
+            raise IMAPSyntaxError("expected a pattern")
+        texts = [self._listArgs([args[0], p]) for p in patterns]
+        if not query.extended and not texts[0][1]:
             self._untagged(b'LIST (\\Noselect) "." ""')
             return b"List completed."
         d = self.store.listFolders(self.user)
+
+        def cbFolders(names: list[str]) -> Deferred[list[str]] | list[str]:
+            query.existing = names
+            if query.subscribed:
+                return self.store.subscriptions(self.user)
+            return []
+
+        d.addCallback(cbFolders)
         return d.addCallback(
-            self._cbList, reference + pattern, "LIST", specialOnly, children
+            self._cbExtendedList, [r + p for r, p in texts if r + p], query
         )
+
+    def _listReturns(self, query: ListQuery, returns: Token) -> None:
+        if not isinstance(returns, list):
+            raise IMAPSyntaxError("expected return options")
+        tokens = list(returns)
+        while tokens:
+            option = str(tokens.pop(0)).upper()
+            if option == "CHILDREN":
+                query.returnChildren = True
+            elif option == "SUBSCRIBED":
+                query.subscribed = True
+            elif option == "SPECIAL-USE":
+                query.returnSpecial = True
+            elif option == "STATUS" and tokens and isinstance(tokens[0], list):
+                query.status = statusItems(tokens.pop(0))
+            else:
+                raise IMAPSyntaxError("unsupported LIST return option")
+
+    def _cbExtendedList(
+        self, subscriptions: list[str], patterns: list[str], query: ListQuery
+    ) -> Deferred[bytes] | bytes:
+        existing = query.existing
+        if len(existing) > MAX_MAILBOXES or len(subscriptions) > MAX_MAILBOXES:
+            raise CommandError(f"[LIMIT] More than {MAX_MAILBOXES} mailboxes to list")
+        subscribed = set(subscriptions)
+        known = set(existing)
+        names = sorted(set(existing) | subscribed) if query.subscribedOnly else existing
+        found: dict[str, bool] = {}  # name -> whether it matched itself
+        for pattern in patterns:
+            matcher = ListPattern(pattern, DELIMITER)
+            for name in names:
+                lengths = matcher.prefixes(name)
+                if not lengths:
+                    continue
+                whole = lengths[-1] == len(name)
+                if query.subscribedOnly:
+                    if whole and name in subscribed:
+                        found[name] = True
+                    if query.recursive:
+                        # A parent that matches, with a subscribed child.
+                        for n in lengths:
+                            if n < len(name) and name in subscribed:
+                                found.setdefault(name[:n], False)
+                else:
+                    for n in lengths:
+                        found.setdefault(name[:n], n == len(name))
+        sortedNames = sorted(existing)
+        lines: list[tuple[str, bytes]] = []
+        for name in sorted(found):
+            if query.specialOnly and (name not in known or name not in SPECIAL_USE):
+                continue
+            if query.subscribedOnly and not found[name] and not query.recursive:
+                continue
+            attributes = []
+            if name not in known:
+                attributes.append("\\NonExistent" if query.extended else "\\Noselect")
+            if query.children:
+                attributes.append(
+                    "\\HasChildren"
+                    if _hasChildren(sortedNames, name)
+                    else "\\HasNoChildren"
+                )
+            if query.special and name in known and name in SPECIAL_USE:
+                attributes.append(SPECIAL_USE[name])
+            if query.subscribed and name in subscribed:
+                attributes.append("\\Subscribed")
+            value: list[Any] = [
+                attributes,
+                DELIMITER.encode(),
+                self._mailboxValue(name),
+            ]
+            if query.subscribedOnly and not (found[name] and name in subscribed):
+                value.append(["CHILDINFO", [b"SUBSCRIBED"]])
+            lines.append((name, b"LIST " + formatValue(value)[1:-1]))
+        if query.status is None:
+            for _, line in lines:
+                self._untagged(line)
+            return b"List completed."
+        return self._listStatus(lines, known, query.status, 0)
+
+    def _listStatus(
+        self,
+        lines: list[tuple[str, bytes]],
+        known: set[str],
+        items: list[str],
+        index: int,
+    ) -> Deferred[bytes]:
+        """
+        RFC 5819: each LIST line, then the STATUS of its mailbox if it can be
+        selected, one mailbox scan at a time, waiting for the client to read.
+        """
+        while index < len(lines) and not self._closing:
+            name, line = lines[index]
+            if self.discipline.outputBlocked:
+                return self._whenWritable().addCallback(
+                    self._listStatusNext, lines, known, items, index
+                )
+            self._untagged(line)
+            index += 1
+            if name in known:
+                d = self._folder(name).scan(claimNew=False)
+                d.addCallbacks(
+                    self._sendStatus,
+                    # Deleted meanwhile: the LIST line stands alone.
+                    lambda f: f.trap(NoSuchFolderError),
+                    callbackArgs=(name, items),
+                )
+                return d.addCallback(self._listStatusNext, lines, known, items, index)
+        return succeed(b"List completed.")
+
+    def _listStatusNext(
+        self,
+        _: object,
+        lines: list[tuple[str, bytes]],
+        known: set[str],
+        items: list[str],
+        index: int,
+    ) -> Deferred[bytes]:
+        return self._listStatus(lines, known, items, index)
 
     def do_LSUB(self, command: Command) -> Deferred[bytes]:
         reference, pattern = self._listArgs(list(command.args))
@@ -288,81 +472,45 @@ class MailboxCommands(SessionBase):
             return encodeModifiedUTF7(reference), encodeModifiedUTF7(pattern)
         return reference, pattern
 
-    def _cbList(
-        self,
-        names: list[str],
-        pattern: str,
-        what: str,
-        specialOnly: bool = False,
-        children: bool = True,
-    ) -> bytes:
+    def _cbList(self, names: list[str], pattern: str, what: str) -> bytes:
         if len(names) > MAX_MAILBOXES:
             raise CommandError(f"[LIMIT] More than {MAX_MAILBOXES} mailboxes to list")
         matcher = ListPattern(pattern, DELIMITER)
-        existing = sorted(set(names))
-        found: set[str] = set()
-        for name in existing:
-            lengths = matcher.prefixes(name)
-            if what == "LIST":
-                # A parent that matches is listed even if it does not exist.
-                found.update(name[:n] for n in lengths)
-            elif lengths and lengths[-1] == len(name):
-                found.add(name)
-        known = set(existing)
-        for name in sorted(found):
-            if specialOnly and (name not in known or name not in SPECIAL_USE):
-                continue
-            attributes = []
-            if name not in known:
-                attributes.append("\\Noselect")
-            if what == "LIST" and children:
-                attributes.append(
-                    "\\HasChildren"
-                    if _hasChildren(existing, name)
-                    else "\\HasNoChildren"
+        for name in sorted(set(names)):
+            if matcher.matches(name):
+                self._untagged(
+                    what.encode()
+                    + b" "
+                    + formatValue([[], DELIMITER.encode(), self._mailboxValue(name)])[
+                        1:-1
+                    ]
                 )
-            if what == "LIST" and name in known and name in SPECIAL_USE:
-                attributes.append(SPECIAL_USE[name])
-            self._untagged(
-                what.encode()
-                + b" "
-                + formatValue(
-                    [attributes, DELIMITER.encode(), self._mailboxValue(name)]
-                )[1:-1]
-            )
         return what.capitalize().encode() + b" completed."
 
     def do_STATUS(self, command: Command) -> Deferred[bytes]:
         if len(command.args) != 2 or not isinstance(command.args[1], list):
             raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
         name = self._mailboxName(command.args[0])
-        items = [str(i).upper() for i in command.args[1]]
-        known = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"}
-        if not items or any(i not in known for i in items):
-            raise IMAPSyntaxError("unknown STATUS item")
+        items = statusItems(command.args[1])
         d = self._folder(name).scan(claimNew=False)
         d.addErrback(noSuchMailbox)
+        d.addCallback(self._sendStatus, name, items)
+        return d.addCallback(lambda _: b"Status completed.")
 
-        def cbScan(state: Any) -> bytes:
-            values = {
-                "MESSAGES": len(state.messages),
-                "RECENT": sum(1 for m in state.messages if m.recent),
-                "UIDNEXT": state.uidNext,
-                "UIDVALIDITY": state.uidValidity,
-                "UNSEEN": sum(1 for m in state.messages if "S" not in m.flags),
-            }
-            out: list[object] = []
-            for item in items:
-                out += [item, values[item]]
-            self._untagged(
-                b"STATUS "
-                + formatValue(self._mailboxValue(name))
-                + b" "
-                + formatValue(out)
-            )
-            return b"Status completed."
-
-        return d.addCallback(cbScan)
+    def _sendStatus(self, state: Any, name: str, items: list[str]) -> None:
+        values = {
+            "MESSAGES": len(state.messages),
+            "RECENT": sum(1 for m in state.messages if m.recent),
+            "UIDNEXT": state.uidNext,
+            "UIDVALIDITY": state.uidValidity,
+            "UNSEEN": sum(1 for m in state.messages if "S" not in m.flags),
+        }
+        out: list[object] = []
+        for item in items:
+            out += [item, values[item]]
+        self._untagged(
+            b"STATUS " + formatValue(self._mailboxValue(name)) + b" " + formatValue(out)
+        )
 
     def do_APPEND(self, command: Command) -> Deferred[bytes]:
         """

@@ -1,7 +1,7 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
 UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE,
-MULTIAPPEND and UTF8=ACCEPT) on
+MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED and LIST-STATUS) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -255,6 +255,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "UNSELECT",
             "NAMESPACE",
             "CHILDREN",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
             "ID",
             "MULTIAPPEND",
             f"APPENDLIMIT={self.factory.config.appendLimit}",
