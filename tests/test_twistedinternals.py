@@ -1142,5 +1142,6 @@ _ROUTED = _ROUTED | {
     "_newKeys",
     "_packAttributes",
     "_parseAttributes",
-    "_sendStatus",
 }
+# (filetransfer's _sendStatus is routed too, but np-imap has a _sendStatus
+# of its own: too generic a name to look for.)
