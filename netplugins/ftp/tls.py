@@ -21,6 +21,7 @@ from __future__ import annotations
 from cryptography import x509
 from OpenSSL import SSL
 
+from netplugins.pyopensslinternals import sameSession, sessionReused
 from netplugins.tls.identity import Identity
 from netplugins.tls.server import ServerTLS
 
@@ -52,21 +53,16 @@ def resumes(data: SSL.Connection, control: SSL.Connection) -> bool:
     identity in the cache); with TLS 1.3, a resumption (its new session
     cannot be compared with the control connection's).
 
-    Reads pyOpenSSL privates, since pyOpenSSL wraps neither
-    C{SSL_session_reused} nor a way to compare sessions:
-    C{Connection._ssl} (the C{SSL *}), C{Session._session} (the
-    C{SSL_SESSION *}) and C{OpenSSL._util.lib} (cryptography's bindings).
-    C{tests/test_ftp.py} pins them; if they go, every resumption looks
-    missing and C{--tls-session-reuse required} refuses every protected
-    transfer.
+    pyOpenSSL has no public way to tell (L{netplugins.pyopensslinternals});
+    if its privates go, every resumption looks missing and
+    C{--tls-session-reuse required} refuses every protected transfer, which
+    C{tests/test_pyopensslinternals.py} and C{tests/test_ftp.py} catch.
     """
-    from OpenSSL._util import lib
-
-    if not lib.SSL_session_reused(data._ssl):  # type: ignore[attr-defined]
+    if not sessionReused(data):
         return False
     if data.get_protocol_version_name() != "TLSv1.2":
         return True
     mine, theirs = data.get_session(), control.get_session()
     if mine is None or theirs is None:
         return False
-    return bool(mine._session == theirs._session)  # type: ignore[attr-defined]
+    return sameSession(mine, theirs)
