@@ -389,3 +389,45 @@ class PipelineTests(TestCase):
             (lines[-1:], growth < 64 * MiB), (["done"], True), result.stderr
         )
         self.assertLess(int(lines[0].split()[-1]), 20000)
+
+
+UNREAD_STDIN = """
+import socket, sys, paramiko
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", int(sys.argv[1]), username="alice", key_filename=sys.argv[2],
+          look_for_keys=False, allow_agent=False)
+channel = c.get_transport().open_session()
+channel.exec_command("anything")
+channel.settimeout(3)
+sent = 0
+try:
+    while sent < 64 * 1024 * 1024:
+        channel.sendall(b"x" * 32768)
+        sent += 32768
+except socket.timeout:
+    pass
+print(sent)
+"""
+
+
+class ForcedCommandInputTests(TestCase):
+    """
+    A forced command that never reads its standard input.
+    """
+
+    def test_stdinNeverRead(self) -> None:
+        """The channel's window stays closed: the client cannot push 64 MiB."""
+        server = startSSH(self, "--force-command", "sleep 30")
+        before = statusField(server.process.pid, "VmRSS")
+        result = subprocess.run(
+            [sys.executable, "-c", UNREAD_STDIN, str(server.port), server.key],
+            capture_output=True,
+            timeout=60,
+        )
+        growth = statusField(server.process.pid, "VmRSS") - before
+        self.assertEqual(
+            (int(result.stdout) < 8 * MiB, growth < 16 * MiB),
+            (True, True),
+            result.stderr,
+        )

@@ -23,6 +23,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -188,9 +189,28 @@ class _ChannelTransport:
         return self.channel.conn.transport.getHost()
 
 
+@implementer(IPushProducer)
 class _Forced(ProcessProtocol):
+    """
+    A forced command's process; the producer of its standard input, paused
+    while the program does not read it (then the channel's window stays
+    closed).
+    """
+
+    inputPaused = False
+
     def __init__(self, channel: SessionChannel) -> None:
         self.channel = channel
+
+    def pauseProducing(self) -> None:
+        self.inputPaused = True
+
+    def resumeProducing(self) -> None:
+        self.inputPaused = False
+        self.channel.releaseWindow()
+
+    def stopProducing(self) -> None:
+        self.inputPaused = True
 
     def outReceived(self, data: bytes) -> None:
         self.channel.write(data)
@@ -336,6 +356,7 @@ class SessionChannel(SSHChannel):
             env=env,
             path=home if os.path.isdir(home) else "/",
         )
+        self.process.registerProducer(protocol, True)
         return 1
 
     # Output, for the shell and the forced command
@@ -369,6 +390,8 @@ class SessionChannel(SSHChannel):
         from netplugins.ssh.sftp import MAX_QUEUED_INPUT, SFTPServer
 
         program = self.program
+        if isinstance(program, _Forced):
+            return program.inputPaused
         return isinstance(program, SFTPServer) and len(program.buf) > MAX_QUEUED_INPUT
 
     def releaseWindow(self) -> None:
