@@ -355,7 +355,9 @@ class Sender:
     """
     Sends what C{read} gives (a chunk, C{b""} at the end) over a data
     connection, asking for the next chunk only while its transport is not
-    paused.
+    paused, and one chunk ahead: the next read runs while the chunk just
+    read is being sent, so the socket does not wait for the pool.  L{done}
+    fires only once no read is running, so the file can be closed then.
     """
 
     def __init__(
@@ -374,6 +376,9 @@ class Sender:
         self._paused = False
         self._waiting = False
         self._stopped = False
+        self._ahead: Deferred[bytes] | None = None
+        self._reads = 0
+        self._whenIdle: Callable[[], None] | None = None
 
     def start(self) -> Deferred[int]:
         """
@@ -385,12 +390,26 @@ class Sender:
         self._next()
         return self.done
 
+    def _read(self) -> Deferred[bytes]:
+        d = self.read()
+        if not d.called:
+            self._reads += 1
+            d.addBoth(self._readEnded)
+        return d
+
+    def _readEnded(self, result: Any) -> Any:
+        self._reads -= 1
+        if not self._reads and self._whenIdle is not None:
+            idle, self._whenIdle = self._whenIdle, None
+            idle()
+        return result
+
     def _next(self) -> None:
         while not self._stopped:
             if self._paused:
                 self._waiting = True
                 return
-            d = self.read()
+            d, self._ahead = self._ahead or self._read(), None
             if not d.called:
                 d.addCallbacks(self._cbRead, self._ebRead)
                 d.addCallback(lambda more: self._next() if more else None)
@@ -409,6 +428,8 @@ class Sender:
         if not data:
             self._finish()
             return False
+        if self._ahead is None:
+            self._ahead = self._read()
         if self.convert is not None:
             data = self.convert(data)
         self.sent += len(data)
@@ -420,14 +441,29 @@ class Sender:
     def _ebRead(self, reason: Failure) -> None:
         self._stopped = True
         self._unregister()
-        if not self.done.called:
-            self.done.errback(reason)
+        self._settle(lambda: self.done.errback(reason))
 
     def _finish(self) -> None:
         self._stopped = True
         self._unregister()
-        if not self.done.called:
-            self.done.callback(self.sent)
+        self._settle(lambda: self.done.callback(self.sent))
+
+    def _settle(self, fire: Callable[[], None]) -> None:
+        """
+        C{fire} L{done} (once) when no read is running any more.
+        """
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.addErrback(lambda _: None)
+
+        def once() -> None:
+            if not self.done.called:
+                fire()
+
+        if self._reads:
+            self._whenIdle = once
+        else:
+            once()
 
     def _unregister(self) -> None:
         if not self.channel.gone:
@@ -445,8 +481,9 @@ class Sender:
     def stopProducing(self) -> None:
         if not self._stopped:
             self._stopped = True
-            if not self.done.called:
-                self.done.errback(ConnectionLost("data connection lost"))
+            self._settle(
+                lambda: self.done.errback(ConnectionLost("data connection lost"))
+            )
 
     def dataReceived(self, data: bytes) -> None:
         """
