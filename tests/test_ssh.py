@@ -314,3 +314,76 @@ class OptionsTests(SynchronousTestCase):
         ):
             error = self.assertRaises(usage.UsageError, Options().parseOptions, argv)
             self.assertNotIn("\n", str(error), argv)
+
+
+class PublicKeyCheckerTests(SynchronousTestCase):
+    """
+    Public keys from the keys directory and from ldap: checkers' entries.
+    """
+
+    def setUp(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        from twisted.conch.ssh.keys import Key
+
+        self.key = Key(ed25519.Ed25519PrivateKey.generate())
+        self.other = Key(ed25519.Ed25519PrivateKey.generate())
+
+    def credentials(self, key: Any, signed: bool) -> Any:
+        from twisted.cred.credentials import SSHPrivateKey
+
+        data = b"session and request"
+        return SSHPrivateKey(
+            b"alice",
+            b"ssh-ed25519",
+            key.public().blob(),
+            data if signed else None,
+            key.sign(data) if signed else None,
+        )
+
+    def outcome(self, checker: Any, credentials: Any) -> object:
+        from twisted.conch.error import ValidPublicKey
+        from twisted.cred.error import UnauthorizedLogin
+
+        results: list[object] = []
+        d = checker.requestAvatarId(credentials)
+        d.addCallbacks(
+            results.append,
+            lambda f: results.append(f.trap(ValidPublicKey, UnauthorizedLogin)),
+        )
+        return results[0]
+
+    def test_ldapKeys(self) -> None:
+        """An ldap: checker's sshPublicKey values authorize keys; others are refused."""
+        from twisted.conch.error import ValidPublicKey
+        from twisted.cred.error import UnauthorizedLogin
+        from twisted.internet.defer import succeed
+
+        from netplugins.cred.ldap.directory import LDAPUser
+        from netplugins.ssh.auth import PublicKeyChecker, directoryCheckers, keysInLDAP
+
+        line = self.key.public().toString("openssh").decode()
+        asked: list[str] = []
+
+        class Directory:
+            def lookupAttributes(self, name: str) -> Any:
+                asked.append(name)
+                return succeed(
+                    LDAPUser(
+                        name, f"uid={name}", {"sshpublickey": (line + " alice@x",)}
+                    )
+                )
+
+        class Wrapper:
+            checker = Directory()
+
+        [found] = directoryCheckers([object(), Wrapper()])
+        checker = PublicKeyChecker([keysInLDAP(found)])
+        self.assertEqual(
+            (
+                self.outcome(checker, self.credentials(self.key, False)),
+                self.outcome(checker, self.credentials(self.key, True)),
+                self.outcome(checker, self.credentials(self.other, True)),
+                asked,
+            ),
+            (ValidPublicKey, "alice", UnauthorizedLogin, ["alice"] * 3),
+        )

@@ -1,8 +1,9 @@
 """
-Logging in to np-ssh: public keys from an OpenSSH C{authorized_keys} file
-per user (L{AuthorizedKeysChecker}, C{--authorized-keys-dir DIR}, the file
-C{DIR/USER}), passwords through the shared checkers (the C{password} and
-C{keyboard-interactive} methods), every attempt through the shared login
+Logging in to np-ssh: public keys (L{PublicKeyChecker}) from an OpenSSH
+C{authorized_keys} file per user (C{--authorized-keys-dir DIR}, the file
+C{DIR/USER}) or an C{ldap:} checker's C{sshPublicKey} values; passwords
+through the shared checkers (the C{password} and C{keyboard-interactive}
+methods); every attempt through the shared login
 throttle (L{netplugins.cred.throttle}): at most its per-connection number
 of attempts, then a disconnect; delays after failures per user and per
 address.  Conch's own 20 attempts and 10-hour window do not apply: the
@@ -15,6 +16,7 @@ import base64
 import binascii
 import os
 import struct
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.conch.error import ConchError, ValidPublicKey
@@ -25,7 +27,7 @@ from twisted.conch.ssh.keys import BadKeyError, Key
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ISSHPrivateKey, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -99,31 +101,76 @@ def authorizedBlobs(text: bytes) -> set[bytes]:
     return blobs
 
 
-@implementer(ICredentialsChecker)
-class AuthorizedKeysChecker:
+#: Where a user's authorized keys come from: a user name to key blobs.
+KeySource = Callable[[str], Deferred[set[bytes]]]
+
+
+def keysInDirectory(directory: str) -> KeySource:
     """
-    Public keys listed in C{directory/USER}, read in the blocking pool at
-    each attempt (so an edited file applies at once).
+    The keys of C{directory/USER}, an OpenSSH C{authorized_keys} file read
+    in the blocking pool at each attempt (so an edited file applies at once).
+    """
+
+    def read(name: str) -> set[bytes]:
+        try:
+            with open(os.path.join(directory, name), "rb") as f:
+                return authorizedBlobs(f.read(MAX_AUTHORIZED_KEYS_SIZE))
+        except OSError:
+            return set()
+
+    return lambda name: deferToBlocking(read, name)
+
+
+def keysInLDAP(checker: Any) -> KeySource:
+    """
+    The C{sshPublicKey} values (OpenSSH's LPK schema) of the user's entry,
+    from an C{ldap:} checker's C{lookupAttributes} (read with its search
+    account: the attribute must be among those its configuration fetches).
+    """
+
+    def found(user: Any) -> set[bytes]:
+        if user is None:
+            return set()
+        values = user.attributes.get("sshpublickey", ())
+        return authorizedBlobs("\n".join(values).encode("utf-8", "replace"))
+
+    return lambda name: checker.lookupAttributes(name).addCallback(found)
+
+
+def directoryCheckers(checkers: Sequence[Any]) -> list[Any]:
+    """
+    The checkers among C{checkers} (or wrapped by them) that can look up a
+    user's attributes without a password (C{ldap:} ones).
+    """
+    found = []
+    for checker in checkers:
+        while hasattr(checker, "checker"):
+            checker = checker.checker
+        if hasattr(checker, "lookupAttributes"):
+            found.append(checker)
+    return found
+
+
+@implementer(ICredentialsChecker)
+class PublicKeyChecker:
+    """
+    Logs users in by public key: a key any of C{sources} lists for the
+    user, signed with an accepted algorithm.
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-
-    def _read(self, name: str) -> set[bytes]:
-        path = os.path.join(self.directory, name)
-        try:
-            with open(path, "rb") as f:
-                return authorizedBlobs(f.read(MAX_AUTHORIZED_KEYS_SIZE))
-        except OSError:
-            return set()
+    def __init__(self, sources: Sequence[KeySource]) -> None:
+        self.sources = list(sources)
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         name = userName(credentials.username)
         if name is None or credentials.algName not in USER_KEY_ALGORITHMS:
             return fail(UnauthorizedLogin("key refused"))
-        d = deferToBlocking(self._read, name)
+        d: Deferred[Any] = gatherResults(
+            [source(name) for source in self.sources], consumeErrors=True
+        )
+        d.addCallback(lambda found: set().union(*found))
         return d.addCallback(self._cbKeys, name, credentials)
 
     def _cbKeys(self, blobs: set[bytes], name: str, credentials: Any) -> str:

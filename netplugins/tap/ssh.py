@@ -63,7 +63,9 @@ class SSHSettings(ServiceSettings):
     )
     authorizedKeysDir: str | None = setting(
         None,
-        "A directory of OpenSSH authorized_keys files, one per user: DIR/USER.",
+        "A directory of OpenSSH authorized_keys files, one per user: DIR/USER. "
+        "(ldap: checkers give keys too: their entries' sshPublicKey values, "
+        "when their configuration fetches that attribute.)",
         _directory,
     )
     hostKey: tuple[str, ...] = repeated(
@@ -154,7 +156,12 @@ def sshService(
         from twisted.internet import reactor
     from twisted.cred.portal import Portal
 
-    from netplugins.ssh.auth import AuthorizedKeysChecker
+    from netplugins.ssh.auth import (
+        PublicKeyChecker,
+        directoryCheckers,
+        keysInDirectory,
+        keysInLDAP,
+    )
     from netplugins.ssh.factory import LOGIN_TIMEOUT, SSHServerFactory
     from netplugins.ssh.hostkeys import HostKeys
     from netplugins.ssh.session import SessionPolicy, SSHRealm
@@ -172,8 +179,11 @@ def sshService(
     )
     policy = SessionPolicy(shell=settings.shell, forceCommand=settings.forceCommand)
     checkers = list(common.checkers)
+    sources = [keysInLDAP(c) for c in directoryCheckers(common.checkers)]
     if settings.authorizedKeysDir is not None:
-        checkers.append(AuthorizedKeysChecker(settings.authorizedKeysDir))
+        sources.insert(0, keysInDirectory(settings.authorizedKeysDir))
+    if sources:
+        checkers.append(PublicKeyChecker(sources))
     portal = Portal(SSHRealm(store, policy, reactor), checkers)
     hostKeys = HostKeys(settings.hostKey, common.stateDir)
     factory = SSHServerFactory(
