@@ -223,8 +223,15 @@ ECHO = Benchmark(
 
 # Every other service against its peers (HTTP, TLS, zen, kv, mpconn, mail)
 # lives in bench/services.py; imported here, once the classes above exist.
+from bench.dns import DNS_BENCHMARKS  # noqa: E402
 from bench.ftp import FTP_BENCHMARKS  # noqa: E402
 from bench.memcache import MEMCACHE  # noqa: E402
 from bench.services import SERVICES  # noqa: E402
 
-BENCHMARKS: tuple[Benchmark, ...] = (ECHO, *SERVICES, *MEMCACHE, *FTP_BENCHMARKS)
+BENCHMARKS: tuple[Benchmark, ...] = (
+    ECHO,
+    *SERVICES,
+    *MEMCACHE,
+    *FTP_BENCHMARKS,
+    *DNS_BENCHMARKS,
+)
