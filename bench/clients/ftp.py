@@ -65,11 +65,11 @@ def context() -> ssl.SSLContext:
     return ctx
 
 
-def login(port: int, tls: bool) -> ftplib.FTP:
+def login(port: int, tls: ssl.SSLContext | None) -> ftplib.FTP:
     """
     A logged-in session (control connection protected with C{tls}).
     """
-    ftp: ftplib.FTP = ResumingFTP(context=context()) if tls else ftplib.FTP()
+    ftp: ftplib.FTP = ResumingFTP(context=tls) if tls else ftplib.FTP()
     ftp.connect(HOST, port, timeout=TIMEOUT)
     assert ftp.sock is not None
     ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -77,7 +77,7 @@ def login(port: int, tls: bool) -> ftplib.FTP:
     return ftp
 
 
-def session(port: int, tls: bool) -> ftplib.FTP:
+def session(port: int, tls: ssl.SSLContext | None) -> ftplib.FTP:
     """
     A logged-in session ready for binary transfers (C{PROT P} with C{tls}).
     """
@@ -88,9 +88,18 @@ def session(port: int, tls: bool) -> ftplib.FTP:
     return ftp
 
 
+def contextFor(options: argparse.Namespace) -> ssl.SSLContext | None:
+    """
+    The worker's one client context with C{--tls}, else C{None}.
+    """
+    return context() if options.tls else None
+
+
 def logins(options: argparse.Namespace) -> Any:
+    tls = contextFor(options)
+
     def request(_: object) -> int:
-        login(options.port, options.tls).quit()
+        login(options.port, tls).quit()
         return 0
 
     return (lambda: True), request, (lambda _: None)
@@ -137,9 +146,10 @@ def payloadOf(size: int) -> bytes:
 def downloads(options: argparse.Namespace) -> Any:
     name = f"bench-{options.size}.bin"
     buffer = bytearray(BLOCK)
+    tls = contextFor(options)
 
     def connect() -> ftplib.FTP:
-        ftp = session(options.port, options.tls)
+        ftp = session(options.port, tls)
         try:
             size = ftp.size(name)
         except ftplib.error_perm:
@@ -159,11 +169,12 @@ def downloads(options: argparse.Namespace) -> Any:
 
 def uploads(options: argparse.Namespace) -> Any:
     payload = payloadOf(options.size)
+    tls = contextFor(options)
 
     def request(ftp: ftplib.FTP) -> int:
         return upload(ftp, f"upload-{os.getpid()}.bin", payload)
 
-    return (lambda: session(options.port, options.tls)), request, (lambda f: f.close())
+    return (lambda: session(options.port, tls)), request, (lambda f: f.close())
 
 
 MODES = {"login": logins, "retr": downloads, "stor": uploads}
