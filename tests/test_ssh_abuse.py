@@ -180,6 +180,22 @@ class HostileClientTests(TestCase):
         seconds, received = secondsUntilEOF(sock, time.monotonic(), 1.5)
         self.assertEqual((seconds, disconnectCode(received)), (None, None))
 
+    def test_malformedMessages(self) -> None:
+        """Truncated KEXINIT and kex messages end the connection, no traceback."""
+        server = startSSH(self)
+        codes = []
+        for packets in (
+            [bytes((MSG_KEXINIT,)) + b"\0" * 16 + b"\0\0\1\0"],
+            [kexinit(b"curve25519-sha256"), bytes((30,)) + b"\0\0\0\x20short"],
+            [kexinit(b"diffie-hellman-group16-sha512"), bytes((30,)) + b"\0\0\0\1\1"],
+        ):
+            sock = handshake(server.port)
+            sock.sendall(b"".join(plainPacket(p) for p in packets))
+            closed, received = disconnected(sock)
+            codes.append((closed, disconnectCode(received)))
+        self.assertEqual(codes, [(True, 2)] * 3)
+        self.assertNotIn("Traceback", server.log())
+
     def test_oversizedPacket(self) -> None:
         """A packet length over 256 KiB is refused before its body arrives."""
         server = startSSH(self)

@@ -239,7 +239,21 @@ class ModernServerTransport(HookedSSHServerTransport):
                 b"unexpected message during strict key exchange",
             )
             return
-        super().dispatchMessage(messageNum, payload)
+        try:
+            super().dispatchMessage(messageNum, payload)
+        except Exception as e:
+            # Conch parses messages as it goes: a malformed one raises
+            # (struct.error, IndexError, a key exchange's ValueError).  It
+            # ends this connection with a log line, not the reactor's
+            # traceback.
+            self.log.info(
+                "closing SSH connection from {peer}: malformed message {number} "
+                "({error})",
+                peer=describe(self.transport.getPeer()),
+                number=messageNum,
+                error=f"{type(e).__name__}: {e}"[:200],
+            )
+            self.sendDisconnect(transport.DISCONNECT_PROTOCOL_ERROR, b"bad message")
 
     # Key exchange
 
