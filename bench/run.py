@@ -5,6 +5,7 @@ repetitions, readings over the load generator's measured window, and medians.
 
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import sys
@@ -247,7 +248,10 @@ def measure(
     )
     logs = settings.out / "logs"
     port, port2 = processes.freePorts(2)
-    tag = f"{benchmark.name}-{contender.name}-{case.size}-{repetition}-{attempt}"
+    # By the case's title, not its size: cases of one size (DNS's, FTP's)
+    # would write over each other's logs.
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", case.title).strip("-")
+    tag = f"{benchmark.name}-{contender.name}-{slug}-{repetition}-{attempt}"
     server = processes.start(
         processes.pinned(
             expand(contender.command, port, case.framing, port2=port2),
