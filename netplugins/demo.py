@@ -65,6 +65,8 @@ DEMO_PORTS = {
     "ftps": 9990,
     "rpyc": 18861,
     "dns": 5353,
+    "ssh": 8022,
+    "telnet": 8023,
     "zmq-frontend": 5559,
     "zmq-backend": 5560,
 }
@@ -181,6 +183,7 @@ def demoService(
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
     from netplugins.tap.rpc import RPCSettings, rpcService
     from netplugins.tap.rpyc import RPyCSettings, rpycService
+    from netplugins.tap.ssh import SSHSettings, sshService
     from netplugins.tap.wsgi import WSGISettings, wsgiService
     from netplugins.tap.zen import ZenSettings, zenService
     from netplugins.tap.zmq import ZMQSettings, zmqService
@@ -305,6 +308,19 @@ def demoService(
                 auth=(f"htpasswd:{files['htpasswd']}",),
                 tlsSessionReuse="optional",
                 tls=tls,
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
+        ),
+        # SSH for the demo users (password or keyboard-interactive): SFTP
+        # in their home under the state dir, the restricted shell, and the
+        # same shell behind telnet on loopback; host keys made on first start.
+        sshService(
+            SSHSettings(  # noqa: S604 (np-ssh's built-in shell runs no program)
+                listen=(tcp("ssh"),),
+                auth=(f"htpasswd:{files['htpasswd']}",),
+                shell="builtin",
+                telnet=tcp("telnet"),
                 stateDir=stateDir,
             ),
             reactor=reactor,

@@ -89,6 +89,8 @@ class DemoTests(TestCase):
                 ("np-smtp", "tcp"),
                 ("np-smtp submission", "TLS tcp"),
                 ("np-smtp submission", "tcp"),
+                ("np-ssh", "tcp"),
+                ("np-ssh telnet", "tcp"),
                 ("np-wsgi", "TLS tcp"),
                 ("np-wsgi", "tcp"),
                 ("np-zen", "TLS tcp"),
@@ -263,6 +265,43 @@ class DemoTests(TestCase):
             ],
         )
         self.assertEqual((udp, tcp), (expected, expected))
+
+    @inlineCallbacks
+    def test_ssh(self) -> Any:
+        """paramiko runs a command and reads back an SFTP upload as a demo user."""
+        import io
+
+        import paramiko
+
+        host, port = self.port("np-ssh", "tcp")
+
+        def client() -> tuple[bytes, bytes]:
+            ssh = paramiko.SSHClient()
+            ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            ssh.connect(
+                host,
+                port,
+                "alice",
+                "alice-password",
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=10,
+            )
+            try:
+                _, stdout, _ = ssh.exec_command("echo hello from np-ssh")
+                said = stdout.read()
+                sftp = ssh.open_sftp()
+                sftp.putfo(io.BytesIO(b"over sftp\n"), "note.txt")
+                back = io.BytesIO()
+                sftp.getfo("note.txt", back)
+                sftp.close()
+                return said, back.getvalue()
+            finally:
+                ssh.close()
+
+        self.assertEqual(
+            (yield deferToThread(client)), (b"hello from np-ssh\n", b"over sftp\n")
+        )
 
     @inlineCallbacks
     def test_zmq(self) -> Any:
