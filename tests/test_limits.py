@@ -548,6 +548,12 @@ class TransportTests(SynchronousTestCase, TrackerMixin):
         _, transport = self.connect(wrapped, v4("10.0.0.1"))
         self.assertIs(factory.made[0].transport, transport)
 
+    def test_logPrefixBeforeAdmission(self) -> None:
+        """Before admission the guard logs as the protocol it will build."""
+        wrapped = self.tracker(maxConnections=5).wrapFactory(RecorderFactory())
+        guard = wrapped.buildProtocol(v4("10.0.0.1"))
+        self.assertEqual(guard.logPrefix(), "Recorder")
+
     def idleConnection(self) -> tuple[Any, TLSStringTransport]:
         factory = RecorderFactory()
         wrapped = self.tracker(idleTimeout=10.0).wrapFactory(factory)

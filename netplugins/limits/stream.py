@@ -126,9 +126,17 @@ class _Guard:
             self.wrappedProtocol.connectionLost(reason)
 
     def logPrefix(self) -> str:
+        """
+        The wrapped protocol's; before it is built (a transport asks when the
+        connection is accepted, for its log lines), the name of the protocol
+        the factory makes.
+        """
         protocol = self.wrappedProtocol
         if protocol is None:
-            return "Refused"
+            made = getattr(self._factory, "protocol", None)
+            if isinstance(made, type):
+                return made.__name__
+            return self._factory.__class__.__name__
         if ILoggingContext.providedBy(protocol):
             return protocol.logPrefix()  # type: ignore[attr-defined]
         return protocol.__class__.__name__
