@@ -101,6 +101,52 @@ def cancelCall(call: IDelayedCall | None) -> None:
         call.cancel()
 
 
+class Deadlines:
+    """
+    A session's named deadlines (C{"idle"}, C{"preauth"}, C{"data"}, ...):
+    each is armed for some seconds (arming it again starts it over),
+    disarmed, or calls C{expired(name)} when it passes; L{cancelAll} when
+    the connection is lost.
+    """
+
+    def __init__(self, clock: IReactorTime, expired: Callable[[str], object]):
+        self._clock = clock
+        self._expired = expired
+        self._calls: dict[str, IDelayedCall] = {}
+
+    def __contains__(self, name: str) -> bool:
+        """
+        Whether deadline C{name} is armed and has not passed.
+        """
+        call = self._calls.get(name)
+        return call is not None and call.active()
+
+    def arm(self, name: str, seconds: float) -> None:
+        """
+        Call C{expired(name)} C{seconds} from now, unless armed again or
+        disarmed first.
+        """
+        call = self._calls.get(name)
+        if call is not None and call.active():
+            call.reset(seconds)
+        else:
+            self._calls[name] = self._clock.callLater(seconds, self._expired, name)
+
+    def disarm(self, name: str) -> None:
+        """
+        Forget deadline C{name}.
+        """
+        cancelCall(self._calls.pop(name, None))
+
+    def cancelAll(self) -> None:
+        """
+        Forget every deadline.
+        """
+        for call in self._calls.values():
+            cancelCall(call)
+        self._calls.clear()
+
+
 @implementer(IPushProducer)
 class Discipline:
     """

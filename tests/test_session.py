@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from netplugins.session import COMMAND, OUTPUT, Discipline, closeWithin
+from netplugins.session import COMMAND, OUTPUT, Deadlines, Discipline, closeWithin
 from tests.support import WatermarkTransport
 
 
@@ -144,3 +144,35 @@ class CloseTests(SynchronousTestCase):
         gone.disconnected = True
         clock.advance(2)
         self.assertEqual((lingering.aborted, gone.aborted), (True, False))
+
+
+class DeadlinesTests(SynchronousTestCase):
+    """
+    L{Deadlines}: named deadlines armed, re-armed, disarmed and cancelled.
+    """
+
+    def test_lifecycle(self) -> None:
+        """Re-arming starts over, disarming forgets, expiry names the deadline."""
+        clock = Clock()
+        expired: list[str] = []
+        deadlines = Deadlines(clock, expired.append)
+        deadlines.arm("idle", 10)
+        deadlines.arm("login", 5)
+        deadlines.disarm("login")
+        clock.advance(8)
+        deadlines.arm("idle", 10)
+        clock.advance(9)
+        armed = ("idle" in deadlines, "login" in deadlines)
+        clock.advance(1)
+        self.assertEqual(
+            (armed, expired, "idle" in deadlines), ((True, False), ["idle"], False)
+        )
+
+    def test_cancelAll(self) -> None:
+        """cancelAll leaves nothing pending on the clock."""
+        clock = Clock()
+        deadlines = Deadlines(clock, lambda name: None)
+        deadlines.arm("idle", 10)
+        deadlines.arm("data", 20)
+        deadlines.cancelAll()
+        self.assertEqual(clock.getDelayedCalls(), [])

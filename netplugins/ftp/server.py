@@ -65,7 +65,7 @@ from netplugins.ftp.data import (
 )
 from netplugins.ftp.tls import resumes
 from netplugins.homes import IJail, Jail, NoHomeError, virtualPath
-from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
+from netplugins.session import CLOSE_GRACE, COMMAND, Deadlines, Discipline
 from netplugins.starttls import isSecure, startTLSDiscarding
 
 #: The longest command line accepted, in bytes (CRLF included).
@@ -176,7 +176,7 @@ class FTPServer(LineReceiver):
         self.errors = 0
         self.discipline: Discipline | None = None
         self._attempts: Any = None
-        self._timers: dict[str, Any] = {}
+        self.deadlines: Deadlines | None = None
         self._port: PassivePort | ActivePort | None = None
         self._channel: DataChannel | None = None
         self._transfer: Any = None
@@ -200,6 +200,7 @@ class FTPServer(LineReceiver):
             grace=self.config.closeGrace,
         )
         self._attempts = self.factory.throttle.connection()
+        self.deadlines = Deadlines(self.factory.reactor, self._timedOut)
         self._oobInline()
         self._arm("idle", self.config.idleTimeout)
         self._arm("login", self.config.preAuthTimeout)
@@ -221,28 +222,20 @@ class FTPServer(LineReceiver):
         self._lost = True
         if self.discipline is not None:
             self.discipline.lost()
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
+        if self.deadlines is not None:
+            self.deadlines.cancelAll()
         self._closeData(abort=True)
         logout, self._logout = self._logout, None
         if logout is not None:
             logout()
 
     def _arm(self, name: str, seconds: float) -> None:
-        timer = self._timers.get(name)
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timers[name] = self.factory.reactor.callLater(
-                seconds, self._timedOut, name
-            )
+        assert self.deadlines is not None
+        self.deadlines.arm(name, seconds)
 
     def _disarm(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        assert self.deadlines is not None
+        self.deadlines.disarm(name)
 
     def _timedOut(self, name: str) -> None:
         self.log.info(

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from netplugins.cred.throttle import TooManyAttempts
 from netplugins.mail.users import IMailAccount, MailAccount
-from netplugins.session import COMMAND, Discipline
+from netplugins.session import COMMAND, Deadlines, Discipline
 from netplugins.starttls import isSecure
 
 
@@ -79,7 +79,7 @@ class LineSession(LineReceiver):
         self.account: MailAccount | None = None
         self.errors = 0
         self._lost = False
-        self._timers: dict[str, Any] = {}
+        self.deadlines: Deadlines | None = None
         self._attempts: Any = None
         self.discipline: Discipline | None = None
 
@@ -103,30 +103,23 @@ class LineSession(LineReceiver):
             grace=self.config.closeGrace,
         )
         self._attempts = self.factory.throttle.connection()
+        self.deadlines = Deadlines(self.factory.reactor, self._timedOut)
         self._arm("idle", self.config.idleTimeout)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._lost = True
         if self.discipline is not None:
             self.discipline.lost()
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
+        if self.deadlines is not None:
+            self.deadlines.cancelAll()
 
     def _arm(self, name: str, seconds: float) -> None:
-        timer = self._timers.get(name)
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timers[name] = self.factory.reactor.callLater(
-                seconds, self._timedOut, name
-            )
+        assert self.deadlines is not None
+        self.deadlines.arm(name, seconds)
 
     def _disarm(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        assert self.deadlines is not None
+        self.deadlines.disarm(name)
 
     def _timedOut(self, name: str) -> None:
         raise NotImplementedError

@@ -729,7 +729,7 @@ class SMTPServer(LineSession):
         elif self._chunks is None:
             self._chunks = []
         self._chunk = _Chunk(int(size), bool(last), refusal)
-        if "data" not in self._timers:
+        if self.deadlines is not None and "data" not in self.deadlines:
             # One deadline for all the transaction's chunks, as for DATA.
             self._arm("data", self.config.dataTimeout)
         if self._chunk.left:
