@@ -644,6 +644,76 @@ class Jail:
                 follow_symlinks=False,
             )
 
+    def link(self, old: str | bytes, new: str | bytes, cwd: str = "/") -> None:
+        """
+        Make C{new} a hard link to the regular file C{old} leads to (links
+        resolved inside the home, so the file is always one of the home's).
+
+        @raise OSError: C{EPERM} for a directory, C{EACCES} for anything
+            else that is not a regular file, C{EEXIST} if C{new} exists.
+        """
+        self._checkWritable()
+        with self._locate(old, cwd, True) as source:
+            st = self._stat(source)
+            if stat.S_ISDIR(st.st_mode):
+                raise _error(errno.EPERM)
+            if not stat.S_ISREG(st.st_mode):
+                raise _error(errno.EACCES)
+            with self._locate(new, cwd, False) as target:
+                if target.name == ".":
+                    raise _error(errno.EEXIST)
+                # Not following: a link swapped in for the file since the
+                # stat is linked itself, and still resolves in the home.
+                os.link(
+                    source.name,
+                    target.name,
+                    src_dir_fd=source.dirFD,
+                    dst_dir_fd=target.dirFD,
+                    follow_symlinks=False,
+                )
+
+    def setMode(
+        self, path: str | bytes, mode: int, cwd: str = "/", follow: bool = True
+    ) -> None:
+        """
+        Set the permission bits (C{0o777}; setuid, setgid, sticky and file
+        type bits are ignored) of what C{path} leads to, or of C{path}
+        itself unless C{follow}.
+
+        @raise OSError: C{EBUSY} for the home itself, C{EOPNOTSUPP} for a
+            symbolic link (Linux has no link modes).
+        """
+        self._checkWritable()
+        with self._locate(path, cwd, follow) as where:
+            if where.name == ".":
+                raise _error(errno.EBUSY)
+            try:
+                os.chmod(
+                    where.name,
+                    mode & 0o777,
+                    dir_fd=where.dirFD,
+                    follow_symlinks=False,
+                )
+            except (ValueError, NotImplementedError):
+                # fchmodat(AT_SYMLINK_NOFOLLOW) refuses a link; Python says
+                # so with ValueError.
+                raise _error(errno.EOPNOTSUPP) from None
+
+    def statvfs(self, path: str | bytes, cwd: str = "/") -> os.statvfs_result:
+        """
+        C{fstatvfs} of the directory C{path} leads to (of its directory
+        for a file).
+        """
+        with self._locate(path, cwd, True) as where:
+            st = self._stat(where)
+            if where.name == "." or not stat.S_ISDIR(st.st_mode):
+                return os.fstatvfs(where.dirFD)
+            fd = os.open(where.name, _DIRECTORY, dir_fd=where.dirFD)
+        try:
+            return os.fstatvfs(fd)
+        finally:
+            os.close(fd)
+
     def usage(self) -> int | None:
         """
         The bytes in the home as counted for the quota (C{None} without one).

@@ -337,3 +337,120 @@ class JailTests(SynchronousTestCase):
         self.patch(os, "stat", swapping)
         e = self.assertRaises(OSError, jail.openRead, "/sub/secret")
         self.assertIn(e.errno, (errno.ELOOP, errno.ENOTDIR))
+
+
+class JailLinkModeStatvfsTests(SynchronousTestCase):
+    """
+    L{Jail.link}, L{Jail.setMode} and L{Jail.statvfs} resolve as every other
+    operation does: nothing outside the home is linked, changed or looked at.
+    """
+
+    def setUp(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        self.home = os.path.join(base, "home")
+        os.makedirs(os.path.join(self.home, "sub"))
+        self.secret = os.path.join(base, "secret")
+        with open(self.secret, "w") as f:
+            f.write("outside")
+        os.chmod(self.secret, 0o600)
+        with open(os.path.join(self.home, "sub", "file.txt"), "wb") as f:
+            f.write(b"inside")
+        self.base = base
+        self.jail = Jail(Home("alice", self.home))
+
+    def assertErrno(self, code: int, f: Any, *args: Any, **kwargs: Any) -> None:
+        e = self.assertRaises(OSError, f, *args, **kwargs)
+        self.assertEqual(e.errno, code)
+
+    def assertOutsideUntouched(self) -> None:
+        self.assertEqual(sorted(os.listdir(self.base)), ["home", "secret"])
+        st = os.stat(self.secret)
+        self.assertEqual((st.st_nlink, stat.S_IMODE(st.st_mode)), (1, 0o600))
+
+    def test_link(self) -> None:
+        """A hard link to a file, relative to the working directory too."""
+        self.jail.link("file.txt", "/again", "/sub")
+        os.symlink("sub/file.txt", os.path.join(self.home, "soft"))
+        self.jail.link("/soft", "sub/third")
+        st = os.stat(os.path.join(self.home, "again"))
+        self.assertEqual(st.st_nlink, 3)
+        self.assertTrue(os.path.samestat(st, self.jail.stat("/sub/third")))
+
+    def test_linkRefused(self) -> None:
+        """Directories, FIFOs, the home and existing targets are refused."""
+        os.mkfifo(os.path.join(self.home, "fifo"))
+        self.assertErrno(errno.EPERM, self.jail.link, "/sub", "/d")
+        self.assertErrno(errno.EPERM, self.jail.link, "/", "/d")
+        self.assertErrno(errno.EACCES, self.jail.link, "/fifo", "/f")
+        self.assertErrno(errno.EEXIST, self.jail.link, "/sub/file.txt", "/sub")
+        self.assertErrno(errno.EEXIST, self.jail.link, "/sub/file.txt", "/")
+        self.assertErrno(errno.ENOENT, self.jail.link, "/missing", "/m")
+        readOnly = Jail(Home("bob", self.home, writable=False))
+        self.assertErrno(errno.EACCES, readOnly.link, "/sub/file.txt", "/x")
+
+    def test_linkEscapes(self) -> None:
+        """Sources and targets through .., absolute paths or links stay inside."""
+        os.symlink(self.secret, os.path.join(self.home, "s"))
+        os.symlink("../../secret", os.path.join(self.home, "sub", "rel"))
+        os.symlink(self.base, os.path.join(self.home, "out"))
+        os.symlink("../..", os.path.join(self.home, "sub", "up"))
+        self.assertErrno(errno.ENOENT, self.jail.link, "/s", "/stolen")
+        self.assertErrno(errno.ENOENT, self.jail.link, "/sub/rel", "/stolen")
+        self.assertErrno(errno.ENOENT, self.jail.link, "../secret", "/stolen")
+        self.assertErrno(errno.ENOENT, self.jail.link, self.secret, "/stolen")
+        self.assertErrno(errno.ENOENT, self.jail.link, "/sub/file.txt", "/out/x")
+        self.jail.link("/sub/file.txt", "../../planted")
+        self.jail.link("/sub/file.txt", "/sub/up/planted2")
+        self.assertEqual(
+            sorted(os.listdir(self.home)),
+            ["out", "planted", "planted2", "s", "sub"],
+        )
+        self.assertOutsideUntouched()
+
+    def test_setMode(self) -> None:
+        """Permission bits change; setuid, setgid and sticky do not."""
+        path = os.path.join(self.home, "sub", "file.txt")
+        self.jail.setMode("file.txt", 0o7640, "/sub")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o640)
+        os.symlink("sub/file.txt", os.path.join(self.home, "soft"))
+        self.jail.setMode("/soft", 0o100604)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o604)
+        self.jail.setMode("/sub", 0o2750)
+        self.assertEqual(
+            stat.S_IMODE(os.stat(os.path.join(self.home, "sub")).st_mode), 0o750
+        )
+
+    def test_setModeRefused(self) -> None:
+        """The home, a link itself and read-only users are refused."""
+        os.symlink("sub/file.txt", os.path.join(self.home, "soft"))
+        self.assertErrno(errno.EBUSY, self.jail.setMode, "/", 0o700)
+        self.assertErrno(errno.EBUSY, self.jail.setMode, "/sub/..", 0o700)
+        self.assertErrno(
+            errno.EOPNOTSUPP, self.jail.setMode, "/soft", 0o600, "/", False
+        )
+        self.assertErrno(errno.ENOENT, self.jail.setMode, "/missing", 0o600)
+        readOnly = Jail(Home("bob", self.home, writable=False))
+        self.assertErrno(errno.EACCES, readOnly.setMode, "/sub/file.txt", 0o600)
+
+    def test_setModeEscapes(self) -> None:
+        """No mode changes outside the home, through links or ..."""
+        os.symlink(self.secret, os.path.join(self.home, "s"))
+        os.symlink("../../secret", os.path.join(self.home, "sub", "rel"))
+        os.symlink("../..", os.path.join(self.home, "sub", "up"))
+        for path in ("/s", "/sub/rel", "../secret", self.secret, "/sub/up/secret"):
+            self.assertErrno(errno.ENOENT, self.jail.setMode, path, 0o777)
+        self.assertErrno(errno.EBUSY, self.jail.setMode, "/sub/up", 0o777)
+        self.assertOutsideUntouched()
+
+    def test_statvfs(self) -> None:
+        """statvfs answers for the home's filesystem, for directories and files."""
+        expected = os.statvfs(self.home)
+        for path in ("/", "/sub", "/sub/file.txt", "../.."):
+            st = self.jail.statvfs(path)
+            self.assertEqual(
+                (st.f_fsid, st.f_bsize, st.f_namemax),
+                (expected.f_fsid, expected.f_bsize, expected.f_namemax),
+            )
+        self.assertErrno(errno.ENOENT, self.jail.statvfs, "/missing")
+        os.symlink(self.base, os.path.join(self.home, "out"))
+        self.assertErrno(errno.ENOENT, self.jail.statvfs, "/out/secret")
