@@ -288,6 +288,7 @@ class OptionsTests(SynchronousTestCase):
                 "30",
                 "--telnet",
                 "tcp:2323:interface=127.0.0.1",
+                "--allow-hardlinks",
             ]
         )
         self.assertEqual(
@@ -298,6 +299,7 @@ class OptionsTests(SynchronousTestCase):
                 forceCommand="date",
                 preAuthTimeout=30.0,
                 telnet="tcp:2323:interface=127.0.0.1",
+                allowHardlinks=True,
             ),
         )
 

@@ -285,6 +285,46 @@ async def main(port, password):
 asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 """
 
+#: paramiko's SFTP client: hardlink@openssh.com (sent by hand: paramiko has
+#: no method for it), chmod (SETSTAT) and statvfs@openssh.com, each
+#: attempt's outcome printed.
+PARAMIKO_LINKS = r"""
+import struct, sys
+import paramiko
+from paramiko.sftp import CMD_EXTENDED
+
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", int(sys.argv[1]), username="alice", password=sys.argv[2],
+          look_for_keys=False, allow_agent=False)
+sftp = c.open_sftp()
+def attempt(label, f, *args):
+    try:
+        result = f(*args)
+    except IOError:
+        print(label, "IOError")
+    else:
+        print(label, "ok", *([] if result is None else [result]))
+def link(old, new):
+    sftp._request(CMD_EXTENDED, "hardlink@openssh.com", old, new)
+attempt("link mine.txt copy.txt", link, "mine.txt", "copy.txt")
+attempt("link ../secret.txt a", link, "../secret.txt", "a")
+attempt("link link b", link, "link", "b")
+attempt("link mine.txt up/up/planted.txt", link, "mine.txt", "up/up/planted.txt")
+attempt("link up", link, "up", "c")
+def chmod(path, mode):
+    sftp.chmod(path, mode)
+    return oct(sftp.stat(path).st_mode)
+attempt("chmod copy.txt", chmod, "copy.txt", 0o4640)
+attempt("chmod link", chmod, "link", 0o777)
+attempt("chmod ../secret.txt", chmod, "../secret.txt", 0o777)
+attempt("chmod /", chmod, "/", 0o700)
+t, msg = sftp._request(CMD_EXTENDED, "statvfs@openssh.com", "/")
+fields = struct.unpack(">11Q", msg.get_remainder()[:88])
+print("statvfs", fields[2] > 0 and fields[10] > 0)
+"""
+
+TIMEOUT = 30
 TIMEOUT = 30
 
 
@@ -499,6 +539,110 @@ class OpenSSHTests(TestCase):
                 ["link", "moved.txt", "relative", "uploaded.txt"],
                 "secret",
                 False,
+            ),
+        )
+
+    def sftpBatch(
+        self, server: SSHServer, commands: str
+    ) -> subprocess.CompletedProcess[bytes]:
+        client = server.directory / "client"
+        batch = client / "batch"
+        batch.write_text(commands)
+        return run(
+            [
+                openssh("sftp"),
+                *server.openssh("-b", str(batch), port="-P"),
+                f"{USER}@127.0.0.1",
+            ],
+            cwd=client,
+        )
+
+    def test_hardlinksOffByDefault(self) -> None:
+        """Without --allow-hardlinks, sftp's ln finds no hardlink extension."""
+        server = startSSH(self)
+        (server.home / "mine.txt").write_text("mine")
+        result = self.sftpBatch(server, "ln mine.txt other.txt\n")
+        self.assertEqual(
+            (result.returncode, sorted(p.name for p in server.home.iterdir())),
+            (1, ["mine.txt"]),
+        )
+        self.assertIn(b"does not support hardlink", result.stderr)
+
+    def test_lnChmodDf(self) -> None:
+        """sftp -b: ln makes a hard link, chmod sets permission bits, df answers."""
+        server = startSSH(self, "--allow-hardlinks")
+        (server.home / "mine.txt").write_text("mine")
+        (server.home / "d").mkdir()
+        result = self.sftpBatch(
+            server,
+            "ln mine.txt d/again.txt\nchmod 4640 mine.txt\nchmod 2700 d\n"
+            "chmod -h 600 d/again.txt\ndf\ndf -i d\n",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        mine = (server.home / "mine.txt").stat()
+        self.assertEqual(
+            (
+                mine.st_nlink,
+                os.path.samestat(mine, (server.home / "d" / "again.txt").stat()),
+                oct(mine.st_mode & 0o7777),
+                oct((server.home / "d").stat().st_mode & 0o7777),
+            ),
+            (2, True, oct(0o600), oct(0o700)),
+        )
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(
+            [
+                line.split()[0]
+                for line in lines
+                if line.split()[:1] in (["Size"], ["Inodes"])
+            ],
+            ["Size", "Inodes"],
+            result.stdout,
+        )
+
+    def test_lnChmodEscapes(self) -> None:
+        """ln and chmod through .., absolute paths and links never reach outside."""
+        server = startSSH(self, "--allow-hardlinks")
+        outside = server.directory / "secret.txt"
+        outside.write_text("secret")
+        outside.chmod(0o600)
+        (server.home / "mine.txt").write_text("mine")
+        os.symlink(str(outside), server.home / "link")
+        os.symlink("../../secret.txt", server.home / "relative")
+        os.symlink(str(server.directory), server.home / "out")
+        before = sorted(p.name for p in server.directory.iterdir())
+        # "-": sftp goes on after a failed command.
+        result = self.sftpBatch(
+            server,
+            "-ln ../secret.txt a\n"
+            f"-ln {outside} b\n"
+            "-ln link c\n"
+            "-ln relative d\n"
+            "-ln mine.txt out/planted.txt\n"
+            "-chmod 777 ../secret.txt\n"
+            f"-chmod 777 {outside}\n"
+            "-chmod 777 link\n"
+            "-chmod 777 relative\n"
+            "-chmod 777 /\n"
+            "-chmod 777 ..\n"
+            # Inside the home: .. stops at its top.
+            "ln mine.txt ../../inside.txt\n",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            (
+                sorted(p.name for p in server.directory.iterdir()),
+                sorted(p.name for p in server.home.iterdir()),
+                outside.stat().st_nlink,
+                oct(outside.stat().st_mode & 0o7777),
+                oct(server.home.stat().st_mode & 0o7777),
+            ),
+            (
+                before,
+                ["inside.txt", "link", "mine.txt", "out", "relative"],
+                1,
+                oct(0o600),
+                oct(0o755),
             ),
         )
 
@@ -814,6 +958,42 @@ class PythonClientTests(TestCase):
             result.stdout.decode(),
             "alice says hi\nalice\n['file.txt']\n/\n",
             result.stderr,
+        )
+
+    def test_paramikoLinkChmodStatvfs(self) -> None:
+        """paramiko: hardlink, chmod and statvfs work inside, fail for escapes."""
+        server = startSSH(self, "--allow-hardlinks")
+        outside = server.directory / "secret.txt"
+        outside.write_text("secret")
+        outside.chmod(0o600)
+        (server.home / "mine.txt").write_text("mine")
+        os.symlink(str(outside), server.home / "link")
+        os.symlink("../..", server.home / "up")
+        result = run([sys.executable, "-c", PARAMIKO_LINKS, str(server.port), PASSWORD])
+        self.assertEqual(
+            result.stdout.decode().splitlines(),
+            [
+                "link mine.txt copy.txt ok",
+                "link ../secret.txt a IOError",
+                "link link b IOError",
+                "link mine.txt up/up/planted.txt ok",
+                "link up IOError",
+                "chmod copy.txt ok 0o100640",
+                "chmod link IOError",
+                "chmod ../secret.txt IOError",
+                "chmod / IOError",
+                "statvfs True",
+            ],
+            result.stderr,
+        )
+        self.assertEqual(
+            (
+                sorted(p.name for p in server.home.iterdir()),
+                (server.home / "mine.txt").stat().st_nlink,
+                outside.stat().st_nlink,
+                oct(outside.stat().st_mode & 0o7777),
+            ),
+            (["copy.txt", "link", "mine.txt", "planted.txt", "up"], 3, 1, oct(0o600)),
         )
 
     def test_paramikoAlgorithms(self) -> None:

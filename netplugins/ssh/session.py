@@ -42,12 +42,14 @@ FORCED_PATH = "/usr/local/bin:/usr/bin:/bin"
 class SessionPolicy:
     """
     What sessions may run: C{shell} is C{"builtin"} or C{"none"};
-    C{forceCommand} replaces every shell and exec request.
+    C{forceCommand} replaces every shell and exec request; C{hardlinks}
+    offers SFTP's hardlink@openssh.com.
     """
 
     shell: str = "none"
     forceCommand: str | None = None
     sftp: bool = True
+    hardlinks: bool = False
 
 
 class SessionConnection(connection.SSHConnection):
@@ -279,7 +281,9 @@ class SessionChannel(SSHChannel):
             return 0
         from netplugins.ssh.sftp import SFTPServer
 
-        server: Protocol = SFTPServer(self.user.jail, self.user.name)
+        server: Protocol = SFTPServer(
+            self.user.jail, self.user.name, hardlinks=self.user.policy.hardlinks
+        )
         self.program = server
         server.makeConnection(_ChannelTransport(self))  # type: ignore[arg-type]
         return 1

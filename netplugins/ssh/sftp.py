@@ -16,9 +16,11 @@ sending (L{netplugins.ssh.session.SessionConnection}).
 
 Extensions: posix-rename@openssh.com, statvfs@openssh.com,
 fstatvfs@openssh.com, fsync@openssh.com, limits@openssh.com,
-lsetstat@openssh.com (times only), home-directory and
-expand-path@openssh.com.  SETSTAT changes times, and the permission
-bits of regular files; owners, sizes and symbolic links are refused.
+lsetstat@openssh.com, home-directory and expand-path@openssh.com, and
+hardlink@openssh.com when the operator allows it (C{--allow-hardlinks}).
+SETSTAT, FSETSTAT and lsetstat change times and permission bits (no
+setuid, setgid or sticky bit; not the home itself); owners, growing sizes
+and new symbolic links are refused.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ EXTENSIONS = {
     b"home-directory": b"1",
     b"expand-path@openssh.com": b"1",
 }
+#: Offered only with C{--allow-hardlinks}.
+HARDLINK = b"hardlink@openssh.com"
 
 
 class Serial:
@@ -230,16 +234,20 @@ class JailSFTP:
     The SFTP operations on a jail.
     """
 
-    def __init__(self, jail: Jail, user: str) -> None:
+    def __init__(self, jail: Jail, user: str, *, hardlinks: bool = False) -> None:
         self.avatar = None
         self.jail = jail
         self.user = user
+        self.hardlinks = hardlinks
         self.run = Serial(jail)
 
     def gotVersion(
         self, otherVersion: int, extData: dict[bytes, bytes]
     ) -> dict[bytes, bytes]:
-        return dict(EXTENSIONS)
+        extensions = dict(EXTENSIONS)
+        if self.hardlinks:
+            extensions[HARDLINK] = b"1"
+        return extensions
 
     def openFile(
         self, filename: bytes, flags: int, attrs: dict[str, Any]
@@ -290,21 +298,34 @@ class JailSFTP:
         method = self.jail.stat if followLinks else self.jail.lstat
         return self.run(method, _path(path), "/").addCallback(attributes)
 
-    def _setAttrs(self, path: bytes, attrs: dict[str, Any]) -> None:
+    def _setAttrs(
+        self, path: bytes, attrs: dict[str, Any], follow: bool = True
+    ) -> None:
         if set(attrs) - {"permissions", "atime", "mtime"}:
             raise NotImplementedError("only modes and times can be set")
         if "permissions" in attrs:
-            if not self.jail.writable:
-                raise OSError(errno.EACCES, "read-only")
-            # A mode is set through a descriptor of the jail's resolution:
-            # regular files only.
-            with self.jail.openRead(path, "/") as file:
-                os.fchmod(file.fileno(), attrs["permissions"] & PERMISSION_BITS)
+            self.jail.setMode(path, attrs["permissions"], "/", follow=follow)
         if "atime" in attrs:
             self.jail.setTimes(path, attrs["atime"], attrs["mtime"], "/")
 
     def setAttrs(self, path: bytes, attrs: dict[str, Any]) -> Deferred[None]:
         return self.run(self._setAttrs, _path(path), attrs)
+
+    def lsetAttrs(self, path: bytes, attrs: dict[str, Any]) -> Deferred[None]:
+        """
+        lsetstat: as SETSTAT, but a mode is set on a link itself (which
+        Linux refuses); times are set on what it leads to.
+        """
+        return self.run(self._setAttrs, _path(path), attrs, False)
+
+    def hardLink(self, oldpath: bytes, newpath: bytes) -> Deferred[None]:
+        """
+        hardlink@openssh.com: C{newpath} a new name of the regular file
+        C{oldpath} leads to, both in the home.
+        """
+        if not self.hardlinks:
+            raise SFTPError(filetransfer.FX_OP_UNSUPPORTED, "hard links are off")
+        return self.run(self.jail.link, oldpath, newpath, "/")
 
     def readLink(self, path: bytes) -> Deferred[bytes]:
         raise NotImplementedError("readlink is not supported")
@@ -316,13 +337,7 @@ class JailSFTP:
         return self.run(self.jail.realPath, _path(path), "/")
 
     def statvfs(self, path: bytes) -> Deferred[bytes]:
-        jail = self.jail
-
-        def statvfs() -> bytes:
-            jail.stat(_path(path), "/")
-            return _statvfs(os.statvfs(jail.home.path))
-
-        return self.run(statvfs)
+        return self.run(self.jail.statvfs, _path(path), "/").addCallback(_statvfs)
 
     def extendedRequest(self, extendedName: bytes, extendedData: bytes) -> Any:
         raise NotImplementedError("unsupported extension")
@@ -336,9 +351,9 @@ class SFTPServer(HookedFileTransferServer):
 
     log = Logger()
 
-    def __init__(self, jail: Jail, user: str) -> None:
+    def __init__(self, jail: Jail, user: str, *, hardlinks: bool = False) -> None:
         filetransfer.FileTransferBase.__init__(self)
-        self.sftp = JailSFTP(jail, user)
+        self.sftp = JailSFTP(jail, user, hardlinks=hardlinks)
         self.client = self.sftp
         self.openFiles: dict[bytes, Any] = {}
         self.openDirs: dict[bytes, Any] = {}
@@ -427,6 +442,7 @@ class SFTPServer(HookedFileTransferServer):
                 errno.ENOTDIR: filetransfer.FX_NO_SUCH_FILE,
                 errno.ELOOP: filetransfer.FX_NO_SUCH_FILE,
                 errno.EDQUOT: filetransfer.FX_FAILURE,
+                errno.EOPNOTSUPP: filetransfer.FX_OP_UNSUPPORTED,
             }.get(error.errno or 0, filetransfer.FX_FAILURE)
             reason = Failure(SFTPError(code, os.strerror(error.errno or errno.EIO)))
         super().requestFailed(reason, requestId, msg)
@@ -466,6 +482,7 @@ class SFTPServer(HookedFileTransferServer):
             b"lsetstat@openssh.com": self._lsetstat,
             b"home-directory": self._homeDirectory,
             b"expand-path@openssh.com": self._expandPath,
+            HARDLINK: self._hardlink if self.sftp.hardlinks else None,
         }.get(name)
         if handler is None:
             self.sendStatus(
@@ -530,15 +547,12 @@ class SFTPServer(HookedFileTransferServer):
     def _lsetstat(self, data: bytes) -> Deferred[tuple[str, Any]]:
         path, rest = getNS(data)
         attrs, _ = self.parseAttributes(rest)
-        jail = self.sftp.jail
+        return self.sftp.lsetAttrs(path, attrs).addCallback(lambda _: ("status", None))
 
-        def times() -> None:
-            if set(attrs) - {"atime", "mtime"}:
-                raise NotImplementedError("only times can be set")
-            if "atime" in attrs:
-                jail.setTimes(path, attrs["atime"], attrs["mtime"], "/")
-
-        return self.sftp.run(times).addCallback(lambda _: ("status", None))
+    def _hardlink(self, data: bytes) -> Deferred[tuple[str, Any]]:
+        old, rest = getNS(data)
+        new, _ = getNS(rest)
+        return self.sftp.hardLink(old, new).addCallback(lambda _: ("status", None))
 
     def _homeDirectory(self, data: bytes) -> Deferred[tuple[str, Any]]:
         user, _ = getNS(data)

@@ -20,7 +20,7 @@ from netplugins.limits.tracker import ConnectionTracker
 from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.reload import onReload
 from netplugins.service import listeningService, supervised
-from netplugins.settings import repeated, setting
+from netplugins.settings import flag, repeated, setting
 from netplugins.ssh.telnet import checkTelnetEndpoint
 
 DEFAULT_LISTEN = ("tcp:8022:interface=127.0.0.1",)
@@ -91,6 +91,10 @@ class SSHSettings(ServiceSettings):
         "dialogue (for the book's telnet examples); a loopback, unix: or "
         "ssl:/tls: endpoint only, as passwords cross it in the clear.",
         checkTelnetEndpoint,
+    )
+    allowHardlinks: bool = flag(
+        "Offer SFTP's hardlink@openssh.com: hard links of regular files, "
+        "both names inside the user's home."
     )
     #: The login throttle (keyword twin only; tests pass short delays).
     throttle: LoginThrottle | None = field(default=None)
@@ -177,7 +181,11 @@ def sshService(
         createHomes=settings.root is None,
         reactor=reactor,
     )
-    policy = SessionPolicy(shell=settings.shell, forceCommand=settings.forceCommand)
+    policy = SessionPolicy(
+        shell=settings.shell,
+        forceCommand=settings.forceCommand,
+        hardlinks=settings.allowHardlinks,
+    )
     checkers = list(common.checkers)
     sources = [keysInLDAP(c) for c in directoryCheckers(common.checkers)]
     if settings.authorizedKeysDir is not None:
