@@ -1354,7 +1354,7 @@ class RealClientTests(TestCase):
         )
 
     def test_imaplibEnable(self) -> Deferred[Any]:
-        """imaplib: enable() gets OK and an empty ENABLED response."""
+        """imaplib: enable() gets OK and ENABLED with what it enabled."""
 
         def session() -> list[Any]:
             c = imaplib.IMAP4("127.0.0.1", self.port)
@@ -1365,5 +1365,5 @@ class RealClientTests(TestCase):
             return out
 
         return deferToThread(session).addCallback(
-            self.assertEqual, [("OK", [b"Enabled."]), ("ENABLED", [b""])]
+            self.assertEqual, [("OK", [b"Enabled."]), ("ENABLED", [b"CONDSTORE"])]
         )

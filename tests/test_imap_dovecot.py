@@ -22,7 +22,13 @@ two correct servers:
   - the order of LIST/LSUB lines and of FETCH items (both are unordered);
   - quoted string versus literal (the same string either way);
   - untagged EXISTS/FETCH FLAGS that Dovecot may send early about the
-    session's own changes are kept: the script is arranged so both agree.
+    session's own changes are kept: the script is arranged so both agree;
+  - mod-sequence values (RFC 7162 fixes their order, not their numbers):
+    the CONDSTORE script (L{CONDSTORE_SCRIPT}) saves the highest one seen
+    and passes it back (C{CHANGEDSINCE {a}}), so both servers are asked
+    about the same changes; and np-imap's C{* OK [HIGHESTMODSEQ]} at every
+    SELECT, as RFC 7162 section 3.1.2.1 asks, which Dovecot sends only once
+    CONDSTORE is enabled, is dropped from the first script.
 """
 
 from __future__ import annotations
@@ -171,6 +177,53 @@ SCRIPT: list[str | tuple[str, bytes]] = [
     "NOOP",
 ]
 
+#: CONDSTORE and QRESYNC (RFC 7162).  C{=name} saves the highest
+#: mod-sequence seen so far as C{{name}}; C{{V}} is the UIDVALIDITY seen;
+#: C{* OK [HIGHESTMODSEQ]} is compared from C{=condstore} on.
+CONDSTORE_SCRIPT: list[str | tuple[str, bytes]] = [
+    ('APPEND INBOX (\\Seen) "07-Feb-1994 21:52:25 -0800" ', MULTIPART),
+    ('APPEND INBOX "01-Oct-2024 10:00:00 +0000" ', PLAIN),
+    ('APPEND INBOX (\\Flagged) "02-Oct-2024 10:00:00 +0000" ', HEADERLESS),
+    ('APPEND INBOX "03-Oct-2024 10:00:00 +0000" ', ALTERNATIVE),
+    "CREATE Other",
+    "SELECT INBOX",
+    "=condstore",
+    "STATUS Other (HIGHESTMODSEQ MESSAGES)",
+    "FETCH 1:* (FLAGS MODSEQ)",
+    "=a",
+    "STORE 1 +FLAGS.SILENT (\\Flagged)",
+    "STORE 2 +FLAGS (\\Answered)",
+    "FETCH 1:* (FLAGS) (CHANGEDSINCE {a})",
+    "=b",
+    "STORE 1:4 (UNCHANGEDSINCE {a}) +FLAGS (\\Draft)",
+    "UID STORE 1:4 (UNCHANGEDSINCE {b}) -FLAGS (\\Draft)",
+    "STORE 3 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)",
+    "FETCH 1:* (UID FLAGS) (CHANGEDSINCE {b})",
+    "SEARCH MODSEQ {b}",
+    'SEARCH MODSEQ "/flags/\\\\draft" all {a}',
+    "UID SEARCH MODSEQ {b} UNSEEN",
+    "SEARCH MODSEQ 999999999",
+    "STORE 4 +FLAGS (\\Deleted)",
+    "EXPUNGE",
+    "EXAMINE INBOX",
+    "STORE 1 (UNCHANGEDSINCE {b}) +FLAGS (\\Seen)",
+    "UNSELECT",
+    "SELECT INBOX (QRESYNC ({V} {a}))",
+    "ENABLE QRESYNC",
+    "SELECT INBOX (QRESYNC ({V} {a}))",
+    "SELECT INBOX (QRESYNC ({V} {a} 1:2))",
+    "SELECT INBOX (QRESYNC ({V} {b} 1:9 (1:3 1:3)))",
+    "SELECT INBOX (QRESYNC (1 {a}))",
+    "STORE 2 +FLAGS (\\Deleted)",
+    "UID EXPUNGE 2",
+    "UID FETCH 1:* (FLAGS) (CHANGEDSINCE {a} VANISHED)",
+    "FETCH 1:* (FLAGS) (CHANGEDSINCE {a} VANISHED)",
+    "FETCH 1 FLAGS",
+    "UID MOVE 1 Other",
+    "STATUS Other (HIGHESTMODSEQ MESSAGES)",
+    "NOOP",
+]
+
 _CODE = re.compile(rb"^\[([^\]]*)\]")
 _STATUS = {b"OK", b"NO", b"BAD", b"BYE", b"PREAUTH"}
 
@@ -236,7 +289,10 @@ def _normaliseCode(code: bytes) -> bytes:
     name = words[0].upper()
     if name == b"CAPABILITY":
         return b"CAPABILITY"
-    if name in (b"UIDVALIDITY", b"APPENDUID", b"COPYUID") and len(words) > 1:
+    if (
+        name in (b"UIDVALIDITY", b"APPENDUID", b"COPYUID", b"HIGHESTMODSEQ")
+        and len(words) > 1
+    ):
         words[1] = b"*"
     return b" ".join(words)
 
@@ -272,6 +328,8 @@ def normalise(pieces: list[bytes], tag: bytes) -> Any:
         for name, value in zip(items[::2], items[1::2], strict=True):
             key = str(name).upper()
             fetched[key] = _flags(value) if key == "FLAGS" else value
+            if key == "MODSEQ":
+                fetched[key] = ["*"]
         return ("FETCH", tokens[1], sorted(fetched.items()))
     if len(tokens) >= 3 and str(tokens[1]).upper() == "STATUS":
         values = tokens[3]
@@ -279,8 +337,9 @@ def normalise(pieces: list[bytes], tag: bytes) -> Any:
         pairs = dict(
             zip((str(v).upper() for v in values[::2]), values[1::2], strict=True)
         )
-        if "UIDVALIDITY" in pairs:
-            pairs["UIDVALIDITY"] = "*"
+        for item in ("UIDVALIDITY", "HIGHESTMODSEQ"):
+            if item in pairs:
+                pairs[item] = "*"
         return ("STATUS", tokens[2], sorted(pairs.items()))
     if len(tokens) >= 2 and str(tokens[1]).upper() == "FLAGS":
         return ("FLAGS", _flags(tokens[2]))
@@ -295,24 +354,67 @@ def normalise(pieces: list[bytes], tag: bytes) -> Any:
             # RFC 5258's extended data (CHILDINFO).
             *tokens[5:],
         )
+    if len(tokens) >= 3 and str(tokens[1]).upper() == "SEARCH":
+        # RFC 7162's (MODSEQ n) after the numbers found.
+        return tuple(["*"] if isinstance(t, list) else t for t in tokens)
     return tuple(tokens)
 
 
-def runScript(port: int) -> list[list[Any]]:
+_MODSEQS = re.compile(rb"(?:HIGHESTMODSEQ|MODSEQ \(?) ?(\d+)")
+_VALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_SAVED = re.compile(r"\{([A-Za-z]\w*)\}")
+
+
+def _send(
+    client: RawClient, step: str | tuple[str, bytes], saved: dict[str, str]
+) -> tuple[bytes, list[list[bytes]]] | None:
     """
-    Log in as alice, run L{SCRIPT}, and return each command's normalised
+    Run one step of a script on C{client}: its tag and responses; C{None}
+    for a step that saves the highest mod-sequence seen (C{=name}).
+    """
+    text, *literal = (step,) if isinstance(step, str) else step
+    if text.startswith("="):
+        saved[text[1:]] = saved["highest"]
+        return None
+    text = _SAVED.sub(lambda m: saved[m.group(1)], text)
+    responses = client.command(text, *literal)
+    for pieces in responses:
+        line = b"".join(p for p in pieces if not isinstance(p, Literal))
+        for value in _MODSEQS.findall(line):
+            saved["highest"] = str(max(int(value), int(saved["highest"])))
+        validity = _VALIDITY.search(line)
+        if validity is not None:
+            saved["V"] = validity.group(1).decode()
+    return b"t%d" % client.counter, responses
+
+
+def runScript(
+    port: int, script: list[str | tuple[str, bytes]] = SCRIPT
+) -> list[list[Any]]:
+    """
+    Log in as alice, run C{script}, and return each command's normalised
     responses (LIST/LSUB lines sorted).
     """
     client = RawClient(port)
+    saved = {"highest": "0"}
     try:
         results: list[list[Any]] = []
-        for responses in [client.command(f"LOGIN alice {PASSWORD}")] + [
-            client.command(*((step,) if isinstance(step, str) else step))
-            for step in SCRIPT
-        ]:
-            tag = b"t%d" % (len(results) + 1)
+        steps = [_send(client, f"LOGIN alice {PASSWORD}", saved)] + [
+            _send(client, step, saved) for step in script
+        ]
+        enabled = False
+        for name, step in zip(["LOGIN", *script], steps, strict=True):
+            if step is None:
+                enabled = enabled or name == "=condstore"
+                results.append([])
+                continue
+            tag, responses = step
             normalised = [normalise(r, tag) for r in responses]
             normalised = [n for n in normalised if n is not None]
+            if not enabled:
+                normalised = [
+                    n for n in normalised if n != (b"*", b"OK", b"HIGHESTMODSEQ *")
+                ]
             # LIST-STATUS's STATUS lines follow LIST's order, which differs.
             listing = ("LIST", "LSUB", "STATUS")
             lists = sorted((n for n in normalised if n[0] in listing), key=repr)
@@ -358,10 +460,25 @@ class DifferentialTests(TestCase):
         def both() -> tuple[list[list[Any]], list[list[Any]]]:
             return runScript(self.dovecot.port), runScript(self.port)
 
-        def compare(results: tuple[list[list[Any]], list[list[Any]]]) -> None:
-            dovecot, ours = results
-            steps = ["LOGIN"] + [s if isinstance(s, str) else s[0] for s in SCRIPT]
-            for step, theirs, mine in zip(steps, dovecot, ours, strict=True):
-                self.assertEqual(mine, theirs, f"after {step!r}")
+        return deferToThread(both).addCallback(self.compare, SCRIPT)
 
-        return deferToThread(both).addCallback(compare)
+    def compare(
+        self,
+        results: tuple[list[list[Any]], list[list[Any]]],
+        script: list[str | tuple[str, bytes]],
+    ) -> None:
+        dovecot, ours = results
+        steps = ["LOGIN"] + [s if isinstance(s, str) else s[0] for s in script]
+        for step, theirs, mine in zip(steps, dovecot, ours, strict=True):
+            self.assertEqual(mine, theirs, f"after {step!r}")
+
+    def test_condstore(self) -> Deferred[Any]:
+        """CONDSTORE and QRESYNC commands get the same normalised responses."""
+
+        def both() -> tuple[list[list[Any]], list[list[Any]]]:
+            return (
+                runScript(self.dovecot.port, CONDSTORE_SCRIPT),
+                runScript(self.port, CONDSTORE_SCRIPT),
+            )
+
+        return deferToThread(both).addCallback(self.compare, CONDSTORE_SCRIPT)

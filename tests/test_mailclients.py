@@ -2,7 +2,9 @@
 End-to-end tests of C{twistd np-mail} with real mail clients from Debian:
 fetchmail (POP3 with STLS, a non-ASCII password), getmail6 (POP3-SSL into a
 Maildir, the Return-Path np-smtp records), mbsync (IMAPS, a folder deleted
-and created again within the second gets a new UIDVALIDITY), offlineimap
+and created again within the second gets a new UIDVALIDITY; a two-way sync
+of flags, deletions and moves with CONDSTORE offered, which isync 1.4 does
+not use), offlineimap
 (a two-way IMAPS sync), neomutt (batch sending through submission, and its
 IMAPS index driven in a pseudo-terminal), msmtp and s-nail (submission with
 STARTTLS and AUTH).
@@ -18,6 +20,7 @@ import fcntl
 import imaplib
 import os
 import pty
+import re
 import select
 import shutil
 import smtplib
@@ -216,13 +219,16 @@ def runInTerminal(
     )
 
 
-def inbox(host: MailHost, user: str) -> list[tuple[str, list[bytes]]]:
+def inbox(
+    host: MailHost, user: str, mailbox: str = "INBOX"
+) -> list[tuple[str, list[bytes]]]:
     """
-    C{(subject, flags)} of each message in C{user}'s INBOX, read with imaplib.
+    C{(subject, flags)} of each message in C{user}'s C{mailbox}, read with
+    imaplib.
     """
     session = host.imap(user)
     try:
-        session.select("INBOX", readonly=True)
+        session.select(mailbox, readonly=True)
         status, data = session.fetch("1:*", "(FLAGS BODY.PEEK[HEADER])")
         if status != "OK" or data == [None]:
             return []
@@ -377,32 +383,7 @@ class MbsyncTests(SynchronousTestCase):
         host = MailHost(self)
         local = host.directory / "mail"
         local.mkdir()
-        rc = host.directory / "mbsyncrc"
-        rc.write_text(
-            "IMAPAccount np\n"
-            "Host localhost\n"
-            f"Port {host.ports['imaps']}\n"
-            "User alice\n"
-            f"Pass {PASSWORDS['alice']}\n"
-            "SSLType IMAPS\n"
-            f"CertificateFile {host.caPath}\n"
-            "\n"
-            "IMAPStore remote\n"
-            "Account np\n"
-            "\n"
-            "MaildirStore local\n"
-            f"Path {local}/\n"
-            f"Inbox {local}/INBOX\n"
-            "SubFolders Verbatim\n"
-            "\n"
-            "Channel demo\n"
-            "Far :remote:\n"
-            "Near :local:\n"
-            "Patterns Demo\n"
-            "Create Near\n"
-            "Sync Pull\n"
-            "SyncState *\n"
-        )
+        rc = mbsyncConfig(host, local, "Patterns Demo\nCreate Near\nSync Pull\n")
         argv = ["mbsync", "-V", "-c", str(rc), "demo"]
         session = host.imap("alice")
         self.addCleanup(session.logout)
@@ -429,14 +410,140 @@ class MbsyncTests(SynchronousTestCase):
                 second.stdout + second.stderr, "UIDVALIDITY .*changed", report
             )
 
-    def append(self, session: imaplib.IMAP4, subject: str) -> bytes:
+    def append(
+        self, session: imaplib.IMAP4, subject: str, mailbox: str = "Demo"
+    ) -> bytes:
         """
-        APPEND a message with C{subject} to Demo; return the reply's text.
+        APPEND a message with C{subject} to C{mailbox}; return the reply's text.
         """
         sent = message(f"alice@{DOMAIN}", f"alice@{DOMAIN}", subject, "Hi.\n")
-        status, data = session.append("Demo", "", None, sent.as_bytes())
+        status, data = session.append(mailbox, "", None, sent.as_bytes())
         self.assertEqual(status, "OK", data)
         return bytes(data[0])
+
+    def test_twoWaySyncFlagsAndMove(self) -> None:
+        """mbsync: flags, deletions and moves made on either side reach the other."""
+        host = MailHost(self)
+        local = host.directory / "mail"
+        local.mkdir()
+        rc = mbsyncConfig(
+            host,
+            local,
+            "Patterns INBOX Archive\nCreate Both\nExpunge Both\nSync All\n",
+        )
+        # -Dn shows the IMAP dialogue: what np-imap offered, what mbsync used.
+        argv = ["mbsync", "-V", "-Dn", "-c", str(rc), "demo"]
+        session = host.imap("alice")
+        self.addCleanup(session.logout)
+        # Archive is one of the special-use mailboxes np-imap makes at login.
+        for subject in ("one", "two", "three", "four"):
+            self.append(session, subject, "INBOX")
+        first = runClient(self, argv, host.directory)
+        self.assertEqual(first.returncode, 0, describe(first))
+        self.assertIn("CONDSTORE", first.stdout, describe(first))
+        self.assertEqual(
+            sorted(subjects(local / "INBOX")), ["four", "one", "three", "two"]
+        )
+        # Near: one flagged, two deleted, four moved to Archive.
+        files = {subject: path for subject, path in localMessages(local / "INBOX")}
+        setLocalFlags(files["one"], "F")
+        setLocalFlags(files["two"], "ST")
+        (local / "Archive" / "cur").mkdir(parents=True, exist_ok=True)
+        # A message moved between Maildirs loses its mbsync UID (,U=n).
+        moved = re.sub(r",U=[0-9]+", "", files["four"].name)
+        files["four"].rename(local / "Archive" / "cur" / moved)
+        # Far: three answered, then moved to Archive (RFC 6851).
+        session.select("INBOX")
+        uid = session.uid("SEARCH", "SUBJECT", "three")[1][0].decode()
+        self.assertEqual(session.uid("STORE", uid, "+FLAGS", "(\\Answered)")[0], "OK")
+        self.assertEqual(session.uid("MOVE", uid, "Archive")[0], "OK", session)
+        session.unselect()
+        second = runClient(self, argv, host.directory)
+        self.assertEqual(second.returncode, 0, describe(second))
+        report = describe(second)
+        self.assertEqual(
+            sorted(inbox(host, "alice")), [("one", [b"\\Flagged"])], report
+        )
+        self.assertEqual(
+            sorted(inbox(host, "alice", "Archive")),
+            [("four", []), ("three", [b"\\Answered"])],
+            report,
+        )
+        self.assertEqual(
+            sorted(
+                (s, p.name.split(":2,")[1]) for s, p in localMessages(local / "INBOX")
+            ),
+            [("one", "F")],
+            report,
+        )
+        self.assertEqual(
+            sorted(
+                (s, p.name.split(":2,")[1]) for s, p in localMessages(local / "Archive")
+            ),
+            [("four", ""), ("three", "R")],
+            report,
+        )
+
+
+def mbsyncConfig(host: MailHost, local: Path, channel: str) -> Path:
+    """
+    An mbsyncrc syncing alice's mailboxes on C{host}'s IMAPS with the
+    Maildirs under C{local}, in channel C{demo} whose other settings are
+    C{channel} (lines).
+    """
+    rc = host.directory / "mbsyncrc"
+    rc.write_text(
+        "IMAPAccount np\n"
+        "Host localhost\n"
+        f"Port {host.ports['imaps']}\n"
+        "User alice\n"
+        f"Pass {PASSWORDS['alice']}\n"
+        "SSLType IMAPS\n"
+        f"CertificateFile {host.caPath}\n"
+        "\n"
+        "IMAPStore remote\n"
+        "Account np\n"
+        "\n"
+        "MaildirStore local\n"
+        f"Path {local}/\n"
+        f"Inbox {local}/INBOX\n"
+        "SubFolders Verbatim\n"
+        "\n"
+        "Channel demo\n"
+        "Far :remote:\n"
+        "Near :local:\n"
+        f"{channel}"
+        "SyncState *\n"
+    )
+    return rc
+
+
+def localMessages(maildir: Path) -> list[tuple[str, Path]]:
+    """
+    C{(subject, file)} of each message in C{maildir}'s cur/ and new/.
+    """
+    return [
+        (
+            str(
+                email.message_from_bytes(
+                    path.read_bytes(), policy=email.policy.default
+                )["Subject"]
+            ),
+            path,
+        )
+        for sub in ("cur", "new")
+        if (maildir / sub).is_dir()
+        for path in sorted((maildir / sub).iterdir())
+    ]
+
+
+def setLocalFlags(path: Path, letters: str) -> None:
+    """
+    Add Maildir flag C{letters} to the message file C{path} (in cur/).
+    """
+    base, _, flags = path.name.partition(":2,")
+    flags = "".join(sorted(set(flags + letters)))
+    path.rename(path.parent.parent / "cur" / f"{base}:2,{flags}")
 
 
 def subjects(maildir: Path) -> list[str]:

@@ -730,6 +730,7 @@ SIMPLE_ITEMS = frozenset(
         "RFC822",
         "RFC822.HEADER",
         "RFC822.TEXT",
+        "MODSEQ",
     }
 )
 _MACROS = {
@@ -763,7 +764,13 @@ class FetchItem:
         for a message whose size the store does not know (see
         L{netplugins.mail.maildir.folder.Message.wireSize}).
         """
-        return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
+        return self.name not in (
+            "FLAGS",
+            "UID",
+            "INTERNALDATE",
+            "RFC822.SIZE",
+            "MODSEQ",
+        )
 
     @property
     def needsStructure(self) -> bool:

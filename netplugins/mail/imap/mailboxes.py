@@ -124,7 +124,9 @@ def statusItems(token: Token) -> list[str]:
     return items
 
 
-_STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
+_STATUS_ITEMS = frozenset(
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"}
+)
 
 
 @define
@@ -492,6 +494,8 @@ class MailboxCommands(SessionBase):
             raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
         name = self._mailboxName(command.args[0])
         items = statusItems(command.args[1])
+        if "HIGHESTMODSEQ" in items:
+            self._enableCondstore()
         d = self._folder(name).scan(claimNew=False)
         d.addErrback(noSuchMailbox)
         d.addCallback(self._sendStatus, name, items)
@@ -504,6 +508,7 @@ class MailboxCommands(SessionBase):
             "UIDNEXT": state.uidNext,
             "UIDVALIDITY": state.uidValidity,
             "UNSEEN": sum(1 for m in state.messages if "S" not in m.flags),
+            "HIGHESTMODSEQ": state.highestModseq,
         }
         out: list[object] = []
         for item in items:

@@ -67,6 +67,7 @@ _FLAG_KEYS = {
 _HEADER_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 MAX_KEYS = 1000
+_ENTRY_TYPES = frozenset({"priv", "shared", "all"})
 
 
 @frozen
@@ -83,6 +84,7 @@ class Candidate:
     internalDate: float
     size: int
     entity: Entity | None = None
+    modseq: int = 0
     decoded: dict[tuple[str, ...], Any] = field(factory=dict, eq=False, repr=False)
 
 
@@ -125,17 +127,35 @@ def parseSearch(args: list[Token]) -> tuple[Key, bool]:
     return tree, _needsContent(tree)
 
 
-def _needsContent(key: Key) -> bool:
+def _hasKind(key: Key, kinds: frozenset[str]) -> bool:
+    """
+    Whether C{key} or a key within it is of one of C{kinds}.
+    """
     kind = key[0]
-    if kind in ("header", "body", "text", "sent", "size"):
+    if kind in kinds:
         return True
     if kind == "and":
-        return any(_needsContent(k) for k in key[1])
+        return any(_hasKind(k, kinds) for k in key[1])
     if kind == "or":
-        return _needsContent(key[1]) or _needsContent(key[2])
+        return _hasKind(key[1], kinds) or _hasKind(key[2], kinds)
     if kind == "not":
-        return _needsContent(key[1])
+        return _hasKind(key[1], kinds)
     return False
+
+
+_CONTENT_KINDS = frozenset({"header", "body", "text", "sent", "size"})
+
+
+def _needsContent(key: Key) -> bool:
+    return _hasKind(key, _CONTENT_KINDS)
+
+
+def usesModseq(key: Key) -> bool:
+    """
+    Whether C{key} has a MODSEQ key (its SEARCH answer then ends with the
+    highest mod-sequence found, RFC 7162 section 3.1.5).
+    """
+    return _hasKind(key, frozenset({"modseq"}))
 
 
 def _pop(stream: list[Token]) -> Token:
@@ -192,6 +212,18 @@ def _key(stream: list[Token], counter: list[int], depth: int) -> Key:
         return ("size", name, int(size))
     if name == "UID":
         return ("uid", parseSequenceSet(_pop(stream)))
+    if name == "MODSEQ":
+        # RFC 7162: MODSEQ [entry-name entry-type-req] mod-sequence-valzer;
+        # each message has one mod-sequence, whatever the entry.
+        value = _pop(stream)
+        if isinstance(value, bytes):
+            kind = _pop(stream)
+            if not isinstance(kind, str) or kind.lower() not in _ENTRY_TYPES:
+                raise IMAPSyntaxError("invalid MODSEQ entry type")
+            value = _pop(stream)
+        if not isinstance(value, str) or not value.isdigit() or len(value) > 19:
+            raise IMAPSyntaxError("expected a mod-sequence")
+        return ("modseq", int(value))
     if name == "NOT":
         return ("not", _key(stream, counter, depth + 1))
     if name == "OR":
@@ -224,6 +256,8 @@ def matches(key: Key, message: Candidate, largestSeq: int, largestUid: int) -> b
         return sequence.contains(message.seq, largestSeq)
     if kind == "uid":
         return key[1].contains(message.uid, largestUid)  # type: ignore[no-any-return]
+    if kind == "modseq":
+        return message.modseq >= key[1]  # type: ignore[no-any-return]
     if kind == "date":
         when = datetime.fromtimestamp(message.internalDate, UTC).date()
         return _compareDate(key[1], when, key[2])

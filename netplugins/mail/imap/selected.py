@@ -15,6 +15,16 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
+from netplugins.mail.imap.condstore import (
+    Qresync,
+    formatRanges,
+    parseFetchModifiers,
+    parseSelectParameters,
+    parseStoreModifiers,
+    restrict,
+    setRanges,
+    vanishedLines,
+)
 from netplugins.mail.imap.fetch import (
     Entity,
     FetchItem,
@@ -32,8 +42,9 @@ from netplugins.mail.imap.parse import (
     astring,
     formatSequenceSet,
     formatValue,
+    parseSequenceSet,
 )
-from netplugins.mail.imap.search import Candidate, matches, parseSearch
+from netplugins.mail.imap.search import Candidate, matches, parseSearch, usesModseq
 from netplugins.mail.imap.session import (
     CommandError,
     Selected,
@@ -45,6 +56,12 @@ from netplugins.mail.imap.session import (
 )
 from netplugins.mail.maildir.errors import KeywordLimitError, NoSuchFolderError
 from netplugins.mail.maildir.folder import Message
+from netplugins.mail.maildir.modseq import (
+    Ranges,
+    complementRanges,
+    intersectRanges,
+    toRanges,
+)
 
 #: A FETCH or SEARCH reads message contents in batches of at most this many
 #: messages and (unless one message is larger) bytes: one thread hop each.
@@ -77,8 +94,16 @@ class SelectedCommands(SessionBase):
     """
 
     def do_SELECT(self, command: Command, readOnly: bool = False) -> Deferred[bytes]:
-        if len(command.args) != 1:
+        if len(command.args) not in (1, 2):
             raise IMAPSyntaxError("expected a mailbox name")
+        qresync = None
+        if len(command.args) == 2:
+            parameters = parseSelectParameters(command.args[1])
+            if parameters.qresync is not None and not self.qresync:
+                raise IMAPSyntaxError("QRESYNC is not enabled")
+            if parameters.condstore:
+                self.condstore = True
+            qresync = parameters.qresync
         if self.selected is not None:
             # RFC 7162's [CLOSED]: the old mailbox's responses end here.
             self._untagged(b"OK [CLOSED] Previous mailbox closed.")
@@ -87,12 +112,14 @@ class SelectedCommands(SessionBase):
         folder = self._folder(self._mailboxName(command.args[0]))
         d = folder.scan(claimNew=not readOnly)
         d.addErrback(noSuchMailbox)
-        return d.addCallback(self._cbSelect, folder, readOnly)
+        return d.addCallback(self._cbSelect, folder, readOnly, qresync)
 
     def do_EXAMINE(self, command: Command) -> Deferred[bytes]:
         return self.do_SELECT(command, readOnly=True)
 
-    def _cbSelect(self, state: Any, folder: Any, readOnly: bool) -> bytes:
+    def _cbSelect(
+        self, state: Any, folder: Any, readOnly: bool, qresync: Qresync | None
+    ) -> Deferred[bytes] | bytes:
         selected = Selected(
             folder,
             readOnly,
@@ -102,6 +129,7 @@ class SelectedCommands(SessionBase):
             {m.uid for m in state.messages if m.recent},
         )
         selected.keywords = state.keywords
+        selected.highestModseq = state.highestModseq
         self.selected = selected
         self.state = "selected"
         self._sendFlags(selected)
@@ -113,8 +141,68 @@ class SelectedCommands(SessionBase):
                 break
         self._untagged(b"OK [UIDVALIDITY %d] UIDs valid" % state.uidValidity)
         self._untagged(b"OK [UIDNEXT %d] Predicted next UID" % state.uidNext)
+        # Every mailbox keeps mod-sequences: HIGHESTMODSEQ always, as RFC
+        # 7162 section 3.1.2.1 asks, and never NOMODSEQ.
+        self._untagged(b"OK [HIGHESTMODSEQ %d] Highest" % state.highestModseq)
         mode = b"[READ-ONLY]" if readOnly else b"[READ-WRITE]"
-        return mode + b" Select completed."
+        text = mode + b" Select completed."
+        if qresync is None or qresync.uidValidity != state.uidValidity:
+            return text
+        return self._resync(selected, qresync).addCallback(lambda _: text)
+
+    def _resync(self, selected: Selected, qresync: Qresync) -> Deferred[None]:
+        """
+        RFC 7162 section 3.2.5: after SELECT's responses, the known UIDs
+        expunged since the client's mod-sequence (C{VANISHED (EARLIER)}),
+        then the messages changed since, with their UID, FLAGS and MODSEQ.
+        """
+        largest = selected.uidNext - 1
+        d = self._vanishedSince(selected, qresync.modseq, qresync.knownUids, largest)
+
+        def cbVanished(_: object) -> Deferred[None]:
+            known = (
+                setRanges(qresync.knownUids, largest)
+                if qresync.knownUids is not None
+                else None
+            )
+            lines = [
+                [b"* " + self._flagsFetch(seq, m, modseq=True) + b"\r\n"]
+                for seq, m in enumerate(selected.messages, 1)
+                if m.modseq > qresync.modseq
+                and (known is None or any(lo <= m.uid <= hi for lo, hi in known))
+            ]
+            return self._sendPaced(lines)
+
+        return d.addCallback(cbVanished)
+
+    def _vanishedSince(
+        self, selected: Selected, modseq: int, within: Any, largest: int
+    ) -> Deferred[None]:
+        """
+        Send C{* VANISHED (EARLIER)} for the UIDs (of sequence set
+        C{within}, if given) expunged since C{modseq} that this session no
+        longer lists.
+        """
+
+        def cbRanges(result: tuple[Ranges, int]) -> Deferred[None]:
+            ranges = restrict(result[0], within, largest)
+            listed = toRanges(m.uid for m in selected.messages)
+            ranges = _without(ranges, listed)
+            return self._sendPaced([[line] for line in vanishedLines(ranges, True)])
+
+        return selected.folder.vanished(modseq).addCallback(cbRanges)
+
+    def _sendPaced(self, lines: list[list[bytes]]) -> Deferred[None]:
+        """
+        Write C{lines} (pieces ended by CRLF), L{BATCH_MESSAGES} a write,
+        waiting for the client to read between writes.
+        """
+        if not lines or self._closing:
+            return succeed(None)
+        if self.discipline.outputBlocked:
+            return self._whenWritable().addCallback(lambda _: self._sendPaced(lines))
+        self._sendLines(lines[:BATCH_MESSAGES])
+        return self._sendPaced(lines[BATCH_MESSAGES:])
 
     def do_IDLE(self, command: Command) -> Deferred[bytes]:
         done: Deferred[bytes] = Deferred()
@@ -183,7 +271,14 @@ class SelectedCommands(SessionBase):
         deleted = [m for _, m in chosen if "T" in m.flags]
         d = selected.folder.delete(deleted)
         d.addCallback(lambda _: self._refresh())
-        return d.addCallback(lambda _: b"Expunge completed.")
+        return d.addCallback(lambda _: self._expungeDone(selected))
+
+    def _expungeDone(self, selected: Selected) -> bytes:
+        # QRESYNC clients learn the new HIGHESTMODSEQ from the tagged OK,
+        # as Dovecot tells them.
+        if self.qresync:
+            return b"[HIGHESTMODSEQ %d] Expunge completed." % selected.highestModseq
+        return b"Expunge completed."
 
     def do_UID_EXPUNGE(self, command: Command) -> Deferred[bytes]:
         if len(command.args) != 1:
@@ -234,15 +329,34 @@ class SelectedCommands(SessionBase):
         return self._readBatch(targets)
 
     def do_FETCH(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
-        if len(command.args) != 2:
+        selected = self.selected
+        assert selected is not None
+        if len(command.args) not in (2, 3):
             raise IMAPSyntaxError("FETCH needs a message set and attributes")
         items = parseFetchItems(command.args[1])
+        modifiers = (
+            parseFetchModifiers(command.args[2]) if len(command.args) > 2 else None
+        )
         if byUid and not any(i.name == "UID" for i in items):
             items.insert(0, FetchItem("UID"))
         targets = self._messagesFor(command.args[0], byUid)
-        return self._fetchEach(targets, items, 0).addCallback(
-            lambda _: b"Fetch completed."
-        )
+        d: Deferred[Any] = succeed(None)
+        if modifiers is not None and modifiers.changedSince is not None:
+            since = modifiers.changedSince
+            if modifiers.vanished:
+                if not byUid or not self.qresync:
+                    raise IMAPSyntaxError("VANISHED needs UID FETCH and QRESYNC")
+                largest = selected.uidNext - 1
+                d = self._vanishedSince(
+                    selected, since, parseSequenceSet(command.args[0]), largest
+                )
+            targets = [(seq, m) for seq, m in targets if m.modseq > since]
+            if not any(i.name == "MODSEQ" for i in items):
+                items.append(FetchItem("MODSEQ"))
+        if any(i.name == "MODSEQ" for i in items):
+            self._enableCondstore()
+        d.addCallback(lambda _: self._fetchEach(targets, items, 0))
+        return d.addCallback(lambda _: b"Fetch completed.")
 
     def do_UID_FETCH(self, command: Command) -> Deferred[bytes]:
         return self.do_FETCH(command, byUid=True)
@@ -391,6 +505,8 @@ class SelectedCommands(SessionBase):
                 )
             elif item.name == "RFC822.SIZE":
                 out.append(b"RFC822.SIZE %d" % size)
+            elif item.name == "MODSEQ":
+                out.append(b"MODSEQ (%d)" % message.modseq)
             else:
                 assert entity is not None
                 label, value = fetchValue(item, entity)
@@ -400,25 +516,35 @@ class SelectedCommands(SessionBase):
             if len(out) > 1:
                 out.append(b" ")
             out.append(b"FLAGS " + formatValue(selected.flagsOf(message)))
+        if flagsChanged and self.condstore and "MODSEQ" not in names:
+            out.append(b" MODSEQ (%d)" % message.modseq)
         out.append(b")\r\n")
         return out
 
     def do_STORE(self, command: Command, byUid: bool = False) -> Deferred[bytes]:
         selected = self.selected
         assert selected is not None
-        if len(command.args) != 3 or not isinstance(command.args[1], str):
+        args = list(command.args)
+        unchangedSince = None
+        if len(args) == 4:
+            unchangedSince = parseStoreModifiers(args.pop(1))
+        if len(args) != 3 or not isinstance(args[1], str):
             raise IMAPSyntaxError("STORE needs a message set, an item and flags")
-        item = command.args[1].upper()
+        item = args[1].upper()
         silent = item.endswith(".SILENT")
         mode = item.removesuffix(".SILENT")
         if mode not in ("FLAGS", "+FLAGS", "-FLAGS"):
             raise IMAPSyntaxError("invalid STORE item")
-        raw = command.args[2]
+        raw = args[2]
         flagTokens = raw if isinstance(raw, list) else [raw]
         names = [astring(f).decode("utf-8", "replace") for f in flagTokens]
         keywords = splitFlags(names)
-        targets = self._messagesFor(command.args[0], byUid)
+        targets = self._messagesFor(args[0], byUid)
+        if unchangedSince is not None:
+            self._enableCondstore()
         if selected.readOnly:
+            if unchangedSince is not None:
+                raise CommandError("Mailbox is read-only.")
             # Nothing changes in an EXAMINEd mailbox; Dovecot says OK too.
             return succeed(b"Store completed.")
         missing = [k for k in keywords if k not in selected.keywords]
@@ -428,10 +554,25 @@ class SelectedCommands(SessionBase):
             d.addCallback(lambda known: self._reportKeywords(selected, known))
         else:
             d = succeed(None)
+        refused: list[int] = []
         d.addCallback(
-            lambda _: self._storeFlags(selected, targets, mode, names, silent, byUid)
+            lambda _: self._storeFlags(
+                selected, targets, mode, names, silent, byUid, unchangedSince, refused
+            )
         )
-        return d.addCallback(lambda _: b"Store completed.")
+        return d.addCallback(lambda _: self._storeDone(refused, byUid))
+
+    def _storeDone(self, refused: list[int], byUid: bool) -> bytes:
+        """
+        STORE's tagged text: RFC 7162's C{[MODIFIED set]} (UIDs for UID
+        STORE, else numbers) for messages UNCHANGEDSINCE left alone.
+        """
+        if not refused:
+            return b"Store completed."
+        numbers = sorted(refused)
+        return b"[MODIFIED %s] Conditional store failed." % formatRanges(
+            toRanges(numbers)
+        )
 
     def _storeFlags(
         self,
@@ -441,6 +582,8 @@ class SelectedCommands(SessionBase):
         names: list[str],
         silent: bool,
         byUid: bool,
+        unchangedSince: int | None = None,
+        refused: list[int] | None = None,
     ) -> Deferred[None]:
         letters = lettersFor(names, selected.keywords)
         groups: dict[str, list[tuple[int, Message]]] = {}
@@ -453,9 +596,49 @@ class SelectedCommands(SessionBase):
                 new = "".join(sorted(set(message.flags) - set(letters)))
             groups.setdefault(new, []).append((seq, message))
         d: Deferred[Any] = succeed(None)
+        failed: set[int] = set()
         for new, members in groups.items():
-            d.addCallback(self._storeGroup, selected, new, members)
-        return d.addCallback(lambda _: self._reportStored(targets, silent, byUid))
+            if unchangedSince is None:
+                d.addCallback(self._storeGroup, selected, new, members)
+            else:
+                d.addCallback(
+                    self._storeGroupIf, selected, new, members, unchangedSince, failed
+                )
+
+        def report(_: object) -> None:
+            if refused is not None:
+                refused.extend(
+                    m.uid if byUid else seq for seq, m in targets if m.uid in failed
+                )
+            # A conditional STORE reports only what it changed, as Dovecot.
+            self._reportStored(
+                [(seq, m) for seq, m in targets if m.uid not in failed],
+                silent,
+                byUid,
+                onlyChanged=unchangedSince is not None,
+            )
+
+        return d.addCallback(report)
+
+    def _storeGroupIf(
+        self,
+        _: object,
+        selected: Selected,
+        flags: str,
+        members: list[tuple[int, Message]],
+        unchangedSince: int,
+        failed: set[int],
+    ) -> Deferred[None]:
+        d = selected.folder.setFlagsIf(
+            [message for _, message in members], flags, unchangedSince
+        )
+
+        def cbStored(result: tuple[list[Message], list[Message]]) -> None:
+            updated, refused = result
+            failed.update(m.uid for m in refused)
+            self._cbStored(updated, members)
+
+        return d.addCallback(cbStored)  # type: ignore[no-any-return]
 
     def _storeGroup(
         self,
@@ -476,17 +659,32 @@ class SelectedCommands(SessionBase):
         for seq, message in members:
             if message.uid in byUid and seq <= len(selected.messages):
                 selected.messages[seq - 1] = byUid[message.uid]
+                selected.highestModseq = max(
+                    selected.highestModseq, byUid[message.uid].modseq
+                )
 
     def _reportStored(
-        self, targets: list[tuple[int, Message]], silent: bool, byUid: bool
+        self,
+        targets: list[tuple[int, Message]],
+        silent: bool,
+        byUid: bool,
+        onlyChanged: bool = False,
     ) -> None:
         selected = self.selected
         assert selected is not None
-        for seq, _ in targets:
+        for seq, old in targets:
             if seq > len(selected.messages):
                 continue
             message = selected.messages[seq - 1]
+            if onlyChanged and message.modseq == old.modseq:
+                continue
             if silent:
+                # RFC 7162 section 3.1.3: the new MODSEQ goes out all the same.
+                if self.condstore and message.modseq != old.modseq:
+                    self._untagged(self._flagsFetch(seq, message, flags=False))
+                continue
+            if self.condstore or self.qresync:
+                self._untagged(self._flagsFetch(seq, message))
                 continue
             uid = b"UID %d " % message.uid if byUid else b""
             self._untagged(
@@ -573,6 +771,12 @@ class SelectedCommands(SessionBase):
             )
 
         d.addCallback(cbTarget)
+        if self.qresync:
+            # The tagged OK carries the new HIGHESTMODSEQ, as after EXPUNGE.
+            d.addCallback(lambda _: self._refresh())
+            return d.addCallback(
+                lambda _: b"[HIGHESTMODSEQ %d] Move completed." % selected.highestModseq
+            )
         return d.addCallback(lambda _: b"Move completed.")
 
     def do_UID_MOVE(self, command: Command) -> Deferred[bytes]:
@@ -590,6 +794,13 @@ class SelectedCommands(SessionBase):
             for seq in range(len(selected.messages), 0, -1)
             if selected.messages[seq - 1].uid in uids
         ]
+        if self.qresync:
+            # RFC 7162 section 3.2.10: VANISHED, by UID, instead.
+            gone = [m.uid for m in selected.messages if m.uid in uids]
+            lines = [[line] for line in vanishedLines(toRanges(gone), False)]
+            selected.messages = [m for m in selected.messages if m.uid not in uids]
+            selected.recent -= uids
+            return self._sendPaced(lines)
         selected.messages = [m for m in selected.messages if m.uid not in uids]
         selected.recent -= uids
         return self._sendExpunges(numbers)
@@ -617,9 +828,13 @@ class SelectedCommands(SessionBase):
                 raise CommandError("[BADCHARSET (UTF-8 US-ASCII)] Unknown charset")
             args = args[2:]
         key, needsContent = parseSearch(args)
+        withModseq = usesModseq(key)
+        if withModseq:
+            self._enableCondstore()
         messages = list(enumerate(selected.messages, 1))
         largestUid = messages[-1][1].uid if messages else 0
         found: list[int] = []
+        modseqs: list[int] = []
 
         def check(content: bytes | None, seq: int, message: Message) -> None:
             candidate = Candidate(
@@ -629,9 +844,11 @@ class SelectedCommands(SessionBase):
                 message.internalDate,
                 self._sizeOf(message, content),
                 parseEntity(content) if content is not None else None,
+                modseq=message.modseq,
             )
             if matches(key, candidate, len(messages), largestUid):
                 found.append(message.uid if byUid else seq)
+                modseqs.append(message.modseq)
 
         def checkBatch(loaded: list[tuple[int, Message, bytes]]) -> None:
             for seq, message, content in loaded:
@@ -649,10 +866,23 @@ class SelectedCommands(SessionBase):
             index += len(batch)
 
         def report(_: object) -> bytes:
-            self._untagged(b" ".join([b"SEARCH"] + [b"%d" % n for n in found]))
+            words = [b"SEARCH"] + [b"%d" % n for n in found]
+            if withModseq and found:
+                # RFC 7162 section 3.1.5: the highest of the found messages.
+                words.append(b"(MODSEQ %d)" % max(modseqs))
+            self._untagged(b" ".join(words))
             return b"Search completed."
 
         return d.addCallback(report)
 
     def do_UID_SEARCH(self, command: Command) -> Deferred[bytes]:
         return self.do_SEARCH(command, byUid=True)
+
+
+def _without(ranges: Ranges, listed: Ranges) -> Ranges:
+    """
+    C{ranges} less the numbers of C{listed} (both merged and ascending).
+    """
+    if not ranges:
+        return []
+    return intersectRanges(ranges, complementRanges(listed, ranges[-1][1]))

@@ -1,7 +1,8 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
 UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE,
-MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED and LIST-STATUS) on
+MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED, LIST-STATUS, CONDSTORE and
+QRESYNC) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -114,7 +115,7 @@ POLL_INTERVAL = 2.0
 _ANY = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
 
 #: What ENABLE (RFC 5161) can enable.
-ENABLE = ("UTF8=ACCEPT",)
+ENABLE = ("UTF8=ACCEPT", "CONDSTORE", "QRESYNC")
 _NOT_AUTHENTICATED = frozenset({"STARTTLS", "LOGIN", "AUTHENTICATE"})
 _AUTHENTICATED = frozenset(
     {
@@ -206,6 +207,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
         self._sizes: dict[tuple[int, str], int] = {}
         self.enabled: set[str] = set()
         self.utf8 = False
+        self.condstore = False
+        self.qresync = False
 
     # Connection
 
@@ -259,6 +262,8 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "LIST-STATUS",
             "ID",
             "MULTIAPPEND",
+            "CONDSTORE",
+            "QRESYNC",
             f"APPENDLIMIT={self.factory.config.appendLimit}",
         ]
         if self.state == "not authenticated":
@@ -583,6 +588,11 @@ class IMAPServer(MailboxCommands, SelectedCommands):
                 enabled.append(extension)
         if "UTF8=ACCEPT" in self.enabled:
             self.utf8 = True
+        # RFC 7162 section 3.2.3: QRESYNC implies CONDSTORE.
+        if "QRESYNC" in self.enabled:
+            self.qresync = True
+        if self.enabled & {"CONDSTORE", "QRESYNC"}:
+            self.condstore = True
         self._untagged(" ".join(["ENABLED", *enabled]).encode())
         return b"Enabled."
 

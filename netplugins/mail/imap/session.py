@@ -24,6 +24,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from netplugins.mail.imap.condstore import vanishedLines
 from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
     Literal,
@@ -38,6 +39,7 @@ from netplugins.mail.imap.parse import (
 from netplugins.mail.maildir.errors import MaildirError, NoSuchFolderError
 from netplugins.mail.maildir.files import MAX_KEYWORDS
 from netplugins.mail.maildir.folder import Message, keywordNames
+from netplugins.mail.maildir.modseq import toRanges
 from netplugins.mail.maildir.names import IMAP_FLAGS, KEYWORD_LETTERS
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.session import Discipline
@@ -168,6 +170,7 @@ class Selected:
     @ivar messages: the messages by sequence number minus one.
     @ivar recent: the UIDs this session reports as C{\\Recent}.
     @ivar keywords: the folder's keywords as last reported (C{* FLAGS}).
+    @ivar highestModseq: the folder's highest mod-sequence as last seen.
     """
 
     folder: Any
@@ -177,6 +180,7 @@ class Selected:
     messages: list[Message]
     recent: set[int] = field(factory=set)
     keywords: tuple[str, ...] = ()
+    highestModseq: int = 0
 
     def flagsOf(self, message: Message) -> list[str]:
         """
@@ -232,6 +236,11 @@ class SessionBase(Protocol):
     #: Whether the client enabled UTF8=ACCEPT (RFC 6855): mailbox names are
     #: UTF-8 both ways, stored in modified UTF-7 all the same.
     utf8: bool = False
+    #: Whether CONDSTORE (RFC 7162) is enabled: flag changes are reported
+    #: with their MODSEQ; QRESYNC: with their UID too, and expunges as
+    #: VANISHED.
+    condstore: bool = False
+    qresync: bool = False
 
     def sendLine(self, line: bytes) -> None:
         if not self._closing:
@@ -343,9 +352,14 @@ class SessionBase(Protocol):
                 return
             self._reportKeywords(selected, state.keywords)
             now = {m.uid: m for m in state.messages}
-            for seq in range(len(selected.messages), 0, -1):
-                if selected.messages[seq - 1].uid not in now:
-                    self._untagged(b"%d EXPUNGE" % seq)
+            gone = [m.uid for m in selected.messages if m.uid not in now]
+            if self.qresync:
+                if gone and not self._closing:
+                    self.transport.writeSequence(vanishedLines(toRanges(gone), False))
+            else:
+                for seq in range(len(selected.messages), 0, -1):
+                    if selected.messages[seq - 1].uid not in now:
+                        self._untagged(b"%d EXPUNGE" % seq)
             known = {m.uid for m in selected.messages}
             kept = []
             for old in selected.messages:
@@ -353,19 +367,53 @@ class SessionBase(Protocol):
                 if new is None:
                     continue
                 kept.append(new)
-                if new.flags != old.flags:
-                    seq = len(kept)
-                    flags = formatValue(selected.flagsOf(new))
-                    self._untagged(b"%d FETCH (FLAGS %s)" % (seq, flags))
+                if new.flags != old.flags or (
+                    self.condstore and new.modseq != old.modseq
+                ):
+                    self._untagged(self._flagsFetch(len(kept), new))
             added = [m for m in state.messages if m.uid not in known]
             selected.messages = kept + added
             selected.uidNext = state.uidNext
+            selected.highestModseq = state.highestModseq
             selected.recent.update(m.uid for m in added if m.recent)
             if added:
                 self._untagged(b"%d EXISTS" % len(selected.messages))
                 self._untagged(b"%d RECENT" % len(selected.recent))
 
         return selected.folder.scan(claimNew=not selected.readOnly).addCallback(cbScan)
+
+    def _flagsFetch(
+        self, seq: int, message: Message, flags: bool = True, modseq: bool = False
+    ) -> bytes:
+        """
+        An unsolicited C{n FETCH} of C{message}'s FLAGS (if C{flags}), with
+        its UID once QRESYNC is enabled and its MODSEQ once CONDSTORE is (or
+        if C{modseq}).
+        """
+        selected = self.selected
+        assert selected is not None
+        items = []
+        if self.qresync:
+            items.append(b"UID %d" % message.uid)
+        if flags:
+            items.append(b"FLAGS " + formatValue(selected.flagsOf(message)))
+        if self.condstore or modseq:
+            items.append(b"MODSEQ (%d)" % message.modseq)
+        return b"%d FETCH (%s)" % (seq, b" ".join(items))
+
+    def _enableCondstore(self) -> None:
+        """
+        A CONDSTORE enabling command ran (RFC 7162 section 3.1): from now on
+        flag changes carry MODSEQ; the first one with a mailbox selected is
+        told its HIGHESTMODSEQ.
+        """
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            self._untagged(
+                b"OK [HIGHESTMODSEQ %d] Highest" % self.selected.highestModseq
+            )
 
     def _reportKeywords(self, selected: Selected, keywords: tuple[str, ...]) -> None:
         """

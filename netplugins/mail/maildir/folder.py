@@ -33,6 +33,7 @@ from netplugins.mail.maildir.files import (
     writeKeywords,
     writeNew,
 )
+from netplugins.mail.maildir.modseq import MODSEQ, Modseqs, Ranges, loadModseqs
 from netplugins.mail.maildir.names import (
     KEYWORD_LETTERS,
     arrivalOrder,
@@ -65,6 +66,8 @@ class Message:
     @ivar wireSize: its size with every line ending CRLF (as IMAP and POP3
         serve it), when its name records it (C{,W=}); C{None} for a message
         another program delivered without it.
+    @ivar modseq: its mod-sequence (RFC 7162): raised by each change of
+        its flags (L{netplugins.mail.maildir.modseq}).
     """
 
     uid: int
@@ -75,19 +78,22 @@ class Message:
     recent: bool
     path: str
     wireSize: int | None = None
+    modseq: int = 0
 
 
 @frozen
 class FolderState:
     """
     What a scan saw: the folder's UIDVALIDITY and next UID, its messages
-    sorted by UID, and its keywords by index (letter C{a} is the first).
+    sorted by UID, its keywords by index (letter C{a} is the first) and its
+    highest mod-sequence.
     """
 
     uidValidity: int
     uidNext: int
     messages: tuple[Message, ...]
     keywords: tuple[str, ...] = ()
+    highestModseq: int = 0
 
 
 def keywordNames(flags: str, keywords: Sequence[str]) -> list[str]:
@@ -145,9 +151,23 @@ class Folder:
             uidlist = Uidlist(validities.new(self.name), 1, {})
         return uidlist
 
+    def _modseqsLocked(self) -> Modseqs:
+        """
+        The folder's mod-sequence record, reconciled with the folder (a scan
+        first if it is missing or belongs to an older UID list).
+        """
+        uidlist = Uidlist.read(os.path.join(self.path, UIDLIST))
+        record = Modseqs.read(self.path)
+        if uidlist is None or record is None or record.validity != uidlist.validity:
+            self._scanLocked(claimNew=False)
+            record = Modseqs.read(self.path)
+            assert record is not None
+        return record
+
     def _scanLocked(self, claimNew: bool) -> FolderState:
         uidlist = self._loadUids()
         changed = not os.path.exists(os.path.join(self.path, UIDLIST))
+        numberedBefore = uidlist.nextUid > 1
         newDir = os.path.join(self.path, "new")
         curDir = os.path.join(self.path, "cur")
         found: dict[str, tuple[str, str, bool]] = {}
@@ -181,6 +201,12 @@ class Folder:
             changed = True
         if changed:
             uidlist.write(os.path.join(self.path, UIDLIST))
+        modseqs = loadModseqs(self.path, uidlist.validity, numberedBefore)
+        present = {uidlist.uids[key]: flags for key, (_, flags, _) in found.items()}
+        if modseqs.reconcile(present) or not os.path.exists(
+            os.path.join(self.path, MODSEQ)
+        ):
+            modseqs.write(self.path)
         messages = []
         for key, (path, flags, recent) in found.items():
             size = sizeFromKey(key)
@@ -202,6 +228,7 @@ class Folder:
                     recent and claimNew,
                     path,
                     sizeFromKey(key, "W="),
+                    modseqs.records[uidlist.uids[key]][0],
                 )
             )
         messages.sort(key=lambda m: m.uid)
@@ -210,6 +237,7 @@ class Folder:
             uidlist.nextUid,
             tuple(messages),
             tuple(readKeywords(self.path)),
+            modseqs.highest,
         )
 
     def _keywordLettersLocked(self, names: Sequence[str]) -> str:
@@ -268,11 +296,16 @@ class Folder:
         return contents
 
     def _blockingSetFlags(
-        self, messages: Sequence[Message], flags: str
-    ) -> list[Message]:
+        self,
+        messages: Sequence[Message],
+        flags: str,
+        unchangedSince: int | None = None,
+    ) -> tuple[list[Message], list[Message]]:
         flags = normaliseFlags(flags)
         updated = []
+        refused = []
         with self._lock():
+            modseqs = self._modseqsLocked()
             # A keyword letter naming none of the folder's keywords is dropped.
             known = KEYWORD_LETTERS[: len(readKeywords(self.path))]
             flags = "".join(c for c in flags if c not in KEYWORD_LETTERS or c in known)
@@ -281,14 +314,29 @@ class Folder:
                     path = self._locate(message)
                 except MaildirError:
                     continue
+                if unchangedSince is not None:
+                    # Flags another program changed since the last scan
+                    # count as a change after any mod-sequence.
+                    modseq, recorded = modseqs.records.get(message.uid, (0, ""))
+                    current = splitName(os.path.basename(path))[1]
+                    if modseq > unchangedSince or current != recorded:
+                        refused.append(message)
+                        continue
                 target = os.path.join(self.path, "cur", f"{message.key}:2,{flags}")
                 if path != target:
                     os.rename(path, target)
                 updated.append(evolve(message, flags=flags, path=target))
-        return updated
+            if modseqs.changed({m.uid: flags for m in updated}) is not None:
+                modseqs.write(self.path)
+        updated = [
+            evolve(m, modseq=modseqs.records.get(m.uid, (m.modseq, ""))[0])
+            for m in updated
+        ]
+        return updated, refused
 
     def _blockingDelete(self, messages: Sequence[Message]) -> None:
         with self._lock():
+            modseqs = self._modseqsLocked()
             for message in messages:
                 try:
                     os.unlink(self._locate(message))
@@ -298,6 +346,14 @@ class Folder:
             for message in messages:
                 uidlist.uids.pop(message.key, None)
             uidlist.write(os.path.join(self.path, UIDLIST))
+            if modseqs.expunged(m.uid for m in messages) is not None:
+                modseqs.write(self.path)
+
+    def _blockingVanished(self, since: int) -> tuple[Ranges, int]:
+        with self._lock():
+            uidlist = self._loadUids()
+            modseqs = self._modseqsLocked()
+            return modseqs.vanishedSince(since, uidlist.nextUid), modseqs.highest
 
     def _blockingStore(
         self,
@@ -440,10 +496,36 @@ class Folder:
         """
         Replace the flags of C{messages} with C{flags} (Maildir letters; see
         L{IMAP_FLAGS}).  Messages deleted meanwhile are left out of the result.
+        Those whose flags change get a new mod-sequence.
 
         @return: the updated messages.
         """
-        return self.store._run(self._blockingSetFlags, list(messages), flags)
+        d = self.store._run(self._blockingSetFlags, list(messages), flags)
+        return d.addCallback(lambda result: result[0])
+
+    def setFlagsIf(
+        self, messages: Sequence[Message], flags: str, unchangedSince: int
+    ) -> Deferred[tuple[list[Message], list[Message]]]:
+        """
+        L{setFlags} for those of C{messages} whose mod-sequence is at most
+        C{unchangedSince} (RFC 7162's STORE UNCHANGEDSINCE), checked and
+        changed under the folder's lock.
+
+        @return: the updated messages, and those left alone because they
+            changed after C{unchangedSince}.
+        """
+        return self.store._run(
+            self._blockingSetFlags, list(messages), flags, unchangedSince
+        )
+
+    def vanished(self, since: int) -> Deferred[tuple[Ranges, int]]:
+        """
+        The UIDs expunged after mod-sequence C{since}, as ascending ranges
+        (when the bounded history no longer goes back that far: every UID
+        below the next one that is not in the folder), and the folder's
+        highest mod-sequence.
+        """
+        return self.store._run(self._blockingVanished, since)
 
     def delete(self, messages: Sequence[Message]) -> Deferred[None]:
         """
