@@ -64,6 +64,9 @@ MAX_SYMLINKS = 40
 MAX_PATH = 4096
 #: Placeholders a root template may use.
 PLACEHOLDERS = ("user", "homeDirectory")
+#: The homes of np-ftp and np-ssh without --root, under the state
+#: directory: one store, so what one service stores the other serves.
+DEFAULT_ROOT = os.path.join("homes", "{user}")
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

@@ -132,12 +132,15 @@ def startSSH(
     host: str = "127.0.0.1",
     port: int | None = None,
     hostKeys: list[str] | None = None,
+    root: bool = True,
 ) -> SSHServer:
     """
     Start C{twistd np-ssh} for C{testCase} with alice's key authorized
     and her password in an htpasswd file; her home is made.
 
     @param hostKeys: host key files (default: L{hostKeyFiles}).
+    @param root: give C{--root} (C{homes/{user}} of the scratch directory);
+        without it, np-ssh's default under C{state/} applies.
     """
     directory = Path(testCase.mktemp()).resolve()
     (directory / "keys").mkdir(parents=True)
@@ -158,8 +161,7 @@ def startSSH(
         f"tcp:{port}:interface={host}",
         "--state-dir",
         str(directory / "state"),
-        "--root",
-        str(directory / "homes" / "{user}"),
+        *(["--root", str(directory / "homes" / "{user}")] if root else []),
         "--authorized-keys-dir",
         str(directory / "keys"),
         "--auth",

@@ -17,10 +17,13 @@ have), C{HOME} is a directory whose C{.ssh/id_ed25519} is alice's key
 
 from __future__ import annotations
 
+import ftplib
+import io
 import json
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +32,7 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from tests.sshsupport import PASSWORD, USER, SSHServer, openssh, startSSH
+from tests.support import freePort, runTwistd, waitForPort
 
 #: Foundations of Python Network Programming, 3rd ed., py3/chapter16/ssh_simple.py,
 #: as printed.
@@ -644,6 +648,49 @@ class OpenSSHTests(TestCase):
                 oct(0o600),
                 oct(0o755),
             ),
+        )
+
+    def test_sharedDefaultHomes(self) -> None:
+        """Without --root, np-ftp and np-ssh on one state dir share the homes."""
+        server = startSSH(self, root=False)
+        state = server.directory / "state"
+        ftpPort = freePort()
+        ftp = runTwistd(
+            self,
+            "np-ftp",
+            "--listen",
+            f"tcp:{ftpPort}:interface=127.0.0.1",
+            "--auth",
+            f"htpasswd:{server.directory / 'users'}",
+            "--state-dir",
+            str(state),
+            # ftplib cannot resume the control connection's TLS session.
+            "--tls-session-reuse",
+            "optional",
+        )
+        waitForPort(ftpPort, ftp)
+        client = server.directory / "client"
+        (client / "by-sftp.txt").write_text("sftp upload")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with ftplib.FTP_TLS(context=context, timeout=TIMEOUT) as session:
+            session.connect("127.0.0.1", ftpPort)
+            session.login(USER, PASSWORD)
+            session.prot_p()
+            session.storbinary("STOR by-ftp.txt", io.BytesIO(b"ftp upload"))
+            result = self.sftpBatch(server, "get by-ftp.txt\nput by-sftp.txt\n")
+            received = io.BytesIO()
+            session.retrbinary("RETR by-sftp.txt", received.write)
+        self.assertEqual(
+            (
+                result.returncode,
+                (client / "by-ftp.txt").read_text(),
+                received.getvalue(),
+                sorted(p.name for p in (state / "homes" / USER).iterdir()),
+            ),
+            (0, "ftp upload", b"sftp upload", ["by-ftp.txt", "by-sftp.txt"]),
+            result.stderr,
         )
 
     def test_realpathNeverShowsHost(self) -> None:

@@ -16,7 +16,7 @@ from netplugins.coerce import choice
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.ftp.server import FTPConfig, FTPFactory
 from netplugins.ftp.tls import FTPServerTLS
-from netplugins.homes import HomeStore, JailRealm, checkRootTemplate
+from netplugins.homes import DEFAULT_ROOT, HomeStore, JailRealm, checkRootTemplate
 from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.service import served
 from netplugins.settings import override, setting
@@ -115,7 +115,7 @@ class FTPSettings(ServiceSettings):
         None,
         "Each user's home: a template with {user} (or {homeDirectory}, an "
         "ldap: checker's attribute), e.g. /srv/ftp/{user} (default: "
-        "<state-dir>/ftp/{user}, made at first login).",
+        "<state-dir>/homes/{user}, np-ssh's too, made at first login).",
         checkRootTemplate,
     )
     passivePorts: str | None = setting(
@@ -181,9 +181,7 @@ def ftpService(
     if reactor is None:
         from twisted.internet import reactor
     common = settings.common()
-    root = settings.root or os.path.join(
-        os.path.abspath(common.stateDir), "ftp", "{user}"
-    )
+    root = settings.root or os.path.join(os.path.abspath(common.stateDir), DEFAULT_ROOT)
     homes = HomeStore(
         root,
         checkers=common.checkers,

@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from netplugins.coerce import choice
 from netplugins.cred.throttle import LoginThrottle
-from netplugins.homes import HomeStore, checkRootTemplate
+from netplugins.homes import DEFAULT_ROOT, HomeStore, checkRootTemplate
 from netplugins.limits.tracker import ConnectionTracker
 from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.reload import onReload
@@ -58,7 +58,7 @@ class SSHSettings(ServiceSettings):
         None,
         "TEMPLATE: each user's SFTP home, the user store np-ftp shares "
         "({user}, {homeDirectory} from an ldap: checker); default: "
-        "<state-dir>/homes/{user}, made at first login.",
+        "<state-dir>/homes/{user} (np-ftp's too), made at first login.",
         checkRootTemplate,
     )
     authorizedKeysDir: str | None = setting(
@@ -172,9 +172,7 @@ def sshService(
     from netplugins.ssh.telnet import TelnetFactory
 
     common = settings.common()
-    root = settings.root or os.path.join(
-        os.path.abspath(common.stateDir), "homes", "{user}"
-    )
+    root = settings.root or os.path.join(os.path.abspath(common.stateDir), DEFAULT_ROOT)
     store = HomeStore(
         root,
         checkers=common.checkers,
