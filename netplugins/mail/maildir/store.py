@@ -25,6 +25,11 @@ Guarantees:
     exclusive C{flock} on C{netplugins-uidlist.lock}, so several processes (and
     several threads: C{flock} locks belong to open files) can share a folder.
     An unreadable uidlist starts a new UIDVALIDITY.
+  - I{Mod-sequences} (IMAP CONDSTORE/QRESYNC) live in each folder's
+    C{netplugins-modseq}, rewritten the same way under the same lock and
+    reconciled with the folder at every scan, so a change by any program
+    raises the folder's highest mod-sequence
+    (L{netplugins.mail.maildir.modseq}).
   - I{UIDVALIDITY is never given twice to a name}: a new uidlist's value is
     above every value the user's folders had (C{netplugins-uidvalidity} in the
     user's Maildir records them), so a folder deleted and created again
