@@ -18,6 +18,7 @@ one dictionary look-up.  The cache is emptied when a zone changes.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from netplugins.dns.answer import Answer, answer, findZone
+from netplugins.dns.fastpath import FastPath
 from netplugins.dns.rrl import DROP, SLIP, ResponseRateLimiter
 from netplugins.dns.wire import Renderer, optRecord, recordBytes
 from netplugins.dns.zone import Zone
@@ -131,6 +133,8 @@ class Engine:
     @ivar forwarder: does the forwarding, when set.
     @ivar transfers: answers AXFR and IXFR, when set.
     @ivar secondary: takes NOTIFY messages for zones served as a secondary.
+    @param fast: whether common queries take L{FastPath}, which gives the
+        same bytes.
     """
 
     log = Logger()
@@ -147,6 +151,7 @@ class Engine:
         forwarder: Any = None,
         transfers: Any = None,
         secondary: Any = None,
+        fast: bool = True,
     ):
         self.zones: dict[Name, Zone] = dict(zones or {})
         self.nsid = nsid
@@ -158,12 +163,19 @@ class Engine:
         self.transfers = transfers
         self.secondary = secondary
         self._cache: dict[bytes, bytes] = {}
+        self._fast: FastPath | None = None
+        if fast:
+            self._fast = FastPath(payload, self._template)
+            for zone in self.zones.values():
+                self._fast.setZone(zone)
 
     def setZone(self, zone: Zone) -> None:
         """
         Serve C{zone} (replacing the one with its origin).
         """
         self.zones[zone.origin] = zone
+        if self._fast is not None:
+            self._fast.setZone(zone)
         self._cache.clear()
 
     def handle(self, data: bytes, host: str, tcp: bool, send: Send) -> None:
@@ -182,7 +194,11 @@ class Engine:
         if data[2] & 0x80:
             return  # a response: answering it could start a loop
         try:
-            reply, cacheable = self._answer(data, host, tcp, send)
+            reply = None if self._fast is None else self._fast.reply(data, tcp)
+            if reply is not None:
+                cacheable = True
+            else:
+                reply, cacheable = self._answer(data, host, tcp, send)
         except Exception:
             self.log.failure("Query from {peer} failed", peer=host)
             reply, cacheable = errorReply(data, dns.rcode.SERVFAIL), False
@@ -289,6 +305,45 @@ class Engine:
         The reply carrying C{found}, rendered by L{netplugins.dns.wire}: as
         L{render} would, in a fraction of the time.
         """
+        reply, _ = self._renderFound(data, query, zone, found, self._limit(query, tcp))
+        return reply
+
+    def _template(
+        self, data: bytes, zone: Zone
+    ) -> tuple[bytes, list[int], bool, Answer, Name] | None:
+        """
+        For L{FastPath}: the whole reply to C{data} (a query of its shape)
+        from C{zone}, the offsets of its compression pointers, whether an
+        RRset was left out, the answer and the name asked; C{None} when the
+        reply is not from C{zone}'s records.
+        """
+        try:
+            query = dns.message.from_wire(data, continue_on_error=False)
+        except (dns.exception.DNSException, ValueError, IndexError, struct.error):
+            return None
+        question = query.question[0]
+        if findZone(self.zones, question.name, question.rdtype) is not zone:
+            return None
+        found = answer(
+            zone, question.name, question.rdtype, bool(query.ednsflags & dns.flags.DO)
+        )
+        if found.rcode >= 16:
+            return None
+        reply, renderer = self._renderFound(data, query, zone, found, 65535)
+        return reply, renderer.pointers, renderer.dropped, found, question.name
+
+    def _renderFound(
+        self,
+        data: bytes,
+        query: dns.message.Message,
+        zone: Zone,
+        found: Answer,
+        limit: int,
+    ) -> tuple[bytes, Renderer]:
+        """
+        The reply carrying C{found}, no longer than C{limit}, and the
+        L{Renderer} that made it.
+        """
         (flags,) = struct.unpack_from("!H", data, 2)
         flags = _QR | (flags & (_OPCODE | _RD_CD)) | found.rcode
         if found.aa:
@@ -309,20 +364,19 @@ class Engine:
             ):
                 options = struct.pack("!HH", dns.edns.NSID, len(self.nsid)) + self.nsid
             opt = optRecord(self.payload, query.ednsflags & dns.flags.DO, options)
-        limit = self._limit(query, tcp) - (0 if opt is None else len(opt))
+        limit -= 0 if opt is None else len(opt)
         wire = zone.wire
-        for section, rrsets in (
-            (1, found.answer),
-            (2, found.authority),
-            (3, found.additional),
+        for section, rrset in itertools.chain(
+            ((1, rrset) for rrset in found.answer),
+            ((2, rrset) for rrset in found.authority),
+            ((3, rrset) for rrset in found.additional),
         ):
-            for rrset in rrsets:
-                records = wire.get(id(rrset))
-                if records is None:
-                    records = recordBytes(rrset)
-                if not renderer.add(section, rrset, records, limit):
-                    return renderer.finish(opt)
-        return renderer.finish(opt)
+            records = wire.get(id(rrset))
+            if records is None:
+                records = recordBytes(rrset)
+            if not renderer.add(section, rrset, records, limit):
+                break
+        return renderer.finish(opt), renderer
 
     def _options(self, query: dns.message.Message) -> list[dns.edns.Option]:
         options: list[dns.edns.Option] = []

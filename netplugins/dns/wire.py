@@ -82,13 +82,18 @@ class Renderer:
     One message being written.
     """
 
-    __slots__ = ("counts", "out", "table", "truncated")
+    __slots__ = ("counts", "dropped", "out", "pointers", "table", "truncated")
 
     def __init__(self, header: bytes, question: bytes, qname: Name):
         self.out = bytearray(header)
         self.counts = [1, 0, 0, 0]
         self.table: dict[tuple[bytes, ...], int] = {}
         self.truncated = False
+        #: whether an RRset was left out (TC or not)
+        self.dropped = False
+        #: where the compression pointers are, in order, for relocating the
+        #: message (L{netplugins.dns.fastpath})
+        self.pointers: list[int] = []
         self._remember(qname, _HEADER.size)
         self.out += question
 
@@ -116,6 +121,7 @@ class Renderer:
             key = tuple(label.lower() for label in labels[i:])
             offset = self.table.get(key)
             if offset is not None:
+                self.pointers.append(len(out))
                 out += _POINTER.pack(0xC000 | offset)
                 return
             if len(out) < 0x4000:
@@ -138,6 +144,7 @@ class Renderer:
         out = self.out
         start = len(out)
         noted = len(self.table)
+        pointers = len(self.pointers)
         self._write(rrset.name)
         owner = bytes(out[start:])
         # The RRset's other records point at the first one's owner.
@@ -145,6 +152,8 @@ class Renderer:
         later = owner if pure or start >= 0x4000 else _POINTER.pack(0xC000 | start)
         for i, record in enumerate(records):
             if i:
+                if later is not owner or pure:
+                    self.pointers.append(len(out))
                 out += later
             if isinstance(record, bytes):
                 out += record
@@ -163,6 +172,8 @@ class Renderer:
             del out[start:]
             for key in list(self.table)[noted:]:
                 del self.table[key]
+            del self.pointers[pointers:]
+            self.dropped = True
             if section < 3:
                 self.truncated = True
             return False

@@ -62,6 +62,14 @@ def nameKey(name: Name) -> Key:
     return tuple(label.lower() for label in name.labels)
 
 
+def wireKey(key: Key) -> bytes:
+    """
+    The name of C{key} in wire form (lower case, uncompressed): how the fast
+    path (L{netplugins.dns.fastpath}) keys names, as sliced from a query.
+    """
+    return b"".join(bytes((len(label),)) + label for label in key)
+
+
 class Node:
     """
     The RRsets at one owner name, by type, and their signatures, by the type
@@ -97,6 +105,11 @@ class Zone:
     @ivar records: how many records the zone holds.
     @ivar signed: whether the apex SOA has an RRSIG.
     @ivar wire: each RRset's records in wire form, by the RRset's id.
+    @ivar originWire: L{originKey} in wire form (L{wireKey}).
+    @ivar wireNames: L{names} in wire form.
+    @ivar wireCuts: L{cuts} in wire form.
+    @ivar wireDNames: L{dnames} in wire form.
+    @ivar types: every type of RRset the zone holds (RRSIG not included).
     """
 
     def __init__(self, zone: dns.zone.Zone):
@@ -181,6 +194,11 @@ class Zone:
         for extra in (self.negativeSOA, self.negativeSOASig):
             if extra is not None:
                 self.wire[id(extra)] = recordBytes(extra)
+        self.originWire = wireKey(self.originKey)
+        self.wireNames = {wireKey(key) for key in self.names}
+        self.wireCuts = {wireKey(key) for key in self.cuts}
+        self.wireDNames = {wireKey(key) for key in self.dnames}
+        self.types = {t for node in self.nodes.values() for t in node.rrsets}
         self.nsec: list[Name] = sorted(nsec)
         self._nsec3Hashes: list[str] = sorted(nsec3)
         self.nsec3: dict[str, Name] = nsec3
