@@ -35,6 +35,7 @@ from netplugins.mail.imap.fetch import (
     parseFetchItems,
     splitEntity,
 )
+from netplugins.mail.imap.notify import IdleWatch
 from netplugins.mail.imap.parse import (
     Command,
     IMAPSyntaxError,
@@ -219,12 +220,10 @@ class SelectedCommands(SessionBase):
         self.sendLine(b"+ idling")
         self._setTimer(self.factory.config.idleCommandTimeout)
         if self.selected is not None:
-            from twisted.internet.task import LoopingCall
-
-            poll = LoopingCall(self._pollIdle)
-            poll.clock = self.factory.reactor
-            poll.start(self.factory.config.pollInterval, now=False)
-            self._idlePoll = poll
+            # New mail at once where inotify watches the folder, else polled.
+            self._idlePoll = IdleWatch(
+                self.factory, self.selected.folder.path, self._pollIdle
+            )
         return done
 
     def _pollIdle(self) -> Deferred[None] | None:
