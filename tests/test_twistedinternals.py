@@ -1145,3 +1145,34 @@ _ROUTED = _ROUTED | {
 }
 # (filetransfer's _sendStatus is routed too, but np-imap has a _sendStatus
 # of its own: too generic a name to look for.)
+
+
+class DatagramTests(InternalsCase):
+    """
+    The UDP port's socket, which np-dns writes its replies with.
+    """
+
+    def test_datagramSender(self) -> None:
+        """udp.Port.socket's sendto sends a datagram from the port."""
+        from twisted.internet import udp
+        from twisted.internet.protocol import DatagramProtocol
+
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(peer.close)
+        peer.bind(("127.0.0.1", 0))
+        port = udp.Port(
+            0, DatagramProtocol(), interface="127.0.0.1", reactor=MemoryReactorClock()
+        )
+        with self.relyingOn(
+            "twisted.internet.udp.Port.socket", "to send np-dns's UDP replies"
+        ):
+            port.startListening()
+            self.addCleanup(port.connectionLost)
+            send = ti.datagramSender(port)
+            assert send is not None
+            send(b"reply", peer.getsockname())
+            peer.settimeout(5)
+            self.assertEqual(
+                peer.recvfrom(100), (b"reply", ("127.0.0.1", port.getHost().port))
+            )
+        self.assertIsNone(ti.datagramSender(StringTransport()))
