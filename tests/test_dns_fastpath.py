@@ -1,11 +1,14 @@
 """
-Tests for L{netplugins.dns.fastpath}: the same bytes as the general path.
+Tests for L{netplugins.dns.fastpath}: the same bytes as the general path; and
+L{netplugins.dns.server.DNSDatagram}'s writing.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import random
+import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -14,12 +17,14 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.rdatatype
+from twisted.internet import udp
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from netplugins.dns.fastpath import MAX_TEMPLATES, parse
-from netplugins.dns.server import Engine
+from netplugins.dns.server import DNSDatagram, Engine
 from netplugins.dns.zone import Zone, loadZone
-from tests.dnsfixtures import ORIGINS, PLAIN, questions, writeZones
+from tests.dnsfixtures import ORIGINS, PLAIN, questions, writeZones, zoneText
 
 #: Names beyond the corpus's: several labels under wildcards and under a
 #: delegation, names below glue and below a DNAME, an empty non-terminal's
@@ -227,3 +232,54 @@ class ParseTests(SynchronousTestCase):
             ).to_wire(),
         }
         self.assertEqual({k: parse(v) for k, v in cases.items()}, dict.fromkeys(cases))
+
+
+class DatagramTests(SynchronousTestCase):
+    """
+    L{DNSDatagram} writes replies with the UDP port's socket.
+    """
+
+    def listen(self) -> tuple[udp.Port, socket.socket]:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        path = directory / "plain.zone"
+        path.write_text(zoneText(PLAIN))
+        engine = Engine()
+        engine.setZone(loadZone(PLAIN, str(path)))
+        port = udp.Port(
+            0,
+            DNSDatagram(engine),
+            interface="127.0.0.1",
+            reactor=MemoryReactorClock(),
+        )
+        port.startListening()
+        self.addCleanup(port.connectionLost)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(client.close)
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(5)
+        return port, client
+
+    def test_reply(self) -> None:
+        """The reply reaches the client from the port."""
+        port, client = self.listen()
+        query = dns.message.make_query(f"host1.{PLAIN}", "A")
+        port.protocol.datagramReceived(query.to_wire(), client.getsockname())
+        data, source = client.recvfrom(512)
+        self.assertEqual(source, ("127.0.0.1", port.getHost().port))
+        self.assertEqual(
+            dns.message.from_wire(data).answer[0].to_text(),
+            f"host1.{PLAIN}. 3600 IN A 192.0.2.10",
+        )
+
+    def test_bufferFull(self) -> None:
+        """A reply the socket has no room for is lost, not raised."""
+        port, client = self.listen()
+
+        def full(data: bytes, addr: Any) -> int:
+            raise BlockingIOError(errno.EAGAIN, "full")
+
+        port.protocol._sendto = full
+        query = dns.message.make_query(f"host1.{PLAIN}", "A")
+        port.protocol.datagramReceived(query.to_wire(), client.getsockname())
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -51,6 +51,7 @@ from netplugins.dns.wire import Renderer, optRecord, recordBytes
 from netplugins.dns.zone import Zone
 from netplugins.limits.settings import IPNetwork
 from netplugins.session import CLOSE_GRACE, Discipline, cancelCall
+from netplugins.twistedinternals import datagramSender
 
 #: The EDNS payload we advertise and the most we send over UDP (the DNS flag
 #: day 2020 value): more risks IP fragmentation.
@@ -441,21 +442,40 @@ class DNSDatagram(DatagramProtocol):
     def __init__(self, engine: Engine, rrl: ResponseRateLimiter | None = None):
         self.engine = engine
         self.rrl = rrl
+        self._sendto: Callable[[bytes, Any], Any] | None = None
+
+    def startProtocol(self) -> None:
+        # The port's socket: a reply goes back to the address recvfrom gave,
+        # so Port.write's address checks are only cost.
+        self._sendto = datagramSender(self.transport)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         host = addr[0]
         verdict = 0 if self.rrl is None else self.rrl.check(host)
         if verdict == DROP:
             return
-        transport = self.transport
-        assert transport is not None
+        write = self._write
 
         def send(reply: bytes) -> None:
             if verdict == SLIP:
                 reply = truncatedReply(reply)
-            transport.write(reply, addr)
+            write(reply, addr)
 
         self.engine.handle(datagram, host, False, send)
+
+    def _write(self, reply: bytes, addr: Any) -> None:
+        sendto = self._sendto
+        if sendto is None:
+            assert self.transport is not None
+            self.transport.write(reply, addr)
+            return
+        try:
+            sendto(reply, addr)
+        except (BlockingIOError, ConnectionRefusedError):
+            # The socket's buffer is full (the reply is lost, as a datagram
+            # may be), or an ICMP error from an earlier one, which Port.write
+            # ignores too.
+            pass
 
 
 class DNSStream(Protocol):
