@@ -8,6 +8,7 @@ and used as the contenders' probes (exit status 0: ready):
     python -m bench.prepare mpconn-key    # the authkey file
     python -m bench.prepare mail          # users, Maildirs of 1,000 messages
     python -m bench.prepare ftp           # the FTP root (and the certificate)
+    python -m bench.prepare ssh           # the SFTP keys and home
 
 Peers that pin their own dependencies (httpbin pins Flask and Werkzeug) get a
 virtualenv each under C{bench/out/venvs/}, so the development one is left
@@ -37,6 +38,7 @@ TLS = OUT / "tls"
 MPCONN_KEY = OUT / "mpconn.key"
 MAIL = OUT / "mail"
 FTP = OUT / "ftp"
+SSH = OUT / "ssh"
 
 # The mail benchmarks' user: password, Maildir, 1,000 messages in INBOX.
 MAIL_USER = "bench"
@@ -162,6 +164,29 @@ def ftp() -> Path:
     return FTP
 
 
+def ssh() -> Path:
+    """
+    C{bench/out/ssh}: the client's key C{id_ed25519}, the host key both
+    SSH servers use, C{keys/USER} (the user running the suite: OpenSSH's
+    sshd logs in OS accounts) authorizing the client's key for both, and
+    C{home}, the directory both serve.
+    """
+    import getpass
+
+    user = getpass.getuser()
+    for key in ("id_ed25519", "host_ed25519_key"):
+        if not (SSH / key).exists():
+            SSH.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(SSH / key)],
+                check=True,
+            )
+    (SSH / "keys").mkdir(exist_ok=True)
+    (SSH / "keys" / user).write_bytes((SSH / "id_ed25519.pub").read_bytes())
+    (SSH / "home").mkdir(exist_ok=True)
+    return SSH
+
+
 def main(argv: list[str]) -> int:
     what, *rest = argv or ["help"]
     if what == "venv" and rest:
@@ -178,6 +203,8 @@ def main(argv: list[str]) -> int:
         mail()
     elif what == "ftp":
         ftp()
+    elif what == "ssh":
+        ssh()
     else:
         print(__doc__, file=sys.stderr)
         return 2

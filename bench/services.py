@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from bench.suite import Benchmark, Case, Contender
 
-TWISTD = ("{twistd}", "--nodaemon", "--pidfile=")
-LISTEN = ("--listen", "tcp:{port}:interface=127.0.0.1")
-PREPARE = ("{python}", "-m", "bench.prepare")
+TWISTD: tuple[str, ...] = ("{twistd}", "--nodaemon", "--pidfile=")
+LISTEN: tuple[str, ...] = ("--listen", "tcp:{port}:interface=127.0.0.1")
+PREPARE: tuple[str, ...] = ("{python}", "-m", "bench.prepare")
 # The C echo load generator's own options, for benchmarks that add some.
 ECHO_LOAD = (
     "{program}",

@@ -227,6 +227,7 @@ from bench.dns import DNS_BENCHMARKS  # noqa: E402
 from bench.ftp import FTP_BENCHMARKS  # noqa: E402
 from bench.memcache import MEMCACHE  # noqa: E402
 from bench.services import SERVICES  # noqa: E402
+from bench.ssh import SSH_BENCHMARKS  # noqa: E402
 
 BENCHMARKS: tuple[Benchmark, ...] = (
     ECHO,
@@ -234,4 +235,5 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     *MEMCACHE,
     *FTP_BENCHMARKS,
     *DNS_BENCHMARKS,
+    *SSH_BENCHMARKS,
 )

@@ -285,6 +285,17 @@ TARGETS: tuple[Target, ...] = (
         "memcached",
         goal=0.5,
     ),
+    # Issue 15: np-ssh's SFTP (Python, one process) against sshd's C.
+    *(
+        Target(
+            f"np-ssh SFTP {case} ≥ 0.5x OpenSSH internal-sftp",
+            "ssh",
+            f"{case} x 1",
+            "openssh",
+            goal=0.5,
+        )
+        for case in ("get 32 MiB", "put 32 MiB")
+    ),
 )
 
 # What the profiles of the weakest ratios without a target showed.

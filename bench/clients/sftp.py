@@ -1,0 +1,116 @@
+"""
+SFTP load with OpenSSH's C{sftp -b} (the client np-ssh and OpenSSH's sshd
+are compared with), one process per connection (L{runWorkers}), logging in
+as the user running it with C{--key}:
+
+    python -m bench.clients.sftp --port P --mode get --size 33554432 --key K
+    python -m bench.clients.sftp --port P --mode put --size 33554432 --key K
+    python -m bench.clients.sftp --port P --mode session --connections 100 --key K
+
+A request is one whole C{sftp} session (key exchange, public key login,
+the transfer): C{get} downloads a C{--size}-byte file (uploaded once
+before the measured window, its size checked after every download),
+C{put} uploads one, C{session} is C{get} with many clients at once.  Every
+worker moves a file of its own; the cipher is fixed (C{--cipher}) so both
+servers do the same work.  Only 127.0.0.1 is connected to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import subprocess
+import tempfile
+from typing import Any
+
+from bench.clients import HOST, arguments, runWorkers
+
+CIPHER = "aes128-gcm@openssh.com"
+TIMEOUT = 120.0
+
+
+def sftp(options: argparse.Namespace, batch: str, cwd: str) -> None:
+    """
+    Run one C{sftp -b} session of C{batch}; raise if it fails.
+    """
+    script = os.path.join(cwd, "batch")
+    with open(script, "w") as f:
+        f.write(batch)
+    subprocess.run(
+        [
+            "sftp",
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-c",
+            options.cipher,
+            "-i",
+            options.key,
+            "-P",
+            str(options.port),
+            "-b",
+            script,
+            f"{getpass.getuser()}@{HOST}",
+        ],
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=TIMEOUT,
+    )
+
+
+def worker(options: argparse.Namespace) -> Any:
+    name = f"bench-{options.mode}-{options.size}-{os.getpid()}.bin"
+
+    def connect() -> str:
+        directory = tempfile.mkdtemp(prefix="bench-sftp-")
+        with open(os.path.join(directory, "local.bin"), "wb") as f:
+            f.write(os.urandom(options.size))
+        if options.mode != "put":
+            sftp(options, f"put local.bin {name}\n", directory)
+        return directory
+
+    def request(directory: str) -> int:
+        if options.mode == "put":
+            sftp(options, f"put local.bin {name}\n", directory)
+            return int(options.size)
+        got = os.path.join(directory, "got.bin")
+        if os.path.exists(got):
+            os.unlink(got)
+        sftp(options, f"get {name} got.bin\n", directory)
+        if os.path.getsize(got) != options.size:
+            raise ValueError(f"{name}: {os.path.getsize(got)} bytes")
+        return int(options.size)
+
+    def close(directory: str) -> None:
+        try:
+            sftp(options, f"-rm {name}\n", directory)
+        finally:
+            for entry in os.listdir(directory):
+                os.unlink(os.path.join(directory, entry))
+            os.rmdir(directory)
+
+    return connect, request, close
+
+
+def main() -> None:
+    parser = arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("get", "put", "session"), required=True)
+    parser.add_argument("--key", required=True, help="the private key to log in with")
+    parser.add_argument("--cipher", default=CIPHER)
+    runWorkers(worker, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
