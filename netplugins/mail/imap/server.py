@@ -1,8 +1,8 @@
 """
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
 UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE,
-MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED, LIST-STATUS, CONDSTORE and
-QRESYNC) on
+MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED, LIST-STATUS, CONDSTORE,
+QRESYNC, SORT and THREAD) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -82,13 +82,14 @@ from netplugins.mail.imap.parse import (
     literalAnnounced,
     tokenize,
 )
-from netplugins.mail.imap.selected import SelectedCommands
 from netplugins.mail.imap.session import (
     CommandError,
     Selected,
     failed,
     validMailboxName,
 )
+from netplugins.mail.imap.sortthread import CAPABILITIES as SORT_CAPABILITIES
+from netplugins.mail.imap.sortthread import SortCommands
 from netplugins.mail.linesession import loginMailAccount, plainCredentials
 from netplugins.mail.maildir.errors import MaildirError
 from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
@@ -152,6 +153,10 @@ _SELECTED = frozenset(
         "UID EXPUNGE",
         "MOVE",
         "UID MOVE",
+        "SORT",
+        "UID SORT",
+        "THREAD",
+        "UID THREAD",
     }
 )
 
@@ -177,7 +182,7 @@ _MAILBOX_ARGUMENTS: dict[str, tuple[int, ...]] = {
 }
 
 
-class IMAPServer(MailboxCommands, SelectedCommands):
+class IMAPServer(MailboxCommands, SortCommands):
     """
     One IMAP session.  See the module docstring.
 
@@ -264,6 +269,7 @@ class IMAPServer(MailboxCommands, SelectedCommands):
             "MULTIAPPEND",
             "CONDSTORE",
             "QRESYNC",
+            *SORT_CAPABILITIES,
             f"APPENDLIMIT={self.factory.config.appendLimit}",
         ]
         if self.state == "not authenticated":
