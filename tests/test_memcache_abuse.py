@@ -44,14 +44,14 @@ class MemcacheAbuseTests(AbuseTestCase):
         )
 
     def test_neverReadsLargeValues(self) -> None:
-        """Multi-gets of a 100 kB value never read: the replies wait, memory
-        stays bounded."""
+        """Multi-gets and pipelined mg of a 100 kB value never read: the
+        replies wait, memory stays bounded."""
         port, tlsPort, server = self.serveBoth()
         self.assertNeverReadsBounded(
             server,
             port,
             tlsPort,
-            [b"get big big big big big big big big big big\r\n"],
+            [b"get big big big big big big big big big big\r\n", b"mg big v\r\n" * 10],
             setup=_setBig,
         )
 

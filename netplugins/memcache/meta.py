@@ -10,6 +10,7 @@ C{W} to refresh it, shows C{X} while stale and C{Z} once a win was handed.
 from __future__ import annotations
 
 import binascii
+import re
 from typing import Any
 
 from netplugins.memcache.store import (
@@ -262,11 +263,10 @@ def _opaqueAndKey(flags: MetaFlags, parts: list[bytes]) -> bool:
     return True
 
 
-def _badKey(key: bytes) -> bool:
-    for byte in key:
-        if byte < 32 or byte == 127:
-            return True
-    return False
+_badKey = re.compile(rb"[\x00-\x1f\x7f]").search
+
+#: C{VA <n>\r\n} for the value lengths most seen, made once.
+_VA = [b"VA %d\r\n" % n for n in range(4096)]
 
 
 class MetaCommands:
@@ -389,41 +389,46 @@ class MetaCommands:
         stats["get_hits"] += 1
         data = it.data
         if seen == _VALUE_BIT and not it.stale and not it.tokenSent:
-            out.append(b"VA %d\r\n" % (len(data) - 2))
-        else:
-            parts = [b"VA %d" % (len(data) - 2) if seen & _VALUE_BIT else b"HD"]
-            now = store.now
-            for i in range(2, len(tokens)):
-                o = tokens[i][0]
-                if o == 115:  # s
-                    parts.append(b" s%d" % (len(data) - 2))
-                elif o == 116:  # t
-                    parts.append(
-                        b" t-1" if it.exptime == 0 else b" t%d" % (it.exptime - now)
-                    )
-                elif o == 99:  # c
-                    parts.append(b" c%d" % it.cas)
-                elif o == 102:  # f
-                    parts.append(b" f%d" % it.flags)
-                elif o == 108:  # l
-                    parts.append(b" l%d" % (now - it.time))
-                elif o == 104:  # h
-                    parts.append(b" h1" if it.fetched else b" h0")
-                elif o == 79:  # O
-                    parts.append(b" " + tokens[i])
-                elif o == 107:  # k
-                    parts.append(_key(it.key, it.binaryKey))
-            if it.tokenSent:
-                parts.append(b" Z")
-            if it.stale:
-                parts.append(b" X")
-                if not it.tokenSent:
-                    parts.append(b" W")
-                    it.tokenSent = True
-            parts.append(b"\r\n")
-            out.append(b"".join(parts))
+            length = len(data) - 2
+            out.append(_VA[length] if length < 4096 else b"VA %d\r\n" % length)
+            out.append(data)
+            self._queued += length
+            store.bump(it)
+            return True
+        parts = [b"VA %d" % (len(data) - 2) if seen & _VALUE_BIT else b"HD"]
+        now = store.now
+        for i in range(2, len(tokens)):
+            o = tokens[i][0]
+            if o == 115:  # s
+                parts.append(b" s%d" % (len(data) - 2))
+            elif o == 116:  # t
+                parts.append(
+                    b" t-1" if it.exptime == 0 else b" t%d" % (it.exptime - now)
+                )
+            elif o == 99:  # c
+                parts.append(b" c%d" % it.cas)
+            elif o == 102:  # f
+                parts.append(b" f%d" % it.flags)
+            elif o == 108:  # l
+                parts.append(b" l%d" % (now - it.time))
+            elif o == 104:  # h
+                parts.append(b" h1" if it.fetched else b" h0")
+            elif o == 79:  # O
+                parts.append(b" " + tokens[i])
+            elif o == 107:  # k
+                parts.append(_key(it.key, it.binaryKey))
+        if it.tokenSent:
+            parts.append(b" Z")
+        if it.stale:
+            parts.append(b" X")
+            if not it.tokenSent:
+                parts.append(b" W")
+                it.tokenSent = True
+        parts.append(b"\r\n")
+        out.append(b"".join(parts))
         if seen & _VALUE_BIT:
             out.append(data)
+            self._queued += len(data)
         if not seen & _NO_UPDATE_BIT:
             store.bump(it)
         return True
@@ -509,6 +514,7 @@ class MetaCommands:
         parts.append(b"\r\n")
         if flags.value:
             parts.append(it.data)
+            self._queued += len(it.data)
         out.append(b"".join(parts))
         if not flags.noUpdate:
             store.bump(it)
@@ -569,6 +575,8 @@ class MetaCommands:
 
     _swallow: int
     _pending: Pending | None
+    #: Bytes of values queued in the current batch's output.
+    _queued: int
 
     def metaComplete(self, pending: Pending, data: bytes, out: list[bytes]) -> None:
         """
