@@ -45,13 +45,12 @@ MAX_TEMPLATES = 100_000
 MAX_SHIFTS = 64
 
 _HEADER = struct.Struct("!HHHHHH")
-_FLAGS = struct.Struct("!H")
 _QUESTION = struct.Struct("!HH")
 #: OPT after its root owner: type, payload, extended RCODE, version, flags,
 #: RDATA length.
 _OPT = struct.Struct("!HHBBHH")
 _POINTER = struct.Struct("!H")
-_COUNTS = struct.Struct("!HHHH")
+_HEAD = struct.Struct("!HHHHH")
 
 _QR = 0x8000
 _RD_CD = 0x0100 | 0x0010
@@ -67,36 +66,10 @@ _GENERAL = frozenset((251, 252, _OPT_TYPE, 250, 249, DS))
 TemplateKey = tuple[bytes, bool, int, bool, int]
 
 
-class Query:
-    """
-    A query in the fast path's shape, read by L{parse}.
-
-    @ivar end: where the question ends.
-    @ivar name: the question's name in wire form, lower case.
-    @ivar labels: where each label of C{name} starts in it.
-    """
-
-    __slots__ = ("do", "edns", "end", "flags", "labels", "name", "payload", "qtype")
-
-    def __init__(
-        self,
-        flags: int,
-        name: bytes,
-        labels: list[int],
-        qtype: int,
-        end: int,
-        edns: bool,
-        payload: int,
-        do: int,
-    ):
-        self.flags = flags
-        self.name = name
-        self.labels = labels
-        self.qtype = qtype
-        self.end = end
-        self.edns = edns
-        self.payload = payload
-        self.do = do
+#: A query read by L{parse}: its flags, its name in wire form (lower case),
+#: where each label of the name starts in it, the type, where the question
+#: ends, whether it has EDNS, its payload and its DO bit.
+Query = tuple[int, bytes, list[int], int, int, bool, int, int]
 
 
 def parse(data: bytes) -> Query | None:
@@ -125,17 +98,16 @@ def parse(data: bytes) -> Query | None:
         if at >= size:
             return None
     at += 1
-    if at - 12 > 255 or at + 4 > size:
+    end = at + 4
+    if at > 267 or end > size:
         return None
     qtype, qclass = _QUESTION.unpack_from(data, at)
-    end = at + 4
     if qclass != _IN:
         return None
-    name = data[12:at].lower()
     if arcount == 0:
         if end != size:
             return None
-        return Query(flags, name, labels, qtype, end, False, 0, 0)
+        return (flags, data[12:at].lower(), labels, qtype, end, False, 0, 0)
     if size != end + 11 or data[end] != 0:
         return None
     rdtype, payload, extended, version, ednsflags, rdlength = _OPT.unpack_from(
@@ -143,7 +115,8 @@ def parse(data: bytes) -> Query | None:
     )
     if rdtype != _OPT_TYPE or extended or version or rdlength:
         return None
-    return Query(flags, name, labels, qtype, end, True, payload, ednsflags & _DO)
+    name = data[12:at].lower()
+    return (flags, name, labels, qtype, end, True, payload, ednsflags & _DO)
 
 
 class Template:
@@ -151,14 +124,14 @@ class Template:
     A reply after its question, made for one question and relocatable to
     others under the same anchor.
 
-    @ivar head: the header's flags (RCODE, AA) and its counts but the
+    @param head: the header's flags (RCODE, AA) and its counts but the
         question's.
     @ivar length: the length of the question's name it was made for.
     @ivar below: the suffixes of the reply's names that a question's labels
         below the anchor must not be.
     """
 
-    __slots__ = ("below", "bodies", "head", "length", "pointers")
+    __slots__ = ("below", "bodies", "heads", "length", "pointers")
 
     def __init__(
         self,
@@ -168,7 +141,12 @@ class Template:
         pointers: list[tuple[int, int]],
         below: frozenset[bytes],
     ):
-        self.head = head
+        flags, *counts = head
+        #: the header but its ID, by the query's RD and CD bits
+        self.heads = {
+            bits: _HEAD.pack(_QR | bits | flags, 1, *counts)
+            for bits in (0, 0x0010, 0x0100, 0x0110)
+        }
         self.length = length
         #: the compression pointers that move with the anchor: where they
         #: are in the body, and where they point
@@ -261,19 +239,21 @@ class FastPath:
         The reply to C{data}, or C{None} if the engine must make it.
         """
         query = parse(data)
-        if query is None or query.qtype in _GENERAL:
+        if query is None:
             return None
-        name = query.name
-        labels = query.labels
+        flags, name, labels, qtype, end, edns, payload, do = query
+        if qtype in _GENERAL:
+            return None
         # The zone with the longest origin above or at the name.
+        zones = self.zones
         n = 0
-        while True:
-            if n == len(labels):
-                return None  # outside our zones: REFUSED, or forwarded
-            zone = self.zones.get(name[labels[n] :])
+        for start in labels:
+            zone = zones.get(name[start:])
             if zone is not None:
                 break
             n += 1
+        else:
+            return None  # outside our zones: REFUSED, or forwarded
         # Down from the origin as answer._step walks: the first delegation,
         # or the closest encloser.
         anchor = name
@@ -288,13 +268,12 @@ class FastPath:
                 anchor = name[labels[i + 1] :]
                 break
         exact = len(anchor) == len(name)
-        if not exact and query.do and zone.signed and anchor not in zone.wireCuts:
+        if not exact and do and zone.signed and anchor not in zone.wireCuts:
             # Its NSEC or NSEC3 proofs are the name's own.
             return None
-        qtype = query.qtype
         if qtype not in zone.types and qtype != ANY and qtype != RRSIG:
             qtype = -1  # NODATA or NXDOMAIN alike for any of them
-        key = (anchor, exact, qtype, query.edns, query.do)
+        key = (anchor, exact, qtype, edns, do)
         templates = self.templates
         template = templates.get(key, _UNMADE)
         if template is _UNMADE:
@@ -304,8 +283,9 @@ class FastPath:
             templates[key] = template
         if template is None:
             return None
-        shift = len(name) - template.length
-        if not exact:
+        if exact:
+            body = template.bodies[0]
+        else:
             below = template.below
             if below:
                 for start in labels:
@@ -314,23 +294,15 @@ class FastPath:
                         break
                     if suffix in below:
                         return None
-        flags, *counts = template.head
-        reply = b"".join(
-            (
-                data[:2],
-                _FLAGS.pack(_QR | (query.flags & _RD_CD) | flags),
-                _COUNTS.pack(1, *counts),
-                data[12 : query.end],
-                template.body(shift),
-            )
-        )
+            body = template.body(len(name) - template.length)
+        reply = data[:2] + template.heads[flags & _RD_CD] + data[12:end] + body
         if tcp:
             return reply
-        if query.edns:
-            limit = max(512, min(query.payload, self.payload))
-        else:
-            limit = 512
-        return reply if len(reply) <= limit else None
+        if len(reply) <= 512:
+            return reply
+        if edns and len(reply) <= payload and len(reply) <= self.payload:
+            return reply
+        return None
 
     def _make(
         self, data: bytes, zone: Zone, query: Query, anchor: bytes
@@ -344,12 +316,11 @@ class FastPath:
         below = _names(zone, found, qname)
         if below is None:
             return None
-        name = query.name
+        _, name, labels, _, end, _, _, _ = query
         depth = len(anchor)
         below = {s for s in below if len(s) > depth and s.endswith(anchor)}
-        if any(name[start:] in below for start in query.labels):
+        if any(name[start:] in below for start in labels):
             return None
-        end = query.end
         # The anchor's place in the question: pointers at or past it move
         # with it; one to the name itself (offset 12) is the name asked.
         at = 12 + len(name) - depth
