@@ -30,10 +30,11 @@ DEFAULT_MAX_ITEM_SIZE = 1024 * 1024
 #: The default memory limit, in bytes (memcached's C{-m 64}).
 DEFAULT_MEMORY_LIMIT = 64 * 1024 * 1024
 
-#: Bytes an item costs this process beyond its key and value: the item
-#: object, the two bytes objects' headers and the LRU table's entry
-#: (measured with tracemalloc on CPython 3.11).
-ITEM_OVERHEAD = 320
+#: Bytes an item costs this process beyond its key (counted twice: it is in
+#: the cached reply header too) and its value: the item object, the bytes
+#: objects' headers and the LRU table's entry (measured with tracemalloc on
+#: CPython 3.11).
+ITEM_OVERHEAD = 380
 
 #: memcached's item header with its CAS value (48 + 8 bytes on 64-bit
 #: platforms): part of the size L{itemTotal} compares to the item limit.
@@ -102,7 +103,7 @@ class Item:
         self.tokenSent = False
         self.binaryKey = False
         self.header: bytes | None = None
-        self.size = len(key) + len(data) + ITEM_OVERHEAD
+        self.size = 2 * len(key) + len(data) + ITEM_OVERHEAD
 
     def valueHeader(self) -> bytes:
         """
