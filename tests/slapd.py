@@ -51,6 +51,21 @@ PASSWORDS = {
 }
 
 _SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
+
+#: OpenSSH's LPK schema (openssh-lpk), which Debian's slapd does not ship:
+#: the auxiliary class ldapPublicKey and its sshPublicKey values, one
+#: authorized_keys line each (np-ssh reads them).  Written beside slapd.conf.
+LPK_SCHEMA = """\
+attributetype ( 1.3.6.1.4.1.24552.500.1.1.1.13 NAME 'sshPublicKey'
+    DESC 'OpenSSH public key'
+    EQUALITY octetStringMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 )
+
+objectclass ( 1.3.6.1.4.1.24552.500.1.1.2.0 NAME 'ldapPublicKey'
+    DESC 'OpenSSH LPK objectclass'
+    SUP top AUXILIARY
+    MAY ( sshPublicKey $ uid ) )
+"""
 _SCHEMA_DIR = Path("/etc/ldap/schema")
 _MODULE_DIR = Path("/usr/lib/ldap")
 
@@ -173,6 +188,7 @@ def seedLDIF(port: int) -> str:
 
 def _config(work: Path) -> str:
     lines = [f"include {_SCHEMA_DIR / name}.schema" for name in _SCHEMAS]
+    lines.append(f"include {work / 'openssh-lpk.schema'}")
     lines += [
         f"modulepath {_MODULE_DIR}",
         "moduleload back_mdb",
@@ -233,6 +249,7 @@ class Slapd:
             extra.write_to_path(str(self.work / "server.pem"), append=True)
         trustme.CA().cert_pem.write_to_path(self.wrongCAFile)
         (self.work / "db").mkdir()
+        (self.work / "openssh-lpk.schema").write_text(LPK_SCHEMA)
         (self.work / "slapd.conf").write_text(_config(self.work))
 
     def start(self, timeout: float = 15.0) -> Slapd:
@@ -322,6 +339,17 @@ class Slapd:
         Apply an LDIF change record as the rootdn, with the stock C{ldapmodify}.
         """
         self._ldap("ldapmodify", stdin=ldif)
+
+    def addPublicKey(self, dn: str, key: str) -> None:
+        """
+        Give C{dn} the C{ldapPublicKey} class (once) and the C{sshPublicKey}
+        C{key} (an authorized_keys line).
+        """
+        self.modify(
+            f"{_ldifValue('dn', dn)}\nchangetype: modify\n"
+            "add: objectClass\nobjectClass: ldapPublicKey\n-\n"
+            f"add: sshPublicKey\n{_ldifValue('sshPublicKey', key)}\n"
+        )
 
     def setPassword(self, dn: str, password: str) -> None:
         """

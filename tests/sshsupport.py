@@ -133,6 +133,7 @@ def startSSH(
     port: int | None = None,
     hostKeys: list[str] | None = None,
     root: bool = True,
+    authorizedKeys: bool = True,
 ) -> SSHServer:
     """
     Start C{twistd np-ssh} for C{testCase} with alice's key authorized
@@ -141,6 +142,8 @@ def startSSH(
     @param hostKeys: host key files (default: L{hostKeyFiles}).
     @param root: give C{--root} (C{homes/{user}} of the scratch directory);
         without it, np-ssh's default under C{state/} applies.
+    @param authorizedKeys: give C{--authorized-keys-dir} (C{keys/}, alice's
+        key in it).
     """
     directory = Path(testCase.mktemp()).resolve()
     (directory / "keys").mkdir(parents=True)
@@ -162,8 +165,7 @@ def startSSH(
         "--state-dir",
         str(directory / "state"),
         *(["--root", str(directory / "homes" / "{user}")] if root else []),
-        "--authorized-keys-dir",
-        str(directory / "keys"),
+        *(["--authorized-keys-dir", str(directory / "keys")] if authorizedKeys else []),
         "--auth",
         f"htpasswd:{directory / 'users'}",
     ]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
+from tests.slapd import PEOPLE, startedSlapd, userDN
 from tests.sshsupport import PASSWORD, USER, SSHServer, openssh, startSSH
 from tests.support import freePort, runTwistd, waitForPort
 
@@ -769,6 +770,49 @@ class OpenSSHTests(TestCase):
         )
         self.assertEqual(
             (result.stdout, result.returncode), (b"alice\n", 0), result.stderr
+        )
+
+
+class LDAPPublicKeyTests(TestCase):
+    """
+    Public keys from a real slapd's sshPublicKey values (the openssh-lpk
+    schema, loaded by tests/slapd.py), through an ldap: checker.
+    """
+
+    def test_loginByLDAPKey(self) -> None:
+        """OpenSSH's ssh logs in by the key in alice's entry, not by another."""
+        slapd = startedSlapd()
+        self.addCleanup(slapd.stop)
+        server = startSSH(
+            self,
+            "--shell",
+            "builtin",
+            "--auth",
+            f"ldap:{slapd.url()}/{PEOPLE}?uid,sshPublicKey?sub",
+            authorizedKeys=False,
+        )
+        other = server.directory / "other"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+            check=True,
+        )
+
+        def whoami(key: Path) -> subprocess.CompletedProcess[bytes]:
+            options = server.openssh()
+            options[options.index("-i") + 1] = str(key)
+            return run([openssh("ssh"), *options, f"{USER}@127.0.0.1", "whoami"])
+
+        before = whoami(Path(server.key))
+        slapd.addPublicKey(userDN(USER), Path(server.key + ".pub").read_text().strip())
+        after = whoami(Path(server.key))
+        wrong = whoami(other)
+        self.assertEqual(
+            [
+                (r.returncode, r.stdout, b"Permission denied" in r.stderr)
+                for r in (before, after, wrong)
+            ],
+            [(255, b"", True), (0, b"alice\n", False), (255, b"", True)],
+            server.log()[-3000:],
         )
 
 
