@@ -44,8 +44,11 @@ from zope.interface import implementer
 
 from netplugins.addresses import describe
 
-#: Bytes read from a file per chunk of a download.
-CHUNK = 256 * 1024
+#: Bytes read from a file per chunk of a download (TLS and ASCII; binary
+#: downloads in the clear go by sendfile).  Each chunk is one trip to the
+#: pool and back and one round of the transport's buffering: at 1 MiB,
+#: np-ftp's server CPU per 32 MiB FTPS download fell by a third from 256 KiB.
+CHUNK = 1024 * 1024
 #: Received bytes waiting for the disk before the socket stops being read.
 RECEIVE_HIGH = 1024 * 1024
 #: Bytes a data connection may send before its transfer starts.
