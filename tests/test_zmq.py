@@ -407,6 +407,52 @@ class StreamerTests(DeviceTestCase):
         self.assertEqual(got, [[b"from", b"0"], [b"from", b"1"]])
 
     @inlineCallbacks
+    def test_mixedPartsAtHighWaterMark(self) -> Any:
+        """
+        One-part and three-part messages, far over the high-water mark,
+        arrive whole and in order.
+        """
+        device = self.device(device="streamer", hwm=10)
+        count = 20_000
+
+        def message(number: int) -> list[bytes]:
+            if number % 3:
+                return [b"%d" % number]
+            return [b"%d" % number, b"", b"part three"]
+
+        def run(context: zmq.Context[Any]) -> int:
+            producer = socket(
+                context,
+                zmq.PUSH,
+                device.frontendEndpoint or "",
+                sndhwm=10,
+                sndtimeo=PATIENCE,
+            )
+            consumer = socket(
+                context, zmq.PULL, device.backendEndpoint or "", rcvhwm=10
+            )
+            sent = received = 0
+            while received < count:
+                if sent == received:
+                    # Nothing in flight (not connected yet): wait for room.
+                    producer.send_multipart(message(sent))
+                    sent += 1
+                while sent < count:
+                    try:
+                        producer.send_multipart(message(sent), zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    sent += 1
+                got = consumer.recv_multipart()
+                if got != message(received):
+                    raise AssertionError(f"message {received} was {got}")
+                received += 1
+            return received
+
+        self.assertEqual((yield self.inThread(run)), count)
+        self.assertEqual(device.routes[0].moved, count)
+
+    @inlineCallbacks
     def test_maxMessageSize(self) -> Any:
         """
         A frame over --max-message-size never reaches the consumer; other

@@ -57,6 +57,13 @@ HOLD_TIMEOUT = 5.0
 #: Clients remembered as not reading (their replies dropped at once).
 MAX_STALLED = 10000
 
+#: zmq.Socket.send without its Python layer (routing_id and group, for
+#: draft sockets): a one-part message moves in about 0.7 us instead of 1.1.
+_send = zmq.backend.Socket.send
+#: Flags as plain ints: pyzmq's enums cost a conversion per call.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+
 #: Seconds between two log lines about the same kind of failed handshake.
 LOG_INTERVAL = 10.0
 
@@ -112,45 +119,79 @@ class _Route:
         @return: how many were moved (or dropped).
         """
         count = 0
-        source, target = self.source, self.target
-        while count < budget:
-            if self.held is None:
-                try:
-                    frame = source.recv(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                held = [frame]
-                # The other parts of a message arrive with its first.
-                while frame.more:
-                    frame = source.recv(zmq.NOBLOCK, copy=False)
-                    held.append(frame)
-                self.held = held
-            try:
-                if len(self.held) == 1:
-                    target.send(self.held[0], zmq.NOBLOCK, copy=False)
+        if self.held is not None:
+            if not self._sendHeld():
+                return 0
+            count = 1
+        # The common case, a one-part message, costs a receive, a look at
+        # its more flag and a send: nothing else is done per message.
+        recv, target, send = self.source.recv, self.target, _send
+        sent = 0
+        try:
+            while count < budget:
+                frame = recv(_NOBLOCK, False)
+                if frame.more:
+                    # The other parts of a message arrive with its first.
+                    held = [frame]
+                    while frame.more:
+                        frame = recv(_NOBLOCK, False)
+                        held.append(frame)
+                    self.held = held
+                    if not self._sendHeld():
+                        break
                 else:
-                    target.send_multipart(self.held, zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                if not self.routing or not self._giveUp(self.held[0].bytes):
-                    break
-                self.dropped += 1
-            except zmq.ZMQError as e:
-                if e.errno != errno.EHOSTUNREACH:
-                    raise
-                # ROUTER_MANDATORY: the client this reply is for has gone.
-                self.log.info(
-                    "{route}: dropping a reply for a client that is gone",
-                    route=self.name,
-                )
-                self.dropped += 1
-            else:
-                if self.routing and self.stalled:
-                    self.stalled.discard(self.held[0].bytes)
-                self.moved += 1
-            self.held = None
-            self.heldSince = None
-            count += 1
+                    try:
+                        send(target, frame, _NOBLOCK, False)
+                    except zmq.ZMQError:
+                        self.held = [frame]
+                        if not self._sendHeld():
+                            break
+                    else:
+                        sent += 1
+                count += 1
+        except zmq.Again:
+            pass
+        finally:
+            self.moved += sent
         return count
+
+    def _sendHeld(self) -> bool:
+        """
+        Send the message held, or drop it (a queue's reply that cannot be
+        routed).
+
+        @return: whether it is gone; C{False} if it is still held because
+            the target would block.
+        """
+        held = self.held
+        assert held is not None
+        try:
+            target, send, last = self.target, _send, len(held) - 1
+            # As zmq.Socket.send_multipart: once the first part is taken,
+            # libzmq takes the others (high-water marks count messages).
+            for index in range(last):
+                send(target, held[index], _NOBLOCK | _SNDMORE, False)
+            send(target, held[last], _NOBLOCK, False)
+        except zmq.Again:
+            if not self.routing or not self._giveUp(held[0].bytes):
+                return False
+            self.dropped += 1
+        except zmq.ZMQError as e:
+            if e.errno != errno.EHOSTUNREACH:
+                raise
+            # ROUTER_MANDATORY: the client this reply is for has gone.
+            self.log.info(
+                "{route}: dropping a reply for a client that is gone",
+                route=self.name,
+            )
+            self.dropped += 1
+        else:
+            if self.routing and self.stalled:
+                self.stalled.discard(held[0].bytes)
+            self.moved += 1
+        self.held = None
+        self.heldSince = None
+        return True
 
     def _giveUp(self, peer: bytes) -> bool:
         """
