@@ -17,7 +17,10 @@ from typing import Any, ClassVar
 import attrs
 from attrs import field, frozen
 from twisted.cred import strcred
-from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.checkers import (
+    ICredentialsChecker,
+    InMemoryUsernamePasswordDatabaseDontUse,
+)
 from twisted.python import usage
 
 from netplugins.coerce import choice
@@ -160,6 +163,25 @@ def network(text: str) -> str:
 
 
 tlsClientCertChoice = choice("optional", "required", name="--tls-client-cert")
+
+
+def makeChecker(description: str) -> ICredentialsChecker:
+    """
+    C{strcred.makeChecker}, with Twisted's C{memory:} checker keyed as its
+    credentials are: it stores the user names and passwords of
+    C{memory:alice:pw} as text, while L{IUsernamePassword} credentials carry
+    bytes, so as Twisted makes it no login ever matches.
+    """
+    checker = strcred.makeChecker(description)
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        checker.users = {
+            _utf8(user): _utf8(password) for user, password in checker.users.items()
+        }
+    return checker  # type: ignore[no-any-return]
+
+
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 @frozen(kw_only=True)
@@ -319,11 +341,9 @@ class ServiceSettings:
     def _load(self) -> Common:
         checkers = list(self.checkers)
         if self.auth:
-            from twisted.cred import strcred
-
             for description in self.auth:
                 try:
-                    checkers.append(strcred.makeChecker(description))
+                    checkers.append(makeChecker(description))
                 except Exception as e:
                     name = description.split(":")[0]
                     raise ValueError(f"--auth {name}: {e}") from None
@@ -441,7 +461,7 @@ class ServiceOptions(usage.Options, strcred.AuthOptionMixin):
         repeatable.
         """
         try:
-            self.addChecker(strcred.makeChecker(description))
+            self.addChecker(makeChecker(description))
         except strcred.UnsupportedInterfaces as e:
             raise usage.UsageError(
                 f"--auth {description.split(':')[0]} does not fit this service: {e}"

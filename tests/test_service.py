@@ -8,6 +8,8 @@ from __future__ import annotations
 from ipaddress import ip_network
 from typing import Any
 
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -377,3 +379,35 @@ class ParseOnceTests(SynchronousTestCase):
             listener.endpoint.listen(Factory.forProtocol(Echo)), RuntimeError
         )
         self.assertIn("no reactor yet", str(failure.value))
+
+
+class MemoryCheckerTests(SynchronousTestCase):
+    """
+    Twisted's C{memory:} checker logs users in through the shared layer.
+    """
+
+    def test_bytesCredentials(self) -> None:
+        """memory:alice:pw takes alice's bytes credentials, from Python and argv."""
+
+        class LoginOptions(ServiceOptions):
+            usesCheckers = True
+
+        options = LoginOptions()
+        options.parseOptions(["--auth", "memory:alice:pw"])
+        made = [
+            options.common.checkers[0],
+            ServiceSettings(auth=("memory:alice:pw",)).common().checkers[0],
+        ]
+        results = [
+            (
+                self.successResultOf(
+                    checker.requestAvatarId(UsernamePassword(b"alice", b"pw"))
+                ),
+                self.failureResultOf(
+                    checker.requestAvatarId(UsernamePassword(b"alice", b"no")),
+                    UnauthorizedLogin,
+                ).type,
+            )
+            for checker in made
+        ]
+        self.assertEqual(results, [(b"alice", UnauthorizedLogin)] * 2)
