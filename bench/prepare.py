@@ -169,7 +169,8 @@ def ssh() -> Path:
     C{bench/out/ssh}: the client's key C{id_ed25519}, the host key both
     SSH servers use, C{keys/USER} (the user running the suite: OpenSSH's
     sshd logs in OS accounts) authorizing the client's key for both, and
-    C{home}, the directory both serve.
+    C{home}, the directory both serve, with C{session.bin} (1 KiB), which
+    the sessions case fetches.
     """
     import getpass
 
@@ -184,6 +185,9 @@ def ssh() -> Path:
     (SSH / "keys").mkdir(exist_ok=True)
     (SSH / "keys" / user).write_bytes((SSH / "id_ed25519.pub").read_bytes())
     (SSH / "home").mkdir(exist_ok=True)
+    session = SSH / "home" / "session.bin"
+    if not session.exists() or session.stat().st_size != 1024:
+        session.write_bytes(bytes(range(256)) * 4)
     return SSH
 
 

@@ -10,7 +10,9 @@ as the user running it with C{--key}:
 A request is one whole C{sftp} session (key exchange, public key login,
 the transfer): C{get} downloads a C{--size}-byte file (uploaded once
 before the measured window, its size checked after every download),
-C{put} uploads one, C{session} is C{get} with many clients at once.  Every
+C{put} uploads one; C{session} fetches C{session.bin} (1 KiB, made by
+C{python -m bench.prepare ssh}: nothing to upload first, so 100 clients
+start at once), with many clients at once.  In C{get} and C{put} every
 worker moves a file of its own; the cipher is fixed (C{--cipher}) so both
 servers do the same work.  Only 127.0.0.1 is connected to.
 """
@@ -27,6 +29,8 @@ from typing import Any
 from bench.clients import HOST, arguments, runWorkers
 
 CIPHER = "aes128-gcm@openssh.com"
+#: What C{session} clients fetch (L{bench.prepare.ssh} makes it).
+SESSION_FILE = "session.bin"
 TIMEOUT = 120.0
 
 
@@ -71,13 +75,14 @@ def sftp(options: argparse.Namespace, batch: str, cwd: str) -> None:
 
 
 def worker(options: argparse.Namespace) -> Any:
-    name = f"bench-{options.mode}-{options.size}-{os.getpid()}.bin"
+    session = options.mode == "session"
+    name = SESSION_FILE if session else f"bench-{options.mode}-{os.getpid()}.bin"
 
     def connect() -> str:
         directory = tempfile.mkdtemp(prefix="bench-sftp-")
         with open(os.path.join(directory, "local.bin"), "wb") as f:
             f.write(os.urandom(options.size))
-        if options.mode != "put":
+        if options.mode == "get":
             sftp(options, f"put local.bin {name}\n", directory)
         return directory
 
@@ -95,7 +100,8 @@ def worker(options: argparse.Namespace) -> Any:
 
     def close(directory: str) -> None:
         try:
-            sftp(options, f"-rm {name}\n", directory)
+            if not session:
+                sftp(options, f"-rm {name}\n", directory)
         finally:
             for entry in os.listdir(directory):
                 os.unlink(os.path.join(directory, entry))
