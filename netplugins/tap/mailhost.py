@@ -65,6 +65,12 @@ class MailSettings(ServiceSettings):
     allowPlaintextAuth: bool = flag(
         "Accept passwords before STARTTLS/STLS (in the clear)."
     )
+    quotaStorage: int | None = setting(
+        None,
+        "The most bytes each user's messages may take (IMAP QUOTA; SMTP and "
+        "APPEND past it are refused); default: no quota.",
+        positiveInt,
+    )
 
 
 @frozen(kw_only=True)
@@ -189,7 +195,9 @@ def mailParts(
         aliases = AliasFile(settings.aliases)
     users = LocalUsers(settings.domains or DEFAULT_DOMAINS, common.checkers, aliases)
     return MailParts(
-        store=MaildirStore(root, reactor=reactor),
+        store=MaildirStore(
+            root, reactor=reactor, quotaStorage=settings.quotaStorage
+        ),
         users=users,
         portal=common.portal(MailRealm(users)),
         throttle=LoginThrottle(reactor),

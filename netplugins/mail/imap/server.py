@@ -2,7 +2,7 @@
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
 UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE,
 MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED, LIST-STATUS, CONDSTORE,
-QRESYNC, SORT and THREAD) on
+QRESYNC, SORT, THREAD and QUOTA) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -82,6 +82,7 @@ from netplugins.mail.imap.parse import (
     literalAnnounced,
     tokenize,
 )
+from netplugins.mail.imap.quota import QuotaCommands
 from netplugins.mail.imap.session import (
     CommandError,
     Selected,
@@ -92,6 +93,7 @@ from netplugins.mail.imap.sortthread import CAPABILITIES as SORT_CAPABILITIES
 from netplugins.mail.imap.sortthread import SortCommands
 from netplugins.mail.linesession import loginMailAccount, plainCredentials
 from netplugins.mail.maildir.errors import MaildirError
+from netplugins.mail.maildir.quota import OverQuotaError
 from netplugins.session import CLOSE_GRACE, COMMAND, Discipline
 from netplugins.starttls import startTLSDiscarding
 
@@ -134,6 +136,9 @@ _AUTHENTICATED = frozenset(
         "IDLE",
         "NAMESPACE",
         "ENABLE",
+        "GETQUOTA",
+        "GETQUOTAROOT",
+        "SETQUOTA",
     }
 )
 _SELECTED = frozenset(
@@ -174,6 +179,7 @@ _MAILBOX_ARGUMENTS: dict[str, tuple[int, ...]] = {
     "LIST": (0, 1),
     "LSUB": (0, 1),
     "STATUS": (0,),
+    "GETQUOTAROOT": (0,),
     "APPEND": (0,),
     "COPY": (1,),
     "UID COPY": (1,),
@@ -182,7 +188,7 @@ _MAILBOX_ARGUMENTS: dict[str, tuple[int, ...]] = {
 }
 
 
-class IMAPServer(MailboxCommands, SortCommands):
+class IMAPServer(MailboxCommands, SortCommands, QuotaCommands):
     """
     One IMAP session.  See the module docstring.
 
@@ -270,6 +276,7 @@ class IMAPServer(MailboxCommands, SortCommands):
             "CONDSTORE",
             "QRESYNC",
             *SORT_CAPABILITIES,
+            *self.quotaCapabilities(),
             f"APPENDLIMIT={self.factory.config.appendLimit}",
         ]
         if self.state == "not authenticated":
@@ -396,7 +403,10 @@ class IMAPServer(MailboxCommands, SortCommands):
         self._commandSize += len(line)
         if announced is None:
             self._pieces.append(line)
-            if self._commandSize > MAX_COMMAND:
+            # APPEND's messages are bounded by the APPENDLIMIT when announced
+            # (L{_literalRefusal}); the rest of it, by MAX_COMMAND.
+            messages = self._literalBytes if name == "APPEND" else 0
+            if self._commandSize - messages > MAX_COMMAND:
                 self._resetCommand()
                 self._tagged(tag, b"BAD", b"Command too long")
                 return
@@ -530,6 +540,8 @@ class IMAPServer(MailboxCommands, SortCommands):
     def _ebCommand(self, reason: Failure, command: Command) -> None:
         if reason.check(IMAPSyntaxError):
             self._tagged(command.tag, b"BAD", str(reason.value).encode())
+        elif reason.check(OverQuotaError):
+            self._tagged(command.tag, b"NO", b"[OVERQUOTA] Quota exceeded")
         elif reason.check(CommandError, MaildirError):
             self._tagged(command.tag, b"NO", str(reason.value).encode())
         else:

@@ -43,6 +43,7 @@ from netplugins.mail.maildir.names import (
     timeFromKey,
     wireSize,
 )
+from netplugins.mail.maildir.quota import blockingCheckStorage
 
 if TYPE_CHECKING:
     from netplugins.mail.maildir.store import MaildirStore
@@ -370,6 +371,8 @@ class Folder:
         """
         self._requireExists()
         flags = normaliseFlags(flags)
+        if data is not None:
+            blockingCheckStorage(self.store, self.user, len(data))
         if data is None:
             assert source is not None
             size = os.stat(source.path).st_size
@@ -421,6 +424,7 @@ class Folder:
         renamed into C{cur/}, under one lock, UIDs in order.
         """
         self._requireExists()
+        blockingCheckStorage(self.store, self.user, sum(len(i[0]) for i in items))
         staged: list[tuple[str, str, str, Sequence[str]]] = []  # key, tmp, flags
         moved: list[str] = []
         try:
@@ -587,6 +591,9 @@ class Folder:
         def copyAll() -> list[Message]:
             # Keyword letters are the folder's own: carried over by name.
             keywords = readKeywords(self.path)
+            blockingCheckStorage(
+                target.store, target.user, sum(m.size for m in messages)
+            )
             copies = []
             for message in messages:
                 source = evolve(message, path=self._locate(message))

@@ -110,6 +110,7 @@ from netplugins.mail.maildir.names import (
     folderDirectoryName,
     wireSize,
 )
+from netplugins.mail.maildir.quota import blockingCheckStorage, blockingUsage
 
 _T = TypeVar("_T")
 
@@ -135,6 +136,7 @@ class MaildirStore:
         reactor: Any = None,
         runBlocking: Callable[..., Deferred[Any]] | None = None,
         hostname: str | None = None,
+        quotaStorage: int | None = None,
     ) -> None:
         """
         @param reactor: delivers the pool's results; the global one by default.
@@ -142,11 +144,14 @@ class MaildirStore:
             by default in the C{netplugins-maildir} pool (tests pass
             C{maybeDeferred} to run them inline).
         @param hostname: the host part of new message names.
+        @param quotaStorage: the most bytes each user's messages may take
+            (L{netplugins.mail.maildir.quota}), or C{None} for no quota.
         """
         self.root = root
         self._reactor = reactor
         self._runBlocking = runBlocking
         self._names = UniqueNames(hostname)
+        self.quotaStorage = quotaStorage
 
     def _run(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
         if self._runBlocking is not None:
@@ -188,6 +193,8 @@ class MaildirStore:
         # first one is renamed into new/, so a full disk on the last copy
         # leaves no earlier one delivered (a client told 452 will resend).
         size, wire = len(data), wireSize(data)
+        for user in users:
+            blockingCheckStorage(self, user, size)
         staged: list[tuple[str, str, str]] = []  # (user's Maildir, key, tmp path)
         delivered: list[str] = []
         try:
@@ -236,6 +243,12 @@ class MaildirStore:
         @raise MaildirError: for any other failure, likewise.
         """
         return self._run(self._blockingDeliverMany, list(users), data)
+
+    def storageUsed(self, user: str) -> Deferred[int]:
+        """
+        The bytes C{user}'s messages take, in every folder.
+        """
+        return self._run(blockingUsage, self.userPath(user))
 
     def _blockingEnsure(self, user: str, folders: Sequence[str]) -> None:
         makeMaildir(self.userPath(user), isFolder=False)

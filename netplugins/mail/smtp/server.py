@@ -79,6 +79,7 @@ from netplugins.mail.factory import MailFactory
 from netplugins.mail.linesession import LineSession, plainCredentials
 from netplugins.mail.maildir.errors import DiskFullError
 from netplugins.mail.maildir.names import checkUserName
+from netplugins.mail.maildir.quota import OverQuotaError
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.data import MessageReader
 from netplugins.mail.smtp.dsn import (
@@ -949,6 +950,16 @@ class SMTPServer(LineSession):
         return True
 
     def _ebDelivered(self, reason: Failure, queueId: str) -> None:
+        if reason.check(OverQuotaError):
+            # A recipient's mailbox is full: the client may try later.
+            self.log.info(
+                "np-smtp: {queueId} refused: {error}",
+                queueId=queueId,
+                error=str(reason.value),
+            )
+            if not self._lost:
+                self.reply(452, "4.2.2", "Error: mailbox full")
+            return
         if reason.check(DiskFullError):
             # The disk, or the relay queue (QueueFullError), is full.
             self.log.error(
