@@ -65,6 +65,8 @@ DEMO_PORTS = {
     "ftps": 9990,
     "rpyc": 18861,
     "dns": 5353,
+    "memcache": 11211,
+    "memcache-tls": 11212,
     "ssh": 8022,
     "telnet": 8023,
     "zmq-frontend": 5559,
@@ -180,6 +182,7 @@ def demoService(
     from netplugins.tap.httpbin import HTTPBinSettings, httpbinService
     from netplugins.tap.kv import KVSettings, kvService
     from netplugins.tap.mail import MailHostSettings, mailService
+    from netplugins.tap.memcache import MemcacheSettings, memcacheService
     from netplugins.tap.mpconn import MPConnSettings, mpconnService
     from netplugins.tap.rpc import RPCSettings, rpcService
     from netplugins.tap.rpyc import RPyCSettings, rpycService
@@ -334,6 +337,18 @@ def demoService(
                     f"udp:{port['dns']}:interface=127.0.0.1",
                     tcp("dns"),
                 ),
+                stateDir=stateDir,
+            ),
+            reactor=reactor,
+        ),
+        # memcached's text and meta protocols in 64 MiB, on the port the
+        # book's squares.py has built in.
+        memcacheService(
+            MemcacheSettings(
+                listen=(tcp("memcache"),),
+                listenTLS=(tcp("memcache-tls"),),
+                memoryLimit=64 * 1024 * 1024,
+                tls=tls,
                 stateDir=stateDir,
             ),
             reactor=reactor,

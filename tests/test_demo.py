@@ -81,6 +81,8 @@ class DemoTests(TestCase):
                 ("np-imap", "TLS tcp"),
                 ("np-imap", "tcp"),
                 ("np-kv", "tcp"),
+                ("np-memcache", "TLS tcp"),
+                ("np-memcache", "tcp"),
                 ("np-mpconn", "tcp"),
                 ("np-pop3", "TLS tcp"),
                 ("np-pop3", "tcp"),
@@ -304,6 +306,34 @@ class DemoTests(TestCase):
         )
 
     @inlineCallbacks
+    def test_memcache(self) -> Any:
+        """pymemcache sets and gets through np-memcache, in the clear and over TLS."""
+        from pymemcache.client.base import Client as MemcacheClient
+
+        context = ssl.create_default_context(
+            cafile=os.path.join(self.stateDir, "tls", "development-cert.pem")
+        )
+        context.check_hostname = False
+
+        def client() -> list[object]:
+            got = []
+            for kind, tlsContext, key in (
+                ("tcp", None, "k-plain"),
+                ("TLS tcp", context, "k-tls"),
+            ):
+                memcache = MemcacheClient(
+                    self.port("np-memcache", kind), timeout=10, tls_context=tlsContext
+                )
+                try:
+                    memcache.set(key, b"v")
+                    got.append(memcache.get(key))
+                finally:
+                    memcache.close()
+            return got
+
+        self.assertEqual((yield deferToThread(client)), [b"v", b"v"])
+
+    @inlineCallbacks
     def test_zmq(self) -> Any:
         """A pyzmq REQ client reaches a REP worker through the np-zmq queue."""
         import zmq
@@ -353,7 +383,7 @@ class DemoTests(TestCase):
             versions.append((yield deferToThread(client, address)))
         # np-ftp's TLS stops at 1.2 (no TLS 1.3 session tickets on data
         # connections: docs/ftp.md).
-        self.assertEqual(sorted(versions), ["TLSv1.2"] + ["TLSv1.3"] * 7)
+        self.assertEqual(sorted(versions), ["TLSv1.2"] + ["TLSv1.3"] * 8)
 
     @inlineCallbacks
     def test_wsgi(self) -> Any:
