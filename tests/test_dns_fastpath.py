@@ -9,6 +9,7 @@ import errno
 import functools
 import random
 import socket
+import string
 import struct
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,23 @@ class SameBytesTests(SynchronousTestCase):
         assert fast._fast is not None
         self.assertEqual(len(fast._fast.templates), 2)
 
+    def test_denials(self) -> None:
+        """With DO, absent names share templates by their NSEC or NSEC3 record."""
+        fast, general = self.engines()
+        rng = random.Random(99)
+        for origin in ORIGINS:
+            for _ in range(150):
+                label = "".join(rng.choices(string.ascii_lowercase + "-", k=6))
+                for name in (f"{label}.wild.{origin}", f"{label}.{origin}"):
+                    message = dns.message.make_query(
+                        name, rng.choice(["A", "TXT", "MX"]), want_dnssec=True
+                    )
+                    self.compare(fast, general, message.to_wire(), False)
+        assert fast._fast is not None
+        templates = fast._fast.templates
+        self.assertEqual(None in templates.values(), False)
+        self.assertLess(len(templates), 300)
+
     def test_truncated(self) -> None:
         """A reply over the client's payload takes the general path and is truncated."""
         fast, general = self.engines()
@@ -178,7 +196,7 @@ class SameBytesTests(SynchronousTestCase):
         fast, _ = self.engines()
         assert fast._fast is not None
         fast._fast.templates.update(
-            {(b"%d" % i, True, 1, False, 0): None for i in range(MAX_TEMPLATES)}
+            {(b"%d" % i, True, 1, False, 0, 0): None for i in range(MAX_TEMPLATES)}
         )
         data = dns.message.make_query(f"host1.{PLAIN}", "A").to_wire()
         fast.handle(data, "192.0.2.7", False, lambda reply: None)

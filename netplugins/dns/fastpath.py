@@ -9,8 +9,11 @@ the name: the name itself when it exists, or the closest encloser (a
 wildcard below it, or nothing: NXDOMAIN), or a delegation above it.  So
 templates are keyed by that name of the zone (the I{anchor}), whether the
 question asked for it or for a name below it, the type (every type the zone
-does not hold answers alike), EDNS and DO.  Keys come from the zone, not
-from the client: a flood of random names shares a handful of templates.
+does not hold answers alike), EDNS and DO, and with DO in a signed zone, for
+a name that does not exist, the NSEC or NSEC3 record its denial carries
+(L{Zone.denial}: the NSEC before it in canonical order, the NSEC3 whose
+range holds its next closer name's hash).  Keys come from the zone, not from
+the client: a flood of random names shares a handful of templates.
 
 A template is the reply after its question, made for one question; for
 another name under the same anchor, the compression pointers past the
@@ -62,8 +65,9 @@ _IN = 1
 #: (answered from the parent side of a cut).
 _GENERAL = frozenset((251, 252, _OPT_TYPE, 250, 249, DS))
 
-#: What a template is keyed by: anchor, exact, type, EDNS, DO.
-TemplateKey = tuple[bytes, bool, int, bool, int]
+#: What a template is keyed by: anchor, exact, type, EDNS, DO, denial (see
+#: L{Zone.denial}).
+TemplateKey = tuple[bytes, bool, int, bool, int, int]
 
 
 #: A query read by L{parse}: its flags, its name in wire form (lower case),
@@ -268,12 +272,16 @@ class FastPath:
                 anchor = name[labels[i + 1] :]
                 break
         exact = len(anchor) == len(name)
+        denial = 0
         if not exact and do and zone.signed and anchor not in zone.wireCuts:
-            # Its NSEC or NSEC3 proofs are the name's own.
-            return None
+            # The NSEC or NSEC3 records proving the name does not exist.
+            proof = zone.denial(name, labels, labels[i])
+            if proof is None:
+                return None
+            denial = proof
         if qtype not in zone.types and qtype != ANY and qtype != RRSIG:
             qtype = -1  # NODATA or NXDOMAIN alike for any of them
-        key = (anchor, exact, qtype, edns, do)
+        key = (anchor, exact, qtype, edns, do, denial)
         templates = self.templates
         template = templates.get(key, _UNMADE)
         if template is _UNMADE:

@@ -9,9 +9,11 @@ chains in canonical order for denial of existence.
 
 from __future__ import annotations
 
+import base64
 import bisect
+import hashlib
 from collections.abc import Iterator
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import dns.dnssec
 import dns.exception
@@ -200,6 +202,9 @@ class Zone:
         self.wireDNames = {wireKey(key) for key in self.dnames}
         self.types = {t for node in self.nodes.values() for t in node.rrsets}
         self.nsec: list[Name] = sorted(nsec)
+        #: L{nsec} as label tuples, top label first: Python orders them as
+        #: DNSSEC's canonical order orders the names
+        self._nsecKeys = [tuple(reversed(nameKey(name))) for name in self.nsec]
         self._nsec3Hashes: list[str] = sorted(nsec3)
         self.nsec3: dict[str, Name] = nsec3
 
@@ -264,6 +269,34 @@ class Zone:
             return None
         i = bisect.bisect_left(self._nsec3Hashes, digest)
         return self.nsec3[self._nsec3Hashes[i - 1]]
+
+    def denial(self, name: bytes, starts: list[int], nextCloser: int) -> int | None:
+        """
+        Where the name C{name} (in wire form, lower case, its labels
+        starting at C{starts}) falls in the zone's NSEC or NSEC3 chain: two
+        names under one closest encloser with the same answer here get the
+        same NSEC or NSEC3 records in a denial (L{netplugins.dns.fastpath}).
+        C{None} for an NSEC3 hash other than SHA-1.
+
+        @param nextCloser: where in C{name} the next closer name starts (the
+            name one label below the closest encloser).
+        """
+        param: Any = self.nsec3param
+        if param is not None:
+            if param.algorithm != 1:
+                return None
+            # RFC 5155's hash: SHA-1, salted, iterated.
+            salt = param.salt
+            digest = hashlib.sha1(name[nextCloser:] + salt, usedforsecurity=False)
+            for _ in range(param.iterations):
+                digest = hashlib.sha1(digest.digest() + salt, usedforsecurity=False)
+            return bisect.bisect_left(
+                self._nsec3Hashes, base64.b32hexencode(digest.digest()).decode("ascii")
+            )
+        if self.nsec:
+            labels = [name[i + 1 : i + 1 + name[i]] for i in reversed(starts)]
+            return bisect.bisect_right(self._nsecKeys, (b"", *labels))
+        return 0
 
 
 def loadZone(origin: str | Name, path: str) -> Zone:
