@@ -2,7 +2,7 @@
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
 UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE,
 MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED, LIST-STATUS, CONDSTORE,
-QRESYNC, SORT, THREAD and QUOTA) on
+QRESYNC, SORT, THREAD, QUOTA and COMPRESS=DEFLATE) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -72,6 +72,8 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 
 from netplugins.mail.factory import MailFactory
+from netplugins.mail.imap.compress import CAPABILITIES as COMPRESS_CAPABILITIES
+from netplugins.mail.imap.compress import CompressCommands
 from netplugins.mail.imap.mailboxes import SPECIAL_USE, MailboxCommands
 from netplugins.mail.imap.parse import (
     Command,
@@ -139,6 +141,7 @@ _AUTHENTICATED = frozenset(
         "GETQUOTA",
         "GETQUOTAROOT",
         "SETQUOTA",
+        "COMPRESS",
     }
 )
 _SELECTED = frozenset(
@@ -188,7 +191,7 @@ _MAILBOX_ARGUMENTS: dict[str, tuple[int, ...]] = {
 }
 
 
-class IMAPServer(MailboxCommands, SortCommands, QuotaCommands):
+class IMAPServer(MailboxCommands, SortCommands, QuotaCommands, CompressCommands):
     """
     One IMAP session.  See the module docstring.
 
@@ -277,6 +280,7 @@ class IMAPServer(MailboxCommands, SortCommands, QuotaCommands):
             "QRESYNC",
             *SORT_CAPABILITIES,
             *self.quotaCapabilities(),
+            *COMPRESS_CAPABILITIES,
             f"APPENDLIMIT={self.factory.config.appendLimit}",
         ]
         if self.state == "not authenticated":
@@ -317,7 +321,10 @@ class IMAPServer(MailboxCommands, SortCommands, QuotaCommands):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self._buffer += data
+        if self.inflater is not None:
+            self.inflater.feed(data)
+        else:
+            self._buffer += data
         self._parse()
 
     def _parse(self) -> None:
@@ -328,6 +335,15 @@ class IMAPServer(MailboxCommands, SortCommands, QuotaCommands):
         self._parsing = True
         try:
             self._parseBuffered()
+            # After COMPRESS: inflate a chunk more only while commands are
+            # read, so a compression bomb waits compressed (docs/security.md).
+            while (
+                self.inflater is not None
+                and self.discipline.reading
+                and not self._closing
+                and self._inflateMore(self._buffer)
+            ):
+                self._parseBuffered()
         finally:
             self._parsing = False
 
