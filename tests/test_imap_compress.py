@@ -124,7 +124,7 @@ class DeflateIMAP4(imaplib.IMAP4):
         self.z = Deflater()
         return result
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:  # type: ignore[override]
         if self.z is not None:
             data = self.z.pack(data)
         self.sock.sendall(data)
