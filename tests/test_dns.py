@@ -32,6 +32,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.dns import server
 from netplugins.dns.rrl import DROP, SEND, SLIP, ResponseRateLimiter, sourceNetwork
 from netplugins.dns.server import DNSStream, DNSStreamFactory, Engine
 from netplugins.dns.zone import ZoneError, loadZone
@@ -251,6 +252,15 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(
             [(r.id, r.answer) for r in replies],
             [(first.id, replies[0].answer), (second.id, replies[0].answer)],
+        )
+
+    def test_bigRepliesNotCached(self) -> None:
+        """Replies over the cache's limit (TCP's) are not kept in it."""
+        self.patch(server, "_CACHEABLE_REPLY", 512)
+        askMessage(self.engine, query("big.example.org", "TXT"), tcp=True)
+        askMessage(self.engine, query("www.example.org", "A"), tcp=True)
+        self.assertEqual(
+            [len(reply) <= 512 for reply in self.engine._cache.values()], [True]
         )
 
 

@@ -22,6 +22,7 @@ from twisted.internet import udp
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from netplugins.dns import fastpath
 from netplugins.dns.fastpath import MAX_TEMPLATES, parse
 from netplugins.dns.server import DNSDatagram, Engine
 from netplugins.dns.zone import Zone, loadZone
@@ -190,6 +191,24 @@ class SameBytesTests(SynchronousTestCase):
         fast.setZone(zone)
         assert fast._fast is not None
         self.assertEqual(fast._fast.templates, {})
+
+    def test_bytesBounded(self) -> None:
+        """Past MAX_TEMPLATE_BYTES of replies held the templates are dropped."""
+        fast, _ = self.engines()
+        assert fast._fast is not None
+        self.patch(fastpath, "MAX_TEMPLATE_BYTES", 250)
+        for name in ("host1", "mail", "ns1", "ns2", "www", "web", "txt"):
+            query = dns.message.make_query(f"{name}.{PLAIN}", "A")
+            fast.handle(query.to_wire(), "192.0.2.7", False, lambda reply: None)
+            held = sum(
+                len(body)
+                for template in fast._fast.templates.values()
+                if template is not None
+                for body in template.bodies.values()
+            )
+            self.assertEqual(held, fast._fast.size)
+            self.assertLess(held, 250 + 1232)
+        self.assertLess(len(fast._fast.templates), 7)
 
     def test_bounded(self) -> None:
         """Past MAX_TEMPLATES the templates are dropped."""

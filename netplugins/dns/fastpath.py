@@ -40,12 +40,14 @@ from netplugins.dns.zone import DNAME, DS, RRSIG, Zone, nameKey, wireKey
 if TYPE_CHECKING:
     from dns.name import Name
 
-#: The most templates kept (all of them are dropped past it): bounded by the
-#: zones anyway, this bounds their memory.
+#: The most templates kept, and the most bytes of reply they hold (all of
+#: them are dropped past either): bounded by the zones anyway, this bounds
+#: their memory.
 MAX_TEMPLATES = 100_000
+MAX_TEMPLATE_BYTES = 32 * 1024 * 1024
 
 #: Relocated bodies kept per template, by the change in length.
-MAX_SHIFTS = 64
+MAX_SHIFTS = 8
 
 _HEADER = struct.Struct("!HHHHHH")
 _QUESTION = struct.Struct("!HH")
@@ -159,20 +161,15 @@ class Template:
         #: the body for each change in length of the question's name
         self.bodies = {0: body}
 
-    def body(self, shift: int) -> bytes:
+    def relocated(self, shift: int) -> bytes:
         """
         The body for a question's name C{shift} bytes longer than the one
         the template was made for.
         """
-        body = self.bodies.get(shift)
-        if body is None:
-            relocated = bytearray(self.bodies[0])
-            for at, target in self.pointers:
-                _POINTER.pack_into(relocated, at, 0xC000 | (target + shift))
-            body = bytes(relocated)
-            if len(self.bodies) < MAX_SHIFTS:
-                self.bodies[shift] = body
-        return body
+        body = bytearray(self.bodies[0])
+        for at, target in self.pointers:
+            _POINTER.pack_into(body, at, 0xC000 | (target + shift))
+        return bytes(body)
 
 
 def _names(zone: Zone, found: Answer, qname: Name) -> set[bytes] | None:
@@ -229,6 +226,8 @@ class FastPath:
         self.make = make
         self.zones: dict[bytes, Zone] = {}
         self.templates: dict[TemplateKey, Template | None] = {}
+        #: the bytes of reply the templates hold
+        self.size = 0
 
     def setZone(self, zone: Zone) -> None:
         """
@@ -236,7 +235,11 @@ class FastPath:
         from the others are dropped too.
         """
         self.zones[zone.originWire] = zone
+        self._forget()
+
+    def _forget(self) -> None:
         self.templates.clear()
+        self.size = 0
 
     def reply(self, data: bytes, tcp: bool) -> bytes | None:
         """
@@ -286,9 +289,11 @@ class FastPath:
         template = templates.get(key, _UNMADE)
         if template is _UNMADE:
             template = self._make(data, zone, query, anchor)
-            if len(templates) >= MAX_TEMPLATES:
-                templates.clear()
+            if len(templates) >= MAX_TEMPLATES or self.size > MAX_TEMPLATE_BYTES:
+                self._forget()
             templates[key] = template
+            if template is not None:
+                self.size += len(template.bodies[0])
         if template is None:
             return None
         if exact:
@@ -302,7 +307,15 @@ class FastPath:
                         break
                     if suffix in below:
                         return None
-            body = template.body(len(name) - template.length)
+            shift = len(name) - template.length
+            bodies = template.bodies
+            moved = bodies.get(shift)
+            if moved is None:
+                moved = template.relocated(shift)
+                if len(bodies) < MAX_SHIFTS and self.size < MAX_TEMPLATE_BYTES:
+                    bodies[shift] = moved
+                    self.size += len(moved)
+            body = moved
         reply = data[:2] + template.heads[flags & _RD_CD] + data[12:end] + body
         if tcp:
             return reply

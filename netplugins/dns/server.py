@@ -69,6 +69,10 @@ CACHE_SIZE = 10000
 #: Queries longer than this are never cached (a question is short).
 _CACHEABLE_QUERY = 512
 
+#: Nor replies longer than this (big TCP answers): so the cache holds at
+#: most CACHE_SIZE times this and the query.
+_CACHEABLE_REPLY = DEFAULT_PAYLOAD
+
 _HEADER = struct.Struct("!HHHHHH")
 _QR = 0x8000
 _TC = 0x0200
@@ -205,7 +209,11 @@ class Engine:
             reply, cacheable = errorReply(data, dns.rcode.SERVFAIL), False
         if reply is None:
             return
-        if cacheable and len(data) <= _CACHEABLE_QUERY:
+        if (
+            cacheable
+            and len(data) <= _CACHEABLE_QUERY
+            and len(reply) <= _CACHEABLE_REPLY
+        ):
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
             self._cache[key] = reply[2:]
