@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from imapclient import IMAPClient
+from twisted.cred.portal import Portal
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
@@ -22,7 +23,7 @@ from netplugins.cred.htpasswd import HtpasswdChecker
 from netplugins.mail.imap.notify import FolderWatcher, IdleWatch, watcherFor
 from netplugins.mail.maildir.store import MaildirStore
 from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory
-from netplugins.mail.users import LocalUsers
+from netplugins.mail.users import LocalUsers, MailRealm
 from tests.mailfixtures import DOMAIN, inline, writeHtpasswd
 from tests.test_imap import Session, plainMessage, serveOverTLS
 
@@ -126,6 +127,27 @@ class PollingFallbackTests(SynchronousTestCase):
         watch.stop()
 
 
+def serveSMTP(case: TestCase, store: MaildirStore) -> int:
+    """
+    Serve np-smtp delivering to C{store} (users of L{writeHtpasswd}, domain
+    L{DOMAIN}) on a loopback port for C{case}, and return the port.
+    """
+    directory = os.path.abspath(case.mktemp())
+    os.makedirs(directory)
+    checker = HtpasswdChecker(writeHtpasswd(directory), runBlocking=inline)
+    users = LocalUsers([DOMAIN], [checker])
+    smtp = SMTPFactory(
+        store,
+        Portal(MailRealm(users), [checker]),
+        users=users,
+        config=SMTPConfig(hostname="mx.test"),
+        reactor=reactor,
+    )
+    port = reactor.listenTCP(0, smtp, interface="127.0.0.1")  # type: ignore[arg-type]
+    case.addCleanup(port.stopListening)
+    return port.getHost().port  # type: ignore[attr-defined,no-any-return]
+
+
 class IdleDeliveryTests(TestCase):
     """
     IMAPClient in IDLE hears of a message delivered over SMTP at once.
@@ -139,19 +161,7 @@ class IdleDeliveryTests(TestCase):
 
     def setUp(self) -> None:
         serveOverTLS(self)
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        checker = HtpasswdChecker(writeHtpasswd(directory), runBlocking=inline)
-        smtp = SMTPFactory(
-            self.store,
-            self.factory.portal,
-            users=LocalUsers([DOMAIN], [checker]),
-            config=SMTPConfig(hostname="mx.test"),
-            reactor=reactor,
-        )
-        port = reactor.listenTCP(0, smtp, interface="127.0.0.1")  # type: ignore[arg-type]
-        self.addCleanup(port.stopListening)
-        self.smtpPort = port.getHost().port  # type: ignore[attr-defined]
+        self.smtpPort = serveSMTP(self, self.store)
         return self.store.ensureUser("alice")  # type: ignore[return-value]
 
     def test_existsWithinHalfASecond(self) -> Deferred[Any]:

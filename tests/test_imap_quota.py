@@ -13,25 +13,19 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netplugins.cred.htpasswd import HtpasswdChecker
-from netplugins.mail.imap.mailboxes import SPECIAL_USE
 from netplugins.mail.maildir.quota import OverQuotaError, blockingUsage
 from netplugins.mail.maildir.store import MaildirStore
-from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory
-from netplugins.mail.users import LocalUsers
 from netplugins.tap.mail import MailHostSettings, Options
 from netplugins.tap.mailhost import mailParts
-from tests import dovecot, test_imap_dovecot
-from tests.dovecot import Dovecot
-from tests.mailfixtures import DOMAIN, inline, writeHtpasswd
 from tests.test_imap import Session, makeFactory, plainMessage, serveOverTLS
+from tests.test_imap_idle import serveSMTP
+from tests.test_imap_sort import compareWithDovecot
 
 KIB = 1024
 
@@ -207,19 +201,7 @@ class QuotaClientTests(TestCase):
     def setUp(self) -> None:
         serveOverTLS(self)
         self.store.quotaStorage = 20 * KIB
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        checker = HtpasswdChecker(writeHtpasswd(directory), runBlocking=inline)
-        smtp = SMTPFactory(
-            self.store,
-            self.factory.portal,
-            users=LocalUsers([DOMAIN], [checker]),
-            config=SMTPConfig(hostname="mx.test"),
-            reactor=reactor,
-        )
-        port = reactor.listenTCP(0, smtp, interface="127.0.0.1")  # type: ignore[arg-type]
-        self.addCleanup(port.stopListening)
-        self.smtpPort = port.getHost().port  # type: ignore[attr-defined]
+        self.smtpPort = serveSMTP(self, self.store)
 
     def test_clients(self) -> Deferred[Any]:
         """IMAPClient reads the quota and is refused; smtplib gets 452 4.2.2."""
@@ -299,41 +281,6 @@ class DovecotQuotaTests(TestCase):
     timeout = 120
     maxDiff = None
 
-    def setUp(self) -> None:
-        config = dovecot._config
-        self.patch(
-            dovecot,
-            "_config",
-            lambda *a: config(*a) + test_imap_dovecot.SPECIAL_USE_CONFIG + QUOTA_CONFIG,
-        )
-        self.dovecot = Dovecot({"alice": test_imap_dovecot.PASSWORD})
-        self.addCleanup(self.dovecot.stop)
-        self.dovecot.start()
-        root = os.path.abspath(self.mktemp())
-        factory = makeFactory(
-            root,
-            reactor,
-            store=MaildirStore(root, reactor=reactor, quotaStorage=1024 * KIB),
-            allowPlaintextAuth=True,
-            autoCreate=tuple(SPECIAL_USE),
-        )
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
-        self.addCleanup(port.stopListening)
-        self.port = port.getHost().port  # type: ignore[attr-defined]
-
-    def test_sameAnswers(self) -> Deferred[Any]:
+    def test_sameAnswers(self) -> Deferred[None]:
         """GETQUOTA, GETQUOTAROOT and the [OVERQUOTA] refusals agree."""
-
-        def both() -> tuple[list[list[Any]], list[list[Any]]]:
-            return (
-                test_imap_dovecot.runScript(self.dovecot.port, SCRIPT),
-                test_imap_dovecot.runScript(self.port, SCRIPT),
-            )
-
-        def compare(results: tuple[list[list[Any]], list[list[Any]]]) -> None:
-            theirs, ours = results
-            steps = ["LOGIN"] + [s if isinstance(s, str) else s[0] for s in SCRIPT]
-            for step, expected, mine in zip(steps, theirs, ours, strict=True):
-                self.assertEqual(mine, expected, f"after {step!r}")
-
-        return deferToThread(both).addCallback(compare)
+        return compareWithDovecot(self, SCRIPT, QUOTA_CONFIG, 1024 * KIB)

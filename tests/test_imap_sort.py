@@ -373,6 +373,52 @@ SCRIPT: list[str | tuple[str, bytes]] = [
 ]
 
 
+def compareWithDovecot(
+    case: TestCase,
+    script: list[str | tuple[str, bytes]],
+    config: str = "",
+    quotaStorage: int | None = None,
+) -> Deferred[None]:
+    """
+    Run C{script} (L{test_imap_dovecot.runScript}) against a private Dovecot
+    given C{config} too and against np-imap, and have C{case} compare each
+    step's normalised answers.
+    """
+    from twisted.internet import reactor
+
+    original = dovecot._config
+    extra = test_imap_dovecot.SPECIAL_USE_CONFIG + config
+    case.patch(dovecot, "_config", lambda *a: original(*a) + extra)
+    server = Dovecot({"alice": test_imap_dovecot.PASSWORD})
+    case.addCleanup(server.stop)
+    server.start()
+    root = os.path.abspath(case.mktemp())
+    factory = makeFactory(
+        root,
+        reactor,
+        store=MaildirStore(root, reactor=reactor, quotaStorage=quotaStorage),
+        allowPlaintextAuth=True,
+        autoCreate=tuple(SPECIAL_USE),
+    )
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
+    case.addCleanup(port.stopListening)
+    ours = port.getHost().port  # type: ignore[attr-defined]
+
+    def both() -> tuple[list[list[Any]], list[list[Any]]]:
+        return (
+            test_imap_dovecot.runScript(server.port, script),
+            test_imap_dovecot.runScript(ours, script),
+        )
+
+    def compare(results: tuple[list[list[Any]], list[list[Any]]]) -> None:
+        theirs, mine = results
+        steps = ["LOGIN"] + [s if isinstance(s, str) else s[0] for s in script]
+        for step, expected, got in zip(steps, theirs, mine, strict=True):
+            case.assertEqual(got, expected, f"after {step!r}")
+
+    return deferToThread(both).addCallback(compare)
+
+
 class DovecotSortTests(TestCase):
     """
     SORT and THREAD answered as Dovecot answers them.
@@ -381,43 +427,6 @@ class DovecotSortTests(TestCase):
     timeout = 120
     maxDiff = None
 
-    def setUp(self) -> None:
-        from twisted.internet import reactor
-
-        config = dovecot._config
-        self.patch(
-            dovecot,
-            "_config",
-            lambda *a: config(*a) + test_imap_dovecot.SPECIAL_USE_CONFIG,
-        )
-        self.dovecot = Dovecot({"alice": test_imap_dovecot.PASSWORD})
-        self.addCleanup(self.dovecot.stop)
-        self.dovecot.start()
-        root = os.path.abspath(self.mktemp())
-        factory = makeFactory(
-            root,
-            reactor,
-            store=MaildirStore(root, reactor=reactor),
-            allowPlaintextAuth=True,
-            autoCreate=tuple(SPECIAL_USE),
-        )
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
-        self.addCleanup(port.stopListening)
-        self.port = port.getHost().port  # type: ignore[attr-defined]
-
-    def test_sameAnswers(self) -> Deferred[Any]:
+    def test_sameAnswers(self) -> Deferred[None]:
         """Every SORT and THREAD gets Dovecot's normalised answer."""
-
-        def both() -> tuple[list[list[Any]], list[list[Any]]]:
-            return (
-                test_imap_dovecot.runScript(self.dovecot.port, SCRIPT),
-                test_imap_dovecot.runScript(self.port, SCRIPT),
-            )
-
-        def compare(results: tuple[list[list[Any]], list[list[Any]]]) -> None:
-            theirs, ours = results
-            steps = ["LOGIN"] + [s if isinstance(s, str) else s[0] for s in SCRIPT]
-            for step, expected, mine in zip(steps, theirs, ours, strict=True):
-                self.assertEqual(mine, expected, f"after {step!r}")
-
-        return deferToThread(both).addCallback(compare)
+        return compareWithDovecot(self, SCRIPT)
