@@ -29,6 +29,11 @@ Errors are C{OSError}s with the errno a local filesystem would give
 (C{ENOENT}, C{EACCES} for a read-only user, C{EDQUOT} over quota, C{ELOOP},
 C{EINVAL}), so that each protocol maps them to its own replies.
 
+A user's entry may also require TLS (L{HomeStore.tlsRequiredFor}, known
+before the password): C{control} (the password and commands only over TLS)
+or C{all} (data too), from the store's own list or an C{ldap:} checker's
+C{tlsRequired} attribute.
+
 Every L{Jail} method blocks: run it in the pool with L{Jail.inPool}.
 Names come back as C{str} (undecodable bytes as surrogate escapes, as
 C{os.fsdecode} does); C{os.fsencode} gives the exact bytes back.
@@ -41,7 +46,7 @@ import os
 import stat
 import string
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 from attrs import frozen
@@ -67,6 +72,11 @@ PLACEHOLDERS = ("user", "homeDirectory")
 #: The homes of np-ftp and np-ssh without --root, under the state
 #: directory: one store, so what one service stores the other serves.
 DEFAULT_ROOT = os.path.join("homes", "{user}")
+#: What a user's entry may require of TLS, weakest first (np-ftp's
+#: C{--tls-required} words; C{none} requires nothing).
+TLS_POLICIES = ("none", "control", "all")
+#: The attribute of an C{ldap:} checker's entry holding a user's policy.
+TLS_ATTRIBUTE = "tlsRequired"
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -748,6 +758,7 @@ class HomeStore:
         anonymousRoot: str | None = None,
         createHomes: bool = False,
         reactor: Any = None,
+        tlsRequiredUsers: Mapping[str, str] | None = None,
     ) -> None:
         """
         @param checkers: the service's checkers; an C{ldap:} one answers
@@ -758,6 +769,8 @@ class HomeStore:
         @param anonymousRoot: the read-only directory of C{anonymous}, or
             C{None} for no anonymous access.
         @param createHomes: make a missing template home (mode 0700) at login.
+        @param tlsRequiredUsers: user to the TLS that user requires
+            (C{control} or C{all}); see L{tlsRequiredFor}.
         """
         self.template = checkRootTemplate(template)
         self.checkers = tuple(checkers)
@@ -768,6 +781,12 @@ class HomeStore:
         self.createHomes = createHomes
         self._reactor = reactor
         self._usages: dict[str, Usage] = {}
+        self.tlsRequiredUsers = dict(tlsRequiredUsers or {})
+        for name, policy in self.tlsRequiredUsers.items():
+            if policy not in TLS_POLICIES:
+                raise ValueError(
+                    f"{name!r}: TLS policy {policy!r} is not one of {TLS_POLICIES}"
+                )
 
     def anonymousHome(self) -> Home | None:
         """
@@ -794,6 +813,33 @@ class HomeStore:
         )
         d.addCallback(lambda path: self._checked(user, path))
         return d
+
+    def tlsRequiredFor(self, user: str) -> Deferred[str]:
+        """
+        The TLS user C{user} requires, before any password: C{none},
+        C{control} or C{all} (L{TLS_POLICIES}), from L{tlsRequiredUsers},
+        else from the C{tlsRequired} attribute of an C{ldap:} checker's entry
+        when its URL fetches that attribute (the lookup goes through the
+        search account; a user the directory does not know, or cannot be
+        asked about, requires nothing here, so an unknown name gets the
+        same answer as a known one without the attribute).  Values other
+        than the three words are ignored.
+        """
+        policy = self.tlsRequiredUsers.get(user)
+        if policy is not None:
+            return succeed(policy)
+        for checker in self.checkers:
+            while hasattr(checker, "checker"):
+                checker = checker.checker
+            lookup = getattr(checker, "lookupAttributes", None)
+            wanted = getattr(getattr(checker, "config", None), "attributes", ())
+            if lookup is not None and TLS_ATTRIBUTE.lower() in (
+                name.lower() for name in wanted
+            ):
+                d: Deferred[Any] = lookup(user)
+                d.addCallback(_tlsPolicyOf)
+                return d
+        return succeed("none")
 
     def _homeDirectory(self, user: str) -> Deferred[str]:
         for checker in self.checkers:
@@ -849,6 +895,15 @@ def _directoryOf(user: Any, name: str) -> str:
             if ".." not in parts:
                 return value
     raise NoHomeError(f"{name!r} has no usable homeDirectory")
+
+
+def _tlsPolicyOf(user: Any) -> str:
+    values: Iterable[str] = ()
+    if user is not None:
+        values = user.attributes.get(TLS_ATTRIBUTE.lower(), ())
+    policies = [v.strip().lower() for v in values]
+    known = [p for p in policies if p in TLS_POLICIES]
+    return max(known, key=TLS_POLICIES.index, default="none")
 
 
 def _makeHome(path: str) -> None:
