@@ -64,7 +64,7 @@ from netplugins.ftp.data import (
     sameHost,
 )
 from netplugins.ftp.tls import resumes
-from netplugins.homes import IJail, Jail, NoHomeError, virtualPath
+from netplugins.homes import TLS_POLICIES, IJail, Jail, NoHomeError, virtualPath
 from netplugins.session import CLOSE_GRACE, COMMAND, Deadlines, Discipline
 from netplugins.starttls import isSecure, startTLSDiscarding
 
@@ -166,6 +166,8 @@ class FTPServer(LineReceiver):
         self.protected = False
         self.pbsz = False
         self.user: str | None = None
+        #: What the user's entry requires of TLS (L{HomeStore.tlsRequiredFor}).
+        self.userTLS = "none"
         self.jail: Jail | None = None
         self.cwd = "/"
         self.binary = False
@@ -409,7 +411,7 @@ class FTPServer(LineReceiver):
             self.protected = True
             self.reply("200 Protection level set to Private.")
         elif level == "C":
-            if self.config.tlsRequired == "all" and not self._anonymous():
+            if self._tlsRequired() == "all" and not self._anonymous():
                 self._error("534 Data connections must be protected (PROT P).")
                 return
             self.protected = False
@@ -433,6 +435,7 @@ class FTPServer(LineReceiver):
             self._error("501 Syntax: USER name.")
             return
         self.user = argument
+        self.userTLS = "none"
         if self._anonymous():
             if self.factory.homes.anonymousHome() is None:
                 self.user = None
@@ -441,10 +444,33 @@ class FTPServer(LineReceiver):
             self.reply("331 Anonymous login ok, send your e-mail address as password.")
             return
         if self.config.tlsRequired != "none" and not self.secure:
-            self.user = None
-            self._error("530 Non-anonymous sessions must use TLS: AUTH TLS first.")
+            self._refuseCleartext()
+            return
+        d = self.factory.homes.tlsRequiredFor(argument)
+        d.addCallback(self._cbUserTLS, argument)
+        self._wait(d)
+
+    def _cbUserTLS(self, policy: str, user: str) -> None:
+        if self._lost or self.user != user:
+            return
+        self.userTLS = policy
+        if self._tlsRequired() != "none" and not self.secure:
+            self._refuseCleartext()
             return
         self.reply("331 Password required.")
+
+    def _refuseCleartext(self) -> None:
+        # The same words whether the service or the user's entry asks:
+        # nobody learns from them which users require TLS.
+        self.user = None
+        self.userTLS = "none"
+        self._error("530 Non-anonymous sessions must use TLS: AUTH TLS first.")
+
+    def _tlsRequired(self) -> str:
+        """
+        The stronger of the service's C{--tls-required} and the user's.
+        """
+        return max(self.config.tlsRequired, self.userTLS, key=TLS_POLICIES.index)
 
     def ftp_PASS(self, argument: str) -> None:
         if self.jail is not None:
@@ -886,7 +912,7 @@ class FTPServer(LineReceiver):
             self._error("425 Use PORT, EPRT, PASV or EPSV first.")
             return False
         if (
-            self.config.tlsRequired == "all"
+            self._tlsRequired() == "all"
             and not self.protected
             and not self._anonymous()
         ):

@@ -16,10 +16,16 @@ from netplugins.coerce import choice
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.ftp.server import FTPConfig, FTPFactory
 from netplugins.ftp.tls import FTPServerTLS
-from netplugins.homes import DEFAULT_ROOT, HomeStore, JailRealm, checkRootTemplate
+from netplugins.homes import (
+    DEFAULT_ROOT,
+    TLS_POLICIES,
+    HomeStore,
+    JailRealm,
+    checkRootTemplate,
+)
 from netplugins.options import ServiceOptions, ServiceSettings
 from netplugins.service import served
-from netplugins.settings import override, setting
+from netplugins.settings import override, repeated, setting
 from netplugins.workers import workerNumber
 
 DEFAULT_LISTEN = ("tcp:2121:interface=127.0.0.1",)
@@ -69,6 +75,18 @@ def ipv4Address(value: str) -> str:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
         raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+def userTLSPolicy(value: str) -> str:
+    """
+    Check C{NAME=control} or C{NAME=all} and keep it as given.
+
+    @raise ValueError: with one line.
+    """
+    name, equals, policy = value.rpartition("=")
+    if not equals or not name or policy not in TLS_POLICIES[1:]:
+        raise ValueError(f"{value!r} is not NAME=control or NAME=all")
+    return value
 
 
 def existingDirectory(value: str) -> str:
@@ -140,6 +158,13 @@ class FTPSettings(ServiceSettings):
         "cannot resume) or off.",
         sessionReuseChoice,
     )
+    tlsRequiredUser: tuple[str, ...] = repeated(
+        "NAME=control or NAME=all: what user NAME requires of TLS, whatever "
+        "--tls-required says (refused before the password over a cleartext "
+        "control connection). An ldap: checker whose URL fetches the "
+        "tlsRequired attribute gives it per entry too.",
+        userTLSPolicy,
+    )
     anonymousRoot: str | None = setting(
         None,
         "Allow anonymous logins (USER anonymous or ftp), read-only, in this "
@@ -188,6 +213,9 @@ def ftpService(
         anonymousRoot=settings.anonymousRoot,
         createHomes=settings.root is None,
         reactor=reactor,
+        tlsRequiredUsers=dict(
+            value.rpartition("=")[::2] for value in settings.tlsRequiredUser
+        ),
     )
     common.tls = FTPServerTLS(common.tlsSettings, reactor=reactor)
     ports = None
