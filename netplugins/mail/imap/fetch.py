@@ -29,8 +29,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
+from netplugins.mail.imap.binary import decodeBody, literalHead
 from netplugins.mail.imap.parse import (
     IMAPSyntaxError,
     Raw,
@@ -592,6 +593,8 @@ class Section:
     text: str = ""
     fields: tuple[str, ...] = ()
     partial: tuple[int, int] | None = None
+    #: C{BINARY} or C{BINARY.SIZE} for RFC 3516's items (C{BODY} otherwise).
+    binary: str = ""
 
     def label(self) -> str:
         """
@@ -602,7 +605,7 @@ class Section:
             spec = f"{spec}.{self.text}" if spec else self.text
         if self.fields:
             spec += " (" + " ".join(self.fields) + ")"
-        label = f"BODY[{spec}]"
+        label = f"{self.binary or 'BODY'}[{spec}]"
         if self.partial is not None:
             label += f"<{self.partial[0]}>"
         return label
@@ -738,6 +741,11 @@ _MACROS = {
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
     "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
 }
+_BINARY_SECTION = re.compile(
+    r"(BINARY(?:\.PEEK|\.SIZE)?)\[([1-9][0-9]{0,8}(?:\.[1-9][0-9]{0,8})*)?\]"
+    r"(<[^>]*>)?\Z",
+    re.IGNORECASE,
+)
 _BODY_SECTION = re.compile(
     r"(BODY(?:\.PEEK)?)\[(.*)\](<[^>]*>)?\Z", re.IGNORECASE | re.DOTALL
 )
@@ -818,6 +826,16 @@ def _fetchItem(token: Token) -> FetchItem:
         if upper in ("RFC822", "RFC822.TEXT"):
             return FetchItem(upper, peek=False)
         return FetchItem(upper)
+    binary = _BINARY_SECTION.match(token)
+    if binary is not None:
+        kind = binary.group(1).upper()
+        if kind == "BINARY.SIZE" and binary.group(3):
+            raise IMAPSyntaxError("BINARY.SIZE takes no partial")
+        section = parseSection(binary.group(2) or "", binary.group(3) or "")
+        label = "BINARY.SIZE" if kind == "BINARY.SIZE" else "BINARY"
+        return FetchItem(
+            label + "[]", evolve(section, binary=label), peek=kind != "BINARY"
+        )
     match = _BODY_SECTION.match(token)
     if match is None:
         raise IMAPSyntaxError(f"unknown FETCH attribute {token[:40]}")
@@ -841,6 +859,8 @@ def fetchValue(item: FetchItem, entity: Entity) -> tuple[str, list[bytes]]:
         return item.name, [formatValue(envelope(entity))]
     if item.name in ("BODYSTRUCTURE", "BODY"):
         return item.name, [bodyStructure(entity, item.name != "BODY")]
+    if item.name in ("BINARY[]", "BINARY.SIZE[]"):
+        return _binaryValue(item, entity)
     label = item.name
     if item.name == "RFC822":
         content = entity.octets
@@ -852,12 +872,48 @@ def fetchValue(item: FetchItem, entity: Entity) -> tuple[str, list[bytes]]:
         assert item.section is not None
         content = partial(sectionContent(entity, item.section), item.section)
         label = item.section.label()
+    _serve(entity, content)
+    # Written out rather than through Literal, which would copy it once more.
+    return label, [b"{%d}\r\n" % len(content), content]
+
+
+def _serve(entity: Entity, content: bytes) -> None:
+    """
+    Count C{content} against what one message's FETCH may return.
+
+    @raise FetchTooLargeError: past L{FETCH_COPIES} times the message plus
+        L{FETCH_SLACK}.
+    """
     entity.served += len(content)
-    allowed = FETCH_COPIES * entity.size + FETCH_SLACK
-    if entity.served > allowed:
+    if entity.served > FETCH_COPIES * entity.size + FETCH_SLACK:
         raise FetchTooLargeError(
             "[LIMIT] FETCH would return too much of one message: "
             "ask for fewer sections at a time"
         )
-    # Written out rather than through Literal, which would copy it once more.
-    return label, [b"{%d}\r\n" % len(content), content]
+
+
+def _binaryValue(item: FetchItem, root: Entity) -> tuple[str, list[bytes]]:
+    """
+    RFC 3516's BINARY[part] and BINARY.SIZE[part]: the part's content with
+    its transfer encoding undone (the whole message as it is for C{[]}).
+    """
+    section = item.section
+    assert section is not None
+    entity: Entity | None = root
+    for number in section.part:
+        assert entity is not None
+        entity = _child(entity, number)
+        if entity is None:
+            break
+    if entity is None:
+        content = b""
+    elif not section.part:
+        content = entity.octets
+    else:
+        encoding = entity.field(b"content-transfer-encoding")
+        content = decodeBody(entity.body, encoding)
+    if item.name == "BINARY.SIZE[]":
+        return section.label(), [b"%d" % len(content)]
+    content = partial(content, section)
+    _serve(root, content)
+    return section.label(), [literalHead(content), content]

@@ -37,6 +37,7 @@ from typing import Any
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 
+from netplugins.mail.imap.binary import Literal8
 from netplugins.mail.imap.parse import (
     Command,
     IMAPSyntaxError,
@@ -531,6 +532,9 @@ class MailboxCommands(SessionBase):
         when: float | None = None
         for extra in args[1:]:
             if isinstance(extra, Literal):
+                if b"\x00" in extra and isinstance(extra, Literal8):
+                    # RFC 3516: binary content the store cannot keep as such.
+                    raise CommandError("[UNKNOWN-CTE] NUL octets cannot be stored")
                 if b"\x00" in extra:
                     # RFC 3501's literals hold CHAR8, which leaves NUL out.
                     raise IMAPSyntaxError("NUL octets are not allowed in a message")

@@ -2,7 +2,7 @@
 An IMAP4rev1 server (RFC 3501, with IDLE, UIDPLUS, LITERAL+, SASL-IR,
 UNSELECT, NAMESPACE, CHILDREN, APPENDLIMIT, MOVE, SPECIAL-USE, ENABLE,
 MULTIAPPEND, UTF8=ACCEPT, LIST-EXTENDED, LIST-STATUS, CONDSTORE,
-QRESYNC, SORT, THREAD, QUOTA and COMPRESS=DEFLATE) on
+QRESYNC, SORT, THREAD, QUOTA, COMPRESS=DEFLATE and BINARY) on
 the shared Maildir store.
 
 Why not C{twisted.mail.imap4.IMAP4Server}?  Its flaws sit in its core, not at
@@ -72,6 +72,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 
 from netplugins.mail.factory import MailFactory
+from netplugins.mail.imap.binary import Literal8
 from netplugins.mail.imap.compress import CAPABILITIES as COMPRESS_CAPABILITIES
 from netplugins.mail.imap.compress import CompressCommands
 from netplugins.mail.imap.mailboxes import SPECIAL_USE, MailboxCommands
@@ -206,6 +207,7 @@ class IMAPServer(MailboxCommands, SortCommands, QuotaCommands, CompressCommands)
         self._literalBytes = 0
         self._head: tuple[str, str] | None = None
         self._literal: tuple[int, list[bytes]] | None = None
+        self._literal8 = False
         self._running = False
         self._parsing = False
         self._closing = False
@@ -281,6 +283,7 @@ class IMAPServer(MailboxCommands, SortCommands, QuotaCommands, CompressCommands)
             *SORT_CAPABILITIES,
             *self.quotaCapabilities(),
             *COMPRESS_CAPABILITIES,
+            "BINARY",
             f"APPENDLIMIT={self.factory.config.appendLimit}",
         ]
         if self.state == "not authenticated":
@@ -369,7 +372,8 @@ class IMAPServer(MailboxCommands, SortCommands, QuotaCommands, CompressCommands)
                     self._literal = (remaining, chunks)
                     return
                 self._literal = None
-                self._pieces.append(Literal(b"".join(chunks)))
+                kind = Literal8 if self._literal8 else Literal
+                self._pieces.append(kind(b"".join(chunks)))
                 continue
             end = self._buffer.find(b"\n")
             if end == -1 or end > MAX_LINE:
@@ -428,7 +432,10 @@ class IMAPServer(MailboxCommands, SortCommands, QuotaCommands, CompressCommands)
                 return
             self._commandReady()
             return
-        self._pieces.append(line[: line.rindex(b"{")])
+        head = line[: line.rindex(b"{")]
+        # RFC 3516's literal8, ~{n}: APPEND's binary form.
+        self._literal8 = head.endswith(b"~")
+        self._pieces.append(head.removesuffix(b"~"))
         total = self._commandSize + announced.size
         self._commandSize = total
         refusal = self._literalRefusal(name, announced.size, total)
