@@ -134,7 +134,10 @@ class _Route:
         sent = 0
         try:
             while count < budget:
-                frame = recv(_NOBLOCK, False)
+                try:
+                    frame = recv(_NOBLOCK, False)
+                except zmq.Again:
+                    break
                 if frame.more:
                     # The other parts of a message arrive with its first.
                     held = [frame]
@@ -157,8 +160,6 @@ class _Route:
                     else:
                         sent += 1
                 count += 1
-        except zmq.Again:
-            pass
         finally:
             self.moved += sent
         return count
