@@ -288,6 +288,45 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual(transports[2].value(), b"")
 
 
+def inProcessHost(testCase: TestCase) -> tuple[dict[str, int], ssl.SSLContext]:
+    """
+    np-mail started in this process for C{testCase} (stopped at its cleanup):
+    htpasswd users, domain C{example.org}, SMTP, submission, POP3 and IMAP on
+    loopback ports with STARTTLS.  Return the ports by name and a client
+    context trusting its certificate.
+    """
+    directory = os.path.abspath(testCase.mktemp())
+    pki = PKI(os.path.join(directory, "pki"))
+    cert, key = pki.serverCertificate("localhost", "127.0.0.1")
+    waitForSessions(testCase, SMTPServer)
+    waitForSessions(testCase, POP3Server)
+    loopback = ("tcp:0:interface=127.0.0.1",)
+    service = mailService(
+        MailHostSettings(
+            domains=("example.org",),
+            hostname="mail.test",
+            smtp=loopback,
+            submission=loopback,
+            pop3=loopback,
+            imap=loopback,
+            tlsCert=(cert,),
+            tlsKey=(key,),
+            auth=(f"htpasswd:{writeHtpasswd(directory)}",),
+            stateDir=directory,
+        )
+    )
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    names = {
+        "np-smtp": "smtp",
+        "np-smtp submission": "submission",
+        "np-pop3": "pop3",
+        "np-imap": "imap",
+    }
+    ports = {names[n]: a.port for n, a, _ in listeningPorts(service)}
+    return ports, ssl.create_default_context(cafile=pki.caPath)
+
+
 class InProcessTests(TestCase):
     """
     np-mail in this process with htpasswd users.
@@ -295,37 +334,8 @@ class InProcessTests(TestCase):
 
     def test_roundTrip(self) -> Deferred[None]:
         """smtplib → Maildir → imaplib and poplib, all over STARTTLS."""
-        directory = os.path.abspath(self.mktemp())
-        pki = PKI(os.path.join(directory, "pki"))
-        cert, key = pki.serverCertificate("localhost", "127.0.0.1")
-        waitForSessions(self, SMTPServer)
-        waitForSessions(self, POP3Server)
-        loopback = ("tcp:0:interface=127.0.0.1",)
-        service = mailService(
-            MailHostSettings(
-                domains=("example.org",),
-                hostname="mail.test",
-                smtp=loopback,
-                submission=loopback,
-                pop3=loopback,
-                imap=loopback,
-                tlsCert=(cert,),
-                tlsKey=(key,),
-                auth=(f"htpasswd:{writeHtpasswd(directory)}",),
-                stateDir=directory,
-            )
-        )
-        service.startService()
-        self.addCleanup(service.stopService)
-        names = {
-            "np-smtp": "smtp",
-            "np-smtp submission": "submission",
-            "np-pop3": "pop3",
-            "np-imap": "imap",
-        }
-        ports = {names[n]: a.port for n, a, _ in listeningPorts(service)}
+        ports, context = inProcessHost(self)
         self.assertEqual(sorted(ports), ["imap", "pop3", "smtp", "submission"])
-        context = ssl.create_default_context(cafile=pki.caPath)
 
         def check(result: dict[str, Any]) -> None:
             self.assertIn("LOGINDISABLED", result["imapCapabilities"])

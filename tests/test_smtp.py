@@ -160,6 +160,18 @@ class SMTPTestMixin:
         self.talk(server, transport, b"EHLO client\r\n")
         return server, transport
 
+    def authenticated(self, **config: Any) -> tuple[SMTPServer, TLSStringTransport]:
+        """
+        A L{secured} session after AUTH PLAIN as C{alice}.
+        """
+        server, transport = self.secured(**config)
+        self.talk(
+            server,
+            transport,
+            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
+        )
+        return server, transport
+
 
 class SessionTests(SMTPTestMixin, SynchronousTestCase):
     """
@@ -192,6 +204,7 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
                 "250-8BITMIME",
                 "250-ENHANCEDSTATUSCODES",
                 "250-CHUNKING",
+                "250-BINARYMIME",
                 "250-SMTPUTF8",
                 "250-DSN",
                 "250 STARTTLS",
@@ -215,7 +228,7 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
             [
                 b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n"
                 b"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n"
-                b"250-SMTPUTF8\r\n250-DSN\r\n250 STARTTLS\r\n"
+                b"250-BINARYMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250 STARTTLS\r\n"
             ],
         )
 
@@ -262,7 +275,7 @@ class SessionTests(SMTPTestMixin, SynchronousTestCase):
                 transport,
                 b"EHLO c\r\nNOOP\r\nRSET\r\nVRFY alice\r\nHELP\r\nXYZZY\r\n"
                 b"\xff\r\nQUIT\r\n",
-            )[9:],
+            )[10:],
             [
                 "250 2.0.0 Ok",
                 "250 2.0.0 Ok",
@@ -475,10 +488,10 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"RCPT TO:<alice@example.org>\r\nRCPT TO:<BOB@Example.ORG>\r\nDATA\r\n"
             b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
         )
-        self.assertEqual(lines[9:12], ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
-        self.assertEqual(lines[12], "354 End data with <CR><LF>.<CR><LF>")
-        self.assertTrue(lines[13].startswith("250 2.0.0 Ok: queued as "))
-        self.assertEqual(lines[14], "221 2.0.0 Bye")
+        self.assertEqual(lines[10:13], ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok"])
+        self.assertEqual(lines[13], "354 End data with <CR><LF>.<CR><LF>")
+        self.assertTrue(lines[14].startswith("250 2.0.0 Ok: queued as "))
+        self.assertEqual(lines[15], "221 2.0.0 Bye")
         for user in ["alice", "bob"]:
             [message] = self.world.newMessages(user)
             headers, _, body = message.partition(b"\r\n\r\n")
@@ -596,7 +609,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"DATA\r\n\r\nhello\r\n.\r\n",
         )
         self.assertEqual(
-            lines[10:16],
+            lines[11:17],
             ["250 2.1.5 Ok"] * 4
             + [
                 "550 5.7.1 <postmaster@remote.test>: Relay access denied",
@@ -675,7 +688,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"RCPT TO:<bob@example.org>\r\nDATA\r\nsmuggled\r\n.\r\nNOOP\r\n",
         )
         self.assertEqual(
-            lines[11:],
+            lines[12:],
             [
                 "354 End data with <CR><LF>.<CR><LF>",
                 "550 5.5.2 Error: bare <LF> or <CR> received",
@@ -802,7 +815,7 @@ class TransactionTests(SMTPTestMixin, SynchronousTestCase):
             b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nRCPT TO:alice\r\nMAIL FROM:<> X=Y\r\n",
         )
         self.assertEqual(
-            [lines[0], *lines[10:]],
+            [lines[0], *lines[11:]],
             [
                 "503 Error: send HELO/EHLO first",
                 "503 5.5.1 Error: need MAIL command",

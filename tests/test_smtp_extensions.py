@@ -41,7 +41,7 @@ class SMTPUTF8Tests(SMTPTestMixin, SynchronousTestCase):
             "RCPT TO:<alice@example.org>\r\n"
             "DATA\r\nSubject: Grüße\r\n\r\nhi\r\n.\r\n".encode(),
         )
-        self.assertEqual(lines[9:11], ["250 2.1.0 Ok", "250 2.1.5 Ok"])
+        self.assertEqual(lines[10:12], ["250 2.1.0 Ok", "250 2.1.5 Ok"])
         self.assertTrue(lines[-1].startswith("250 2.0.0 Ok: queued as "))
         [message] = self.world.newMessages("alice")
         self.assertTrue(
@@ -60,7 +60,7 @@ class SMTPUTF8Tests(SMTPTestMixin, SynchronousTestCase):
             "RCPT TO:<jürgen@example.org>\r\n".encode(),
         )
         self.assertEqual(
-            lines[9:],
+            lines[10:],
             [
                 "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
                 "250 2.1.0 Ok",
@@ -102,15 +102,6 @@ class DSNParameterTests(SMTPTestMixin, SynchronousTestCase):
     """
     RET=, ENVID=, NOTIFY= and ORCPT= (RFC 3461): parsed, bounded, kept.
     """
-
-    def authenticated(self, **config: Any) -> tuple[SMTPServer, Any]:
-        server, transport = self.secured(**config)
-        self.talk(
-            server,
-            transport,
-            f"AUTH PLAIN {plain('alice', 'alice-password')}\r\n".encode(),
-        )
-        return server, transport
 
     def test_keptInQueueEnvelope(self) -> None:
         """The relayed message's envelope keeps RET, ENVID, NOTIFY and ORCPT."""
@@ -302,7 +293,7 @@ class ChunkingTests(SMTPTestMixin, SynchronousTestCase):
             server, transport, b"EHLO c\r\nBDAT 6 LAST\r\nNOOP\r\nNOOP\r\n"
         )
         self.assertEqual(
-            lines[9:], ["503 5.5.1 Error: need MAIL command", "250 2.0.0 Ok"]
+            lines[10:], ["503 5.5.1 Error: need MAIL command", "250 2.0.0 Ok"]
         )
 
     def test_dataAfterBDAT(self) -> None:
@@ -344,6 +335,81 @@ class ChunkingTests(SMTPTestMixin, SynchronousTestCase):
         server, transport = self.transaction()
         lines = self.talk(server, transport, b"BDAT LAST\r\n")
         self.assertEqual(lines[-1], "501 5.5.4 Syntax: BDAT size [LAST]")
+
+
+class BinaryMIMETests(SMTPTestMixin, SynchronousTestCase):
+    """
+    BODY=BINARYMIME (RFC 3030): BDAT only, stored as received, never relayed.
+    """
+
+    def test_offered(self) -> None:
+        """EHLO offers BINARYMIME beside CHUNKING."""
+        server, transport = self.connect()
+        lines = self.talk(server, transport, b"EHLO c\r\n")
+        self.assertIn("250-CHUNKING", lines)
+        self.assertIn("250-BINARYMIME", lines)
+
+    def test_storedAsReceived(self) -> None:
+        """Bare CR, LF and NUL in a BINARYMIME message are kept; W= is S=."""
+        server, transport = self.connect()
+        body = b"Subject: b\r\n\r\na\nb\rc\x00d\r\n"
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<x@remote.test> BODY=BINARYMIME\r\n"
+            b"RCPT TO:<alice@example.org>\r\n"
+            b"BDAT %d LAST\r\n" % len(body) + body,
+        )
+        self.assertEqual(lines[-3:-1], ["250 2.1.0 Ok", "250 2.1.5 Ok"])
+        self.assertTrue(lines[-1].startswith("250 2.0.0 Ok: queued as "))
+        [message] = self.world.newMessages("alice")
+        self.assertTrue(message.endswith(body))
+        [name] = os.listdir(os.path.join(self.world.root, "alice", "new"))
+        self.assertIn(f",S={len(message)},W={len(message)}", name)
+
+    def test_dataRefused(self) -> None:
+        """DATA after MAIL BODY=BINARYMIME gets 503 5.5.1; the session goes on."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"EHLO c\r\nMAIL FROM:<x@remote.test> BODY=BINARYMIME\r\n"
+            b"RCPT TO:<alice@example.org>\r\nDATA\r\nNOOP\r\n",
+        )
+        self.assertEqual(
+            lines[-2:], ["503 5.5.1 Error: BINARYMIME requires BDAT", "250 2.0.0 Ok"]
+        )
+
+    def test_afterHELO(self) -> None:
+        """BODY=BINARYMIME after HELO, which offered nothing, gets 555."""
+        server, transport = self.connect()
+        lines = self.talk(
+            server,
+            transport,
+            b"HELO c\r\nMAIL FROM:<x@remote.test> BODY=BINARYMIME\r\n",
+        )
+        self.assertEqual(lines[-1][:3], "555")
+
+    def test_notRelayed(self) -> None:
+        """A foreign recipient of a BINARYMIME message gets 554 5.6.3, a local 250."""
+        server, transport = self.authenticated(queue=self.relayQueue())
+        lines = self.talk(
+            server,
+            transport,
+            b"MAIL FROM:<alice@example.org> BODY=BINARYMIME\r\n"
+            b"RCPT TO:<x@remote.test>\r\nRCPT TO:<bob@example.org>\r\n"
+            b"BDAT 12 LAST\r\nSubject: b\r\n\x00\n",
+        )
+        self.assertEqual(
+            lines[:3],
+            [
+                "250 2.1.0 Ok",
+                "554 5.6.3 <x@remote.test>: cannot relay a BINARYMIME message",
+                "250 2.1.5 Ok",
+            ],
+        )
+        self.assertTrue(lines[3].startswith("250 2.0.0 Ok: queued as "))
+        self.assertEqual(len(self.world.newMessages("bob")), 1)
 
 
 class SmtplibTests(TestCase):

@@ -19,6 +19,11 @@ Rules it keeps:
     UTF-8 mode, in which messages with UTF-8 headers (mail that came with
     SMTPUTF8) are what the client asked for; without it they are served as
     stored (no RFC 6857 downgrade).  C{LANG} knows one language, C{en}.
+  - A message POP3's lines cannot carry (one that came as SMTP BINARYMIME,
+    RFC 3030: NUL, bare CR or LF in its parts) is served converted
+    (L{downgradeBinary}): each such part re-encoded base64, a
+    C{Content-Transfer-Encoding: binary} container made C{8bit}.  LIST and
+    STAT still count the stored size.
   - Limits: command lines of L{MAX_LINE} bytes, C{maxErrors} bad commands, an
     idle deadline reset per command, a pre-auth deadline, at most 6 logins.
 """
@@ -26,8 +31,13 @@ Rules it keeps:
 from __future__ import annotations
 
 import binascii
-from base64 import b64decode
+import email
+import email.policy
+import re
+from base64 import b64decode, encodebytes
 from collections.abc import Callable
+from email.generator import BytesGenerator
+from io import BytesIO
 from typing import Any
 
 from attrs import frozen
@@ -73,6 +83,52 @@ def _size(message: Message) -> int:
     messages this store wrote.
     """
     return message.size if message.wireSize is None else message.wireSize
+
+
+#: What a POP3 line cannot hold: NUL, and CR or LF not in a CRLF pair.
+_BINARY = re.compile(rb"\x00|\r(?!\n)|(?<!\r)\n")
+
+
+def isBinary(message: Message, data: bytes) -> bool:
+    """
+    Whether C{data}, the contents of C{message}, must be converted for POP3:
+    it holds NUL or a bare CR, or a bare LF in a message the store serves as
+    it is (a BINARYMIME one: C{,W=} equal to C{,S=}), where it is content
+    rather than another program's line end.
+    """
+    if b"\x00" in data or re.search(rb"\r(?!\n)", data):
+        return True
+    return message.wireSize == message.size and _BINARY.search(data) is not None
+
+
+def downgradeBinary(data: bytes) -> bytes:
+    """
+    A BINARYMIME message as lines: each leaf part holding NUL, bare CR or LF
+    (or declared C{binary}) re-encoded base64, each container declared
+    C{binary} made C{8bit}; CRLF line ends.  Blocking (the store's pool).
+    """
+    policy = email.policy.compat32.clone(linesep="\r\n", max_line_length=0)
+    parsed = email.message_from_bytes(data, policy=policy)
+    for part in parsed.walk():
+        encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+        if part.is_multipart() or part.get_content_maintype() == "message":
+            if encoding == "binary":
+                part.replace_header("Content-Transfer-Encoding", "8bit")
+            continue
+        raw = part.get_payload(decode=True)
+        if not isinstance(raw, bytes):
+            continue
+        if encoding != "binary" and _BINARY.search(raw) is None:
+            continue
+        if encoding in ("base64", "quoted-printable"):
+            # Already lines; a stray bare line end is only a line end.
+            continue
+        del part["Content-Transfer-Encoding"]
+        part["Content-Transfer-Encoding"] = "base64"
+        part.set_payload(encodebytes(raw).decode("ascii"))
+    out = BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=policy).flatten(parsed)
+    return out.getvalue()
 
 
 def byteStuff(message: bytes) -> bytes:
@@ -425,7 +481,11 @@ class POP3Server(LineSession):
             return
         assert self.account is not None
         message = found[1]
-        d = self.factory.store.folder(self.account.mailbox).read(message)
+
+        def servable(data: bytes) -> bytes:
+            return downgradeBinary(data) if isBinary(message, data) else data
+
+        d = self.factory.store.folder(self.account.mailbox).read(message, servable)
 
         def send(data: bytes) -> None:
             if self._lost:

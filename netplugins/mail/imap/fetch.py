@@ -873,6 +873,10 @@ def fetchValue(item: FetchItem, entity: Entity) -> tuple[str, list[bytes]]:
         content = partial(sectionContent(entity, item.section), item.section)
         label = item.section.label()
     _serve(entity, content)
+    if b"\x00" in content:
+        # An IMAP4rev1 literal holds no NUL (a BINARYMIME message may): as
+        # Dovecot does, BODY[] shows each as 0x80; BINARY[] has them all.
+        content = content.replace(b"\x00", b"\x80")
     # Written out rather than through Literal, which would copy it once more.
     return label, [b"{%d}\r\n" % len(content), content]
 

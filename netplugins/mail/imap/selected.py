@@ -316,7 +316,13 @@ class SelectedCommands(SessionBase):
         d = self.selected.folder.readMany([m for _, m in targets])
         return d.addCallback(
             lambda contents: [
-                (seq, message, canonical(content))
+                # A message whose served size is its file's (a BINARYMIME
+                # one, bare CR and LF included) is served as it is.
+                (
+                    seq,
+                    message,
+                    content if message.wireSize == message.size else canonical(content),
+                )
                 for (seq, message), content in zip(targets, contents, strict=True)
                 if content is not None
             ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import evolve, frozen
@@ -478,13 +478,18 @@ class Folder:
         """
         return self.store._run(self._blockingScan, claimNew)
 
-    def read(self, message: Message) -> Deferred[bytes]:
+    def read(
+        self, message: Message, convert: Callable[[bytes], bytes] | None = None
+    ) -> Deferred[bytes]:
         """
-        The message's bytes.
+        The message's bytes, passed through C{convert} (if given) in the
+        store's thread pool.
 
         @raise MaildirError: (in the Deferred) if it was deleted meanwhile.
         """
-        return self.store._run(self._blockingRead, message)
+        if convert is None:
+            return self.store._run(self._blockingRead, message)
+        return self.store._run(lambda: convert(self._blockingRead(message)))
 
     def readMany(self, messages: Sequence[Message]) -> Deferred[list[bytes | None]]:
         """

@@ -18,7 +18,9 @@ Guarantees:
     at most).
   - I{Sizes} live in the name too, as Dovecot writes them: C{,S=} the file's
     size, C{,W=} its size with CRLF line ends (what IMAP's RFC822.SIZE and
-    POP3's octet counts report), so listing a folder reads no message.
+    POP3's octet counts report), so listing a folder reads no message.  A
+    message whose C{,W=} equals its C{,S=} is served as it is (a BINARYMIME
+    message keeps its bare CR and LF octets).
   - I{UIDs} are stable: a message keeps its UID across scans, processes and
     flag changes; new ones get C{uidNext} in the order they are found.  The
     uidlist is rewritten atomically (temporary file, fsync, rename) under an
@@ -188,11 +190,14 @@ class MaildirStore:
         [key] = self._blockingDeliverMany([user], data)
         return key
 
-    def _blockingDeliverMany(self, users: Sequence[str], data: bytes) -> list[str]:
+    def _blockingDeliverMany(
+        self, users: Sequence[str], data: bytes, binary: bool = False
+    ) -> list[str]:
         # All or nothing: every copy is written and fsynced in tmp/ before the
         # first one is renamed into new/, so a full disk on the last copy
         # leaves no earlier one delivered (a client told 452 will resend).
-        size, wire = len(data), wireSize(data)
+        size = len(data)
+        wire = size if binary else wireSize(data)
         for user in users:
             blockingCheckStorage(self, user, size)
         staged: list[tuple[str, str, str]] = []  # (user's Maildir, key, tmp path)
@@ -232,17 +237,21 @@ class MaildirStore:
         """
         return self._run(self._blockingDeliver, user, data)
 
-    def deliverMany(self, users: Sequence[str], data: bytes) -> Deferred[list[str]]:
+    def deliverMany(
+        self, users: Sequence[str], data: bytes, binary: bool = False
+    ) -> Deferred[list[str]]:
         """
         Deliver C{data} to the INBOX of each of C{users}, all or nothing: the
         Deferred fires once every copy is durable in C{new/}; on any failure
-        no copy is left in C{tmp/} or C{new/}.
+        no copy is left in C{tmp/} or C{new/}.  A C{binary} message (RFC
+        3030 BINARYMIME) is served as it is, bare CR and LF included: its
+        C{,W=} is its file's size.
 
         @return: the copies' keys, in the order of C{users}.
         @raise DiskFullError: (in the Deferred) when the disk is full.
         @raise MaildirError: for any other failure, likewise.
         """
-        return self._run(self._blockingDeliverMany, list(users), data)
+        return self._run(self._blockingDeliverMany, list(users), data, binary)
 
     def storageUsed(self, user: str) -> Deferred[int]:
         """

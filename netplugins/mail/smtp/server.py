@@ -11,7 +11,11 @@ is emptied (see L{netplugins.starttls}) or when the protocol pauses.
 
 Rules it keeps:
   - Extensions: SIZE, 8BITMIME, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS,
-    AUTH PLAIN LOGIN, CHUNKING (RFC 3030 C{BDAT}; not BINARYMIME),
+    AUTH PLAIN LOGIN, CHUNKING and BINARYMIME (RFC 3030: C{BDAT}; a
+    C{BODY=BINARYMIME} transaction takes BDAT only, DATA gets 503 5.5.1; its
+    message is stored as received, bare CR, LF and NUL included, and served
+    so by np-imap (BINARY) and converted by np-pop3; it is never relayed,
+    Twisted's client having no BDAT: a foreign recipient gets 554 5.6.3),
     SMTPUTF8 (RFC 6531: with C{MAIL FROM:<...> SMTPUTF8}, UTF-8 addresses;
     without it they get 553 5.6.7, as from Postfix; they are never relayed,
     Twisted's client being ASCII-only) and DSN (RFC 3461: C{RET=} and
@@ -218,6 +222,8 @@ class SMTPServer(LineSession):
         self._reader: MessageReader | None = None
         # RFC 6531: this transaction's MAIL asked for SMTPUTF8.
         self.smtputf8 = False
+        # RFC 3030: this transaction's MAIL said BODY=BINARYMIME.
+        self.binary = False
         # BDAT: the chunks so far (None: no BDAT yet in this transaction),
         # their size, and the chunk being read.
         self._chunks: list[bytes] | None = None
@@ -330,6 +336,7 @@ class SMTPServer(LineSession):
         self.dsnRet = None
         self.dsnEnvid = None
         self.smtputf8 = False
+        self.binary = False
         self._chunks = None
         self._chunksSize = 0
         # BDAT's deadline runs from the first chunk to the last.
@@ -363,6 +370,7 @@ class SMTPServer(LineSession):
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
             "CHUNKING",
+            "BINARYMIME",
             "SMTPUTF8",
             "DSN",
         ]
@@ -517,6 +525,7 @@ class SMTPServer(LineSession):
             self._error(501, "5.1.7", "Bad sender address syntax")
             return
         dsn: dict[str, str] = {}
+        binary = False
         for param in params:
             key, _, value = param.partition("=")
             key = key.upper()
@@ -526,6 +535,8 @@ class SMTPServer(LineSession):
                     return
             elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
                 pass
+            elif key == "BODY" and value.upper() == "BINARYMIME" and self.esmtp:
+                binary = True
             elif key == "AUTH" or (key == "SMTPUTF8" and not value):
                 pass
             elif key in ("RET", "ENVID") and self.esmtp:
@@ -543,10 +554,10 @@ class SMTPServer(LineSession):
                 return
         ret, envid = dsn.get("RET"), dsn.get("ENVID")
         if self.account is None:
-            self._cbSender(True, address, utf8, ret, envid)
+            self._cbSender(True, address, utf8, ret, envid, binary)
             return
         d = self.factory.users.maySendAs(self.account, address)
-        d.addCallback(self._cbSender, address, utf8, ret, envid)
+        d.addCallback(self._cbSender, address, utf8, ret, envid, binary)
         self._wait(d)
 
     def _cbSender(
@@ -556,6 +567,7 @@ class SMTPServer(LineSession):
         utf8: bool,
         ret: str | None,
         envid: str | None,
+        binary: bool,
     ) -> None:
         if self._lost:
             return
@@ -576,6 +588,7 @@ class SMTPServer(LineSession):
             return
         self.mailFrom = address
         self.smtputf8 = utf8
+        self.binary = binary
         self.dsnRet, self.dsnEnvid = ret, envid
         self.reply(250, "2.1.0", "Ok")
 
@@ -614,6 +627,13 @@ class SMTPServer(LineSession):
             if not (address.isascii() and (self.mailFrom or "").isascii()):
                 self._error(
                     553, "5.6.7", f"<{address}>: cannot relay unicode addresses"
+                )
+            elif self.binary:
+                # Twisted's SMTP client has no BDAT to carry it on.
+                self._error(
+                    554,
+                    "5.6.3",
+                    f"<{address}>: cannot relay a BINARYMIME message",
                 )
             elif self.account is not None and self.config.queue is not None:
                 self.recipients.append(_Rcpt(address, None, notify, orcpt))
@@ -708,6 +728,9 @@ class SMTPServer(LineSession):
             self._error(554, "5.5.1", "Error: no valid recipients")
         elif self._chunks is not None:
             self._error(503, "5.5.1", "Error: DATA after BDAT")
+        elif self.binary:
+            # RFC 3030 section 3: BODY=BINARYMIME takes BDAT only.
+            self._error(503, "5.5.1", "Error: BINARYMIME requires BDAT")
         else:
             self._reader = MessageReader(self.config.maxMessageSize)
             self.setRawMode()
@@ -778,7 +801,7 @@ class SMTPServer(LineSession):
         if self._chunksSize > self.config.maxMessageSize:
             self._resetTransaction()
             self._error(552, "5.3.4", "Error: message file too big")
-        elif _BARE.search(message) is not None:
+        elif not self.binary and _BARE.search(message) is not None:
             self.log.warn(
                 "np-smtp: refused a message with a bare LF or CR from {peer}",
                 peer=str(self.transport.getPeer()),
@@ -861,7 +884,7 @@ class SMTPServer(LineSession):
         store, queue = self.factory.store, self.config.queue
         d: Deferred[Any]
         if not foreign:
-            d = store.deliverMany(users, local)
+            d = store.deliverMany(users, local, self.binary)
         else:
             assert queue is not None
             d = queue.stage(
