@@ -381,6 +381,59 @@ def freePortBase() -> int:
     raise RuntimeError("no free port range")
 
 
+def startMailhostTac(
+    testCase: SynchronousTestCase, directory: str, cert: str, key: str
+) -> dict[str, int]:
+    """
+    Run C{tac/mailhost.tac} under twistd for C{testCase} (stopped at its
+    cleanup), its state in C{directory}, certificate C{cert} and C{key},
+    domain C{ex.org}, users from the shared slapd (L{tests.slapd}, whose
+    search account checks recipients).  Return the port of each endpoint
+    (C{"smtp"}, C{"submission"}, C{"smtps"}, C{"imap"}, ...) once all listen.
+    """
+    from tests.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, sharedSlapd
+
+    slapd = sharedSlapd()
+    secret = os.path.join(directory, "ldap.secret")
+    with open(secret, "w") as f:
+        f.write(SERVICE_PASSWORD + "\n")
+    config = os.path.join(directory, "ldap.ini")
+    with open(config, "w") as f:
+        f.write(
+            "\n".join(
+                [
+                    "[ldap]",
+                    f"url = {slapd.url()}/{PEOPLE}?uid?sub",
+                    f"bind_dn = {SERVICE_DN}",
+                    f"bind_password_file = {secret}",
+                    "starttls = yes",
+                    f"ca_file = {slapd.caFile}",
+                ]
+            )
+            + "\n"
+        )
+    base = freePortBase()
+    process = runTwistd(
+        testCase,
+        "--python",
+        TAC,
+        cwd=directory,
+        env=dict(
+            MAILHOST_STATE_DIR=directory,
+            MAILHOST_DOMAINS="ex.org",
+            MAILHOST_AUTH=f"ldap:config={config}",
+            MAILHOST_TLS_CERT=cert,
+            MAILHOST_TLS_KEY=key,
+            MAILHOST_INTERFACE="127.0.0.1",
+            MAILHOST_PORT_BASE=str(base),
+        ),
+    )
+    ports = {name: base + port for name, port in _PORTS.items()}
+    for port in ports.values():
+        waitForPort(port, process)
+    return ports
+
+
 class MailhostTacTests(SynchronousTestCase):
     """
     C{tac/mailhost.tac} under twistd, against a private slapd.
@@ -389,49 +442,11 @@ class MailhostTacTests(SynchronousTestCase):
     def test_ldapRoundTrip(self) -> None:
         """LDAP users send with smtplib over STARTTLS; the recipient reads it back."""
         from tests import slapd as fixture
-        from tests.slapd import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, sharedSlapd
 
-        slapd = sharedSlapd()
         directory = os.path.abspath(self.mktemp())
         pki = PKI(os.path.join(directory, "pki"))
         cert, key = pki.serverCertificate("localhost", "127.0.0.1")
-        secret = os.path.join(directory, "ldap.secret")
-        with open(secret, "w") as f:
-            f.write(SERVICE_PASSWORD + "\n")
-        config = os.path.join(directory, "ldap.ini")
-        with open(config, "w") as f:
-            f.write(
-                "\n".join(
-                    [
-                        "[ldap]",
-                        f"url = {slapd.url()}/{PEOPLE}?uid?sub",
-                        f"bind_dn = {SERVICE_DN}",
-                        f"bind_password_file = {secret}",
-                        "starttls = yes",
-                        f"ca_file = {slapd.caFile}",
-                    ]
-                )
-                + "\n"
-            )
-        base = freePortBase()
-        process = runTwistd(
-            self,
-            "--python",
-            TAC,
-            cwd=directory,
-            env=dict(
-                MAILHOST_STATE_DIR=directory,
-                MAILHOST_DOMAINS="ex.org",
-                MAILHOST_AUTH=f"ldap:config={config}",
-                MAILHOST_TLS_CERT=cert,
-                MAILHOST_TLS_KEY=key,
-                MAILHOST_INTERFACE="127.0.0.1",
-                MAILHOST_PORT_BASE=str(base),
-            ),
-        )
-        ports = {name: base + port for name, port in _PORTS.items()}
-        for port in ports.values():
-            waitForPort(port, process)
+        ports = startMailhostTac(self, directory, cert, key)
         context = ssl.create_default_context(cafile=pki.caPath)
         result = roundTrip(
             ports, context, ("alice", "alice-pw"), ("bob", "bob-pw"), "bob@ex.org"

@@ -1,13 +1,15 @@
 """
-End-to-end tests of C{twistd np-mail} with real mail clients from Debian:
-fetchmail (POP3 with STLS, a non-ASCII password), getmail6 (POP3-SSL into a
-Maildir, the Return-Path np-smtp records), mbsync (IMAPS, a folder deleted
-and created again within the second gets a new UIDVALIDITY; a two-way sync
-of flags, deletions and moves with CONDSTORE offered, which isync 1.4 does
-not use), offlineimap
-(a two-way IMAPS sync), neomutt (batch sending through submission, and its
-IMAPS index driven in a pseudo-terminal), msmtp and s-nail (submission with
-STARTTLS and AUTH).
+End-to-end tests of mail hosts with real mail clients from Debian and PyPI,
+against C{tac/mailhost.tac} (users in the shared slapd, L{tests.slapd}) where
+a class sets C{ldap}, else C{twistd np-mail} (htpasswd users): fetchmail
+(POP3 with STLS, a non-ASCII password, against both), getmail6 (POP3-SSL
+into a Maildir, the Return-Path np-smtp records), mbsync (IMAPS: a folder
+deleted and created again within the second gets a new UIDVALIDITY, with
+np-mail; a two-way sync of flags, deletions and moves with CONDSTORE
+offered, which isync 1.4 does not use), offlineimap (a two-way IMAPS sync),
+neomutt (batch sending through submission; its IMAPS index driven in a
+pseudo-terminal, with np-mail), msmtp and s-nail (submission with STARTTLS
+and AUTH, with np-mail), IMAPClient (IMAPS, flags, MOVE).
 
 A missing client fails the test: C{scripts/debian-packages.txt} names them.
 """
@@ -33,12 +35,15 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
+from imapclient import IMAPClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from netplugins.cred.htpasswd import hashPassword
+from tests import slapd
 from tests.mailfixtures import PASSWORDS, writeHtpasswd
 from tests.pki import PKI
 from tests.support import freePort, runTwistd, waitForPort
+from tests.test_mail import startMailhostTac
 
 DOMAIN = "example.test"
 
@@ -52,31 +57,60 @@ CLIENT_TIMEOUT = 30
 
 class MailHost:
     """
-    C{twistd np-mail} in a subprocess of C{testCase}: every endpoint on a free
-    loopback port, a certificate from a test CA, the users of
-    L{tests.mailfixtures.PASSWORDS} plus L{UTF8_USER}, domain L{DOMAIN}.
+    A mail host in a subprocess of C{testCase}, the clients' server: a
+    certificate from a test CA, and either C{twistd np-mail} (every endpoint
+    on a free loopback port, the users of L{tests.mailfixtures.PASSWORDS}
+    plus L{UTF8_USER} in an htpasswd file, domain L{DOMAIN}) or, with
+    C{ldap}, C{tac/mailhost.tac} with the LDAP users of L{tests.slapd},
+    domain C{ex.org}.
 
     @ivar directory: the test's temporary directory (state, clients' files).
     @ivar caPath: the test CA certificate (PEM), for the clients to trust.
     @ivar ports: endpoint name (C{"submission"}, C{"pop3"}, ...) to port.
+    @ivar domain: the users' mail domain.
+    @ivar passwords: user name to password (C{alice} and C{bob} at least).
+    @ivar utf8User: a user whose password is not ASCII...
+    @ivar utf8Password: ...that password...
+    @ivar utf8Address: ...and that user's address.
     """
 
-    def __init__(self, testCase: SynchronousTestCase) -> None:
+    def __init__(self, testCase: SynchronousTestCase, ldap: bool = False) -> None:
         self.directory = Path(testCase.mktemp()).resolve()
         self.directory.mkdir(parents=True)
         pki = PKI(str(self.directory / "pki"))
         cert, key = pki.serverCertificate("localhost", "127.0.0.1")
         self.caPath = pki.caPath
+        if ldap:
+            self.domain = "ex.org"
+            self.passwords = dict(slapd.PASSWORDS)
+            self.utf8User = slapd.WEIRD_UID
+            self.utf8Address = "zox@ex.org"  # its mail value
+            self.ports = startMailhostTac(
+                testCase, str(self.directory), str(cert), str(key)
+            )
+        else:
+            self.domain = DOMAIN
+            self.passwords = dict(PASSWORDS)
+            self.utf8User = UTF8_USER
+            self.utf8Address = f"{UTF8_USER}@{DOMAIN}"
+            self.ports = self.startNpMail(testCase, cert, key)
+        self.utf8Password = self.passwords.setdefault(self.utf8User, UTF8_PASSWORD)
+
+    def startNpMail(
+        self, testCase: SynchronousTestCase, cert: str, key: str
+    ) -> dict[str, int]:
+        """
+        Run C{twistd np-mail} with an htpasswd file; return its ports.
+        """
         htpasswd = writeHtpasswd(str(self.directory))
         with open(htpasswd, "a") as f:
             f.write(f"{UTF8_USER}:{hashPassword(UTF8_PASSWORD, cost=4)}\n")
         names = ("smtp", "submission", "pop3", "pop3s", "imap", "imaps")
-        self.ports = {name: freePort() for name in names}
+        ports = {name: freePort() for name in names}
         endpoints = [
-            f"--{name}=tcp:{port}:interface=127.0.0.1"
-            for name, port in self.ports.items()
+            f"--{name}=tcp:{port}:interface=127.0.0.1" for name, port in ports.items()
         ]
-        self.process = runTwistd(
+        process = runTwistd(
             testCase,
             "np-mail",
             f"--state-dir={self.directory / 'state'}",
@@ -88,8 +122,9 @@ class MailHost:
             *endpoints,
             cwd=self.directory,
         )
-        for port in self.ports.values():
-            waitForPort(port, self.process)
+        for port in ports.values():
+            waitForPort(port, process)
+        return ports
 
     def context(self) -> ssl.SSLContext:
         """
@@ -105,7 +140,7 @@ class MailHost:
         with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=10) as smtp:
             smtp.starttls(context=self.context())
             smtp.login(user, password)
-            smtp.send_message(message, from_addr=f"{user}@{DOMAIN}")
+            smtp.send_message(message, from_addr=f"{user}@{self.domain}")
 
     def imap(self, user: str) -> imaplib.IMAP4_SSL:
         """
@@ -114,7 +149,7 @@ class MailHost:
         session = imaplib.IMAP4_SSL(
             "127.0.0.1", self.ports["imaps"], ssl_context=self.context(), timeout=10
         )
-        session.login(user, PASSWORDS[user])
+        session.login(user, self.passwords[user])
         return session
 
 
@@ -129,6 +164,15 @@ def message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
     out["Message-ID"] = f"<{subject.replace(' ', '-')}@{DOMAIN}>"
     out.set_content(body)
     return out
+
+
+class ClientTests(SynchronousTestCase):
+    """
+    Mail clients against a L{MailHost}: C{twistd np-mail}, or with C{ldap}
+    C{tac/mailhost.tac}.
+    """
+
+    ldap = False
 
 
 def requireClient(testCase: SynchronousTestCase, name: str) -> None:
@@ -265,25 +309,25 @@ def maildirMessages(maildir: Path) -> list[bytes]:
     ]
 
 
-class FetchmailTests(SynchronousTestCase):
+class FetchmailTests(ClientTests):
     """
     fetchmail against np-mail's POP3.
     """
 
     def test_stlsNonASCIIPassword(self) -> None:
         """fetchmail: STLS, USER and a UTF-8 PASS log in; the message arrives whole."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         sent = message(
-            f"alice@{DOMAIN}", f"{UTF8_USER}@{DOMAIN}", "for fetchmail", "Grüße.\n"
+            f"alice@{host.domain}", host.utf8Address, "for fetchmail", "Grüße.\n"
         )
-        host.submit("alice", PASSWORDS["alice"], sent)
+        host.submit("alice", host.passwords["alice"], sent)
         delivered = host.directory / "delivered.eml"
         rc = host.directory / "fetchmailrc"
         rc.write_text(
             "set no syslog\n"
             f"poll localhost via 127.0.0.1 protocol pop3 port {host.ports['pop3']}"
             " auth password\n"
-            f'  user "{UTF8_USER}" password "{UTF8_PASSWORD}"\n'
+            f'  user "{host.utf8User}" password "{host.utf8Password}"\n'
             "  sslproto tls1.2+ sslcommonname localhost\n"
             f"  sslcertck sslcertfile {host.caPath}\n"
             f'  mda "cat > {delivered}"\n',
@@ -311,20 +355,22 @@ class FetchmailTests(SynchronousTestCase):
         self.assertIn(sent.as_bytes(), delivered.read_bytes(), describe(result))
 
 
-class GetmailTests(SynchronousTestCase):
+class GetmailTests(ClientTests):
     """
-    getmail6 against np-mail's POP3S.
+    getmail6 against C{tac/mailhost.tac}'s POP3S (LDAP users).
     """
+
+    ldap = True
 
     def test_returnPath(self) -> None:
         """getmail6 over POP3-SSL: Return-Path: is the SMTP envelope sender."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         # The From: header names someone else, so that only the envelope
         # (MAIL FROM) can have given the Return-Path.
         sent = message(
-            "Alias <alias@elsewhere.test>", f"bob@{DOMAIN}", "for getmail", "Hi.\n"
+            "Alias <alias@elsewhere.test>", f"bob@{host.domain}", "for getmail", "Hi.\n"
         )
-        host.submit("alice", PASSWORDS["alice"], sent)
+        host.submit("alice", host.passwords["alice"], sent)
         maildir = host.directory / "Maildir"
         # getmail refuses to deliver as root: then it delivers as nobody,
         # who must reach the Maildir (mktemp's directory is private).
@@ -345,7 +391,7 @@ class GetmailTests(SynchronousTestCase):
             "server = 127.0.0.1\n"
             f"port = {host.ports['pop3s']}\n"
             "username = bob\n"
-            f"password = {PASSWORDS['bob']}\n"
+            f"password = {host.passwords['bob']}\n"
             f"ca_certs = {host.caPath}\n"
             "[destination]\n"
             "type = Maildir\n"
@@ -368,19 +414,19 @@ class GetmailTests(SynchronousTestCase):
         ]
         self.assertEqual(
             [(m["Subject"], m.get_all("Return-Path")) for m in messages],
-            [("for getmail", [f"<alice@{DOMAIN}>"])],
+            [("for getmail", [f"<alice@{host.domain}>"])],
             describe(result),
         )
 
 
-class MbsyncTests(SynchronousTestCase):
+class MbsyncTests(ClientTests):
     """
     mbsync (isync) against np-mail's IMAPS.
     """
 
     def test_folderRecreated(self) -> None:
         """mbsync: a folder deleted and made again in a second is not synced as old."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         local = host.directory / "mail"
         local.mkdir()
         rc = mbsyncConfig(host, local, "Patterns Demo\nCreate Near\nSync Pull\n")
@@ -392,13 +438,13 @@ class MbsyncTests(SynchronousTestCase):
         # created both times within one second, as a fast client does.
         time.sleep(1 - time.time() % 1)
         self.assertEqual(session.create("Demo")[0], "OK")
-        appended = [self.append(session, "first")]
+        appended = [appendMessage(self, session, "first")]
         first = runClient(self, argv, host.directory)
         self.assertEqual(first.returncode, 0, describe(first))
         self.assertEqual(subjects(local / "Demo"), ["first"], describe(first))
         self.assertEqual(session.delete("Demo")[0], "OK")
         self.assertEqual(session.create("Demo")[0], "OK")
-        appended.append(self.append(session, "second"))
+        appended.append(appendMessage(self, session, "second"))
         second = runClient(self, argv, host.directory)
         report = f"APPEND replies: {appended}\n{describe(second)}"
         if second.returncode == 0:
@@ -410,20 +456,17 @@ class MbsyncTests(SynchronousTestCase):
                 second.stdout + second.stderr, "UIDVALIDITY .*changed", report
             )
 
-    def append(
-        self, session: imaplib.IMAP4, subject: str, mailbox: str = "Demo"
-    ) -> bytes:
-        """
-        APPEND a message with C{subject} to C{mailbox}; return the reply's text.
-        """
-        sent = message(f"alice@{DOMAIN}", f"alice@{DOMAIN}", subject, "Hi.\n")
-        status, data = session.append(mailbox, "", None, sent.as_bytes())
-        self.assertEqual(status, "OK", data)
-        return bytes(data[0])
+
+class MbsyncSyncTests(ClientTests):
+    """
+    mbsync's two-way sync against C{tac/mailhost.tac}'s IMAPS (LDAP users).
+    """
+
+    ldap = True
 
     def test_twoWaySyncFlagsAndMove(self) -> None:
         """mbsync: flags, deletions and moves made on either side reach the other."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         local = host.directory / "mail"
         local.mkdir()
         rc = mbsyncConfig(
@@ -437,7 +480,7 @@ class MbsyncTests(SynchronousTestCase):
         self.addCleanup(session.logout)
         # Archive is one of the special-use mailboxes np-imap makes at login.
         for subject in ("one", "two", "three", "four"):
-            self.append(session, subject, "INBOX")
+            appendMessage(self, session, subject, "INBOX")
         first = runClient(self, argv, host.directory)
         self.assertEqual(first.returncode, 0, describe(first))
         self.assertIn("CONDSTORE", first.stdout, describe(first))
@@ -485,6 +528,21 @@ class MbsyncTests(SynchronousTestCase):
         )
 
 
+def appendMessage(
+    testCase: SynchronousTestCase,
+    session: imaplib.IMAP4,
+    subject: str,
+    mailbox: str = "Demo",
+) -> bytes:
+    """
+    APPEND a message with C{subject} to C{mailbox}; return the reply's text.
+    """
+    sent = message(f"alice@{DOMAIN}", f"alice@{DOMAIN}", subject, "Hi.\n")
+    status, data = session.append(mailbox, "", None, sent.as_bytes())
+    testCase.assertEqual(status, "OK", data)
+    return bytes(data[0])
+
+
 def mbsyncConfig(host: MailHost, local: Path, channel: str) -> Path:
     """
     An mbsyncrc syncing alice's mailboxes on C{host}'s IMAPS with the
@@ -497,7 +555,7 @@ def mbsyncConfig(host: MailHost, local: Path, channel: str) -> Path:
         "Host localhost\n"
         f"Port {host.ports['imaps']}\n"
         "User alice\n"
-        f"Pass {PASSWORDS['alice']}\n"
+        f"Pass {host.passwords['alice']}\n"
         "SSLType IMAPS\n"
         f"CertificateFile {host.caPath}\n"
         "\n"
@@ -556,19 +614,22 @@ def subjects(maildir: Path) -> list[str]:
     ]
 
 
-class OfflineimapTests(SynchronousTestCase):
+class OfflineimapTests(ClientTests):
     """
-    offlineimap (offlineimap3) against np-mail's IMAPS.
+    offlineimap (offlineimap3) against C{tac/mailhost.tac}'s IMAPS (LDAP
+    users).
     """
+
+    ldap = True
 
     def test_twoWaySync(self) -> None:
         """offlineimap: mail comes down, a local flag and a local message go up."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         for subject in ("first", "second"):
             host.submit(
                 "alice",
-                PASSWORDS["alice"],
-                message(f"alice@{DOMAIN}", f"bob@{DOMAIN}", subject, "Hi.\n"),
+                host.passwords["alice"],
+                message(f"alice@{host.domain}", f"bob@{host.domain}", subject, "Hi.\n"),
             )
         local = host.directory / "mail"
         rc = host.directory / "offlineimaprc"
@@ -590,7 +651,7 @@ class OfflineimapTests(SynchronousTestCase):
             "remotehost = localhost\n"
             f"remoteport = {host.ports['imaps']}\n"
             "remoteuser = bob\n"
-            f"remotepass = {PASSWORDS['bob']}\n"
+            f"remotepass = {host.passwords['bob']}\n"
             "ssl = yes\n"
             f"sslcacertfile = {host.caPath}\n"
             "tls_level = tls_secure\n"
@@ -608,7 +669,9 @@ class OfflineimapTests(SynchronousTestCase):
         for path in (local / "INBOX" / "new").iterdir():
             if b"Subject: second" in path.read_bytes():
                 path.rename(local / "INBOX" / "cur" / f"{path.name}S")
-        drafted = message(f"bob@{DOMAIN}", f"bob@{DOMAIN}", "written locally", "Me.\n")
+        drafted = message(
+            f"bob@{host.domain}", f"bob@{host.domain}", "written locally", "Me.\n"
+        )
         (local / "INBOX" / "new" / "1.local").write_bytes(drafted.as_bytes())
         second = runClient(self, argv, host.directory)
         self.assertEqual(second.returncode, 0, describe(second))
@@ -619,66 +682,88 @@ class OfflineimapTests(SynchronousTestCase):
         )
 
 
-class NeomuttTests(SynchronousTestCase):
+def muttrc(host: MailHost, user: str) -> Path:
     """
-    neomutt against np-mail: batch sending through submission, and its IMAPS
-    index driven by pushed keys in a pseudo-terminal.
+    A neomutt configuration for C{user}: IMAPS INBOX, submission with
+    STARTTLS, the test CA trusted, no prompts.
+    """
+    rc = host.directory / f"muttrc-{user}"
+    rc.write_text(
+        f'set from = "{user}@{host.domain}"\n'
+        f'set smtp_url = "smtp://{user}@localhost:{host.ports["submission"]}/"\n'
+        f'set smtp_pass = "{host.passwords[user]}"\n'
+        f'set imap_user = "{user}"\n'
+        f'set imap_pass = "{host.passwords[user]}"\n'
+        f'set folder = "imaps://localhost:{host.ports["imaps"]}/"\n'
+        'set spoolfile = "+INBOX"\n'
+        "set ssl_starttls = yes\n"
+        "set ssl_force_tls = yes\n"
+        f'set ssl_ca_certificates_file = "{host.caPath}"\n'
+        f'set certificate_file = "{host.directory / "mutt-certificates"}"\n'
+        'set record = ""\n'
+        'set header_cache = ""\n'
+        'set message_cachedir = ""\n'
+        'set charset = "utf-8"\n'
+        "set wait_key = no\n"
+        "set quit = yes\n"
+        "set move = no\n"
+        "set mark_old = no\n"
+        "set sort = date-sent\n"
+    )
+    return rc
+
+
+class NeomuttTests(ClientTests):
+    """
+    neomutt in batch mode sending through C{tac/mailhost.tac}'s
+    submission (LDAP users).
     """
 
-    def muttrc(self, host: MailHost, user: str) -> Path:
-        """
-        A neomutt configuration for C{user}: IMAPS INBOX, submission with
-        STARTTLS, the test CA trusted, no prompts.
-        """
-        rc = host.directory / f"muttrc-{user}"
-        rc.write_text(
-            f'set from = "{user}@{DOMAIN}"\n'
-            f'set smtp_url = "smtp://{user}@localhost:{host.ports["submission"]}/"\n'
-            f'set smtp_pass = "{PASSWORDS[user]}"\n'
-            f'set imap_user = "{user}"\n'
-            f'set imap_pass = "{PASSWORDS[user]}"\n'
-            f'set folder = "imaps://localhost:{host.ports["imaps"]}/"\n'
-            'set spoolfile = "+INBOX"\n'
-            "set ssl_starttls = yes\n"
-            "set ssl_force_tls = yes\n"
-            f'set ssl_ca_certificates_file = "{host.caPath}"\n'
-            f'set certificate_file = "{host.directory / "mutt-certificates"}"\n'
-            'set record = ""\n'
-            'set header_cache = ""\n'
-            'set message_cachedir = ""\n'
-            'set charset = "utf-8"\n'
-            "set wait_key = no\n"
-            "set quit = yes\n"
-            "set move = no\n"
-            "set mark_old = no\n"
-            "set sort = date-sent\n"
-        )
-        return rc
+    ldap = True
 
     def test_batchSend(self) -> None:
         """neomutt -s in batch mode: submission, STARTTLS, AUTH; delivered."""
-        host = MailHost(self)
-        rc = self.muttrc(host, "alice")
+        host = MailHost(self, self.ldap)
+        rc = muttrc(host, "alice")
         result = runClient(
             self,
-            ["neomutt", "-n", "-F", str(rc), "-s", "from neomutt", f"bob@{DOMAIN}"],
+            [
+                "neomutt",
+                "-n",
+                "-F",
+                str(rc),
+                "-s",
+                "from neomutt",
+                f"bob@{host.domain}",
+            ],
             host.directory,
             input="Grüße aus neomutt.\n",
         )
         self.assertEqual(result.returncode, 0, describe(result))
         self.assertEqual(inbox(host, "bob"), [("from neomutt", [])], describe(result))
 
+
+class NeomuttIndexTests(ClientTests):
+    """
+    neomutt's IMAPS index driven by pushed keys in a pseudo-terminal.
+    """
+
     def test_imapsIndex(self) -> None:
         """neomutt over IMAPS: every message piped out whole, one flagged."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         sent = [
-            message(f"alice@{DOMAIN}", f"bob@{DOMAIN}", subject, f"{subject} body\n")
+            message(
+                f"alice@{host.domain}",
+                f"bob@{host.domain}",
+                subject,
+                f"{subject} body\n",
+            )
             for subject in ("first", "second")
         ]
         for each in sent:
-            host.submit("alice", PASSWORDS["alice"], each)
+            host.submit("alice", host.passwords["alice"], each)
             time.sleep(1.05)  # distinct Date: seconds, for sort = date-sent
-        rc = self.muttrc(host, "bob")
+        rc = muttrc(host, "bob")
         piped = host.directory / "piped.mbox"
         keys = (
             "<tag-pattern>~A<enter>"
@@ -702,7 +787,7 @@ class NeomuttTests(SynchronousTestCase):
         )
 
 
-class SubmissionClientTests(SynchronousTestCase):
+class SubmissionClientTests(ClientTests):
     """
     msmtp and s-nail sending through np-mail's submission port (STARTTLS,
     AUTH, the test CA trusted and the name checked).
@@ -710,7 +795,7 @@ class SubmissionClientTests(SynchronousTestCase):
 
     def test_msmtp(self) -> None:
         """msmtp -t: STARTTLS, AUTH PLAIN, recipients from the headers."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         rc = host.directory / "msmtprc"
         rc.write_text(
             "account np\n"
@@ -721,12 +806,14 @@ class SubmissionClientTests(SynchronousTestCase):
             f"tls_trust_file {host.caPath}\n"
             "auth on\n"
             "user alice\n"
-            f"password {PASSWORDS['alice']}\n"
-            f"from alice@{DOMAIN}\n"
+            f"password {host.passwords['alice']}\n"
+            f"from alice@{host.domain}\n"
             "account default : np\n"
         )
         rc.chmod(0o600)
-        sent = message(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "from msmtp", "Hi.\n")
+        sent = message(
+            f"alice@{host.domain}", f"bob@{host.domain}", "from msmtp", "Hi.\n"
+        )
         result = runClient(
             self,
             ["msmtp", "-C", str(rc), "-v", "-t"],
@@ -739,7 +826,7 @@ class SubmissionClientTests(SynchronousTestCase):
 
     def test_sNail(self) -> None:
         """s-nail -#: smtp-use-starttls, AUTH, a UTF-8 body; delivered."""
-        host = MailHost(self)
+        host = MailHost(self, self.ldap)
         result = runClient(
             self,
             [
@@ -751,7 +838,7 @@ class SubmissionClientTests(SynchronousTestCase):
                 "-S",
                 "sendwait",
                 "-S",
-                f"mta=smtp://alice:{PASSWORDS['alice']}@localhost:"
+                f"mta=smtp://alice:{host.passwords['alice']}@localhost:"
                 f"{host.ports['submission']}",
                 "-S",
                 "smtp-use-starttls",
@@ -760,15 +847,62 @@ class SubmissionClientTests(SynchronousTestCase):
                 "-S",
                 "tls-ca-no-defaults",
                 "-S",
-                f"from=alice@{DOMAIN}",
+                f"from=alice@{host.domain}",
                 "-S",
                 "ttycharset=utf-8",
                 "-s",
                 "from s-nail",
-                f"bob@{DOMAIN}",
+                f"bob@{host.domain}",
             ],
             host.directory,
             input="Grüße aus s-nail.\n",
         )
         self.assertEqual(result.returncode, 0, describe(result))
         self.assertEqual(inbox(host, "bob"), [("from s-nail", [])], describe(result))
+
+
+class IMAPClientTests(ClientTests):
+    """
+    IMAPClient (PyPI) against C{tac/mailhost.tac}'s IMAPS (LDAP users).
+    """
+
+    ldap = True
+
+    def test_fetchFlagMove(self) -> None:
+        """IMAPClient over IMAPS: a submitted message fetched, flagged and moved."""
+        host = MailHost(self, self.ldap)
+        sent = message(
+            f"alice@{host.domain}", f"bob@{host.domain}", "for imapclient", "Hi.\n"
+        )
+        host.submit("alice", host.passwords["alice"], sent)
+        with IMAPClient(
+            "127.0.0.1",
+            port=host.ports["imaps"],
+            ssl=True,
+            ssl_context=host.context(),
+            timeout=10,
+        ) as client:
+            client.login("bob", host.passwords["bob"])
+            self.assertIn(b"MOVE", client.capabilities())
+            client.select_folder("INBOX")
+            [uid] = client.search(["SUBJECT", "for imapclient"])
+            fetched = client.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
+            self.assertIn(sent.as_bytes().replace(b"\n", b"\r\n"), fetched)
+            client.add_flags([uid], [b"\\Flagged"])
+            client.move([uid], "Archive")
+            self.assertEqual(client.search(), [])
+            client.logout()
+        self.assertEqual(
+            inbox(host, "bob", "Archive"), [("for imapclient", [b"\\Flagged"])]
+        )
+
+
+# fetchmail logs in through both checkers: bcrypt (htpasswd) and an LDAP bind.
+
+
+class FetchmailLDAPTests(FetchmailTests):
+    """
+    fetchmail against C{tac/mailhost.tac}: an LDAP uid and password not ASCII.
+    """
+
+    ldap = True
