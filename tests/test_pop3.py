@@ -17,7 +17,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netplugins.cred.htpasswd import hashPassword
 from netplugins.mail.maildir.store import MaildirStore
-from netplugins.mail.pop3 import POP3Config, POP3Factory, POP3Server, byteStuff, topOf
+from netplugins.mail.pop3 import (
+    POP3Config,
+    POP3Factory,
+    POP3Server,
+    byteStuff,
+    downgradeBinary,
+    topOf,
+)
 from netplugins.service import listeningPorts
 from netplugins.session import CLOSE_GRACE
 from netplugins.tap.pop3 import Options, POP3Settings, pop3Service
@@ -434,6 +441,15 @@ class HelperTests(SynchronousTestCase):
     def test_topZero(self) -> None:
         """TOP n 0 sends headers and the blank line only."""
         self.assertEqual(topOf(b"A: b\r\n\r\nx\r\n", 0), b"A: b\n\n")
+
+    def test_downgradeBinary(self) -> None:
+        """A binary single part becomes base64; its headers stay as they were."""
+        self.assertEqual(
+            downgradeBinary(
+                b"Subject: x\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\n\r\xff"
+            ),
+            b"Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\nAAoN/w==\r\n",
+        )
 
 
 class OptionsTests(SynchronousTestCase):
