@@ -328,6 +328,10 @@ class QueueTests(DeviceTestCase):
             )
             for _ in range(300):
                 hostile.send_multipart([b"", payload])
+            # Every reply to the hostile client is on its way before the
+            # polite client asks, so the polite reply queues behind them.
+            for _ in range(300):
+                worker.send_multipart(worker.recv_multipart())
             polite = socket(context, zmq.REQ, device.frontendEndpoint or "")
             polite.send(b"ping")
             deadline = time.monotonic() + PATIENCE / 1000
