@@ -175,6 +175,15 @@ class ClientTests(SynchronousTestCase):
     ldap = False
 
 
+def clientEnvironment() -> dict[str, str]:
+    """
+    This process's environment without the Python path trial's workers
+    (C{-j}) get, which would make Debian's Python clients (offlineimap,
+    getmail) load this interpreter's modules.
+    """
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def requireClient(testCase: SynchronousTestCase, name: str) -> None:
     """
     Fail the test if the client program C{name} is not installed.
@@ -208,7 +217,7 @@ def runClient(
             text=True,
             errors="replace",
             timeout=CLIENT_TIMEOUT,
-            env={**os.environ, "HOME": str(cwd), "LC_ALL": "C.UTF-8"},
+            env={**clientEnvironment(), "HOME": str(cwd), "LC_ALL": "C.UTF-8"},
         )
     except subprocess.TimeoutExpired as e:
         testCase.fail(f"{' '.join(argv)} still running after {e.timeout} s:\n{e}")
@@ -233,7 +242,12 @@ def runInTerminal(
             stdout=terminal,
             stderr=terminal,
             start_new_session=True,
-            env={**os.environ, "HOME": str(cwd), "TERM": "xterm", "LC_ALL": "C.UTF-8"},
+            env={
+                **clientEnvironment(),
+                "HOME": str(cwd),
+                "TERM": "xterm",
+                "LC_ALL": "C.UTF-8",
+            },
         )
     finally:
         os.close(terminal)
