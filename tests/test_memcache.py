@@ -279,6 +279,99 @@ class TextProtocolTests(SynchronousTestCase):
         self.assertEqual(exchange(protocol, transport, b"stats nope\r\n"), b"ERROR\r\n")
 
 
+#: Steps of a script (bytes sent, or seconds the clock moves) whose commands
+#: the fast path answers, and every way it must hand one to the general path.
+FAST_SCRIPT: tuple[bytes | int, ...] = (
+    b"get a\r\nmg a v\r\nmn\r\nset a 0 0 3\r\nabc\r\nget a\r\nmg a v\r\n",
+    b"set b 7 10 2\r\nhi\r\nset c 0 %d 1\r\nx\r\nget b\r\nmg b v\r\n" % (T0 + 5),
+    b"set n 0 -1 1\r\nx\r\nget n\r\nmg n v\r\n",
+    6,
+    b"get c\r\nmg c v\r\n",
+    5,
+    b"mg b v\r\nget b\r\n",
+    # Bad keys, odd spacing, NUL, empty keys, uppercase: the general path's.
+    b"get " + b"k" * 251 + b"\r\nmg " + b"k" * 251 + b" v\r\nget a\x01\r\n",
+    b"get  a\r\nmg  a v\r\nget a\x00junk\r\nget \r\nmg  v\r\nGET a\r\n",
+    b" get a\r\nget a\rb\r\nget a\r\r\nget a\n\n",
+    b"set a:\xff 0 0 1\r\nx\r\nget a:\xff\r\nmg a:\xff v\r\nmg a:\x01 v\r\n",
+    b"set a\x7f 0 0 1\r\nx\r\nmg a\x7f v\r\nset " + b"s" * 251 + b" 0 0 1\r\nx\r\n",
+    # Sets the general path answers: bad chunk, noreply, too large, bad key.
+    b"set d 0 0 2\r\nxyz\r\nset d 0 0 1 noreply\r\nq\r\nget d\r\n",
+    b"set e 0 0 2000\r\n" + b"e" * 2002 + b"set f\x02 0 0 1\r\nx\r\n",
+    b"set g 0 0 0\r\n\r\nset h 1 0 3\r\nabc\r\nget g\r\nget h\r\nmg h v\r\n",
+    b"set 0 0 1\r\nx\r\nset i 0 0 01\r\ny\r\nset j 0 0 1\r\nzz",
+    b"\r\nget j\r\nset k 00 00 2\r\nkk\r\nget k\r\n",
+    # Stale items and the win token, a flush.
+    b"md a I\r\nmg a v\r\nmg a v\r\nget a\r\nmg a v c\r\n",
+    b"flush_all\r\nget b\r\nmg h v\r\nset b 0 0 1\r\n2\r\nget b\r\n",
+    b"mn\r\nmn x\r\nstats detail dump\r\n",
+    # A win token handed by recache (R) to an item that is not stale.
+    b"set r 0 20 1\r\nr\r\nmg r v R30\r\nmg r v\r\nget r\r\n",
+    # Access times move once a minute.
+    b"set t 0 0 1\r\nt\r\nset u 0 0 1\r\nu\r\n",
+    61,
+    b"mg t v\r\nget u\r\nmg u v\r\nget t\r\n",
+)
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    The loop answering the commonest commands answers them as the general
+    path does.
+    """
+
+    def script(
+        self, fast: bool, byByte: bool
+    ) -> tuple[bytes, dict[str, int], list[Any]]:
+        store = Store(maxItemSize=1024, now=T0)
+        protocol, transport, clock = connect(store)
+        if not fast:
+            protocol._fast = lambda buf, pos, out: pos  # type: ignore[method-assign]
+        for step in FAST_SCRIPT:
+            if isinstance(step, int):
+                clock.advance(step)
+            elif byByte:
+                for byte in step:
+                    protocol.dataReceived(bytes([byte]))
+            else:
+                protocol.dataReceived(step)
+        items = [
+            (it.key, it.data, it.flags, it.exptime, it.cas, it.time, it.fetched)
+            for it in store.items.values()
+        ]
+        return bytes(transport.value()), dict(store.stats), items
+
+    def test_sameAsGeneralPath(self) -> None:
+        """Replies, counters and items (in LRU order) are the general path's,
+        whole or byte by byte."""
+        general = self.script(False, False)
+        self.assertIn(b"VA 3 X W\r\nabc\r\n", general[0])
+        self.assertEqual(self.script(True, False), general)
+        self.assertEqual(self.script(True, True), general)
+        self.assertEqual(self.script(False, True), general)
+
+    def test_writeBatches(self) -> None:
+        """Pipelined gets of large values are written in batches of
+        WRITE_BATCH bytes, as by the general path."""
+        sizes = []
+        for fast in (False, True):
+            protocol, transport, _ = connect(Store(now=T0))
+            if not fast:
+                protocol._fast = lambda buf, pos, out: pos  # type: ignore[method-assign]
+            protocol.dataReceived(b"set a 0 0 20000\r\n" + b"x" * 20000 + b"\r\n")
+            transport.clear()
+            writes: list[int] = []
+            sizes.append(writes)
+
+            def write(data: bytes, writes: list[int] = writes) -> None:
+                writes.append(len(data))
+
+            transport.write = write  # type: ignore[method-assign]
+            protocol.dataReceived(b"mg a v\r\nget a\r\n" * 10 + b"mn\r\n" * 600)
+        self.assertEqual(sizes[0], sizes[1])
+        self.assertGreater(len(sizes[0]), 1)
+
+
 class MetaProtocolTests(SynchronousTestCase):
     """
     The meta commands and their flags.

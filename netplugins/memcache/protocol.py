@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netplugins.addresses import describe
-from netplugins.memcache.meta import MetaCommands, Pending
+from netplugins.memcache.meta import _VA, MetaCommands, Pending
 from netplugins.memcache.store import (
     ADD,
     APPEND,
@@ -76,6 +76,7 @@ _CRLF = b"\r\n"
 _END = b"END\r\n"
 _ERROR = b"ERROR\r\n"
 _STORED = b"STORED\r\n"
+_NOT_STORED = b"NOT_STORED\r\n"
 _BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
 _BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
 _TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
@@ -89,7 +90,7 @@ _RESULTS = {
     "STORED": _STORED,
     "EXISTS": b"EXISTS\r\n",
     "NOT_FOUND": b"NOT_FOUND\r\n",
-    "NOT_STORED": b"NOT_STORED\r\n",
+    "NOT_STORED": _NOT_STORED,
 }
 
 
@@ -246,6 +247,13 @@ class MemcacheProtocol(MetaCommands, Protocol):
                 self._swallow -= skip
                 pos += skip
                 continue
+            if self.authenticated:
+                after = self._fast(buf, pos, out)
+                if after != pos:
+                    pos = after
+                    if self._queued >= WRITE_BATCH or len(out) >= 512:
+                        self._batch(out)
+                    continue
             nl = buf.find(b"\n", pos)
             if nl == -1:
                 break
@@ -271,13 +279,7 @@ class MemcacheProtocol(MetaCommands, Protocol):
             if self._closing:
                 break
             if self._queued >= WRITE_BATCH or len(out) >= 512:
-                batch = b"".join(out)
-                out.clear()
-                if len(batch) >= WRITE_BATCH:
-                    self._write(batch)
-                else:
-                    out.append(batch)
-                    self._queued = len(batch)
+                self._batch(out)
         self._out = None
         if out:
             self._write(b"".join(out))
@@ -303,6 +305,151 @@ class MemcacheProtocol(MetaCommands, Protocol):
     #: A multi-key retrieval stopped while the output was backed up: its
     #: tokens, the next key's index, whether with CAS, the touch time.
     _continue: tuple[list[bytes], int, bool, int | None] | None = None
+
+    def _batch(self, out: list[bytes]) -> None:
+        """
+        Join the output queued so far; write it once it is a whole batch.
+        """
+        batch = b"".join(out)
+        out.clear()
+        if len(batch) >= WRITE_BATCH:
+            self._write(batch)
+        else:
+            out.append(batch)
+            self._queued = len(batch)
+
+    def _fast(self, buf: bytes, pos: int, out: list[bytes]) -> int:
+        """
+        Answer the run of the commonest commands at C{pos} in C{buf} in one
+        loop: C{get} of one key, C{mg <key> v}, C{mn}, and C{set <key>
+        <flags> <exptime> <bytes>} whose data block is in C{buf}.  Stop
+        before the first line that is anything else or incomplete, or that
+        the general path must answer (a bad key, an expired, flushed or
+        stale item, an item over the limits, a bad data chunk), and once a
+        batch of output is due.
+
+        @return: the position after the last command answered.
+        """
+        store = self.store
+        items = store.items
+        now = store.now
+        oldest = store.oldestLive
+        moveToEnd = items.move_to_end
+        find = buf.find
+        end = len(buf)
+        append = out.append
+        queued = self._queued
+        gets = hits = sets = 0
+        while True:
+            nl = find(b"\n", pos)
+            if nl == -1:
+                break
+            tokens = buf[
+                pos : nl - 1 if buf[nl - 1] == 13 and nl > pos + 1 else nl
+            ].split(b" ")
+            n = len(tokens)
+            if n == 3:
+                if tokens[0] != b"mg" or tokens[2] != b"v":
+                    break
+                key = tokens[1]
+                if not 0 < len(key) <= KEY_MAX_LENGTH or (
+                    not key.isalnum() and _CONTROL(key) is not None
+                ):
+                    break
+                it = items.get(key)
+                if it is None:
+                    append(b"EN\r\n")
+                else:
+                    if (
+                        (it.exptime and it.exptime <= now)
+                        or it.time <= oldest
+                        or it.stale
+                        or it.tokenSent
+                    ):
+                        break
+                    hits += 1
+                    data = it.data
+                    length = len(data) - 2
+                    append(_VA[length] if length < 4096 else b"VA %d\r\n" % length)
+                    append(data)
+                    queued += length
+                    it.fetched = True
+                    # memcached moves an item's access time once a minute.
+                    if it.time < now - 60:
+                        it.time = now
+                    moveToEnd(key)
+                gets += 1
+            elif n == 2:
+                key = tokens[1]
+                if tokens[0] != b"get" or not 0 < len(key) <= KEY_MAX_LENGTH:
+                    break
+                if not key.isalnum() and _CONTROL(key) is not None:
+                    break
+                it = items.get(key)
+                if it is None:
+                    append(_END)
+                else:
+                    if (it.exptime and it.exptime <= now) or it.time <= oldest:
+                        break
+                    hits += 1
+                    it.fetched = True
+                    data = it.data
+                    out += (it.header or it.valueHeader(), _CRLF, data, _END)
+                    queued += len(data)
+                    moveToEnd(key)
+                gets += 1
+            elif n == 5:
+                key, flagsToken, exptimeToken, lengthToken = (
+                    tokens[1],
+                    tokens[2],
+                    tokens[3],
+                    tokens[4],
+                )
+                if not (
+                    tokens[0] == b"set"
+                    and 0 < len(key) <= KEY_MAX_LENGTH
+                    and len(flagsToken) < 10
+                    and len(exptimeToken) < 10
+                    and len(lengthToken) < 10
+                    and flagsToken.isdigit()
+                    and exptimeToken.isdigit()
+                    and lengthToken.isdigit()
+                    and (key.isalnum() or _CONTROL(key) is None)
+                ):
+                    break
+                flags = int(flagsToken)
+                exptime = int(exptimeToken)
+                # The data block, its CRLF counted, must be here whole.
+                after = nl + int(lengthToken) + 3
+                if after > end or buf[after - 2 : after] != _CRLF:
+                    break
+                total = itemTotal(len(key), flags, after - nl - 1)
+                if total > store.maxItemSize or total > store.memoryLimit:
+                    break
+                it = Item(
+                    key,
+                    buf[nl + 1 : after],
+                    flags,
+                    store.absolute(exptime) if exptime else 0,
+                )
+                append(_STORED if store.link(it) else _NOT_STORED)
+                sets += 1
+                nl = after - 1
+            elif n == 1 and tokens[0] == b"mn":
+                append(b"MN\r\n")
+            else:
+                break
+            pos = nl + 1
+            if queued >= WRITE_BATCH or len(out) >= 512:
+                break
+        if gets or sets:
+            stats = store.stats
+            stats["cmd_get"] += gets
+            stats["get_hits"] += hits
+            stats["get_misses"] += gets - hits
+            stats["cmd_set"] += sets
+        self._queued = queued
+        return pos
 
     def _write(self, batch: bytes) -> None:
         self._queued = 0
