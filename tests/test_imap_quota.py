@@ -13,19 +13,27 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netplugins.cred.ldap.checker import LDAPChecker
+from netplugins.cred.ldap.config import configFromMapping
+from netplugins.cred.ldap.directory import Directory as LDAPDirectory
+from netplugins.mail.imap.server import IMAPConfig, IMAPFactory
 from netplugins.mail.maildir.quota import OverQuotaError, blockingUsage
 from netplugins.mail.maildir.store import MaildirStore
+from netplugins.mail.smtp.server import SMTPConfig, SMTPFactory
+from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.tap.mail import MailHostSettings, Options
 from netplugins.tap.mailhost import mailParts
 from tests.test_imap import Session, makeFactory, plainMessage, serveOverTLS
 from tests.test_imap_idle import serveSMTP
 from tests.test_imap_sort import compareWithDovecot
+from tests.test_mailusers import Directory
 
 KIB = 1024
 
@@ -284,3 +292,209 @@ class DovecotQuotaTests(TestCase):
     def test_sameAnswers(self) -> Deferred[None]:
         """GETQUOTA, GETQUOTAROOT and the [OVERQUOTA] refusals agree."""
         return compareWithDovecot(self, SCRIPT, QUOTA_CONFIG, 1024 * KIB)
+
+
+def userQuotaStore(root: str, limit: int | None, quotas: dict[str, int]) -> Any:
+    """
+    A store whose users' own limits come from C{quotas} through L{LocalUsers}.
+    """
+    users = LocalUsers(["example.org"], [Directory(quotas=quotas)])
+    assert users.hasStorageQuotas
+    return MaildirStore(
+        root,
+        runBlocking=maybeDeferred,
+        quotaStorage=limit,
+        quotaLookup=users.storageQuota,
+    )
+
+
+class UserQuotaTests(SynchronousTestCase):
+    """
+    A user's own limit from the user directory overrides C{--quota-storage}.
+    """
+
+    def test_store(self) -> None:
+        """Own limits are enforced at delivery; 0 is none; others get the default."""
+        quotas = {"alice": 4 * KIB, "bob": 0}
+        store = userQuotaStore(self.mktemp(), 10 * KIB, quotas)
+        self.successResultOf(store.deliver("alice", sized(3 * KIB)))
+        self.failureResultOf(store.deliver("alice", sized(2 * KIB)), OverQuotaError)
+        self.failureResultOf(
+            store.deliverMany(["carol", "alice"], sized(2 * KIB)), OverQuotaError
+        )
+        self.assertEqual(self.successResultOf(store.storageUsed("carol")), 0)
+        self.successResultOf(store.deliver("bob", sized(30 * KIB)))
+        self.successResultOf(store.deliver("carol", sized(9 * KIB)))
+        self.failureResultOf(store.deliver("carol", sized(2 * KIB)), OverQuotaError)
+        self.assertEqual(self.successResultOf(store.storageLimit("alice")), 4 * KIB)
+        self.assertIsNone(self.successResultOf(store.storageLimit("bob")))
+        # The directory is asked again at each write.
+        quotas["alice"] = 8 * KIB
+        self.successResultOf(store.deliver("alice", sized(2 * KIB)))
+        del quotas["bob"]
+        self.failureResultOf(store.deliver("bob", sized(KIB)), OverQuotaError)
+
+    def test_imap(self) -> None:
+        """GETQUOTAROOT reports the user's own limit; APPEND and COPY meet it."""
+        root = self.mktemp()
+        store = userQuotaStore(root, None, {"alice": 8 * KIB})
+        s = Session(self, root=root, factory=makeFactory(root, Clock(), store=store))
+        s.login()
+        self.assertIn(b" QUOTA QUOTA=RES-STORAGE ", s.send(b"c CAPABILITY\r\n"))
+        s.send(b"a APPEND INBOX {%d+}\r\n%s\r\n" % (5 * KIB, sized(5 * KIB)))
+        self.assertEqual(
+            s.send(b"q GETQUOTAROOT INBOX\r\n"),
+            b'* QUOTAROOT INBOX "User quota"\r\n'
+            b'* QUOTA "User quota" (STORAGE 5 8)\r\n'
+            b"q OK Getquotaroot completed.\r\n",
+        )
+        s.send(b"s SELECT INBOX\r\n")
+        self.assertEqual(
+            s.send(b"c COPY 1 INBOX\r\n"), b"c NO [OVERQUOTA] Quota exceeded\r\n"
+        )
+        reply = s.send(b"a APPEND INBOX {%d+}\r\n%s\r\n" % (4 * KIB, sized(4 * KIB)))
+        self.assertEqual(reply, b"a NO [OVERQUOTA] Quota exceeded\r\n")
+
+    def test_imapUnlimited(self) -> None:
+        """A user whose own limit is 0 has no quota root, whatever the default."""
+        root = self.mktemp()
+        store = userQuotaStore(root, KIB, {"alice": 0})
+        s = Session(self, root=root, factory=makeFactory(root, Clock(), store=store))
+        s.login()
+        self.assertEqual(
+            s.send(b"q GETQUOTAROOT INBOX\r\n"),
+            b"* QUOTAROOT INBOX\r\nq OK Getquotaroot completed.\r\n",
+        )
+        self.assertIn(b"q NO", s.send(b'q GETQUOTA "User quota"\r\n'))
+        reply = s.send(b"a APPEND INBOX {%d+}\r\n%s\r\n" % (4 * KIB, sized(4 * KIB)))
+        self.assertIn(b"a OK", reply)
+
+    def test_mailParts(self) -> None:
+        """The mail services' store asks the users only with a quota_attribute."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        config = os.path.join(directory, "ldap.ini")
+        stores = []
+        for extra in ("", "quota_attribute = mailQuota\n"):
+            with open(config, "w") as f:
+                f.write(f"[ldap]\nurl = ldap://127.0.0.1/dc=example,dc=org\n{extra}")
+            options = Options()
+            options.parseOptions(
+                ["--auth", f"ldap:config={config}", "--state-dir", self.mktemp()]
+            )
+            parts = mailParts(options.settings, options.common, reactor=Clock())
+            stores.append(parts.store)
+        self.assertIsNone(stores[0].quotaLookup)
+        self.assertFalse(stores[0].hasQuotas)
+        self.assertIsNotNone(stores[1].quotaLookup)
+        self.assertTrue(stores[1].hasQuotas)
+
+    def test_ldapConfig(self) -> None:
+        """quota_attribute is read, fetched with the entry, and checked."""
+        url = "ldap://127.0.0.1/dc=example,dc=org"
+        config = configFromMapping({"url": url, "quota_attribute": "mailQuota"})
+        self.assertEqual(config.quotaAttribute, "mailQuota")
+        self.assertIn("mailQuota", LDAPDirectory(config).fetch)
+        self.assertIsNone(configFromMapping({"url": url}).quotaAttribute)
+        self.assertRaises(
+            ValueError, configFromMapping, {"url": url, "quota_attribute": "a b"}
+        )
+
+
+#: The fixture's schema has no quota attribute: inetOrgPerson's
+#: employeeNumber holds the bytes, named by quota_attribute.
+QUOTA_ATTRIBUTE = "employeeNumber"
+
+
+class LDAPQuotaTests(TestCase):
+    """
+    A quota from the private slapd, read by IMAPClient and met by smtplib.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        from tests.slapd import PEOPLE, sharedSlapd, userDN
+
+        self.slapd = sharedSlapd()
+        dn = userDN("alice")
+        self.slapd.modify(
+            f"dn: {dn}\nchangetype: modify\n"
+            f"replace: {QUOTA_ATTRIBUTE}\n{QUOTA_ATTRIBUTE}: {16 * KIB}\n"
+        )
+        self.addCleanup(
+            self.slapd.modify,
+            f"dn: {dn}\nchangetype: modify\ndelete: {QUOTA_ATTRIBUTE}\n",
+        )
+        config = configFromMapping(
+            {
+                "url": f"{self.slapd.url()}/{PEOPLE}?uid?sub",
+                "quota_attribute": QUOTA_ATTRIBUTE,
+            }
+        )
+        checker = LDAPChecker(config, reactor=reactor)
+        users = LocalUsers(["ex.org"], [checker])
+        self.assertTrue(users.hasStorageQuotas)
+        root = os.path.abspath(self.mktemp())
+        self.store = MaildirStore(
+            root,
+            reactor=reactor,
+            quotaStorage=1024 * KIB,
+            quotaLookup=users.storageQuota,
+        )
+        portal = Portal(MailRealm(users), [checker])
+        imap = IMAPFactory(
+            self.store,
+            portal,
+            config=IMAPConfig(allowPlaintextAuth=True),
+            reactor=reactor,
+        )
+        smtp = SMTPFactory(
+            self.store,
+            portal,
+            users=users,
+            config=SMTPConfig(hostname="mx.test"),
+            reactor=reactor,
+        )
+        self.ports = []
+        for factory in (imap, smtp):
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
+            self.addCleanup(port.stopListening)
+            self.ports.append(port.getHost().port)  # type: ignore[attr-defined]
+
+    def test_getQuotaRoot(self) -> None:
+        """IMAPClient reads alice's 16 KiB; bob has the default; SMTP meets both."""
+        from tests.slapd import PASSWORDS
+
+        imapPort, smtpPort = self.ports
+
+        def session() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            with smtplib.SMTP("127.0.0.1", smtpPort, timeout=10) as smtp:
+                big = sized(12 * KIB, lines=20)
+                smtp.sendmail("carol@example.net", ["alice@ex.org"], big)
+                try:
+                    smtp.sendmail("carol@example.net", ["alice@ex.org"], big)
+                except smtplib.SMTPDataError as e:
+                    out["smtp"] = e.smtp_code
+                smtp.sendmail("carol@example.net", ["bob@ex.org"], big)
+                smtp.sendmail("carol@example.net", ["bob@ex.org"], big)
+            for user in ("alice", "bob"):
+                c = IMAPClient("127.0.0.1", port=imapPort, ssl=False, timeout=10)
+                try:
+                    c.login(user, PASSWORDS[user])
+                    roots, quotas = c.get_quota_root("INBOX")
+                    out[user] = (
+                        roots.quota_roots,
+                        [(q.resource, q.usage, q.limit) for q in quotas],
+                    )
+                finally:
+                    c.logout()
+            return out
+
+        def check(out: dict[str, Any]) -> None:
+            self.assertEqual(out["smtp"], 452)
+            self.assertEqual(out["alice"], (["User quota"], [("STORAGE", 12, 16)]))
+            self.assertEqual(out["bob"], (["User quota"], [("STORAGE", 24, 1024)]))
+
+        return deferToThread(session).addCallback(check)  # type: ignore[return-value]

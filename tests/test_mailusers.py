@@ -38,6 +38,14 @@ class Directory:
     recipients: dict[str, str] = field(factory=dict)
     mailboxes: dict[str, str] = field(factory=dict)
     senders: dict[str, tuple[str, ...]] = field(factory=dict)
+    quotas: dict[str, int] | None = None
+
+    @property
+    def hasStorageQuotas(self) -> bool:
+        return self.quotas is not None
+
+    def storageQuota(self, mailbox: str) -> Deferred[int | None]:
+        return succeed((self.quotas or {}).get(mailbox))
 
     def lookupRecipient(self, address: str) -> Deferred[str | None]:
         return succeed(self.recipients.get(address))

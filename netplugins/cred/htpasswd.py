@@ -429,6 +429,7 @@ class HtpasswdChecker:
 
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
+    hasStorageQuotas = False
 
     def __init__(
         self,
@@ -596,3 +597,9 @@ class HtpasswdChecker:
         None: the file records no addresses.
         """
         return succeed(())
+
+    def storageQuota(self, mailbox: str) -> Deferred[int | None]:
+        """
+        C{None}: the file records no quotas (C{--quota-storage} applies).
+        """
+        return succeed(None)

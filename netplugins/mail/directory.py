@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -22,6 +22,11 @@ class IMailDirectory(Interface):
     Every method answers with a L{Deferred} that never fails: a directory that
     cannot be reached answers as one that knows no such user.
     """
+
+    hasStorageQuotas = Attribute(
+        "Whether L{storageQuota} can answer anything but C{None}: the C{ldap:} "
+        "checker with a C{quota_attribute}."
+    )
 
     # zope.interface declares methods without self.
 
@@ -45,4 +50,11 @@ class IMailDirectory(Interface):
         """
         The addresses, besides those delivered to its Maildir C{mailbox},
         that the logged-in user C{avatarId} may use as envelope sender.
+        """
+
+    def storageQuota(mailbox: str) -> Deferred[int | None]:  # noqa: N805
+        """
+        The most bytes the user whose Maildir is C{mailbox} may store, from
+        the directory: C{0} for no limit, C{None} when the directory sets
+        none (the store's C{--quota-storage} then applies).
         """

@@ -274,6 +274,24 @@ class LocalUsers:
         )
         return d.addCallback(bool)
 
+    @property
+    def hasStorageQuotas(self) -> bool:
+        """
+        Whether a directory may set per-user storage quotas.
+        """
+        return any(d.hasStorageQuotas for d in self.directories)
+
+    def storageQuota(self, mailbox: str) -> Deferred[int | None]:
+        """
+        The storage quota the first directory that sets one gives the
+        Maildir C{mailbox} (bytes, C{0} for no limit); C{None} when none
+        does.  Never fails.
+        """
+        return _first(
+            [d for d in self.directories if d.hasStorageQuotas],
+            lambda directory: directory.storageQuota(mailbox),
+        )
+
     def mailboxFor(self, avatarId: str | bytes) -> Deferred[str]:
         """
         The Maildir name of a logged-in user: what the first directory that

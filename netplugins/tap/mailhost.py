@@ -195,7 +195,12 @@ def mailParts(
         aliases = AliasFile(settings.aliases)
     users = LocalUsers(settings.domains or DEFAULT_DOMAINS, common.checkers, aliases)
     return MailParts(
-        store=MaildirStore(root, reactor=reactor, quotaStorage=settings.quotaStorage),
+        store=MaildirStore(
+            root,
+            reactor=reactor,
+            quotaStorage=settings.quotaStorage,
+            quotaLookup=users.storageQuota if users.hasStorageQuotas else None,
+        ),
         users=users,
         portal=common.portal(MailRealm(users)),
         throttle=LoginThrottle(reactor),

@@ -65,6 +65,13 @@ class LDAPChecker:
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
+    @property
+    def hasStorageQuotas(self) -> bool:
+        """
+        Whether the config names a C{quota_attribute}.
+        """
+        return self.config.quotaAttribute is not None
+
     def __init__(
         self,
         config: LDAPConfig,
@@ -391,6 +398,38 @@ class LDAPChecker:
         return d.addCallback(
             lambda user: user.mail if user is not None and user.uid == mailbox else ()
         )
+
+    def storageQuota(self, mailbox: str) -> Deferred[int | None]:
+        """
+        The C{quota_attribute} value (bytes, C{0} for none) of the entry
+        C{mailbox} names (L{lookupAttributes}: its last login's, else read
+        with the search account), if its C{uid} is C{mailbox}; C{None}
+        without the setting, the entry, or a whole number there.
+        """
+        attribute = self.config.quotaAttribute
+        if attribute is None:
+            return succeed(None)
+        d: Deferred[Any] = self.lookupAttributes(mailbox)
+        return d.addCallback(self._cbQuota, mailbox, attribute.lower())
+
+    def _cbQuota(
+        self, user: LDAPUser | None, mailbox: str, attribute: str
+    ) -> int | None:
+        if user is None or user.uid != mailbox:
+            return None
+        values = user.attributes.get(attribute, ())
+        if not values:
+            return None
+        text = values[0].strip()
+        if not (text.isascii() and text.isdigit()):
+            self.log.warn(
+                "LDAP {attribute} of {user!r} is not a number of bytes: {value!r}",
+                attribute=self.config.quotaAttribute,
+                user=mailbox,
+                value=values[0],
+            )
+            return None
+        return int(text)
 
 
 def _recipient(user: LDAPUser | None, address: str) -> str | None:

@@ -41,6 +41,7 @@ CONFIG_KEYS = (
     "bind_dn_template",
     "pool_size",
     "cache_ttl",
+    "quota_attribute",
 )
 
 HELP = """\
@@ -72,6 +73,9 @@ Bind as the user against an LDAP directory (ldap3; OpenLDAP, Active Directory,
                                            (bind directly, no search)
         pool_size = 4                      (threads and pooled connections)
         cache_ttl = 0                      (seconds to remember a success; 0 = off)
+        quota_attribute = mailQuota        (mail: the entry's storage quota in
+                                           bytes, 0 = none; overrides
+                                           --quota-storage)
 
 Usernames are escaped (RFC 4515 in filters, RFC 4514 in DNs); exactly one entry
 must match; referrals are never followed; empty or whitespace passwords are
@@ -155,6 +159,7 @@ class LDAPConfig:
     bindDNTemplate: str | None = None
     poolSize: int = DEFAULT_POOL_SIZE
     cacheTTL: float = 0.0
+    quotaAttribute: str | None = None
 
     @property
     def userAttribute(self) -> str:
@@ -178,6 +183,10 @@ class LDAPConfig:
         scheme = "ldaps" if self.useSSL else "ldap"
         tls = " (StartTLS)" if self.startTLS else ""
         return f"{scheme}://{self.host}:{self.port}/{self.baseDN}{tls}"
+
+
+def _attributeName(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "-;." for c in name)
 
 
 def parseURL(url: str) -> dict[str, object]:
@@ -211,7 +220,7 @@ def parseURL(url: str) -> dict[str, object]:
     baseDN = checkDN(unquote(parts.path.lstrip("/")), "the LDAP URL's base DN")
     attributes = tuple(a.strip() for a in attrs.split(",")) if attrs else ("uid",)
     for attribute in attributes:
-        if not attribute or not all(c.isalnum() or c in "-;." for c in attribute):
+        if not _attributeName(attribute):
             raise ValueError(f"bad attribute name {attribute!r} in LDAP URL {url!r}")
     scope = scope.lower() or "sub"
     if scope not in SCOPES:
@@ -351,6 +360,11 @@ def configFromMapping(section: dict[str, str], relativeTo: str = ".") -> LDAPCon
         kwargs["cacheTTL"] = (
             0.0 if ttl in ("0", "") else _positiveNumber("cache_ttl", ttl)
         )
+    quotaAttribute = section.get("quota_attribute", "").strip()
+    if quotaAttribute:
+        if not _attributeName(quotaAttribute):
+            raise ValueError(f"bad quota_attribute {quotaAttribute!r}")
+        kwargs["quotaAttribute"] = quotaAttribute
     return LDAPConfig(**kwargs)  # type: ignore[arg-type]
 
 

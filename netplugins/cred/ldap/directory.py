@@ -92,7 +92,8 @@ class Directory:
         if config.useSSL or config.startTLS:
             self.tls = VerifyingTls(clientContext(config.caFile), config.caFile)
         self.searches = SearchConnections(self._openSearch, config.poolSize)
-        fetch = dict.fromkeys(config.attributes + STANDARD_ATTRIBUTES)
+        quota = (config.quotaAttribute,) if config.quotaAttribute else ()
+        fetch = dict.fromkeys(config.attributes + STANDARD_ATTRIBUTES + quota)
         self.fetch = list(fetch)
 
     def _connect(self, user: str | None, password: str | None) -> Any:

@@ -558,8 +558,14 @@ class Folder:
         @raise DiskFullError: (in the Deferred) with nothing left behind.
         @raise KeywordLimitError: (in the Deferred) likewise.
         """
-        return self.store._run(
-            self._blockingStore, data, None, flags, internalDate, tuple(keywords)
+        return self.store.runWrite(
+            [self.user],
+            self._blockingStore,
+            data,
+            None,
+            flags,
+            internalDate,
+            tuple(keywords),
         )
 
     def appendMany(
@@ -572,7 +578,7 @@ class Folder:
 
         @return: the stored messages, in order, with ascending UIDs.
         """
-        return self.store._run(self._blockingAppendMany, list(items))
+        return self.store.runWrite([self.user], self._blockingAppendMany, list(items))
 
     def addKeywords(self, names: Sequence[str]) -> Deferred[tuple[str, ...]]:
         """
@@ -622,4 +628,4 @@ class Folder:
                 copies.append(copy)
             return copies
 
-        return self.store._run(copyAll)
+        return target.store.runWrite([target.user], copyAll)

@@ -1,7 +1,9 @@
 """
 A storage quota on each user's Maildir (IMAP QUOTA, RFC 9208; SMTP's 452
 4.2.2): what the user's messages take, in every folder, against the store's
-C{quotaStorage} bytes.
+C{quotaStorage} bytes, or the user's own limit when the user directory sets
+one (L{MaildirStore.limitFor}: an C{ldap:} checker's C{quota_attribute},
+looked up before each write; 0 there is no limit).
 
 The usage is counted afresh at each check from the folders' C{new/} and
 C{cur/} listings: a message's size comes from its name (C{S=}, which this
@@ -70,12 +72,12 @@ def blockingUsage(base: str) -> int:
 
 def blockingCheckStorage(store: Any, user: str, adding: int) -> None:
     """
-    Refuse to add C{adding} bytes to C{user}'s Maildir past the store's
-    C{quotaStorage} (no quota when it is C{None}).  Blocking.
+    Refuse to add C{adding} bytes to C{user}'s Maildir past the user's
+    limit, C{store.limitFor(user)} (no quota when it is C{None}).  Blocking.
 
     @raise OverQuotaError: when it would.
     """
-    limit = store.quotaStorage
+    limit = store.limitFor(user)
     if limit is None:
         return
     used = blockingUsage(store.userPath(user))

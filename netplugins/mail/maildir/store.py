@@ -81,7 +81,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
 from netplugins.mail.maildir.errors import (
@@ -139,6 +139,7 @@ class MaildirStore:
         runBlocking: Callable[..., Deferred[Any]] | None = None,
         hostname: str | None = None,
         quotaStorage: int | None = None,
+        quotaLookup: Callable[[str], Deferred[int | None]] | None = None,
     ) -> None:
         """
         @param reactor: delivers the pool's results; the global one by default.
@@ -148,12 +149,66 @@ class MaildirStore:
         @param hostname: the host part of new message names.
         @param quotaStorage: the most bytes each user's messages may take
             (L{netplugins.mail.maildir.quota}), or C{None} for no quota.
+        @param quotaLookup: a user's own limit, asked before each write
+            (L{netplugins.mail.users.LocalUsers.storageQuota}): bytes, C{0}
+            for none, C{None} to leave C{quotaStorage} in force.
         """
         self.root = root
         self._reactor = reactor
         self._runBlocking = runBlocking
         self._names = UniqueNames(hostname)
         self.quotaStorage = quotaStorage
+        self.quotaLookup = quotaLookup
+        # Maildir name -> its own limit (0: none), as last looked up; read
+        # by the pool's threads, written by the reactor's before each write.
+        self._userQuotas: dict[str, int] = {}
+
+    @property
+    def hasQuotas(self) -> bool:
+        """
+        Whether some user may have a storage quota.
+        """
+        return self.quotaStorage is not None or self.quotaLookup is not None
+
+    def limitFor(self, user: str) -> int | None:
+        """
+        C{user}'s storage limit as last looked up: its own, else
+        C{quotaStorage}; C{None} for none.
+        """
+        own = self._userQuotas.get(user)
+        if own is None:
+            return self.quotaStorage
+        return own or None
+
+    def _learnQuota(self, user: str) -> Deferred[None]:
+        if self.quotaLookup is None:
+            return succeed(None)
+
+        def learned(limit: int | None) -> None:
+            if limit is None:
+                self._userQuotas.pop(user, None)
+            else:
+                self._userQuotas[user] = limit
+
+        return self.quotaLookup(user).addCallback(learned)
+
+    def storageLimit(self, user: str) -> Deferred[int | None]:
+        """
+        C{user}'s storage limit, looked up afresh (L{limitFor}).
+        """
+        return self._learnQuota(user).addCallback(lambda _: self.limitFor(user))
+
+    def runWrite(
+        self, users: Sequence[str], f: Callable[..., _T], *args: Any
+    ) -> Deferred[_T]:
+        """
+        Run C{f(*args)} as L{_run} does, once the limits of C{users}, whose
+        Maildirs it writes to, are looked up.
+        """
+        if self.quotaLookup is None:
+            return self._run(f, *args)
+        d = gatherResults([self._learnQuota(user) for user in users])
+        return d.addCallback(lambda _: self._run(f, *args))
 
     def _run(self, f: Callable[..., _T], *args: Any) -> Deferred[_T]:
         if self._runBlocking is not None:
@@ -235,7 +290,7 @@ class MaildirStore:
             is left in C{tmp/} or C{new/}.
         @raise MaildirError: for any other failure, likewise.
         """
-        return self._run(self._blockingDeliver, user, data)
+        return self.runWrite([user], self._blockingDeliver, user, data)
 
     def deliverMany(
         self, users: Sequence[str], data: bytes, binary: bool = False
@@ -251,7 +306,8 @@ class MaildirStore:
         @raise DiskFullError: (in the Deferred) when the disk is full.
         @raise MaildirError: for any other failure, likewise.
         """
-        return self._run(self._blockingDeliverMany, list(users), data, binary)
+        users = list(users)
+        return self.runWrite(users, self._blockingDeliverMany, users, data, binary)
 
     def storageUsed(self, user: str) -> Deferred[int]:
         """
