@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import bisect
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeAlias
 
 import dns.dnssec
@@ -27,6 +27,7 @@ from dns.name import Name
 from dns.rdatatype import RdataType
 from dns.rrset import RRset
 
+from netplugins.dns.signing import ZoneKey, signZone
 from netplugins.dns.wire import Record, recordBytes
 
 SOA = RdataType.SOA
@@ -299,10 +300,11 @@ class Zone:
         return 0
 
 
-def loadZone(origin: str | Name, path: str) -> Zone:
+def loadZone(origin: str | Name, path: str, keys: Sequence[ZoneKey] = ()) -> Zone:
     """
-    Read the BIND zone file C{path} for C{origin} and index it.  Blocking:
-    call it in a thread.
+    Read the BIND zone file C{path} for C{origin}, sign it with C{keys} if
+    any (L{netplugins.dns.signing}), and index it.  Blocking: call it in a
+    thread.
 
     @raise ZoneError: with a one-line reason, for a file that cannot be
         served (unreadable, a syntax error, no SOA at the origin, too big).
@@ -315,4 +317,9 @@ def loadZone(origin: str | Name, path: str) -> Zone:
         )
     except (OSError, dns.exception.DNSException, ValueError, UnicodeError) as e:
         raise ZoneError(f"{path}: {e}") from None
+    if keys:
+        try:
+            signZone(zone, keys)
+        except (dns.exception.DNSException, ValueError) as e:
+            raise ZoneError(f"{path}: cannot sign: {e}") from None
     return Zone(zone)

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from netplugins.dns.signing import RESIGN_INTERVAL, ZoneKey
 from netplugins.dns.zone import Zone, ZoneError, loadZone
 from netplugins.files import Signature, fileSignature
 from netplugins.reload import onReload
@@ -35,13 +36,15 @@ class ZoneFile:
 
     origin: Name
     path: str
+    #: the keys signing the zone at each load (C{--dnssec-key}), if any
+    keys: tuple[ZoneKey, ...] = ()
     signature: Signature | None = None
     serial: int | None = None
 
 
-def _load(origin: Name, path: str) -> tuple[Zone, Signature | None]:
-    before = fileSignature(path)
-    return loadZone(origin, path), before
+def _load(zoneFile: ZoneFile) -> tuple[Zone, Signature | None]:
+    before = fileSignature(zoneFile.path)
+    return loadZone(zoneFile.origin, zoneFile.path, zoneFile.keys), before
 
 
 class ZoneFiles(Service):
@@ -61,13 +64,16 @@ class ZoneFiles(Service):
         install: Callable[[Zone], None],
         reactor: Any,
         interval: float = CHECK_INTERVAL,
+        resignInterval: float = RESIGN_INTERVAL,
     ):
         self.files = files
         self.install = install
         self.reactor = reactor
         self.interval = interval
         self.installed: list[Callable[[Zone], None]] = []
+        self.resignInterval = resignInterval
         self._loop: LoopingCall | None = None
+        self._resign: LoopingCall | None = None
         self._removeReload: Callable[[], None] | None = None
 
     def loadNow(self) -> None:
@@ -77,7 +83,7 @@ class ZoneFiles(Service):
         @raise ZoneError: for the first file that does not load.
         """
         for zoneFile in self.files:
-            zone, signature = _load(zoneFile.origin, zoneFile.path)
+            zone, signature = _load(zoneFile)
             zoneFile.signature = signature
             zoneFile.serial = zone.serial
             self.install(zone)
@@ -88,19 +94,30 @@ class ZoneFiles(Service):
         self._loop = LoopingCall(self.check)
         self._loop.clock = self.reactor
         self._loop.start(self.interval, now=False)
+        if any(zoneFile.keys for zoneFile in self.files):
+            self._resign = LoopingCall(self.resign)
+            self._resign.clock = self.reactor
+            self._resign.start(self.resignInterval, now=False)
 
     def stopService(self) -> None:
         Service.stopService(self)
         if self._removeReload is not None:
             self._removeReload()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        for loop in (self._loop, self._resign):
+            if loop is not None and loop.running:
+                loop.stop()
 
     def reload(self) -> Deferred[Any]:
         """
         Load every file again and serve what loads (SIGHUP).
         """
         return self._run(force=True)
+
+    def resign(self) -> Deferred[Any]:
+        """
+        Load and sign again the zones signed at load, for fresh signatures.
+        """
+        return self._run(force=True, signedOnly=True)
 
     def check(self) -> Deferred[Any]:
         """
@@ -109,10 +126,12 @@ class ZoneFiles(Service):
         """
         return self._run(force=False)
 
-    def _run(self, force: bool) -> Deferred[Any]:
+    def _run(self, force: bool, signedOnly: bool = False) -> Deferred[Any]:
         pool = blockingPool(reactor=self.reactor)
         work = []
         for zoneFile in self.files:
+            if signedOnly and not zoneFile.keys:
+                continue
             d = deferToPool(self.reactor, pool, self._maybeLoad, zoneFile, force)
             d.addCallback(self._loaded, zoneFile, force)
             d.addErrback(self._failed, zoneFile)
@@ -126,7 +145,7 @@ class ZoneFiles(Service):
         if not force and fileSignature(zoneFile.path) == zoneFile.signature:
             return None
         try:
-            return _load(zoneFile.origin, zoneFile.path)
+            return _load(zoneFile)
         except ZoneError as e:
             # Do not try the same broken file again until it changes.
             e.signature = fileSignature(zoneFile.path)  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -20,6 +21,7 @@ from netplugins.dns.forward import Forwarder
 from netplugins.dns.rrl import DEFAULT_RATE, ResponseRateLimiter
 from netplugins.dns.secondary import Secondaries
 from netplugins.dns.server import DNSDatagram, DNSStreamFactory, Engine
+from netplugins.dns.signing import ZoneKey, readKey, stateKeys
 from netplugins.dns.transfer import Notifier, Transfers
 from netplugins.dns.zone import ZoneError
 from netplugins.dns.zonefiles import ZoneFile, ZoneFiles
@@ -104,6 +106,45 @@ def secondarySpec(text: str) -> str:
     return text
 
 
+def dnssecKeySpec(text: str) -> str:
+    """
+    Check a C{--dnssec-key ORIGIN[=PRIVATE-KEY-FILE]} (the file is read
+    later).
+    """
+    origin, eq, path = text.partition("=")
+    if not origin or (eq and not path):
+        raise ValueError(
+            f"--dnssec-key wants ORIGIN or ORIGIN=PRIVATE-KEY-FILE, not {text!r}"
+        )
+    _originName(origin)
+    return text
+
+
+def zoneKeys(specs: Sequence[str], stateDir: str) -> dict[dns.name.Name, list[ZoneKey]]:
+    """
+    The keys C{--dnssec-key} options give, by zone: read from the files
+    named, or from C{stateDir} (made there when missing) for an origin
+    alone.
+
+    @raise ValueError: for a key file that cannot be read or used.
+    """
+    keys: dict[dns.name.Name, list[ZoneKey]] = {}
+    for spec in specs:
+        text, _, path = spec.partition("=")
+        origin = _originName(text)
+        try:
+            if path:
+                found = [readKey(origin, path)]
+            else:
+                found = stateKeys(origin, stateDir)
+        except OSError as e:
+            raise ValueError(f"--dnssec-key {text}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"--dnssec-key: {e}") from None
+        keys.setdefault(origin, []).extend(found)
+    return keys
+
+
 def splitHostPort(text: str) -> tuple[str, int]:
     """
     C{HOST:PORT} as a (host, port) pair.
@@ -162,6 +203,13 @@ class DNSSettings(ServiceSettings):
         "secret); repeatable.  Transfers and NOTIFY are signed with it.",
         tsigSpec,
     )
+    dnssecKey: tuple[str, ...] = repeated(
+        "Sign the --zone ORIGIN at each load with this key (ORIGIN=FILE, a "
+        "BIND private-key file, ECDSAP256SHA256 or ED25519), or with the "
+        "keys in the state directory, made when missing (ORIGIN alone); "
+        "repeatable.  NSEC denial; signatures for 14 days, renewed every 3.5.",
+        dnssecKeySpec,
+    )
     notify: tuple[str, ...] = repeated(
         "Send NOTIFY to this secondary (HOST:PORT) when a zone is reloaded; "
         "repeatable.",
@@ -208,7 +256,8 @@ class Options(ServiceOptions):
         "An authoritative DNS server for BIND zone files, over UDP and TCP "
         "(--listen udp:5353 --listen tcp:5353): wildcards, empty non-terminals, "
         "CNAME and DNAME chains, delegations with glue, EDNS(0) with truncation, "
-        "pre-signed DNSSEC zones, AXFR/IXFR to listed networks with TSIG, NOTIFY, "
+        "DNSSEC (pre-signed zones, or signed at load), AXFR/IXFR to listed "
+        "networks with TSIG, NOTIFY, "
         "response rate limiting, and a forwarder for listed clients."
     )
     tapname = "np-dns"
@@ -250,10 +299,14 @@ def dnsService(
         transfers=Transfers(),
         forwarder=forwarder,
     )
+    keys = zoneKeys(settings.dnssecKey, settings.stateDir)
     files = []
     for spec in settings.zone:
         origin, _, path = spec.partition("=")
-        files.append(ZoneFile(_originName(origin), path))
+        name = _originName(origin)
+        files.append(ZoneFile(name, path, tuple(keys.pop(name, ()))))
+    for name in keys:
+        raise ValueError(f"--dnssec-key {name}: no --zone {name}")
     zoneFiles = ZoneFiles(files, engine.setZone, reactor)
     try:
         zoneFiles.loadNow()
