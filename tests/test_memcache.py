@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from netplugins.memcache.protocol import (
@@ -542,6 +544,80 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         clock.advance(60)
         self.assertEqual(transport.value(), b"STORED\r\nEND\r\n")
+
+
+class CorkTests(SynchronousTestCase):
+    """
+    With C{cork}, as the service runs it, a read's replies are written when
+    the reactor iteration ends, in order with everything else written.
+    """
+
+    def corked(
+        self, count: int = 1, watermark: int | None = None
+    ) -> tuple[list[MemcacheProtocol], list[WatermarkTransport], Clock]:
+        clock = Clock()
+        clock.advance(T0)
+        factory = MemcacheFactory(Store(now=T0), clock=clock)
+        factory.cork = True
+        protocols, transports = [], []
+        for _ in range(count):
+            protocol = factory.buildProtocol(None)
+            assert isinstance(protocol, MemcacheProtocol)
+            transport = WatermarkTransport(watermark)
+            protocol.makeConnection(transport)
+            protocols.append(protocol)
+            transports.append(transport)
+        return protocols, transports, clock
+
+    def test_writtenWhenIterationEnds(self) -> None:
+        """Replies to several connections' reads wait for the end of the
+        iteration, then go out in one write each."""
+        protocols, transports, clock = self.corked(2)
+        writes: list[bytes] = []
+        for protocol, transport in zip(protocols, transports, strict=True):
+            transport.write = writes.append  # type: ignore[method-assign,assignment]
+            protocol.dataReceived(b"set a 0 0 1\r\nx\r\n")
+            protocol.dataReceived(b"get a\r\nmn\r\n")
+        self.assertEqual(writes, [])
+        clock.advance(0)
+        reply = b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\nMN\r\n"
+        self.assertEqual(writes, [reply, reply])
+        clock.advance(0)
+        self.assertEqual(len(writes), 2)
+
+    def test_orderKept(self) -> None:
+        """A batch written at once, a login's answer and a close first write
+        what is held."""
+        [protocol], [transport], clock = self.corked()
+        big = b"b" * WRITE_BATCH
+        protocol.dataReceived(b"set b 0 0 %d\r\n%s\r\n" % (len(big), big))
+        protocol.dataReceived(b"get nope\r\nmg b v\r\nmn\r\n")
+        self.assertEqual(
+            transport.value(), b"STORED\r\nEND\r\nVA %d\r\n%s\r\n" % (len(big), big)
+        )
+        clock.advance(0)
+        self.assertTrue(transport.value().endswith(b"\r\nMN\r\n"))
+        transport.clear()
+        protocol.dataReceived(b"get nope\r\nquit\r\n")
+        self.assertEqual(transport.value(), b"END\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_lostConnectionDropsHeld(self) -> None:
+        """What a lost connection held is not written."""
+        [protocol], [transport], clock = self.corked()
+        protocol.dataReceived(b"mn\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"")
+
+    def test_neverReadingStopsReading(self) -> None:
+        """A client that pipelines gets and never reads stops being read."""
+        [protocol], [transport], clock = self.corked(watermark=64 * 1024)
+        protocol.dataReceived(b"set a 0 0 10000\r\n" + b"x" * 10000 + b"\r\n")
+        protocol.dataReceived(b"get a\r\n" * 10000)
+        clock.advance(0)
+        self.assertTrue(transport.producerPaused)
+        self.assertLess(len(transport.value()), 64 * 1024 + WRITE_BATCH + 20000)
 
 
 class OptionsTests(SynchronousTestCase):

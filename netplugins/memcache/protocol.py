@@ -12,7 +12,12 @@ Where it parts from memcached, on purpose:
     length;
   - C{VERSION} says C{1.6.18-np}.
 
-Replies to the commands of one read go out in one write.  The session follows
+Replies to the commands of one read go out in one write.  With the factory's
+C{cork} (as the service runs it), that write waits for the end of the reactor
+iteration: under load one C{epoll_wait} reports many connections, and their
+replies then leave back to back after all were read, so a client woken by the
+first finds the others already there, rather than being woken once a reply.
+The session follows
 L{netplugins.session}: while the transport's unsent output is over its
 watermark the protocol reads no further command, and a command line without
 its newline after L{MAX_LINE} bytes closes the connection, as memcached does.
@@ -144,6 +149,7 @@ class MemcacheProtocol(MetaCommands, Protocol):
                 self.discipline.callLater(factory.preAuthTimeout, self._preAuthTimeout)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._held = None
         self.discipline.lost()
         self.factory.connectionClosed()
 
@@ -163,6 +169,7 @@ class MemcacheProtocol(MetaCommands, Protocol):
     def _close(self, why: str) -> None:
         self._closing = True
         self._chunks = []
+        self._release()
         self.log.info(
             "np-memcache: closing connection from {peer}: {why}",
             peer=describe(self.transport.getPeer()),
@@ -282,7 +289,10 @@ class MemcacheProtocol(MetaCommands, Protocol):
                 self._batch(out)
         self._out = None
         if out:
-            self._write(b"".join(out))
+            if self.factory.cork:
+                self._hold(b"".join(out))
+            else:
+                self._write(b"".join(out))
         if pos < end and not self._closing:
             rest = buf[pos:]
             self._chunks = [rest]
@@ -296,6 +306,7 @@ class MemcacheProtocol(MetaCommands, Protocol):
             self._need = 0
         if self._quitting:
             self._quitting = False
+            self._release()
             self.discipline.close("quit")
 
     _quitting = False
@@ -451,10 +462,37 @@ class MemcacheProtocol(MetaCommands, Protocol):
         self._queued = queued
         return pos
 
+    #: The end of a read's replies, held for the end of the reactor iteration.
+    _held: bytes | None = None
+
     def _write(self, batch: bytes) -> None:
         self._queued = 0
         self.factory.bytesWritten += len(batch)
+        if self._held is not None:
+            self._release()
         self.transport.write(batch)
+
+    def _hold(self, batch: bytes) -> None:
+        """
+        Write C{batch} at the end of the reactor iteration (L{_release}),
+        after what is held already.
+        """
+        self._queued = 0
+        self.factory.bytesWritten += len(batch)
+        if self._held is None:
+            self._held = batch
+            self.factory.corked(self)
+        else:
+            self._held += batch
+
+    def _release(self) -> None:
+        """
+        Write the held replies now.
+        """
+        held = self._held
+        if held is not None:
+            self._held = None
+            self.transport.write(held)
 
     # Storage commands
 
@@ -974,6 +1012,7 @@ class MemcacheProtocol(MetaCommands, Protocol):
         if self._out is not None:
             self._out.append(reply)
         else:
+            self._release()
             self.transport.write(reply)
         self.discipline.release(COMMAND)
 
@@ -1046,6 +1085,9 @@ class MemcacheFactory(Factory):
 
     closeGrace = CLOSE_GRACE
     preAuthTimeout: float | None = 120.0
+    #: Whether replies wait for the end of the reactor iteration (see the
+    #: module docstring); the service sets it.
+    cork = False
 
     def __init__(
         self,
@@ -1076,6 +1118,21 @@ class MemcacheFactory(Factory):
         self.totalConnections = 0
         self.bytesRead = 0
         self.bytesWritten = 0
+        self._corked: list[MemcacheProtocol] = []
+
+    def corked(self, protocol: MemcacheProtocol) -> None:
+        """
+        Write C{protocol}'s held replies when the reactor iteration ends:
+        once every connection it reported was read.
+        """
+        if not self._corked:
+            self.clock.callLater(0, self._uncork)
+        self._corked.append(protocol)
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, []
+        for protocol in corked:
+            protocol._release()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         protocol = MemcacheProtocol()

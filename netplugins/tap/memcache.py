@@ -135,6 +135,7 @@ def memcacheService(
         maxConnections=common.limits.maxConnections,
     )
     factory.closeGrace = common.limits.closeGrace
+    factory.cork = True
     factory.preAuthTimeout = common.limits.preAuthTimeout or 120.0
     return served(
         common,
