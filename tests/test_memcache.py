@@ -559,6 +559,8 @@ class CorkTests(SynchronousTestCase):
         clock.advance(T0)
         factory = MemcacheFactory(Store(now=T0), clock=clock)
         factory.cork = True
+        # Another connection, idle: one alone is answered at once.
+        factory.connectionOpened()
         protocols, transports = [], []
         for _ in range(count):
             protocol = factory.buildProtocol(None)
@@ -584,6 +586,12 @@ class CorkTests(SynchronousTestCase):
         self.assertEqual(writes, [reply, reply])
         clock.advance(0)
         self.assertEqual(len(writes), 2)
+
+    def test_aloneWritesAtOnce(self) -> None:
+        """A connection alone is answered at once."""
+        [protocol], [transport], _ = self.corked()
+        protocol.factory.connectionClosed()
+        self.assertEqual(exchange(protocol, transport, b"mn\r\n"), b"MN\r\n")
 
     def test_orderKept(self) -> None:
         """A batch written at once, a login's answer and a close first write

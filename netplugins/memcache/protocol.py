@@ -16,7 +16,8 @@ Replies to the commands of one read go out in one write.  With the factory's
 C{cork} (as the service runs it), that write waits for the end of the reactor
 iteration: under load one C{epoll_wait} reports many connections, and their
 replies then leave back to back after all were read, so a client woken by the
-first finds the others already there, rather than being woken once a reply.
+first finds the others already there, rather than being woken once a reply
+(a connection alone writes at once).
 The session follows
 L{netplugins.session}: while the transport's unsent output is over its
 watermark the protocol reads no further command, and a command line without
@@ -289,7 +290,8 @@ class MemcacheProtocol(MetaCommands, Protocol):
                 self._batch(out)
         self._out = None
         if out:
-            if self.factory.cork:
+            # Alone, a connection has nobody to share an iteration with.
+            if self.factory.cork and self.factory.currentConnections > 1:
                 self._hold(b"".join(out))
             else:
                 self._write(b"".join(out))
