@@ -227,7 +227,11 @@ class MemcacheProtocol(MetaCommands, Protocol):
         Run the commands in C{buf} until it runs out or the output backs up;
         keep the rest for later.
         """
-        self.store.tick(int(self.factory.clock.seconds()))
+        now = int(self.factory.clock.seconds())
+        if now != self.store.now:
+            # Within a second, a tick changes nothing: a delayed flush that
+            # is due was done by the tick that made it due.
+            self.store.tick(now)
         out: list[bytes] = []
         self._out = out
         pos = 0
@@ -455,12 +459,15 @@ class MemcacheProtocol(MetaCommands, Protocol):
             pos = nl + 1
             if queued >= WRITE_BATCH or len(out) >= 512:
                 break
-        if gets or sets:
+        if gets:
             stats = store.stats
             stats["cmd_get"] += gets
-            stats["get_hits"] += hits
-            stats["get_misses"] += gets - hits
-            stats["cmd_set"] += sets
+            if hits:
+                stats["get_hits"] += hits
+            if hits != gets:
+                stats["get_misses"] += gets - hits
+        if sets:
+            store.stats["cmd_set"] += sets
         self._queued = queued
         return pos
 
