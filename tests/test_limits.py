@@ -551,7 +551,7 @@ class TransportTests(SynchronousTestCase, TrackerMixin):
     def test_logPrefixBeforeAdmission(self) -> None:
         """Before admission the guard logs as the protocol it will build."""
         wrapped = self.tracker(maxConnections=5).wrapFactory(RecorderFactory())
-        guard = wrapped.buildProtocol(v4("10.0.0.1"))
+        guard: Any = wrapped.buildProtocol(v4("10.0.0.1"))
         self.assertEqual(guard.logPrefix(), "Recorder")
 
     def idleConnection(self) -> tuple[Any, TLSStringTransport]:
