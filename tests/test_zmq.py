@@ -15,6 +15,7 @@ from typing import Any
 
 import zmq
 import zmq.auth
+from twisted.internet import task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
@@ -346,6 +347,56 @@ class QueueTests(DeviceTestCase):
         self.assertEqual(reply, b"ping")
         yield log.waitFor("has not read its replies for 0.5 s")
         self.assertGreater(device.routes[1].dropped, 0)
+
+
+class _SignallingSocket:
+    """
+    A stand-in for a ZeroMQ socket with nothing to receive yet, whose
+    descriptor's signal is consumed by each read of C{zmq.EVENTS}; a
+    message can be made to arrive just after one of those reads.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self.signalled = False
+        self.arriveAfterRead: int | None = None
+        self.reads = 0
+
+    def recv(self, flags: int, copy: bool) -> Any:
+        raise zmq.Again()
+
+    def getsockopt(self, option: int) -> int:
+        assert option == zmq.EVENTS
+        self.reads += 1
+        result = zmq.POLLIN if self.waiting else 0
+        self.signalled = False
+        if self.reads == self.arriveAfterRead:
+            self.waiting = self.signalled = True
+        return result
+
+
+class EdgeTriggerTests(SynchronousTestCase):
+    """
+    The device's last look at its sockets before it sleeps.
+    """
+
+    def test_arrivalDuringTheLastLook(self) -> None:
+        """
+        A message that reaches a socket while the device reads its sockets'
+        events before sleeping leaves that socket's descriptor signalled.
+        """
+        front, back = _SignallingSocket(), _SignallingSocket()
+        front.arriveAfterRead = 1
+        device = Device("forwarder", "inproc://front", "inproc://back")
+        clock = task.Clock()
+        device.routes = [
+            device_module._Route("forward", front, back, clock),  # type: ignore[arg-type]
+            device_module._Route("back", back, front, clock),  # type: ignore[arg-type]
+        ]
+        self.assertFalse(device._turn(10))
+        # Asleep with a message waiting: the descriptor must still wake it.
+        self.assertTrue(front.waiting)
+        self.assertTrue(front.signalled)
 
 
 class ForwarderTests(DeviceTestCase):

@@ -225,14 +225,11 @@ class _Route:
         )
         return True
 
-    def ready(self) -> bool:
+    def ready(self, sourceEvents: int, targetEvents: int) -> bool:
         """
-        Whether a move could do something now, from C{zmq.EVENTS}.
+        Whether a move could do something now, given the C{zmq.EVENTS} of
+        its source and target, read once after the last send and receive.
         """
-        # Both sockets, always: reading zmq.EVENTS processes their commands
-        # (a send that failed may have skipped them) and re-arms their
-        # descriptors, which would otherwise stay readable.
-        sourceEvents, targetEvents = events(self.source), events(self.target)
         if self.held is not None:
             # A ROUTER's POLLOUT may be another client's: retried on a timer.
             return not self.routing and bool(targetEvents & zmq.POLLOUT)
@@ -408,9 +405,31 @@ class Device(Service):
                 continue
             # Everything would block: zmq.EVENTS again, after the last send
             # and receive, before trusting the descriptors to wake us.
-            if not any(route.ready() for route in self.routes):
+            if not self._ready():
                 self._retryHeld()
                 return False
+
+    def _ready(self) -> bool:
+        """
+        Whether a route could move something now.
+
+        Every socket's C{zmq.EVENTS} is read exactly once (reading it
+        processes the socket's commands and re-arms its descriptor, which
+        would otherwise stay readable) and each route decides from those
+        values: a second read of the same socket could consume the signal
+        of a message that arrived after the first and report it to a route
+        that does not read that socket, and the device would sleep with
+        the message waiting.
+        """
+        read: dict[int, int] = {}
+        for route in self.routes:
+            for socket in (route.source, route.target):
+                if id(socket) not in read:
+                    read[id(socket)] = events(socket)
+        return any(
+            route.ready(read[id(route.source)], read[id(route.target)])
+            for route in self.routes
+        )
 
     def _retryHeld(self) -> None:
         """
