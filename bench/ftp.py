@@ -128,8 +128,7 @@ FTPS = Benchmark(
     "`tls_control_required` and `tls_data_required`) and use the suite's "
     "certificate. The client resumes the control connection's TLS session "
     "on each data connection, as curl and lftp do, which np-ftp's default "
-    "`--tls-session-reuse required` asks for; np-ftp stops at TLS 1.2 "
-    "(docs/ftp.md), pyftpdlib negotiates TLS 1.3.",
+    "`--tls-session-reuse required` asks for; both negotiate TLS 1.3.",
 )
 
 FTP_BENCHMARKS: tuple[Benchmark, ...] = (FTP, FTPS)

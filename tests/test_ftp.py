@@ -1070,6 +1070,60 @@ class ClientsTests(TestCase):
 
         return d.addCallback(check)
 
+    def test_tls13DataWithoutTickets(self) -> None:
+        """curl, TLS 1.3: data connections resume the control session, get no ticket."""
+        with open(os.path.join(self.base, "up.bin"), "wb") as f:
+            f.write(blob(300_000))
+        url = f"ftp://127.0.0.1:{self.port}/t.bin"
+        curl = ("curl", "-v", "-sS", "-k", "-u", f"alice:{PASSWORD}", "--ssl-reqd")
+        d = self.tool(*curl, "--tlsv1.3", "-T", "up.bin", url)
+
+        def check(output: str) -> None:
+            # The control connection's handshake, then the data connection's.
+            control, _, data = output.partition("Connect data stream passively")
+            self.assertIn("SSL connection using TLSv1.3", control)
+            self.assertIn("Newsession Ticket", control)
+            self.assertIn("SSL connection using TLSv1.3", data)
+            self.assertIn("SSL re-using session ID", data)
+            self.assertNotIn("Certificate (11)", data)  # resumed
+            self.assertNotIn("Newsession Ticket", data)
+            with open(os.path.join(self.home, "t.bin"), "rb") as f:
+                self.assertEqual(f.read(), blob(300_000))
+
+        return d.addCallback(check)
+
+    def test_lftpUploadsWhole(self) -> Any:
+        """lftp (GnuTLS, TLS 1.3) uploads that close at once arrive whole."""
+        # An unread session ticket on an upload's data connection makes
+        # lftp's close a reset that truncates the upload.
+        sizes = [200_000] * 8 + [2_000_000] * 4
+        puts = []
+        for index, size in enumerate(sizes):
+            with open(os.path.join(self.base, f"u{index}.bin"), "wb") as f:
+                f.write(blob(size)[index:] + bytes(index))
+            puts.append(f"put u{index}.bin")
+        script = (
+            "set ftp:ssl-force true; set ftp:ssl-protect-data true; "
+            "set ssl:verify-certificate no; set net:max-retries 1; "
+            'set ssl:priority "NORMAL:-VERS-ALL:+VERS-TLS1.3"; '
+            + "; ".join(puts)
+            + "; quit"
+        )
+        d = self.tool(
+            "lftp", "-u", f"alice,{PASSWORD}", "-p", str(self.port),
+            "-e", script, "127.0.0.1",
+        )  # fmt: skip
+
+        def check(output: str) -> None:
+            for index in range(len(sizes)):
+                name = f"u{index}.bin"
+                with open(os.path.join(self.base, name), "rb") as f:
+                    sent = f.read()
+                with open(os.path.join(self.home, name), "rb") as f:
+                    self.assertEqual(len(f.read()), len(sent), name)
+
+        return d.addCallback(check)
+
     def test_curlClear(self) -> Any:
         """curl, TLS for the login only, downloads byte-exact (sendfile), -C - too."""
         # --ftp-ssl-control: AUTH TLS for the control connection, PROT C for

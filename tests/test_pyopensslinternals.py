@@ -17,7 +17,12 @@ from OpenSSL import SSL, version
 from twisted.trial.unittest import SynchronousTestCase
 
 import netplugins
-from netplugins.pyopensslinternals import sameSession, sessionReused
+from netplugins.pyopensslinternals import (
+    sameSession,
+    sessionReused,
+    setContextNumTickets,
+    setNumTickets,
+)
 
 PYOPENSSL = version.__version__
 
@@ -119,3 +124,77 @@ class SessionTests(SynchronousTestCase):
                     ):
                         found.append(f"netplugins/{module}:{node.lineno}: {node.attr}")
         self.assertEqual(found, [], "route these through netplugins.pyopensslinternals")
+
+
+class TicketTests(SynchronousTestCase):
+    """
+    C{SSL_set_num_tickets}, found in cryptography's extension: np-ftp's data
+    connections send no TLS 1.3 session tickets (L{netplugins.ftp.tls}).
+    """
+
+    def setUp(self) -> None:
+        self.clients = SSL.Context(SSL.TLS_METHOD)
+        self.clients.set_min_proto_version(SSL.TLS1_3_VERSION)
+
+    def handshake(
+        self,
+        server: SSL.Context,
+        tickets: int | None,
+    ) -> tuple[SSL.Connection, bool, bytes]:
+        """
+        A TLS 1.3 handshake over memory BIOs, the server sending C{tickets}
+        session tickets (C{None}: the context's): the client, whether the
+        server resumed, and what the server wrote once its handshake was
+        done (its tickets, nothing else).
+        """
+        client = SSL.Connection(self.clients, None)
+        client.set_connect_state()
+        accepted = SSL.Connection(server, None)
+        accepted.set_accept_state()
+        if tickets is not None:
+            self.assertTrue(
+                setNumTickets(accepted, tickets),
+                f"SSL_set_num_tickets not found in cryptography's extension "
+                f"(pyOpenSSL {PYOPENSSL}): np-ftp caps FTPS at TLS 1.2",
+            )
+        for _ in range(20):
+            try:
+                client.do_handshake()
+            except SSL.WantReadError:
+                pass
+            accepted.bio_write(client.bio_read(1 << 16))
+            try:
+                accepted.do_handshake()
+            except SSL.WantReadError:
+                client.bio_write(accepted.bio_read(1 << 16))
+                continue
+            try:
+                last = accepted.bio_read(1 << 16)
+            except SSL.WantReadError:
+                return client, sessionReused(accepted), b""
+            client.bio_write(last)
+            with self.assertRaises(SSL.WantReadError):
+                client.recv(1)  # takes the tickets in
+            return client, sessionReused(accepted), last
+        raise AssertionError("the in-memory handshake did not finish")
+
+    def test_noTickets(self) -> None:
+        """A connection set to send no tickets sends none; by default it sends some."""
+        server = serverContext(trustme.CA())
+        server.set_max_proto_version(SSL.TLS1_3_VERSION)
+        _, _, tickets = self.handshake(server, None)
+        _, _, none = self.handshake(server, 0)
+        self.assertEqual(
+            (bool(tickets), none),
+            (True, b""),
+            f"pyOpenSSL {PYOPENSSL}: SSL_set_num_tickets(0) did not stop TLS "
+            "1.3 tickets (np-ftp's data connections, netplugins/ftp/tls.py)",
+        )
+
+    def test_context(self) -> None:
+        """A context set to send no tickets makes connections that send none."""
+        server = serverContext(trustme.CA())
+        server.set_max_proto_version(SSL.TLS1_3_VERSION)
+        self.assertTrue(setContextNumTickets(server, 0))
+        _, _, none = self.handshake(server, None)
+        self.assertEqual(none, b"", f"pyOpenSSL {PYOPENSSL}: SSL_CTX_set_num_tickets")

@@ -274,6 +274,21 @@ class ProfileTests(TLSTestMixin, SynchronousTestCase):
         self.assertTrue(options & SSL.OP_NO_RENEGOTIATION)
         self.assertFalse(options & SSL.OP_CIPHER_SERVER_PREFERENCE)
 
+    def test_noSessionTickets(self) -> None:
+        """A TLS 1.3 client gets no session tickets: no session could resume."""
+        states: list[str] = []
+        client = RawClient()
+        client.context.set_info_callback(
+            lambda connection, where, ret: states.append(
+                connection.get_state_string().decode()
+            )
+        )
+        pair = self.connect(self.serverTLS(), client)
+        self.assertEqual(pair.roundTrip(b"ping"), b"ping")
+        self.assertEqual(pair.version(), "TLSv1.3")
+        self.assertIn("SSL negotiation finished successfully", states)
+        self.assertFalse([s for s in states if "ticket" in s], states)
+
 
 class SNITests(TLSTestMixin, SynchronousTestCase):
     """

@@ -783,7 +783,7 @@ class FTPServer(LineReceiver):
         def wrap() -> Any:
             if not self.protected:
                 return None
-            return lambda factory: tls.wrapFactory(factory, self.factory.reactor)
+            return lambda factory: tls.wrapDataFactory(factory, self.factory.reactor)
 
         return wrap
 

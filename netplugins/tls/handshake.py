@@ -10,7 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
@@ -105,8 +110,14 @@ class _DeadlineTLSFactory(TLSMemoryBIOFactory):
         wrappedFactory: IProtocolFactory,
         reactor: Any,
         handshakeTimeout: float,
+        creator: IOpenSSLServerConnectionCreator | None = None,
     ):
-        super().__init__(serverTLS, False, wrappedFactory, clock=reactor)
+        super().__init__(
+            creator if creator is not None else serverTLS,
+            False,
+            wrappedFactory,
+            clock=reactor,
+        )
         self.reactor = reactor
         self.handshakeTimeout = handshakeTimeout
         self.reports = serverTLS.handshakeReports(reactor)

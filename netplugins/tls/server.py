@@ -25,6 +25,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from netplugins.pyopensslinternals import setContextNumTickets, setNumTickets
 from netplugins.ratelimit import ReportGate
 from netplugins.reload import onReload
 from netplugins.tls.devcert import ensureDevelopmentCertificate
@@ -178,6 +179,9 @@ class ServerTLS:
         context.set_tls13_ciphersuites(TLS13_CIPHERSUITES.encode("ascii"))
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         context.set_session_id(b"netplugins")
+        # Without a cache (and with OP_NO_TICKET) no session can resume, yet
+        # OpenSSL would still send two TLS 1.3 tickets after each handshake.
+        setContextNumTickets(context, 0)
         try:
             context.use_certificate(identity.chain[0])
             for intermediate in identity.chain[1:]:
@@ -353,11 +357,17 @@ class ServerTLS:
         factory: IProtocolFactory,
         reactor: Any = None,
         handshakeTimeout: float | None = None,
+        *,
+        sessionTickets: int | None = None,
     ) -> IProtocolFactory:
         """
         Wrap C{factory} in server-side TLS with a handshake deadline: a client
         that has not finished its handshake after C{handshakeTimeout} seconds
         (default: this object's) is disconnected.
+
+        @param sessionTickets: how many TLS 1.3 session tickets each
+            connection sends, if not the contexts' number (requires
+            L{numTicketsSettable}).
         """
         if reactor is None:
             reactor = self._getReactor()
@@ -366,7 +376,25 @@ class ServerTLS:
             factory,
             reactor,
             self.handshakeTimeout if handshakeTimeout is None else handshakeTimeout,
+            None if sessionTickets is None else _Tickets(self, sessionTickets),
         )
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class _Tickets:
+    """
+    A L{ServerTLS}'s connections, sending C{count} TLS 1.3 session tickets.
+    """
+
+    def __init__(self, serverTLS: ServerTLS, count: int):
+        self.serverTLS = serverTLS
+        self.count = count
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = self.serverTLS.serverConnectionForTLS(tlsProtocol)
+        if not setNumTickets(connection, self.count):
+            raise RuntimeError("SSL_set_num_tickets is not available here")
+        return connection
 
 
 class _WatchService(Service):
