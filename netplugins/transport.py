@@ -43,6 +43,14 @@ from netplugins.twistedinternals import (
     writesShut,
 )
 
+#: The listen backlog Twisted's endpoints pass when a description names none,
+#: and what netplugins listens with instead (memcached's default; the kernel
+#: caps it at net.core.somaxconn).  With 50, 300 clients connecting at once
+#: overflowed the accept queue: their SYNs were dropped and retried a second
+#: later, and some connections the kernel had completed were never accepted.
+TWISTED_BACKLOG = 50
+LISTEN_BACKLOG = 1024
+
 # asyncio reads up to 256 KiB at a time: one recv() takes a whole 64 KiB
 # message (and then some) where Twisted's 64 KiB reads need two.
 READ_SIZE = 256 * 1024
@@ -395,6 +403,7 @@ class WriteThroughReactor:
         backlog: int = 50,
         interface: str = "",
     ) -> Any:
+        backlog = _backlog(backlog)
         if not self.posix:
             return self.reactor.listenTCP(port, factory, backlog, interface)
         return listenTCP(
@@ -409,6 +418,7 @@ class WriteThroughReactor:
         mode: int = 0o666,
         wantPID: int = 0,
     ) -> Any:
+        backlog = _backlog(backlog)
         if not self.posix:
             return self.reactor.listenUNIX(address, factory, backlog, mode, wantPID)
         return listenUNIX(self.reactor, address, factory, backlog, mode, wantPID)
@@ -423,6 +433,7 @@ class WriteThroughReactor:
     ) -> Any:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
+        backlog = _backlog(backlog)
         if not self.posix:
             return self.reactor.listenSSL(
                 port, factory, contextFactory, backlog, interface
@@ -438,6 +449,15 @@ class WriteThroughReactor:
         if not self.posix:
             return self.reactor.adoptStreamPort(fileDescriptor, addressFamily, factory)
         return adoptStreamPort(self.reactor, fileDescriptor, addressFamily, factory)
+
+
+def _backlog(backlog: int) -> int:
+    """
+    The backlog to listen with when an endpoint passes C{backlog}: Twisted's
+    default becomes L{LISTEN_BACKLOG}, any other value is kept (an explicit
+    C{backlog=50} too, then).
+    """
+    return LISTEN_BACKLOG if backlog == TWISTED_BACKLOG else backlog
 
 
 def fastServerFromString(

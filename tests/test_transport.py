@@ -407,6 +407,18 @@ class RealSocketTests(TestCase):
         )
         self.assertEqual(flags, [True])
 
+    async def test_backlog(self) -> None:
+        """Listeners get a 1024-connection backlog unless the description names one."""
+        ports = [
+            await self.listen(description, echoFactory())
+            for description in (
+                "tcp:0:interface=127.0.0.1",
+                "tcp:0:interface=127.0.0.1:backlog=10",
+                f"unix:{os.path.abspath(self.mktemp())}",
+            )
+        ]
+        self.assertEqual([port.backlog for port in ports], [1024, 10, 1024])
+
     async def test_reusePort(self) -> None:
         """reusePort=True lets a second listener bind the same address."""
         first = await self.listen(

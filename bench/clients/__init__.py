@@ -101,6 +101,8 @@ Worker = Callable[
 # server whose accept loop is starved (the stdlib Listener shakes hands in
 # its one accepting thread) may need a while.
 CONNECT_TIMEOUT = 30.0
+#: Failed requests a worker describes on stderr (the load generator's log).
+ERRORS_LOGGED = 3
 
 
 def _work(make: Worker, options: argparse.Namespace, pipe: Any) -> None:
@@ -126,8 +128,10 @@ def _work(make: Worker, options: argparse.Namespace, pipe: Any) -> None:
             began = time.monotonic()
             n = request(connection)
             finished = time.monotonic()
-        except Exception:
+        except Exception as e:
             errors += counting
+            if counting and errors <= ERRORS_LOGGED:
+                print(f"request failed: {e!r}", file=sys.stderr, flush=True)
             if connection is not None:
                 try:
                     close(connection)
