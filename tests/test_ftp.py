@@ -14,6 +14,7 @@ import random
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 from typing import Any
@@ -137,7 +138,15 @@ class ControlTests(SynchronousTestCase):
         protocol.dataReceived(b"FEAT\r\n")
         lines = transport.value().split(b"\r\n")
         self.assertEqual(lines[0], b"211-Features:")
-        for feature in (b" AUTH TLS", b" UTF8", b" REST STREAM", b" EPSV", b" PROT"):
+        for feature in (
+            b" AUTH TLS",
+            b" UTF8",
+            b" REST STREAM",
+            b" EPSV",
+            b" PROT",
+            b" MFMT",
+            b" MFF modify;UNIX.mode;",
+        ):
             self.assertIn(feature, lines)
         self.assertEqual(lines[-2], b"211 End")
 
@@ -799,6 +808,138 @@ def _privateLoopback() -> str:
     return f"127.{pick(1, 254)}.{pick(1, 254)}.{pick(2, 254)}"
 
 
+class ModifyFactsTests(TestCase):
+    """
+    MFMT and MFF (draft-somers-ftp-mfxx) with Python's ftplib.
+    """
+
+    def test_mfmt(self) -> Any:
+        """MFMT sets a file's modification time, which MDTM and MLST then show."""
+        server = _Server(self, tlsSessionReuse="optional")
+        with open(os.path.join(server.home, "a b.txt"), "wb") as f:
+            f.write(b"x")
+
+        def talk() -> list[str]:
+            client = server.tls()
+            answers = [
+                client.sendcmd("MFMT 20010203040506 a b.txt"),
+                client.sendcmd("MDTM a b.txt"),
+                client.sendcmd("MFMT 20010203040507.250 a b.txt"),
+            ]
+            client.quit()
+            return answers
+
+        def check(answers: list[str]) -> None:
+            self.assertEqual(
+                answers,
+                [
+                    "213 Modify=20010203040506; a b.txt",
+                    "213 20010203040506",
+                    "213 Modify=20010203040507.250; a b.txt",
+                ],
+            )
+            st = os.stat(os.path.join(server.home, "a b.txt"))
+            self.assertEqual(st.st_mtime, 981173107.25)
+
+        return deferToThread(talk).addCallback(check)
+
+    def test_mff(self) -> Any:
+        """MFF sets the modify and UNIX.mode facts of a file or a directory."""
+        server = _Server(self, tlsSessionReuse="optional")
+        with open(os.path.join(server.home, "f"), "wb") as f:
+            f.write(b"x")
+        os.mkdir(os.path.join(server.home, "d"))
+
+        def talk() -> list[str]:
+            client = server.tls()
+            answers = [
+                client.sendcmd("MFF modify=19991231235959;UNIX.mode=0600; f"),
+                client.sendcmd("MFF UNIX.mode=750; d"),
+            ]
+            client.quit()
+            return answers
+
+        def check(answers: list[str]) -> None:
+            self.assertEqual(
+                answers,
+                [
+                    "213 modify=19991231235959;UNIX.mode=0600; f",
+                    "213 UNIX.mode=750; d",
+                ],
+            )
+            st = os.stat(os.path.join(server.home, "f"))
+            self.assertEqual(
+                (st.st_mtime, stat.S_IMODE(st.st_mode)), (946684799, 0o600)
+            )
+            mode = stat.S_IMODE(os.stat(os.path.join(server.home, "d")).st_mode)
+            self.assertEqual(mode, 0o750)
+
+        return deferToThread(talk).addCallback(check)
+
+    def test_refusals(self) -> Any:
+        """Bad times and facts get 501/504, what is missing or outside the home 550."""
+        server = _Server(self, tlsSessionReuse="optional")
+        secret = os.path.join(server.base, "secret")
+        with open(secret, "w") as f:
+            f.write("outside")
+        before = os.stat(secret).st_mtime
+        os.symlink(secret, os.path.join(server.home, "s"))
+        commands = [
+            "MFMT 20011301000000 s",  # month 13
+            "MFMT 20010230000000 s",  # 30 February
+            "MFMT 2001 s",
+            "MFMT 20010203040506",
+            "MFF create=20010203040506; s",
+            "MFF UNIX.mode=9999; s",
+            "MFF modify=20010203040506 s",
+            "MFMT 20010203040506 ../secret",
+            "MFMT 20010203040506 s",
+            "MFF UNIX.mode=0777; /../../secret",
+            "MFMT 20010203040506 missing",
+        ]
+
+        def talk() -> list[str]:
+            client = server.tls()
+            codes = []
+            for command in commands:
+                try:
+                    codes.append(client.sendcmd(command)[:3])
+                except ftplib.all_errors as e:
+                    codes.append(str(e)[:3])
+            client.quit()
+            return codes
+
+        def check(codes: list[str]) -> None:
+            self.assertEqual(
+                codes,
+                ["501", "501", "501", "501", "504", "501", "501"] + ["550"] * 4,
+            )
+            self.assertEqual(os.stat(secret).st_mtime, before)
+
+        return deferToThread(talk).addCallback(check)
+
+    def test_readOnly(self) -> Any:
+        """An anonymous (read-only) session cannot change facts."""
+        server = _Server(self, tlsRequired="none")
+        with open(os.path.join(server.pub, "f"), "wb") as f:
+            f.write(b"x")
+
+        def talk() -> list[str]:
+            client = ftplib.FTP()
+            client.connect("127.0.0.1", server.port, timeout=10)
+            client.login()
+            codes = []
+            for command in ("MFMT 20010203040506 f", "MFF UNIX.mode=0777; f"):
+                try:
+                    codes.append(client.sendcmd(command)[:3])
+                except ftplib.error_perm as e:
+                    codes.append(str(e)[:3])
+            client.quit()
+            return codes
+
+        return deferToThread(talk).addCallback(self.assertEqual, ["550", "550"])
+
+
 class BookTests(TestCase):
     """
     The book's chapter 17 programs, exactly as printed, against np-ftp on
@@ -1150,13 +1291,16 @@ class ClientsTests(TestCase):
         return d.addCallback(check)
 
     def test_lftpMirror(self) -> Any:
-        """lftp with ftp:ssl-force mirrors a tree up and back, byte-exact."""
+        """lftp (ftp:ssl-force) mirrors a tree up and back: byte-exact, times kept."""
         up = os.path.join(self.base, "tree")
         os.makedirs(os.path.join(up, "sub dir"))
-        with open(os.path.join(up, "a.bin"), "wb") as f:
+        files = ["a.bin", os.path.join("sub dir", "é.txt")]
+        with open(os.path.join(up, files[0]), "wb") as f:
             f.write(blob(700_000))
-        with open(os.path.join(up, "sub dir", "é.txt"), "wb") as f:
+        with open(os.path.join(up, files[1]), "wb") as f:
             f.write("ünïcode\n".encode())
+        for index, name in enumerate(files):
+            os.utime(os.path.join(up, name), (1_000_000_000, 1_000_000_000 + index))
         script = (
             "set ftp:ssl-force true; set ftp:ssl-protect-data true; "
             "set ssl:verify-certificate no; set net:max-retries 1; "
@@ -1178,5 +1322,11 @@ class ClientsTests(TestCase):
                 ["diff", "-r", up, os.path.join(self.base, "back")], capture_output=True
             )
             self.assertEqual(result.returncode, 0, result.stdout)
+            times = [
+                os.stat(os.path.join(where, name)).st_mtime
+                for where in (os.path.join(self.home, "up"), self.base + "/back")
+                for name in files
+            ]
+            self.assertEqual(times, [1_000_000_000, 1_000_000_001] * 2)
 
         return d.addCallback(check)

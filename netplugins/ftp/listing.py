@@ -5,7 +5,9 @@ C{NLST} (names) and the RFC 3659 facts of C{MLSD}/C{MLST}.
 
 from __future__ import annotations
 
+import calendar
 import os
+import re
 import stat
 import time
 from collections.abc import Iterable, Sequence
@@ -134,3 +136,66 @@ def featFacts(selected: Iterable[str]) -> str:
     """
     chosen = set(selected)
     return "".join(f"{f}{'*' if f in chosen else ''};" for f in FACTS)
+
+
+#: The facts C{MFF} sets, in FEAT's order.
+SETTABLE_FACTS = ("modify", "UNIX.mode")
+
+_TIME = re.compile(r"(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.(\d{1,3}))?")
+_MODE = re.compile(r"0?[0-7]{1,3}")
+
+
+def parseTime(value: str) -> float | None:
+    """
+    The seconds since the epoch of an RFC 3659 C{time-val}
+    (C{YYYYMMDDHHMMSS[.sss]}, UTC), or C{None} if it is not one.
+    """
+    match = _TIME.fullmatch(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = match.group(7) or ""
+    try:
+        seconds = calendar.timegm(
+            time.struct_time((year, month, day, hour, minute, second, 0, 0, 0))
+        )
+        # timegm normalises 31 February: a date that comes back different
+        # was not a date.
+        if time.gmtime(seconds)[:6] != (year, month, day, hour, minute, second):
+            return None
+    except (OverflowError, ValueError):
+        return None
+    return seconds + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def parseSettableFacts(argument: str) -> tuple[dict[str, str], str] | str:
+    """
+    The facts and the path of C{MFF fact=value;fact=value; path}: a
+    mapping from each fact's name (as L{SETTABLE_FACTS} spells it) to its
+    value, or the error reply.
+    """
+    facts, space, path = argument.partition(" ")
+    if not space or not path or not facts.endswith(";"):
+        return "501 Syntax: MFF fact=value;... path"
+    known = {name.lower(): name for name in SETTABLE_FACTS}
+    found: dict[str, str] = {}
+    for item in facts[:-1].split(";"):
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            return "501 Syntax: MFF fact=value;... path"
+        fact = known.get(name.lower())
+        if fact is None:
+            return f"504 Fact {name} cannot be set."
+        if fact == "modify" and parseTime(value) is None:
+            return "501 Bad time value."
+        if fact == "UNIX.mode" and _MODE.fullmatch(value) is None:
+            return "501 Bad mode value."
+        found[fact] = value
+    return found, path
+
+
+def featSettableFacts() -> str:
+    """
+    The MFF line of FEAT's facts.
+    """
+    return "".join(f"{f};" for f in SETTABLE_FACTS)

@@ -83,9 +83,10 @@ _PRE_LOGIN = {
 _DURING_TRANSFER = {"ABOR", "STAT", "NOOP", "QUIT"}
 _TRANSFERS = {"RETR", "STOR", "APPE", "STOU", "LIST", "NLST", "MLSD"}
 _COMMANDS = (
-    "ABOR ACCT ALLO APPE AUTH CDUP CWD DELE EPRT EPSV FEAT HELP LIST MDTM MKD MLSD "
-    "MLST MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD QUIT REIN REST RETR RMD "
-    "RNFR RNTO SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD"
+    "ABOR ACCT ALLO APPE AUTH CDUP CWD DELE EPRT EPSV FEAT HELP LIST MDTM MFF MFMT "
+    "MKD MLSD MLST MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD QUIT REIN REST "
+    "RETR RMD RNFR RNTO SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD "
+    "XRMD"
 ).split()
 _ALIASES = {"XCUP": "CDUP", "XCWD": "CWD", "XMKD": "MKD", "XPWD": "PWD", "XRMD": "RMD"}
 
@@ -588,6 +589,8 @@ class FTPServer(LineReceiver):
             "EPRT",
             "EPSV",
             "MDTM",
+            "MFF " + listing.featSettableFacts(),
+            "MFMT",
             "MLST " + listing.featFacts(self.facts),
             "REST STREAM",
             "SIZE",
@@ -720,6 +723,53 @@ class FTPServer(LineReceiver):
             return f"213 {listing.timestamp(st.st_mtime)}"
 
         self._simple(self.jail.stat, (path,), modified)
+
+    def ftp_MFMT(self, argument: str) -> None:
+        value, _, name = argument.partition(" ")
+        if not name:
+            self._error("501 Syntax: MFMT YYYYMMDDHHMMSS path")
+            return
+        if listing.parseTime(value) is None:
+            self._error("501 Bad time value.")
+            return
+        self._modifyFacts({"modify": value}, name)
+
+    def ftp_MFF(self, argument: str) -> None:
+        parsed = listing.parseSettableFacts(argument)
+        if isinstance(parsed, str):
+            self._error(parsed)
+            return
+        facts, name = parsed
+        self._modifyFacts(facts, name)
+
+    def _modifyFacts(self, facts: dict[str, str], name: str) -> None:
+        """
+        Set C{facts} (as L{listing.parseSettableFacts} gives them) of the
+        file C{name}: C{213} with the facts and the name as given, as
+        draft-somers-ftp-mfxx's C{MFMT} and C{MFF} answer.
+        """
+        path = self._path(name)
+        if path is None:
+            return
+        assert self.jail is not None
+        jail = self.jail
+        if not jail.writable:
+            self._error("550 Permission denied.")
+            return
+
+        def modify() -> None:
+            if "UNIX.mode" in facts:
+                jail.setMode(path, int(facts["UNIX.mode"], 8))
+            if "modify" in facts:
+                mtime = listing.parseTime(facts["modify"])
+                assert mtime is not None
+                jail.setTimes(path, jail.stat(path).st_atime, mtime)
+
+        if set(facts) == {"modify"}:
+            done = f"213 Modify={facts['modify']}; {name}"
+        else:
+            done = "213 " + "".join(f"{k}={v};" for k, v in facts.items()) + " " + name
+        self._simple(modify, (), lambda _: done)
 
     def ftp_REST(self, argument: str) -> None:
         if not argument.isdigit():
