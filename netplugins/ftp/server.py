@@ -355,6 +355,16 @@ class FTPServer(LineReceiver):
         assert self.jail is not None
         return self.jail.inPool(f, *args)
 
+    def _writableJail(self) -> Jail | None:
+        """
+        The session's jail if it may change files, else C{None} after a 550.
+        """
+        assert self.jail is not None
+        if not self.jail.writable:
+            self._error("550 Permission denied.")
+            return None
+        return self.jail
+
     def _path(self, argument: str) -> str | None:
         """
         The virtual path C{argument} names, or C{None} after a 501 reply.
@@ -677,16 +687,15 @@ class FTPServer(LineReceiver):
         path = self._path(argument)
         if path is None:
             return
-        assert self.jail is not None
-        if not self.jail.writable:
-            self._error("550 Permission denied.")
+        jail = self._writableJail()
+        if jail is None:
             return
 
         def ready(_: object) -> str:
             self.renameFrom = path
             return "350 Ready for RNTO."
 
-        self._simple(self.jail.lstat, (path,), ready)
+        self._simple(jail.lstat, (path,), ready)
 
     def ftp_RNTO(self, argument: str) -> None:
         source, self.renameFrom = self.renameFrom, None
@@ -751,10 +760,8 @@ class FTPServer(LineReceiver):
         path = self._path(name)
         if path is None:
             return
-        assert self.jail is not None
-        jail = self.jail
-        if not jail.writable:
-            self._error("550 Permission denied.")
+        jail = self._writableJail()
+        if jail is None:
             return
 
         def modify() -> None:
@@ -1026,10 +1033,8 @@ class FTPServer(LineReceiver):
         if path is None or not self._transferAllowed():
             return
         offset, self.restart = self.restart, 0
-        assert self.jail is not None
-        jail = self.jail
-        if not jail.writable:
-            self._error("550 Permission denied.")
+        jail = self._writableJail()
+        if jail is None:
             return
         self._open(
             lambda: jail.openWrite(path, append=append, offset=offset or None),
@@ -1040,10 +1045,8 @@ class FTPServer(LineReceiver):
     def ftp_STOU(self, argument: str) -> None:
         if not self._transferAllowed():
             return
-        assert self.jail is not None
-        jail = self.jail
-        if not jail.writable:
-            self._error("550 Permission denied.")
+        jail = self._writableJail()
+        if jail is None:
             return
         base = argument or "file"
         if not listing.printable(base) or "/" in base:
