@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netplugins.addresses import describe
+from netplugins.transport import WriteThroughReactor
 
 #: Bytes read from a file per chunk of a download (TLS and ASCII; binary
 #: downloads in the clear go by sendfile).  Each chunk is one trip to the
@@ -239,14 +240,18 @@ class PassivePort(Factory):
         self._timer = reactor.callLater(timeout, self._timedOut)
 
     def _listen(self, host: str, ports: tuple[int, int] | None) -> IListeningPort:
+        # The write-through transports of every listener: sends at once, and
+        # TCP_NODELAY (a transfer's last TLS records do not wait for the
+        # client's delayed ACK).
+        reactor = WriteThroughReactor(self.reactor)
         if ports is None:
-            return self.reactor.listenTCP(0, self, interface=host)  # type: ignore[no-any-return]
+            return reactor.listenTCP(0, self, interface=host)
         low, high = ports
         start = random.randint(low, high)  # noqa: S311 (spreading, not secrecy)
         for offset in range(high - low + 1):
             number = low + (start - low + offset) % (high - low + 1)
             try:
-                return self.reactor.listenTCP(number, self, interface=host)  # type: ignore[no-any-return]
+                return reactor.listenTCP(number, self, interface=host)
             except CannotListenError:
                 continue
         raise CannotListenError(host, f"{low}-{high}", "every passive port is taken")
