@@ -31,7 +31,7 @@ DEFAULT_BACKEND = "tcp://127.0.0.1:5560"
 
 #: The shared settings a ZeroMQ device has a use for; the others are
 #: refused (see L{ZMQSettings.__attrs_post_init__}).
-APPLICABLE = {"stateDir", "auth", "checkers", "workers"}
+APPLICABLE = {"stateDir", "auth", "checkers", "workers", "preAuthTimeout"}
 
 _ENDPOINT = re.compile(r"(tcp://(\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(\d+|\*)|ipc://\S+)\Z")
 
@@ -157,9 +157,11 @@ class Options(ServiceOptions):
         f"file, STATE-DIR/{PUBLIC_KEY_FILE}, is logged); --auth logs clients "
         "and workers in with ZeroMQ PLAIN through the credential checkers "
         "(cleartext: needs --allow-plaintext-auth). ZeroMQ endpoints are not "
-        "Twisted endpoints: of the shared options only --state-dir and --auth "
-        "apply; --listen, --listen-tls, the --tls-* options, connection caps, "
-        "deadlines, --allow/--deny and --workers above 1 are refused."
+        "Twisted endpoints: of the shared options only --state-dir, --auth and "
+        "--preauth-timeout (the ZeroMQ handshake's deadline, login included; "
+        "default libzmq's 30 s) apply; --listen, --listen-tls, the --tls-* "
+        "options, connection caps, other deadlines, --allow/--deny and "
+        "--workers above 1 are refused."
     )
     tapname = "np-zmq"
     usesCheckers = True
@@ -209,6 +211,7 @@ def zmqService(
         settings.backend,
         hwm=settings.hwm,
         maxMessageSize=settings.maxMessageSize,
+        handshakeTimeout=settings.preAuthTimeout,
         security=security,
         zap=zap,
         reactor=reactor,

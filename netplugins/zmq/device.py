@@ -287,6 +287,7 @@ class Device(Service):
         *,
         hwm: int = DEFAULT_HWM,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        handshakeTimeout: float | None = None,
         security: Security = Security(),
         zap: Callable[[zmq.Context[Any]], Service] | None = None,
         reactor: Any = None,
@@ -298,6 +299,7 @@ class Device(Service):
         self.backend = backend
         self.hwm = hwm
         self.maxMessageSize = maxMessageSize
+        self.handshakeTimeout = handshakeTimeout
         self.security = security
         self._makeZAP = zap
         self._reactor = _reactor(reactor)
@@ -319,6 +321,12 @@ class Device(Service):
         socket.setsockopt(zmq.SNDHWM, self.hwm)
         socket.setsockopt(zmq.RCVHWM, self.hwm)
         socket.setsockopt(zmq.MAXMSGSIZE, self.maxMessageSize)
+        if self.handshakeTimeout is not None:
+            # A peer whose ZMTP handshake (login included) is not done by
+            # then is disconnected (libzmq's default: 30 s).
+            socket.setsockopt(
+                zmq.HANDSHAKE_IVL, max(1, round(self.handshakeTimeout * 1000))
+            )
         if kind == zmq.ROUTER:
             socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.security.apply(socket)
