@@ -38,12 +38,14 @@ whole C{.tac}, so supervise one service per file.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet import abstract, main
+from twisted.internet import abstract, error, main
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
@@ -310,8 +312,28 @@ class _ParentWatch(abstract.FileDescriptor):
         super().connectionLost(reason)
         self.log.info("supervisor gone: stopping worker")
         reactor: Any = self.reactor
-        if reactor.running:
+        try:
             reactor.stop()
+        except error.ReactorNotRunning:
+            pass  # stopping already (a SIGTERM came first)
+
+
+def _terminateOnce() -> None:
+    """
+    Make a worker act on the first SIGTERM only: it gets one from the
+    supervisor and, under systemd (C{KillMode=control-group}) or a C{kill}
+    of the process group, one of its own, and Twisted's handler stopping
+    the reactor a second time logs C{ReactorNotRunning}.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    if not callable(handler):
+        return
+
+    def once(number: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        handler(number, frame)
+
+    signal.signal(signal.SIGTERM, once)
 
 
 class _WorkerService(Service):
@@ -328,6 +350,8 @@ class _WorkerService(Service):
         os.set_blocking(0, False)
         self.watch = _ParentWatch(self.reactor)
         self.watch.startReading()
+        # After twistd's handlers are in place (when the reactor runs).
+        self.reactor.callWhenRunning(_terminateOnce)
 
     def stopService(self) -> None:
         super().stopService()

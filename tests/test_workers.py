@@ -277,7 +277,7 @@ TAC = """
 import os
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.protocol import Factory, Protocol
 from netplugins.reload import onReload
 from netplugins.transport import fastServerFromString
@@ -298,6 +298,14 @@ endpoint = fastServerFromString(reactor, "tcp:{port}:interface=127.0.0.1",
 listening = StreamServerEndpointService(endpoint, Factory.forProtocol(Pid))
 application = service.Application("workers test")
 supervise(listening, 2, restartDelay=0.2).setServiceParent(application)
+
+class SlowStop(service.Service):
+    # A worker's shutdown takes a while, as one draining connections does.
+    def stopService(self):
+        return task.deferLater(reactor, 0.5, lambda: None)
+
+if isWorker():
+    SlowStop().setServiceParent(application)
 """
 
 
@@ -379,5 +387,35 @@ class RealWorkersTests(TestCase):
                 re.MULTILINE,
             )
             self.assertEqual(sorted(stopped), ["worker 1 stopped", "worker 2 stopped"])
+
+        return deferToThread(scenario).addCallback(check)
+
+    def test_everyProcessSignalled(self) -> Any:
+        """SIGTERM to the supervisor and its workers at once (systemd): a clean stop."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        port = freePort()
+        tac = os.path.join(directory, "w.tac")
+        with open(tac, "w") as f:
+            f.write(TAC.format(dir=directory, port=port))
+        supervisor = runTwistd(self, "-y", tac, cwd=directory)
+
+        def scenario() -> tuple[int | None, list[int]]:
+            workers = pidsSeen(port)
+            # systemd's KillMode=control-group: every process of the unit;
+            # the supervisor's own SIGTERMs reach workers that are stopping.
+            for pid in workers:
+                os.kill(pid, signal.SIGTERM)
+            time.sleep(0.2)
+            os.kill(supervisor.pid, signal.SIGTERM)
+            status = supervisor.wait(timeout=30)
+            return status, [p for p in workers if alive(p)]
+
+        def check(result: tuple[int | None, list[int]]) -> None:
+            status, left = result
+            self.assertEqual((status, left), (-signal.SIGTERM, []))
+            output = supervisor.output()
+            for bad in ("Traceback", "ReactorNotRunning", "Unhandled"):
+                self.assertNotIn(bad, output)
 
         return deferToThread(scenario).addCallback(check)
