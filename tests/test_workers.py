@@ -343,17 +343,23 @@ class RealWorkersTests(TestCase):
     A .tac under twistd: two workers on one port.
     """
 
-    def test_workers(self) -> Any:
-        """Workers share the port, are replaced, get SIGHUP and stop on SIGTERM."""
-        # Two worker processes share the port; a killed worker is replaced; SIGHUP
-        # reaches every worker; SIGTERM stops them all.
+    def startPool(self) -> tuple[str, int, Any]:
+        """
+        Run L{TAC} under twistd: its directory, its port, the supervisor.
+        """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         port = freePort()
         tac = os.path.join(directory, "w.tac")
         with open(tac, "w") as f:
             f.write(TAC.format(dir=directory, port=port))
-        supervisor = runTwistd(self, "-y", tac, cwd=directory)
+        return directory, port, runTwistd(self, "-y", tac, cwd=directory)
+
+    def test_workers(self) -> Any:
+        """Workers share the port, are replaced, get SIGHUP and stop on SIGTERM."""
+        # Two worker processes share the port; a killed worker is replaced; SIGHUP
+        # reaches every worker; SIGTERM stops them all.
+        directory, port, supervisor = self.startPool()
 
         def scenario() -> tuple[set[int], set[int], set[str], int | None, list[int]]:
             first = pidsSeen(port)
@@ -392,13 +398,7 @@ class RealWorkersTests(TestCase):
 
     def test_everyProcessSignalled(self) -> Any:
         """SIGTERM to the supervisor and its workers at once (systemd): a clean stop."""
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        port = freePort()
-        tac = os.path.join(directory, "w.tac")
-        with open(tac, "w") as f:
-            f.write(TAC.format(dir=directory, port=port))
-        supervisor = runTwistd(self, "-y", tac, cwd=directory)
+        _, port, supervisor = self.startPool()
 
         def scenario() -> tuple[int | None, list[int]]:
             workers = pidsSeen(port)
