@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from netplugins.tap.dns import DNSSettings, dnsService
 from tests import dnsfixtures
-from tests.dnsfixtures import PLAIN, zoneText
+from tests.dnsfixtures import FILLER, PLAIN, zoneText
 from tests.support import freePort
 
 
@@ -146,6 +146,30 @@ class ForwardTests(TestCase):
             [missing.rcode(), negative.rcode(), own.rcode(), own.flags & dns.flags.AA],
             [dns.rcode.NXDOMAIN, dns.rcode.NXDOMAIN, dns.rcode.NOERROR, dns.flags.AA],
         )
+
+    @inlineCallbacks
+    def test_truncatedRetriedOverTCP(self) -> Any:
+        """A reply NSD truncates over UDP is fetched over TCP, whole."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        zone = directory / "plain.zone"
+        huge = "".join(f'huge IN TXT "{i:02d}{FILLER}"\n' for i in range(20))
+        zone.write_text(zoneText(PLAIN) + huge)
+        _, nsdPort = dnsfixtures.startNSD(self, {PLAIN: zone}, directory)
+        port = self.serve(nsdPort)
+        query = dns.message.make_query("huge.example.org", "TXT")
+        reply = yield deferToThread(
+            dns.query.tcp, query, "127.0.0.1", port=port, timeout=10
+        )
+        self.assertEqual(reply.rcode(), dns.rcode.NOERROR)
+        [rrset] = reply.answer
+        self.assertEqual(
+            sorted(r.strings[0][:2] for r in rrset),  # type: ignore[attr-defined]
+            [b"%02d" % i for i in range(20)],
+        )
+        # Over UDP without EDNS the client gets TC from the cache's answer.
+        small = yield self.ask(port, "huge.example.org", "TXT")
+        self.assertTrue(small.flags & dns.flags.TC)
 
     @inlineCallbacks
     def test_forgeriesIgnored(self) -> Any:

@@ -7,7 +7,8 @@ the upstream's address and port, carries the ID, and repeats the question
 exactly (case included); only the records on the question's CNAME chain are
 kept (what the question asked for is all a forwarder may believe), and they
 are cached for their TTL, negative answers for the SOA's (RFC 2308), both
-capped.
+capped.  A truncated reply (TC) is asked again of the same upstream over
+TCP (RFC 7766), with a fresh ID and under the same checks.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import dns.rdatatype
 import dns.rrset
 from dns.name import Name
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.basic import Int16StringReceiver
+from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     from netplugins.dns.server import Engine, Send
@@ -81,39 +84,69 @@ class _Outstanding(DatagramProtocol):
         self.ident = 0
         self.timeout: IDelayedCall | None = None
         self.port: Any = None
+        #: The TCP connector while asking over TCP.
+        self.tcp: Any = None
 
     def send(self) -> None:
+        """
+        Ask the next upstream over UDP, or give up if none is left.
+        """
+        self._cancelTimeout()
+        self._dropTCP()
         if not self.upstreams:
             self.finish(None)
             return
         self.upstream = self.upstreams.pop(0)
+        assert self.transport is not None
+        self.transport.write(self._outgoing(), self.upstream)
+        self.timeout = self.forwarder.reactor.callLater(
+            UPSTREAM_TIMEOUT, self._timedOut
+        )
+
+    def _outgoing(self) -> bytes:
+        """
+        The question, with a fresh random ID.
+        """
         self.ident = secrets.randbelow(65536)
         question = self.query.question[0]
         outgoing = dns.message.make_query(
             question.name, question.rdtype, question.rdclass, use_edns=0, payload=1232
         )
         outgoing.id = self.ident
-        assert self.transport is not None
-        self.transport.write(outgoing.to_wire(), self.upstream)
-        self.timeout = self.forwarder.reactor.callLater(
-            UPSTREAM_TIMEOUT, self._timedOut
-        )
+        return outgoing.to_wire()
 
     def _timedOut(self) -> None:
+        self.timeout = None
         self.forwarder.log.info(
-            "No answer from upstream {host}:{port}",
+            "No answer from upstream {host}:{port}{how}",
             host=self.upstream[0] if self.upstream else "",
             port=self.upstream[1] if self.upstream else 0,
+            how=" over TCP" if self.tcp is not None else "",
         )
         self.send()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if self.upstream is None or (addr[0], addr[1]) != self.upstream:
             return  # not from where we asked: a forgery or a stray
-        try:
-            reply = dns.message.from_wire(datagram)
-        except (dns.exception.DNSException, ValueError):
+        if self.tcp is not None:
+            return  # asking over TCP now
+        reply = self._accept(datagram)
+        if reply is None:
             return
+        if reply.flags & dns.flags.TC:
+            self._overTCP()
+            return
+        self.finish(reply)
+
+    def _accept(self, wire: bytes) -> dns.message.Message | None:
+        """
+        The reply in C{wire} if it answers our question (ID, QR, the
+        question exactly), else C{None}.
+        """
+        try:
+            reply = dns.message.from_wire(wire)
+        except (dns.exception.DNSException, ValueError):
+            return None
         question = self.query.question[0]
         if (
             reply.id != self.ident
@@ -123,23 +156,103 @@ class _Outstanding(DatagramProtocol):
             or reply.question[0].rdtype != question.rdtype
             or reply.question[0].rdclass != question.rdclass
         ):
+            return None
+        return reply
+
+    def _overTCP(self) -> None:
+        """
+        Ask the same upstream again over TCP (the UDP reply was truncated).
+        """
+        self._cancelTimeout()
+        assert self.upstream is not None
+        host, port = self.upstream
+        factory = _TCPQueryFactory(self, self._outgoing())
+        self.tcp = self.forwarder.reactor.connectTCP(
+            host, port, factory, timeout=UPSTREAM_TIMEOUT
+        )
+        self.timeout = self.forwarder.reactor.callLater(
+            UPSTREAM_TIMEOUT, self._timedOut
+        )
+
+    def tcpReplyReceived(self, wire: bytes) -> None:
+        """
+        What the upstream answered over TCP: the answer, or on to the next
+        upstream if it is not one (or is truncated still).
+        """
+        if self.tcp is None:
             return
-        if reply.flags & dns.flags.TC:
-            # Over TCP would be next; a forwarder for local clients gives up.
-            self.finish(None)
+        reply = self._accept(wire)
+        if reply is None or reply.flags & dns.flags.TC:
+            self.send()
             return
         self.finish(reply)
 
-    def finish(self, reply: dns.message.Message | None) -> None:
+    def tcpFailed(self) -> None:
+        """
+        The TCP connection failed or closed before an answer: next upstream.
+        """
+        if self.tcp is not None:
+            self.send()
+
+    def _cancelTimeout(self) -> None:
         if self.timeout is not None and self.timeout.active():
             self.timeout.cancel()
         self.timeout = None
+
+    def _dropTCP(self) -> None:
+        tcp, self.tcp = self.tcp, None
+        if tcp is not None:
+            tcp.disconnect()
+
+    def finish(self, reply: dns.message.Message | None) -> None:
+        self._cancelTimeout()
+        self._dropTCP()
         if self.port is not None:
             self.port.stopListening()
             self.port = None
         done, self.done = self.done, None
         if done is not None:
             done(reply)
+
+
+class _TCPQuery(Int16StringReceiver):
+    """
+    One question over TCP: the two-octet length framing of RFC 1035
+    section 4.2.2; the first message that comes back is the reply.
+    """
+
+    def __init__(self, outstanding: _Outstanding, query: bytes):
+        self.outstanding = outstanding
+        self.query = query
+        self.answered = False
+
+    def connectionMade(self) -> None:
+        self.sendString(self.query)
+
+    def stringReceived(self, string: bytes) -> None:
+        if not self.answered:
+            self.answered = True
+            self.outstanding.tcpReplyReceived(string)
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.answered:
+            self.outstanding.tcpFailed()
+
+
+class _TCPQueryFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, outstanding: _Outstanding, query: bytes):
+        self.outstanding = outstanding
+        self.query = query
+
+    def buildProtocol(self, addr: Any) -> _TCPQuery:
+        return _TCPQuery(self.outstanding, self.query)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.outstanding.tcpFailed()
 
 
 def _chain(
