@@ -381,9 +381,7 @@ class DemoTests(TestCase):
         versions = []
         for address in tlsPorts:
             versions.append((yield deferToThread(client, address)))
-        # np-ftp's TLS stops at 1.2 (no TLS 1.3 session tickets on data
-        # connections: docs/ftp.md).
-        self.assertEqual(sorted(versions), ["TLSv1.2"] + ["TLSv1.3"] * 8)
+        self.assertEqual(versions, ["TLSv1.3"] * 9)
 
     @inlineCallbacks
     def test_wsgi(self) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import fcntl
 import os
 import shutil
 import subprocess
@@ -74,18 +75,21 @@ class _Install:
         self.work = Path(tempfile.mkdtemp(prefix="np-wheel-"))
         atexit.register(shutil.rmtree, self.work, ignore_errors=True)
         dist = self.work / "dist"
-        _run(
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            dist,
-            ROOT,
-            cwd=self.work,
-        )
+        # pip builds in the tree's build/: one build at a time (trial -j).
+        with open(Path(tempfile.gettempdir()) / "np-wheel.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _run(
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "-q",
+                "-w",
+                dist,
+                ROOT,
+                cwd=self.work,
+            )
         self.wheel = next(dist.glob("netplugins-*.whl"))
         venv = self.work / "venv"
         _run(sys.executable, "-m", "venv", venv, cwd=self.work)
