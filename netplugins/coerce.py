@@ -53,3 +53,21 @@ def importNamed(spec: str, option: str, what: str) -> Any:
     except (ImportError, AttributeError) as e:
         raise ValueError(f"cannot load {option} {spec!r}: {e}") from None
     return found
+
+
+def hostPort(text: str) -> str:
+    """
+    Check a C{HOST:PORT} (an IPv6 host in brackets).
+    """
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, not {text!r}")
+    return text
+
+
+def splitHostPort(text: str) -> tuple[str, int]:
+    """
+    C{HOST:PORT} as a (host, port) pair.
+    """
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)

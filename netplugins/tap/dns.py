@@ -17,6 +17,7 @@ from attrs import frozen
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from netplugins.coerce import hostPort, splitHostPort
 from netplugins.dns.forward import Forwarder
 from netplugins.dns.rrl import DEFAULT_RATE, ResponseRateLimiter
 from netplugins.dns.secondary import Secondaries
@@ -86,16 +87,6 @@ def tsigSpec(text: str) -> str:
     return text
 
 
-def hostPort(text: str) -> str:
-    """
-    Check a C{HOST:PORT} (an IPv6 host in brackets).
-    """
-    host, colon, port = text.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, not {text!r}")
-    return text
-
-
 def secondarySpec(text: str) -> str:
     """
     Check a C{--secondary ORIGIN=PRIMARY} (PRIMARY is HOST:PORT).
@@ -145,14 +136,6 @@ def zoneKeys(specs: Sequence[str], stateDir: str) -> dict[dns.name.Name, list[Zo
             raise ValueError(f"--dnssec-key: {e}") from None
         keys.setdefault(origin, []).extend(found)
     return keys
-
-
-def splitHostPort(text: str) -> tuple[str, int]:
-    """
-    C{HOST:PORT} as a (host, port) pair.
-    """
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def readTSIGKey(text: str) -> dns.tsig.Key:

@@ -17,6 +17,7 @@ import attrs
 from attrs import evolve, frozen
 from twisted.application.service import MultiService
 
+from netplugins.coerce import hostPort, splitHostPort
 from netplugins.cred.throttle import LoginThrottle
 from netplugins.limits.tracker import ConnectionTracker
 from netplugins.mail.aliases import AliasFile, checkAliasFile
@@ -28,7 +29,7 @@ from netplugins.mail.smtp.queue import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MIN_BACKOFF,
 )
-from netplugins.mail.smtp.relay import smarthostRelay
+from netplugins.mail.smtp.relay import Relay, mxRelay, smarthostRelay
 from netplugins.mail.users import LocalUsers, MailRealm
 from netplugins.options import ServiceSettings, positiveFloat, positiveInt
 from netplugins.service import Common, listeningService
@@ -103,6 +104,18 @@ class SmarthostSettings(MailSettings):
         "Verify the smarthost's certificate against these CAs (PEM) instead of "
         "the system's.",
     )
+    relayByMX: bool = flag(
+        "Without --smarthost: relay authenticated users' mail for other domains "
+        "to each domain's MX hosts (port 25; STARTTLS when offered, not "
+        "verified).",
+        option="relay-by-mx",
+    )
+    mxNameserver: tuple[str, ...] = repeated(
+        "HOST:PORT of a DNS server the MX lookups of --relay-by-mx ask "
+        "(default: those of /etc/resolv.conf); repeatable.",
+        hostPort,
+        option="mx-nameserver",
+    )
     queueLifetime: float = setting(
         DEFAULT_LIFETIME,
         "Seconds relayed mail may wait in the queue (<state-dir>/queue) before "
@@ -133,6 +146,38 @@ class SmarthostSettings(MailSettings):
         """
         if value is not None:
             smarthostRelay(value)
+
+    @relayByMX.validator
+    def _oneRelay(self, attribute: attrs.Attribute[Any], value: bool) -> None:
+        """
+        One way to relay: a smarthost or the MX hosts.
+        """
+        if value and self.smarthost is not None:
+            raise ValueError("--relay-by-mx and --smarthost: choose one")
+
+    def relay(self, hostname: str, reactor: Any) -> Relay | None:
+        """
+        How the relay queue sends mail on (C{None}: mail for other domains
+        is refused).
+        """
+        if self.smarthost is not None:
+            return smarthostRelay(
+                self.smarthost, hostname, reactor, caFile=self.smarthostCA
+            )
+        if self.relayByMX:
+            return mxRelay(
+                hostname,
+                reactor,
+                nameservers=[splitHostPort(n) for n in self.mxNameserver],
+            )
+        return None
+
+    @property
+    def relayName(self) -> str:
+        """
+        Where relayed mail goes, as DSNs and logs name it.
+        """
+        return self.smarthost or "the recipient domain's MX host"
 
 
 def plainEndpoints(

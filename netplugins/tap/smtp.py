@@ -14,7 +14,6 @@ from attrs import frozen
 from twisted.application.service import MultiService
 
 from netplugins.mail.smtp.queue import RelayQueue
-from netplugins.mail.smtp.relay import smarthostRelay
 from netplugins.mail.smtp.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
     SMTPConfig,
@@ -80,8 +79,9 @@ class Options(ServiceOptions):
         "An ESMTP server delivering to Maildirs: mail for --domain users (from "
         "the --auth checkers: htpasswd users, LDAP mail attributes) is stored "
         "durably under --maildir-root; mail for other domains is refused unless "
-        "the client authenticated and --smarthost is set, and then queued under "
-        "<state-dir>/queue until the smarthost takes it (retried with backoff, "
+        "the client authenticated and --smarthost (or --relay-by-mx) is set, and "
+        "then queued under <state-dir>/queue until the smarthost (or the "
+        "domain's MX host) takes it (retried with backoff, "
         "bounced after --queue-lifetime). --listen endpoints "
         "take mail like port 25 (STARTTLS offered, AUTH optional); --submission "
         "(STARTTLS) and --smtps (implicit TLS) endpoints require AUTH. AUTH is "
@@ -111,19 +111,15 @@ def smtpListeners(
     """
     parent = MultiService()
     queue = None
-    if settings.smarthost is not None:
+    relay = settings.relay(parts.hostname, reactor)
+    if relay is not None:
         queue = RelayQueue(
             os.path.join(common.stateDir, "queue"),
-            smarthostRelay(
-                settings.smarthost,
-                parts.hostname,
-                reactor,
-                caFile=settings.smarthostCA,
-            ),
+            relay,
             store=parts.store,
             users=parts.users,
             hostname=parts.hostname,
-            smarthost=settings.smarthost,
+            smarthost=settings.relayName,
             lifetime=settings.queueLifetime,
             minBackoff=settings.queueMinBackoff,
             maxBackoff=settings.queueMaxBackoff,

@@ -56,7 +56,7 @@ from netplugins.mail.smtp.queuedir import (
     QueueDirectory,
     Recipient,
 )
-from netplugins.mail.smtp.relay import Relay
+from netplugins.mail.smtp.relay import Relay, replies
 from netplugins.mail.users import LocalUsers, splitAddress
 
 _T = TypeVar("_T")
@@ -84,47 +84,6 @@ class _Entry:
     nextAttempt: float
     size: int
     busy: bool = False
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def replies(
-    result: object, recipients: Sequence[str]
-) -> dict[str, tuple[int, str, bool]]:
-    """
-    Each recipient's outcome from what the relay's Deferred gave: (reply
-    code, reply text, whether the smarthost said it); code 0 when no reply
-    speaks for it (the connection failed).
-    """
-    from twisted.mail.smtp import SMTPDeliveryError
-
-    if isinstance(result, Failure):
-        error = result.value
-        if not isinstance(error, SMTPDeliveryError):
-            why = _text(error) or type(error).__name__
-            return {r: (0, why, False) for r in recipients}
-        code, text, addresses = error.code, _text(error.resp), error.addresses
-    else:
-        code, text, addresses = 250, "", result[1]  # type: ignore[index]
-    addresses = cast("list[tuple[bytes, int, bytes]] | None", addresses)
-    each = {
-        _text(address): (rcptCode, _text(rcptText))
-        for address, rcptCode, rcptText in addresses or ()
-    }
-    out: dict[str, tuple[int, str, bool]] = {}
-    for address in recipients:
-        rcpt = each.get(address)
-        if rcpt is None or (200 <= rcpt[0] < 300 and not 200 <= code < 300):
-            # Refused before RCPT (MAIL), or accepted at RCPT and refused
-            # after DATA.
-            out[address] = (max(code, 0), f"{code} {text}", code > 0)
-        else:
-            out[address] = (rcpt[0], f"{rcpt[0]} {rcpt[1]}", True)
-    return out
 
 
 class RelayQueue(Service):

@@ -1,0 +1,188 @@
+"""
+np-smtp's relay to MX hosts (C{--relay-by-mx}): NSD answers the MX lookups,
+aiosmtpd on port 25 of a loopback address is the domains' mail server.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import smtplib
+import ssl
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from netplugins.mail.smtp.queuedir import QUEUE_ID
+from netplugins.mail.smtp.server import SMTPServer
+from netplugins.service import listeningPorts
+from netplugins.tap.smtp import SMTPSettings, smtpService
+from tests import dnsfixtures
+from tests.mailfixtures import DOMAIN, waitForSessions, writeHtpasswd
+from tests.pki import PKI
+from tests.test_smtp import eventually, maildirMessages
+from tests.test_smtp_queue import MESSAGE, Sink, deliveryStatus
+
+ZONE = """\
+$ORIGIN remote.test.
+$TTL 300
+@         IN SOA ns hostmaster ( 1 7200 3600 1209600 300 )
+          IN NS  ns
+ns        IN A   127.0.0.1
+@         IN MX  10 mx1
+@         IN MX  20 mx2
+mx1       IN A   {dead}
+mx2       IN A   {live}
+implicit  IN A   {live}
+null      IN MX  0 .
+"""
+
+
+def loopbackAddress() -> str:
+    """
+    A random 127.x.y.z address, so that port 25 is free on it.
+    """
+    return "127." + ".".join(str(random.randint(2, 254)) for _ in range(3))
+
+
+class MXRelayTests(TestCase):
+    """
+    smtplib submits to np-smtp with C{--relay-by-mx}; NSD and aiosmtpd are
+    the world.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.pki = PKI(os.path.join(self.directory, "pki"))
+        self.cert, self.key = self.pki.serverCertificate("localhost", "127.0.0.1")
+        self.htpasswd = writeHtpasswd(self.directory)
+        self.sink = Sink()
+        waitForSessions(self, SMTPServer)
+        # Port 25 of mx2's address: the mail server (STARTTLS offered, with
+        # a certificate np-smtp does not check); mx1's refuses connections.
+        self.live, dead = loopbackAddress(), loopbackAddress()
+        from aiosmtpd.controller import Controller
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        controller = Controller(
+            self.sink, hostname=self.live, port=25, tls_context=context
+        )
+        controller.start()
+        self.addCleanup(controller.stop)
+        zones = Path(self.directory) / "dns"
+        zones.mkdir()
+        zone = zones / "remote.zone"
+        zone.write_text(ZONE.format(dead=dead, live=self.live))
+        _, self.nameserverPort = dnsfixtures.startNSD(
+            self, {"remote.test": zone}, zones
+        )
+
+    def start(self) -> int:
+        """
+        Start np-smtp relaying by MX, NSD as its name server; its port.
+        """
+        service = smtpService(
+            SMTPSettings(
+                domains=(DOMAIN,),
+                hostname="mx.test",
+                tlsCert=(self.cert,),
+                tlsKey=(self.key,),
+                auth=(f"htpasswd:{self.htpasswd}",),
+                stateDir=self.directory,
+                listen=("tcp:0:interface=127.0.0.1",),
+                relayByMX=True,
+                mxNameserver=(f"127.0.0.1:{self.nameserverPort}",),
+                queueMinBackoff=0.2,
+            )
+        )
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        [(_, address, _)] = listeningPorts(service)
+        return int(address.port)
+
+    def submit(self, port: int, recipients: list[str]) -> Deferred[Any]:
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.starttls(
+                    context=ssl.create_default_context(cafile=self.pki.caPath)
+                )
+                client.login("alice", "alice-password")
+                return client.sendmail("alice@example.org", recipients, MESSAGE)
+
+        return deferToThread(send)
+
+    def queueFiles(self) -> list[str]:
+        path = os.path.join(self.directory, "queue")
+        return sorted(n for n in os.listdir(path) if QUEUE_ID.fullmatch(n))
+
+    def test_mxHosts(self) -> Deferred[None]:
+        """
+        The first MX refuses, the second takes; a domain without MX gets it
+        at its address; null MX and a missing domain bounce to the sender.
+        """
+
+        async def run() -> None:
+            port = self.start()
+            refused = await self.submit(
+                port,
+                [
+                    "bob@remote.test",
+                    "carol@implicit.remote.test",
+                    "dan@null.remote.test",
+                    "eve@nx.remote.test",
+                ],
+            )
+            self.assertEqual(refused, {})
+            await eventually(lambda: len(self.sink.envelopes) == 2 or None)
+            self.assertEqual(
+                sorted(e.rcpt_tos[0] for e in self.sink.envelopes),
+                ["bob@remote.test", "carol@implicit.remote.test"],
+            )
+            for envelope in self.sink.envelopes:
+                self.assertEqual(envelope.mail_from, "alice@example.org")
+                self.assertTrue(envelope.content.endswith(MESSAGE))
+            [report] = await eventually(
+                lambda: (
+                    maildirMessages(os.path.join(self.directory, "mail"), "alice")
+                    or None
+                )
+            )
+            _, blocks = deliveryStatus(report)
+            self.assertEqual(
+                sorted((b["Final-Recipient"], b["Status"]) for b in blocks[1:]),
+                [
+                    ("rfc822; dan@null.remote.test", "5.1.10"),
+                    ("rfc822; eve@nx.remote.test", "5.1.2"),
+                ],
+            )
+            await eventually(lambda: self.queueFiles() == [] or None)
+
+        return ensureDeferred(run())
+
+    def test_noOpenRelay(self) -> Deferred[None]:
+        """A client that did not log in cannot relay by MX: 550 at RCPT."""
+
+        def send(port: int) -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.ehlo()
+                client.mail("stranger@elsewhere.test")
+                return client.rcpt("bob@remote.test")
+
+        async def run() -> None:
+            code, _ = await deferToThread(send, self.start())
+            self.assertEqual(code, 550)
+            self.assertEqual(self.queueFiles(), [])
+
+        return ensureDeferred(run())
+
+    def test_optionsRefused(self) -> None:
+        """--relay-by-mx with --smarthost is refused; a bad name server too."""
+        with self.assertRaises(ValueError):
+            SMTPSettings(relayByMX=True, smarthost="relay.example:25")
+        with self.assertRaises(ValueError):
+            SMTPSettings(relayByMX=True, mxNameserver=("nonsense",))
