@@ -16,15 +16,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from netplugins.mail.smtp.queuedir import QUEUE_ID
 from netplugins.mail.smtp.server import SMTPServer
-from netplugins.service import listeningPorts
-from netplugins.tap.smtp import SMTPSettings, smtpService
+from netplugins.tap.smtp import SMTPSettings
 from tests import dnsfixtures
-from tests.mailfixtures import DOMAIN, waitForSessions, writeHtpasswd
+from tests.mailfixtures import waitForSessions, writeHtpasswd
 from tests.pki import PKI
 from tests.test_smtp import eventually, maildirMessages
-from tests.test_smtp_queue import MESSAGE, Sink, deliveryStatus
+from tests.test_smtp_queue import MESSAGE, RelayingMixin, Sink, deliveryStatus
 
 ZONE = """\
 $ORIGIN remote.test.
@@ -48,7 +46,7 @@ def loopbackAddress() -> str:
     return "127." + ".".join(str(random.randint(2, 254)) for _ in range(3))
 
 
-class MXRelayTests(TestCase):
+class MXRelayTests(RelayingMixin, TestCase):
     """
     smtplib submits to np-smtp with C{--relay-by-mx}; NSD and aiosmtpd are
     the world.
@@ -86,39 +84,10 @@ class MXRelayTests(TestCase):
         """
         Start np-smtp relaying by MX, NSD as its name server; its port.
         """
-        service = smtpService(
-            SMTPSettings(
-                domains=(DOMAIN,),
-                hostname="mx.test",
-                tlsCert=(self.cert,),
-                tlsKey=(self.key,),
-                auth=(f"htpasswd:{self.htpasswd}",),
-                stateDir=self.directory,
-                listen=("tcp:0:interface=127.0.0.1",),
-                relayByMX=True,
-                mxNameserver=(f"127.0.0.1:{self.nameserverPort}",),
-                queueMinBackoff=0.2,
-            )
+        return self.startRelaying(
+            relayByMX=True,
+            mxNameserver=(f"127.0.0.1:{self.nameserverPort}",),
         )
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        [(_, address, _)] = listeningPorts(service)
-        return int(address.port)
-
-    def submit(self, port: int, recipients: list[str]) -> Deferred[Any]:
-        def send() -> Any:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-                client.starttls(
-                    context=ssl.create_default_context(cafile=self.pki.caPath)
-                )
-                client.login("alice", "alice-password")
-                return client.sendmail("alice@example.org", recipients, MESSAGE)
-
-        return deferToThread(send)
-
-    def queueFiles(self) -> list[str]:
-        path = os.path.join(self.directory, "queue")
-        return sorted(n for n in os.listdir(path) if QUEUE_ID.fullmatch(n))
 
     def test_mxHosts(self) -> Deferred[None]:
         """

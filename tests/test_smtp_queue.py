@@ -563,7 +563,66 @@ class Sink:
         return "250 OK queued"
 
 
-class AiosmtpdSmarthostTests(TestCase):
+class RelayingMixin:
+    """
+    np-smtp relaying for alice (its directory, PKI, certificate and users
+    made by the test's C{setUp}), and smtplib submitting to it.
+    """
+
+    directory: str
+    pki: PKI
+    cert: str
+    key: str
+    htpasswd: str
+    addCleanup: Any
+
+    def startRelaying(self, **kwargs: Any) -> int:
+        """
+        Start np-smtp with C{kwargs} on top of the common settings; its port.
+        """
+        kwargs.setdefault("queueMinBackoff", 0.2)
+        service = smtpService(
+            SMTPSettings(
+                domains=(DOMAIN,),
+                hostname="mx.test",
+                tlsCert=(self.cert,),
+                tlsKey=(self.key,),
+                auth=(f"htpasswd:{self.htpasswd}",),
+                stateDir=self.directory,
+                listen=("tcp:0:interface=127.0.0.1",),
+                **kwargs,
+            )
+        )
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        self.service = service
+        [(_, address, _)] = listeningPorts(service)
+        return int(address.port)
+
+    def submit(self, port: int, recipients: list[str]) -> Deferred[Any]:
+        """
+        smtplib: STARTTLS, AUTH as alice, one message to C{recipients}.
+        """
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.starttls(
+                    context=ssl.create_default_context(cafile=self.pki.caPath)
+                )
+                client.login("alice", "alice-password")
+                return client.sendmail("alice@example.org", recipients, MESSAGE)
+
+        return deferToThread(send)
+
+    def queueFiles(self) -> list[str]:
+        path = os.path.join(self.directory, "queue")
+        return sorted(n for n in os.listdir(path) if QUEUE_ID.fullmatch(n))
+
+    def aliceMail(self) -> list[bytes]:
+        return maildirMessages(os.path.join(self.directory, "mail"), "alice")
+
+
+class AiosmtpdSmarthostTests(RelayingMixin, TestCase):
     """
     smtplib submits to np-smtp; aiosmtpd (STARTTLS) is the smarthost.
     """
@@ -599,48 +658,11 @@ class AiosmtpdSmarthostTests(TestCase):
         """
         Start np-smtp relaying to C{smarthostPort}; return its port.
         """
-        kwargs.setdefault("queueMinBackoff", 0.2)
-        service = smtpService(
-            SMTPSettings(
-                domains=(DOMAIN,),
-                hostname="mx.test",
-                tlsCert=(self.cert,),
-                tlsKey=(self.key,),
-                auth=(f"htpasswd:{self.htpasswd}",),
-                stateDir=self.directory,
-                listen=("tcp:0:interface=127.0.0.1",),
-                smarthost=f"127.0.0.1:{self.smarthostPort}",
-                smarthostCA=self.pki.caPath,
-                **kwargs,
-            )
+        return self.startRelaying(
+            smarthost=f"127.0.0.1:{self.smarthostPort}",
+            smarthostCA=self.pki.caPath,
+            **kwargs,
         )
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        self.service = service
-        [(_, address, _)] = listeningPorts(service)
-        return int(address.port)
-
-    def submit(self, port: int, recipients: list[str]) -> Deferred[Any]:
-        """
-        smtplib: STARTTLS, AUTH as alice, one message to C{recipients}.
-        """
-
-        def send() -> Any:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-                client.starttls(
-                    context=ssl.create_default_context(cafile=self.pki.caPath)
-                )
-                client.login("alice", "alice-password")
-                return client.sendmail("alice@example.org", recipients, MESSAGE)
-
-        return deferToThread(send)
-
-    def queueFiles(self) -> list[str]:
-        path = os.path.join(self.directory, "queue")
-        return sorted(n for n in os.listdir(path) if QUEUE_ID.fullmatch(n))
-
-    def aliceMail(self) -> list[bytes]:
-        return maildirMessages(os.path.join(self.directory, "mail"), "alice")
 
     def test_downThenUp(self) -> Deferred[None]:
         """The smarthost is down at 250; once it is up the queue delivers there."""
