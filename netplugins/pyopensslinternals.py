@@ -95,7 +95,10 @@ def _function(name: str) -> Callable[[int, int], int] | None:
     path = _rust.__file__
     if path is None:
         return None
-    library = ctypes.CDLL(path)
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        return None
     # An OpenSSL linked dynamically exports it: dlsym finds it.
     address = _exported(library, name)
     if address is None:
