@@ -2,7 +2,8 @@
 np-ftp's TLS profile seen by sslscan (Debian's C{sslscan}): explicit
 C{AUTH TLS} and implicit FTPS offer what the other services offer
 (protocols, cipher suites, groups, no renegotiation), and TLS 1.3 alone with
-C{--tls-min-version 1.3}.
+C{--tls-min-version 1.3}; and, in memory, the TLS 1.2 cap np-ftp falls back
+to where OpenSSL's ticket count cannot be set.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import subprocess
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
+from attrs import evolve
 from twisted.trial.unittest import SynchronousTestCase
 
+from netplugins.ftp.tls import FTPServerTLS
+from netplugins.tls.identity import TLSSettings
 from tests.support import freePort, runTwistd, waitForPort
+from tests.test_tls import Pair, RawClient, TLSTestMixin
 
 
 def sslscan(port: int, *options: str) -> dict[str, Any]:
@@ -123,3 +128,29 @@ class ProfileTests(SynchronousTestCase):
         self.assertEqual(sslscan(tlsPort), explicit)
         self.assertEqual(explicit["ciphers"], {"TLSv1.3": echo["ciphers"]["TLSv1.3"]})
         self.assertEqual(explicit["groups"], {"TLSv1.3": echo["groups"]["TLSv1.3"]})
+
+
+class FallbackTests(TLSTestMixin, SynchronousTestCase):
+    """
+    np-ftp's TLS where OpenSSL's ticket count cannot be set: TLS 1.2 at most.
+    """
+
+    def test_capped(self) -> None:
+        """Without ticket control FTPS stops at TLS 1.2, unless the minimum is 1.3."""
+        self.patch(FTPServerTLS, "dataTicketsOff", False)
+        settings = TLSSettings(certificates=(self.a,))
+        capped = FTPServerTLS(settings, reactor=self.clock)
+        modern = FTPServerTLS(evolve(settings, minVersion="1.3"), reactor=self.clock)
+        self.assertEqual(
+            [
+                Pair(capped, RawClient(), self.clock).version(),
+                Pair(modern, RawClient(), self.clock).version(),
+            ],
+            ["TLSv1.2", "TLSv1.3"],
+        )
+
+    def test_notCapped(self) -> None:
+        """With ticket control (here) FTPS offers TLS 1.3."""
+        self.assertTrue(FTPServerTLS.dataTicketsOff)
+        capped = FTPServerTLS(TLSSettings(certificates=(self.a,)), reactor=self.clock)
+        self.assertEqual(Pair(capped, RawClient(), self.clock).version(), "TLSv1.3")
