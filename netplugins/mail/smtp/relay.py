@@ -177,7 +177,12 @@ def mxRelay(
             entries = [entry for result in results for entry in result]
             return sum(1 for e in entries if 200 <= e[1] < 300), entries
 
+        cancelled: list[bool] = []
+
         def cancel(d: Deferred[Any]) -> None:
+            # Cancelled (the queue stopping): the attempts' own outcomes,
+            # "deferred" for all, must not stand for the CancelledError.
+            cancelled.append(True)
             for attempt in attempts:
                 attempt.cancel()
 
@@ -185,7 +190,7 @@ def mxRelay(
         gathered = gatherResults(attempts, consumeErrors=True)
         gathered.addCallback(combine)
         gathered.addBoth(
-            lambda outcome: None if done.called else done.callback(outcome)
+            lambda outcome: None if done.called or cancelled else done.callback(outcome)
         )
         return done
 
