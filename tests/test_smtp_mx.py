@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import random
 import smtplib
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from netplugins.mail.smtp.relay import mxRelay
 from netplugins.mail.smtp.server import SMTPServer
 from netplugins.tap.smtp import SMTPSettings
 from tests import dnsfixtures
@@ -36,6 +39,9 @@ mx1       IN A   {dead}
 mx2       IN A   {live}
 implicit  IN A   {live}
 null      IN MX  0 .
+v6        IN MX  10 mx6
+mx6       IN A   {dead}
+          IN AAAA ::1
 """
 
 
@@ -130,6 +136,35 @@ class MXRelayTests(RelayingMixin, TestCase):
                 ],
             )
             await eventually(lambda: self.queueFiles() == [] or None)
+
+        return ensureDeferred(run())
+
+    def test_ipv6(self) -> Deferred[None]:
+        """An MX host's IPv6 address is tried once its IPv4 one refuses."""
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+        from aiosmtpd.controller import Controller
+
+        controller = Controller(self.sink, hostname="::1", port=port)
+        controller.start()
+        self.addCleanup(controller.stop)
+        relay = mxRelay(
+            "mx.test",
+            reactor,
+            nameservers=[("127.0.0.1", self.nameserverPort)],
+            port=port,
+        )
+
+        async def run() -> None:
+            numOk, entries = await relay(
+                "alice@example.org", ["frank@v6.remote.test"], MESSAGE
+            )
+            self.assertEqual(
+                (numOk, [e[:2] for e in entries]), (1, [(b"frank@v6.remote.test", 250)])
+            )
+            [envelope] = self.sink.envelopes
+            self.assertEqual(envelope.rcpt_tos, ["frank@v6.remote.test"])
 
         return ensureDeferred(run())
 

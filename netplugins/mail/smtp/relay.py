@@ -236,37 +236,42 @@ def _toDomain(
 
     def tryHost(hosts: list[str], last: Failure | None) -> Any:
         if not hosts:
-            why = last.getErrorMessage() if last is not None else "no host"
+            why = last.getErrorMessage() if last is not None else "no address"
             return ours(0, f"4.4.1 No MX host of {domain} answered: {why}")
         host, rest = hosts[0], hosts[1:]
-        d = resolver.getHostByName(host)
+        d = _addresses(resolver, host)
+        d.addCallback(lambda addresses: tryAddress(host, addresses, rest, last))
+        return d
 
-        def send(address: str) -> Deferred[Any]:
-            context = tssl.CertificateOptions(verify=False)
-            return _send(
-                address, port, context, host, sender, recipients, message,
-                hostname=hostname, reactor=reactor, timeout=timeout,
-            )  # fmt: skip
-
-        d.addCallback(send)
+    def tryAddress(
+        host: str, addresses: list[str], rest: list[str], last: Failure | None
+    ) -> Any:
+        if not addresses:
+            return tryHost(rest, last)
+        address, others = addresses[0], addresses[1:]
+        context = tssl.CertificateOptions(verify=False)
+        d = _send(
+            address, port, context, host, sender, recipients, message,
+            hostname=hostname, reactor=reactor, timeout=timeout,
+        )  # fmt: skip
 
         def sent(result: Any) -> Any:
             from twisted.mail.smtp import SMTPDeliveryError
 
-            if isinstance(result, Failure) and not result.check(SMTPDeliveryError):
+            if isinstance(result, Failure) and (
+                not result.check(SMTPDeliveryError)
+                # No greeting, or a greeting that refused.
+                or getattr(result.value, "code", 0) in (-1, 421)
+            ):
                 log.info(
-                    "np-smtp: MX host {host} of {domain}: {why}; trying the next",
+                    "np-smtp: MX host {host} ({address}) of {domain}: {why}; "
+                    "trying the next",
                     host=host,
+                    address=address,
                     domain=domain,
                     why=result.getErrorMessage(),
                 )
-                return tryHost(rest, result)
-            if isinstance(result, Failure) and getattr(result.value, "code", 0) in (
-                -1,
-                421,
-            ):
-                # No greeting, or a greeting that refused: the next host.
-                return tryHost(rest, result)
+                return tryAddress(host, others, rest, result)
             return [
                 (r.encode(), *outcome)
                 for r, outcome in zip(
@@ -279,6 +284,37 @@ def _toDomain(
     d = resolver.lookupMailExchange(domain)
     d.addCallbacks(exchanges, lookupFailed)
     return cast("Deferred[list[tuple[Any, ...]]]", d)
+
+
+def _addresses(resolver: Any, host: str) -> Deferred[list[str]]:
+    """
+    The IPv4 then the IPv6 addresses of C{host} (none for a name that has
+    none or cannot be looked up).
+    """
+    import socket
+
+    from twisted.names import dns
+
+    def found(kind: int, result: tuple[list[Any], list[Any], list[Any]]) -> list[str]:
+        if kind == dns.A:
+            return [r.payload.dottedQuad() for r in result[0] if r.type == dns.A]
+        return [
+            socket.inet_ntop(socket.AF_INET6, r.payload.address)
+            for r in result[0]
+            if r.type == dns.AAAA
+        ]
+
+    lookups = []
+    for kind, lookup in (
+        (dns.A, resolver.lookupAddress),
+        (dns.AAAA, resolver.lookupIPV6Address),
+    ):
+        d = lookup(host)
+        d.addCallback(lambda result, kind=kind: found(kind, result))
+        d.addErrback(lambda _: [])
+        lookups.append(d)
+    gathered = gatherResults(lookups)
+    return gathered.addCallback(lambda each: [a for one in each for a in one])
 
 
 def _entries(result: object, recipients: list[str]) -> list[tuple[int, bytes, bool]]:
