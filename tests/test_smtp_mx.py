@@ -102,11 +102,13 @@ class MXRelayTests(RelayingMixin, TestCase):
         """
 
         async def run() -> None:
+            self.sink.refuse["nobody@remote.test"] = "550 5.1.1 No such user here"
             port = self.start()
             refused = await self.submit(
                 port,
                 [
                     "bob@remote.test",
+                    "nobody@remote.test",
                     "carol@implicit.remote.test",
                     "dan@null.remote.test",
                     "eve@nx.remote.test",
@@ -133,7 +135,14 @@ class MXRelayTests(RelayingMixin, TestCase):
                 [
                     ("rfc822; dan@null.remote.test", "5.1.10"),
                     ("rfc822; eve@nx.remote.test", "5.1.2"),
+                    ("rfc822; nobody@remote.test", "5.1.1"),
                 ],
+            )
+            # The MX host's own refusal, without naming a smarthost.
+            [remote] = [b for b in blocks[1:] if "nobody" in b["Final-Recipient"]]
+            self.assertEqual(
+                (remote["Diagnostic-Code"], remote["Remote-MTA"]),
+                ("smtp; 550 5.1.1 No such user here", None),
             )
             await eventually(lambda: self.queueFiles() == [] or None)
 

@@ -175,9 +175,10 @@ class SmarthostSettings(MailSettings):
     @property
     def relayName(self) -> str:
         """
-        Where relayed mail goes, as DSNs and logs name it.
+        The smarthost, as DSNs name it (C{""} when relaying by MX: the
+        host that answered is not kept).
         """
-        return self.smarthost or "the recipient domain's MX host"
+        return self.smarthost or ""
 
 
 def plainEndpoints(

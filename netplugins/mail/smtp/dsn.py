@@ -161,7 +161,8 @@ def deliveryReport(
     """
     The DSN telling C{sender} what became of its message to these
     recipients (C{failed}, C{delayed}: still being tried until
-    C{retryUntil}, C{relayed} to C{smarthost}, C{delivered} here), with
+    C{retryUntil}, C{relayed} to C{smarthost} (C{""}: the recipient
+    domain's MX host, not named), C{delivered} here), with
     CRLF line ends.  A failure report with C{ret} C{FULL} returns the whole
     message; any other, its headers.  C{envid} and each recipient's ORCPT
     are echoed.
@@ -201,10 +202,9 @@ def deliveryReport(
                 f"Status: {_deliveryStatus(recipient, action)}",
             ]
             if recipient.remote and reply:
-                report += [
-                    f"Remote-MTA: dns; {_oneLine(smarthost)}",
-                    f"Diagnostic-Code: smtp; {reply}",
-                ]
+                if smarthost:
+                    report.append(f"Remote-MTA: dns; {_oneLine(smarthost)}")
+                report.append(f"Diagnostic-Code: smtp; {reply}")
             elif reply:
                 report.append(f"X-Diagnostic: {reply}")
             if action == "delayed" and retryUntil is not None:

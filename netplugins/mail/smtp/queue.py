@@ -115,7 +115,8 @@ class RelayQueue(Service):
         @param store: where DSNs for local senders are delivered.
         @param users: who is local.
         @param hostname: this host, in DSNs.
-        @param smarthost: named in DSNs as the C{Remote-MTA}.
+        @param smarthost: named in DSNs as the C{Remote-MTA} (C{""}: the
+            recipient domains' MX hosts, not named).
         @param runBlocking: how blocking calls run, C{f(*args) -> Deferred}; by
             default in the C{netplugins-queue} pool.
         """
@@ -407,7 +408,7 @@ class RelayQueue(Service):
                 "{status} ({reply})",
                 queueId=queueId,
                 recipient=recipient.address,
-                smarthost=self.smarthost,
+                smarthost=self.smarthost or "MX",
                 status={SENT: "sent", FAILED: "bounced"}.get(
                     recipient.status, "deferred"
                 ),
