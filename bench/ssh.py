@@ -30,10 +30,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+# Before bench.services: run as "python -m bench.ssh", this module is
+# __main__, and bench.suite's imports (bench.dns imports bench.services)
+# only close their cycle when bench.suite comes first.
+import bench.suite  # noqa: F401
+from bench.clients.sftp import CIPHER, sftpCommand
 from bench.services import LISTEN, PREPARE, TWISTD, clients
 from bench.suite import Benchmark, Case, Contender
 
-CIPHER = "aes128-gcm@openssh.com"
 SSHD = "/usr/sbin/sshd"
 
 #: What C{python -m bench.prepare ssh} makes.
@@ -155,28 +159,7 @@ class Server:
         script.write_text(batch)
         started = time.monotonic()
         subprocess.run(
-            [
-                "sftp",
-                "-F",
-                "/dev/null",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "-c",
-                CIPHER,
-                "-i",
-                str(key),
-                "-P",
-                str(self.port),
-                "-b",
-                str(script),
-                f"{self.user}@127.0.0.1",
-            ],
+            sftpCommand(self.port, self.user, str(key), str(script), cipher=CIPHER),
             cwd=cwd,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -264,28 +247,9 @@ def sessions(server: Server, key: Path, client: Path, count: int) -> float:
         script.write_text(f"get {server.prefix}small.bin small-{i}.bin\n")
         processes.append(
             subprocess.Popen(
-                [
-                    "sftp",
-                    "-F",
-                    "/dev/null",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "-c",
-                    CIPHER,
-                    "-i",
-                    str(key),
-                    "-P",
-                    str(server.port),
-                    "-b",
-                    str(script),
-                    f"{server.user}@127.0.0.1",
-                ],
+                sftpCommand(
+                    server.port, server.user, str(key), str(script), cipher=CIPHER
+                ),
                 cwd=client,
                 stdout=subprocess.DEVNULL,
             )

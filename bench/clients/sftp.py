@@ -36,6 +36,31 @@ SESSION_FILE = "session.bin"
 TIMEOUT = 10.0
 
 
+def sftpCommand(
+    port: int, user: str, key: str, script: str, *options: str, cipher: str = CIPHER
+) -> list[str]:
+    """
+    OpenSSH's C{sftp -b SCRIPT} to C{user} at 127.0.0.1:C{port} with C{key}
+    only, no configuration file or known hosts, C{cipher} fixed, and
+    C{options} (C{-o} pairs) added.
+    """
+    return [
+        "sftp",
+        "-F", "/dev/null",
+        "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "LogLevel=ERROR",
+        *options,
+        "-c", cipher,
+        "-i", key,
+        "-P", str(port),
+        "-b", script,
+        f"{user}@{HOST}",
+    ]  # fmt: skip
+
+
 def sftp(options: argparse.Namespace, batch: str, cwd: str) -> None:
     """
     Run one C{sftp -b} session of C{batch}; raise if it fails.
@@ -44,32 +69,15 @@ def sftp(options: argparse.Namespace, batch: str, cwd: str) -> None:
     with open(script, "w") as f:
         f.write(batch)
     subprocess.run(
-        [
-            "sftp",
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "LogLevel=ERROR",
+        sftpCommand(
+            options.port,
+            getpass.getuser(),
+            options.key,
+            script,
             "-o",
             f"ConnectTimeout={int(TIMEOUT)}",
-            "-c",
-            options.cipher,
-            "-i",
-            options.key,
-            "-P",
-            str(options.port),
-            "-b",
-            script,
-            f"{getpass.getuser()}@{HOST}",
-        ],
+            cipher=options.cipher,
+        ),
         cwd=cwd,
         check=True,
         stdout=subprocess.DEVNULL,
